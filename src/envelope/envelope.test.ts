@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ParleyError } from '../errors.ts';
+import { assertEnvelope, createEnvelope, fromHeaders, toHeaders } from './envelope.ts';
+import { randomHex, uuidv7, uuidv7Time } from './ids.ts';
+
+describe('ids', () => {
+  it('UUIDv7: version 7, RFC 9562 variant, time-sortable, strictly increasing within a millisecond', () => {
+    // Later than any time other tests in this file use: ids never go back in time.
+    const now = Date.UTC(2031, 0, 1, 0, 0, 0, 123);
+    const ids = Array.from({ length: 5000 }, () => uuidv7(now));
+    for (const id of ids) {
+      assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    }
+    assert.equal(new Set(ids).size, ids.length);
+    const sorted = [...ids].sort();
+    assert.deepEqual(sorted, ids, 'generation order is sort order');
+    assert.ok(uuidv7Time(ids[0] as string) >= now);
+    assert.ok(uuidv7(now + 10_000) > (ids.at(-1) as string));
+    assert.equal(uuidv7Time(uuidv7(now + 20_000)), now + 20_000);
+  });
+
+  it('randomHex gives the asked length', () => {
+    assert.match(randomHex(16), /^[0-9a-f]{32}$/);
+    assert.match(randomHex(3), /^[0-9a-f]{6}$/);
+  });
+});
+
+describe('envelope', () => {
+  const env = createEnvelope(
+    {
+      source: '/parley/n1/orders',
+      type: 'order.placed',
+      data: { id: 'o1' },
+      deadline: Date.UTC(2030, 0, 1),
+      traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+      idempotencykey: 'k1',
+      correlationid: 'c1',
+      causationid: 'x1',
+      datacontenttype: 'application/json',
+    },
+    Date.UTC(2029, 0, 1),
+  );
+
+  it('has the CloudEvents 1.0 required attributes', () => {
+    assert.equal(env.specversion, '1.0');
+    assert.equal(env.time, '2029-01-01T00:00:00.000Z');
+    assert.equal(assertEnvelope(env), env);
+  });
+
+  it('round-trips through binary-mode headers, deadline as an RFC 3339 time', () => {
+    const headers = toHeaders(env);
+    assert.equal(headers['ce-deadline'], '2030-01-01T00:00:00.000Z');
+    assert.equal(headers['content-type'], 'application/json');
+    assert.equal(headers['ce-data'], undefined);
+    assert.deepEqual(fromHeaders(headers, env.data), env);
+    const kafka = toHeaders(env, 'ce_');
+    assert.deepEqual(fromHeaders(kafka, env.data, 'ce_'), env);
+  });
+
+  it('malformed envelopes are INVALID_ARGUMENT naming the attribute', () => {
+    const cases: [unknown, string | undefined][] = [
+      [null, undefined],
+      [[], undefined],
+      [{ ...env, id: '' }, 'id'],
+      [{ ...env, type: 5 }, 'type'],
+      [{ ...env, specversion: '0.3' }, 'specversion'],
+      [{ ...env, deadline: 'soon' }, 'deadline'],
+      [{ ...env, traceparent: 1 }, 'traceparent'],
+    ];
+    for (const [value, attribute] of cases) {
+      assert.throws(
+        () => assertEnvelope(value),
+        (e: unknown) =>
+          e instanceof ParleyError && e.code === 'INVALID_ARGUMENT' && e.details?.attribute === attribute,
+      );
+    }
+    assert.throws(
+      () =>
+        fromHeaders(
+          { 'ce-id': 'x', 'ce-source': 's', 'ce-type': 't', 'ce-specversion': '1.0', 'ce-deadline': 'never' },
+          1,
+        ),
+      (e: unknown) => e instanceof ParleyError && e.details?.attribute === 'deadline',
+    );
+  });
+});
+
+describe('ids when the clock goes back', () => {
+  it('stay increasing', () => {
+    const later = uuidv7(Date.UTC(2032, 0, 1));
+    const earlier = uuidv7(Date.UTC(2020, 0, 1));
+    assert.ok(earlier > later);
+  });
+});

@@ -1,0 +1,136 @@
+/**
+ * @module envelope
+ * Every message that crosses a process boundary is a CloudEvents 1.0 envelope plus Parley's
+ * extensions. RPC requests, durable events and notifications share it, so tracing, deadlines and
+ * idempotency travel the same way on every path.
+ */
+import { ParleyError } from '../errors.ts';
+import { uuidv7 } from './ids.ts';
+
+export interface Envelope<T = unknown> {
+  specversion: '1.0';
+  /** UUIDv7: unique per message and sortable by creation time. */
+  id: string;
+  /** The sending node or service, as a URI-reference (`parley://node/<id>`). */
+  source: string;
+  /** `service.action` for a call, the event name for an event. */
+  type: string;
+  /** RFC 3339 timestamp of creation. */
+  time: string;
+  subject?: string;
+  datacontenttype?: string;
+  dataschema?: string;
+  /** W3C trace context. */
+  traceparent?: string;
+  tracestate?: string;
+  /** Absolute deadline in epoch milliseconds. In headers it is written as an RFC 3339 timestamp. */
+  deadline?: number;
+  idempotencykey?: string;
+  correlationid?: string;
+  causationid?: string;
+  data: T;
+}
+
+export type EnvelopeInit<T> = Omit<Envelope<T>, 'specversion' | 'id' | 'time'> & {
+  id?: string;
+  time?: string;
+};
+
+export function createEnvelope<T>(init: EnvelopeInit<T>, now: number = Date.now()): Envelope<T> {
+  const env: Envelope<T> = {
+    ...init,
+    specversion: '1.0',
+    id: init.id ?? uuidv7(now),
+    time: init.time ?? new Date(now).toISOString(),
+  };
+  return env;
+}
+
+const REQUIRED = ['id', 'source', 'type', 'specversion'] as const;
+const OPTIONAL_STRINGS = [
+  'time',
+  'subject',
+  'datacontenttype',
+  'dataschema',
+  'traceparent',
+  'tracestate',
+  'idempotencykey',
+  'correlationid',
+  'causationid',
+] as const;
+
+/** Checks a decoded value is an envelope; a malformed one is INVALID_ARGUMENT naming the attribute. */
+export function assertEnvelope(value: unknown): Envelope {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new ParleyError('INVALID_ARGUMENT', 'envelope is not an object');
+  }
+  const v = value as Record<string, unknown>;
+  for (const key of REQUIRED) {
+    if (typeof v[key] !== 'string' || v[key] === '') {
+      throw new ParleyError('INVALID_ARGUMENT', `envelope attribute "${key}" is missing or not a string`, {
+        details: { attribute: key },
+      });
+    }
+  }
+  if (v.specversion !== '1.0') {
+    throw new ParleyError('INVALID_ARGUMENT', `unsupported specversion ${String(v.specversion)}`, {
+      details: { attribute: 'specversion' },
+    });
+  }
+  for (const key of OPTIONAL_STRINGS) {
+    if (v[key] !== undefined && typeof v[key] !== 'string') {
+      throw new ParleyError('INVALID_ARGUMENT', `envelope attribute "${key}" must be a string`, {
+        details: { attribute: key },
+      });
+    }
+  }
+  if (v.deadline !== undefined && (typeof v.deadline !== 'number' || !Number.isFinite(v.deadline))) {
+    throw new ParleyError('INVALID_ARGUMENT', 'envelope attribute "deadline" must be epoch milliseconds', {
+      details: { attribute: 'deadline' },
+    });
+  }
+  return value as Envelope;
+}
+
+/**
+ * CloudEvents binary mode: attributes as headers (`ce-id`, `ce-type`, …; Kafka and AMQP use
+ * `ce_`), data carried separately as the body. Used by broker adapters whose messages have headers.
+ */
+export function toHeaders(env: Envelope, prefix = 'ce-'): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const [key, value] of Object.entries(env)) {
+    if (key === 'data' || value === undefined) continue;
+    if (key === 'datacontenttype') {
+      headers['content-type'] = String(value);
+      continue;
+    }
+    headers[prefix + key] = key === 'deadline' ? new Date(value as number).toISOString() : String(value);
+  }
+  return headers;
+}
+
+export function fromHeaders<T>(
+  headers: Record<string, string | undefined>,
+  data: T,
+  prefix = 'ce-',
+): Envelope<T> {
+  const attrs: Record<string, unknown> = { data };
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined) continue;
+    const lower = name.toLowerCase();
+    if (lower === 'content-type') attrs.datacontenttype = value;
+    else if (lower.startsWith(prefix)) {
+      const key = lower.slice(prefix.length);
+      if (key === 'deadline') {
+        const ms = Date.parse(value);
+        if (Number.isNaN(ms)) {
+          throw new ParleyError('INVALID_ARGUMENT', 'header deadline is not an RFC 3339 timestamp', {
+            details: { attribute: 'deadline' },
+          });
+        }
+        attrs.deadline = ms;
+      } else if (key !== 'data' && key !== '__proto__') attrs[key] = value;
+    }
+  }
+  return assertEnvelope(attrs) as Envelope<T>;
+}

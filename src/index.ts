@@ -1,0 +1,94 @@
+/**
+ * @module parley
+ * The public API. Everything a user imports comes from here, by name; internals are not exported.
+ */
+
+export { z } from 'zod';
+export type {
+  Broker,
+  BrokerPublishOptions,
+  Consumer,
+  ConsumerHandler,
+  ConsumerSpec,
+} from './broker/broker.ts';
+export type { Codec } from './codec/codec.ts';
+export { createJsonCodec } from './codec/json.ts';
+export { createMsgpackCodec } from './codec/msgpack.ts';
+export type {
+  ActionDef,
+  ActionName,
+  AnyContract,
+  Contract,
+  ErrorDecls,
+  EventDef,
+  EventName,
+  InputOf,
+  OutputOf,
+  ParsedInputOf,
+  PayloadOf,
+  Schema,
+} from './contract/contract.ts';
+export { defineContract } from './contract/contract.ts';
+export { type ContractJsonSchema, contractJsonSchema } from './contract/json-schema.ts';
+export type { FieldViolation } from './contract/validate.ts';
+export type { Envelope } from './envelope/envelope.ts';
+export { assertEnvelope, createEnvelope, fromHeaders, toHeaders } from './envelope/envelope.ts';
+export { uuidv7, uuidv7Time } from './envelope/ids.ts';
+export {
+  codeOf,
+  ERROR_CODES,
+  type ErrorCode,
+  errorCodes,
+  grpcStatusOf,
+  httpStatusOf,
+  isErrorCode,
+  ParleyError,
+  type ParleyErrorOptions,
+  type WireError,
+} from './errors.ts';
+export { type Balancer, type BalancerOptions, createBalancer } from './runtime/balancer.ts';
+export type { Client } from './runtime/client.ts';
+export {
+  type Clock,
+  createFakeClock,
+  type FakeClock,
+  systemClock,
+  type TimerHandle,
+} from './runtime/clock.ts';
+export type { ActionContext, Caller, CallOptions, Context, PublishOptions } from './runtime/context.ts';
+export { createNode, type NodeOptions, type NodeState, type ParleyNode } from './runtime/node.ts';
+export type {
+  InboundCall,
+  InboundHandler,
+  InboundMiddleware,
+  Middleware,
+  OutboundCall,
+  OutboundHandler,
+  OutboundMiddleware,
+} from './runtime/pipeline.ts';
+export type { Endpoint, Registry, RegistryChange } from './runtime/registry.ts';
+export {
+  type ActionHandler,
+  type ActionHandlers,
+  type EventHandler,
+  implement,
+  type Service,
+  type SubscribeOptions,
+  type Subscription,
+  subscribe,
+} from './runtime/service.ts';
+export type { FaultOptions } from './transport/faults.ts';
+export {
+  createMemoryNetwork,
+  type DeliveryRecord,
+  type MemoryNetwork,
+  type MemoryNetworkOptions,
+} from './transport/memory.ts';
+export {
+  DEFAULT_MAX_PAYLOAD,
+  type NodeInfo,
+  type RequestOptions,
+  type ServiceInfo,
+  type Transport,
+  type TransportHandler,
+} from './transport/transport.ts';

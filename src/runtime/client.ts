@@ -1,0 +1,21 @@
+/**
+ * @module runtime/client
+ * Typed client proxies: one method per action of a contract. Built once per contract as a plain
+ * object (no Proxy), so a call is a direct function call.
+ */
+import type { ActionName, AnyContract, InputOf, OutputOf } from '../contract/contract.ts';
+import type { CallOptions } from './context.ts';
+
+export type Client<C extends AnyContract> = {
+  readonly [K in ActionName<C>]: (input: InputOf<C, K>, options?: CallOptions) => Promise<OutputOf<C, K>>;
+};
+
+export type Invoke = (action: string, input: unknown, options: CallOptions | undefined) => Promise<unknown>;
+
+export function createClient<C extends AnyContract>(contract: C, invoke: Invoke): Client<C> {
+  const client: Record<string, (input: unknown, options?: CallOptions) => Promise<unknown>> = {};
+  for (const action of Object.keys(contract.actions)) {
+    client[action] = (input, options) => invoke(action, input, options);
+  }
+  return Object.freeze(client) as Client<C>;
+}

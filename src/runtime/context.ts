@@ -1,0 +1,263 @@
+/**
+ * @module runtime/context
+ * What a handler knows about the call it serves: who called, by when it must finish (and a signal
+ * that aborts then), the trace it belongs to, its idempotency key, a logger bound to the request,
+ * and `call` / `publish` / `notify`, which carry all of that into nested work. Costly parts (the
+ * AbortSignal, the logger, ids) are made on first use: most handlers never touch them.
+ */
+import type { Logger } from 'pino';
+import type {
+  ActionName,
+  AnyContract,
+  ErrorReasonOf,
+  EventName,
+  InputOf,
+  OutputOf,
+  PayloadInputOf,
+} from '../contract/contract.ts';
+import { randomHex, uuidv7 } from '../envelope/ids.ts';
+import { ParleyError } from '../errors.ts';
+
+export interface CallOptions {
+  /** Time budget in ms from now; the deadline is the earlier of this and the caller's own. */
+  timeout?: number;
+  /** Absolute deadline, epoch ms. */
+  deadline?: number;
+  /** Marks the call safe to retry: the callee dedupes by this key. */
+  idempotencyKey?: string;
+  /** Routes calls with the same key to the same instance (key-hash balancing). */
+  key?: string;
+  /** Cancels the call; the caller gets CANCELLED. */
+  signal?: AbortSignal;
+}
+
+export interface PublishOptions {
+  /** Messages with the same key are handled in order within a consumer group. */
+  key?: string;
+  /** Deliver no sooner than this many ms from now. */
+  delay?: number;
+  /** Publisher dedupe: the same key within the broker's window is stored once. */
+  idempotencyKey?: string;
+}
+
+export interface Caller {
+  /** The calling node's id. */
+  node: string;
+  /** The calling service, when the call was made from inside a handler. */
+  service: string | undefined;
+}
+
+/** The part of a node a context needs. Implemented by the node; not public API. */
+export interface ContextRuntime {
+  readonly nodeId: string;
+  readonly logger: Logger;
+  now(): number;
+  callFrom(
+    parent: Context,
+    contract: AnyContract,
+    action: string,
+    input: unknown,
+    options?: CallOptions,
+  ): Promise<unknown>;
+  publishFrom(
+    parent: Context,
+    contract: AnyContract,
+    event: string,
+    payload: unknown,
+    options?: PublishOptions,
+  ): Promise<void>;
+  notifyFrom(parent: Context, contract: AnyContract, event: string, payload: unknown): Promise<void>;
+}
+
+export interface Context<Reason extends string = string> {
+  /** This request's id (UUIDv7). */
+  readonly id: string;
+  readonly service: string;
+  /** The action, or for an event handler the event type. */
+  readonly action: string;
+  readonly caller: Caller | undefined;
+  /** Absolute deadline, epoch ms. */
+  readonly deadline: number;
+  /** Aborts at the deadline (reason: DEADLINE_EXCEEDED) or when the call is cancelled. */
+  readonly signal: AbortSignal;
+  /** W3C `traceparent` of this request's span. */
+  readonly traceparent: string;
+  readonly traceId: string;
+  readonly idempotencyKey: string | undefined;
+  /** The id of the first request in the chain. */
+  readonly correlationId: string;
+  /** The id of the message that caused this one, if any. */
+  readonly causationId: string | undefined;
+  /** pino logger bound to this request. */
+  readonly log: Logger;
+  /** Milliseconds left before the deadline (never negative). */
+  remaining(): number;
+  call<C extends AnyContract, K extends ActionName<C>>(
+    contract: C,
+    action: K,
+    input: InputOf<C, K>,
+    options?: CallOptions,
+  ): Promise<OutputOf<C, K>>;
+  publish<C extends AnyContract, K extends EventName<C>>(
+    contract: C,
+    event: K,
+    payload: PayloadInputOf<C, K>,
+    options?: PublishOptions,
+  ): Promise<void>;
+  notify<C extends AnyContract, K extends EventName<C>>(
+    contract: C,
+    event: K,
+    payload: PayloadInputOf<C, K>,
+  ): Promise<void>;
+  /** An error for one of the action's declared reasons, with the code the contract gives it. */
+  fail(reason: Reason, message?: string, details?: Record<string, unknown>): ParleyError;
+}
+
+/** Context of a handler of action K of contract C: `fail` takes only its declared reasons. */
+export type ActionContext<C extends AnyContract, K extends ActionName<C>> = Context<ErrorReasonOf<C, K>>;
+
+export interface ContextInit {
+  service: string;
+  action: string;
+  deadline: number;
+  caller: Caller | undefined;
+  /** Remote requests carry these in the envelope. */
+  id?: string | undefined;
+  traceparent?: string | undefined;
+  correlationId?: string | undefined;
+  causationId?: string | undefined;
+  idempotencyKey?: string | undefined;
+  /** Local calls inherit trace and correlation from the calling context. */
+  parent?: Context | undefined;
+  /** Declared errors of the action, for `fail`. */
+  errors?: Readonly<Record<string, string>> | undefined;
+}
+
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+
+export class CallContext implements Context {
+  readonly service: string;
+  readonly action: string;
+  readonly deadline: number;
+  readonly caller: Caller | undefined;
+  readonly idempotencyKey: string | undefined;
+  private readonly runtime: ContextRuntime;
+  private readonly init: ContextInit;
+  private _id: string | undefined;
+  private _traceId: string | undefined;
+  private _spanId: string | undefined;
+  private _log: Logger | undefined;
+  private controller: AbortController | undefined;
+  private abortReason: ParleyError | undefined;
+
+  constructor(runtime: ContextRuntime, init: ContextInit) {
+    this.runtime = runtime;
+    this.init = init;
+    this.service = init.service;
+    this.action = init.action;
+    this.deadline = init.deadline;
+    this.caller = init.caller;
+    this.idempotencyKey = init.idempotencyKey;
+    this._id = init.id;
+  }
+
+  get id(): string {
+    this._id ??= uuidv7(this.runtime.now());
+    return this._id;
+  }
+
+  get correlationId(): string {
+    return this.init.correlationId ?? this.init.parent?.correlationId ?? this.id;
+  }
+
+  get causationId(): string | undefined {
+    return this.init.causationId ?? this.init.parent?.id;
+  }
+
+  get traceId(): string {
+    if (this._traceId === undefined) {
+      const parent = this.init.parent;
+      const m = this.init.traceparent === undefined ? null : TRACEPARENT.exec(this.init.traceparent);
+      this._traceId = parent?.traceId ?? m?.[1] ?? randomHex(16);
+    }
+    return this._traceId;
+  }
+
+  get traceparent(): string {
+    this._spanId ??= randomHex(8);
+    return `00-${this.traceId}-${this._spanId}-01`;
+  }
+
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      if (this.abortReason !== undefined) this.controller.abort(this.abortReason);
+    }
+    return this.controller.signal;
+  }
+
+  get log(): Logger {
+    this._log ??= this.runtime.logger.child({
+      reqId: this.id,
+      action: `${this.service}.${this.action}`,
+      traceId: this.traceId,
+    });
+    return this._log;
+  }
+
+  /** Aborts the signal (once). Called by the node at the deadline or on cancellation. */
+  abort(reason: ParleyError): void {
+    if (this.abortReason !== undefined) return;
+    this.abortReason = reason;
+    this.controller?.abort(reason);
+  }
+
+  get aborted(): ParleyError | undefined {
+    return this.abortReason;
+  }
+
+  remaining(): number {
+    return Math.max(0, this.deadline - this.runtime.now());
+  }
+
+  call<C extends AnyContract, K extends ActionName<C>>(
+    contract: C,
+    action: K,
+    input: InputOf<C, K>,
+    options?: CallOptions,
+  ): Promise<OutputOf<C, K>> {
+    return this.runtime.callFrom(this, contract, action, input, options) as Promise<OutputOf<C, K>>;
+  }
+
+  publish<C extends AnyContract, K extends EventName<C>>(
+    contract: C,
+    event: K,
+    payload: PayloadInputOf<C, K>,
+    options?: PublishOptions,
+  ): Promise<void> {
+    return this.runtime.publishFrom(this, contract, event, payload, options);
+  }
+
+  notify<C extends AnyContract, K extends EventName<C>>(
+    contract: C,
+    event: K,
+    payload: PayloadInputOf<C, K>,
+  ): Promise<void> {
+    return this.runtime.notifyFrom(this, contract, event, payload);
+  }
+
+  fail(reason: string, message?: string, details?: Record<string, unknown>): ParleyError {
+    const code = this.init.errors?.[reason];
+    if (code === undefined) {
+      return new ParleyError(
+        'INTERNAL',
+        `${this.service}.${this.action} failed with undeclared reason ${reason}`,
+        {
+          reason,
+        },
+      );
+    }
+    const options = details === undefined ? { reason } : { reason, details };
+    return new ParleyError(code as ParleyError['code'], message ?? reason, options);
+  }
+}

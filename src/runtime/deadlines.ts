@@ -1,0 +1,181 @@
+/**
+ * @module runtime/deadlines
+ * Expires many pending calls with one timer. Calls are grouped into 1 ms slots by deadline; a
+ * min-heap of slot numbers finds the next one to fire. Tracking a call costs a map lookup and a
+ * list link, a fraction of a `setTimeout` + `clearTimeout` pair, which matters on the in-process
+ * path where a whole call takes well under a microsecond.
+ */
+import type { Clock, TimerHandle } from './clock.ts';
+
+export interface DeadlineEntry {
+  /** Stops tracking; the callback will not run. Safe to call more than once. */
+  cancel(): void;
+}
+
+class Entry implements DeadlineEntry {
+  prev: Entry | undefined = undefined;
+  next: Entry | undefined = undefined;
+  constructor(
+    readonly wheel: DeadlineWheel,
+    readonly slot: Slot,
+    readonly onExpire: (reason?: unknown) => void,
+  ) {}
+  cancel(): void {
+    if (this.slot.remove(this)) this.wheel.released();
+  }
+}
+
+class Slot {
+  head: Entry | undefined = undefined;
+  size = 0;
+  add(entry: Entry): void {
+    entry.next = this.head;
+    if (this.head !== undefined) this.head.prev = entry;
+    this.head = entry;
+    this.size++;
+  }
+  /** False when the entry was already removed. */
+  remove(entry: Entry): boolean {
+    if (entry.prev === undefined && entry.next === undefined && this.head !== entry) return false;
+    if (entry.prev !== undefined) entry.prev.next = entry.next;
+    else this.head = entry.next;
+    if (entry.next !== undefined) entry.next.prev = entry.prev;
+    entry.prev = undefined;
+    entry.next = undefined;
+    this.size--;
+    return true;
+  }
+}
+
+const noop: DeadlineEntry = { cancel() {} };
+
+/**
+ * The one timer is armed only while entries are tracked, so an idle node keeps no timer and does
+ * not hold the process open; while calls are pending, it does, as a pending `setTimeout` would.
+ */
+export class DeadlineWheel {
+  private readonly slots = new Map<number, Slot>();
+  private live = 0;
+  private readonly heap: number[] = [];
+  private timer: TimerHandle | undefined;
+  private armedFor = Number.POSITIVE_INFINITY;
+
+  constructor(private readonly clock: Clock) {}
+
+  /**
+   * Calls `onExpire()` once `deadline` (epoch ms) has passed, unless cancelled first.
+   * `expireAll(reason)` calls it early with a reason.
+   */
+  track(deadline: number, onExpire: (reason?: unknown) => void): DeadlineEntry {
+    if (deadline === Number.POSITIVE_INFINITY) return noop;
+    const key = Math.ceil(deadline);
+    let slot = this.slots.get(key);
+    if (slot === undefined) {
+      slot = new Slot();
+      this.slots.set(key, slot);
+      heapPush(this.heap, key);
+      if (key < this.armedFor) this.arm(key);
+    }
+    const entry = new Entry(this, slot, onExpire);
+    slot.add(entry);
+    this.live++;
+    return entry;
+  }
+
+  /** Number of tracked, unexpired entries. */
+  size(): number {
+    return this.live;
+  }
+
+  /** Expires every tracked entry now, passing `reason` (used when a node stops). */
+  expireAll(reason: unknown): void {
+    const slots = [...this.slots.values()];
+    for (const slot of slots) {
+      for (let e = slot.head; e !== undefined; ) {
+        const next = e.next;
+        e.cancel();
+        e.onExpire(reason);
+        e = next;
+      }
+    }
+  }
+
+  /** An entry left (cancelled or expired); with none left, drop the timer and every slot. */
+  released(): void {
+    if (--this.live > 0) return;
+    this.timer?.cancel();
+    this.timer = undefined;
+    this.armedFor = Number.POSITIVE_INFINITY;
+    this.slots.clear();
+    this.heap.length = 0;
+  }
+
+  private arm(key: number): void {
+    this.timer?.cancel();
+    this.armedFor = key;
+    this.timer = this.clock.setTimeout(() => this.fire(), key - this.clock.now());
+  }
+
+  private fire(): void {
+    this.timer = undefined;
+    this.armedFor = Number.POSITIVE_INFINITY;
+    const now = this.clock.now();
+    while (this.heap.length > 0 && (this.heap[0] as number) <= now) {
+      const key = heapPop(this.heap) as number;
+      const slot = this.slots.get(key);
+      this.slots.delete(key);
+      for (let e = slot?.head; e !== undefined; ) {
+        const next = e.next;
+        slot?.remove(e);
+        this.live--;
+        e.onExpire();
+        e = next;
+      }
+    }
+    if (this.live === 0) {
+      this.slots.clear();
+      this.heap.length = 0;
+      return;
+    }
+    // Skip slots emptied by cancellation; arm for the first that still holds entries.
+    while (this.heap.length > 0) {
+      const key = this.heap[0] as number;
+      if ((this.slots.get(key)?.size ?? 0) > 0) {
+        this.arm(key);
+        return;
+      }
+      heapPop(this.heap);
+      this.slots.delete(key);
+    }
+  }
+}
+
+function heapPush(heap: number[], value: number): void {
+  heap.push(value);
+  let i = heap.length - 1;
+  while (i > 0) {
+    const parent = (i - 1) >> 1;
+    if ((heap[parent] as number) <= value) break;
+    heap[i] = heap[parent] as number;
+    i = parent;
+  }
+  heap[i] = value;
+}
+
+function heapPop(heap: number[]): number | undefined {
+  const top = heap[0];
+  const last = heap.pop();
+  if (heap.length === 0 || last === undefined) return top;
+  let i = 0;
+  for (;;) {
+    const l = 2 * i + 1;
+    if (l >= heap.length) break;
+    const r = l + 1;
+    const child = r < heap.length && (heap[r] as number) < (heap[l] as number) ? r : l;
+    if ((heap[child] as number) >= last) break;
+    heap[i] = heap[child] as number;
+    i = child;
+  }
+  heap[i] = last;
+  return top;
+}

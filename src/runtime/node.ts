@@ -1,0 +1,458 @@
+/**
+ * @module runtime/node
+ * A node is one process's runtime: it hosts services, makes typed clients, and owns its transport
+ * and broker. Calls go through the outbound pipeline to the balancer; a call to a service in this
+ * process takes the fast path (no codec, no transport, same validation and pipeline).
+ */
+import { hostname } from 'node:os';
+import { type Logger, pino } from 'pino';
+import type { Broker } from '../broker/broker.ts';
+import type { Codec } from '../codec/codec.ts';
+import { createJsonCodec } from '../codec/json.ts';
+import { createMsgpackCodec } from '../codec/msgpack.ts';
+import type { ActionDef, AnyContract, EventDef, EventName, PayloadInputOf } from '../contract/contract.ts';
+import { validate } from '../contract/validate.ts';
+import { createEnvelope, type Envelope } from '../envelope/envelope.ts';
+import { randomHex } from '../envelope/ids.ts';
+import { ParleyError } from '../errors.ts';
+import { createMemoryNetwork } from '../transport/memory.ts';
+import type { NodeInfo, Transport } from '../transport/transport.ts';
+import { type Balancer, type BalancerOptions, createBalancer } from './balancer.ts';
+import { type Client, createClient } from './client.ts';
+import { type Clock, systemClock } from './clock.ts';
+import {
+  CallContext,
+  type CallOptions,
+  type Context,
+  type ContextRuntime,
+  type PublishOptions,
+} from './context.ts';
+import { DeadlineWheel } from './deadlines.ts';
+import { composeOutbound, type Middleware, type OutboundCall, type OutboundHandler } from './pipeline.ts';
+import { Registry } from './registry.ts';
+import { Server } from './serve.ts';
+import type { Service } from './service.ts';
+import { decodeReply, sourceOf } from './wire.ts';
+
+export interface NodeOptions {
+  /** Unique node id; default `<host>-<pid>-<random>`. */
+  id?: string;
+  /** Default: a private memory network (this node alone). */
+  transport?: Transport;
+  /** Needed for `publish` and durable subscriptions. */
+  broker?: Broker;
+  services?: readonly Service[];
+  /** Default `json`. */
+  codec?: Codec | 'json' | 'msgpack';
+  /** Outermost first. */
+  middleware?: readonly Middleware[];
+  clock?: Clock;
+  /** A pino logger; default one at `PARLEY_LOG_LEVEL` (or `logLevel`, or `info`). */
+  logger?: Logger;
+  logLevel?: string;
+  /** Deadline of a call that sets none and whose action declares none, ms. Default 10 000. */
+  defaultTimeout?: number;
+  /** How long `stop()` waits for in-flight work before cancelling it, ms. Default 10 000. */
+  stopTimeout?: number;
+  /** Validate inputs at the receiving edge (default true). Turn off only between trusted services. */
+  validateInput?: boolean;
+  /** Check handlers' outputs against the contract (default false; on in tests is wise). */
+  validateOutput?: boolean;
+  balancer?: Balancer | BalancerOptions;
+  labels?: Record<string, string>;
+}
+
+export type NodeState = 'created' | 'starting' | 'running' | 'stopping' | 'stopped';
+
+export interface ParleyNode {
+  readonly id: string;
+  readonly state: NodeState;
+  readonly registry: Registry;
+  readonly logger: Logger;
+  start(): Promise<void>;
+  /** Graceful: leaves discovery, stops taking work, drains in-flight work (bounded), closes. */
+  stop(): Promise<void>;
+  client<C extends AnyContract>(contract: C): Client<C>;
+  publish<C extends AnyContract, K extends EventName<C>>(
+    contract: C,
+    event: K,
+    payload: PayloadInputOf<C, K>,
+    options?: PublishOptions,
+  ): Promise<void>;
+  notify<C extends AnyContract, K extends EventName<C>>(
+    contract: C,
+    event: K,
+    payload: PayloadInputOf<C, K>,
+  ): Promise<void>;
+  /** Work in flight on this node (calls and event handlers it serves). */
+  inFlight(): number;
+}
+
+export function createNode(options: NodeOptions = {}): ParleyNode {
+  return new NodeImpl(options);
+}
+
+class NodeImpl implements ParleyNode, ContextRuntime {
+  readonly id: string;
+  readonly nodeId: string;
+  readonly logger: Logger;
+  readonly registry: Registry;
+  state: NodeState = 'created';
+  private readonly clock: Clock;
+  private readonly codec: Codec;
+  private readonly transport: Transport;
+  private readonly broker: Broker | undefined;
+  private readonly services: readonly Service[];
+  private readonly server: Server;
+  private readonly deadlines: DeadlineWheel;
+  private readonly balancer: Balancer;
+  private readonly outbound: OutboundHandler;
+  private readonly defaultTimeout: number;
+  private readonly stopTimeout: number;
+  private readonly labels: Record<string, string> | undefined;
+  private readonly consumers: { close(): Promise<void> }[] = [];
+  private stopping: Promise<void> | undefined;
+
+  constructor(options: NodeOptions) {
+    this.id = options.id ?? `${hostname()}-${process.pid}-${randomHex(3)}`;
+    this.nodeId = this.id;
+    this.clock = options.clock ?? systemClock;
+    this.codec = resolveCodec(options.codec);
+    this.transport = options.transport ?? createMemoryNetwork({ clock: this.clock }).transport();
+    this.broker = options.broker;
+    this.services = options.services ?? [];
+    this.labels = options.labels;
+    this.logger =
+      options.logger ??
+      pino({ level: options.logLevel ?? process.env.PARLEY_LOG_LEVEL ?? 'info', base: { node: this.id } });
+    this.defaultTimeout = options.defaultTimeout ?? 10_000;
+    this.stopTimeout = options.stopTimeout ?? 10_000;
+    this.registry = new Registry(this.id);
+    this.deadlines = new DeadlineWheel(this.clock);
+    this.balancer =
+      typeof options.balancer === 'function' ? options.balancer : createBalancer(options.balancer);
+    const middleware = options.middleware ?? [];
+    this.server = new Server(
+      {
+        runtime: this,
+        clock: this.clock,
+        codec: this.codec,
+        deadlines: this.deadlines,
+        logger: this.logger,
+        middleware,
+        validateInput: options.validateInput ?? true,
+        validateOutput: options.validateOutput ?? false,
+        defaultTimeout: this.defaultTimeout,
+        maxPayload: () => this.transport.maxPayload,
+      },
+      this.services,
+    );
+    this.outbound = composeOutbound(middleware, (call) => this.dispatch(call));
+    const durable = this.services.some((s) => s.subscriptions.some((sub) => !sub.options.ephemeral));
+    if (durable && this.broker === undefined) {
+      throw new ParleyError(
+        'FAILED_PRECONDITION',
+        'services subscribe to durable events but the node has no broker',
+      );
+    }
+  }
+
+  now(): number {
+    return this.clock.now();
+  }
+
+  private info(status: NodeInfo['status']): NodeInfo {
+    const info: NodeInfo = {
+      id: this.id,
+      status,
+      codec: this.codec.name,
+      services: this.services.map((s) => ({
+        name: s.contract.name,
+        version: s.contract.version,
+        actions: Object.keys(s.contract.actions),
+        notifications: this.server.notificationTypes(s.contract.name),
+      })),
+    };
+    if (this.labels !== undefined) info.labels = this.labels;
+    return info;
+  }
+
+  async start(): Promise<void> {
+    if (this.state !== 'created')
+      throw new ParleyError('FAILED_PRECONDITION', `node ${this.id} is ${this.state}`);
+    this.state = 'starting';
+    const self = this.info('up');
+    this.registry.upsert(self);
+    this.server.accepting = true;
+    try {
+      await this.transport.start(self, {
+        onRequest: (frame) => this.server.onRequest(frame),
+        onBroadcast: (frame, from) => this.server.onBroadcast(frame, from),
+        onNodeUp: (info) => this.registry.upsert(info),
+        onNodeDown: (nodeId) => this.registry.remove(nodeId),
+      });
+      for (const service of this.services) await this.subscribeDurable(service);
+    } catch (error) {
+      this.server.accepting = false;
+      this.state = 'stopped';
+      await Promise.allSettled([this.transport.stop(), ...this.consumers.map((c) => c.close())]);
+      throw error;
+    }
+    this.state = 'running';
+    this.logger.debug({ services: self.services.map((s) => s.name) }, 'node started');
+  }
+
+  private async subscribeDurable(service: Service): Promise<void> {
+    const broker = this.broker;
+    if (broker === undefined) return;
+    for (const sub of service.subscriptions) {
+      if (sub.options.ephemeral) continue;
+      const group = sub.options.group ?? service.contract.name;
+      const spec =
+        sub.options.maxAttempts === undefined
+          ? { type: sub.event, group }
+          : { type: sub.event, group, maxAttempts: sub.options.maxAttempts };
+      const consumer = await broker.subscribe(spec, (env) =>
+        this.server.runEventHandler(sub, env, service.contract.name),
+      );
+      this.consumers.push(consumer);
+    }
+  }
+
+  stop(): Promise<void> {
+    if (this.stopping !== undefined) return this.stopping;
+    this.stopping = this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    if (this.state === 'created') {
+      this.state = 'stopped';
+      return;
+    }
+    this.state = 'stopping';
+    // Leave discovery first so peers stop routing here, then stop taking new work.
+    const draining = this.info('draining');
+    this.registry.upsert(draining);
+    await this.transport.announce(draining).catch(() => undefined);
+    this.server.accepting = false;
+    await Promise.allSettled(this.consumers.map((c) => c.close()));
+    if (this.server.inFlight() > 0) {
+      let timer: { cancel(): void } | undefined;
+      const timedOut = new Promise<'timeout'>((resolve) => {
+        timer = this.clock.setTimeout(() => resolve('timeout'), this.stopTimeout);
+      });
+      const outcome = await Promise.race([this.server.idle().then(() => 'idle' as const), timedOut]);
+      timer?.cancel();
+      if (outcome === 'timeout') {
+        this.logger.warn({ inFlight: this.server.inFlight() }, 'stop timeout: cancelling in-flight work');
+        this.deadlines.expireAll(
+          new ParleyError('UNAVAILABLE', `node ${this.id} stopped before the work finished`),
+        );
+      }
+    }
+    await this.transport.stop();
+    await this.broker?.close();
+    this.state = 'stopped';
+  }
+
+  inFlight(): number {
+    return this.server.inFlight();
+  }
+
+  client<C extends AnyContract>(contract: C): Client<C> {
+    return createClient(contract, (action, input, options) =>
+      this.callFrom(undefined, contract, action, input, options),
+    );
+  }
+
+  callFrom(
+    parent: Context | undefined,
+    contract: AnyContract,
+    action: string,
+    input: unknown,
+    options?: CallOptions,
+  ): Promise<unknown> {
+    const def = contract.actions[action] as ActionDef | undefined;
+    if (def === undefined) {
+      return Promise.reject(
+        new ParleyError('UNIMPLEMENTED', `contract ${contract.name} has no action ${action}`),
+      );
+    }
+    const opts = options ?? NO_OPTIONS;
+    let deadline = opts.deadline ?? this.clock.now() + (opts.timeout ?? def.timeout ?? this.defaultTimeout);
+    if (opts.deadline !== undefined && opts.timeout !== undefined) {
+      deadline = Math.min(deadline, this.clock.now() + opts.timeout);
+    }
+    if (parent !== undefined && parent.deadline < deadline) deadline = parent.deadline;
+    const call: OutboundCall = {
+      service: contract.name,
+      action,
+      input,
+      deadline,
+      idempotent: def.idempotent === true,
+      options: opts,
+      parent,
+      tried: [],
+    };
+    return this.outbound(call);
+  }
+
+  /** The end of the outbound pipeline: deadline check, balancer, then local or remote. */
+  private dispatch(call: OutboundCall): Promise<unknown> {
+    if (call.deadline <= this.clock.now()) {
+      return Promise.reject(
+        new ParleyError('DEADLINE_EXCEEDED', `${call.service}.${call.action}: no time left, not sent`),
+      );
+    }
+    if (this.state !== 'running' && !(this.state === 'stopping' && call.parent !== undefined)) {
+      return Promise.reject(new ParleyError('UNAVAILABLE', `node ${this.id} is ${this.state}`));
+    }
+    const endpoint = this.balancer(this.registry.endpoints(call.service), call);
+    if (endpoint === undefined) {
+      return Promise.reject(
+        new ParleyError('UNAVAILABLE', `no instance of ${call.service} is available`, {
+          details: { service: call.service },
+        }),
+      );
+    }
+    call.tried.push(endpoint.nodeId);
+    return endpoint.local ? this.callLocal(call) : this.callRemote(endpoint.nodeId, call);
+  }
+
+  private callLocal(call: OutboundCall): Promise<unknown> {
+    const action = this.server.action(call.service, call.action);
+    if (action === undefined) {
+      return Promise.reject(
+        new ParleyError('UNIMPLEMENTED', `no action ${call.service}.${call.action} on this node`),
+      );
+    }
+    const ctx = new CallContext(this, {
+      service: call.service,
+      action: call.action,
+      deadline: call.deadline,
+      caller: { node: this.id, service: call.parent?.service },
+      parent: call.parent,
+      idempotencyKey: call.options.idempotencyKey,
+      errors: action.def.errors,
+    });
+    return this.server.serve(action, ctx, call.input, true, call.options.signal);
+  }
+
+  private async callRemote(nodeId: string, call: OutboundCall): Promise<unknown> {
+    const env = this.envelope(call.parent, `${call.service}.${call.action}`, call.input);
+    env.deadline = call.deadline;
+    if (call.options.idempotencyKey !== undefined) env.idempotencykey = call.options.idempotencyKey;
+    const frame = this.codec.encode(env);
+    const controller = new AbortController();
+    const entry = this.deadlines.track(call.deadline, () =>
+      controller.abort(
+        new ParleyError('DEADLINE_EXCEEDED', `${call.service}.${call.action} exceeded its deadline`),
+      ),
+    );
+    const signal = call.options.signal;
+    const onAbort = () =>
+      controller.abort(
+        new ParleyError('CANCELLED', `${call.service}.${call.action} was cancelled by the caller`),
+      );
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const reply = await this.transport.request(nodeId, frame, { signal: controller.signal });
+      return decodeReply(this.codec, reply);
+    } finally {
+      entry.cancel();
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** An envelope that carries trace and correlation from `parent`. */
+  private envelope(parent: Context | undefined, type: string, data: unknown): Envelope {
+    const now = this.clock.now();
+    const env = createEnvelope({ source: sourceOf(this.id, parent?.service), type, data }, now);
+    env.traceparent = parent?.traceparent ?? `00-${randomHex(16)}-${randomHex(8)}-01`;
+    if (parent !== undefined) {
+      env.correlationid = parent.correlationId;
+      env.causationid = parent.id;
+    }
+    return env;
+  }
+
+  private eventEnvelope(
+    parent: Context | undefined,
+    contract: AnyContract,
+    event: string,
+    payload: unknown,
+  ): Envelope {
+    const def = contract.events[event] as EventDef | undefined;
+    if (def === undefined)
+      throw new ParleyError('INVALID_ARGUMENT', `contract ${contract.name} has no event ${event}`);
+    const data = validate(def.schema, payload, `payload of ${event}`);
+    const env = this.envelope(parent, event, data);
+    env.dataschema = `urn:parley:${contract.name}:${event}:v${def.version}`;
+    env.datacontenttype = this.codec.contentType;
+    return env;
+  }
+
+  publish<C extends AnyContract, K extends EventName<C>>(
+    contract: C,
+    event: K,
+    payload: PayloadInputOf<C, K>,
+    options?: PublishOptions,
+  ): Promise<void> {
+    return this.publishFrom(undefined, contract, event, payload, options);
+  }
+
+  async publishFrom(
+    parent: Context | undefined,
+    contract: AnyContract,
+    event: string,
+    payload: unknown,
+    options: PublishOptions = {},
+  ): Promise<void> {
+    if (this.broker === undefined) {
+      throw new ParleyError('FAILED_PRECONDITION', `cannot publish ${event}: the node has no broker`);
+    }
+    const env = this.eventEnvelope(parent, contract, event, payload);
+    if (options.idempotencyKey !== undefined) env.idempotencykey = options.idempotencyKey;
+    if (options.key !== undefined) env.subject = options.key;
+    const publishOptions: { key?: string; delay?: number } = {};
+    if (options.key !== undefined) publishOptions.key = options.key;
+    if (options.delay !== undefined) publishOptions.delay = options.delay;
+    await this.broker.publish(env, publishOptions);
+  }
+
+  notify<C extends AnyContract, K extends EventName<C>>(
+    contract: C,
+    event: K,
+    payload: PayloadInputOf<C, K>,
+  ): Promise<void> {
+    return this.notifyFrom(undefined, contract, event, payload);
+  }
+
+  async notifyFrom(
+    parent: Context | undefined,
+    contract: AnyContract,
+    event: string,
+    payload: unknown,
+  ): Promise<void> {
+    const env = this.eventEnvelope(parent, contract, event, payload);
+    const frame = this.codec.encode(env);
+    if (frame.byteLength > this.transport.maxPayload) {
+      throw new ParleyError(
+        'RESOURCE_EXHAUSTED',
+        `notification of ${frame.byteLength} bytes exceeds the maximum`,
+      );
+    }
+    this.transport.broadcast(frame);
+    this.server.deliverNotification(env);
+  }
+}
+
+const NO_OPTIONS: CallOptions = Object.freeze({});
+
+function resolveCodec(codec: NodeOptions['codec']): Codec {
+  if (codec === undefined || codec === 'json') return createJsonCodec();
+  if (codec === 'msgpack') return createMsgpackCodec();
+  return codec;
+}

@@ -1,0 +1,65 @@
+/**
+ * @module runtime/pipeline
+ * Middleware as an onion, `(next) => async (call) => result`, composed once when the node starts.
+ * Outbound middleware wraps every call a node makes (tracing, metrics, deadline, retry, budget,
+ * breaker, client bulkhead plug in here); inbound middleware wraps every call it serves, local or
+ * remote, before validation and the handler (auth, server bulkhead, idempotency).
+ */
+import type { CallOptions, Context } from './context.ts';
+
+export interface OutboundCall {
+  readonly service: string;
+  readonly action: string;
+  input: unknown;
+  /** Absolute deadline, epoch ms. */
+  deadline: number;
+  /** Declared `idempotent` in the contract: safe to retry. */
+  readonly idempotent: boolean;
+  readonly options: CallOptions;
+  /** The context this call is made from, when made inside a handler. */
+  readonly parent: Context | undefined;
+  /** Endpoints already tried by this call (retries prefer another). */
+  readonly tried: string[];
+}
+
+export type OutboundHandler = (call: OutboundCall) => Promise<unknown>;
+export type OutboundMiddleware = (next: OutboundHandler) => OutboundHandler;
+
+export interface InboundCall {
+  readonly ctx: Context;
+  input: unknown;
+  /** True on the in-process fast path (no codec, no transport). */
+  readonly local: boolean;
+}
+
+export type InboundHandler = (call: InboundCall) => Promise<unknown>;
+export type InboundMiddleware = (next: InboundHandler) => InboundHandler;
+
+/** A named pair of wrappers; either side may be absent. */
+export interface Middleware {
+  readonly name: string;
+  readonly outbound?: OutboundMiddleware;
+  readonly inbound?: InboundMiddleware;
+}
+
+/** The first middleware is the outermost layer. */
+export function composeOutbound(
+  middleware: readonly Middleware[],
+  terminal: OutboundHandler,
+): OutboundHandler {
+  let next = terminal;
+  for (let i = middleware.length - 1; i >= 0; i--) {
+    const wrap = middleware[i]?.outbound;
+    if (wrap !== undefined) next = wrap(next);
+  }
+  return next;
+}
+
+export function composeInbound(middleware: readonly Middleware[], terminal: InboundHandler): InboundHandler {
+  let next = terminal;
+  for (let i = middleware.length - 1; i >= 0; i--) {
+    const wrap = middleware[i]?.inbound;
+    if (wrap !== undefined) next = wrap(next);
+  }
+  return next;
+}

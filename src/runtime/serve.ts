@@ -1,0 +1,273 @@
+/**
+ * @module runtime/serve
+ * The receiving side of a node: the table of local actions and subscriptions, the inbound
+ * pipeline, deadline enforcement, the in-flight count that `stop()` drains, and decoding of
+ * requests and notifications that arrive from the transport.
+ */
+import type { Logger } from 'pino';
+import type { Codec } from '../codec/codec.ts';
+import type { ActionDef, AnyContract } from '../contract/contract.ts';
+import { validate } from '../contract/validate.ts';
+import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
+import { ParleyError } from '../errors.ts';
+import type { Clock } from './clock.ts';
+import { CallContext, type ContextRuntime } from './context.ts';
+import type { DeadlineWheel } from './deadlines.ts';
+import { composeInbound, type InboundHandler, type Middleware } from './pipeline.ts';
+import type { Service, Subscription } from './service.ts';
+import { callerOf, encodeReply, splitType } from './wire.ts';
+
+export interface LocalAction {
+  readonly service: string;
+  readonly name: string;
+  readonly def: ActionDef;
+  readonly chain: InboundHandler;
+}
+
+export interface ServerDeps {
+  readonly runtime: ContextRuntime;
+  readonly clock: Clock;
+  readonly codec: Codec;
+  readonly deadlines: DeadlineWheel;
+  readonly logger: Logger;
+  readonly middleware: readonly Middleware[];
+  readonly validateInput: boolean;
+  readonly validateOutput: boolean;
+  readonly defaultTimeout: number;
+  readonly maxPayload: () => number;
+}
+
+export class Server {
+  private readonly actions = new Map<string, Map<string, LocalAction>>();
+  private readonly ephemeral = new Map<string, { sub: Subscription; owner: string }[]>();
+  private inflight = 0;
+  private drained: (() => void) | undefined;
+  /** `accepting` false: new calls from outside are refused with UNAVAILABLE. */
+  accepting = false;
+
+  constructor(
+    private readonly deps: ServerDeps,
+    services: readonly Service[],
+  ) {
+    for (const service of services) this.add(service);
+  }
+
+  private add(service: Service): void {
+    const contract: AnyContract = service.contract;
+    if (this.actions.has(contract.name)) {
+      throw new ParleyError('ALREADY_EXISTS', `service ${contract.name} is already on this node`);
+    }
+    const table = new Map<string, LocalAction>();
+    for (const [name, def] of Object.entries(contract.actions) as [string, ActionDef][]) {
+      const handler = (service.actions as Record<string, (input: unknown, ctx: unknown) => unknown>)[name];
+      if (handler === undefined) continue;
+      const what = `input of ${contract.name}.${name}`;
+      const { validateInput, validateOutput } = this.deps;
+      const terminal: InboundHandler = async (call) => {
+        const input = validateInput ? validate(def.input, call.input, what) : call.input;
+        const output = await handler(input, call.ctx);
+        if (!validateOutput) return output;
+        const checked = def.output.safeParse(output);
+        if (!checked.success)
+          throw new ParleyError('INTERNAL', `${contract.name}.${name} returned an invalid output`);
+        return checked.data;
+      };
+      table.set(name, {
+        service: contract.name,
+        name,
+        def,
+        chain: composeInbound(this.deps.middleware, terminal),
+      });
+    }
+    this.actions.set(contract.name, table);
+    for (const sub of service.subscriptions) {
+      if (!sub.options.ephemeral) continue;
+      const list = this.ephemeral.get(sub.event) ?? [];
+      list.push({ sub, owner: contract.name });
+      this.ephemeral.set(sub.event, list);
+    }
+  }
+
+  action(service: string, name: string): LocalAction | undefined {
+    return this.actions.get(service)?.get(name);
+  }
+
+  /** Event types whose notifications `service` listens to. */
+  notificationTypes(service: string): string[] {
+    const out: string[] = [];
+    for (const [type, subs] of this.ephemeral) if (subs.some((s) => s.owner === service)) out.push(type);
+    return out;
+  }
+
+  /**
+   * Runs one call through the inbound pipeline with its deadline enforced. The returned promise
+   * settles at the latest at the deadline; the handler itself may run on (its signal is aborted),
+   * and counts as in flight until it really ends.
+   */
+  serve(
+    action: LocalAction,
+    ctx: CallContext,
+    input: unknown,
+    local: boolean,
+    signal?: AbortSignal,
+  ): Promise<unknown> {
+    return this.run(ctx, () => action.chain({ ctx, input, local }), signal);
+  }
+
+  private run<T>(ctx: CallContext, work: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    if (ctx.deadline <= this.deps.clock.now()) return Promise.reject(deadlineExceeded(ctx));
+    this.inflight++;
+    return new Promise<T>((resolve, reject) => {
+      const entry = this.deps.deadlines.track(ctx.deadline, (reason) => {
+        const e = reason instanceof ParleyError ? reason : deadlineExceeded(ctx);
+        ctx.abort(e);
+        reject(e);
+      });
+      let onAbort: (() => void) | undefined;
+      if (signal !== undefined) {
+        onAbort = () => {
+          const e = new ParleyError('CANCELLED', `${ctx.service}.${ctx.action} was cancelled by the caller`);
+          ctx.abort(e);
+          reject(e);
+        };
+        if (signal.aborted) onAbort();
+        else signal.addEventListener('abort', onAbort, { once: true });
+      }
+      work().then(
+        (output) => {
+          this.settle(entry, signal, onAbort);
+          resolve(output);
+        },
+        (error: unknown) => {
+          this.settle(entry, signal, onAbort);
+          reject(ParleyError.from(error));
+        },
+      );
+    });
+  }
+
+  private settle(
+    entry: { cancel(): void },
+    signal: AbortSignal | undefined,
+    onAbort: (() => void) | undefined,
+  ): void {
+    entry.cancel();
+    if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
+    if (--this.inflight === 0) this.drained?.();
+  }
+
+  inFlight(): number {
+    return this.inflight;
+  }
+
+  /** Resolves when nothing is in flight. */
+  idle(): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.drained = () => {
+        this.drained = undefined;
+        resolve();
+      };
+    });
+  }
+
+  /** A request frame from the transport → a reply frame. Never rejects. */
+  async onRequest(frame: Uint8Array): Promise<Uint8Array> {
+    const { codec } = this.deps;
+    const max = this.deps.maxPayload();
+    let env: Envelope;
+    try {
+      env = assertEnvelope(codec.decode(frame));
+    } catch (error) {
+      return encodeReply(
+        codec,
+        { ok: false, error: ParleyError.from(error, 'INVALID_ARGUMENT').toWire() },
+        max,
+      );
+    }
+    try {
+      const output = await this.serveEnvelope(env);
+      return encodeReply(codec, { ok: true, data: output }, max);
+    } catch (error) {
+      const e = ParleyError.from(error);
+      if (!(error instanceof ParleyError)) {
+        this.deps.logger.error({ err: error, type: env.type, reqId: env.id }, 'handler failed unexpectedly');
+      }
+      return encodeReply(codec, { ok: false, error: e.toWire() }, max);
+    }
+  }
+
+  private serveEnvelope(env: Envelope): Promise<unknown> {
+    const parts = splitType(env.type);
+    const action = parts === undefined ? undefined : this.action(parts[0], parts[1]);
+    if (action === undefined) {
+      return Promise.reject(
+        new ParleyError('UNIMPLEMENTED', `no action ${env.type} on this node`, {
+          details: { type: env.type },
+        }),
+      );
+    }
+    if (!this.accepting) {
+      return Promise.reject(new ParleyError('UNAVAILABLE', `node is not taking calls for ${env.type}`));
+    }
+    const ctx = new CallContext(this.deps.runtime, {
+      service: action.service,
+      action: action.name,
+      deadline: env.deadline ?? this.deps.clock.now() + (action.def.timeout ?? this.deps.defaultTimeout),
+      caller: callerOf(env.source),
+      id: env.id,
+      traceparent: env.traceparent,
+      correlationId: env.correlationid,
+      causationId: env.causationid,
+      idempotencyKey: env.idempotencykey,
+      errors: action.def.errors,
+    });
+    return this.serve(action, ctx, env.data, false);
+  }
+
+  /** A notification frame: delivered to this node's ephemeral subscribers; failures are logged. */
+  onBroadcast(frame: Uint8Array, from: string): void {
+    let env: Envelope;
+    try {
+      env = assertEnvelope(this.deps.codec.decode(frame));
+    } catch (error) {
+      this.deps.logger.warn({ err: error, from }, 'notification dropped: malformed frame');
+      return;
+    }
+    this.deliverNotification(env);
+  }
+
+  deliverNotification(env: Envelope): void {
+    const subs = this.ephemeral.get(env.type);
+    if (subs === undefined || !this.accepting) return;
+    for (const { sub, owner } of subs) void this.runEventHandler(sub, env, owner);
+  }
+
+  /** Validates an event's payload and runs one subscription's handler with a context and deadline. */
+  runEventHandler(sub: Subscription, env: Envelope, service: string): Promise<void> {
+    const def = sub.contract.events[sub.event] as { schema: ActionDef['input'] };
+    const ctx = new CallContext(this.deps.runtime, {
+      service,
+      action: env.type,
+      deadline: this.deps.clock.now() + (sub.options.timeout ?? this.deps.defaultTimeout),
+      caller: callerOf(env.source),
+      id: env.id,
+      traceparent: env.traceparent,
+      correlationId: env.correlationid,
+      causationId: env.causationid ?? env.id,
+      idempotencyKey: env.idempotencykey,
+    });
+    const work = this.run(ctx, async () => {
+      const payload = validate(def.schema, env.data, `payload of ${env.type}`);
+      await sub.handler(payload, ctx);
+    });
+    if (!sub.options.ephemeral) return work;
+    return work.catch((error: unknown) => {
+      this.deps.logger.warn({ err: error, type: env.type, id: env.id }, 'notification handler failed');
+    });
+  }
+}
+
+function deadlineExceeded(ctx: CallContext): ParleyError {
+  return new ParleyError('DEADLINE_EXCEEDED', `${ctx.service}.${ctx.action} exceeded its deadline`);
+}

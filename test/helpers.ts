@@ -1,0 +1,79 @@
+/**
+ * Shared test helpers: silent nodes, bounded waiting, a contract used across suites.
+ */
+import { pino } from 'pino';
+import {
+  createNode,
+  defineContract,
+  type NodeOptions,
+  type ParleyNode,
+  type Transport,
+  z,
+} from '../src/index.ts';
+
+export const silent = pino({ level: 'silent' });
+
+/** A node that logs nothing unless PARLEY_LOG_LEVEL says so. */
+export function testNode(options: NodeOptions): ParleyNode {
+  return createNode({ logger: process.env.PARLEY_LOG_LEVEL ? undefined : silent, ...options } as NodeOptions);
+}
+
+/** Polls `check` until it is true; fails after `timeoutMs`. For real-network waits only. */
+export async function waitFor(check: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** A promise with its resolve exposed. */
+export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
+  let resolve: (value: T) => void = () => undefined;
+  const promise = new Promise<T>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+export const calc = defineContract({
+  name: 'calc',
+  version: '1.0.0',
+  actions: {
+    add: {
+      input: z.object({ a: z.number(), b: z.number(), note: z.string().max(200).optional() }),
+      output: z.object({ sum: z.number() }),
+      idempotent: true,
+    },
+    echo: {
+      input: z.object({ text: z.string() }),
+      output: z.object({ text: z.string(), length: z.number() }),
+    },
+    wait: { input: z.object({ tag: z.string() }), output: z.object({ aborted: z.boolean() }) },
+  },
+  events: {
+    'calc.done': { schema: z.object({ n: z.number() }), version: 1 },
+  },
+});
+
+/** A transport that forwards to `inner` and reports request and reply frames as they pass. */
+export function wrapTransport(
+  inner: Transport,
+  spy: { onRequest?(frame: Uint8Array): void; onReply?(frame: Uint8Array): void },
+): Transport {
+  return {
+    get maxPayload() {
+      return inner.maxPayload;
+    },
+    start: (self, handler) => inner.start(self, handler),
+    announce: (self) => inner.announce(self),
+    async request(nodeId, frame, options) {
+      spy.onRequest?.(frame);
+      const reply = await inner.request(nodeId, frame, options);
+      spy.onReply?.(reply);
+      return reply;
+    },
+    broadcast: (frame) => inner.broadcast(frame),
+    stop: () => inner.stop(),
+  };
+}
