@@ -2,7 +2,7 @@
  * In-process call rate: a call to a service on the same node (the fast path), with and without
  * input validation, awaited one at a time and with 100 in flight.
  */
-import { createNode, defineContract, implement, z } from '../src/index.ts';
+import { createNode, defineContract, implement, z } from 'parley';
 
 const calc = defineContract({
   name: 'calc',

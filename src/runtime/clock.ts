@@ -7,6 +7,10 @@
 
 export interface TimerHandle {
   cancel(): void;
+  /** Lets the process exit while this timer is pending (Node's `unref`). */
+  unref(): void;
+  /** Undoes `unref`. */
+  ref(): void;
 }
 
 export interface Clock {
@@ -20,7 +24,11 @@ export const systemClock: Clock = {
   now: Date.now,
   setTimeout(fn, ms) {
     const t = setTimeout(fn, Math.max(0, ms));
-    return { cancel: () => clearTimeout(t) };
+    return {
+      cancel: () => clearTimeout(t),
+      unref: () => void t.unref(),
+      ref: () => void t.ref(),
+    };
   },
 };
 
@@ -29,7 +37,7 @@ export interface FakeClock extends Clock {
   advance(ms: number): void;
   /** Moves time forward and lets promise callbacks run between timers. */
   tick(ms: number): Promise<void>;
-  /** Number of timers waiting. */
+  /** Number of timers waiting that would keep a process alive (not unref'd). */
   pending(): number;
 }
 
@@ -38,6 +46,7 @@ interface FakeTimer {
   seq: number;
   fn: () => void;
   live: boolean;
+  refd: boolean;
 }
 
 /** A manual clock for tests. Starts at `start` (epoch ms). */
@@ -58,11 +67,17 @@ export function createFakeClock(start = 1_700_000_000_000): FakeClock {
   const clock: FakeClock = {
     now: () => now,
     setTimeout(fn, ms) {
-      const timer: FakeTimer = { at: now + Math.max(0, ms), seq: seq++, fn, live: true };
+      const timer: FakeTimer = { at: now + Math.max(0, ms), seq: seq++, fn, live: true, refd: true };
       timers.push(timer);
       return {
         cancel: () => {
           timer.live = false;
+        },
+        unref: () => {
+          timer.refd = false;
+        },
+        ref: () => {
+          timer.refd = true;
         },
       };
     },
@@ -89,7 +104,7 @@ export function createFakeClock(start = 1_700_000_000_000): FakeClock {
       timers = timers.filter((t) => t.live);
       await flushMicrotasks();
     },
-    pending: () => timers.filter((t) => t.live).length,
+    pending: () => timers.filter((t) => t.live && t.refd).length,
   };
   return clock;
 }

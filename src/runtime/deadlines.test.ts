@@ -28,7 +28,7 @@ describe('DeadlineWheel', () => {
     const d = wheel.track(500, () => fired.push('d'));
     assert.equal(clock.pending(), 1);
     d.cancel();
-    assert.equal(clock.pending(), 0, 'cancelling the last entry drops the timer');
+    assert.equal(clock.pending(), 0, 'with no entry left the timer no longer holds the process');
   });
 
   it('matches a simple reference model over 3,000 random operations', () => {

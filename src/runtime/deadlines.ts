@@ -50,8 +50,9 @@ class Slot {
 const noop: DeadlineEntry = { cancel() {} };
 
 /**
- * The one timer is armed only while entries are tracked, so an idle node keeps no timer and does
- * not hold the process open; while calls are pending, it does, as a pending `setTimeout` would.
+ * While entries are tracked the timer holds the process open, as a pending `setTimeout` would.
+ * When the last entry leaves, the timer is not cancelled but unref'd: a node making one call after
+ * another would otherwise pay for a new timer per call, which is most of what this class saves.
  */
 export class DeadlineWheel {
   private readonly slots = new Map<number, Slot>();
@@ -78,7 +79,7 @@ export class DeadlineWheel {
     }
     const entry = new Entry(this, slot, onExpire);
     slot.add(entry);
-    this.live++;
+    if (this.live++ === 0) this.timer?.ref();
     return entry;
   }
 
@@ -100,12 +101,10 @@ export class DeadlineWheel {
     }
   }
 
-  /** An entry left (cancelled or expired); with none left, drop the timer and every slot. */
+  /** An entry left (cancelled or expired); with none left, forget the slots and unref the timer. */
   released(): void {
     if (--this.live > 0) return;
-    this.timer?.cancel();
-    this.timer = undefined;
-    this.armedFor = Number.POSITIVE_INFINITY;
+    this.timer?.unref();
     this.slots.clear();
     this.heap.length = 0;
   }
@@ -133,6 +132,7 @@ export class DeadlineWheel {
       }
     }
     if (this.live === 0) {
+      // Idle: no timer until the next entry arrives.
       this.slots.clear();
       this.heap.length = 0;
       return;

@@ -107,6 +107,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
   private readonly deadlines: DeadlineWheel;
   private readonly balancer: Balancer;
   private readonly outbound: OutboundHandler;
+  private readonly hasOutboundMiddleware: boolean;
   private readonly defaultTimeout: number;
   private readonly stopTimeout: number;
   private readonly labels: Record<string, string> | undefined;
@@ -148,6 +149,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       this.services,
     );
     this.outbound = composeOutbound(middleware, (call) => this.dispatch(call));
+    this.hasOutboundMiddleware = middleware.some((m) => m.outbound !== undefined);
     const durable = this.services.some((s) => s.subscriptions.some((sub) => !sub.options.ephemeral));
     if (durable && this.broker === undefined) {
       throw new ParleyError(
@@ -280,11 +282,16 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       );
     }
     const opts = options ?? NO_OPTIONS;
-    let deadline = opts.deadline ?? this.clock.now() + (opts.timeout ?? def.timeout ?? this.defaultTimeout);
-    if (opts.deadline !== undefined && opts.timeout !== undefined) {
-      deadline = Math.min(deadline, this.clock.now() + opts.timeout);
-    }
+    const now = this.clock.now();
+    let deadline = opts.deadline ?? now + (opts.timeout ?? def.timeout ?? this.defaultTimeout);
+    if (opts.deadline !== undefined && opts.timeout !== undefined)
+      deadline = Math.min(deadline, now + opts.timeout);
     if (parent !== undefined && parent.deadline < deadline) deadline = parent.deadline;
+    if (deadline <= now) {
+      return Promise.reject(
+        new ParleyError('DEADLINE_EXCEEDED', `${contract.name}.${action}: no time left, not sent`),
+      );
+    }
     const call: OutboundCall = {
       service: contract.name,
       action,
@@ -293,14 +300,17 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       idempotent: def.idempotent === true,
       options: opts,
       parent,
-      tried: [],
+      tried: NONE_TRIED,
     };
     return this.outbound(call);
   }
 
-  /** The end of the outbound pipeline: deadline check, balancer, then local or remote. */
+  /**
+   * The end of the outbound pipeline: deadline check (again only if middleware may have spent
+   * time since `callFrom` checked), balancer, then local or remote.
+   */
   private dispatch(call: OutboundCall): Promise<unknown> {
-    if (call.deadline <= this.clock.now()) {
+    if (this.hasOutboundMiddleware && call.deadline <= this.clock.now()) {
       return Promise.reject(
         new ParleyError('DEADLINE_EXCEEDED', `${call.service}.${call.action}: no time left, not sent`),
       );
@@ -308,7 +318,8 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     if (this.state !== 'running' && !(this.state === 'stopping' && call.parent !== undefined)) {
       return Promise.reject(new ParleyError('UNAVAILABLE', `node ${this.id} is ${this.state}`));
     }
-    const endpoint = this.balancer(this.registry.endpoints(call.service), call);
+    const endpoints = this.registry.endpoints(call.service);
+    const endpoint = this.balancer(endpoints, call);
     if (endpoint === undefined) {
       return Promise.reject(
         new ParleyError('UNAVAILABLE', `no instance of ${call.service} is available`, {
@@ -316,7 +327,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
         }),
       );
     }
-    call.tried.push(endpoint.nodeId);
+    if (endpoints.length > 1) call.tried = [...call.tried, endpoint.nodeId];
     return endpoint.local ? this.callLocal(call) : this.callRemote(endpoint.nodeId, call);
   }
 
@@ -336,6 +347,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       idempotencyKey: call.options.idempotencyKey,
       errors: action.def.errors,
     });
+    // The deadline was checked a moment ago in callFrom/dispatch: the local path skips a third look.
     return this.server.serve(action, ctx, call.input, true, call.options.signal);
   }
 
@@ -450,6 +462,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
 }
 
 const NO_OPTIONS: CallOptions = Object.freeze({});
+const NONE_TRIED: readonly string[] = Object.freeze([]);
 
 function resolveCodec(codec: NodeOptions['codec']): Codec {
   if (codec === undefined || codec === 'json') return createJsonCodec();

@@ -18,8 +18,11 @@ export interface OutboundCall {
   readonly options: CallOptions;
   /** The context this call is made from, when made inside a handler. */
   readonly parent: Context | undefined;
-  /** Endpoints already tried by this call (retries prefer another). */
-  readonly tried: string[];
+  /**
+   * Endpoints already tried by this call (retries prefer another). Recorded only when more than
+   * one endpoint could serve the call.
+   */
+  tried: readonly string[];
 }
 
 export type OutboundHandler = (call: OutboundCall) => Promise<unknown>;
