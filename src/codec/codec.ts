@@ -11,3 +11,21 @@ export interface Codec {
   encode(value: unknown): Uint8Array;
   decode(bytes: Uint8Array): unknown;
 }
+
+/**
+ * Which codec made a frame, by its first byte. Every frame is an object: JSON starts with `{`,
+ * MessagePack with a map header (0x80–0x8f, 0xde, 0xdf). A node answers in the codec of the
+ * request, so nodes with different codecs can talk. Anything else is left to `fallback`.
+ */
+export function codecOfFrame(
+  frame: Uint8Array,
+  codecs: { json: Codec; msgpack: Codec },
+  fallback: Codec,
+): Codec {
+  const first = frame[0];
+  // A custom codec is never second-guessed.
+  if (first === undefined || (fallback.name !== 'json' && fallback.name !== 'msgpack')) return fallback;
+  if (first === 0x7b) return codecs.json;
+  if ((first & 0xf0) === 0x80 || first === 0xde || first === 0xdf) return codecs.msgpack;
+  return fallback;
+}

@@ -5,7 +5,9 @@
  * requests and notifications that arrive from the transport.
  */
 import type { Logger } from 'pino';
-import type { Codec } from '../codec/codec.ts';
+import { type Codec, codecOfFrame } from '../codec/codec.ts';
+import { createJsonCodec } from '../codec/json.ts';
+import { createMsgpackCodec } from '../codec/msgpack.ts';
 import type { ActionDef, AnyContract } from '../contract/contract.ts';
 import { validate } from '../contract/validate.ts';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
@@ -40,6 +42,7 @@ export interface ServerDeps {
 export class Server {
   private readonly actions = new Map<string, Map<string, LocalAction>>();
   private readonly ephemeral = new Map<string, { sub: Subscription; owner: string }[]>();
+  private readonly known = { json: createJsonCodec(), msgpack: createMsgpackCodec() };
   private inflight = 0;
   private drained: (() => void) | undefined;
   /** `accepting` false: new calls from outside are refused with UNAVAILABLE. */
@@ -173,7 +176,8 @@ export class Server {
 
   /** A request frame from the transport → a reply frame. Never rejects. */
   async onRequest(frame: Uint8Array): Promise<Uint8Array> {
-    const { codec } = this.deps;
+    // Answer in the codec the request came in, so nodes with different codecs can talk.
+    const codec = codecOfFrame(frame, this.known, this.deps.codec);
     const max = this.deps.maxPayload();
     let env: Envelope;
     try {
@@ -229,7 +233,7 @@ export class Server {
   onBroadcast(frame: Uint8Array, from: string): void {
     let env: Envelope;
     try {
-      env = assertEnvelope(this.deps.codec.decode(frame));
+      env = assertEnvelope(codecOfFrame(frame, this.known, this.deps.codec).decode(frame));
     } catch (error) {
       this.deps.logger.warn({ err: error, from }, 'notification dropped: malformed frame');
       return;
@@ -254,7 +258,7 @@ export class Server {
       id: env.id,
       traceparent: env.traceparent,
       correlationId: env.correlationid,
-      causationId: env.causationid ?? env.id,
+      causationId: env.causationid,
       idempotencyKey: env.idempotencykey,
     });
     const work = this.run(ctx, async () => {
