@@ -3,10 +3,14 @@
  */
 import { pino } from 'pino';
 import {
+  type ActionHandlers,
   createNode,
   defineContract,
+  implement,
   type NodeOptions,
   type ParleyNode,
+  type Service,
+  type Subscription,
   type Transport,
   z,
 } from '../src/index.ts';
@@ -76,4 +80,20 @@ export function wrapTransport(
     broadcast: (frame) => inner.broadcast(frame),
     stop: () => inner.stop(),
   };
+}
+
+type CalcHandlers = ActionHandlers<typeof calc>;
+
+/** The calc service with plain handlers, any of which a test may replace, and subscriptions. */
+export function calcService(
+  overrides: Partial<CalcHandlers> = {},
+  on: readonly Subscription[] = [],
+): Service<typeof calc> {
+  const actions: CalcHandlers = {
+    add: ({ a, b }) => ({ sum: a + b }),
+    echo: ({ text }) => ({ text, length: text.length }),
+    wait: () => ({ aborted: false }),
+    ...overrides,
+  };
+  return implement(calc, { actions, on });
 }

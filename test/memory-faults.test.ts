@@ -9,12 +9,11 @@ import {
   createMemoryNetwork,
   type DeliveryRecord,
   type FaultOptions,
-  implement,
   ParleyError,
   type ParleyNode,
   subscribe,
 } from '../src/index.ts';
-import { calc, testNode } from './helpers.ts';
+import { calc, calcService, testNode } from './helpers.ts';
 
 interface Trace {
   received: number[];
@@ -32,14 +31,9 @@ async function scenario(
   const network = createMemoryNetwork({ clock, ...(faults ? { faults } : {}) });
   network.record = true;
   const received: number[] = [];
-  const service = implement(calc, {
-    actions: {
-      add: ({ a, b }) => ({ sum: a + b }),
-      echo: ({ text }) => ({ text, length: text.length }),
-      wait: () => ({ aborted: false }),
-    },
-    on: [subscribe(calc, 'calc.done', (p) => void received.push(p.n), { ephemeral: true })],
-  });
+  const service = calcService({}, [
+    subscribe(calc, 'calc.done', (p) => void received.push(p.n), { ephemeral: true }),
+  ]);
   const b = testNode({ id: 'b', clock, transport: network.transport(), services: [service] });
   const a = testNode({ id: 'a', clock, transport: network.transport() });
   await b.start();
@@ -132,13 +126,7 @@ describe('memory transport faults', () => {
   it('partition: nothing crosses either way until heal', async () => {
     const clock = createFakeClock();
     const network = createMemoryNetwork({ clock });
-    const service = implement(calc, {
-      actions: {
-        add: ({ a, b }) => ({ sum: a + b }),
-        echo: ({ text }) => ({ text, length: text.length }),
-        wait: () => ({ aborted: false }),
-      },
-    });
+    const service = calcService();
     const b = testNode({ id: 'b', clock, transport: network.transport(), services: [service] });
     const a = testNode({ id: 'a', clock, transport: network.transport() });
     await b.start();

@@ -19,7 +19,7 @@ import {
   subscribe,
   z,
 } from '../src/index.ts';
-import { calc, testNode } from './helpers.ts';
+import { calc, calcService, testNode } from './helpers.ts';
 
 const nodes: ParleyNode[] = [];
 afterEach(async () => {
@@ -87,31 +87,24 @@ describe('durable events through the broker seam', () => {
       },
     });
     const consumer = (group: string) =>
-      implement(calc, {
-        actions: {
-          add: () => ({ sum: 0 }),
-          echo: ({ text }) => ({ text, length: 0 }),
-          wait: () => ({ aborted: false }),
-        },
-        on: [
-          subscribe(
-            orders,
-            'order.placed',
-            (p, ctx) => {
-              if (p.id === 'poison')
-                throw new ParleyError('FAILED_PRECONDITION', 'cannot handle', { retryable: false });
-              seen.push({
-                group,
-                id: p.id,
-                ctxId: ctx.id,
-                traceId: ctx.traceId,
-                causationId: ctx.causationId,
-              });
-            },
-            { group },
-          ),
-        ],
-      });
+      calcService({}, [
+        subscribe(
+          orders,
+          'order.placed',
+          (p, ctx) => {
+            if (p.id === 'poison')
+              throw new ParleyError('FAILED_PRECONDITION', 'cannot handle', { retryable: false });
+            seen.push({
+              group,
+              id: p.id,
+              ctxId: ctx.id,
+              traceId: ctx.traceId,
+              causationId: ctx.causationId,
+            });
+          },
+          { group },
+        ),
+      ]);
     const a = testNode({ id: 'a', broker, services: [ordersService] });
     const b = testNode({
       id: 'b',
@@ -151,14 +144,7 @@ describe('durable events through the broker seam', () => {
   });
 
   it('a node whose services subscribe durably needs a broker', () => {
-    const svc = implement(calc, {
-      actions: {
-        add: () => ({ sum: 0 }),
-        echo: ({ text }) => ({ text, length: 0 }),
-        wait: () => ({ aborted: false }),
-      },
-      on: [subscribe(orders, 'order.placed', () => undefined)],
-    });
+    const svc = calcService({}, [subscribe(orders, 'order.placed', () => undefined)]);
     assert.throws(
       () => testNode({ services: [svc] }),
       (e: unknown) => e instanceof ParleyError && e.code === 'FAILED_PRECONDITION',
@@ -167,14 +153,7 @@ describe('durable events through the broker seam', () => {
 
   it('stop closes the consumers before draining', async () => {
     const { broker, groups } = recordingBroker();
-    const svc = implement(calc, {
-      actions: {
-        add: () => ({ sum: 0 }),
-        echo: ({ text }) => ({ text, length: 0 }),
-        wait: () => ({ aborted: false }),
-      },
-      on: [subscribe(orders, 'order.placed', () => undefined)],
-    });
+    const svc = calcService({}, [subscribe(orders, 'order.placed', () => undefined)]);
     const node = testNode({ broker, services: [svc] });
     await node.start();
     assert.equal(groups.get('calc/order.placed')?.handlers.length, 1, 'group defaults to the service name');
@@ -185,13 +164,7 @@ describe('durable events through the broker seam', () => {
 
 describe('codecs per node', () => {
   it('msgpack nodes talk; a json node and a msgpack node talk too (replies in the caller codec)', async () => {
-    const svc = implement(calc, {
-      actions: {
-        add: ({ a, b }) => ({ sum: a + b }),
-        echo: ({ text }) => ({ text, length: text.length }),
-        wait: () => ({ aborted: false }),
-      },
-    });
+    const svc = calcService();
     for (const [serverCodec, callerCodec] of [
       ['msgpack', 'msgpack'],
       ['json', 'msgpack'],
@@ -254,14 +227,10 @@ describe('request logger', () => {
   it('ctx.log carries reqId, action and traceId', async () => {
     const lines: Record<string, unknown>[] = [];
     const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
-    const svc = implement(calc, {
-      actions: {
-        add: (_i, ctx) => {
-          ctx.log.info('adding');
-          return { sum: 0 };
-        },
-        echo: ({ text }) => ({ text, length: 0 }),
-        wait: () => ({ aborted: false }),
+    const svc = calcService({
+      add: (_i, ctx) => {
+        ctx.log.info('adding');
+        return { sum: 0 };
       },
     });
     const node = testNode({ logger, services: [svc] });

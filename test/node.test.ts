@@ -18,7 +18,7 @@ import {
   z,
 } from '../src/index.ts';
 import { flushMicrotasks } from '../src/runtime/clock.ts';
-import { calc, deferred, testNode, wrapTransport } from './helpers.ts';
+import { calc, calcService, deferred, testNode, wrapTransport } from './helpers.ts';
 
 const nodes: ParleyNode[] = [];
 afterEach(async () => {
@@ -222,17 +222,13 @@ describe('deadlines (fake clock)', () => {
       const clock = createFakeClock();
       let signal: AbortSignal | undefined;
       const started = deferred();
-      const slow = implement(calc, {
-        actions: {
-          add: ({ a, b }) => ({ sum: a + b }),
-          echo: ({ text }) => ({ text, length: text.length }),
-          wait: (_i, ctx) => {
-            signal = ctx.signal;
-            started.resolve();
-            return new Promise((_resolve, reject) => {
-              ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason));
-            });
-          },
+      const slow = calcService({
+        wait: (_i, ctx) => {
+          signal = ctx.signal;
+          started.resolve();
+          return new Promise((_resolve, reject) => {
+            ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason));
+          });
         },
       });
       let caller: ParleyNode;
@@ -273,18 +269,15 @@ describe('deadlines (fake clock)', () => {
   it('nested calls get what is left of the deadline', async () => {
     const clock = createFakeClock();
     const seen: number[] = [];
-    const inner = implement(calc, {
-      actions: {
-        add: (_i, ctx) => {
-          seen.push(ctx.deadline);
-          return { sum: 0 };
-        },
-        echo: async ({ text }, ctx) => {
-          seen.push(ctx.deadline);
-          await ctx.call(calc, 'add', { a: 1, b: 1 }, { timeout: 60_000 });
-          return { text, length: 0 };
-        },
-        wait: () => ({ aborted: false }),
+    const inner = calcService({
+      add: (_i, ctx) => {
+        seen.push(ctx.deadline);
+        return { sum: 0 };
+      },
+      echo: async ({ text }, ctx) => {
+        seen.push(ctx.deadline);
+        await ctx.call(calc, 'add', { a: 1, b: 1 }, { timeout: 60_000 });
+        return { text, length: 0 };
       },
     });
     const node = track(testNode({ clock, services: [inner] }));
@@ -296,15 +289,11 @@ describe('deadlines (fake clock)', () => {
   it('a caller cancelling gets CANCELLED and the handler signal aborts', async () => {
     let signal: AbortSignal | undefined;
     const started = deferred();
-    const svc = implement(calc, {
-      actions: {
-        add: () => ({ sum: 0 }),
-        echo: ({ text }) => ({ text, length: 0 }),
-        wait: (_i, ctx) => {
-          signal = ctx.signal;
-          started.resolve();
-          return new Promise(() => undefined);
-        },
+    const svc = calcService({
+      wait: (_i, ctx) => {
+        signal = ctx.signal;
+        started.resolve();
+        return new Promise(() => undefined);
       },
     });
     const node = track(testNode({ services: [svc], stopTimeout: 10 }));
@@ -322,15 +311,11 @@ describe('graceful stop', () => {
   it('drains in-flight calls before closing and refuses new ones', async () => {
     const release = deferred();
     const entered = deferred();
-    const svc = implement(calc, {
-      actions: {
-        add: async ({ a, b }) => {
-          entered.resolve();
-          await release.promise;
-          return { sum: a + b };
-        },
-        echo: ({ text }) => ({ text, length: 0 }),
-        wait: () => ({ aborted: false }),
+    const svc = calcService({
+      add: async ({ a, b }) => {
+        entered.resolve();
+        await release.promise;
+        return { sum: a + b };
       },
     });
     const { server, caller } = await remotePair([svc as never]);
@@ -352,17 +337,13 @@ describe('graceful stop', () => {
     const clock = createFakeClock();
     let signal: AbortSignal | undefined;
     const entered = deferred();
-    const svc = implement(calc, {
-      actions: {
-        add: () => ({ sum: 0 }),
-        echo: ({ text }) => ({ text, length: 0 }),
-        wait: (_i, ctx) =>
-          new Promise((resolve) => {
-            signal = ctx.signal;
-            entered.resolve();
-            ctx.signal.addEventListener('abort', () => resolve({ aborted: true }));
-          }),
-      },
+    const svc = calcService({
+      wait: (_i, ctx) =>
+        new Promise((resolve) => {
+          signal = ctx.signal;
+          entered.resolve();
+          ctx.signal.addEventListener('abort', () => resolve({ aborted: true }));
+        }),
     });
     const node = track(testNode({ clock, services: [svc], stopTimeout: 1000 }));
     await node.start();
@@ -405,14 +386,10 @@ describe('pipeline', () => {
       testNode({
         middleware: [mw('a'), mw('b')],
         services: [
-          implement(calc, {
-            actions: {
-              add: ({ a, b }) => {
-                log.push('handler');
-                return { sum: a + b };
-              },
-              echo: ({ text }) => ({ text, length: 0 }),
-              wait: () => ({ aborted: false }),
+          calcService({
+            add: ({ a, b }) => {
+              log.push('handler');
+              return { sum: a + b };
             },
           }),
         ],
@@ -447,18 +424,15 @@ describe('context propagation', () => {
       ...(ctx.causationId === undefined ? {} : { causationId: ctx.causationId }),
       ...(ctx.caller?.service === undefined ? {} : { caller: ctx.caller.service }),
     });
-    const inner = implement(calc, {
-      actions: {
-        add: (_i, ctx) => {
-          seen.add = record(ctx);
-          return { sum: 0 };
-        },
-        echo: async ({ text }, ctx) => {
-          seen.echo = record(ctx);
-          await ctx.call(calc, 'add', { a: 1, b: 1 });
-          return { text, length: 0 };
-        },
-        wait: () => ({ aborted: false }),
+    const inner = calcService({
+      add: (_i, ctx) => {
+        seen.add = record(ctx);
+        return { sum: 0 };
+      },
+      echo: async ({ text }, ctx) => {
+        seen.echo = record(ctx);
+        await ctx.call(calc, 'add', { a: 1, b: 1 });
+        return { text, length: 0 };
       },
     });
     for (const path of ['local', 'remote'] as const) {
@@ -488,23 +462,16 @@ describe('notifications', () => {
     const network = createMemoryNetwork();
     const got: string[] = [];
     const listener = (id: string) =>
-      implement(calc, {
-        actions: {
-          add: () => ({ sum: 0 }),
-          echo: ({ text }) => ({ text, length: 0 }),
-          wait: () => ({ aborted: false }),
-        },
-        on: [
-          subscribe(
-            calc,
-            'calc.done',
-            (p) => {
-              got.push(`${id}:${p.n}`);
-            },
-            { ephemeral: true },
-          ),
-        ],
-      });
+      calcService({}, [
+        subscribe(
+          calc,
+          'calc.done',
+          (p) => {
+            got.push(`${id}:${p.n}`);
+          },
+          { ephemeral: true },
+        ),
+      ]);
     const ns = ['n1', 'n2', 'n3'].map((id) =>
       track(testNode({ id, transport: network.transport(), services: [listener(id)] })),
     );

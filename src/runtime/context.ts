@@ -69,7 +69,24 @@ export interface ContextRuntime {
   notifyFrom(parent: Context, contract: AnyContract, event: string, payload: unknown): Promise<void>;
 }
 
-export interface Context<Reason extends string = string> {
+/** Sending events: durable (`publish`, needs a broker) and ephemeral (`notify`). */
+export interface Emitter {
+  /** A durable event: at least once to each consumer group subscribed to it. */
+  publish<C extends AnyContract, K extends EventName<C>>(
+    contract: C,
+    event: K,
+    payload: PayloadInputOf<C, K>,
+    options?: PublishOptions,
+  ): Promise<void>;
+  /** An ephemeral notification: at most once to every live instance listening; never stored. */
+  notify<C extends AnyContract, K extends EventName<C>>(
+    contract: C,
+    event: K,
+    payload: PayloadInputOf<C, K>,
+  ): Promise<void>;
+}
+
+export interface Context<Reason extends string = string> extends Emitter {
   /** This request's id (UUIDv7). */
   readonly id: string;
   readonly service: string;
@@ -98,17 +115,6 @@ export interface Context<Reason extends string = string> {
     input: InputOf<C, K>,
     options?: CallOptions,
   ): Promise<OutputOf<C, K>>;
-  publish<C extends AnyContract, K extends EventName<C>>(
-    contract: C,
-    event: K,
-    payload: PayloadInputOf<C, K>,
-    options?: PublishOptions,
-  ): Promise<void>;
-  notify<C extends AnyContract, K extends EventName<C>>(
-    contract: C,
-    event: K,
-    payload: PayloadInputOf<C, K>,
-  ): Promise<void>;
   /** An error for one of the action's declared reasons, with the code the contract gives it. */
   fail(reason: Reason, message?: string, details?: Record<string, unknown>): ParleyError;
 }

@@ -8,16 +8,12 @@ import { hostname } from 'node:os';
 import { type Logger, pino } from 'pino';
 import type { Broker } from '../broker/broker.ts';
 import type { Codec } from '../codec/codec.ts';
-import { createJsonCodec } from '../codec/json.ts';
-import { createMsgpackCodec } from '../codec/msgpack.ts';
-import type { ActionDef, AnyContract, EventDef, EventName, PayloadInputOf } from '../contract/contract.ts';
-import { validate } from '../contract/validate.ts';
-import { createEnvelope, type Envelope } from '../envelope/envelope.ts';
+import type { ActionDef, AnyContract, EventName, PayloadInputOf } from '../contract/contract.ts';
 import { randomHex } from '../envelope/ids.ts';
 import { ParleyError } from '../errors.ts';
 import { createMemoryNetwork } from '../transport/memory.ts';
 import type { NodeInfo, Transport } from '../transport/transport.ts';
-import { type Balancer, type BalancerOptions, createBalancer } from './balancer.ts';
+import { type Balancer, createBalancer } from './balancer.ts';
 import { type Client, createClient } from './client.ts';
 import { type Clock, systemClock } from './clock.ts';
 import {
@@ -25,46 +21,23 @@ import {
   type CallOptions,
   type Context,
   type ContextRuntime,
+  type Emitter,
   type PublishOptions,
 } from './context.ts';
 import { DeadlineWheel } from './deadlines.ts';
-import { composeOutbound, type Middleware, type OutboundCall, type OutboundHandler } from './pipeline.ts';
+import { eventEnvelope } from './envelopes.ts';
+import { type NodeOptions, resolveCodec } from './node-options.ts';
+import { composeOutbound, type OutboundCall, type OutboundHandler } from './pipeline.ts';
 import { Registry } from './registry.ts';
+import { callRemote, type RemoteDeps } from './remote.ts';
 import { Server } from './serve.ts';
 import type { Service } from './service.ts';
-import { decodeReply, sourceOf } from './wire.ts';
-
-export interface NodeOptions {
-  /** Unique node id; default `<host>-<pid>-<random>`. */
-  id?: string;
-  /** Default: a private memory network (this node alone). */
-  transport?: Transport;
-  /** Needed for `publish` and durable subscriptions. */
-  broker?: Broker;
-  services?: readonly Service[];
-  /** Default `json`. */
-  codec?: Codec | 'json' | 'msgpack';
-  /** Outermost first. */
-  middleware?: readonly Middleware[];
-  clock?: Clock;
-  /** A pino logger; default one at `PARLEY_LOG_LEVEL` (or `logLevel`, or `info`). */
-  logger?: Logger;
-  logLevel?: string;
-  /** Deadline of a call that sets none and whose action declares none, ms. Default 10 000. */
-  defaultTimeout?: number;
-  /** How long `stop()` waits for in-flight work before cancelling it, ms. Default 10 000. */
-  stopTimeout?: number;
-  /** Validate inputs at the receiving edge (default true). Turn off only between trusted services. */
-  validateInput?: boolean;
-  /** Check handlers' outputs against the contract (default false; on in tests is wise). */
-  validateOutput?: boolean;
-  balancer?: Balancer | BalancerOptions;
-  labels?: Record<string, string>;
-}
 
 export type NodeState = 'created' | 'starting' | 'running' | 'stopping' | 'stopped';
 
-export interface ParleyNode {
+export type { NodeOptions };
+
+export interface ParleyNode extends Emitter {
   readonly id: string;
   readonly state: NodeState;
   readonly registry: Registry;
@@ -73,17 +46,6 @@ export interface ParleyNode {
   /** Graceful: leaves discovery, stops taking work, drains in-flight work (bounded), closes. */
   stop(): Promise<void>;
   client<C extends AnyContract>(contract: C): Client<C>;
-  publish<C extends AnyContract, K extends EventName<C>>(
-    contract: C,
-    event: K,
-    payload: PayloadInputOf<C, K>,
-    options?: PublishOptions,
-  ): Promise<void>;
-  notify<C extends AnyContract, K extends EventName<C>>(
-    contract: C,
-    event: K,
-    payload: PayloadInputOf<C, K>,
-  ): Promise<void>;
   /** Work in flight on this node (calls and event handlers it serves). */
   inFlight(): number;
 }
@@ -113,6 +75,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
   private readonly labels: Record<string, string> | undefined;
   private readonly consumers: { close(): Promise<void> }[] = [];
   private stopping: Promise<void> | undefined;
+  private readonly remoteDeps: RemoteDeps;
 
   constructor(options: NodeOptions) {
     this.id = options.id ?? `${hostname()}-${process.pid}-${randomHex(3)}`;
@@ -150,6 +113,13 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     );
     this.outbound = composeOutbound(middleware, (call) => this.dispatch(call));
     this.hasOutboundMiddleware = middleware.some((m) => m.outbound !== undefined);
+    this.remoteDeps = {
+      nodeId: this.id,
+      clock: this.clock,
+      codec: this.codec,
+      transport: this.transport,
+      deadlines: this.deadlines,
+    };
     const durable = this.services.some((s) => s.subscriptions.some((sub) => !sub.options.ephemeral));
     if (durable && this.broker === undefined) {
       throw new ParleyError(
@@ -328,7 +298,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       );
     }
     if (endpoints.length > 1) call.tried = [...call.tried, endpoint.nodeId];
-    return endpoint.local ? this.callLocal(call) : this.callRemote(endpoint.nodeId, call);
+    return endpoint.local ? this.callLocal(call) : callRemote(this.remoteDeps, endpoint.nodeId, call);
   }
 
   private callLocal(call: OutboundCall): Promise<unknown> {
@@ -351,61 +321,6 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     return this.server.serve(action, ctx, call.input, true, call.options.signal);
   }
 
-  private async callRemote(nodeId: string, call: OutboundCall): Promise<unknown> {
-    const env = this.envelope(call.parent, `${call.service}.${call.action}`, call.input);
-    env.deadline = call.deadline;
-    if (call.options.idempotencyKey !== undefined) env.idempotencykey = call.options.idempotencyKey;
-    const frame = this.codec.encode(env);
-    const controller = new AbortController();
-    const entry = this.deadlines.track(call.deadline, () =>
-      controller.abort(
-        new ParleyError('DEADLINE_EXCEEDED', `${call.service}.${call.action} exceeded its deadline`),
-      ),
-    );
-    const signal = call.options.signal;
-    const onAbort = () =>
-      controller.abort(
-        new ParleyError('CANCELLED', `${call.service}.${call.action} was cancelled by the caller`),
-      );
-    if (signal?.aborted) onAbort();
-    else signal?.addEventListener('abort', onAbort, { once: true });
-    try {
-      const reply = await this.transport.request(nodeId, frame, { signal: controller.signal });
-      return decodeReply(this.codec, reply);
-    } finally {
-      entry.cancel();
-      signal?.removeEventListener('abort', onAbort);
-    }
-  }
-
-  /** An envelope that carries trace and correlation from `parent`. */
-  private envelope(parent: Context | undefined, type: string, data: unknown): Envelope {
-    const now = this.clock.now();
-    const env = createEnvelope({ source: sourceOf(this.id, parent?.service), type, data }, now);
-    env.traceparent = parent?.traceparent ?? `00-${randomHex(16)}-${randomHex(8)}-01`;
-    if (parent !== undefined) {
-      env.correlationid = parent.correlationId;
-      env.causationid = parent.id;
-    }
-    return env;
-  }
-
-  private eventEnvelope(
-    parent: Context | undefined,
-    contract: AnyContract,
-    event: string,
-    payload: unknown,
-  ): Envelope {
-    const def = contract.events[event] as EventDef | undefined;
-    if (def === undefined)
-      throw new ParleyError('INVALID_ARGUMENT', `contract ${contract.name} has no event ${event}`);
-    const data = validate(def.schema, payload, `payload of ${event}`);
-    const env = this.envelope(parent, event, data);
-    env.dataschema = `urn:parley:${contract.name}:${event}:v${def.version}`;
-    env.datacontenttype = this.codec.contentType;
-    return env;
-  }
-
   publish<C extends AnyContract, K extends EventName<C>>(
     contract: C,
     event: K,
@@ -425,13 +340,25 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     if (this.broker === undefined) {
       throw new ParleyError('FAILED_PRECONDITION', `cannot publish ${event}: the node has no broker`);
     }
-    const env = this.eventEnvelope(parent, contract, event, payload);
+    const env = this.eventFrom(parent, contract, event, payload);
     if (options.idempotencyKey !== undefined) env.idempotencykey = options.idempotencyKey;
     if (options.key !== undefined) env.subject = options.key;
     const publishOptions: { key?: string; delay?: number } = {};
     if (options.key !== undefined) publishOptions.key = options.key;
     if (options.delay !== undefined) publishOptions.delay = options.delay;
     await this.broker.publish(env, publishOptions);
+  }
+
+  private eventFrom(parent: Context | undefined, contract: AnyContract, event: string, payload: unknown) {
+    return eventEnvelope({
+      nodeId: this.id,
+      parent,
+      contract,
+      event,
+      payload,
+      codec: this.codec,
+      now: this.clock.now(),
+    });
   }
 
   notify<C extends AnyContract, K extends EventName<C>>(
@@ -448,7 +375,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     event: string,
     payload: unknown,
   ): Promise<void> {
-    const env = this.eventEnvelope(parent, contract, event, payload);
+    const env = this.eventFrom(parent, contract, event, payload);
     const frame = this.codec.encode(env);
     if (frame.byteLength > this.transport.maxPayload) {
       throw new ParleyError(
@@ -463,9 +390,3 @@ class NodeImpl implements ParleyNode, ContextRuntime {
 
 const NO_OPTIONS: CallOptions = Object.freeze({});
 const NONE_TRIED: readonly string[] = Object.freeze([]);
-
-function resolveCodec(codec: NodeOptions['codec']): Codec {
-  if (codec === undefined || codec === 'json') return createJsonCodec();
-  if (codec === 'msgpack') return createMsgpackCodec();
-  return codec;
-}

@@ -214,19 +214,35 @@ export class Server {
     if (!this.accepting) {
       return Promise.reject(new ParleyError('UNAVAILABLE', `node is not taking calls for ${env.type}`));
     }
-    const ctx = new CallContext(this.deps.runtime, {
+    const deadline = env.deadline ?? this.deps.clock.now() + (action.def.timeout ?? this.deps.defaultTimeout);
+    const ctx = this.contextOf(env, {
       service: action.service,
       action: action.name,
-      deadline: env.deadline ?? this.deps.clock.now() + (action.def.timeout ?? this.deps.defaultTimeout),
+      deadline,
+      errors: action.def.errors,
+    });
+    return this.serve(action, ctx, env.data, false);
+  }
+
+  /** The context of a request or event that arrived as an envelope: ids and trace come with it. */
+  private contextOf(
+    env: Envelope,
+    at: {
+      service: string;
+      action: string;
+      deadline: number;
+      errors: Readonly<Record<string, string>> | undefined;
+    },
+  ): CallContext {
+    return new CallContext(this.deps.runtime, {
+      ...at,
       caller: callerOf(env.source),
       id: env.id,
       traceparent: env.traceparent,
       correlationId: env.correlationid,
       causationId: env.causationid,
       idempotencyKey: env.idempotencykey,
-      errors: action.def.errors,
     });
-    return this.serve(action, ctx, env.data, false);
   }
 
   /** A notification frame: delivered to this node's ephemeral subscribers; failures are logged. */
@@ -250,17 +266,8 @@ export class Server {
   /** Validates an event's payload and runs one subscription's handler with a context and deadline. */
   runEventHandler(sub: Subscription, env: Envelope, service: string): Promise<void> {
     const def = sub.contract.events[sub.event] as { schema: ActionDef['input'] };
-    const ctx = new CallContext(this.deps.runtime, {
-      service,
-      action: env.type,
-      deadline: this.deps.clock.now() + (sub.options.timeout ?? this.deps.defaultTimeout),
-      caller: callerOf(env.source),
-      id: env.id,
-      traceparent: env.traceparent,
-      correlationId: env.correlationid,
-      causationId: env.causationid,
-      idempotencyKey: env.idempotencykey,
-    });
+    const deadline = this.deps.clock.now() + (sub.options.timeout ?? this.deps.defaultTimeout);
+    const ctx = this.contextOf(env, { service, action: env.type, deadline, errors: undefined });
     const work = this.run(ctx, async () => {
       const payload = validate(def.schema, env.data, `payload of ${env.type}`);
       await sub.handler(payload, ctx);

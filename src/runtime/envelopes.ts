@@ -1,0 +1,53 @@
+/**
+ * @module runtime/envelopes
+ * Builds the envelopes a node sends: a request for a call, an event for publish and notify. Both
+ * carry the trace, correlation and causation of the context they are sent from.
+ */
+import type { Codec } from '../codec/codec.ts';
+import type { AnyContract, EventDef } from '../contract/contract.ts';
+import { validate } from '../contract/validate.ts';
+import { createEnvelope, type Envelope } from '../envelope/envelope.ts';
+import { randomHex } from '../envelope/ids.ts';
+import { ParleyError } from '../errors.ts';
+import type { Context } from './context.ts';
+import { sourceOf } from './wire.ts';
+
+/** An envelope from `nodeId`, continuing `parent`'s trace (or starting one). */
+export function requestEnvelope(
+  nodeId: string,
+  parent: Context | undefined,
+  type: string,
+  data: unknown,
+  now: number,
+): Envelope {
+  const env = createEnvelope({ source: sourceOf(nodeId, parent?.service), type, data }, now);
+  env.traceparent = parent?.traceparent ?? `00-${randomHex(16)}-${randomHex(8)}-01`;
+  if (parent !== undefined) {
+    env.correlationid = parent.correlationId;
+    env.causationid = parent.id;
+  }
+  return env;
+}
+
+export interface EventEnvelopeInit {
+  nodeId: string;
+  parent: Context | undefined;
+  contract: AnyContract;
+  event: string;
+  payload: unknown;
+  codec: Codec;
+  now: number;
+}
+
+/** An event envelope; the payload is validated against the contract before anything is sent. */
+export function eventEnvelope(init: EventEnvelopeInit): Envelope {
+  const { contract, event } = init;
+  const def = contract.events[event] as EventDef | undefined;
+  if (def === undefined)
+    throw new ParleyError('INVALID_ARGUMENT', `contract ${contract.name} has no event ${event}`);
+  const data = validate(def.schema, init.payload, `payload of ${event}`);
+  const env = requestEnvelope(init.nodeId, init.parent, event, data, init.now);
+  env.dataschema = `urn:parley:${contract.name}:${event}:v${def.version}`;
+  env.datacontenttype = init.codec.contentType;
+  return env;
+}
