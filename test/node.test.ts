@@ -307,6 +307,30 @@ describe('deadlines (fake clock)', () => {
   });
 });
 
+describe('cancellation before the call', () => {
+  it('a call whose signal is already aborted is CANCELLED and the handler never runs', async () => {
+    let ran = false;
+    const node = track(
+      testNode({
+        services: [
+          calcService({
+            add: () => {
+              ran = true;
+              return { sum: 0 };
+            },
+          }),
+        ],
+      }),
+    );
+    await node.start();
+    await assert.rejects(
+      node.client(calc).add({ a: 1, b: 1 }, { signal: AbortSignal.abort() }),
+      (e: unknown) => e instanceof ParleyError && e.code === 'CANCELLED',
+    );
+    assert.equal(ran, false);
+  });
+});
+
 describe('graceful stop', () => {
   it('drains in-flight calls before closing and refuses new ones', async () => {
     const release = deferred();

@@ -44,7 +44,7 @@ export class Server {
   private readonly ephemeral = new Map<string, { sub: Subscription; owner: string }[]>();
   private readonly known = { json: createJsonCodec(), msgpack: createMsgpackCodec() };
   private inflight = 0;
-  private drained: (() => void) | undefined;
+  private waiters: (() => void)[] = [];
   /** `accepting` false: new calls from outside are refused with UNAVAILABLE. */
   accepting = false;
 
@@ -118,6 +118,7 @@ export class Server {
   }
 
   private run<T>(ctx: CallContext, work: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    if (signal?.aborted) return Promise.reject(cancelled(ctx));
     if (ctx.deadline <= this.deps.clock.now()) return Promise.reject(deadlineExceeded(ctx));
     this.inflight++;
     return new Promise<T>((resolve, reject) => {
@@ -129,12 +130,11 @@ export class Server {
       let onAbort: (() => void) | undefined;
       if (signal !== undefined) {
         onAbort = () => {
-          const e = new ParleyError('CANCELLED', `${ctx.service}.${ctx.action} was cancelled by the caller`);
+          const e = cancelled(ctx);
           ctx.abort(e);
           reject(e);
         };
-        if (signal.aborted) onAbort();
-        else signal.addEventListener('abort', onAbort, { once: true });
+        signal.addEventListener('abort', onAbort, { once: true });
       }
       work().then(
         (output) => {
@@ -156,7 +156,7 @@ export class Server {
   ): void {
     entry.cancel();
     if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
-    if (--this.inflight === 0) this.drained?.();
+    if (--this.inflight === 0) this.wake();
   }
 
   inFlight(): number {
@@ -166,12 +166,13 @@ export class Server {
   /** Resolves when nothing is in flight. */
   idle(): Promise<void> {
     if (this.inflight === 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.drained = () => {
-        this.drained = undefined;
-        resolve();
-      };
-    });
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
   }
 
   /** A request frame from the transport → a reply frame. Never rejects. */
@@ -277,6 +278,10 @@ export class Server {
       this.deps.logger.warn({ err: error, type: env.type, id: env.id }, 'notification handler failed');
     });
   }
+}
+
+function cancelled(ctx: CallContext): ParleyError {
+  return new ParleyError('CANCELLED', `${ctx.service}.${ctx.action} was cancelled by the caller`);
 }
 
 function deadlineExceeded(ctx: CallContext): ParleyError {
