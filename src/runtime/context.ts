@@ -148,7 +148,11 @@ export class CallContext implements Context {
   readonly caller: Caller | undefined;
   readonly idempotencyKey: string | undefined;
   private readonly runtime: ContextRuntime;
-  private readonly init: ContextInit;
+  private readonly parent: Context | undefined;
+  private readonly remoteTraceparent: string | undefined;
+  private readonly givenCorrelationId: string | undefined;
+  private readonly givenCausationId: string | undefined;
+  private readonly errors: Readonly<Record<string, string>> | undefined;
   private _id: string | undefined;
   private _traceId: string | undefined;
   private _spanId: string | undefined;
@@ -158,7 +162,12 @@ export class CallContext implements Context {
 
   constructor(runtime: ContextRuntime, init: ContextInit) {
     this.runtime = runtime;
-    this.init = init;
+    // Fields are copied, not the init object kept, so the engine can drop the literal.
+    this.parent = init.parent;
+    this.remoteTraceparent = init.traceparent;
+    this.givenCorrelationId = init.correlationId;
+    this.givenCausationId = init.causationId;
+    this.errors = init.errors;
     this.service = init.service;
     this.action = init.action;
     this.deadline = init.deadline;
@@ -173,17 +182,17 @@ export class CallContext implements Context {
   }
 
   get correlationId(): string {
-    return this.init.correlationId ?? this.init.parent?.correlationId ?? this.id;
+    return this.givenCorrelationId ?? this.parent?.correlationId ?? this.id;
   }
 
   get causationId(): string | undefined {
-    return this.init.causationId ?? this.init.parent?.id;
+    return this.givenCausationId ?? this.parent?.id;
   }
 
   get traceId(): string {
     if (this._traceId === undefined) {
-      const parent = this.init.parent;
-      const m = this.init.traceparent === undefined ? null : TRACEPARENT.exec(this.init.traceparent);
+      const parent = this.parent;
+      const m = this.remoteTraceparent === undefined ? null : TRACEPARENT.exec(this.remoteTraceparent);
       this._traceId = parent?.traceId ?? m?.[1] ?? randomHex(16);
     }
     return this._traceId;
@@ -253,7 +262,7 @@ export class CallContext implements Context {
   }
 
   fail(reason: string, message?: string, details?: Record<string, unknown>): ParleyError {
-    const code = this.init.errors?.[reason];
+    const code = this.errors?.[reason];
     if (code === undefined) {
       return new ParleyError(
         'INTERNAL',

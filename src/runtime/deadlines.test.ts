@@ -28,7 +28,15 @@ describe('DeadlineWheel', () => {
     const d = wheel.track(500, () => fired.push('d'));
     assert.equal(clock.pending(), 1);
     d.cancel();
-    assert.equal(clock.pending(), 0, 'with no entry left the timer no longer holds the process');
+    // The armed timer is left to fire once (cheaper than re-arming per call) ...
+    clock.advance(500);
+    assert.equal(clock.pending(), 0, 'and is not re-armed when nothing is due');
+    // ... or close() drops it at once.
+    wheel.track(clock.now() + 100, () => fired.push('e')).cancel();
+    assert.equal(clock.pending(), 1);
+    wheel.close();
+    assert.equal(clock.pending(), 0);
+    assert.deepEqual(seen(), ['c', 'a']);
   });
 
   it('matches a simple reference model over 3,000 random operations', () => {
@@ -85,6 +93,9 @@ describe('DeadlineWheel', () => {
     wheel.expireAll('stop');
     assert.deepEqual(reasons, ['stop', 'stop']);
     assert.equal(wheel.size(), 0);
+    wheel.close();
     assert.equal(clock.pending(), 0);
+    clock.advance(30_000);
+    assert.deepEqual(reasons, ['stop', 'stop'], 'nothing fires twice');
   });
 });

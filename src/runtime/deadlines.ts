@@ -51,12 +51,16 @@ const noop: DeadlineEntry = { cancel() {} };
 
 /**
  * While entries are tracked the timer holds the process open, as a pending `setTimeout` would.
- * When the last entry leaves, the timer is not cancelled but unref'd: a node making one call after
- * another would otherwise pay for a new timer per call, which is most of what this class saves.
+ * When the last entry leaves, nothing is done: a node making one call after another would
+ * otherwise pay for cancelling and re-arming a timer per call, which is most of what this class
+ * saves. The armed timer then fires once at its time, finds nothing due, and is not re-armed; or
+ * `close()` (called by `node.stop()`) cancels it at once.
  */
 export class DeadlineWheel {
   private readonly slots = new Map<number, Slot>();
   private live = 0;
+  private lastKey = Number.NaN;
+  private lastSlot: Slot | undefined;
   private readonly heap: number[] = [];
   private timer: TimerHandle | undefined;
   private armedFor = Number.POSITIVE_INFINITY;
@@ -70,16 +74,19 @@ export class DeadlineWheel {
   track(deadline: number, onExpire: (reason?: unknown) => void): DeadlineEntry {
     if (deadline === Number.POSITIVE_INFINITY) return noop;
     const key = Math.ceil(deadline);
-    let slot = this.slots.get(key);
+    // Consecutive calls mostly share a millisecond: skip the map for them.
+    let slot = key === this.lastKey ? this.lastSlot : this.slots.get(key);
     if (slot === undefined) {
       slot = new Slot();
       this.slots.set(key, slot);
       heapPush(this.heap, key);
       if (key < this.armedFor) this.arm(key);
     }
+    this.lastKey = key;
+    this.lastSlot = slot;
     const entry = new Entry(this, slot, onExpire);
     slot.add(entry);
-    if (this.live++ === 0) this.timer?.ref();
+    this.live++;
     return entry;
   }
 
@@ -101,12 +108,33 @@ export class DeadlineWheel {
     }
   }
 
-  /** An entry left (cancelled or expired); with none left, forget the slots and unref the timer. */
+  /** An entry left (cancelled or expired). */
   released(): void {
-    if (--this.live > 0) return;
-    this.timer?.unref();
+    this.live--;
+  }
+
+  /** Expires nothing; drops the timer and every slot, so an idle wheel holds nothing. */
+  close(): void {
+    if (this.live > 0) return;
+    this.timer?.cancel();
+    this.timer = undefined;
+    this.armedFor = Number.POSITIVE_INFINITY;
+    this.reset();
+  }
+
+  private dropSlot(key: number): void {
+    this.slots.delete(key);
+    if (key === this.lastKey) {
+      this.lastKey = Number.NaN;
+      this.lastSlot = undefined;
+    }
+  }
+
+  private reset(): void {
     this.slots.clear();
     this.heap.length = 0;
+    this.lastKey = Number.NaN;
+    this.lastSlot = undefined;
   }
 
   private arm(key: number): void {
@@ -122,7 +150,7 @@ export class DeadlineWheel {
     while (this.heap.length > 0 && (this.heap[0] as number) <= now) {
       const key = heapPop(this.heap) as number;
       const slot = this.slots.get(key);
-      this.slots.delete(key);
+      this.dropSlot(key);
       for (let e = slot?.head; e !== undefined; ) {
         const next = e.next;
         slot?.remove(e);
@@ -133,8 +161,7 @@ export class DeadlineWheel {
     }
     if (this.live === 0) {
       // Idle: no timer until the next entry arrives.
-      this.slots.clear();
-      this.heap.length = 0;
+      this.reset();
       return;
     }
     // Skip slots emptied by cancellation; arm for the first that still holds entries.
@@ -145,7 +172,7 @@ export class DeadlineWheel {
         return;
       }
       heapPop(this.heap);
-      this.slots.delete(key);
+      this.dropSlot(key);
     }
   }
 }

@@ -225,6 +225,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     }
     await this.transport.stop();
     await this.broker?.close();
+    this.deadlines.close();
     this.state = 'stopped';
   }
 

@@ -15,7 +15,7 @@ import { ParleyError } from '../errors.ts';
 import type { Clock } from './clock.ts';
 import { CallContext, type ContextRuntime } from './context.ts';
 import type { DeadlineWheel } from './deadlines.ts';
-import { composeInbound, type InboundHandler, type Middleware } from './pipeline.ts';
+import { composeInbound, type InboundCall, type Middleware } from './pipeline.ts';
 import type { Service, Subscription } from './service.ts';
 import { callerOf, encodeReply, splitType } from './wire.ts';
 
@@ -23,7 +23,8 @@ export interface LocalAction {
   readonly service: string;
   readonly name: string;
   readonly def: ActionDef;
-  readonly chain: InboundHandler;
+  /** The inbound pipeline and handler: a value when everything ran synchronously, else a promise. */
+  readonly chain: (call: InboundCall) => unknown;
 }
 
 export interface ServerDeps {
@@ -64,22 +65,29 @@ export class Server {
     for (const [name, def] of Object.entries(contract.actions) as [string, ActionDef][]) {
       const handler = (service.actions as Record<string, (input: unknown, ctx: unknown) => unknown>)[name];
       if (handler === undefined) continue;
-      const what = `input of ${contract.name}.${name}`;
+      const what = `${contract.name}.${name}`;
       const { validateInput, validateOutput } = this.deps;
-      const terminal: InboundHandler = async (call) => {
-        const input = validateInput ? validate(def.input, call.input, what) : call.input;
-        const output = await handler(input, call.ctx);
-        if (!validateOutput) return output;
+      const checkOutput = (output: unknown): unknown => {
         const checked = def.output.safeParse(output);
-        if (!checked.success)
-          throw new ParleyError('INTERNAL', `${contract.name}.${name} returned an invalid output`);
+        if (!checked.success) throw new ParleyError('INTERNAL', `${what} returned an invalid output`);
         return checked.data;
       };
+      // Returns the handler's value as is when the handler is synchronous: no promise, no timer.
+      const terminal: LocalAction['chain'] = (call) => {
+        const input = validateInput ? validate(def.input, call.input, `input of ${what}`) : call.input;
+        const output = handler(input, call.ctx);
+        if (!validateOutput) return output;
+        return isThenable(output) ? output.then(checkOutput) : checkOutput(output);
+      };
+      const hasInbound = this.deps.middleware.some((m) => m.inbound !== undefined);
+      const chain = hasInbound
+        ? composeInbound(this.deps.middleware, async (call) => terminal(call))
+        : terminal;
       table.set(name, {
         service: contract.name,
         name,
         def,
-        chain: composeInbound(this.deps.middleware, terminal),
+        chain,
       });
     }
     this.actions.set(contract.name, table);
@@ -117,11 +125,32 @@ export class Server {
     return this.run(ctx, () => action.chain({ ctx, input, local }), signal);
   }
 
-  private run<T>(ctx: CallContext, work: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  private run(ctx: CallContext, work: () => unknown, signal?: AbortSignal): Promise<unknown> {
     if (signal?.aborted) return Promise.reject(cancelled(ctx));
     if (ctx.deadline <= this.deps.clock.now()) return Promise.reject(deadlineExceeded(ctx));
     this.inflight++;
-    return new Promise<T>((resolve, reject) => {
+    let result: unknown;
+    try {
+      result = work();
+    } catch (error) {
+      this.done();
+      return Promise.reject(ParleyError.from(error));
+    }
+    if (!isThenable(result)) {
+      // Finished before it could be late or cancelled.
+      this.done();
+      return Promise.resolve(result);
+    }
+    return this.race(ctx, result, signal);
+  }
+
+  /** Settles with `work`, or earlier with DEADLINE_EXCEEDED / CANCELLED (the ctx signal aborts). */
+  private race(
+    ctx: CallContext,
+    work: PromiseLike<unknown>,
+    signal: AbortSignal | undefined,
+  ): Promise<unknown> {
+    return new Promise<unknown>((resolve, reject) => {
       const entry = this.deps.deadlines.track(ctx.deadline, (reason) => {
         const e = reason instanceof ParleyError ? reason : deadlineExceeded(ctx);
         ctx.abort(e);
@@ -136,7 +165,7 @@ export class Server {
         };
         signal.addEventListener('abort', onAbort, { once: true });
       }
-      work().then(
+      work.then(
         (output) => {
           this.settle(entry, signal, onAbort);
           resolve(output);
@@ -156,6 +185,10 @@ export class Server {
   ): void {
     entry.cancel();
     if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
+    this.done();
+  }
+
+  private done(): void {
     if (--this.inflight === 0) this.wake();
   }
 
@@ -269,15 +302,22 @@ export class Server {
     const def = sub.contract.events[sub.event] as { schema: ActionDef['input'] };
     const deadline = this.deps.clock.now() + (sub.options.timeout ?? this.deps.defaultTimeout);
     const ctx = this.contextOf(env, { service, action: env.type, deadline, errors: undefined });
-    const work = this.run(ctx, async () => {
-      const payload = validate(def.schema, env.data, `payload of ${env.type}`);
-      await sub.handler(payload, ctx);
-    });
+    const work = this.run(ctx, () =>
+      sub.handler(validate(def.schema, env.data, `payload of ${env.type}`), ctx),
+    ).then(() => undefined);
     if (!sub.options.ephemeral) return work;
     return work.catch((error: unknown) => {
       this.deps.logger.warn({ err: error, type: env.type, id: env.id }, 'notification handler failed');
     });
   }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
 }
 
 function cancelled(ctx: CallContext): ParleyError {
