@@ -12,30 +12,42 @@ export interface DeadlineEntry {
   cancel(): void;
 }
 
-class Entry implements DeadlineEntry {
-  prev: Entry | undefined = undefined;
-  next: Entry | undefined = undefined;
-  constructor(
-    readonly wheel: DeadlineWheel,
-    readonly slot: Slot,
-    readonly onExpire: (reason?: unknown) => void,
-  ) {}
+/**
+ * Something waiting for a deadline. The wheel links it into a list by its own fields, so a caller
+ * that extends this class (the server's race of a call against its deadline) costs no extra object.
+ */
+export abstract class Expiring implements DeadlineEntry {
+  prev: Expiring | undefined = undefined;
+  next: Expiring | undefined = undefined;
+  slot: Slot | undefined = undefined;
+  wheel: DeadlineWheel | undefined = undefined;
+  /** Called once, at the deadline (no reason) or from `expireAll(reason)`. */
+  abstract expire(reason?: unknown): void;
   cancel(): void {
-    if (this.slot.remove(this)) this.wheel.released();
+    if (this.slot?.remove(this)) this.wheel?.released();
+  }
+}
+
+class Entry extends Expiring {
+  constructor(private readonly onExpire: (reason?: unknown) => void) {
+    super();
+  }
+  expire(reason?: unknown): void {
+    this.onExpire(reason);
   }
 }
 
 class Slot {
-  head: Entry | undefined = undefined;
+  head: Expiring | undefined = undefined;
   size = 0;
-  add(entry: Entry): void {
+  add(entry: Expiring): void {
     entry.next = this.head;
     if (this.head !== undefined) this.head.prev = entry;
     this.head = entry;
     this.size++;
   }
   /** False when the entry was already removed. */
-  remove(entry: Entry): boolean {
+  remove(entry: Expiring): boolean {
     if (entry.prev === undefined && entry.next === undefined && this.head !== entry) return false;
     if (entry.prev !== undefined) entry.prev.next = entry.next;
     else this.head = entry.next;
@@ -73,6 +85,14 @@ export class DeadlineWheel {
    */
   track(deadline: number, onExpire: (reason?: unknown) => void): DeadlineEntry {
     if (deadline === Number.POSITIVE_INFINITY) return noop;
+    const entry = new Entry(onExpire);
+    this.add(deadline, entry);
+    return entry;
+  }
+
+  /** Like `track`, for an object that is its own entry. */
+  add(deadline: number, entry: Expiring): void {
+    if (deadline === Number.POSITIVE_INFINITY) return;
     const key = Math.ceil(deadline);
     // Consecutive calls mostly share a millisecond: skip the map for them.
     let slot = key === this.lastKey ? this.lastSlot : this.slots.get(key);
@@ -84,10 +104,10 @@ export class DeadlineWheel {
     }
     this.lastKey = key;
     this.lastSlot = slot;
-    const entry = new Entry(this, slot, onExpire);
+    entry.slot = slot;
+    entry.wheel = this;
     slot.add(entry);
     this.live++;
-    return entry;
   }
 
   /** Number of tracked, unexpired entries. */
@@ -102,7 +122,7 @@ export class DeadlineWheel {
       for (let e = slot.head; e !== undefined; ) {
         const next = e.next;
         e.cancel();
-        e.onExpire(reason);
+        e.expire(reason);
         e = next;
       }
     }
@@ -155,7 +175,7 @@ export class DeadlineWheel {
         const next = e.next;
         slot?.remove(e);
         this.live--;
-        e.onExpire();
+        e.expire();
         e = next;
       }
     }

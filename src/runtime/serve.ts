@@ -14,7 +14,7 @@ import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
 import type { Clock } from './clock.ts';
 import { CallContext, type ContextRuntime } from './context.ts';
-import type { DeadlineWheel } from './deadlines.ts';
+import { type DeadlineWheel, Expiring } from './deadlines.ts';
 import { composeInbound, type InboundCall, type Middleware } from './pipeline.ts';
 import type { Service, Subscription } from './service.ts';
 import { callerOf, encodeReply, splitType } from './wire.ts';
@@ -122,12 +122,18 @@ export class Server {
     local: boolean,
     signal?: AbortSignal,
   ): Promise<unknown> {
-    return this.run(ctx, () => action.chain({ ctx, input, local }), signal);
+    // A local call's deadline was checked by the caller a moment ago, on the same clock.
+    return this.run(ctx, () => action.chain({ ctx, input, local }), signal, !local);
   }
 
-  private run(ctx: CallContext, work: () => unknown, signal?: AbortSignal): Promise<unknown> {
+  private run(
+    ctx: CallContext,
+    work: () => unknown,
+    signal?: AbortSignal,
+    checkDeadline = true,
+  ): Promise<unknown> {
     if (signal?.aborted) return Promise.reject(cancelled(ctx));
-    if (ctx.deadline <= this.deps.clock.now()) return Promise.reject(deadlineExceeded(ctx));
+    if (checkDeadline && ctx.deadline <= this.deps.clock.now()) return Promise.reject(deadlineExceeded(ctx));
     this.inflight++;
     let result: unknown;
     try {
@@ -150,45 +156,16 @@ export class Server {
     work: PromiseLike<unknown>,
     signal: AbortSignal | undefined,
   ): Promise<unknown> {
-    return new Promise<unknown>((resolve, reject) => {
-      const entry = this.deps.deadlines.track(ctx.deadline, (reason) => {
-        const e = reason instanceof ParleyError ? reason : deadlineExceeded(ctx);
-        ctx.abort(e);
-        reject(e);
-      });
-      let onAbort: (() => void) | undefined;
-      if (signal !== undefined) {
-        onAbort = () => {
-          const e = cancelled(ctx);
-          ctx.abort(e);
-          reject(e);
-        };
-        signal.addEventListener('abort', onAbort, { once: true });
-      }
-      work.then(
-        (output) => {
-          this.settle(entry, signal, onAbort);
-          resolve(output);
-        },
-        (error: unknown) => {
-          this.settle(entry, signal, onAbort);
-          reject(ParleyError.from(error));
-        },
-      );
-    });
+    const race = new Race(ctx, signal, this);
+    const promise = new Promise<unknown>(race.capture);
+    this.deps.deadlines.add(ctx.deadline, race);
+    if (signal !== undefined) signal.addEventListener('abort', race, { once: true });
+    work.then(race.ok, race.fail);
+    return promise;
   }
 
-  private settle(
-    entry: { cancel(): void },
-    signal: AbortSignal | undefined,
-    onAbort: (() => void) | undefined,
-  ): void {
-    entry.cancel();
-    if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
-    this.done();
-  }
-
-  private done(): void {
+  /** One piece of in-flight work ended. */
+  done(): void {
     if (--this.inflight === 0) this.wake();
   }
 
@@ -311,6 +288,64 @@ export class Server {
     });
   }
 }
+
+/**
+ * One call racing its deadline and its caller's cancellation. It is its own deadline entry and its
+ * own abort listener, so a call in flight costs this object and its callbacks.
+ */
+class Race extends Expiring {
+  private resolve: (value: unknown) => void = noop;
+  private reject: (error: unknown) => void = noop;
+  private settled = false;
+
+  constructor(
+    private readonly ctx: CallContext,
+    private readonly signal: AbortSignal | undefined,
+    private readonly server: { done(): void },
+  ) {
+    super();
+  }
+
+  readonly capture = (resolve: (value: unknown) => void, reject: (error: unknown) => void): void => {
+    this.resolve = resolve;
+    this.reject = reject;
+  };
+
+  /** The work finished. The in-flight count drops only now, even if the deadline won the race. */
+  readonly ok = (output: unknown): void => {
+    this.finish();
+    this.resolve(output);
+  };
+
+  readonly fail = (error: unknown): void => {
+    this.finish();
+    this.reject(ParleyError.from(error));
+  };
+
+  /** The deadline passed, or the node is stopping (`reason`). The handler may run on. */
+  expire(reason?: unknown): void {
+    const e = reason instanceof ParleyError ? reason : deadlineExceeded(this.ctx);
+    this.ctx.abort(e);
+    this.reject(e);
+  }
+
+  /** The caller's signal aborted (the EventListener object form). */
+  handleEvent(): void {
+    const e = cancelled(this.ctx);
+    this.ctx.abort(e);
+    this.reject(e);
+  }
+
+  private finish(): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.cancel();
+    this.signal?.removeEventListener('abort', this);
+    this.server.done();
+  }
+}
+
+function noop(): void {}
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return (
