@@ -1,53 +1,85 @@
 /**
- * In-process call rate: a call to a service on the same node (the fast path), with and without
- * input validation, awaited one at a time and with 100 in flight.
+ * In-process calls, one system per process: a call to a service in the same process, with and
+ * without input validation, awaited one at a time and with 100 in flight.
+ *   inprocess.ts <parley|moleculer> <validate: 0|1> <sync|async> <calls>  → one line per case
  */
-import { createNode, defineContract, implement, z } from 'parley';
+import { say } from './lib/proc.ts';
 
-const calc = defineContract({
-  name: 'calc',
-  version: '1.0.0',
-  actions: {
-    add: {
-      input: z.object({ a: z.number(), b: z.number(), note: z.string().max(200) }),
-      output: z.object({ sum: z.number() }),
+type Add = (input: { a: number; b: number; note: string }) => Promise<unknown>;
+
+async function parley(
+  validate: boolean,
+  asyncHandler: boolean,
+): Promise<{ add: Add; stop(): Promise<void> }> {
+  const { createNode, defineContract, implement, z } = await import('parley');
+  const calc = defineContract({
+    name: 'calc',
+    version: '1.0.0',
+    actions: {
+      add: {
+        input: z.object({ a: z.number(), b: z.number(), note: z.string().max(200) }),
+        output: z.object({ sum: z.number() }),
+      },
     },
-  },
-});
-
-export interface Sample {
-  case: string;
-  callsPerSecond: number;
+  });
+  const node = createNode({
+    logLevel: 'silent',
+    validateInput: validate,
+    services: [
+      implement(calc, {
+        actions: {
+          add: asyncHandler ? async ({ a, b }) => ({ sum: a + b }) : ({ a, b }) => ({ sum: a + b }),
+        },
+      }),
+    ],
+  });
+  await node.start();
+  const client = node.client(calc);
+  return { add: (input) => client.add(input), stop: () => node.stop() };
 }
 
-export async function inProcess(calls: number): Promise<Sample[]> {
-  const out: Sample[] = [];
-  for (const validateInput of [false, true]) {
-    const node = createNode({
-      logLevel: 'silent',
-      validateInput,
-      services: [implement(calc, { actions: { add: ({ a, b }) => ({ sum: a + b }) } })],
-    });
-    await node.start();
-    const client = node.client(calc);
-    const input = { a: 1, b: 2, note: 'a note of about twenty' };
-    const label = validateInput ? 'validated' : 'no validation';
-    // Warm-up so the JIT has compiled the path before measuring.
-    for (let i = 0; i < 20_000; i++) await client.add(input);
-
-    let t = performance.now();
-    for (let i = 0; i < calls; i++) await client.add(input);
-    out.push({ case: `${label}, sequential`, callsPerSecond: calls / ((performance.now() - t) / 1000) });
-
-    const batch = 100;
-    const pending: Promise<unknown>[] = new Array(batch);
-    t = performance.now();
-    for (let i = 0; i < calls; i += batch) {
-      for (let j = 0; j < batch; j++) pending[j] = client.add(input);
-      await Promise.all(pending);
-    }
-    out.push({ case: `${label}, 100 in flight`, callsPerSecond: calls / ((performance.now() - t) / 1000) });
-    await node.stop();
-  }
-  return out;
+async function moleculer(
+  validate: boolean,
+  asyncHandler: boolean,
+): Promise<{ add: Add; stop(): Promise<void> }> {
+  const { ServiceBroker } = await import('moleculer');
+  const broker = new ServiceBroker({ logger: false, validator: validate } as never);
+  broker.createService({
+    name: 'calc',
+    actions: {
+      add: {
+        params: { a: 'number', b: 'number', note: { type: 'string', max: 200 } },
+        handler: asyncHandler
+          ? async (ctx: { params: { a: number; b: number } }) => ({ sum: ctx.params.a + ctx.params.b })
+          : (ctx: { params: { a: number; b: number } }) => ({ sum: ctx.params.a + ctx.params.b }),
+      },
+    },
+  });
+  await broker.start();
+  return { add: (input) => broker.call('calc.add', input), stop: () => broker.stop() };
 }
+
+const [system, validateArg, handlerKind, callsArg] = process.argv.slice(2);
+const validate = validateArg === '1';
+const asyncHandler = handlerKind === 'async';
+const calls = Number(callsArg ?? 1_000_000);
+const target =
+  system === 'moleculer' ? await moleculer(validate, asyncHandler) : await parley(validate, asyncHandler);
+const input = { a: 1, b: 2, note: 'a note of about twenty' };
+
+for (let i = 0; i < Math.min(50_000, calls); i++) await target.add(input);
+
+let t = performance.now();
+for (let i = 0; i < calls; i++) await target.add(input);
+say({ case: 'sequential', perSecond: calls / ((performance.now() - t) / 1000) });
+
+const batch = 100;
+const pending: Promise<unknown>[] = new Array(batch);
+t = performance.now();
+for (let i = 0; i < calls; i += batch) {
+  for (let j = 0; j < batch; j++) pending[j] = target.add(input);
+  await Promise.all(pending);
+}
+say({ case: '100 in flight', perSecond: calls / ((performance.now() - t) / 1000) });
+await target.stop();
+process.exit(0);

@@ -1,0 +1,293 @@
+/**
+ * Event systems under test: a publisher sends N messages of about 100 bytes; each of G consumer
+ * groups must receive every one. The raw clients do what a durable consumer must (confirms, manual
+ * acks), so they are the floor Parley's adapters are measured against.
+ */
+
+export interface Subscriber {
+  /** Resolves when every group has received `expected` messages. */
+  done: Promise<void>;
+  received(): number;
+  close(): Promise<void>;
+}
+
+export interface EventSystem {
+  needs: 'nats' | 'redis' | 'rabbitmq';
+  /** Sets up G groups on `topic` and starts consuming. */
+  subscribe(topic: string, groups: number, expected: number): Promise<Subscriber>;
+  publish(topic: string, count: number, payload: Uint8Array): Promise<void>;
+  /** Removes what `subscribe` created on the broker. */
+  cleanup(topic: string, groups: number): Promise<void>;
+}
+
+const NATS = { servers: '127.0.0.1:4222' };
+const AMQP = 'amqp://guest:guest@127.0.0.1:5672';
+const REDIS = { host: '127.0.0.1', port: 6379 };
+
+/** Counts deliveries per group and resolves when all groups have all messages. */
+function counter(groups: number, expected: number) {
+  const counts = new Array<number>(groups).fill(0);
+  let complete = 0;
+  let resolve: () => void = () => undefined;
+  const done = new Promise<void>((r) => {
+    resolve = r;
+  });
+  return {
+    done,
+    hit(group: number, n = 1) {
+      const before = counts[group] as number;
+      counts[group] = before + n;
+      if (before < expected && before + n >= expected && ++complete === groups) resolve();
+    },
+    total: () => counts.reduce((a, b) => a + b, 0),
+  };
+}
+
+const rawNats: EventSystem = {
+  needs: 'nats',
+  async subscribe(topic, groups, expected) {
+    const { connect } = await import('nats');
+    const nc = await connect(NATS);
+    const c = counter(groups, expected);
+    for (let g = 0; g < groups; g++) {
+      nc.subscribe(topic, { queue: `g${g}`, callback: () => c.hit(g) });
+    }
+    await nc.flush();
+    return { done: c.done, received: c.total, close: () => nc.drain() };
+  },
+  async publish(topic, count, payload) {
+    const { connect } = await import('nats');
+    const nc = await connect(NATS);
+    for (let i = 0; i < count; i++) {
+      nc.publish(topic, payload);
+      // Let the socket drain now and then so the client never holds the whole run in memory.
+      if (i % 1000 === 999) await nc.flush();
+    }
+    await nc.flush();
+    await nc.drain();
+  },
+  async cleanup() {},
+};
+
+const jetstream: EventSystem = {
+  needs: 'nats',
+  async subscribe(topic, groups, expected) {
+    const { connect, AckPolicy } = await import('nats');
+    const nc = await connect(NATS);
+    const jsm = await nc.jetstreamManager();
+    const stream = streamName(topic);
+    await jsm.streams.add({ name: stream, subjects: [topic] });
+    const js = nc.jetstream();
+    const c = counter(groups, expected);
+    const loops: Promise<void>[] = [];
+    const stops: (() => void)[] = [];
+    for (let g = 0; g < groups; g++) {
+      await jsm.consumers.add(stream, { durable_name: `g${g}`, ack_policy: AckPolicy.Explicit });
+      const consumer = await js.consumers.get(stream, `g${g}`);
+      const messages = await consumer.consume({ max_messages: 1000 });
+      stops.push(() => void messages.stop());
+      loops.push(
+        (async () => {
+          for await (const m of messages) {
+            m.ack();
+            c.hit(g);
+          }
+        })(),
+      );
+    }
+    return {
+      done: c.done,
+      received: c.total,
+      close: async () => {
+        for (const s of stops) s();
+        await nc.drain();
+      },
+    };
+  },
+  async publish(topic, count, payload) {
+    const { connect } = await import('nats');
+    const nc = await connect(NATS);
+    const js = nc.jetstream();
+    // Up to 256 publishes awaiting their ack at once.
+    let inflight: Promise<unknown>[] = [];
+    for (let i = 0; i < count; i++) {
+      inflight.push(js.publish(topic, payload));
+      if (inflight.length === 256) {
+        await Promise.all(inflight);
+        inflight = [];
+      }
+    }
+    await Promise.all(inflight);
+    await nc.drain();
+  },
+  async cleanup(topic) {
+    const { connect } = await import('nats');
+    const nc = await connect(NATS);
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.delete(streamName(topic)).catch(() => undefined);
+    await nc.drain();
+  },
+};
+
+function streamName(topic: string): string {
+  return topic.replace(/[^A-Za-z0-9_-]/g, '_');
+}
+
+/** amqplib: durable queues, persistent messages, publisher confirms, manual acks, prefetch. */
+const amqp: EventSystem = {
+  needs: 'rabbitmq',
+  async subscribe(topic, groups, expected) {
+    const amqplib = await import('amqplib');
+    const conn = await amqplib.connect(AMQP);
+    const ch = await conn.createChannel();
+    await ch.prefetch(500);
+    await ch.assertExchange(topic, 'fanout', { durable: true });
+    const c = counter(groups, expected);
+    for (let g = 0; g < groups; g++) {
+      const q = `${topic}.g${g}`;
+      await ch.assertQueue(q, { durable: true });
+      await ch.bindQueue(q, topic, '');
+      await ch.consume(q, (m) => {
+        if (m === null) return;
+        ch.ack(m);
+        c.hit(g);
+      });
+    }
+    return { done: c.done, received: c.total, close: () => conn.close() };
+  },
+  async publish(topic, count, payload) {
+    const amqplib = await import('amqplib');
+    const conn = await amqplib.connect(AMQP);
+    const ch = await conn.createConfirmChannel();
+    const body = Buffer.from(payload);
+    for (let i = 0; i < count; i++) {
+      const ok = ch.publish(topic, '', body, { persistent: true });
+      if (!ok) await new Promise((r) => ch.once('drain', r));
+      if (i % 1000 === 999) await ch.waitForConfirms();
+    }
+    await ch.waitForConfirms();
+    await conn.close();
+  },
+  async cleanup(topic, groups) {
+    const amqplib = await import('amqplib');
+    const conn = await amqplib.connect(AMQP);
+    const ch = await conn.createChannel();
+    for (let g = 0; g < groups; g++) await ch.deleteQueue(`${topic}.g${g}`);
+    await ch.deleteExchange(topic);
+    await conn.close();
+  },
+};
+
+/** ioredis Streams: XADD pipelined, a consumer group per group, XREADGROUP batches, XACK. */
+const redisStreams: EventSystem = {
+  needs: 'redis',
+  async subscribe(topic, groups, expected) {
+    const { Redis } = await import('ioredis');
+    const admin = new Redis(REDIS);
+    const c = counter(groups, expected);
+    const clients: InstanceType<typeof Redis>[] = [admin];
+    let stopped = false;
+    for (let g = 0; g < groups; g++) {
+      await admin.xgroup('CREATE', topic, `g${g}`, '$', 'MKSTREAM');
+      const r = new Redis(REDIS);
+      clients.push(r);
+      void (async () => {
+        while (!stopped) {
+          const res = (await r.xreadgroup(
+            'GROUP',
+            `g${g}`,
+            'c1',
+            'COUNT',
+            500,
+            'BLOCK',
+            100,
+            'STREAMS',
+            topic,
+            '>',
+          )) as [string, [string, string[]][]][] | null;
+          const entries = res?.[0]?.[1] ?? [];
+          if (entries.length === 0) continue;
+          await r.xack(topic, `g${g}`, ...entries.map((e) => e[0]));
+          c.hit(g, entries.length);
+        }
+      })().catch(() => undefined);
+    }
+    return {
+      done: c.done,
+      received: c.total,
+      close: async () => {
+        stopped = true;
+        await new Promise((r) => setTimeout(r, 150));
+        for (const r of clients) r.disconnect();
+      },
+    };
+  },
+  async publish(topic, count, payload) {
+    const { Redis } = await import('ioredis');
+    const r = new Redis(REDIS);
+    const body = Buffer.from(payload);
+    for (let i = 0; i < count; i += 500) {
+      const p = r.pipeline();
+      for (let j = i; j < Math.min(count, i + 500); j++) p.xadd(topic, '*', 'd', body);
+      await p.exec();
+    }
+    r.disconnect();
+  },
+  async cleanup(topic) {
+    const { Redis } = await import('ioredis');
+    const r = new Redis(REDIS);
+    await r.del(topic);
+    r.disconnect();
+  },
+};
+
+/** Moleculer 0.14 events over NATS: one service per group, balanced events. */
+const moleculerNats: EventSystem = {
+  needs: 'nats',
+  async subscribe(topic, groups, expected) {
+    const { ServiceBroker } = await import('moleculer');
+    const broker = new ServiceBroker({
+      nodeID: `sub-${process.pid}`,
+      transporter: 'nats://127.0.0.1:4222',
+      logger: false,
+    });
+    const c = counter(groups, expected);
+    for (let g = 0; g < groups; g++) {
+      broker.createService({ name: `g${g}`, events: { [topic]: () => c.hit(g) } });
+    }
+    await broker.start();
+    return { done: c.done, received: c.total, close: () => broker.stop() };
+  },
+  async publish(topic, count, payload) {
+    const { ServiceBroker } = await import('moleculer');
+    const broker = new ServiceBroker({
+      nodeID: `pub-${process.pid}`,
+      transporter: 'nats://127.0.0.1:4222',
+      logger: false,
+    });
+    await broker.start();
+    await broker.waitForServices(['g0'], 10_000);
+    const data = { note: Buffer.from(payload).toString('utf8') };
+    // emit is fire-and-forget in Moleculer; wait for the transporter now and then so the client
+    // never buffers the whole run.
+    let pending: Promise<unknown>[] = [];
+    for (let i = 0; i < count; i++) {
+      pending.push(broker.emit(topic, data));
+      if (pending.length === 1000) {
+        await Promise.all(pending);
+        pending = [];
+      }
+    }
+    await Promise.all(pending);
+    await broker.stop();
+  },
+  async cleanup() {},
+};
+
+export const eventSystems: Record<string, EventSystem> = {
+  'raw nats': rawNats,
+  'raw jetstream': jetstream,
+  'raw amqplib': amqp,
+  'raw ioredis streams': redisStreams,
+  'moleculer nats': moleculerNats,
+};

@@ -1,0 +1,234 @@
+/**
+ * Results: rows with medians and ranges, ratios against a baseline system, goals from the issues,
+ * a printed table, `results/latest.json` and an SVG chart of the headline rows.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, totalmem } from 'node:os';
+import { median } from './stats.ts';
+
+export interface Row {
+  suite: string;
+  case: string;
+  system: string;
+  metric: string;
+  /** Median of `runs`. */
+  value: number;
+  unit: string;
+  /** Every run's value, in order. */
+  runs: number[];
+  min: number;
+  max: number;
+  /** This row's value over its baseline's (same suite, case and metric). */
+  ratio?: number;
+  baseline?: string;
+  goal?: string;
+  pass?: boolean;
+  higherIsBetter: boolean;
+}
+
+export interface Skip {
+  suite: string;
+  system: string;
+  reason: string;
+}
+
+export class Results {
+  private readonly values = new Map<
+    string,
+    { row: Omit<Row, 'value' | 'min' | 'max' | 'runs'>; runs: number[] }
+  >();
+  readonly skipped: Skip[] = [];
+  readonly notes: string[] = [];
+
+  add(
+    r: { suite: string; case: string; system: string; metric: string; unit: string; higherIsBetter: boolean },
+    value: number,
+  ) {
+    const key = [r.suite, r.case, r.system, r.metric].join('\u0000');
+    const entry = this.values.get(key) ?? { row: r, runs: [] as number[] };
+    entry.runs.push(value);
+    this.values.set(key, entry);
+  }
+
+  runsOf(suite: string, kase: string, system: string, metric: string): number[] {
+    return this.values.get([suite, kase, system, metric].join('\u0000'))?.runs ?? [];
+  }
+
+  rows(): Row[] {
+    const rows: Row[] = [];
+    for (const { row, runs } of this.values.values()) {
+      rows.push({ ...row, value: median(runs), runs, min: Math.min(...runs), max: Math.max(...runs) });
+    }
+    for (const row of rows) {
+      const base = baselineOf(row);
+      const b =
+        base === undefined
+          ? undefined
+          : rows.find(
+              (r) =>
+                r.suite === row.suite && r.case === row.case && r.metric === row.metric && r.system === base,
+            );
+      if (b !== undefined && b !== row) {
+        row.ratio = row.value / b.value;
+        row.baseline = base;
+      }
+      const goal = GOALS.find(
+        (g) =>
+          g.suite === row.suite && g.case === row.case && g.system === row.system && g.metric === row.metric,
+      );
+      if (goal !== undefined) {
+        row.goal = `${goal.text} (issue ${goal.issue})`;
+        row.pass = goal.check(row);
+      }
+    }
+    return rows;
+  }
+}
+
+/** What each row is compared with: the near-physical limit, the best-known peer, or the raw client. */
+function baselineOf(row: Row): string | undefined {
+  if (row.suite === 'in-process') return 'moleculer';
+  if (row.suite === 'rpc') return 'raw node:net';
+  if (row.suite === 'memory') return row.case === 'idle node' ? 'moleculer' : 'raw node:net';
+  if (row.suite === 'events') {
+    if (row.system.includes('nats') && !row.system.startsWith('raw')) return 'raw nats';
+    return undefined;
+  }
+  return undefined;
+}
+
+interface Goal {
+  suite: string;
+  case: string;
+  system: string;
+  metric: string;
+  issue: number;
+  text: string;
+  check(row: Row): boolean;
+}
+
+/** Goals set by the issues; each later issue adds its rows' goals here. */
+const GOALS: Goal[] = [
+  {
+    suite: 'in-process',
+    case: 'no validation, 100 in flight',
+    system: 'parley',
+    metric: 'throughput',
+    issue: 2,
+    text: '≥ 2 M calls/s',
+    check: (r) => r.value >= 2e6,
+  },
+  {
+    suite: 'in-process',
+    case: 'validated, 100 in flight',
+    system: 'parley',
+    metric: 'throughput',
+    issue: 2,
+    text: '≥ 1 M calls/s',
+    check: (r) => r.value >= 1e6,
+  },
+];
+
+export function format(value: number, unit: string): string {
+  if (!Number.isFinite(value)) return '—';
+  if (unit === 'ms') return value < 1 ? `${value.toFixed(3)} ms` : `${value.toFixed(2)} ms`;
+  if (unit === 'MiB') return `${value.toFixed(1)} MiB`;
+  if (value >= 1e6) return `${(value / 1e6).toFixed(2)} M ${unit}`;
+  if (value >= 1e4) return `${(value / 1e3).toFixed(1)} k ${unit}`;
+  return `${value.toFixed(0)} ${unit}`;
+}
+
+export function printTable(rows: Row[], skipped: Skip[]): string {
+  const lines: string[] = [];
+  for (const suite of [...new Set(rows.map((r) => r.suite))]) {
+    lines.push(
+      '',
+      `### ${suite}`,
+      '',
+      '| case | system | metric | median | min–max | ratio | goal |',
+      '| --- | --- | --- | --- | --- | --- | --- |',
+    );
+    for (const r of rows.filter((x) => x.suite === suite)) {
+      const ratio = r.ratio === undefined ? '' : `${r.ratio.toFixed(2)}× ${r.baseline}`;
+      const goal = r.goal === undefined ? '' : `${r.goal}: ${r.pass ? 'PASS' : 'FAIL'}`;
+      lines.push(
+        `| ${r.case} | ${r.system} | ${r.metric} | ${format(r.value, r.unit)} | ${format(r.min, r.unit)}–${format(r.max, r.unit)} | ${ratio} | ${goal} |`,
+      );
+    }
+  }
+  if (skipped.length > 0) {
+    lines.push('', 'Skipped:');
+    for (const s of skipped) lines.push(`- ${s.suite} / ${s.system}: ${s.reason}`);
+  }
+  return lines.join('\n');
+}
+
+export function machine() {
+  const cpu = cpus();
+  return {
+    cpuModel: cpu[0]?.model ?? 'unknown',
+    cpus: cpu.length,
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    platform: `${process.platform} ${process.arch}`,
+    loadavgAtStart: loadavg(),
+  };
+}
+
+export function packageVersions(names: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of names) {
+    try {
+      const url = new URL(`../node_modules/${name}/package.json`, import.meta.url);
+      out[name] = (JSON.parse(readFileSync(url, 'utf8')) as { version: string }).version;
+    } catch {
+      out[name] = 'not installed';
+    }
+  }
+  return out;
+}
+
+export function writeResults(dir: URL, report: Record<string, unknown>, rows: Row[], headline: Row[]): void {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(new URL('latest.json', dir), `${JSON.stringify({ ...report, rows }, null, 2)}\n`);
+  writeFileSync(new URL('latest.svg', dir), chart(headline, String(report.date)));
+}
+
+/** Horizontal bars, one group per suite/case/metric, each scaled to its group's largest value. */
+function chart(rows: Row[], date: string): string {
+  const groups = new Map<string, Row[]>();
+  for (const r of rows) {
+    const k = `${r.suite}: ${r.case} (${r.unit}, higher is better)`;
+    groups.set(k, [...(groups.get(k) ?? []), r]);
+  }
+  const barH = 18;
+  const width = 760;
+  const labelW = 170;
+  let y = 40;
+  const parts: string[] = [];
+  for (const [title, list] of groups) {
+    parts.push(`<text x="10" y="${y}" font-weight="bold">${escapeXml(title)}</text>`);
+    y += 10;
+    const max = Math.max(...list.map((r) => r.value));
+    for (const r of [...list].sort((a, b) => b.value - a.value)) {
+      const w = Math.max(1, ((width - labelW - 110) * r.value) / max);
+      const color = r.system.startsWith('parley') ? '#2f6fde' : '#9aa5b1';
+      parts.push(`<text x="10" y="${y + 13}">${escapeXml(r.system)}</text>`);
+      parts.push(
+        `<rect x="${labelW}" y="${y}" width="${w.toFixed(1)}" height="${barH - 4}" fill="${color}"/>`,
+      );
+      parts.push(`<text x="${labelW + w + 6}" y="${y + 12}">${escapeXml(format(r.value, r.unit))}</text>`);
+      y += barH;
+    }
+    y += 16;
+  }
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${y + 10}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="10" y="20" font-size="14" font-weight="bold">Parley benchmarks (${escapeXml(date)}; medians)</text>
+${parts.join('\n')}
+</svg>
+`;
+}
+
+function escapeXml(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}

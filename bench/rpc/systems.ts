@@ -1,0 +1,309 @@
+/**
+ * The RPC systems under test. Each serves `add({a, b, note}) → {sum}` and makes a client for it,
+ * on loopback only. Peers are used the way their documentation shows, with their defaults except
+ * where a default would leave the machine (Moleculer's UDP discovery is off; every address is
+ * 127.0.0.1).
+ */
+import { once } from 'node:events';
+import { createConnection, createServer, type Socket } from 'node:net';
+
+export interface Req {
+  a: number;
+  b: number;
+  note: string;
+}
+
+export interface Served {
+  port: number;
+  close(): Promise<void>;
+}
+
+export interface Connected {
+  call(req: Req): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+export interface RpcSystem {
+  /** A broker the system needs, checked before it runs. */
+  needs?: 'nats';
+  serve(): Promise<Served>;
+  connect(port: number): Promise<Connected>;
+}
+
+const HOST = '127.0.0.1';
+const NATS = 'nats://127.0.0.1:4222';
+
+/** Newline-delimited JSON over node:net, replies and requests written once per tick. */
+const rawNet: RpcSystem = {
+  async serve() {
+    const server = createServer((socket) => {
+      let buffered = '';
+      let out: string[] = [];
+      let scheduled = false;
+      const flush = () => {
+        scheduled = false;
+        socket.write(out.join(''));
+        out = [];
+      };
+      socket.setNoDelay(true);
+      socket.on('data', (chunk: Buffer) => {
+        buffered += chunk.toString('utf8');
+        let nl = buffered.indexOf('\n');
+        while (nl >= 0) {
+          const m = JSON.parse(buffered.slice(0, nl)) as { id: number } & Req;
+          buffered = buffered.slice(nl + 1);
+          out.push(`${JSON.stringify({ id: m.id, sum: m.a + m.b })}\n`);
+          nl = buffered.indexOf('\n');
+        }
+        if (!scheduled && out.length > 0) {
+          scheduled = true;
+          setImmediate(flush);
+        }
+      });
+      socket.on('error', () => socket.destroy());
+    });
+    server.listen(0, HOST);
+    await once(server, 'listening');
+    return {
+      port: (server.address() as { port: number }).port,
+      close: () => new Promise<void>((r) => server.close(() => r())),
+    };
+  },
+  async connect(port) {
+    const socket: Socket = createConnection({ port, host: HOST });
+    await once(socket, 'connect');
+    socket.setNoDelay(true);
+    const pending = new Map<number, (v: unknown) => void>();
+    let seq = 0;
+    let buffered = '';
+    let out: string[] = [];
+    let scheduled = false;
+    socket.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('utf8');
+      let nl = buffered.indexOf('\n');
+      while (nl >= 0) {
+        const m = JSON.parse(buffered.slice(0, nl)) as { id: number; sum: number };
+        buffered = buffered.slice(nl + 1);
+        pending.get(m.id)?.(m);
+        pending.delete(m.id);
+        nl = buffered.indexOf('\n');
+      }
+    });
+    const flush = () => {
+      scheduled = false;
+      socket.write(out.join(''));
+      out = [];
+    };
+    return {
+      call(req) {
+        const id = ++seq;
+        out.push(`${JSON.stringify({ id, ...req })}\n`);
+        if (!scheduled) {
+          scheduled = true;
+          setImmediate(flush);
+        }
+        return new Promise((resolve) => pending.set(id, resolve));
+      },
+      close: async () => void socket.destroy(),
+    };
+  },
+};
+
+const fastify: RpcSystem = {
+  async serve() {
+    const { default: Fastify } = await import('fastify');
+    const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
+    app.post('/add', async (request) => {
+      const { a, b } = request.body as Req;
+      return { sum: a + b };
+    });
+    await app.listen({ port: 0, host: HOST });
+    return { port: (app.server.address() as { port: number }).port, close: () => app.close() };
+  },
+  async connect(port) {
+    const { Pool } = await import('undici');
+    const pool = new Pool(`http://${HOST}:${port}`, { connections: 64, pipelining: 1 });
+    return {
+      async call(req) {
+        const res = await pool.request({
+          path: '/add',
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(req),
+        });
+        return res.body.json();
+      },
+      close: () => pool.close(),
+    };
+  },
+};
+
+const grpcDefinition = async () => {
+  const grpc = await import('@grpc/grpc-js');
+  const json = {
+    serialize: (v: unknown) => Buffer.from(JSON.stringify(v)),
+    deserialize: (b: Buffer) => JSON.parse(b.toString('utf8')) as unknown,
+  };
+  const service = {
+    add: {
+      path: '/bench.Calc/Add',
+      requestStream: false,
+      responseStream: false,
+      requestSerialize: json.serialize,
+      requestDeserialize: json.deserialize,
+      responseSerialize: json.serialize,
+      responseDeserialize: json.deserialize,
+    },
+  };
+  return { grpc, service };
+};
+
+/** gRPC unary with JSON bodies (a protobuf message of the same fields would be a little smaller). */
+const grpc: RpcSystem = {
+  async serve() {
+    const { grpc, service } = await grpcDefinition();
+    const server = new grpc.Server();
+    server.addService(service, {
+      add: (call: { request: Req }, callback: (e: null, v: unknown) => void) => {
+        callback(null, { sum: call.request.a + call.request.b });
+      },
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(`${HOST}:0`, grpc.ServerCredentials.createInsecure(), (e, p) =>
+        e ? reject(e) : resolve(p),
+      ),
+    );
+    return { port, close: () => new Promise<void>((r) => server.tryShutdown(() => r())) };
+  },
+  async connect(port) {
+    const { grpc, service } = await grpcDefinition();
+    const Client = grpc.makeGenericClientConstructor(service, 'Calc');
+    const client = new Client(`${HOST}:${port}`, grpc.credentials.createInsecure()) as unknown as {
+      add(req: Req, cb: (e: Error | null, v: unknown) => void): void;
+      close(): void;
+    };
+    return {
+      call: (req) =>
+        new Promise((resolve, reject) => client.add(req, (e, v) => (e ? reject(e) : resolve(v)))),
+      close: async () => client.close(),
+    };
+  },
+};
+
+async function moleculerBroker(nodeID: string, transporter: unknown, services: boolean) {
+  const { ServiceBroker } = await import('moleculer');
+  const broker = new ServiceBroker({ nodeID, transporter, logger: false } as never);
+  // Advertise loopback, never the machine's other addresses.
+  const local = (
+    broker as unknown as { registry: { nodes: { localNode: { hostname: string; ipList: string[] } } } }
+  ).registry.nodes.localNode;
+  local.hostname = HOST;
+  local.ipList = [HOST];
+  if (services) {
+    broker.createService({
+      name: 'bench',
+      actions: {
+        add: {
+          params: { a: 'number', b: 'number', note: 'string' },
+          handler: (ctx: { params: Req }) => ({ sum: ctx.params.a + ctx.params.b }),
+        },
+      },
+    });
+  }
+  await broker.start();
+  return broker;
+}
+
+function moleculer(kind: 'tcp' | 'nats'): RpcSystem {
+  const transporter = (port?: number) =>
+    kind === 'nats'
+      ? NATS
+      : {
+          type: 'TCP',
+          options: {
+            udpDiscovery: false,
+            useHostname: false,
+            port: 0,
+            urls: port === undefined ? [] : [`${HOST}:${port}/bench-server`],
+          },
+        };
+  return {
+    ...(kind === 'nats' ? { needs: 'nats' as const } : {}),
+    async serve() {
+      const broker = await moleculerBroker('bench-server', transporter(), true);
+      const port = (broker as unknown as { registry: { nodes: { localNode: { port: number } } } }).registry
+        .nodes.localNode.port;
+      return { port: kind === 'tcp' ? port : 0, close: () => broker.stop() };
+    },
+    async connect(port) {
+      const broker = await moleculerBroker(`bench-client-${process.pid}`, transporter(port), false);
+      await broker.waitForServices(['bench'], 10_000);
+      return { call: (req) => broker.call('bench.add', req), close: () => broker.stop() };
+    },
+  };
+}
+
+function nest(kind: 'tcp' | 'nats'): RpcSystem {
+  const options = (port: number) => (kind === 'nats' ? { servers: [NATS] } : { host: HOST, port });
+  return {
+    ...(kind === 'nats' ? { needs: 'nats' as const } : {}),
+    async serve() {
+      await import('reflect-metadata');
+      const { NestFactory } = await import('@nestjs/core');
+      const { Module, Controller } = await import('@nestjs/common');
+      const { MessagePattern, Transport } = await import('@nestjs/microservices');
+      // Decorators applied as functions, so no compiler flag is needed.
+      class CalcController {
+        add(data: Req) {
+          return { sum: data.a + data.b };
+        }
+      }
+      const descriptor = Object.getOwnPropertyDescriptor(
+        CalcController.prototype,
+        'add',
+      ) as PropertyDescriptor;
+      MessagePattern('add')(CalcController.prototype, 'add', descriptor);
+      Controller()(CalcController);
+      class AppModule {}
+      Module({ controllers: [CalcController] })(AppModule);
+      const port = kind === 'tcp' ? await freePort() : 0;
+      const app = await NestFactory.createMicroservice(AppModule, {
+        transport: kind === 'nats' ? Transport.NATS : Transport.TCP,
+        options: options(port),
+        logger: false,
+      } as never);
+      await app.listen();
+      return { port, close: () => app.close() };
+    },
+    async connect(port) {
+      await import('reflect-metadata');
+      const { ClientProxyFactory, Transport } = await import('@nestjs/microservices');
+      const { lastValueFrom } = await import('rxjs');
+      const client = ClientProxyFactory.create({
+        transport: kind === 'nats' ? Transport.NATS : Transport.TCP,
+        options: options(port),
+      } as never);
+      await client.connect();
+      return { call: (req) => lastValueFrom(client.send('add', req)), close: async () => client.close() };
+    },
+  };
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  s.listen(0, HOST);
+  await once(s, 'listening');
+  const { port } = s.address() as { port: number };
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+export const rpcSystems: Record<string, RpcSystem> = {
+  'raw node:net': rawNet,
+  'fastify+undici': fastify,
+  'grpc-js': grpc,
+  'moleculer tcp': moleculer('tcp'),
+  'moleculer nats': moleculer('nats'),
+  'nestjs tcp': nest('tcp'),
+  'nestjs nats': nest('nats'),
+};
