@@ -9,7 +9,15 @@ import { loadavg } from 'node:os';
 import { eventSystems } from './events/systems.ts';
 import type { LoadResult } from './lib/load.ts';
 import { type Child, pinned, startChild } from './lib/proc.ts';
-import { machine, packageVersions, printTable, Results, type Row, writeResults } from './lib/report.ts';
+import {
+  benchRoot,
+  machine,
+  packageVersions,
+  printTable,
+  Results,
+  type Row,
+  writeResults,
+} from './lib/report.ts';
 import type { Workload } from './rpc/proc.ts';
 import { rpcSystems } from './rpc/systems.ts';
 
@@ -48,13 +56,14 @@ function log(message: string): void {
 /** Runs `once` RUNS times, plus up to EXTRA more while the main metric's runs spread > 25%. */
 async function measure(label: string, once: () => Promise<void>, spread: () => number[]): Promise<void> {
   for (let i = 0; i < RUNS; i++) await once();
-  for (let extra = 0; extra < EXTRA; extra++) {
+  let extra = 0;
+  for (; extra < EXTRA; extra++) {
     const v = spread();
     if (v.length === 0 || Math.max(...v) / Math.min(...v) <= 1.25) break;
     log(`  ${label}: runs spread ${(Math.max(...v) / Math.min(...v)).toFixed(2)}×, one more run`);
-    results.notes.push(`${label}: an extra run because runs spread more than 25%`);
     await once();
   }
+  if (extra > 0) results.notes.push(`${label}: ${RUNS + extra} runs, because runs spread more than 25%`);
 }
 
 // ---------------------------------------------------------------- in-process
@@ -258,10 +267,11 @@ const headline = rows.filter(
   (r: Row) =>
     r.metric === 'throughput' &&
     ((r.suite === 'rpc' && r.case === 'c=64') ||
-      (r.suite === 'in-process' && r.case === 'validated, sequential, async handler') ||
+      (r.suite === 'in-process' && r.case.startsWith('validated, sequential')) ||
       (r.suite === 'events' && r.case === '1 → 1')),
 );
-writeResults(new URL('./results/', import.meta.url), report, rows, headline);
+// A quick run's numbers mean nothing: it never replaces the results of a full run.
+writeResults(new URL('results/', benchRoot), quick ? 'quick' : 'latest', { report, rows, headline });
 console.log(
   `Parley benchmarks — ${date}, Node ${process.version}, ${report.machine.cpus} × ${report.machine.cpuModel}`,
 );
@@ -270,7 +280,7 @@ console.log(
 );
 console.log(printTable(rows, results.skipped));
 for (const n of results.notes) console.log(`note: ${n}`);
-console.log('\nwritten: bench/results/latest.json, bench/results/latest.svg');
+console.log(`\nwritten: bench/results/${quick ? 'quick' : 'latest'}.json and .svg`);
 const brokerDown = Object.entries(brokers).filter(([, up]) => !up);
 if (process.env.CI === 'true' && brokerDown.length > 0) {
   console.error(`CI: brokers unreachable: ${brokerDown.map(([b]) => b).join(', ')}`);

@@ -174,23 +174,44 @@ export function machine() {
   };
 }
 
+/** The bench folder. This module runs compiled, from `bench/.build/lib/`. */
+export const benchRoot = new URL('../../', import.meta.url);
+
 export function packageVersions(names: string[]): Record<string, string> {
   const out: Record<string, string> = {};
+  const read = (url: URL) => (JSON.parse(readFileSync(url, 'utf8')) as { version: string }).version;
   for (const name of names) {
-    try {
-      const url = new URL(`../node_modules/${name}/package.json`, import.meta.url);
-      out[name] = (JSON.parse(readFileSync(url, 'utf8')) as { version: string }).version;
-    } catch {
-      out[name] = 'not installed';
+    const places =
+      name === 'parley'
+        ? [new URL('../package.json', benchRoot)]
+        : [
+            new URL(`node_modules/${name}/package.json`, benchRoot),
+            new URL(`../node_modules/${name}/package.json`, benchRoot),
+          ];
+    out[name] = 'not installed';
+    for (const place of places) {
+      try {
+        out[name] = read(place);
+        break;
+      } catch {
+        // not in this place
+      }
     }
   }
   return out;
 }
 
-export function writeResults(dir: URL, report: Record<string, unknown>, rows: Row[], headline: Row[]): void {
+export function writeResults(
+  dir: URL,
+  name: string,
+  out: { report: Record<string, unknown>; rows: Row[]; headline: Row[] },
+): void {
   mkdirSync(dir, { recursive: true });
-  writeFileSync(new URL('latest.json', dir), `${JSON.stringify({ ...report, rows }, null, 2)}\n`);
-  writeFileSync(new URL('latest.svg', dir), chart(headline, String(report.date)));
+  writeFileSync(
+    new URL(`${name}.json`, dir),
+    `${JSON.stringify({ ...out.report, rows: out.rows }, null, 2)}\n`,
+  );
+  writeFileSync(new URL(`${name}.svg`, dir), chart(out.headline, String(out.report.date)));
 }
 
 /** Horizontal bars, one group per suite/case/metric, each scaled to its group's largest value. */
