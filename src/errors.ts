@@ -68,6 +68,11 @@ export class ParleyError extends Error {
   readonly retryable: boolean;
   readonly reason: string | undefined;
   readonly details: Record<string, unknown> | undefined;
+  /**
+   * True when `from()` made this error to wrap something that was not a ParleyError: nobody
+   * decided it was permanent, so consumers retry it. Not sent over the wire.
+   */
+  readonly unexpected: boolean;
 
   constructor(code: ErrorCode, message: string, options: ParleyErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -76,6 +81,7 @@ export class ParleyError extends Error {
     this.retryable = options.retryable ?? ERROR_CODES[this.code].retryable;
     this.reason = options.reason;
     this.details = options.details;
+    this.unexpected = false;
     Object.defineProperty(this, brand, { value: true });
   }
 
@@ -94,11 +100,13 @@ export class ParleyError extends Error {
       if (value.name === 'AbortError') return new ParleyError('CANCELLED', value.message, { cause: value });
       if (value.name === 'TimeoutError')
         return new ParleyError('DEADLINE_EXCEEDED', value.message, { cause: value });
-      return new ParleyError(fallback, value.message, { cause: value });
+      return markUnexpected(new ParleyError(fallback, value.message, { cause: value }));
     }
-    return new ParleyError(fallback, typeof value === 'string' ? value : 'non-error value thrown', {
-      cause: value,
-    });
+    return markUnexpected(
+      new ParleyError(fallback, typeof value === 'string' ? value : 'non-error value thrown', {
+        cause: value,
+      }),
+    );
   }
 
   /** Rebuilds an error that crossed the wire. Anything malformed becomes UNKNOWN rather than a throw. */
@@ -126,6 +134,11 @@ export class ParleyError extends Error {
   toJSON(): WireError {
     return this.toWire();
   }
+}
+
+function markUnexpected(e: ParleyError): ParleyError {
+  (e as { unexpected: boolean }).unexpected = true;
+  return e;
 }
 
 /** Shortcut for `ParleyError.from(e).code`. */

@@ -4,13 +4,26 @@
  */
 
 export { z } from 'zod';
-export type {
-  Broker,
-  BrokerPublishOptions,
-  Consumer,
-  ConsumerHandler,
-  ConsumerSpec,
+export {
+  type BackoffOptions,
+  type Broker,
+  type BrokerPublishOptions,
+  type Consumer,
+  type ConsumerHandler,
+  type ConsumerSpec,
+  type DeadLetter,
+  type DeadLetterFilter,
+  type DeadLetterStore,
+  type Delivery,
+  type PublishReceipt,
+  queueTopic,
 } from './broker/broker.ts';
+export {
+  createEmbeddedBroker,
+  type EmbeddedBroker,
+  type EmbeddedBrokerOptions,
+} from './broker/embedded/embedded-broker.ts';
+export type { Durability } from './broker/embedded/store.ts';
 export type { Codec } from './codec/codec.ts';
 export { createJsonCodec } from './codec/json.ts';
 export { createMsgpackCodec } from './codec/msgpack.ts';

@@ -1,11 +1,23 @@
 /**
  * @module broker
- * The seam for durable messaging, for adapter authors. This is the part the runtime needs today:
- * publish an envelope, and subscribe a consumer group to an event type with a handler whose
- * success acks and whose rejection nacks. The embedded broker and the semantics every adapter must
- * match (retries, dead-letter, ordering per key, replay) build on it.
+ * The seam for durable messaging, for adapter authors. A broker stores envelopes by topic (the
+ * event type, or `queue:<name>` for a work queue) and delivers them to consumer groups: each group
+ * gets every message once, consumers inside a group compete. The broker owns redelivery: a
+ * handler that resolves acks, one that rejects nacks, and the broker retries with backoff and
+ * finally dead-letters. The conformance suite in `test/conformance/broker.ts` is the contract; an
+ * adapter that does not pass it is not done.
+ *
+ * Guarantees every broker gives (and the suite checks):
+ * - at least once per group; a message is gone from a group only when acked or dead-lettered;
+ * - per key, within a group, in order: the next message with a key waits until the previous is
+ *   acked or dead-lettered; other keys keep flowing;
+ * - a delivery is leased: if its consumer dies, it is redelivered when the lease ends;
+ * - after `maxAttempts` handler failures, or at once for a `retryable: false` error, the message
+ *   goes to the dead-letter store with the error's code, message and the attempt count;
+ * - at most `maxInFlight` deliveries per consumer at a time (backpressure).
  */
 import type { Envelope } from '../envelope/envelope.ts';
+import type { ErrorCode } from '../errors.ts';
 
 export interface BrokerPublishOptions {
   /** Ordering key: same key, same group → handled one after another. */
@@ -14,25 +26,93 @@ export interface BrokerPublishOptions {
   delay?: number;
 }
 
-export interface ConsumerSpec {
-  /** Event type, e.g. `order.placed`. */
-  type: string;
-  /** Consumer group: one copy per group, consumers within it compete. */
-  group: string;
-  /** Deliveries before dead-letter. */
-  maxAttempts?: number;
+export interface PublishReceipt {
+  /** The envelope id stored (the first one, for a deduplicated publish). */
+  id: string;
+  /** True when the envelope's `idempotencykey` was seen within the window: nothing new stored. */
+  duplicate: boolean;
 }
 
-/** Resolve to ack; reject (with a ParleyError, ideally) to nack. */
-export type ConsumerHandler = (envelope: Envelope) => Promise<void>;
+export interface BackoffOptions {
+  /** First retry delay, ms. Default 100. */
+  initial?: number;
+  /** Largest delay, ms. Default 30 000. */
+  max?: number;
+  /** Growth per attempt. Default 2. */
+  multiplier?: number;
+}
+
+export interface ConsumerSpec {
+  /** Event type, or `queue:<name>` for a work queue. */
+  topic: string;
+  /** Consumer group: one copy per group, consumers within it compete. */
+  group: string;
+  /** Handler runs before dead-letter. Default 5. */
+  maxAttempts?: number;
+  /** Retry delays: exponential with full jitter. */
+  backoff?: BackoffOptions;
+  /** How long a delivery is reserved for its consumer, ms. Default 30 000. */
+  lease?: number;
+  /** Deliveries a consumer holds at once. Default 64. */
+  maxInFlight?: number;
+  /** Where a group that does not exist yet starts: every retained message, or new ones. Default `now`. */
+  startFrom?: 'beginning' | 'now';
+}
+
+export interface Delivery {
+  readonly envelope: Envelope;
+  /** 1 on the first delivery. */
+  readonly attempt: number;
+  /** Keeps the delivery reserved for another `ms` from now (a long handler). */
+  extendLease(ms: number): Promise<void>;
+}
+
+/** Resolve to ack; reject to nack (a ParleyError's `retryable` and `code` are honoured). */
+export type ConsumerHandler = (delivery: Delivery) => Promise<void>;
 
 export interface Consumer {
   /** Stops taking new messages; resolves when in-flight handlers have settled. */
   close(): Promise<void>;
 }
 
+export interface DeadLetter {
+  id: number;
+  topic: string;
+  group: string;
+  envelope: Envelope;
+  code: ErrorCode;
+  message: string;
+  retryable: boolean;
+  attempts: number;
+  firstFailureAt: number;
+  lastFailureAt: number;
+}
+
+export interface DeadLetterFilter {
+  topic?: string;
+  group?: string;
+  code?: ErrorCode;
+  ids?: number[];
+}
+
+export interface DeadLetterStore {
+  list(filter?: DeadLetterFilter, limit?: number): Promise<DeadLetter[]>;
+  get(id: number): Promise<DeadLetter | undefined>;
+  /** Puts matching messages back in their group, attempts reset. Returns how many. */
+  replay(filter?: DeadLetterFilter): Promise<number>;
+  /** Deletes matching dead letters. Returns how many. */
+  purge(filter?: DeadLetterFilter): Promise<number>;
+}
+
 export interface Broker {
-  publish(envelope: Envelope, options?: BrokerPublishOptions): Promise<void>;
+  /** Durable: resolves once the message is stored (the publisher's confirmation). */
+  publish(envelope: Envelope, options?: BrokerPublishOptions): Promise<PublishReceipt>;
   subscribe(spec: ConsumerSpec, handler: ConsumerHandler): Promise<Consumer>;
+  readonly deadLetters: DeadLetterStore;
   close(): Promise<void>;
+}
+
+/** The topic of a work queue: one group, every consumer competes, each message handled once. */
+export function queueTopic(name: string): string {
+  return `queue:${name}`;
 }

@@ -6,6 +6,7 @@
  * AbortSignal, the logger, ids) are made on first use: most handlers never touch them.
  */
 import type { Logger } from 'pino';
+import type { Delivery } from '../broker/broker.ts';
 import type {
   ActionName,
   AnyContract,
@@ -107,6 +108,8 @@ export interface Context<Reason extends string = string> extends Emitter {
   readonly causationId: string | undefined;
   /** pino logger bound to this request. */
   readonly log: Logger;
+  /** For a durable event: which attempt this is, and a way to keep the lease for a long handler. */
+  readonly delivery: Pick<Delivery, 'attempt' | 'extendLease'> | undefined;
   /** Milliseconds left before the deadline (never negative). */
   remaining(): number;
   call<C extends AnyContract, K extends ActionName<C>>(
@@ -137,6 +140,8 @@ export interface ContextInit {
   parent?: Context | undefined;
   /** Declared errors of the action, for `fail`. */
   errors?: Readonly<Record<string, string>> | undefined;
+  /** For a durable event: the broker's delivery. */
+  delivery?: Delivery | undefined;
 }
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
@@ -147,6 +152,7 @@ export class CallContext implements Context {
   readonly deadline: number;
   readonly caller: Caller | undefined;
   readonly idempotencyKey: string | undefined;
+  readonly delivery: Delivery | undefined;
   private readonly runtime: ContextRuntime;
   private readonly parent: Context | undefined;
   private readonly remoteTraceparent: string | undefined;
@@ -174,6 +180,7 @@ export class CallContext implements Context {
     this.caller = init.caller;
     this.idempotencyKey = init.idempotencyKey;
     this._id = init.id;
+    this.delivery = init.delivery;
   }
 
   get id(): string {

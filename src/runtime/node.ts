@@ -178,14 +178,11 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     const broker = this.broker;
     if (broker === undefined) return;
     for (const sub of service.subscriptions) {
-      if (sub.options.ephemeral) continue;
-      const group = sub.options.group ?? service.contract.name;
-      const spec =
-        sub.options.maxAttempts === undefined
-          ? { type: sub.event, group }
-          : { type: sub.event, group, maxAttempts: sub.options.maxAttempts };
-      const consumer = await broker.subscribe(spec, (env) =>
-        this.server.runEventHandler(sub, env, service.contract.name),
+      const { ephemeral, group, timeout: _timeout, ...rest } = sub.options;
+      if (ephemeral) continue;
+      const spec = { topic: sub.event, group: group ?? service.contract.name, ...rest };
+      const consumer = await broker.subscribe(spec, (delivery) =>
+        this.server.runEventHandler(sub, delivery.envelope, service.contract.name, delivery),
       );
       this.consumers.push(consumer);
     }

@@ -5,6 +5,7 @@
  * requests and notifications that arrive from the transport.
  */
 import type { Logger } from 'pino';
+import type { Delivery } from '../broker/broker.ts';
 import { type Codec, codecOfFrame } from '../codec/codec.ts';
 import { createJsonCodec } from '../codec/json.ts';
 import { createMsgpackCodec } from '../codec/msgpack.ts';
@@ -244,9 +245,11 @@ export class Server {
       deadline: number;
       errors: Readonly<Record<string, string>> | undefined;
     },
+    delivery?: Delivery,
   ): CallContext {
     return new CallContext(this.deps.runtime, {
       ...at,
+      delivery,
       caller: callerOf(env.source),
       id: env.id,
       traceparent: env.traceparent,
@@ -275,10 +278,10 @@ export class Server {
   }
 
   /** Validates an event's payload and runs one subscription's handler with a context and deadline. */
-  runEventHandler(sub: Subscription, env: Envelope, service: string): Promise<void> {
+  runEventHandler(sub: Subscription, env: Envelope, service: string, delivery?: Delivery): Promise<void> {
     const def = sub.contract.events[sub.event] as { schema: ActionDef['input'] };
     const deadline = this.deps.clock.now() + (sub.options.timeout ?? this.deps.defaultTimeout);
-    const ctx = this.contextOf(env, { service, action: env.type, deadline, errors: undefined });
+    const ctx = this.contextOf(env, { service, action: env.type, deadline, errors: undefined }, delivery);
     const work = this.run(ctx, () =>
       sub.handler(validate(def.schema, env.data, `payload of ${env.type}`), ctx),
     ).then(() => undefined);

@@ -4,6 +4,8 @@
  * events (its own or other services'). The types make a missing handler, a wrong input or a wrong
  * return type a compile error.
  */
+
+import type { BackoffOptions } from '../broker/broker.ts';
 import type {
   ActionName,
   AnyContract,
@@ -35,8 +37,16 @@ export interface SubscribeOptions {
   group?: string;
   /** Ephemeral: every live instance gets notifications sent with `notify`; nothing is stored. */
   ephemeral?: boolean;
-  /** Deliveries before a durable message goes to dead-letter. */
+  /** Handler runs before a durable message goes to dead-letter. Default 5. */
   maxAttempts?: number;
+  /** Retry delays for durable messages: exponential with full jitter. */
+  backoff?: BackoffOptions;
+  /** How long a durable delivery is reserved for this consumer, ms. Default 30 000. */
+  lease?: number;
+  /** Durable deliveries this consumer holds at once (backpressure). Default 64. */
+  maxInFlight?: number;
+  /** Where a new consumer group starts: every retained message, or new ones (default). */
+  startFrom?: 'beginning' | 'now';
   /** Time budget of one handler run, ms. */
   timeout?: number;
 }

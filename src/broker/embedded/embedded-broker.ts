@@ -1,0 +1,419 @@
+/**
+ * @module broker/embedded
+ * The zero-infrastructure broker: SQLite in WAL mode (better-sqlite3), in-process, at
+ * `embedded:PATH`. Several processes may open the same file; each sees the others' messages within
+ * one poll interval. Publishes that arrive in the same tick are written in one transaction (one
+ * fsync with `durability: 'power'`), and so are acks.
+ *
+ * Durability: with `process` (SQLite `synchronous=NORMAL`, the default) a confirmed publish
+ * survives a crash of any process, not a power loss or kernel crash, which may lose the last
+ * commits. With `power` (`synchronous=FULL`) every confirmed publish survives those too.
+ */
+import type { Envelope } from '../../envelope/envelope.ts';
+import { assertEnvelope } from '../../envelope/envelope.ts';
+import { uuidv7 } from '../../envelope/ids.ts';
+import { ParleyError } from '../../errors.ts';
+import { type Backoff, backoffDelay, DEFAULT_BACKOFF } from '../../resilience/backoff.ts';
+import { type Clock, systemClock, type TimerHandle } from '../../runtime/clock.ts';
+import type {
+  Broker,
+  BrokerPublishOptions,
+  Consumer,
+  ConsumerHandler,
+  ConsumerSpec,
+  DeadLetter,
+  DeadLetterFilter,
+  DeadLetterStore,
+  PublishReceipt,
+} from '../broker.ts';
+import { type DeadRow, type Durability, type SettleOp, Store, type StoredMessage } from './store.ts';
+
+export interface EmbeddedBrokerOptions {
+  /** SQLite file; `:memory:` for a broker that lives and dies with the process. */
+  path: string;
+  durability?: Durability;
+  clock?: Clock;
+  /** How often an idle consumer looks for messages other processes wrote, ms. Default 50. */
+  pollInterval?: number;
+  /** Publisher dedupe window for `idempotencykey`, ms. Default 10 minutes. */
+  idempotencyWindow?: number;
+  /** Log retention: entries older than this (ms) or beyond this count may be removed once consumed. */
+  retention?: { maxAge?: number; maxMessages?: number; interval?: number };
+  /** Random numbers for backoff jitter (tests pass a seeded one). */
+  random?: () => number;
+}
+
+export interface EmbeddedBroker extends Broker {
+  /** Runs retention now; returns how many log entries were removed. */
+  compact(): number;
+  /** Rows in the log, pending lists and dead-letter store (for tests and the dashboard). */
+  stats(): { messages: number; pending: number; dead: number };
+}
+
+interface PendingPublish {
+  message: StoredMessage;
+  resolve(receipt: PublishReceipt): void;
+  reject(error: unknown): void;
+}
+
+export function createEmbeddedBroker(options: EmbeddedBrokerOptions): EmbeddedBroker {
+  return new EmbeddedBrokerImpl(options);
+}
+
+class EmbeddedBrokerImpl implements EmbeddedBroker {
+  readonly store: Store;
+  readonly clock: Clock;
+  readonly pollInterval: number;
+  readonly random: () => number;
+  private readonly idempotencyWindow: number;
+  private readonly retention: { maxAge: number; maxMessages: number; interval: number };
+  private readonly consumers = new Set<EmbeddedConsumer>();
+  private publishes: PendingPublish[] = [];
+  private settles: { op: SettleOp; consumer: EmbeddedConsumer }[] = [];
+  private flushScheduled = false;
+  private retentionTimer: TimerHandle | undefined;
+  private closed = false;
+  readonly deadLetters: DeadLetterStore;
+
+  constructor(options: EmbeddedBrokerOptions) {
+    this.store = new Store(options.path, options.durability ?? 'process');
+    this.clock = options.clock ?? systemClock;
+    this.pollInterval = options.pollInterval ?? 50;
+    this.random = options.random ?? Math.random;
+    this.idempotencyWindow = options.idempotencyWindow ?? 10 * 60_000;
+    this.retention = {
+      maxAge: options.retention?.maxAge ?? 7 * 24 * 3_600_000,
+      maxMessages: options.retention?.maxMessages ?? 10_000_000,
+      interval: options.retention?.interval ?? 60_000,
+    };
+    this.deadLetters = new DeadLetters(this);
+    this.scheduleRetention();
+  }
+
+  publish(envelope: Envelope, options: BrokerPublishOptions = {}): Promise<PublishReceipt> {
+    if (this.closed) return Promise.reject(new ParleyError('UNAVAILABLE', 'broker is closed'));
+    const now = this.clock.now();
+    const message: StoredMessage = {
+      id: envelope.id,
+      topic: envelope.type,
+      key: options.key ?? null,
+      body: JSON.stringify(envelope),
+      availableAt: now + Math.max(0, options.delay ?? 0),
+      idempotencyKey: envelope.idempotencykey,
+    };
+    return new Promise((resolve, reject) => {
+      this.publishes.push({ message, resolve, reject });
+      this.scheduleFlush();
+    });
+  }
+
+  /** Queues an ack, retry or dead-letter; all queued in one tick commit together. */
+  settle(op: SettleOp, consumer: EmbeddedConsumer): void {
+    this.settles.push({ op, consumer });
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  flush(): void {
+    this.flushScheduled = false;
+    const now = this.clock.now();
+    const publishes = this.publishes;
+    const settles = this.settles;
+    this.publishes = [];
+    this.settles = [];
+    if (publishes.length > 0) {
+      try {
+        const receipts = this.store.publish(
+          publishes.map((p) => p.message),
+          now,
+          this.idempotencyWindow,
+        );
+        for (const [i, r] of receipts.entries()) publishes[i]?.resolve(r);
+        const topics = new Set(publishes.map((p) => p.message.topic));
+        for (const c of this.consumers) if (topics.has(c.topic)) c.wake();
+      } catch (error) {
+        const e = ParleyError.from(error, 'UNAVAILABLE');
+        for (const p of publishes) p.reject(e);
+      }
+    }
+    if (settles.length > 0) {
+      try {
+        this.store.settle(
+          settles.map((s) => s.op),
+          now,
+        );
+      } finally {
+        // Even if the commit failed, the leases end by themselves and the messages come back.
+        for (const s of settles) s.consumer.settled();
+      }
+    }
+  }
+
+  async subscribe(spec: ConsumerSpec, handler: ConsumerHandler): Promise<Consumer> {
+    if (this.closed) throw new ParleyError('UNAVAILABLE', 'broker is closed');
+    const consumer = new EmbeddedConsumer(this, spec, handler);
+    this.store.ensureGroup(spec.group, spec.topic, spec.startFrom ?? 'now', this.clock.now());
+    this.consumers.add(consumer);
+    consumer.wake();
+    return {
+      close: async () => {
+        await consumer.close();
+        this.consumers.delete(consumer);
+      },
+    };
+  }
+
+  compact(): number {
+    const now = this.clock.now();
+    return this.store.compact(
+      now - this.retention.maxAge,
+      this.retention.maxMessages,
+      now - this.idempotencyWindow,
+    );
+  }
+
+  stats() {
+    return this.store.counts();
+  }
+
+  /** After a replay: every consumer looks for work. */
+  wakeAll(): void {
+    for (const c of this.consumers) c.wake();
+  }
+
+  private scheduleRetention(): void {
+    this.retentionTimer = this.clock.setTimeout(() => {
+      if (this.closed) return;
+      this.compact();
+      this.scheduleRetention();
+    }, this.retention.interval);
+    this.retentionTimer.unref();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.retentionTimer?.cancel();
+    await Promise.all([...this.consumers].map((c) => c.close()));
+    this.consumers.clear();
+    this.flush();
+    this.store.close();
+  }
+}
+
+/** One consumer of a group: leases due messages, runs the handler, queues the outcome. */
+class EmbeddedConsumer {
+  readonly topic: string;
+  private readonly group: string;
+  private readonly owner = uuidv7();
+  private readonly maxAttempts: number;
+  private readonly backoff: Backoff;
+  private readonly lease: number;
+  private readonly maxInFlight: number;
+  private inflight = 0;
+  private closed = false;
+  private scheduled = false;
+  private timer: TimerHandle | undefined;
+  private drained: (() => void) | undefined;
+
+  constructor(
+    private readonly broker: EmbeddedBrokerImpl,
+    spec: ConsumerSpec,
+    private readonly handler: ConsumerHandler,
+  ) {
+    this.topic = spec.topic;
+    this.group = spec.group;
+    this.maxAttempts = Math.max(1, spec.maxAttempts ?? 5);
+    this.backoff = { ...DEFAULT_BACKOFF, ...spec.backoff };
+    this.lease = spec.lease ?? 30_000;
+    this.maxInFlight = Math.max(1, spec.maxInFlight ?? 64);
+  }
+
+  /** Looks for work on the next turn of the event loop (coalesced). */
+  wake(): void {
+    if (this.scheduled || this.closed) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    if (this.closed) return;
+    const room = this.maxInFlight - this.inflight;
+    if (room <= 0) return; // a settled delivery wakes us
+    const now = this.broker.clock.now();
+    let leased: ReturnType<Store['take']>;
+    try {
+      leased = this.broker.store.take({
+        grp: this.group,
+        topic: this.topic,
+        owner: this.owner,
+        now,
+        lease: this.lease,
+        room,
+        ingest: Math.max(256, room * 2),
+      });
+    } catch {
+      // Busy database (another process holds the write lock past the timeout): try again later.
+      this.poll(this.broker.pollInterval);
+      return;
+    }
+    for (const l of leased) this.deliver(l.seq, l.attempts, l.body);
+    if (leased.length === room) return; // full: settled deliveries wake us
+    const due = this.broker.store.nextDue(this.group, this.topic);
+    const wait = due === undefined ? this.broker.pollInterval : Math.max(0, due - now);
+    this.poll(Math.min(wait, this.broker.pollInterval));
+  }
+
+  private poll(ms: number): void {
+    this.timer?.cancel();
+    this.timer = this.broker.clock.setTimeout(() => {
+      this.timer = undefined;
+      this.pump();
+    }, ms);
+  }
+
+  private deliver(seq: number, attempt: number, body: string | undefined): void {
+    this.inflight++;
+    const op = { grp: this.group, topic: this.topic, seq, owner: this.owner };
+    let envelope: Envelope;
+    try {
+      envelope = assertEnvelope(JSON.parse(body ?? ''));
+    } catch (error) {
+      const e = ParleyError.from(error, 'INVALID_ARGUMENT');
+      this.broker.settle(
+        { kind: 'dead', ...op, failure: failure(e.code === 'INVALID_ARGUMENT' ? e : badBody(e)) },
+        this,
+      );
+      return;
+    }
+    const delivery = {
+      envelope,
+      attempt,
+      extendLease: async (ms: number) => {
+        if (
+          !this.broker.store.extendLease(
+            this.group,
+            this.topic,
+            seq,
+            this.owner,
+            this.broker.clock.now() + ms,
+          )
+        ) {
+          throw new ParleyError(
+            'FAILED_PRECONDITION',
+            'the lease was lost: another consumer has the message',
+          );
+        }
+      },
+    };
+    let work: Promise<void>;
+    try {
+      work = this.handler(delivery);
+    } catch (error) {
+      work = Promise.reject(error);
+    }
+    work.then(
+      () => this.broker.settle({ kind: 'ack', ...op }, this),
+      (error: unknown) => {
+        const e = ParleyError.from(error);
+        if (permanent(e) || attempt >= this.maxAttempts) {
+          this.broker.settle({ kind: 'dead', ...op, failure: failure(e) }, this);
+        } else {
+          const delay = backoffDelay(this.backoff, attempt, this.broker.random);
+          this.broker.settle({ kind: 'retry', ...op, delay, failure: failure(e) }, this);
+        }
+      },
+    );
+  }
+
+  /** The outcome of one delivery was committed. */
+  settled(): void {
+    this.inflight--;
+    if (this.closed) {
+      if (this.inflight === 0) this.drained?.();
+      return;
+    }
+    this.wake();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.timer?.cancel();
+    if (this.inflight > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+  }
+}
+
+/**
+ * Straight to dead-letter only when someone decided the failure is permanent: not for a wrapped
+ * foreign error, and not for a handler that ran out of time or was cancelled (a later try may
+ * well succeed).
+ */
+function permanent(e: ParleyError): boolean {
+  return !e.retryable && !e.unexpected && e.code !== 'DEADLINE_EXCEEDED' && e.code !== 'CANCELLED';
+}
+
+function failure(e: ParleyError): { code: string; message: string; retryable: boolean } {
+  return { code: e.code, message: e.message, retryable: e.retryable };
+}
+
+function badBody(e: ParleyError): ParleyError {
+  return new ParleyError('INVALID_ARGUMENT', `stored message is not an envelope: ${e.message}`);
+}
+
+class DeadLetters implements DeadLetterStore {
+  constructor(private readonly broker: EmbeddedBrokerImpl) {}
+
+  async list(filter: DeadLetterFilter = {}, limit = 100): Promise<DeadLetter[]> {
+    return this.broker.store.deadLetters(filter, limit).map(toDeadLetter);
+  }
+
+  async get(id: number): Promise<DeadLetter | undefined> {
+    return (await this.list({ ids: [id] }, 1))[0];
+  }
+
+  async replay(filter: DeadLetterFilter = {}): Promise<number> {
+    const n = this.broker.store.replay(filter, this.broker.clock.now());
+    this.broker.wakeAll();
+    return n;
+  }
+
+  async purge(filter: DeadLetterFilter = {}): Promise<number> {
+    return this.broker.store.purge(filter);
+  }
+}
+
+function toDeadLetter(r: DeadRow): DeadLetter {
+  let envelope: Envelope;
+  try {
+    envelope = JSON.parse(r.body) as Envelope;
+  } catch {
+    envelope = {
+      specversion: '1.0',
+      id: `unreadable-${r.id}`,
+      source: '',
+      type: r.topic,
+      time: '',
+      data: r.body,
+    };
+  }
+  return {
+    id: r.id,
+    topic: r.topic,
+    group: r.grp,
+    envelope,
+    code: ParleyError.fromWire({ code: r.code }).code,
+    message: r.message,
+    retryable: r.retryable === 1,
+    attempts: r.attempts,
+    firstFailureAt: r.first_failure_at,
+    lastFailureAt: r.last_failure_at,
+  };
+}
