@@ -1,0 +1,392 @@
+/**
+ * The broker conformance suite. Every broker runs it unchanged by passing a harness; a broker
+ * that fails it is not done. Time moves through `harness.advance(ms)`: a fake clock for the
+ * embedded broker, real waiting for brokers whose clock the test cannot hold.
+ */
+import assert from 'node:assert/strict';
+import { afterEach, describe, it } from 'node:test';
+import {
+  type Broker,
+  type Clock,
+  type ConsumerSpec,
+  createEnvelope,
+  type Delivery,
+  defineContract,
+  type Envelope,
+  ParleyError,
+  queueTopic,
+  subscribe,
+  z,
+} from '../../src/index.ts';
+import { calcService, testNode } from '../helpers.ts';
+
+export interface BrokerHarness {
+  name: string;
+  /** A fresh broker (its own namespace: topics of one case never reach another). */
+  create(): Promise<Broker> | Broker;
+  /** The clock the broker runs on; given to nodes too. */
+  clock: Clock;
+  /** Lets `ms` of broker time pass, and the work due in it run. */
+  advance(ms: number): Promise<void>;
+  /** Cases to skip, each with the reason. */
+  skip?: Partial<Record<string, string>>;
+}
+
+let topicSeq = 0;
+const fresh = (name: string) => `conformance.${name}.p${process.pid}-${++topicSeq}`;
+
+function envelope(type: string, data: unknown, extra: Partial<Envelope> = {}): Envelope {
+  return { ...createEnvelope({ source: '/conformance', type, data }), ...extra };
+}
+
+/** Settles once `check` holds, advancing broker time in small steps; fails after `budgetMs`. */
+async function until(
+  h: BrokerHarness,
+  check: () => boolean | Promise<boolean>,
+  what: string,
+  budgetMs = 10_000,
+): Promise<void> {
+  for (let spent = 0; !(await check()); spent += 10) {
+    if (spent > budgetMs) assert.fail(`still waiting for ${what} after ${budgetMs} ms of broker time`);
+    await h.advance(10);
+  }
+}
+
+export function brokerConformance(harness: BrokerHarness): void {
+  describe(`broker conformance: ${harness.name}`, () => {
+    const open: { close(): Promise<void> }[] = [];
+    afterEach(async () => {
+      for (const c of open.splice(0).reverse()) await c.close();
+    });
+
+    async function broker(): Promise<Broker> {
+      const b = await harness.create();
+      open.push(b);
+      return b;
+    }
+
+    async function consume(b: Broker, spec: ConsumerSpec, handler: (d: Delivery) => Promise<void> | void) {
+      const c = await b.subscribe({ backoff: { initial: 20, max: 200 }, ...spec }, async (d) => handler(d));
+      open.push(c);
+      return c;
+    }
+
+    const test = (name: string, fn: () => Promise<void>) => {
+      const reason = harness.skip?.[name];
+      if (reason !== undefined) it(name, { skip: reason }, fn);
+      else it(name, { timeout: 60_000 }, fn);
+    };
+
+    test('each group gets one copy of every message', async () => {
+      const b = await broker();
+      const topic = fresh('groups');
+      const got: Record<string, number[]> = { a: [], b: [] };
+      for (const g of ['a', 'b'] as const)
+        await consume(b, { topic, group: g }, (d) => void got[g]?.push(d.envelope.data as number));
+      for (let i = 0; i < 20; i++) await b.publish(envelope(topic, i));
+      await until(harness, () => (got.a?.length ?? 0) + (got.b?.length ?? 0) >= 40, '40 deliveries');
+      await harness.advance(200);
+      for (const g of ['a', 'b'])
+        assert.deepEqual(
+          [...(got[g] ?? [])].sort((x, y) => x - y),
+          [...Array(20).keys()],
+          g,
+        );
+    });
+
+    test('consumers in one group compete: each message once, work split', async () => {
+      const b = await broker();
+      const topic = fresh('compete');
+      const by: number[][] = [[], [], []];
+      for (const [i, list] of by.entries()) {
+        await consume(b, { topic, group: 'workers', maxInFlight: 1 }, async (d) => {
+          list.push(d.envelope.data as number);
+          await harness.advance(1);
+          void i;
+        });
+      }
+      for (let i = 0; i < 60; i++) await b.publish(envelope(topic, i));
+      await until(harness, () => by.flat().length >= 60, '60 deliveries');
+      await harness.advance(200);
+      assert.deepEqual(
+        by.flat().sort((x, y) => x - y),
+        [...Array(60).keys()],
+        'each exactly once',
+      );
+      assert.ok(by.filter((l) => l.length > 0).length >= 2, `work split: ${by.map((l) => l.length)}`);
+    });
+
+    test('a work queue delivers each message to exactly one consumer', async () => {
+      const b = await broker();
+      const topic = queueTopic(fresh('queue'));
+      const seen: number[] = [];
+      for (let i = 0; i < 3; i++)
+        await consume(b, { topic, group: 'q' }, (d) => void seen.push(d.envelope.data as number));
+      for (let i = 0; i < 30; i++) await b.publish(envelope(topic, i));
+      await until(harness, () => seen.length >= 30, '30 deliveries');
+      await harness.advance(200);
+      assert.deepEqual(
+        [...seen].sort((x, y) => x - y),
+        [...Array(30).keys()],
+      );
+    });
+
+    test('per-key order holds while an earlier message is retried; other keys flow', async () => {
+      const b = await broker();
+      const topic = fresh('order');
+      const log: string[] = [];
+      let failuresLeft = 2;
+      await consume(b, { topic, group: 'g', maxAttempts: 5, maxInFlight: 16 }, (d) => {
+        const { k, n } = d.envelope.data as { k: string; n: number };
+        if (k === 'A' && n === 1 && failuresLeft-- > 0) throw new ParleyError('UNAVAILABLE', 'try again');
+        log.push(`${k}${n}`);
+      });
+      for (let n = 1; n <= 3; n++) await b.publish(envelope(topic, { k: 'A', n }), { key: 'A' });
+      for (let n = 1; n <= 3; n++) await b.publish(envelope(topic, { k: 'B', n }), { key: 'B' });
+      await until(harness, () => log.length >= 6, 'six handled');
+      assert.deepEqual(
+        log.filter((x) => x.startsWith('A')),
+        ['A1', 'A2', 'A3'],
+      );
+      assert.deepEqual(
+        log.filter((x) => x.startsWith('B')),
+        ['B1', 'B2', 'B3'],
+      );
+      assert.ok(log.indexOf('B3') < log.indexOf('A1'), `key B did not wait for A's retries: ${log}`);
+    });
+
+    test('exactly maxAttempts handler runs, then dead-letter with code, message and attempts', async () => {
+      const b = await broker();
+      const topic = fresh('attempts');
+      let calls = 0;
+      await consume(b, { topic, group: 'g', maxAttempts: 3 }, () => {
+        calls++;
+        throw new ParleyError('UNAVAILABLE', `down #${calls}`);
+      });
+      const env = envelope(topic, { x: 1 });
+      await b.publish(env);
+      await until(harness, () => calls >= 3, 'three attempts');
+      await until(harness, async () => (await b.deadLetters.list({ topic })).length > 0, 'a dead letter');
+      await harness.advance(500);
+      assert.equal(calls, 3, 'no fourth run');
+      const [d] = await b.deadLetters.list({ topic });
+      assert.ok(d);
+      assert.equal(d.code, 'UNAVAILABLE');
+      assert.equal(d.message, 'down #3');
+      assert.equal(d.attempts, 3);
+      assert.equal(d.group, 'g');
+      assert.equal(d.envelope.id, env.id);
+      assert.ok(d.firstFailureAt <= d.lastFailureAt);
+    });
+
+    test('a non-retryable error goes to dead-letter at once; a plain throw is retried', async () => {
+      const b = await broker();
+      const topic = fresh('permanent');
+      const calls: Record<string, number> = { permanent: 0, plain: 0 };
+      await consume(b, { topic, group: 'g', maxAttempts: 4 }, (d) => {
+        const kind = d.envelope.data as string;
+        calls[kind] = (calls[kind] ?? 0) + 1;
+        if (kind === 'permanent') throw new ParleyError('FAILED_PRECONDITION', 'never', { retryable: false });
+        throw new Error('flaky');
+      });
+      await b.publish(envelope(topic, 'permanent'));
+      await b.publish(envelope(topic, 'plain'));
+      await until(harness, () => (calls.plain ?? 0) >= 4, 'four plain attempts');
+      await harness.advance(500);
+      assert.deepEqual(calls, { permanent: 1, plain: 4 });
+      const dead = (await b.deadLetters.list({ topic }))
+        .map((d) => `${d.envelope.data}:${d.code}:${d.attempts}`)
+        .sort();
+      assert.deepEqual(dead, ['permanent:FAILED_PRECONDITION:1', 'plain:INTERNAL:4']);
+    });
+
+    test('a poison message does not block other keys', async () => {
+      const b = await broker();
+      const topic = fresh('poison');
+      const ok: number[] = [];
+      await consume(b, { topic, group: 'g', maxAttempts: 3 }, (d) => {
+        const { k, n } = d.envelope.data as { k: string; n: number };
+        if (k === 'P') throw new ParleyError('INTERNAL', 'poison');
+        ok.push(n);
+      });
+      await b.publish(envelope(topic, { k: 'P', n: -1 }), { key: 'P' });
+      for (let n = 0; n < 10; n++)
+        await b.publish(envelope(topic, { k: `K${n % 3}`, n }), { key: `K${n % 3}` });
+      await until(harness, () => ok.length >= 10, 'other keys');
+      assert.deepEqual(
+        [...ok].sort((x, y) => x - y),
+        [...Array(10).keys()],
+      );
+    });
+
+    test('delayed delivery waits for its time', async () => {
+      const b = await broker();
+      const topic = fresh('delay');
+      const got: number[] = [];
+      await consume(b, { topic, group: 'g' }, (d) => void got.push(d.envelope.data as number));
+      await b.publish(envelope(topic, 1), { delay: 1000 });
+      await b.publish(envelope(topic, 2));
+      await until(harness, () => got.includes(2), 'the undelayed message');
+      await harness.advance(700);
+      assert.deepEqual(got, [2], 'not before its time');
+      await until(harness, () => got.includes(1), 'the delayed message', 2000);
+      assert.deepEqual(got, [2, 1]);
+    });
+
+    test('dead letters can be listed, replayed and purged', async () => {
+      const b = await broker();
+      const topic = fresh('replay');
+      let healthy = false;
+      const handled: string[] = [];
+      await consume(b, { topic, group: 'g', maxAttempts: 1 }, (d) => {
+        if (!healthy) throw new ParleyError('UNAVAILABLE', 'dependency down');
+        handled.push(d.envelope.data as string);
+      });
+      for (const x of ['a', 'b', 'c']) await b.publish(envelope(topic, x));
+      const deadCount = async () => (await b.deadLetters.list({ topic })).length;
+      await until(harness, async () => (await deadCount()) === 3, 'three dead letters');
+      healthy = true;
+      const [first] = await b.deadLetters.list({ topic }, 1);
+      assert.ok(first);
+      assert.equal((await b.deadLetters.get(first.id))?.envelope.id, first.envelope.id);
+      assert.equal(await b.deadLetters.replay({ topic, ids: [first.id] }), 1);
+      await until(harness, () => handled.length === 1, 'one replayed message handled');
+      assert.equal(await b.deadLetters.replay({ topic, group: 'g' }), 2);
+      await until(harness, () => handled.length === 3, 'all replayed');
+      assert.deepEqual([...handled].sort(), ['a', 'b', 'c']);
+      assert.equal((await b.deadLetters.list({ topic })).length, 0);
+      // Purge: a new dead letter, then gone.
+      healthy = false;
+      await b.publish(envelope(topic, 'd'));
+      await until(harness, async () => (await deadCount()) === 1, 'a dead letter');
+      assert.equal(await b.deadLetters.purge({ topic }), 1);
+      assert.equal((await b.deadLetters.list({ topic })).length, 0);
+    });
+
+    test('publisher idempotency: the same key within the window is stored once', async () => {
+      const b = await broker();
+      const topic = fresh('idem');
+      const got: string[] = [];
+      await consume(b, { topic, group: 'g' }, (d) => void got.push(d.envelope.id));
+      const first = envelope(topic, 1, { idempotencykey: 'order-42' });
+      const again = envelope(topic, 1, { idempotencykey: 'order-42' });
+      const r1 = await b.publish(first);
+      const r2 = await b.publish(again);
+      assert.deepEqual(r1, { id: first.id, duplicate: false });
+      assert.deepEqual(r2, { id: first.id, duplicate: true });
+      await until(harness, () => got.length >= 1, 'one delivery');
+      await harness.advance(300);
+      assert.deepEqual(got, [first.id]);
+    });
+
+    test('a delivery whose consumer stops answering is redelivered when its lease ends; extendLease keeps it', async () => {
+      const b = await broker();
+      const topic = fresh('lease');
+      const seen: string[] = [];
+      // The first consumer takes both and never finishes: it has died, as far as the broker knows
+      // (full, it takes nothing more). Its handlers are released at the end, to clean up.
+      let extend: Delivery | undefined;
+      const zombies: (() => void)[] = [];
+      await consume(b, { topic, group: 'g', lease: 1000, maxInFlight: 2 }, (d) => {
+        seen.push(`dead:${d.envelope.data}`);
+        if (d.envelope.data === 'kept') extend = d;
+        return new Promise<void>((r) => zombies.push(r));
+      });
+      await b.publish(envelope(topic, 'lost'));
+      await b.publish(envelope(topic, 'kept'));
+      await until(harness, () => seen.length === 2, 'both taken');
+      await consume(b, { topic, group: 'g', lease: 1000 }, (d) => void seen.push(`alive:${d.envelope.data}`));
+      for (let i = 0; i < 4; i++) {
+        await harness.advance(400);
+        await extend?.extendLease(1000);
+      }
+      assert.ok(seen.includes('alive:lost'), `redelivered after the lease: ${seen}`);
+      assert.ok(!seen.includes('alive:kept'), 'an extended lease is kept');
+      for (const z of zombies) z();
+      await harness.advance(50);
+    });
+
+    test('a new group starts from now, or from the beginning when asked', async () => {
+      const b = await broker();
+      const topic = fresh('start');
+      await b.publish(envelope(topic, 'old'));
+      const fromNow: string[] = [];
+      const fromStart: string[] = [];
+      await consume(
+        b,
+        { topic, group: 'late', startFrom: 'now' },
+        (d) => void fromNow.push(d.envelope.data as string),
+      );
+      await consume(
+        b,
+        { topic, group: 'replayer', startFrom: 'beginning' },
+        (d) => void fromStart.push(d.envelope.data as string),
+      );
+      await b.publish(envelope(topic, 'new'));
+      await until(harness, () => fromNow.length >= 1 && fromStart.length >= 2, 'both groups');
+      assert.deepEqual(fromNow, ['new']);
+      assert.deepEqual(fromStart, ['old', 'new']);
+    });
+
+    test('backpressure: a consumer never holds more than maxInFlight deliveries', async () => {
+      const b = await broker();
+      const topic = fresh('backpressure');
+      let inFlight = 0;
+      let peak = 0;
+      let done = 0;
+      const release: (() => void)[] = [];
+      await consume(b, { topic, group: 'g', maxInFlight: 5 }, async () => {
+        inFlight++;
+        peak = Math.max(peak, inFlight);
+        await new Promise<void>((r) => release.push(r));
+        inFlight--;
+        done++;
+      });
+      for (let i = 0; i < 40; i++) await b.publish(envelope(topic, i));
+      await until(harness, () => inFlight === 5, 'five in flight');
+      await harness.advance(200);
+      assert.equal(inFlight, 5, 'no sixth while five are held');
+      while (done < 40) {
+        for (const r of release.splice(0)) r();
+        await harness.advance(10);
+      }
+      assert.equal(peak, 5);
+    });
+
+    test('through a node: a malformed payload goes to dead-letter with INVALID_ARGUMENT', async () => {
+      const b = await broker();
+      const topic = fresh('schema');
+      const contract = defineContract({
+        name: 'shop',
+        version: '1.0.0',
+        actions: {},
+        events: { [topic]: { schema: z.object({ sku: z.string() }), version: 1 } },
+      });
+      const got: string[] = [];
+      const node = testNode({
+        broker: b,
+        clock: harness.clock,
+        services: [
+          calcService({}, [subscribe(contract, topic, (p) => void got.push(p.sku), { group: 'g' })]),
+        ],
+      });
+      await node.start();
+      open.push({ close: async () => void (await node.stop().catch(() => undefined)) });
+      await b.publish(envelope(topic, { sku: 42 }));
+      await node.publish(contract, topic, { sku: 'ok' });
+      let dead: Awaited<ReturnType<Broker['deadLetters']['list']>> = [];
+      await until(
+        harness,
+        async () => {
+          dead = await b.deadLetters.list({ topic });
+          return dead.length === 1 && got.length === 1;
+        },
+        'one dead letter and one handled',
+      );
+      assert.equal(dead[0]?.code, 'INVALID_ARGUMENT');
+      assert.equal(dead[0]?.attempts, 1);
+      assert.match(dead[0]?.message ?? '', /sku/);
+      assert.deepEqual(got, ['ok']);
+    });
+  });
+}

@@ -1,0 +1,12 @@
+import { createEmbeddedBroker, createFakeClock } from '../src/index.ts';
+import { createRandom } from '../src/transport/faults.ts';
+import { brokerConformance } from './conformance/broker.ts';
+
+const clock = createFakeClock();
+
+brokerConformance({
+  name: 'embedded (SQLite, fake clock)',
+  clock,
+  create: () => createEmbeddedBroker({ path: ':memory:', clock, random: createRandom(1) }),
+  advance: (ms) => clock.tick(ms),
+});
