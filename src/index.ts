@@ -24,6 +24,8 @@ export {
   type EmbeddedBrokerOptions,
 } from './broker/embedded/embedded-broker.ts';
 export type { Durability } from './broker/embedded/store.ts';
+export { createInbox, type Inbox, type InboxOptions } from './broker/inbox.ts';
+export { createOutbox, type Outbox, type OutboxOptions } from './broker/outbox.ts';
 export type { Codec } from './codec/codec.ts';
 export { createJsonCodec } from './codec/json.ts';
 export { createMsgpackCodec } from './codec/msgpack.ts';

@@ -4,6 +4,7 @@
  */
 import type { Logger } from 'pino';
 import type { Broker } from '../broker/broker.ts';
+import type { Outbox } from '../broker/outbox.ts';
 import type { Codec } from '../codec/codec.ts';
 import { createJsonCodec } from '../codec/json.ts';
 import { createMsgpackCodec } from '../codec/msgpack.ts';
@@ -20,6 +21,8 @@ export interface NodeOptions {
   transport?: Transport;
   /** Needed for `publish` and durable subscriptions. */
   broker?: Broker;
+  /** Transactional outbox: `ctx.publish` inside a transaction of `outbox.db` writes there; a relay publishes. */
+  outbox?: Outbox;
   services?: readonly Service[];
   /** Default `json`. */
   codec?: Codec | 'json' | 'msgpack';

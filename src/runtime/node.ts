@@ -7,6 +7,7 @@
 import { hostname } from 'node:os';
 import { type Logger, pino } from 'pino';
 import type { Broker } from '../broker/broker.ts';
+import type { Outbox } from '../broker/outbox.ts';
 import type { Codec } from '../codec/codec.ts';
 import type { ActionDef, AnyContract, EventName, PayloadInputOf } from '../contract/contract.ts';
 import { randomHex } from '../envelope/ids.ts';
@@ -75,6 +76,8 @@ class NodeImpl implements ParleyNode, ContextRuntime {
   private readonly labels: Record<string, string> | undefined;
   private readonly consumers: { close(): Promise<void> }[] = [];
   private stopping: Promise<void> | undefined;
+  private readonly outbox: Outbox | undefined;
+  private relay: { stop(): Promise<void> } | undefined;
   private readonly remoteDeps: RemoteDeps;
 
   constructor(options: NodeOptions) {
@@ -84,6 +87,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     this.codec = resolveCodec(options.codec);
     this.transport = options.transport ?? createMemoryNetwork({ clock: this.clock }).transport();
     this.broker = options.broker;
+    this.outbox = options.outbox;
     this.services = options.services ?? [];
     this.labels = options.labels;
     this.logger =
@@ -164,6 +168,9 @@ class NodeImpl implements ParleyNode, ContextRuntime {
         onNodeDown: (nodeId) => this.registry.remove(nodeId),
       });
       for (const service of this.services) await this.subscribeDurable(service);
+      if (this.outbox !== undefined && this.broker !== undefined) {
+        this.relay = this.outbox.startRelay(this.broker, { clock: this.clock });
+      }
     } catch (error) {
       this.server.accepting = false;
       this.state = 'stopped';
@@ -221,6 +228,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       }
     }
     await this.transport.stop();
+    await this.relay?.stop();
     await this.broker?.close();
     this.deadlines.close();
     this.state = 'stopped';
@@ -335,7 +343,10 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     payload: unknown,
     options: PublishOptions = {},
   ): Promise<void> {
-    if (this.broker === undefined) {
+    // Everything up to the first await runs synchronously: inside the caller's database
+    // transaction, when the event belongs in the outbox.
+    const outbox = this.outbox?.inTransaction() ? this.outbox : undefined;
+    if (this.broker === undefined && outbox === undefined) {
       throw new ParleyError('FAILED_PRECONDITION', `cannot publish ${event}: the node has no broker`);
     }
     const env = this.eventFrom(parent, contract, event, payload);
@@ -344,7 +355,8 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     const publishOptions: { key?: string; delay?: number } = {};
     if (options.key !== undefined) publishOptions.key = options.key;
     if (options.delay !== undefined) publishOptions.delay = options.delay;
-    await this.broker.publish(env, publishOptions);
+    if (outbox !== undefined) outbox.write(env, publishOptions);
+    else await this.broker?.publish(env, publishOptions);
   }
 
   private eventFrom(parent: Context | undefined, contract: AnyContract, event: string, payload: unknown) {

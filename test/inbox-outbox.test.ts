@@ -1,0 +1,157 @@
+/**
+ * Effectively-once on at-least-once: the inbox gives one effect under redelivery; the outbox
+ * publishes an event if and only if the service's transaction committed, even across a crash.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import {
+  createEmbeddedBroker,
+  createEnvelope,
+  createFakeClock,
+  createInbox,
+  createOutbox,
+  defineContract,
+  implement,
+  ParleyError,
+  subscribe,
+  z,
+} from '../src/index.ts';
+import { testNode } from './helpers.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'parley-outbox-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const shop = defineContract({
+  name: 'shop',
+  version: '1.0.0',
+  actions: {
+    place: {
+      input: z.object({ id: z.string(), fail: z.boolean().optional() }),
+      output: z.object({ ok: z.boolean() }),
+    },
+  },
+  events: { 'order.placed': { schema: z.object({ id: z.string() }), version: 1 } },
+});
+
+function ordersDb(path: string) {
+  const db = new Database(path);
+  db.exec('CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY)');
+  return db;
+}
+
+/** The shop service: stores the order and publishes order.placed in one transaction. */
+function shopService(db: Database.Database) {
+  const insert = db.prepare('INSERT INTO orders (id) VALUES (?)');
+  return implement(shop, {
+    actions: {
+      place: ({ id, fail }, ctx) => {
+        db.transaction(() => {
+          insert.run(id);
+          void ctx.publish(shop, 'order.placed', { id });
+          if (fail) throw new ParleyError('ABORTED', 'rolled back after publishing');
+        })();
+        return { ok: true };
+      },
+    },
+  });
+}
+
+describe('inbox', () => {
+  for (const withInbox of [true, false]) {
+    it(`${withInbox ? 'one effect' : 'without it, two effects'} when a message is redelivered after its effect committed`, async () => {
+      const clock = createFakeClock();
+      const broker = createEmbeddedBroker({ path: ':memory:', clock });
+      const db = new Database(':memory:');
+      db.exec('CREATE TABLE effects (order_id TEXT)');
+      const inbox = createInbox(db);
+      const effect = db.prepare('INSERT INTO effects (order_id) VALUES (?)');
+      let attempts = 0;
+      const consumer = implement(defineContract({ name: 'billing', version: '1', actions: {} }), {
+        actions: {},
+        on: [
+          subscribe(shop, 'order.placed', (order, ctx) => {
+            attempts++;
+            if (withInbox) inbox.once(ctx, () => effect.run(order.id));
+            else effect.run(order.id);
+            // The process "dies" after its transaction committed, before the ack.
+            if (attempts === 1) throw new ParleyError('UNAVAILABLE', 'crashed before the ack');
+          }),
+        ],
+      });
+      const node = testNode({ clock, broker, services: [consumer] });
+      await node.start();
+      await broker.publish(createEnvelope({ source: '/test', type: 'order.placed', data: { id: 'o1' } }));
+      for (let i = 0; i < 200 && attempts < 2; i++) await clock.tick(10);
+      await clock.tick(50);
+      assert.equal(attempts, 2, 'redelivered once');
+      const effects = (db.prepare('SELECT count(*) AS n FROM effects').get() as { n: number }).n;
+      assert.equal(effects, withInbox ? 1 : 2);
+      assert.equal(broker.stats().pending, 0, 'acked in the end');
+      const stopping = node.stop();
+      await clock.tick(20_000);
+      await stopping;
+    });
+  }
+});
+
+describe('outbox', () => {
+  it('an event committed with the order is published after a crash that came before the relay ran', async () => {
+    const servicePath = join(dir, 'shop-1.db');
+    const brokerPath = join(dir, 'broker-1.db');
+    // First life: the node has the outbox but no broker reachable; it "crashes" (never stopped).
+    const db1 = ordersDb(servicePath);
+    const outbox1 = createOutbox(db1);
+    const first = testNode({ services: [shopService(db1)], outbox: outbox1 });
+    await first.start();
+    await first.client(shop).place({ id: 'o1' });
+    await assert.rejects(
+      first.client(shop).place({ id: 'o2', fail: true }),
+      (e: unknown) => e instanceof ParleyError,
+    );
+    assert.equal(outbox1.waiting(), 1, 'only the committed order has its event');
+    db1.close();
+
+    // Second life: same database, a broker now; the relay publishes what the first life left.
+    const broker = createEmbeddedBroker({ path: brokerPath });
+    const received: string[] = [];
+    const db2 = ordersDb(servicePath);
+    const consumerContract = defineContract({ name: 'mail', version: '1', actions: {} });
+    const mail = implement(consumerContract, {
+      actions: {},
+      on: [subscribe(shop, 'order.placed', (o) => void received.push(o.id), { startFrom: 'beginning' })],
+    });
+    const second = testNode({ services: [shopService(db2), mail], outbox: createOutbox(db2), broker });
+    await second.start();
+    for (let i = 0; i < 200 && received.length < 1; i++) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(received, ['o1']);
+    await second.stop();
+    db2.close();
+  });
+
+  it('a row published twice (crash between publish and delete) is stored once', async () => {
+    const broker = createEmbeddedBroker({ path: ':memory:' });
+    const db = new Database(':memory:');
+    const outbox = createOutbox(db);
+    const env = createEnvelope({ source: '/test', type: 'order.placed', data: { id: 'o9' } });
+    outbox.write(env);
+    outbox.write(env); // the same row again, as a relay that died before deleting would leave it
+    const got: string[] = [];
+    const consumer = await broker.subscribe(
+      { topic: 'order.placed', group: 'g', startFrom: 'beginning' },
+      async (d) => {
+        got.push(d.envelope.id);
+      },
+    );
+    assert.equal(await outbox.flush(broker), 2);
+    for (let i = 0; i < 100 && got.length < 1; i++) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(got, [env.id]);
+    await consumer.close();
+    await broker.close();
+  });
+});
