@@ -12,13 +12,17 @@ export interface Subscriber {
 }
 
 export interface EventSystem {
-  needs: 'nats' | 'redis' | 'rabbitmq';
+  needs: 'nats' | 'redis' | 'rabbitmq' | 'none';
   /** Sets up G groups on `topic` and starts consuming. */
   subscribe(topic: string, groups: number, expected: number): Promise<Subscriber>;
   publish(topic: string, count: number, payload: Uint8Array): Promise<void>;
   /** Removes what `subscribe` created on the broker. */
   cleanup(topic: string, groups: number): Promise<void>;
 }
+
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const NATS = { servers: '127.0.0.1:4222' };
 const AMQP = 'amqp://guest:guest@127.0.0.1:5672';
@@ -284,7 +288,48 @@ const moleculerNats: EventSystem = {
   async cleanup() {},
 };
 
+/**
+ * Parley's embedded broker: publisher and subscriber processes share one SQLite file (WAL,
+ * `synchronous=NORMAL`: a confirmed publish survives a process crash, not a power loss).
+ */
+function embeddedPath(topic: string): string {
+  return join(tmpdir(), `${topic}.db`);
+}
+
+const parleyEmbedded: EventSystem = {
+  needs: 'none',
+  async subscribe(topic, groups, expected) {
+    const { createEmbeddedBroker } = await import('parley');
+    const broker = createEmbeddedBroker({ path: embeddedPath(topic), pollInterval: 5 });
+    const c = counter(groups, expected);
+    for (let g = 0; g < groups; g++) {
+      await broker.subscribe({ topic, group: `g${g}`, maxInFlight: 256 }, async () => c.hit(g));
+    }
+    return { done: c.done, received: c.total, close: () => broker.close() };
+  },
+  async publish(topic, count, payload) {
+    const { createEmbeddedBroker, createEnvelope } = await import('parley');
+    const broker = createEmbeddedBroker({ path: embeddedPath(topic) });
+    const data = JSON.parse(Buffer.from(payload).toString('utf8')) as unknown;
+    // Confirmed publishes, up to 1,000 awaiting their confirmation at once.
+    let inflight: Promise<unknown>[] = [];
+    for (let i = 0; i < count; i++) {
+      inflight.push(broker.publish(createEnvelope({ source: '/bench', type: topic, data })));
+      if (inflight.length === 1000) {
+        await Promise.all(inflight);
+        inflight = [];
+      }
+    }
+    await Promise.all(inflight);
+    await broker.close();
+  },
+  async cleanup(topic) {
+    for (const suffix of ['', '-wal', '-shm']) rmSync(`${embeddedPath(topic)}${suffix}`, { force: true });
+  },
+};
+
 export const eventSystems: Record<string, EventSystem> = {
+  'parley embedded': parleyEmbedded,
   'raw nats': rawNats,
   'raw jetstream': jetstream,
   'raw amqplib': amqp,

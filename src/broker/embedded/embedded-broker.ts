@@ -26,7 +26,14 @@ import type {
   DeadLetterStore,
   PublishReceipt,
 } from '../broker.ts';
-import { type DeadRow, type Durability, type SettleOp, Store, type StoredMessage } from './store.ts';
+import {
+  type DeadRow,
+  type Durability,
+  type Leased,
+  type SettleOp,
+  Store,
+  type StoredMessage,
+} from './store.ts';
 
 export interface EmbeddedBrokerOptions {
   /** SQLite file; `:memory:` for a broker that lives and dies with the process. */
@@ -70,6 +77,7 @@ class EmbeddedBrokerImpl implements EmbeddedBroker {
   private readonly consumers = new Set<EmbeddedConsumer>();
   private publishes: PendingPublish[] = [];
   private settles: { op: SettleOp; consumer: EmbeddedConsumer }[] = [];
+  private readonly takes = new Set<EmbeddedConsumer>();
   private flushScheduled = false;
   private retentionTimer: TimerHandle | undefined;
   private closed = false;
@@ -119,38 +127,60 @@ class EmbeddedBrokerImpl implements EmbeddedBroker {
     setImmediate(() => this.flush());
   }
 
+  /** A consumer wants work: its lease runs in the next tick's transaction. */
+  requestTake(consumer: EmbeddedConsumer): void {
+    this.takes.add(consumer);
+    this.scheduleFlush();
+  }
+
+  /**
+   * Everything one tick asked for, in one transaction: publishes, acks and retries, and every
+   * waiting consumer's lease. One commit (and with `durability: 'power'`, one fsync) for all.
+   */
   flush(): void {
     this.flushScheduled = false;
+    if (this.closed && this.publishes.length === 0 && this.settles.length === 0) return;
     const now = this.clock.now();
     const publishes = this.publishes;
     const settles = this.settles;
+    const takes = [...this.takes];
     this.publishes = [];
     this.settles = [];
-    if (publishes.length > 0) {
-      try {
-        const receipts = this.store.publish(
-          publishes.map((p) => p.message),
-          now,
-          this.idempotencyWindow,
-        );
-        for (const [i, r] of receipts.entries()) publishes[i]?.resolve(r);
-        const topics = new Set(publishes.map((p) => p.message.topic));
-        for (const c of this.consumers) if (topics.has(c.topic)) c.wake();
-      } catch (error) {
-        const e = ParleyError.from(error, 'UNAVAILABLE');
-        for (const p of publishes) p.reject(e);
-      }
+    this.takes.clear();
+    let receipts: PublishReceipt[] = [];
+    let taken: Map<EmbeddedConsumer, Leased[]> = new Map();
+    let failure: ParleyError | undefined;
+    try {
+      this.store.batch(() => {
+        if (publishes.length > 0) {
+          receipts = this.store.publish(
+            publishes.map((p) => p.message),
+            now,
+            this.idempotencyWindow,
+          );
+        }
+        if (settles.length > 0)
+          this.store.settle(
+            settles.map((s) => s.op),
+            now,
+          );
+        taken = new Map(takes.map((c) => [c, c.take(now)]));
+      });
+    } catch (error) {
+      // Busy (another process held the write lock past the timeout) or failing: publishers learn
+      // it; deliveries keep their leases, which end by themselves; consumers try again later.
+      failure = ParleyError.from(error, 'UNAVAILABLE');
     }
-    if (settles.length > 0) {
-      try {
-        this.store.settle(
-          settles.map((s) => s.op),
-          now,
-        );
-      } finally {
-        // Even if the commit failed, the leases end by themselves and the messages come back.
-        for (const s of settles) s.consumer.settled();
-      }
+    for (const [i, p] of publishes.entries()) {
+      const r = receipts[i];
+      if (failure === undefined && r !== undefined) p.resolve(r);
+      else p.reject(failure ?? new ParleyError('INTERNAL', 'publish was not stored'));
+    }
+    for (const s of settles) s.consumer.settled();
+    for (const c of takes) c.leased(taken.get(c) ?? [], now, failure !== undefined);
+    if (failure === undefined && publishes.length > 0) {
+      const topics = new Set(publishes.map((p) => p.message.topic));
+      for (const c of this.consumers) if (topics.has(c.topic)) c.wake();
     }
   }
 
@@ -217,7 +247,7 @@ class EmbeddedConsumer {
   private readonly maxInFlight: number;
   private inflight = 0;
   private closed = false;
-  private scheduled = false;
+  private due: number | undefined;
   private timer: TimerHandle | undefined;
   private drained: (() => void) | undefined;
 
@@ -234,41 +264,38 @@ class EmbeddedConsumer {
     this.maxInFlight = Math.max(1, spec.maxInFlight ?? 64);
   }
 
-  /** Looks for work on the next turn of the event loop (coalesced). */
+  /** Looks for work in the next tick's transaction (coalesced). */
   wake(): void {
-    if (this.scheduled || this.closed) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      this.pump();
-    });
+    if (this.closed || this.inflight >= this.maxInFlight) return;
+    this.broker.requestTake(this);
   }
 
-  private pump(): void {
-    if (this.closed) return;
+  /** Inside the tick's transaction: leases what there is room for. */
+  take(now: number): Leased[] {
     const room = this.maxInFlight - this.inflight;
-    if (room <= 0) return; // a settled delivery wakes us
-    const now = this.broker.clock.now();
-    let leased: ReturnType<Store['take']>;
-    try {
-      leased = this.broker.store.take({
-        grp: this.group,
-        topic: this.topic,
-        owner: this.owner,
-        now,
-        lease: this.lease,
-        room,
-        ingest: Math.max(256, room * 2),
-      });
-    } catch {
-      // Busy database (another process holds the write lock past the timeout): try again later.
-      this.poll(this.broker.pollInterval);
+    if (this.closed || room <= 0) return [];
+    const leased = this.broker.store.take({
+      grp: this.group,
+      topic: this.topic,
+      owner: this.owner,
+      now,
+      lease: this.lease,
+      room,
+    });
+    // Not full: find out when to look again (a retry or delay coming due, or a lease ending).
+    this.due = leased.length < room ? this.broker.store.nextDue(this.group, this.topic) : undefined;
+    return leased;
+  }
+
+  /** After the tick's commit: runs the handler on what was leased, and plans the next look. */
+  leased(rows: Leased[], now: number, failed: boolean): void {
+    for (const l of rows) this.deliver(l.seq, l.attempts, l.body);
+    if (this.closed || failed) {
+      if (!this.closed) this.poll(this.broker.pollInterval);
       return;
     }
-    for (const l of leased) this.deliver(l.seq, l.attempts, l.body);
-    if (leased.length === room) return; // full: settled deliveries wake us
-    const due = this.broker.store.nextDue(this.group, this.topic);
-    const wait = due === undefined ? this.broker.pollInterval : Math.max(0, due - now);
+    if (this.inflight >= this.maxInFlight) return; // full: settled deliveries wake us
+    const wait = this.due === undefined ? this.broker.pollInterval : Math.max(0, this.due - now);
     this.poll(Math.min(wait, this.broker.pollInterval));
   }
 
@@ -276,7 +303,7 @@ class EmbeddedConsumer {
     this.timer?.cancel();
     this.timer = this.broker.clock.setTimeout(() => {
       this.timer = undefined;
-      this.pump();
+      this.wake();
     }, ms);
   }
 

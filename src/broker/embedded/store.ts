@@ -85,9 +85,7 @@ CREATE TABLE IF NOT EXISTS pending (
   last_message TEXT,
   PRIMARY KEY (grp, topic, seq)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS pending_due ON pending (grp, topic, state, visible_at);
 CREATE INDEX IF NOT EXISTS pending_key ON pending (grp, topic, key, seq) WHERE key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS pending_seq ON pending (seq);
 CREATE TABLE IF NOT EXISTS dead_letters (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   grp TEXT NOT NULL,
@@ -102,7 +100,6 @@ CREATE TABLE IF NOT EXISTS dead_letters (
   first_failure_at INTEGER NOT NULL,
   last_failure_at INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS dead_letters_seq ON dead_letters (seq);
 CREATE TABLE IF NOT EXISTS idempotency (
   key TEXT PRIMARY KEY,
   message_id TEXT NOT NULL,
@@ -127,6 +124,11 @@ export class Store {
 
   close(): void {
     this.db.close();
+  }
+
+  /** Runs `work` in one write transaction; the methods below nest inside it as savepoints. */
+  batch(work: () => void): void {
+    this.db.transaction(work).immediate();
   }
 
   /** Stores messages in one transaction. Returns per message: its id, or the earlier id when deduplicated. */
@@ -157,57 +159,55 @@ export class Store {
   }
 
   /**
-   * Moves up to `limit` new log entries into the group's pending list and leases up to `room` due
-   * ones (new, retrying, or whose lease expired) to `owner`. One transaction.
+   * Leases up to `room` deliveries to `owner`: first pending rows that are due (retries, expired
+   * leases, delayed messages whose time came), then new log entries past the group's cursor, which
+   * go straight into the pending list as leased (one write each). New entries that must wait (a
+   * delay, or an earlier message with the same key still pending) go in as waiting. One transaction.
    */
-  take(q: {
-    grp: string;
-    topic: string;
-    owner: string;
-    now: number;
-    lease: number;
-    room: number;
-    ingest: number;
-  }): Leased[] {
+  take(q: { grp: string; topic: string; owner: string; now: number; lease: number; room: number }): Leased[] {
     return this.db
       .transaction(() => {
-        const { grp, topic, now } = q;
-        const cursor = (this.s.cursor.get(grp, topic) as { cursor: number } | undefined)?.cursor ?? 0;
-        const fresh = this.s.newMessages.all(topic, cursor, q.ingest) as {
-          seq: number;
-          key: string | null;
-          available_at: number;
-        }[];
-        if (fresh.length > 0) {
-          const busy = new Set<string>();
-          for (const m of fresh) {
-            let state = READY;
-            if (m.key !== null) {
-              if (busy.has(m.key) || this.s.keyBusy.get(grp, topic, m.key) !== undefined) state = WAITING;
-              busy.add(m.key);
-            }
-            this.s.insertPending.run(grp, topic, m.seq, m.key, state, m.available_at);
-          }
-          this.s.setCursor.run((fresh.at(-1) as { seq: number }).seq, grp, topic);
-        }
-        if (q.room <= 0) return [];
-        const leased = this.s.lease.all({
-          owner: q.owner,
-          until: now + q.lease,
-          grp,
-          topic,
-          now,
-          limit: q.room,
-        }) as {
+        const { grp, topic, now, owner } = q;
+        const until = now + q.lease;
+        const out: Leased[] = [];
+        if (q.room <= 0) return out;
+        const due = this.s.lease.all({ owner, until, grp, topic, now, limit: q.room }) as {
           seq: number;
           attempts: number;
         }[];
-        leased.sort((a, b) => a.seq - b.seq);
-        return leased.map((l) => ({
-          seq: l.seq,
-          attempts: l.attempts,
-          body: (this.s.body.get(l.seq) as { body: string } | undefined)?.body,
-        }));
+        due.sort((a, b) => a.seq - b.seq);
+        for (const l of due)
+          out.push({
+            seq: l.seq,
+            attempts: l.attempts,
+            body: (this.s.body.get(l.seq) as { body: string } | undefined)?.body,
+          });
+        const room = q.room - out.length;
+        if (room <= 0) return out;
+        const cursor = (this.s.cursor.get(grp, topic) as { cursor: number } | undefined)?.cursor ?? 0;
+        const fresh = this.s.newMessages.all(topic, cursor, room) as {
+          seq: number;
+          key: string | null;
+          available_at: number;
+          body: string;
+        }[];
+        if (fresh.length === 0) return out;
+        const busy = new Set<string>();
+        for (const m of fresh) {
+          const keyTaken =
+            m.key !== null && (busy.has(m.key) || this.s.keyBusy.get(grp, topic, m.key) !== undefined);
+          if (m.key !== null) busy.add(m.key);
+          if (keyTaken) {
+            this.s.insertPending.run(grp, topic, m.seq, m.key, WAITING, m.available_at);
+          } else if (m.available_at > now) {
+            this.s.insertPending.run(grp, topic, m.seq, m.key, READY, m.available_at);
+          } else {
+            this.s.insertLeased.run(grp, topic, m.seq, m.key, now, owner, until);
+            out.push({ seq: m.seq, attempts: 1, body: m.body });
+          }
+        }
+        this.s.setCursor.run((fresh.at(-1) as { seq: number }).seq, grp, topic);
+        return out;
       })
       .immediate();
   }
@@ -389,11 +389,15 @@ function prepare(db: Db) {
     cursor: db.prepare('SELECT cursor FROM groups WHERE grp = ? AND topic = ?'),
     setCursor: db.prepare('UPDATE groups SET cursor = ? WHERE grp = ? AND topic = ?'),
     newMessages: db.prepare(
-      'SELECT seq, key, available_at FROM messages WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?',
+      'SELECT seq, key, available_at, body FROM messages WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?',
     ),
     keyBusy: db.prepare('SELECT 1 FROM pending WHERE grp = ? AND topic = ? AND key = ? LIMIT 1'),
     insertPending: db.prepare(
       'INSERT INTO pending (grp, topic, seq, key, state, visible_at, attempts) VALUES (?, ?, ?, ?, ?, ?, 0)',
+    ),
+    insertLeased: db.prepare(
+      `INSERT INTO pending (grp, topic, seq, key, state, visible_at, attempts, lease_owner, lease_until)
+       VALUES (?, ?, ?, ?, ${LEASED}, ?, 1, ?, ?)`,
     ),
     insertPendingOrIgnore: db.prepare(
       'INSERT OR IGNORE INTO pending (grp, topic, seq, key, state, visible_at, attempts) VALUES (?, ?, ?, ?, ?, ?, 0)',
@@ -408,11 +412,11 @@ function prepare(db: Db) {
        RETURNING seq, attempts`,
     ),
     body: db.prepare('SELECT body FROM messages WHERE seq = ?'),
+    // Pending lists stay short (only what consumers have room for is taken from the log), so a
+    // scan of the group's rows by primary key is cheaper than keeping more indexes up to date.
     nextDue: db.prepare(
-      `SELECT min(at) AS at FROM (
-         SELECT min(visible_at) AS at FROM pending WHERE grp = @grp AND topic = @topic AND state = ${READY}
-         UNION ALL
-         SELECT min(lease_until) AS at FROM pending WHERE grp = @grp AND topic = @topic AND state = ${LEASED})`,
+      `SELECT min(CASE state WHEN ${READY} THEN visible_at ELSE lease_until END) AS at
+       FROM pending WHERE grp = @grp AND topic = @topic AND state IN (${READY}, ${LEASED})`,
     ),
     deleteLeased: db.prepare(
       `DELETE FROM pending WHERE grp = ? AND topic = ? AND seq = ? AND lease_owner = ? AND state = ${LEASED} RETURNING key`,
@@ -441,13 +445,16 @@ function prepare(db: Db) {
     ),
     deleteDead: db.prepare('DELETE FROM dead_letters WHERE id = ?'),
     maxSeq: db.prepare('SELECT max(seq) AS m FROM messages'),
+    // A log entry may go once every group of its topic has passed it (cursor) and holds nothing
+    // pending below it. Dead letters keep their own copy of the body.
     compact: db.prepare(
-      `DELETE FROM messages WHERE seq IN (
-         SELECT m.seq FROM messages m
-         WHERE (m.published_at < @before OR m.seq <= @upTo)
-           AND m.seq <= coalesce((SELECT min(g.cursor) FROM groups g WHERE g.topic = m.topic), m.seq)
-           AND NOT EXISTS (SELECT 1 FROM pending p WHERE p.seq = m.seq)
-           AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.seq = m.seq)
+      `WITH low AS (
+         SELECT g.topic, min(min(g.cursor, coalesce(
+           (SELECT min(p.seq) - 1 FROM pending p WHERE p.grp = g.grp AND p.topic = g.topic), g.cursor))) AS water
+         FROM groups g GROUP BY g.topic)
+       DELETE FROM messages WHERE seq IN (
+         SELECT m.seq FROM messages m LEFT JOIN low ON low.topic = m.topic
+         WHERE (m.published_at < @before OR m.seq <= @upTo) AND m.seq <= coalesce(low.water, m.seq)
          LIMIT 100000)`,
     ),
     counts: db.prepare(
