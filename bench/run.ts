@@ -2,6 +2,7 @@
  * `npm run bench`: Parley beside its peers, in one run, on this machine.
  *   --quick        one short run of everything (CI: checks the suite runs, never its numbers)
  *   --only=SUITE   in-process | rpc | events | memory
+ *   --system=TEXT  only systems whose name contains TEXT
  * Prints a table of medians with min–max and ratios, writes results/latest.json and latest.svg.
  */
 import { createConnection } from 'node:net';
@@ -24,6 +25,9 @@ import { rpcSystems } from './rpc/systems.ts';
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const only = args.find((a) => a.startsWith('--only='))?.slice(7);
+/** `--system=TEXT`: only systems whose name contains TEXT (for working on one row). */
+const systemFilter = args.find((a) => a.startsWith('--system='))?.slice(9);
+const wanted = (system: string) => systemFilter === undefined || system.includes(systemFilter);
 const RUNS = quick ? 1 : 3;
 /** Extra runs allowed when a row's runs spread more than 25% (a noisy neighbour took the CPU). */
 const EXTRA = quick ? 0 : 2;
@@ -118,6 +122,7 @@ if (only === undefined || only === 'rpc' || only === 'memory') {
     { name: '64 KiB, c=16', concurrency: 16, size: '64k', seconds: s, warmup: quick ? 0.1 : 0.5 },
   ];
   for (const [system, def] of Object.entries(rpcSystems)) {
+    if (!wanted(system)) continue;
     if (def.needs !== undefined && !brokers[def.needs]) {
       results.skipped.push({ suite: 'rpc', system, reason: `${def.needs} is not reachable on 127.0.0.1` });
       continue;
@@ -183,6 +188,7 @@ if (only === undefined || only === 'memory') {
 if (only === undefined || only === 'events') {
   const count = quick ? 2_000 : 100_000;
   for (const [system, def] of Object.entries(eventSystems)) {
+    if (!wanted(system)) continue;
     if (def.needs !== 'none' && !brokers[def.needs]) {
       results.skipped.push({ suite: 'events', system, reason: `${def.needs} is not reachable on 127.0.0.1` });
       continue;

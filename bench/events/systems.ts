@@ -289,47 +289,54 @@ const moleculerNats: EventSystem = {
 };
 
 /**
- * Parley's embedded broker: publisher and subscriber processes share one SQLite file (WAL,
- * `synchronous=NORMAL`: a confirmed publish survives a process crash, not a power loss).
+ * Parley's embedded broker: publisher and subscriber processes share one SQLite file in WAL mode.
+ * `process` durability (`synchronous=NORMAL`, the default): a confirmed publish survives a process
+ * crash, not a power loss. `power` (`synchronous=FULL`): each commit is fsynced.
  */
 function embeddedPath(topic: string): string {
   return join(tmpdir(), `${topic}.db`);
 }
 
-const parleyEmbedded: EventSystem = {
-  needs: 'none',
-  async subscribe(topic, groups, expected) {
-    const { createEmbeddedBroker } = await import('parley');
-    const broker = createEmbeddedBroker({ path: embeddedPath(topic), pollInterval: 5 });
-    const c = counter(groups, expected);
-    for (let g = 0; g < groups; g++) {
-      await broker.subscribe({ topic, group: `g${g}`, maxInFlight: 256 }, async () => c.hit(g));
-    }
-    return { done: c.done, received: c.total, close: () => broker.close() };
-  },
-  async publish(topic, count, payload) {
-    const { createEmbeddedBroker, createEnvelope } = await import('parley');
-    const broker = createEmbeddedBroker({ path: embeddedPath(topic) });
-    const data = JSON.parse(Buffer.from(payload).toString('utf8')) as unknown;
-    // Confirmed publishes, up to 1,000 awaiting their confirmation at once.
-    let inflight: Promise<unknown>[] = [];
-    for (let i = 0; i < count; i++) {
-      inflight.push(broker.publish(createEnvelope({ source: '/bench', type: topic, data })));
-      if (inflight.length === 1000) {
-        await Promise.all(inflight);
-        inflight = [];
+function parleyEmbedded(durability: 'process' | 'power'): EventSystem {
+  return {
+    needs: 'none',
+    async subscribe(topic, groups, expected) {
+      const { createEmbeddedBroker } = await import('parley');
+      const broker = createEmbeddedBroker({ path: embeddedPath(topic), durability, pollInterval: 5 });
+      const c = counter(groups, expected);
+      for (let g = 0; g < groups; g++) {
+        await broker.subscribe(
+          { topic, group: `g${g}`, maxInFlight: Number(process.env.MIF ?? 256) },
+          async () => c.hit(g),
+        );
       }
-    }
-    await Promise.all(inflight);
-    await broker.close();
-  },
-  async cleanup(topic) {
-    for (const suffix of ['', '-wal', '-shm']) rmSync(`${embeddedPath(topic)}${suffix}`, { force: true });
-  },
-};
+      return { done: c.done, received: c.total, close: () => broker.close() };
+    },
+    async publish(topic, count, payload) {
+      const { createEmbeddedBroker, createEnvelope } = await import('parley');
+      const broker = createEmbeddedBroker({ path: embeddedPath(topic), durability });
+      const data = JSON.parse(Buffer.from(payload).toString('utf8')) as unknown;
+      // Confirmed publishes, up to 1,000 awaiting their confirmation at once.
+      let inflight: Promise<unknown>[] = [];
+      for (let i = 0; i < count; i++) {
+        inflight.push(broker.publish(createEnvelope({ source: '/bench', type: topic, data })));
+        if (inflight.length === 1000) {
+          await Promise.all(inflight);
+          inflight = [];
+        }
+      }
+      await Promise.all(inflight);
+      await broker.close();
+    },
+    async cleanup(topic) {
+      for (const suffix of ['', '-wal', '-shm']) rmSync(`${embeddedPath(topic)}${suffix}`, { force: true });
+    },
+  };
+}
 
 export const eventSystems: Record<string, EventSystem> = {
-  'parley embedded': parleyEmbedded,
+  'parley embedded': parleyEmbedded('process'),
+  'parley embedded, fsync': parleyEmbedded('power'),
   'raw nats': rawNats,
   'raw jetstream': jetstream,
   'raw amqplib': amqp,

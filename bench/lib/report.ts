@@ -91,6 +91,8 @@ function baselineOf(row: Row): string | undefined {
   if (row.suite === 'rpc') return 'raw node:net';
   if (row.suite === 'memory') return row.case === 'idle node' ? 'moleculer' : 'raw node:net';
   if (row.suite === 'events') {
+    // Parley's durable rows against RabbitMQ's durable publish with confirms and manual acks.
+    if (row.system.startsWith('parley embedded')) return 'raw amqplib';
     if (row.system.includes('nats') && !row.system.startsWith('raw')) return 'raw nats';
     return undefined;
   }
@@ -109,6 +111,17 @@ interface Goal {
 
 /** Goals set by the issues; each later issue adds its rows' goals here. */
 const GOALS: Goal[] = [
+  ...['1 → 1', '1 → 4 groups'].map(
+    (kase): Goal => ({
+      suite: 'events',
+      case: kase,
+      system: 'parley embedded',
+      metric: 'throughput',
+      issue: 4,
+      text: '≥ 2× raw amqplib (persistent, confirms)',
+      check: (r) => (r.ratio ?? 0) >= 2,
+    }),
+  ),
   {
     suite: 'in-process',
     case: 'no validation, 100 in flight',

@@ -41,9 +41,22 @@ export function createEnvelope<T>(init: EnvelopeInit<T>, now: number = Date.now(
     ...init,
     specversion: '1.0',
     id: init.id ?? uuidv7(now),
-    time: init.time ?? new Date(now).toISOString(),
+    time: init.time ?? isoTime(now),
   };
   return env;
+}
+
+// Formatting a timestamp costs more than the rest of an envelope; messages made in the same
+// millisecond share the string.
+let lastMs = Number.NaN;
+let lastIso = '';
+
+function isoTime(ms: number): string {
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
 }
 
 const REQUIRED = ['id', 'source', 'type', 'specversion'] as const;

@@ -29,6 +29,7 @@ import type {
 import {
   type DeadRow,
   type Durability,
+  isBusy,
   type Leased,
   type SettleOp,
   Store,
@@ -121,6 +122,13 @@ class EmbeddedBrokerImpl implements EmbeddedBroker {
     this.scheduleFlush();
   }
 
+  /** The write lock was taken: try the tick again very soon, without blocking the event loop. */
+  private busyRetry(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
@@ -167,8 +175,16 @@ class EmbeddedBrokerImpl implements EmbeddedBroker {
         taken = new Map(takes.map((c) => [c, c.take(now)]));
       });
     } catch (error) {
-      // Busy (another process held the write lock past the timeout) or failing: publishers learn
-      // it; deliveries keep their leases, which end by themselves; consumers try again later.
+      if (isBusy(error) && !this.closed) {
+        // Another process is committing: nothing of this tick was written; try again at once.
+        this.publishes = [...publishes, ...this.publishes];
+        this.settles = [...settles, ...this.settles];
+        for (const c of takes) this.takes.add(c);
+        this.busyRetry();
+        return;
+      }
+      // Failing: publishers learn it; deliveries keep their leases, which end by themselves;
+      // consumers try again later.
       failure = ParleyError.from(error, 'UNAVAILABLE');
     }
     for (const [i, p] of publishes.entries()) {

@@ -54,7 +54,7 @@ export interface DeadRow {
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS messages (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  id TEXT NOT NULL UNIQUE,
+  id TEXT NOT NULL,
   topic TEXT NOT NULL,
   key TEXT,
   body TEXT NOT NULL,
@@ -117,7 +117,9 @@ export class Store {
     // NORMAL: a commit survives a crash of the process (it is in the WAL), not a power loss.
     // FULL: the WAL is fsynced at each commit; a commit survives a power loss too.
     this.db.pragma(`synchronous = ${durability === 'power' ? 'FULL' : 'NORMAL'}`);
-    this.db.pragma('busy_timeout = 10000');
+    // No busy timeout: SQLite's own waits in steps of 1 ms and more, long against a commit of a
+    // fraction of one. The broker's tick retries at once instead; other writes use `retrying`.
+    this.db.pragma('busy_timeout = 0');
     this.db.exec(SCHEMA);
     this.s = prepare(this.db);
   }
@@ -155,7 +157,7 @@ export class Store {
   }
 
   ensureGroup(grp: string, topic: string, startFrom: 'beginning' | 'now', now: number): void {
-    this.s.ensureGroup.run({ grp, topic, beginning: startFrom === 'beginning' ? 1 : 0, now });
+    retrying(() => this.s.ensureGroup.run({ grp, topic, beginning: startFrom === 'beginning' ? 1 : 0, now }));
   }
 
   /**
@@ -277,7 +279,7 @@ export class Store {
   }
 
   extendLease(grp: string, topic: string, seq: number, owner: string, until: number): boolean {
-    return this.s.extend.run(until, grp, topic, seq, owner).changes > 0;
+    return retrying(() => this.s.extend.run(until, grp, topic, seq, owner).changes > 0);
   }
 
   deadLetters(where: DeadWhere, limit: number): DeadRow[] {
@@ -289,32 +291,31 @@ export class Store {
 
   /** Dead letters back into their groups' pending lists, attempts reset. */
   replay(where: DeadWhere, now: number): number {
-    return this.db
-      .transaction(() => {
-        const { sql, params } = deadWhere(where);
-        const rows = this.db
-          .prepare(`SELECT * FROM dead_letters ${sql} ORDER BY id`)
-          .all(...params) as (DeadRow & {
-          key: string | null;
-        })[];
-        for (const r of rows) {
-          // Retention may have removed the log entry meanwhile: bring it back from the dead letter.
-          if (this.s.body.get(r.seq) === undefined) {
-            const env = JSON.parse(r.body) as { id: string };
-            this.s.restoreMessage.run(r.seq, env.id, r.topic, r.key, r.body, now, now);
-          }
-          const waiting = r.key !== null && this.s.keyBusy.get(r.grp, r.topic, r.key) !== undefined;
-          this.s.insertPendingOrIgnore.run(r.grp, r.topic, r.seq, r.key, waiting ? WAITING : READY, now);
-          this.s.deleteDead.run(r.id);
+    const run = this.db.transaction(() => {
+      const { sql, params } = deadWhere(where);
+      const rows = this.db
+        .prepare(`SELECT * FROM dead_letters ${sql} ORDER BY id`)
+        .all(...params) as (DeadRow & {
+        key: string | null;
+      })[];
+      for (const r of rows) {
+        // Retention may have removed the log entry meanwhile: bring it back from the dead letter.
+        if (this.s.body.get(r.seq) === undefined) {
+          const env = JSON.parse(r.body) as { id: string };
+          this.s.restoreMessage.run(r.seq, env.id, r.topic, r.key, r.body, now, now);
         }
-        return rows.length;
-      })
-      .immediate();
+        const waiting = r.key !== null && this.s.keyBusy.get(r.grp, r.topic, r.key) !== undefined;
+        this.s.insertPendingOrIgnore.run(r.grp, r.topic, r.seq, r.key, waiting ? WAITING : READY, now);
+        this.s.deleteDead.run(r.id);
+      }
+      return rows.length;
+    });
+    return retrying(() => run.immediate());
   }
 
   purge(where: DeadWhere): number {
     const { sql, params } = deadWhere(where);
-    return this.db.prepare(`DELETE FROM dead_letters ${sql}`).run(...params).changes;
+    return retrying(() => this.db.prepare(`DELETE FROM dead_letters ${sql}`).run(...params).changes);
   }
 
   /**
@@ -322,18 +323,41 @@ export class Store {
    * group of their topic has passed and that nothing pending or dead-lettered still refers to.
    */
   compact(before: number, keep: number, idempotencyBefore: number): number {
-    return this.db
-      .transaction(() => {
-        const max = (this.s.maxSeq.get() as { m: number | null }).m ?? 0;
-        const removed = this.s.compact.run({ before, upTo: max - keep }).changes;
-        this.s.idemExpire.run(idempotencyBefore);
-        return removed;
-      })
-      .immediate();
+    const run = this.db.transaction(() => {
+      const max = (this.s.maxSeq.get() as { m: number | null }).m ?? 0;
+      const removed = this.s.compact.run({ before, upTo: max - keep }).changes;
+      this.s.idemExpire.run(idempotencyBefore);
+      return removed;
+    });
+    return retrying(() => run.immediate());
   }
 
   counts(): { messages: number; pending: number; dead: number } {
     return this.s.counts.get() as { messages: number; pending: number; dead: number };
+  }
+}
+
+/** True for SQLite's "another connection holds the write lock". */
+export function isBusy(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  return code === 'SQLITE_BUSY' || code === 'SQLITE_BUSY_SNAPSHOT' || code === 'SQLITE_LOCKED';
+}
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Runs a rare write, waiting in short steps (0.1 ms, doubling to 10 ms) while another process
+ * holds the write lock; gives up after 10 s with the last error.
+ */
+function retrying<T>(write: () => T): T {
+  const until = Date.now() + 10_000;
+  for (let wait = 0.1; ; wait = Math.min(10, wait * 2)) {
+    try {
+      return write();
+    } catch (error) {
+      if (!isBusy(error) || Date.now() > until) throw error;
+      Atomics.wait(sleeper, 0, 0, wait);
+    }
   }
 }
 
