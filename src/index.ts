@@ -24,6 +24,7 @@ export {
   type EmbeddedBrokerOptions,
 } from './broker/embedded/embedded-broker.ts';
 export type { Durability } from './broker/embedded/store.ts';
+export { type BrokerFactory, type BrokerFactoryOptions, BrokerRegistry } from './broker/from-url.ts';
 export { createInbox, type Inbox, type InboxOptions } from './broker/inbox.ts';
 export { createOutbox, type Outbox, type OutboxOptions } from './broker/outbox.ts';
 export type { Codec } from './codec/codec.ts';
