@@ -17,6 +17,7 @@ export {
   type Delivery,
   type PublishReceipt,
   queueTopic,
+  send,
 } from './broker/broker.ts';
 export {
   createEmbeddedBroker,

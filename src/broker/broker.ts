@@ -16,7 +16,7 @@
  *   goes to the dead-letter store with the error's code, message and the attempt count;
  * - at most `maxInFlight` deliveries per consumer at a time (backpressure).
  */
-import type { Envelope } from '../envelope/envelope.ts';
+import { createEnvelope, type Envelope } from '../envelope/envelope.ts';
 import type { ErrorCode } from '../errors.ts';
 
 export interface BrokerPublishOptions {
@@ -115,4 +115,18 @@ export interface Broker {
 /** The topic of a work queue: one group, every consumer competes, each message handled once. */
 export function queueTopic(name: string): string {
   return `queue:${name}`;
+}
+
+/**
+ * Puts `data` on work queue `queue`: exactly one consumer of the queue's group handles it.
+ * Consumers subscribe with `{ topic: queueTopic(queue), group: queue }`.
+ */
+export function send(
+  broker: Broker,
+  queue: string,
+  data: unknown,
+  options: BrokerPublishOptions & { source?: string } = {},
+): Promise<PublishReceipt> {
+  const { source = '/parley/send', ...publish } = options;
+  return broker.publish(createEnvelope({ source, type: queueTopic(queue), data }), publish);
 }

@@ -15,6 +15,7 @@ import {
   type Envelope,
   ParleyError,
   queueTopic,
+  send,
   subscribe,
   z,
 } from '../../src/index.ts';
@@ -118,11 +119,12 @@ export function brokerConformance(harness: BrokerHarness): void {
 
     test('a work queue delivers each message to exactly one consumer', async () => {
       const b = await broker();
-      const topic = queueTopic(fresh('queue'));
+      const queue = fresh('queue');
+      const topic = queueTopic(queue);
       const seen: number[] = [];
       for (let i = 0; i < 3; i++)
-        await consume(b, { topic, group: 'q' }, (d) => void seen.push(d.envelope.data as number));
-      for (let i = 0; i < 30; i++) await b.publish(envelope(topic, i));
+        await consume(b, { topic, group: queue }, (d) => void seen.push(d.envelope.data as number));
+      for (let i = 0; i < 30; i++) await send(b, queue, i);
       await until(harness, () => seen.length >= 30, '30 deliveries');
       await harness.advance(200);
       assert.deepEqual(

@@ -122,13 +122,6 @@ class EmbeddedBrokerImpl implements EmbeddedBroker {
     this.scheduleFlush();
   }
 
-  /** The write lock was taken: try the tick again very soon, without blocking the event loop. */
-  private busyRetry(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setImmediate(() => this.flush());
-  }
-
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
@@ -175,12 +168,13 @@ class EmbeddedBrokerImpl implements EmbeddedBroker {
         taken = new Map(takes.map((c) => [c, c.take(now)]));
       });
     } catch (error) {
-      if (isBusy(error) && !this.closed) {
-        // Another process is committing: nothing of this tick was written; try again at once.
+      if (isBusy(error)) {
+        // Another process is committing: nothing of this tick was written; try again at once
+        // (on the next turn of the event loop, which stays free meanwhile).
         this.publishes = [...publishes, ...this.publishes];
         this.settles = [...settles, ...this.settles];
         for (const c of takes) this.takes.add(c);
-        this.busyRetry();
+        this.scheduleFlush();
         return;
       }
       // Failing: publishers learn it; deliveries keep their leases, which end by themselves;
@@ -247,7 +241,13 @@ class EmbeddedBrokerImpl implements EmbeddedBroker {
     this.retentionTimer?.cancel();
     await Promise.all([...this.consumers].map((c) => c.close()));
     this.consumers.clear();
+    // Write what is left; while another process holds the lock, wait for it (bounded).
+    const until = Date.now() + 10_000;
     this.flush();
+    while ((this.publishes.length > 0 || this.settles.length > 0) && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 1));
+      this.flush();
+    }
     this.store.close();
   }
 }
