@@ -10,10 +10,7 @@
  * commits. With `power` (`synchronous=FULL`) every confirmed publish survives those too.
  */
 import type { Envelope } from '../../envelope/envelope.ts';
-import { assertEnvelope } from '../../envelope/envelope.ts';
-import { uuidv7 } from '../../envelope/ids.ts';
 import { ParleyError } from '../../errors.ts';
-import { type Backoff, backoffDelay, DEFAULT_BACKOFF } from '../../resilience/backoff.ts';
 import { type Clock, systemClock, type TimerHandle } from '../../runtime/clock.ts';
 import type {
   Broker,
@@ -21,20 +18,12 @@ import type {
   Consumer,
   ConsumerHandler,
   ConsumerSpec,
-  DeadLetter,
-  DeadLetterFilter,
   DeadLetterStore,
   PublishReceipt,
 } from '../broker.ts';
-import {
-  type DeadRow,
-  type Durability,
-  isBusy,
-  type Leased,
-  type SettleOp,
-  Store,
-  type StoredMessage,
-} from './store.ts';
+import { type ConsumerHost, EmbeddedConsumer } from './consumer.ts';
+import { DeadLetters } from './dead-letters.ts';
+import { type Durability, isBusy, type Leased, type SettleOp, Store, type StoredMessage } from './store.ts';
 
 export interface EmbeddedBrokerOptions {
   /** SQLite file; `:memory:` for a broker that lives and dies with the process. */
@@ -68,7 +57,7 @@ export function createEmbeddedBroker(options: EmbeddedBrokerOptions): EmbeddedBr
   return new EmbeddedBrokerImpl(options);
 }
 
-class EmbeddedBrokerImpl implements EmbeddedBroker {
+class EmbeddedBrokerImpl implements EmbeddedBroker, ConsumerHost {
   readonly store: Store;
   readonly clock: Clock;
   readonly pollInterval: number;
@@ -250,213 +239,4 @@ class EmbeddedBrokerImpl implements EmbeddedBroker {
     }
     this.store.close();
   }
-}
-
-/** One consumer of a group: leases due messages, runs the handler, queues the outcome. */
-class EmbeddedConsumer {
-  readonly topic: string;
-  private readonly group: string;
-  private readonly owner = uuidv7();
-  private readonly maxAttempts: number;
-  private readonly backoff: Backoff;
-  private readonly lease: number;
-  private readonly maxInFlight: number;
-  private inflight = 0;
-  private closed = false;
-  private due: number | undefined;
-  private timer: TimerHandle | undefined;
-  private drained: (() => void) | undefined;
-
-  constructor(
-    private readonly broker: EmbeddedBrokerImpl,
-    spec: ConsumerSpec,
-    private readonly handler: ConsumerHandler,
-  ) {
-    this.topic = spec.topic;
-    this.group = spec.group;
-    this.maxAttempts = Math.max(1, spec.maxAttempts ?? 5);
-    this.backoff = { ...DEFAULT_BACKOFF, ...spec.backoff };
-    this.lease = spec.lease ?? 30_000;
-    this.maxInFlight = Math.max(1, spec.maxInFlight ?? 64);
-  }
-
-  /** Looks for work in the next tick's transaction (coalesced). */
-  wake(): void {
-    if (this.closed || this.inflight >= this.maxInFlight) return;
-    this.broker.requestTake(this);
-  }
-
-  /** Inside the tick's transaction: leases what there is room for. */
-  take(now: number): Leased[] {
-    const room = this.maxInFlight - this.inflight;
-    if (this.closed || room <= 0) return [];
-    const leased = this.broker.store.take({
-      grp: this.group,
-      topic: this.topic,
-      owner: this.owner,
-      now,
-      lease: this.lease,
-      room,
-    });
-    // Not full: find out when to look again (a retry or delay coming due, or a lease ending).
-    this.due = leased.length < room ? this.broker.store.nextDue(this.group, this.topic) : undefined;
-    return leased;
-  }
-
-  /** After the tick's commit: runs the handler on what was leased, and plans the next look. */
-  leased(rows: Leased[], now: number, failed: boolean): void {
-    for (const l of rows) this.deliver(l.seq, l.attempts, l.body);
-    if (this.closed || failed) {
-      if (!this.closed) this.poll(this.broker.pollInterval);
-      return;
-    }
-    if (this.inflight >= this.maxInFlight) return; // full: settled deliveries wake us
-    const wait = this.due === undefined ? this.broker.pollInterval : Math.max(0, this.due - now);
-    this.poll(Math.min(wait, this.broker.pollInterval));
-  }
-
-  private poll(ms: number): void {
-    this.timer?.cancel();
-    this.timer = this.broker.clock.setTimeout(() => {
-      this.timer = undefined;
-      this.wake();
-    }, ms);
-  }
-
-  private deliver(seq: number, attempt: number, body: string | undefined): void {
-    this.inflight++;
-    const op = { grp: this.group, topic: this.topic, seq, owner: this.owner };
-    let envelope: Envelope;
-    try {
-      envelope = assertEnvelope(JSON.parse(body ?? ''));
-    } catch (error) {
-      const e = ParleyError.from(error, 'INVALID_ARGUMENT');
-      this.broker.settle(
-        { kind: 'dead', ...op, failure: failure(e.code === 'INVALID_ARGUMENT' ? e : badBody(e)) },
-        this,
-      );
-      return;
-    }
-    const delivery = {
-      envelope,
-      attempt,
-      extendLease: async (ms: number) => {
-        if (
-          !this.broker.store.extendLease(
-            this.group,
-            this.topic,
-            seq,
-            this.owner,
-            this.broker.clock.now() + ms,
-          )
-        ) {
-          throw new ParleyError(
-            'FAILED_PRECONDITION',
-            'the lease was lost: another consumer has the message',
-          );
-        }
-      },
-    };
-    let work: Promise<void>;
-    try {
-      work = this.handler(delivery);
-    } catch (error) {
-      work = Promise.reject(error);
-    }
-    work.then(
-      () => this.broker.settle({ kind: 'ack', ...op }, this),
-      (error: unknown) => {
-        const e = ParleyError.from(error);
-        if (permanent(e) || attempt >= this.maxAttempts) {
-          this.broker.settle({ kind: 'dead', ...op, failure: failure(e) }, this);
-        } else {
-          const delay = backoffDelay(this.backoff, attempt, this.broker.random);
-          this.broker.settle({ kind: 'retry', ...op, delay, failure: failure(e) }, this);
-        }
-      },
-    );
-  }
-
-  /** The outcome of one delivery was committed. */
-  settled(): void {
-    this.inflight--;
-    if (this.closed) {
-      if (this.inflight === 0) this.drained?.();
-      return;
-    }
-    this.wake();
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    this.timer?.cancel();
-    if (this.inflight > 0) await new Promise<void>((resolve) => (this.drained = resolve));
-  }
-}
-
-/**
- * Straight to dead-letter only when someone decided the failure is permanent: not for a wrapped
- * foreign error, and not for a handler that ran out of time or was cancelled (a later try may
- * well succeed).
- */
-function permanent(e: ParleyError): boolean {
-  return !e.retryable && !e.unexpected && e.code !== 'DEADLINE_EXCEEDED' && e.code !== 'CANCELLED';
-}
-
-function failure(e: ParleyError): { code: string; message: string; retryable: boolean } {
-  return { code: e.code, message: e.message, retryable: e.retryable };
-}
-
-function badBody(e: ParleyError): ParleyError {
-  return new ParleyError('INVALID_ARGUMENT', `stored message is not an envelope: ${e.message}`);
-}
-
-class DeadLetters implements DeadLetterStore {
-  constructor(private readonly broker: EmbeddedBrokerImpl) {}
-
-  async list(filter: DeadLetterFilter = {}, limit = 100): Promise<DeadLetter[]> {
-    return this.broker.store.deadLetters(filter, limit).map(toDeadLetter);
-  }
-
-  async get(id: number): Promise<DeadLetter | undefined> {
-    return (await this.list({ ids: [id] }, 1))[0];
-  }
-
-  async replay(filter: DeadLetterFilter = {}): Promise<number> {
-    const n = this.broker.store.replay(filter, this.broker.clock.now());
-    this.broker.wakeAll();
-    return n;
-  }
-
-  async purge(filter: DeadLetterFilter = {}): Promise<number> {
-    return this.broker.store.purge(filter);
-  }
-}
-
-function toDeadLetter(r: DeadRow): DeadLetter {
-  let envelope: Envelope;
-  try {
-    envelope = JSON.parse(r.body) as Envelope;
-  } catch {
-    envelope = {
-      specversion: '1.0',
-      id: `unreadable-${r.id}`,
-      source: '',
-      type: r.topic,
-      time: '',
-      data: r.body,
-    };
-  }
-  return {
-    id: r.id,
-    topic: r.topic,
-    group: r.grp,
-    envelope,
-    code: ParleyError.fromWire({ code: r.code }).code,
-    message: r.message,
-    retryable: r.retryable === 1,
-    attempts: r.attempts,
-    firstFailureAt: r.first_failure_at,
-    lastFailureAt: r.last_failure_at,
-  };
 }

@@ -6,15 +6,11 @@
  * pending-entries list. Every method is one transaction; several processes may share the file.
  */
 import Database from 'better-sqlite3';
+import { prepare, READY, SCHEMA, type Statements, WAITING } from './statements.ts';
 
 type Db = Database.Database;
 
 export type Durability = 'process' | 'power';
-
-/** States of a pending row. */
-const READY = 0;
-const LEASED = 1;
-const WAITING = 2;
 
 export interface StoredMessage {
   id: string;
@@ -51,65 +47,9 @@ export interface DeadRow {
   last_failure_at: number;
 }
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS messages (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  id TEXT NOT NULL,
-  topic TEXT NOT NULL,
-  key TEXT,
-  body TEXT NOT NULL,
-  published_at INTEGER NOT NULL,
-  available_at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_topic ON messages (topic, seq);
-CREATE TABLE IF NOT EXISTS groups (
-  grp TEXT NOT NULL,
-  topic TEXT NOT NULL,
-  cursor INTEGER NOT NULL,
-  created_at INTEGER NOT NULL,
-  PRIMARY KEY (grp, topic)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS pending (
-  grp TEXT NOT NULL,
-  topic TEXT NOT NULL,
-  seq INTEGER NOT NULL,
-  key TEXT,
-  state INTEGER NOT NULL,
-  visible_at INTEGER NOT NULL,
-  attempts INTEGER NOT NULL DEFAULT 0,
-  lease_owner TEXT,
-  lease_until INTEGER,
-  first_failure_at INTEGER,
-  last_failure_at INTEGER,
-  last_code TEXT,
-  last_message TEXT,
-  PRIMARY KEY (grp, topic, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS pending_key ON pending (grp, topic, key, seq) WHERE key IS NOT NULL;
-CREATE TABLE IF NOT EXISTS dead_letters (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  grp TEXT NOT NULL,
-  topic TEXT NOT NULL,
-  seq INTEGER NOT NULL,
-  key TEXT,
-  body TEXT NOT NULL,
-  code TEXT NOT NULL,
-  message TEXT NOT NULL,
-  retryable INTEGER NOT NULL,
-  attempts INTEGER NOT NULL,
-  first_failure_at INTEGER NOT NULL,
-  last_failure_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS idempotency (
-  key TEXT PRIMARY KEY,
-  message_id TEXT NOT NULL,
-  at INTEGER NOT NULL
-) WITHOUT ROWID;
-`;
-
 export class Store {
   readonly db: Db;
-  private readonly s: ReturnType<typeof prepare>;
+  private readonly s: Statements;
 
   constructor(path: string, durability: Durability) {
     this.db = new Database(path);
@@ -393,97 +333,4 @@ function deadWhere(w: DeadWhere): { sql: string; params: unknown[] } {
     params.push(...w.ids);
   }
   return { sql: clauses.length === 0 ? '' : `WHERE ${clauses.join(' AND ')}`, params };
-}
-
-function prepare(db: Db) {
-  return {
-    insertMessage: db.prepare(
-      'INSERT INTO messages (id, topic, key, body, published_at, available_at) VALUES (?, ?, ?, ?, ?, ?)',
-    ),
-    restoreMessage: db.prepare(
-      'INSERT INTO messages (seq, id, topic, key, body, published_at, available_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
-    ),
-    idemGet: db.prepare('SELECT message_id FROM idempotency WHERE key = ? AND at > ?'),
-    idemPut: db.prepare('INSERT OR REPLACE INTO idempotency (key, message_id, at) VALUES (?, ?, ?)'),
-    idemExpire: db.prepare('DELETE FROM idempotency WHERE at < ?'),
-    ensureGroup: db.prepare(
-      `INSERT OR IGNORE INTO groups (grp, topic, cursor, created_at)
-       VALUES (@grp, @topic, CASE WHEN @beginning = 1 THEN 0 ELSE (SELECT coalesce(max(seq), 0) FROM messages) END, @now)`,
-    ),
-    cursor: db.prepare('SELECT cursor FROM groups WHERE grp = ? AND topic = ?'),
-    setCursor: db.prepare('UPDATE groups SET cursor = ? WHERE grp = ? AND topic = ?'),
-    newMessages: db.prepare(
-      'SELECT seq, key, available_at, body FROM messages WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?',
-    ),
-    keyBusy: db.prepare('SELECT 1 FROM pending WHERE grp = ? AND topic = ? AND key = ? LIMIT 1'),
-    insertPending: db.prepare(
-      'INSERT INTO pending (grp, topic, seq, key, state, visible_at, attempts) VALUES (?, ?, ?, ?, ?, ?, 0)',
-    ),
-    insertLeased: db.prepare(
-      `INSERT INTO pending (grp, topic, seq, key, state, visible_at, attempts, lease_owner, lease_until)
-       VALUES (?, ?, ?, ?, ${LEASED}, ?, 1, ?, ?)`,
-    ),
-    insertPendingOrIgnore: db.prepare(
-      'INSERT OR IGNORE INTO pending (grp, topic, seq, key, state, visible_at, attempts) VALUES (?, ?, ?, ?, ?, ?, 0)',
-    ),
-    lease: db.prepare(
-      `UPDATE pending SET state = ${LEASED}, lease_owner = @owner, lease_until = @until, attempts = attempts + 1
-       WHERE (grp, topic, seq) IN (
-         SELECT grp, topic, seq FROM pending
-         WHERE grp = @grp AND topic = @topic
-           AND ((state = ${READY} AND visible_at <= @now) OR (state = ${LEASED} AND lease_until <= @now))
-         ORDER BY seq LIMIT @limit)
-       RETURNING seq, attempts`,
-    ),
-    body: db.prepare('SELECT body FROM messages WHERE seq = ?'),
-    // Pending lists stay short (only what consumers have room for is taken from the log), so a
-    // scan of the group's rows by primary key is cheaper than keeping more indexes up to date.
-    nextDue: db.prepare(
-      `SELECT min(CASE state WHEN ${READY} THEN visible_at ELSE lease_until END) AS at
-       FROM pending WHERE grp = @grp AND topic = @topic AND state IN (${READY}, ${LEASED})`,
-    ),
-    deleteLeased: db.prepare(
-      `DELETE FROM pending WHERE grp = ? AND topic = ? AND seq = ? AND lease_owner = ? AND state = ${LEASED} RETURNING key`,
-    ),
-    deletePending: db.prepare('DELETE FROM pending WHERE grp = ? AND topic = ? AND seq = ?'),
-    pendingRow: db.prepare(
-      `SELECT key, attempts, first_failure_at FROM pending
-       WHERE grp = ? AND topic = ? AND seq = ? AND lease_owner = ? AND state = ${LEASED}`,
-    ),
-    retry: db.prepare(
-      `UPDATE pending SET state = ${READY}, visible_at = ?, lease_owner = NULL, lease_until = NULL,
-         first_failure_at = coalesce(first_failure_at, ?), last_failure_at = ?, last_code = ?, last_message = ?
-       WHERE grp = ? AND topic = ? AND seq = ? AND lease_owner = ? AND state = ${LEASED}`,
-    ),
-    promote: db.prepare(
-      `UPDATE pending SET state = ${READY}
-       WHERE grp = @grp AND topic = @topic AND seq = (
-         SELECT min(seq) FROM pending WHERE grp = @grp AND topic = @topic AND key = @key AND state = ${WAITING})`,
-    ),
-    extend: db.prepare(
-      `UPDATE pending SET lease_until = ? WHERE grp = ? AND topic = ? AND seq = ? AND lease_owner = ? AND state = ${LEASED}`,
-    ),
-    insertDead: db.prepare(
-      `INSERT INTO dead_letters (grp, topic, seq, key, body, code, message, retryable, attempts, first_failure_at, last_failure_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ),
-    deleteDead: db.prepare('DELETE FROM dead_letters WHERE id = ?'),
-    maxSeq: db.prepare('SELECT max(seq) AS m FROM messages'),
-    // A log entry may go once every group of its topic has passed it (cursor) and holds nothing
-    // pending below it. Dead letters keep their own copy of the body.
-    compact: db.prepare(
-      `WITH low AS (
-         SELECT g.topic, min(min(g.cursor, coalesce(
-           (SELECT min(p.seq) - 1 FROM pending p WHERE p.grp = g.grp AND p.topic = g.topic), g.cursor))) AS water
-         FROM groups g GROUP BY g.topic)
-       DELETE FROM messages WHERE seq IN (
-         SELECT m.seq FROM messages m LEFT JOIN low ON low.topic = m.topic
-         WHERE (m.published_at < @before OR m.seq <= @upTo) AND m.seq <= coalesce(low.water, m.seq)
-         LIMIT 100000)`,
-    ),
-    counts: db.prepare(
-      `SELECT (SELECT count(*) FROM messages) AS messages, (SELECT count(*) FROM pending) AS pending,
-              (SELECT count(*) FROM dead_letters) AS dead`,
-    ),
-  };
 }

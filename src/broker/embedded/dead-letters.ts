@@ -1,0 +1,59 @@
+/**
+ * @module broker/embedded/dead-letters
+ * The embedded broker's dead-letter store: list, inspect, replay into the group, purge.
+ */
+import type { Envelope } from '../../envelope/envelope.ts';
+import { ParleyError } from '../../errors.ts';
+import type { Clock } from '../../runtime/clock.ts';
+import type { DeadLetter, DeadLetterFilter, DeadLetterStore } from '../broker.ts';
+import type { DeadRow, Store } from './store.ts';
+
+export class DeadLetters implements DeadLetterStore {
+  constructor(private readonly broker: { readonly store: Store; readonly clock: Clock; wakeAll(): void }) {}
+
+  async list(filter: DeadLetterFilter = {}, limit = 100): Promise<DeadLetter[]> {
+    return this.broker.store.deadLetters(filter, limit).map(toDeadLetter);
+  }
+
+  async get(id: number): Promise<DeadLetter | undefined> {
+    return (await this.list({ ids: [id] }, 1))[0];
+  }
+
+  async replay(filter: DeadLetterFilter = {}): Promise<number> {
+    const n = this.broker.store.replay(filter, this.broker.clock.now());
+    this.broker.wakeAll();
+    return n;
+  }
+
+  async purge(filter: DeadLetterFilter = {}): Promise<number> {
+    return this.broker.store.purge(filter);
+  }
+}
+
+function toDeadLetter(r: DeadRow): DeadLetter {
+  let envelope: Envelope;
+  try {
+    envelope = JSON.parse(r.body) as Envelope;
+  } catch {
+    envelope = {
+      specversion: '1.0',
+      id: `unreadable-${r.id}`,
+      source: '',
+      type: r.topic,
+      time: '',
+      data: r.body,
+    };
+  }
+  return {
+    id: r.id,
+    topic: r.topic,
+    group: r.grp,
+    envelope,
+    code: ParleyError.fromWire({ code: r.code }).code,
+    message: r.message,
+    retryable: r.retryable === 1,
+    attempts: r.attempts,
+    firstFailureAt: r.first_failure_at,
+    lastFailureAt: r.last_failure_at,
+  };
+}
