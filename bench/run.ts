@@ -242,7 +242,7 @@ if (only === undefined || only === 'events') {
 }
 
 // ---------------------------------------------------------------- report
-const rows = results.rows();
+const rows = results.rows(!quick);
 const date = new Date().toISOString();
 const report = {
   date,

@@ -28,6 +28,19 @@ const NATS = { servers: '127.0.0.1:4222' };
 const AMQP = 'amqp://guest:guest@127.0.0.1:5672';
 const REDIS = { host: '127.0.0.1', port: 6379 };
 
+/** Calls `send` `count` times with at most `window` calls awaiting their result at once. */
+async function windowed(count: number, window: number, send: () => Promise<unknown>): Promise<void> {
+  let inflight: Promise<unknown>[] = [];
+  for (let i = 0; i < count; i++) {
+    inflight.push(send());
+    if (inflight.length === window) {
+      await Promise.all(inflight);
+      inflight = [];
+    }
+  }
+  await Promise.all(inflight);
+}
+
 /** Counts deliveries per group and resolves when all groups have all messages. */
 function counter(groups: number, expected: number) {
   const counts = new Array<number>(groups).fill(0);
@@ -113,15 +126,7 @@ const jetstream: EventSystem = {
     const nc = await connect(NATS);
     const js = nc.jetstream();
     // Up to 256 publishes awaiting their ack at once.
-    let inflight: Promise<unknown>[] = [];
-    for (let i = 0; i < count; i++) {
-      inflight.push(js.publish(topic, payload));
-      if (inflight.length === 256) {
-        await Promise.all(inflight);
-        inflight = [];
-      }
-    }
-    await Promise.all(inflight);
+    await windowed(count, 256, () => js.publish(topic, payload));
     await nc.drain();
   },
   async cleanup(topic) {
@@ -274,15 +279,7 @@ const moleculerNats: EventSystem = {
     const data = { note: Buffer.from(payload).toString('utf8') };
     // emit is fire-and-forget in Moleculer; wait for the transporter now and then so the client
     // never buffers the whole run.
-    let pending: Promise<unknown>[] = [];
-    for (let i = 0; i < count; i++) {
-      pending.push(broker.emit(topic, data));
-      if (pending.length === 1000) {
-        await Promise.all(pending);
-        pending = [];
-      }
-    }
-    await Promise.all(pending);
+    await windowed(count, 1000, () => broker.emit(topic, data));
     await broker.stop();
   },
   async cleanup() {},
@@ -317,15 +314,9 @@ function parleyEmbedded(durability: 'process' | 'power'): EventSystem {
       const broker = createEmbeddedBroker({ path: embeddedPath(topic), durability });
       const data = JSON.parse(Buffer.from(payload).toString('utf8')) as unknown;
       // Confirmed publishes, up to 1,000 awaiting their confirmation at once.
-      let inflight: Promise<unknown>[] = [];
-      for (let i = 0; i < count; i++) {
-        inflight.push(broker.publish(createEnvelope({ source: '/bench', type: topic, data })));
-        if (inflight.length === 1000) {
-          await Promise.all(inflight);
-          inflight = [];
-        }
-      }
-      await Promise.all(inflight);
+      await windowed(count, 1000, () =>
+        broker.publish(createEnvelope({ source: '/bench', type: topic, data })),
+      );
       await broker.close();
     },
     async cleanup(topic) {

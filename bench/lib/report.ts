@@ -54,7 +54,8 @@ export class Results {
     return this.values.get([suite, kase, system, metric].join('\u0000'))?.runs ?? [];
   }
 
-  rows(): Row[] {
+  /** `judge: false` (a quick run): goals are shown but not judged; such numbers mean nothing. */
+  rows(judge = true): Row[] {
     const rows: Row[] = [];
     for (const { row, runs } of this.values.values()) {
       rows.push({ ...row, value: median(runs), runs, min: Math.min(...runs), max: Math.max(...runs) });
@@ -78,7 +79,7 @@ export class Results {
       );
       if (goal !== undefined) {
         row.goal = `${goal.text} (issue ${goal.issue})`;
-        row.pass = goal.check(row);
+        if (judge) row.pass = goal.check(row);
       }
     }
     return rows;
@@ -163,7 +164,8 @@ export function printTable(rows: Row[], skipped: Skip[]): string {
     );
     for (const r of rows.filter((x) => x.suite === suite)) {
       const ratio = r.ratio === undefined ? '' : `${r.ratio.toFixed(2)}× ${r.baseline}`;
-      const goal = r.goal === undefined ? '' : `${r.goal}: ${r.pass ? 'PASS' : 'FAIL'}`;
+      const verdict = r.pass === undefined ? 'not judged (quick run)' : r.pass ? 'PASS' : 'FAIL';
+      const goal = r.goal === undefined ? '' : `${r.goal}: ${verdict}`;
       lines.push(
         `| ${r.case} | ${r.system} | ${r.metric} | ${format(r.value, r.unit)} | ${format(r.min, r.unit)}–${format(r.max, r.unit)} | ${ratio} | ${goal} |`,
       );
