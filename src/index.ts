@@ -63,6 +63,7 @@ export {
   type ParleyErrorOptions,
   type WireError,
 } from './errors.ts';
+export { createHub, type Hub, type HubOptions } from './hub/hub.ts';
 export { type Balancer, type BalancerOptions, createBalancer } from './runtime/balancer.ts';
 export type { Client } from './runtime/client.ts';
 export {
@@ -101,6 +102,11 @@ export {
   type MemoryNetwork,
   type MemoryNetworkOptions,
 } from './transport/memory.ts';
+export {
+  createTcpTransport,
+  type TcpTransport,
+  type TcpTransportOptions,
+} from './transport/tcp/tcp-transport.ts';
 export {
   DEFAULT_MAX_PAYLOAD,
   type NodeInfo,

@@ -1,0 +1,129 @@
+/**
+ * @module transport/tcp/frames
+ * The wire format of the TCP transport and the hub: length-prefixed frames.
+ *
+ *   [u32 BE length of the rest][u8 type][u32 BE id][payload]
+ *
+ * A length above the configured maximum is rejected from the 4-byte header, before anything is
+ * allocated for the frame; an unknown type closes the connection. Writes are queued and flushed
+ * once per tick, so many small frames leave in one `write`.
+ */
+import type { Socket } from 'node:net';
+
+export const FrameType = {
+  /** Node → node: a request (id = correlation). */
+  Request: 1,
+  /** Node → node: a reply frame. */
+  Reply: 2,
+  /** Node → node: the transport failed the request (payload: wire error JSON). */
+  Failure: 3,
+  /** Node → node: the caller gave up on request `id`. */
+  Cancel: 4,
+  /** Node → hub → every other node: a notification. */
+  Broadcast: 5,
+  /** Node → hub: join or update (payload: JSON { version, info, address }). */
+  Hello: 10,
+  /** Hub → node: a node is up or changed (payload: JSON { info, address }). */
+  NodeUp: 11,
+  /** Hub → node: a node is gone (payload: JSON { id }). */
+  NodeDown: 12,
+  /** Node → hub and back: still alive. */
+  Ping: 13,
+} as const;
+
+export type FrameType = (typeof FrameType)[keyof typeof FrameType];
+
+const KNOWN = new Set<number>(Object.values(FrameType));
+const HEADER = 9;
+
+export const PROTOCOL_VERSION = 1;
+
+export interface Frame {
+  type: FrameType;
+  id: number;
+  payload: Buffer;
+}
+
+/** Splits a byte stream into frames; `onError` gets the reason when the stream is not ours. */
+export class FrameReader {
+  private chunks: Buffer[] = [];
+  private size = 0;
+
+  constructor(
+    private readonly maxPayload: number,
+    private readonly onFrame: (frame: Frame) => void,
+    private readonly onError: (reason: string) => void,
+  ) {}
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+    while (this.size >= 4) {
+      const head = this.peek(4);
+      const length = head.readUInt32BE(0);
+      if (length < HEADER - 4 || length - (HEADER - 4) > this.maxPayload) {
+        this.onError(`frame of ${length} bytes is over the maximum of ${this.maxPayload}`);
+        this.chunks = [];
+        this.size = 0;
+        return;
+      }
+      if (this.size < 4 + length) return;
+      const frame = this.take(4 + length);
+      const type = frame.readUInt8(4);
+      if (!KNOWN.has(type)) {
+        this.onError(`unknown frame type ${type}`);
+        this.chunks = [];
+        this.size = 0;
+        return;
+      }
+      this.onFrame({ type: type as FrameType, id: frame.readUInt32BE(5), payload: frame.subarray(HEADER) });
+    }
+  }
+
+  private peek(n: number): Buffer {
+    const first = this.chunks[0] as Buffer;
+    if (first.length >= n) return first;
+    return Buffer.concat(this.chunks).subarray(0, n);
+  }
+
+  private take(n: number): Buffer {
+    const all = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks);
+    const out = all.subarray(0, n);
+    const rest = all.subarray(n);
+    this.chunks = rest.length > 0 ? [rest] : [];
+    this.size = rest.length;
+    return out;
+  }
+}
+
+export function encodeFrame(type: FrameType, id: number, payload: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(HEADER + payload.byteLength);
+  out.writeUInt32BE(HEADER - 4 + payload.byteLength, 0);
+  out.writeUInt8(type, 4);
+  out.writeUInt32BE(id >>> 0, 5);
+  out.set(payload, HEADER);
+  return out;
+}
+
+/** Queues frames and writes them once per tick; honours the socket's backpressure. */
+export class FrameWriter {
+  private queue: Buffer[] = [];
+  private scheduled = false;
+
+  constructor(private readonly socket: Socket) {}
+
+  send(type: FrameType, id: number, payload: Uint8Array): void {
+    this.queue.push(encodeFrame(type, id, payload));
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    if (this.queue.length === 0 || this.socket.destroyed) return;
+    const batch = this.queue.length === 1 ? (this.queue[0] as Buffer) : Buffer.concat(this.queue);
+    this.queue = [];
+    this.socket.write(batch);
+  }
+}
