@@ -157,11 +157,6 @@ if (only === undefined || only === 'rpc' || only === 'memory') {
       () => results.runsOf('rpc', 'c=64', system, 'throughput'),
     );
   }
-  results.skipped.push({
-    suite: 'rpc',
-    system: 'parley',
-    reason: 'Parley has no cross-process transport yet; its rows arrive with the TCP transport (issue 5)',
-  });
 }
 
 // ---------------------------------------------------------------- node memory

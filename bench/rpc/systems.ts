@@ -298,7 +298,56 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+async function parleyBench() {
+  const parley = await import('parley');
+  const { z } = parley;
+  const contract = parley.defineContract({
+    name: 'bench',
+    version: '1.0.0',
+    actions: {
+      add: {
+        input: z.object({ a: z.number(), b: z.number(), note: z.string() }),
+        output: z.object({ sum: z.number() }),
+      },
+    },
+  });
+  return { parley, contract };
+}
+
+/** Parley's TCP transport: a hub for discovery, calls straight from node to node. */
+const parleyTcp: RpcSystem = {
+  async serve() {
+    const { parley, contract } = await parleyBench();
+    const hub = await parley.createHub();
+    const node = parley.createNode({
+      logLevel: 'silent',
+      transport: parley.createTcpTransport({ hub: hub.url }),
+      services: [parley.implement(contract, { actions: { add: ({ a, b }) => ({ sum: a + b }) } })],
+    });
+    await node.start();
+    return {
+      port: hub.port,
+      close: async () => {
+        await node.stop();
+        await hub.close();
+      },
+    };
+  },
+  async connect(port) {
+    const { parley, contract } = await parleyBench();
+    const node = parley.createNode({
+      logLevel: 'silent',
+      transport: parley.createTcpTransport({ hub: `parley://${HOST}:${port}` }),
+    });
+    await node.start();
+    while (node.registry.endpoints('bench').length === 0) await new Promise((r) => setTimeout(r, 5));
+    const client = node.client(contract);
+    return { call: (req) => client.add(req), close: () => node.stop() };
+  },
+};
+
 export const rpcSystems: Record<string, RpcSystem> = {
+  'parley tcp': parleyTcp,
   'raw node:net': rawNet,
   'fastify+undici': fastify,
   'grpc-js': grpc,
