@@ -9,6 +9,7 @@ import { ParleyError } from '../errors.ts';
 import type { Clock } from '../runtime/clock.ts';
 import { systemClock } from '../runtime/clock.ts';
 import { type FaultOptions, LinkFaults } from './faults.ts';
+import { awaitReply, frameTooLarge } from './pending.ts';
 import type { NodeInfo, RequestOptions, Transport, TransportHandler } from './transport.ts';
 import { DEFAULT_MAX_PAYLOAD } from './transport.ts';
 
@@ -198,33 +199,20 @@ export function createMemoryNetwork(options: MemoryNetworkOptions = {}): MemoryN
       if (from === undefined)
         return Promise.reject(new ParleyError('UNAVAILABLE', 'transport is not started'));
       if (frame.byteLength > this.maxPayload) {
-        return Promise.reject(tooLarge(frame.byteLength, this.maxPayload));
+        return Promise.reject(frameTooLarge(frame.byteLength, this.maxPayload));
       }
       const target = members.get(nodeId);
       if (target === undefined)
         return Promise.reject(new ParleyError('UNAVAILABLE', `node ${nodeId} is not reachable`));
-      const { signal } = options;
-      if (signal?.aborted) return Promise.reject(signal.reason);
       const id = ++this.seq;
-      return new Promise<Uint8Array>((resolve, reject) => {
-        const onAbort = () => {
-          this.pending.delete(id);
-          reject(signal?.reason);
-        };
-        signal?.addEventListener('abort', onAbort, { once: true });
-        this.pending.set(id, {
-          to: nodeId,
-          resolve: (reply) => {
-            signal?.removeEventListener('abort', onAbort);
-            resolve(reply);
-          },
-          reject: (error) => {
-            signal?.removeEventListener('abort', onAbort);
-            reject(error);
-          },
-        });
-        send(from, nodeId, 'request', () => target.receiveRequest(from, frame, id));
-      });
+      return awaitReply(
+        options.signal,
+        () => this.pending.delete(id),
+        (reply) => {
+          this.pending.set(id, { to: nodeId, ...reply });
+          send(from, nodeId, 'request', () => target.receiveRequest(from, frame, id));
+        },
+      );
     }
 
     broadcast(frame: Uint8Array): void {
@@ -295,14 +283,14 @@ export function createMemoryNetwork(options: MemoryNetworkOptions = {}): MemoryN
         if (!scheduled) this.replySettled();
       };
       if (frame.byteLength > this.maxPayload) {
-        const error = tooLarge(frame.byteLength, this.maxPayload).toWire();
+        const error = frameTooLarge(frame.byteLength, this.maxPayload).toWire();
         reply((p) => p.reject(ParleyError.fromWire(error)));
         return;
       }
       handler.onRequest(frame, from).then(
         (out) => {
           if (out.byteLength > this.maxPayload) {
-            const error = tooLarge(out.byteLength, this.maxPayload).toWire();
+            const error = frameTooLarge(out.byteLength, this.maxPayload).toWire();
             reply((p) => p.reject(ParleyError.fromWire(error)));
           } else reply((p) => p.resolve(out));
         },
@@ -321,10 +309,4 @@ export function createMemoryNetwork(options: MemoryNetworkOptions = {}): MemoryN
   }
 
   return network;
-}
-
-function tooLarge(size: number, max: number): ParleyError {
-  return new ParleyError('RESOURCE_EXHAUSTED', `frame of ${size} bytes exceeds the maximum of ${max}`, {
-    details: { size, max },
-  });
 }

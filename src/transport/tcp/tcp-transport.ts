@@ -8,6 +8,7 @@
 import { once } from 'node:events';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { ParleyError } from '../../errors.ts';
+import { awaitReply, frameTooLarge } from '../pending.ts';
 import {
   DEFAULT_MAX_PAYLOAD,
   type NodeInfo,
@@ -221,44 +222,26 @@ class TcpTransportImpl implements TcpTransport {
       return Promise.reject(new ParleyError('UNAVAILABLE', 'transport is not started'));
     }
     if (frame.byteLength > this.maxPayload) {
-      return Promise.reject(
-        new ParleyError(
-          'RESOURCE_EXHAUSTED',
-          `frame of ${frame.byteLength} bytes exceeds the maximum of ${this.maxPayload}`,
-          {
-            details: { size: frame.byteLength, max: this.maxPayload },
-          },
-        ),
-      );
+      return Promise.reject(frameTooLarge(frame.byteLength, this.maxPayload));
     }
     const address = this.peers.get(nodeId);
     if (address === undefined)
       return Promise.reject(new ParleyError('UNAVAILABLE', `node ${nodeId} is not known`));
-    const { signal } = options;
-    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (options.signal?.aborted) return Promise.reject(options.signal.reason);
     const conn = this.connTo(nodeId, address);
     // Ids wrap at 2^32 and skip 0.
     this.seq = this.seq >= 0xffffffff ? 1 : this.seq + 1;
     const id = this.seq;
-    return new Promise<Uint8Array>((resolve, reject) => {
-      const onAbort = () => {
+    return awaitReply(
+      options.signal,
+      () => {
         if (this.pending.delete(id)) conn.writer.send(FrameType.Cancel, id, Buffer.alloc(0));
-        reject(signal?.reason);
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.pending.set(id, {
-        conn,
-        resolve: (reply) => {
-          signal?.removeEventListener('abort', onAbort);
-          resolve(reply);
-        },
-        reject: (error) => {
-          signal?.removeEventListener('abort', onAbort);
-          reject(error);
-        },
-      });
-      conn.writer.send(FrameType.Request, id, frame);
-    });
+      },
+      (reply) => {
+        this.pending.set(id, { conn, ...reply });
+        conn.writer.send(FrameType.Request, id, frame);
+      },
+    );
   }
 
   broadcast(frame: Uint8Array): void {
