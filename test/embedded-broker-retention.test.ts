@@ -2,10 +2,7 @@
  * Embedded-broker specifics: retention, durability across reopen, URLs.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import {
   BrokerRegistry,
   createEmbeddedBroker,
@@ -13,9 +10,9 @@ import {
   createFakeClock,
   ParleyError,
 } from '../src/index.ts';
+import { tempDir } from './helpers.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'parley-embedded-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
+const dir = tempDir('embedded');
 
 const env = (type: string, data: unknown) => createEnvelope({ source: '/t', type, data });
 
@@ -61,7 +58,7 @@ describe('embedded broker', () => {
   });
 
   it('what was confirmed is there after the broker is closed and opened again', async () => {
-    const path = join(dir, 'reopen.db');
+    const path = dir.file('reopen.db');
     const first = createEmbeddedBroker({ path, durability: 'power' });
     for (let i = 0; i < 100; i++) await first.publish(env('re.open', i));
     await first.close();
@@ -78,7 +75,7 @@ describe('embedded broker', () => {
 
   it('opens by URL; an unknown scheme is INVALID_ARGUMENT naming the known ones', async () => {
     const registry = new BrokerRegistry();
-    const broker = await registry.open(`embedded:${join(dir, 'url.db')}`);
+    const broker = await registry.open(`embedded:${dir.file('url.db')}`);
     assert.equal((await broker.publish(env('u.rl', 1))).duplicate, false);
     await broker.close();
     await assert.rejects(registry.open('carrier-pigeon://coop'), (e: unknown) => {

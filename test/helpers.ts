@@ -1,6 +1,10 @@
 /**
  * Shared test helpers: silent nodes, bounded waiting, a contract used across suites.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after } from 'node:test';
 import { pino } from 'pino';
 import {
   type ActionHandlers,
@@ -96,4 +100,11 @@ export function calcService(
     ...overrides,
   };
   return implement(calc, { actions, on });
+}
+
+/** A temporary directory removed when the test file ends; `file(name)` gives a path inside it. */
+export function tempDir(prefix: string): { path: string; file(name: string): string } {
+  const path = mkdtempSync(join(tmpdir(), `parley-${prefix}-`));
+  after(() => rmSync(path, { recursive: true, force: true }));
+  return { path, file: (name) => join(path, name) };
 }

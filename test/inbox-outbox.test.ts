@@ -3,10 +3,7 @@
  * publishes an event if and only if the service's transaction committed, even across a crash.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import {
   createEmbeddedBroker,
@@ -20,10 +17,9 @@ import {
   subscribe,
   z,
 } from '../src/index.ts';
-import { testNode } from './helpers.ts';
+import { tempDir, testNode } from './helpers.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'parley-outbox-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
+const dir = tempDir('outbox');
 
 const shop = defineContract({
   name: 'shop',
@@ -100,8 +96,8 @@ describe('inbox', () => {
 
 describe('outbox', () => {
   it('an event committed with the order is published after a crash that came before the relay ran', async () => {
-    const servicePath = join(dir, 'shop-1.db');
-    const brokerPath = join(dir, 'broker-1.db');
+    const servicePath = dir.file('shop-1.db');
+    const brokerPath = dir.file('broker-1.db');
     // First life: the node has the outbox but no broker reachable; it "crashes" (never stopped).
     const db1 = ordersDb(servicePath);
     const outbox1 = createOutbox(db1);

@@ -9,6 +9,7 @@ import {
   contractJsonSchema,
   createEmbeddedBroker,
   createEnvelope,
+  createFakeClock,
   createMemoryNetwork,
   defineContract,
   implement,
@@ -17,7 +18,9 @@ import {
   subscribe,
   z,
 } from '../src/index.ts';
-import { calc, calcService, testNode, waitFor } from './helpers.ts';
+import { calc, calcService, tempDir, testNode, waitFor } from './helpers.ts';
+
+const dir = tempDir('more');
 
 const nodes: ParleyNode[] = [];
 afterEach(async () => {
@@ -101,6 +104,50 @@ describe('durable events through a node', () => {
       'mail:INVALID_ARGUMENT:1',
     ]);
     for (const n of [a, b, c]) await n.stop();
+  });
+
+  it('stop waits for a hung durable handler only up to stopTimeout; the message comes back', async () => {
+    const path = dir.file('hung.db');
+    const clock = createFakeClock();
+    let started = false;
+    const hung = calcService({}, [
+      subscribe(
+        orders,
+        'order.placed',
+        () => {
+          started = true;
+          return new Promise<void>(() => undefined); // ignores its signal, never ends
+        },
+        { group: 'slow' },
+      ),
+    ]);
+    const node = testNode({
+      clock,
+      broker: createEmbeddedBroker({ path, clock }),
+      services: [hung],
+      stopTimeout: 1000,
+    });
+    await node.start();
+    await node.publish(orders, 'order.placed', { id: 'o7' });
+    for (let i = 0; i < 100 && !started; i++) await clock.tick(10);
+    assert.ok(started);
+    let stopped = false;
+    const stopping = node.stop().then(() => {
+      stopped = true;
+    });
+    for (let waited = 0; waited < 1200 && !stopped; waited += 50) await clock.tick(50);
+    assert.ok(stopped, 'stopped within stopTimeout, not at the handler deadline (10 s)');
+    await stopping;
+    // Not lost: the delivery was nacked, and a consumer of the group gets it again.
+    const again = createEmbeddedBroker({ path });
+    const attempts: number[] = [];
+    await again.subscribe(
+      { topic: 'order.placed', group: 'slow' },
+      async (d) => void attempts.push(d.attempt),
+    );
+    await waitFor(() => attempts.length > 0, 5000, 'redelivery');
+    assert.deepEqual(attempts, [2]);
+    await again.close();
   });
 
   it('a node whose services subscribe durably needs a broker', () => {
@@ -191,6 +238,43 @@ describe('request logger', () => {
     assert.equal(line?.action, 'calc.add');
     assert.match(String(line?.reqId), /^[0-9a-f-]{36}$/);
     assert.match(String(line?.traceId), /^[0-9a-f]{32}$/);
+  });
+
+  it('a remote handler bug is logged with its stack on the server; the caller gets INTERNAL', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const network = createMemoryNetwork();
+    const server = testNode({
+      logger,
+      transport: network.transport(),
+      services: [
+        calcService({
+          add: () => {
+            throw new TypeError('cannot read sku of undefined');
+          },
+          echo: () => {
+            throw new ParleyError('NOT_FOUND', 'a decision, not a bug');
+          },
+        }),
+      ],
+    });
+    const caller = testNode({ transport: network.transport() });
+    nodes.push(server, caller);
+    await server.start();
+    await caller.start();
+    await assert.rejects(
+      caller.client(calc).add({ a: 1, b: 2 }),
+      (e: unknown) => e instanceof ParleyError && e.code === 'INTERNAL',
+    );
+    await assert.rejects(
+      caller.client(calc).echo({ text: 'x' }),
+      (e: unknown) => e instanceof ParleyError && e.code === 'NOT_FOUND',
+    );
+    const logged = lines.filter((l) => l.msg === 'handler failed unexpectedly');
+    assert.equal(logged.length, 1, 'the bug is logged, the decision is not');
+    const err = logged[0]?.err as { type: string; stack: string } | undefined;
+    assert.equal(err?.type, 'TypeError');
+    assert.match(err?.stack ?? '', /cannot read sku of undefined\n\s+at /);
   });
 });
 

@@ -63,6 +63,9 @@ const orderService = implement(order, {
   },
 });
 
+/** How the frame of `orderService`'s `boom` handler reads in a stack trace. */
+const HANDLER_FRAME = /at (Object\.)?boom \(/;
+
 /** Two nodes on one memory network: `server` hosts the services, `caller` has none. */
 async function remotePair(
   services = [orderService],
@@ -178,6 +181,15 @@ describe('errors over the wire', () => {
       assert.equal(e.code, 'INTERNAL');
       assert.equal(e.cause, undefined);
       assert.doesNotMatch(e.stack ?? '', /serve\.ts|node\.test\.ts:\d+:\d+\)\n.*boom/);
+      assert.doesNotMatch(e.stack ?? '', HANDLER_FRAME, 'the handler frame stayed on the server');
+      return true;
+    });
+    // Control: in process, the cause keeps that frame, so the assertion above can fail.
+    const local = track(testNode({ services: [orderService] }));
+    await local.start();
+    await assert.rejects(local.client(order).boom({}), (e: unknown) => {
+      assert.ok(e instanceof ParleyError);
+      assert.match((e.cause as Error).stack ?? '', HANDLER_FRAME);
       return true;
     });
     const text = Buffer.from(frames[0] as Uint8Array).toString('utf8');

@@ -50,7 +50,6 @@ export interface Caller {
 
 /** The part of a node a context needs. Implemented by the node; not public API. */
 export interface ContextRuntime {
-  readonly nodeId: string;
   readonly logger: Logger;
   now(): number;
   callFrom(

@@ -57,7 +57,6 @@ export function createNode(options: NodeOptions = {}): ParleyNode {
 
 class NodeImpl implements ParleyNode, ContextRuntime {
   readonly id: string;
-  readonly nodeId: string;
   readonly logger: Logger;
   readonly registry: Registry;
   state: NodeState = 'created';
@@ -82,7 +81,6 @@ class NodeImpl implements ParleyNode, ContextRuntime {
 
   constructor(options: NodeOptions) {
     this.id = options.id ?? `${hostname()}-${process.pid}-${randomHex(3)}`;
-    this.nodeId = this.id;
     this.clock = options.clock ?? systemClock;
     this.codec = resolveCodec(options.codec);
     this.transport = options.transport ?? createMemoryNetwork({ clock: this.clock }).transport();
@@ -212,20 +210,23 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     this.registry.upsert(draining);
     await this.transport.announce(draining).catch(() => undefined);
     this.server.accepting = false;
-    await Promise.allSettled(this.consumers.map((c) => c.close()));
-    if (this.server.inFlight() > 0) {
-      let timer: { cancel(): void } | undefined;
-      const timedOut = new Promise<'timeout'>((resolve) => {
-        timer = this.clock.setTimeout(() => resolve('timeout'), this.stopTimeout);
-      });
-      const outcome = await Promise.race([this.server.idle().then(() => 'idle' as const), timedOut]);
-      timer?.cancel();
-      if (outcome === 'timeout') {
-        this.logger.warn({ inFlight: this.server.inFlight() }, 'stop timeout: cancelling in-flight work');
-        this.deadlines.expireAll(
-          new ParleyError('UNAVAILABLE', `node ${this.id} stopped before the work finished`),
-        );
-      }
+    // Consumers stop taking messages now; their close waits for their handlers, so it is bounded
+    // by the same stop timeout as calls.
+    const consumersClosed = Promise.allSettled(this.consumers.map((c) => c.close()));
+    const drained = Promise.all([consumersClosed, this.server.idle()]).then(() => 'idle' as const);
+    let timer: { cancel(): void } | undefined;
+    const timedOut = new Promise<'timeout'>((resolve) => {
+      timer = this.clock.setTimeout(() => resolve('timeout'), this.stopTimeout);
+    });
+    const outcome = await Promise.race([drained, timedOut]);
+    timer?.cancel();
+    if (outcome === 'timeout') {
+      this.logger.warn({ inFlight: this.server.inFlight() }, 'stop timeout: cancelling in-flight work');
+      // Calls fail with UNAVAILABLE; durable deliveries are nacked and come back later.
+      this.deadlines.expireAll(
+        new ParleyError('UNAVAILABLE', `node ${this.id} stopped before the work finished`),
+      );
+      await consumersClosed;
     }
     await this.transport.stop();
     await this.relay?.stop();

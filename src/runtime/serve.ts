@@ -67,6 +67,7 @@ export class Server {
       const handler = (service.actions as Record<string, (input: unknown, ctx: unknown) => unknown>)[name];
       if (handler === undefined) continue;
       const what = `${contract.name}.${name}`;
+      const inputWhat = `input of ${what}`; // built once, not per call
       const { validateInput, validateOutput } = this.deps;
       const checkOutput = (output: unknown): unknown => {
         const checked = def.output.safeParse(output);
@@ -75,7 +76,7 @@ export class Server {
       };
       // Returns the handler's value as is when the handler is synchronous: no promise, no timer.
       const terminal: LocalAction['chain'] = (call) => {
-        const input = validateInput ? validate(def.input, call.input, `input of ${what}`) : call.input;
+        const input = validateInput ? validate(def.input, call.input, inputWhat) : call.input;
         const output = handler(input, call.ctx);
         if (!validateOutput) return output;
         return isThenable(output) ? output.then(checkOutput) : checkOutput(output);
@@ -206,8 +207,13 @@ export class Server {
       return encodeReply(codec, { ok: true, data: output }, max);
     } catch (error) {
       const e = ParleyError.from(error);
-      if (!(error instanceof ParleyError)) {
-        this.deps.logger.error({ err: error, type: env.type, reqId: env.id }, 'handler failed unexpectedly');
+      // The caller gets INTERNAL without the stack; the stack stays here, in the log. (By now the
+      // pipeline has wrapped the thrown value, so `unexpected` is what tells a bug from a decision.)
+      if (e.unexpected) {
+        this.deps.logger.error(
+          { err: e.cause ?? e, type: env.type, reqId: env.id },
+          'handler failed unexpectedly',
+        );
       }
       return encodeReply(codec, { ok: false, error: e.toWire() }, max);
     }
