@@ -28,6 +28,14 @@ export type { Durability } from './broker/embedded/store.ts';
 export { type BrokerFactory, type BrokerFactoryOptions, BrokerRegistry } from './broker/from-url.ts';
 export { createInbox, type Inbox, type InboxOptions } from './broker/inbox.ts';
 export { createOutbox, type Outbox, type OutboxOptions } from './broker/outbox.ts';
+export { type Dev, type DevOptions, type DevProcess, runDev } from './cli/dev.ts';
+export {
+  defineServiceModule,
+  type ServiceModule,
+  type ServiceModuleContext,
+  type ServiceModuleParts,
+} from './cli/service-module.ts';
+export { type RunningServices, type StartOptions, startServices } from './cli/start.ts';
 export type { Codec } from './codec/codec.ts';
 export { createJsonCodec } from './codec/json.ts';
 export { createMsgpackCodec } from './codec/msgpack.ts';
@@ -63,7 +71,8 @@ export {
   type ParleyErrorOptions,
   type WireError,
 } from './errors.ts';
-export { createHub, type Hub, type HubOptions } from './hub/hub.ts';
+export { queryHub } from './hub/client.ts';
+export { createHub, type Hub, type HubMember, type HubOptions, type HubSnapshot } from './hub/hub.ts';
 export { type Balancer, type BalancerOptions, createBalancer } from './runtime/balancer.ts';
 export type { Client } from './runtime/client.ts';
 export {
@@ -96,6 +105,11 @@ export {
   subscribe,
 } from './runtime/service.ts';
 export type { FaultOptions } from './transport/faults.ts';
+export {
+  type TransportFactory,
+  type TransportFactoryOptions,
+  TransportRegistry,
+} from './transport/from-url.ts';
 export {
   createMemoryNetwork,
   type DeliveryRecord,

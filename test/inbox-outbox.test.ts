@@ -95,6 +95,42 @@ describe('inbox', () => {
 });
 
 describe('outbox', () => {
+  it('an invalid payload published inside a transaction throws there and rolls the transaction back', async () => {
+    const db = ordersDb(':memory:');
+    const outbox = createOutbox(db);
+    const insert = db.prepare('INSERT INTO orders (id) VALUES (?)');
+    const bad = implement(shop, {
+      actions: {
+        place: ({ id }, ctx) => {
+          db.transaction(() => {
+            insert.run(id);
+            // Not awaited, as inside a synchronous transaction it cannot be: the error still lands here.
+            void ctx.publish(shop, 'order.placed', { id: 42 } as unknown as { id: string });
+          })();
+          return { ok: true };
+        },
+      },
+    });
+    const node = testNode({ services: [bad], outbox });
+    await node.start();
+    await assert.rejects(node.client(shop).place({ id: 'o1' }), (e: unknown) => e instanceof ParleyError);
+    assert.equal((db.prepare('SELECT count(*) AS n FROM orders').get() as { n: number }).n, 0, 'rolled back');
+    assert.equal(outbox.waiting(), 0);
+    await node.stop();
+  });
+
+  it('a node with two outboxes writes each event to the one whose transaction is open', async () => {
+    const a = ordersDb(':memory:');
+    const b = ordersDb(':memory:');
+    const outboxA = createOutbox(a);
+    const outboxB = createOutbox(b);
+    const node = testNode({ services: [shopService(b)], outbox: [outboxA, outboxB] });
+    await node.start();
+    await node.client(shop).place({ id: 'o1' });
+    assert.deepEqual([outboxA.waiting(), outboxB.waiting()], [0, 1]);
+    await node.stop();
+  });
+
   it('an event committed with the order is published after a crash that came before the relay ran', async () => {
     const servicePath = dir.file('shop-1.db');
     const brokerPath = dir.file('broker-1.db');

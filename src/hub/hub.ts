@@ -1,13 +1,20 @@
 /**
  * @module hub
- * The single-machine server: the registry of nodes, reachable over TCP. Nodes say hello with their
- * info and the address where they take calls; the hub tells every node about the others as they
- * come, change and go, and relays notifications. Calls never pass through the hub: nodes connect
- * to each other directly. A node whose connection drops, or that stays silent past the heartbeat
- * bound, is gone for everyone.
+ * The single-machine server: the registry of nodes, reachable over TCP, and the home of the
+ * embedded broker. Nodes say hello with their info and the address where they take calls; the
+ * hub tells every node about the others as they come, change and go, and relays notifications.
+ * Calls never pass through the hub: nodes connect to each other directly. A node whose connection
+ * drops, or that stays silent past the heartbeat bound, is gone for everyone.
+ *
+ * With a data directory the hub owns `DIR/broker.db`, an embedded broker file: it creates it, runs
+ * its retention, and tells every node where it is, so processes on this machine share one durable
+ * log without naming it.
  */
 import { once } from 'node:events';
+import { mkdirSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
+import { resolve } from 'node:path';
+import { createEmbeddedBroker, type EmbeddedBroker } from '../broker/embedded/embedded-broker.ts';
 import {
   type Frame,
   FrameReader,
@@ -24,25 +31,52 @@ export interface HubOptions {
   maxPayload?: number;
   /** A node silent for this long is dropped, ms. Default 10 000. */
   heartbeatTimeout?: number;
+  /** Nodes and tools must present this token, and nodes present it to each other. */
+  token?: string;
+  /** Where the hub keeps the embedded broker (`broker.db`). Without it the hub offers no broker. */
+  dataDir?: string;
   /** Where the hub reports what it does (connections refused, nodes dropped). */
   log?: (message: string) => void;
+}
+
+export interface HubMember {
+  info: NodeInfo;
+  address: string;
+  /** Epoch ms of the last heartbeat. */
+  lastSeen: number;
+  /** Epoch ms the node joined. */
+  since: number;
+}
+
+/** What the hub answers to a `Members` query. */
+export interface HubSnapshot {
+  nodes: HubMember[];
+  /** The broker URL nodes of this hub share, when the hub has a data directory. */
+  broker?: string;
 }
 
 export interface Hub {
   /** `parley://host:port`, what nodes are given as `PARLEY_TRANSPORT`. */
   readonly url: string;
   readonly port: number;
+  /** `embedded:DIR/broker.db` when the hub has a data directory. */
+  readonly brokerUrl: string | undefined;
   /** Node ids currently registered. */
   nodes(): string[];
+  snapshot(): HubSnapshot;
   close(): Promise<void>;
 }
 
-interface Member {
-  info: NodeInfo;
-  address: string;
+interface Member extends HubMember {
   writer: FrameWriter;
   socket: Socket;
-  lastSeen: number;
+}
+
+interface Hello {
+  version?: unknown;
+  token?: unknown;
+  info?: NodeInfo;
+  address?: unknown;
 }
 
 export async function createHub(options: HubOptions = {}): Promise<Hub> {
@@ -52,69 +86,107 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   const log = options.log ?? (() => undefined);
   const members = new Map<string, Member>();
   const sockets = new Set<Socket>();
+  let broker: EmbeddedBroker | undefined;
+  let brokerUrl: string | undefined;
+  if (options.dataDir !== undefined) {
+    const dir = resolve(options.dataDir);
+    mkdirSync(dir, { recursive: true });
+    brokerUrl = `embedded:${dir}/broker.db`;
+    // Opening it creates the schema once, here, and keeps retention running while the hub lives.
+    broker = createEmbeddedBroker({ path: `${dir}/broker.db` });
+  }
 
+  const snapshot = (): HubSnapshot => {
+    const nodes = [...members.values()].map(({ info, address, lastSeen, since }) => ({
+      info,
+      address,
+      lastSeen,
+      since,
+    }));
+    return brokerUrl === undefined ? { nodes } : { nodes, broker: brokerUrl };
+  };
+  const json = (value: unknown) => Buffer.from(JSON.stringify(value));
   const others = (id: string) => [...members.values()].filter((m) => m.info.id !== id);
   const down = (id: string, socket: Socket) => {
     const m = members.get(id);
     if (m === undefined || m.socket !== socket) return;
     members.delete(id);
-    const payload = Buffer.from(JSON.stringify({ id }));
+    log(`node ${id} left`);
+    const payload = json({ id });
     for (const o of members.values()) o.writer.send(FrameType.NodeDown, 0, payload);
   };
 
   const server: Server = createServer((socket) => {
     sockets.add(socket);
     socket.setNoDelay(true);
+    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
     const writer = new FrameWriter(socket);
+    const refuse = (why: string) => {
+      log(`connection from ${peer}: ${why}: closing it`);
+      socket.destroy();
+    };
     let id: string | undefined;
+    const onHello = (frame: Frame) => {
+      let hello: Hello;
+      try {
+        hello = JSON.parse(frame.payload.toString('utf8')) as Hello;
+      } catch {
+        return refuse('hello is not JSON');
+      }
+      if (hello === null || typeof hello !== 'object') return refuse('hello is not an object');
+      if (hello.version !== PROTOCOL_VERSION) {
+        return refuse(`protocol version ${String(hello.version)} is not supported (${PROTOCOL_VERSION} is)`);
+      }
+      if (options.token !== undefined && hello.token !== options.token) return refuse('wrong token');
+      const info = hello.info;
+      if (
+        typeof info?.id !== 'string' ||
+        !Array.isArray(info.services) ||
+        typeof hello.address !== 'string'
+      ) {
+        return refuse('hello lacks node info or address');
+      }
+      if (id !== undefined && id !== info.id) return refuse('a connection cannot change its node id');
+      const first = id === undefined;
+      id = info.id;
+      const existing = members.get(id);
+      if (existing !== undefined && existing.socket !== socket) existing.socket.destroy();
+      const now = Date.now();
+      members.set(id, {
+        info,
+        address: hello.address,
+        writer,
+        socket,
+        lastSeen: now,
+        since: existing?.since ?? now,
+      });
+      if (first) log(`node ${id} joined from ${hello.address}`);
+      const up = json({ info, address: hello.address });
+      for (const o of others(id)) {
+        o.writer.send(FrameType.NodeUp, 0, up);
+        if (first) writer.send(FrameType.NodeUp, 0, json({ info: o.info, address: o.address }));
+      }
+      if (first)
+        writer.send(FrameType.Welcome, 0, json(brokerUrl === undefined ? {} : { broker: brokerUrl }));
+    };
     const reader = new FrameReader(
       maxPayload,
       (frame: Frame) => {
-        if (frame.type === FrameType.Hello) {
-          let hello: { version: number; info: NodeInfo; address: string };
-          try {
-            hello = JSON.parse(frame.payload.toString('utf8')) as typeof hello;
-          } catch {
-            log('hello is not JSON: closing');
-            socket.destroy();
-            return;
-          }
-          if (hello.version !== PROTOCOL_VERSION || typeof hello.info?.id !== 'string') {
-            log(`protocol version ${hello.version} or hello unsupported: closing`);
-            socket.destroy();
-            return;
-          }
-          const first = id === undefined;
-          id = hello.info.id;
-          const existing = members.get(id);
-          if (existing !== undefined && existing.socket !== socket) existing.socket.destroy();
-          members.set(id, { info: hello.info, address: hello.address, writer, socket, lastSeen: Date.now() });
-          const up = Buffer.from(JSON.stringify({ info: hello.info, address: hello.address }));
-          for (const o of others(id)) {
-            o.writer.send(FrameType.NodeUp, 0, up);
-            if (first)
-              writer.send(
-                FrameType.NodeUp,
-                0,
-                Buffer.from(JSON.stringify({ info: o.info, address: o.address })),
-              );
-          }
-          // Tells the node its snapshot is complete.
-          if (first) writer.send(FrameType.Ping, 1, Buffer.alloc(0));
-        } else if (frame.type === FrameType.Ping) {
+        if (frame.type === FrameType.Hello) onHello(frame);
+        else if (frame.type === FrameType.Ping) {
           const m = id === undefined ? undefined : members.get(id);
-          if (m !== undefined) m.lastSeen = Date.now();
+          if (m !== undefined && m.socket === socket) m.lastSeen = Date.now();
         } else if (frame.type === FrameType.Broadcast && id !== undefined) {
           for (const o of others(id)) o.writer.send(FrameType.Broadcast, 0, frame.payload);
-        } else {
-          log(`frame type ${frame.type} is not for the hub: closing`);
-          socket.destroy();
-        }
+        } else if (frame.type === FrameType.Members) {
+          // A tool asking: a token, when the hub has one, comes as the payload.
+          if (options.token !== undefined && frame.payload.toString('utf8') !== options.token) {
+            return refuse('wrong token');
+          }
+          writer.send(FrameType.Members, frame.id, json(snapshot()));
+        } else refuse(`frame type ${frame.type} is not for the hub`);
       },
-      (reason) => {
-        log(`${reason}: closing the connection`);
-        socket.destroy();
-      },
+      refuse,
     );
     socket.on('data', (chunk: Buffer) => reader.push(chunk));
     socket.on('error', () => socket.destroy());
@@ -126,6 +198,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   server.listen(options.port ?? 0, host);
   await once(server, 'listening');
   const port = (server.address() as { port: number }).port;
+  const urlHost = host.includes(':') ? `[${host}]` : host;
 
   const sweeper = setInterval(
     () => {
@@ -142,13 +215,16 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   sweeper.unref();
 
   return {
-    url: `parley://${host}:${port}`,
+    url: `parley://${urlHost}:${port}`,
     port,
+    brokerUrl,
     nodes: () => [...members.keys()],
+    snapshot,
     async close() {
       clearInterval(sweeper);
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await broker?.close();
     },
   };
 }

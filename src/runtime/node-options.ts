@@ -21,8 +21,11 @@ export interface NodeOptions {
   transport?: Transport;
   /** Needed for `publish` and durable subscriptions. */
   broker?: Broker;
-  /** Transactional outbox: `ctx.publish` inside a transaction of `outbox.db` writes there; a relay publishes. */
-  outbox?: Outbox;
+  /**
+   * Transactional outbox (one per service database): `ctx.publish` inside a transaction of an
+   * outbox's `db` writes there; a relay per outbox publishes.
+   */
+  outbox?: Outbox | readonly Outbox[];
   services?: readonly Service[];
   /** Default `json`. */
   codec?: Codec | 'json' | 'msgpack';

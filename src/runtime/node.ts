@@ -75,8 +75,8 @@ class NodeImpl implements ParleyNode, ContextRuntime {
   private readonly labels: Record<string, string> | undefined;
   private readonly consumers: { close(): Promise<void> }[] = [];
   private stopping: Promise<void> | undefined;
-  private readonly outbox: Outbox | undefined;
-  private relay: { stop(): Promise<void> } | undefined;
+  private readonly outboxes: readonly Outbox[];
+  private relays: { stop(): Promise<void> }[] = [];
   private readonly remoteDeps: RemoteDeps;
 
   constructor(options: NodeOptions) {
@@ -85,7 +85,8 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     this.codec = resolveCodec(options.codec);
     this.transport = options.transport ?? createMemoryNetwork({ clock: this.clock }).transport();
     this.broker = options.broker;
-    this.outbox = options.outbox;
+    this.outboxes =
+      options.outbox === undefined ? [] : Array.isArray(options.outbox) ? options.outbox : [options.outbox];
     this.services = options.services ?? [];
     this.labels = options.labels;
     this.logger =
@@ -166,8 +167,9 @@ class NodeImpl implements ParleyNode, ContextRuntime {
         onNodeDown: (nodeId) => this.registry.remove(nodeId),
       });
       for (const service of this.services) await this.subscribeDurable(service);
-      if (this.outbox !== undefined && this.broker !== undefined) {
-        this.relay = this.outbox.startRelay(this.broker, { clock: this.clock });
+      const broker = this.broker;
+      if (broker !== undefined) {
+        this.relays = this.outboxes.map((o) => o.startRelay(broker, { clock: this.clock }));
       }
     } catch (error) {
       this.server.accepting = false;
@@ -229,7 +231,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       await consumersClosed;
     }
     await this.transport.stop();
-    await this.relay?.stop();
+    await Promise.all(this.relays.map((r) => r.stop()));
     await this.broker?.close();
     this.deadlines.close();
     this.state = 'stopped';
@@ -337,27 +339,57 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     return this.publishFrom(undefined, contract, event, payload, options);
   }
 
-  async publishFrom(
+  /**
+   * Inside a transaction of an outbox's database the event is written there synchronously, and
+   * any error (an invalid payload) is thrown, not returned: it reaches the caller's transaction,
+   * which rolls back, even when the caller does not await. Elsewhere it goes to the broker.
+   */
+  publishFrom(
     parent: Context | undefined,
     contract: AnyContract,
     event: string,
     payload: unknown,
     options: PublishOptions = {},
   ): Promise<void> {
-    // Everything up to the first await runs synchronously: inside the caller's database
-    // transaction, when the event belongs in the outbox.
-    const outbox = this.outbox?.inTransaction() ? this.outbox : undefined;
-    if (this.broker === undefined && outbox === undefined) {
-      throw new ParleyError('FAILED_PRECONDITION', `cannot publish ${event}: the node has no broker`);
+    const outbox = this.outboxInTransaction();
+    const broker = this.broker;
+    if (outbox === undefined) {
+      if (broker === undefined) {
+        return Promise.reject(
+          new ParleyError('FAILED_PRECONDITION', `cannot publish ${event}: the node has no broker`),
+        );
+      }
+      try {
+        const { env, publishOptions } = this.eventToPublish(parent, contract, event, payload, options);
+        return broker.publish(env, publishOptions).then(() => undefined);
+      } catch (error) {
+        return Promise.reject(error);
+      }
     }
+    const { env, publishOptions } = this.eventToPublish(parent, contract, event, payload, options);
+    outbox.write(env, publishOptions);
+    return Promise.resolve();
+  }
+
+  private eventToPublish(
+    parent: Context | undefined,
+    contract: AnyContract,
+    event: string,
+    payload: unknown,
+    options: PublishOptions,
+  ) {
     const env = this.eventFrom(parent, contract, event, payload);
     if (options.idempotencyKey !== undefined) env.idempotencykey = options.idempotencyKey;
     if (options.key !== undefined) env.subject = options.key;
     const publishOptions: { key?: string; delay?: number } = {};
     if (options.key !== undefined) publishOptions.key = options.key;
     if (options.delay !== undefined) publishOptions.delay = options.delay;
-    if (outbox !== undefined) outbox.write(env, publishOptions);
-    else await this.broker?.publish(env, publishOptions);
+    return { env, publishOptions };
+  }
+
+  private outboxInTransaction(): Outbox | undefined {
+    for (const o of this.outboxes) if (o.inTransaction()) return o;
+    return undefined;
   }
 
   private eventFrom(parent: Context | undefined, contract: AnyContract, event: string, payload: unknown) {

@@ -9,6 +9,7 @@
  * once per tick, so many small frames leave in one `write`.
  */
 import type { Socket } from 'node:net';
+import { ParleyError } from '../../errors.ts';
 
 export const FrameType = {
   /** Node → node: a request (id = correlation). */
@@ -21,14 +22,21 @@ export const FrameType = {
   Cancel: 4,
   /** Node → hub → every other node: a notification. */
   Broadcast: 5,
-  /** Node → hub: join or update (payload: JSON { version, info, address }). */
+  /**
+   * Node → hub: join or update (payload: JSON { version, token?, info, address }).
+   * Node → node: the first frame of a connection (payload: JSON { version, token? }).
+   */
   Hello: 10,
   /** Hub → node: a node is up or changed (payload: JSON { info, address }). */
   NodeUp: 11,
   /** Hub → node: a node is gone (payload: JSON { id }). */
   NodeDown: 12,
-  /** Node → hub and back: still alive. */
+  /** Node → hub: still alive. */
   Ping: 13,
+  /** Anyone → hub: who is there? (id = correlation). Hub → asker: JSON { nodes, broker }. */
+  Members: 14,
+  /** Hub → node: the snapshot of other nodes is complete (payload: JSON { broker? }). */
+  Welcome: 15,
 } as const;
 
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
@@ -105,25 +113,49 @@ export function encodeFrame(type: FrameType, id: number, payload: Uint8Array): B
   return out;
 }
 
-/** Queues frames and writes them once per tick; honours the socket's backpressure. */
+/**
+ * Queues frames and writes them once per tick. Honours the socket's backpressure: while the
+ * socket's buffer is full, frames wait here and go out in one write on `drain`.
+ */
 export class FrameWriter {
   private queue: Buffer[] = [];
   private scheduled = false;
+  private full = false;
 
-  constructor(private readonly socket: Socket) {}
+  constructor(private readonly socket: Socket) {
+    socket.on('drain', () => {
+      this.full = false;
+      this.flush();
+    });
+  }
 
   send(type: FrameType, id: number, payload: Uint8Array): void {
     this.queue.push(encodeFrame(type, id, payload));
-    if (this.scheduled) return;
+    if (this.scheduled || this.full) return;
     this.scheduled = true;
     setImmediate(() => this.flush());
   }
 
+  /** Bytes waiting for the socket (not counting what the socket itself buffers). */
+  waiting(): number {
+    let n = 0;
+    for (const b of this.queue) n += b.length;
+    return n;
+  }
+
   private flush(): void {
     this.scheduled = false;
-    if (this.queue.length === 0 || this.socket.destroyed) return;
+    if (this.queue.length === 0 || this.socket.destroyed || this.full) return;
     const batch = this.queue.length === 1 ? (this.queue[0] as Buffer) : Buffer.concat(this.queue);
     this.queue = [];
-    this.socket.write(batch);
+    // Before connect, net buffers the write itself; `false` means the buffer is over its mark.
+    if (!this.socket.write(batch)) this.full = true;
   }
+}
+
+/** `parley://host:port` (IPv6 hosts in brackets) → host and port. */
+export function parseHubUrl(url: string): { host: string; port: number } {
+  const m = /^parley:\/\/([^:/[\]]+|\[[^\]]+\]):(\d+)\/?$/.exec(url);
+  if (m === null) throw new ParleyError('INVALID_ARGUMENT', `hub URL must be parley://host:port, got ${url}`);
+  return { host: (m[1] as string).replace(/^\[|\]$/g, ''), port: Number(m[2]) };
 }

@@ -4,10 +4,20 @@
  * notifications; calls go straight from node to node over one TCP connection per peer, many
  * requests in flight on it, frames batched per tick. A peer whose connection drops fails its
  * pending calls with UNAVAILABLE at once; the hub reports it gone to everyone.
+ *
+ * Every connection starts with a Hello frame carrying the protocol version (and the shared token,
+ * when there is one); a connection that sends anything else first, a frame over the maximum, an
+ * unknown frame type or another version is closed with a logged reason. When the hub connection
+ * drops, the node forgets its peers and reconnects with backoff until it is stopped.
+ *
+ * Backpressure: frames wait in the writer while the socket is full; a caller with
+ * `maxInFlight` requests pending to one peer gets RESOURCE_EXHAUSTED; a node stops reading a
+ * connection while it is handling `maxConcurrent` requests from it.
  */
 import { once } from 'node:events';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { ParleyError } from '../../errors.ts';
+import { backoffDelay } from '../../resilience/backoff.ts';
 import { awaitReply, frameTooLarge } from '../pending.ts';
 import {
   DEFAULT_MAX_PAYLOAD,
@@ -16,7 +26,7 @@ import {
   type Transport,
   type TransportHandler,
 } from '../transport.ts';
-import { type Frame, FrameReader, FrameType, FrameWriter, PROTOCOL_VERSION } from './frames.ts';
+import { type Frame, FrameReader, FrameType, FrameWriter, PROTOCOL_VERSION, parseHubUrl } from './frames.ts';
 
 export interface TcpTransportOptions {
   /** The hub, `parley://host:port`. */
@@ -27,9 +37,21 @@ export interface TcpTransportOptions {
   maxPayload?: number;
   /** Heartbeat to the hub, ms. Default 2 000 (the hub drops a node silent for 10 s). */
   heartbeatInterval?: number;
+  /** Shared token of the hub, presented to it and to peers. */
+  token?: string;
+  /** Requests pending to one peer before new ones are refused. Default 10 000. */
+  maxInFlight?: number;
+  /** Requests from one peer handled at once before the node stops reading its connection. Default 1 024. */
+  maxConcurrent?: number;
+  /** Reconnect delays to the hub: exponential with full jitter, ms. Default 100 up to 5 000. */
+  reconnect?: { initial?: number; max?: number };
+  /** Where refused connections and hub trouble are reported. Default: stderr. */
+  log?: (message: string) => void;
 }
 
 export interface TcpTransport extends Transport {
+  /** The broker URL the hub offered on welcome, if it has one (known after `start`). */
+  readonly hubBroker: string | undefined;
   /** Drops every connection at once, with no goodbye: what a crash looks like to the others. */
   destroy(): void;
 }
@@ -49,31 +71,40 @@ export function createTcpTransport(options: TcpTransportOptions): TcpTransport {
   return new TcpTransportImpl(options);
 }
 
-function parseHub(url: string): { host: string; port: number } {
-  const m = /^parley:\/\/([^:/]+|\[[^\]]+\]):(\d+)\/?$/.exec(url);
-  if (m === null) throw new ParleyError('INVALID_ARGUMENT', `hub URL must be parley://host:port, got ${url}`);
-  return { host: (m[1] as string).replace(/^\[|\]$/g, ''), port: Number(m[2]) };
-}
+const defaultLog = (message: string) => process.stderr.write(`parley tcp: ${message}\n`);
 
 class TcpTransportImpl implements TcpTransport {
   readonly maxPayload: number;
   private readonly hub: { host: string; port: number };
+  private readonly log: (message: string) => void;
+  private readonly maxInFlight: number;
+  private readonly maxConcurrent: number;
+  private readonly hello: Buffer;
   private handler: TransportHandler | undefined;
   private self: NodeInfo | undefined;
   private server: Server | undefined;
   private address = '';
   private hubConn: Conn | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private reconnectAttempt = 0;
   private readonly peers = new Map<string, string>();
   private readonly conns = new Map<string, Conn>();
   private readonly accepted = new Set<Socket>();
   private readonly pending = new Map<number, Pending>();
+  private readonly inFlightTo = new Map<Conn, number>();
   private seq = 0;
   private heartbeat: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** What the hub said on welcome (its broker, when it has one). */
+  hubBroker: string | undefined;
 
   constructor(private readonly options: TcpTransportOptions) {
     this.maxPayload = options.maxPayload ?? DEFAULT_MAX_PAYLOAD;
-    this.hub = parseHub(options.hub);
+    this.hub = parseHubUrl(options.hub);
+    this.log = options.log ?? defaultLog;
+    this.maxInFlight = options.maxInFlight ?? 10_000;
+    this.maxConcurrent = options.maxConcurrent ?? 1024;
+    this.hello = Buffer.from(JSON.stringify({ version: PROTOCOL_VERSION, token: options.token }));
   }
 
   async start(self: NodeInfo, handler: TransportHandler): Promise<void> {
@@ -83,94 +114,192 @@ class TcpTransportImpl implements TcpTransport {
     this.server = createServer((socket) => this.accept(socket));
     this.server.listen(this.options.port ?? 0, host);
     await once(this.server, 'listening');
-    this.address = `${host}:${(this.server.address() as { port: number }).port}`;
-
-    const socket = createConnection(this.hub);
-    socket.setNoDelay(true);
-    const conn: Conn = { socket, writer: new FrameWriter(socket) };
-    this.hubConn = conn;
-    let snapshot: () => void = () => undefined;
-    const ready = new Promise<void>((resolve) => {
-      snapshot = resolve;
-    });
-    const reader = new FrameReader(
-      this.maxPayload,
-      (frame) => {
-        if (frame.type === FrameType.NodeUp) {
-          const { info, address } = JSON.parse(frame.payload.toString('utf8')) as {
-            info: NodeInfo;
-            address: string;
-          };
-          this.peers.set(info.id, address);
-          this.handler?.onNodeUp(info);
-        } else if (frame.type === FrameType.NodeDown) {
-          const { id } = JSON.parse(frame.payload.toString('utf8')) as { id: string };
-          this.peers.delete(id);
-          this.dropConn(id, `node ${id} left`);
-          this.handler?.onNodeDown(id);
-        } else if (frame.type === FrameType.Broadcast) {
-          this.handler?.onBroadcast(frame.payload, '');
-        } else if (frame.type === FrameType.Ping && frame.id === 1) {
-          snapshot();
-        }
-      },
-      () => socket.destroy(),
-    );
-    socket.on('data', (chunk: Buffer) => reader.push(chunk));
-    socket.on('error', () => socket.destroy());
-    socket.on('close', () => {
-      // Without the hub this node knows no one: every peer is gone for it.
-      if (this.stopped) return;
-      for (const id of [...this.peers.keys()]) {
-        this.peers.delete(id);
-        this.handler?.onNodeDown(id);
-      }
-    });
-    await once(socket, 'connect').catch((error: unknown) => {
-      throw new ParleyError('UNAVAILABLE', `hub ${this.options.hub} is not reachable`, { cause: error });
-    });
-    this.hello(self);
-    await ready;
+    const port = (this.server.address() as { port: number }).port;
+    this.address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+    try {
+      await this.connectHub();
+    } catch (error) {
+      this.stopped = true;
+      this.server.close();
+      throw error;
+    }
     this.heartbeat = setInterval(
-      () => conn.writer.send(FrameType.Ping, 0, Buffer.alloc(0)),
+      () => this.hubConn?.writer.send(FrameType.Ping, 0, EMPTY),
       this.options.heartbeatInterval ?? 2000,
     );
     this.heartbeat.unref();
   }
 
-  private hello(info: NodeInfo): void {
-    const payload = Buffer.from(JSON.stringify({ version: PROTOCOL_VERSION, info, address: this.address }));
+  /** Connects to the hub, says hello and resolves once the hub's snapshot of peers is complete. */
+  private connectHub(): Promise<void> {
+    const socket = createConnection(this.hub);
+    socket.setNoDelay(true);
+    const conn: Conn = { socket, writer: new FrameWriter(socket) };
+    this.hubConn = conn;
+    return new Promise<void>((resolve, reject) => {
+      let welcomed = false;
+      const reader = new FrameReader(
+        this.maxPayload,
+        (frame) =>
+          this.fromHub(frame, () => {
+            welcomed = true;
+            this.reconnectAttempt = 0;
+            resolve();
+          }),
+        (reason) => {
+          this.log(`hub sent ${reason}: closing the connection`);
+          socket.destroy();
+        },
+      );
+      socket.on('data', (chunk: Buffer) => reader.push(chunk));
+      socket.on('error', () => socket.destroy());
+      socket.on('connect', () => this.sayHello());
+      socket.on('close', () => {
+        if (!welcomed) {
+          reject(
+            new ParleyError('UNAVAILABLE', `hub ${this.options.hub} is not reachable or refused this node`),
+          );
+        }
+        if (this.stopped || this.hubConn !== conn) return;
+        // Without the hub this node knows no one: every peer is gone for it, until it is back.
+        for (const id of [...this.peers.keys()]) {
+          this.peers.delete(id);
+          this.handler?.onNodeDown(id);
+        }
+        if (welcomed) this.scheduleReconnect();
+      });
+    });
+  }
+
+  private scheduleReconnect(): void {
+    if (this.stopped) return;
+    this.reconnectAttempt += 1;
+    const delay = backoffDelay(
+      {
+        initial: this.options.reconnect?.initial ?? 100,
+        max: this.options.reconnect?.max ?? 5000,
+        multiplier: 2,
+      },
+      this.reconnectAttempt,
+    );
+    if (this.reconnectAttempt === 1) this.log(`lost the hub ${this.options.hub}: reconnecting`);
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      if (this.stopped) return;
+      this.connectHub().then(
+        () => this.log(`reconnected to the hub ${this.options.hub}`),
+        () => this.scheduleReconnect(),
+      );
+    }, delay);
+  }
+
+  private fromHub(frame: Frame, welcome: () => void): void {
+    if (frame.type === FrameType.NodeUp) {
+      const { info, address } = JSON.parse(frame.payload.toString('utf8')) as {
+        info: NodeInfo;
+        address: string;
+      };
+      const known = this.peers.get(info.id);
+      // The same id at a new address is a restarted process: calls to the old one cannot finish.
+      if (known !== undefined && known !== address) this.dropConn(info.id, `node ${info.id} restarted`);
+      this.peers.set(info.id, address);
+      this.handler?.onNodeUp(info);
+    } else if (frame.type === FrameType.NodeDown) {
+      const { id } = JSON.parse(frame.payload.toString('utf8')) as { id: string };
+      this.peers.delete(id);
+      this.dropConn(id, `node ${id} left`);
+      this.handler?.onNodeDown(id);
+    } else if (frame.type === FrameType.Broadcast) {
+      this.handler?.onBroadcast(frame.payload, '');
+    } else if (frame.type === FrameType.Welcome) {
+      const body = JSON.parse(frame.payload.toString('utf8')) as { broker?: string };
+      this.hubBroker = body.broker;
+      welcome();
+    }
+  }
+
+  private sayHello(): void {
+    const payload = Buffer.from(
+      JSON.stringify({
+        version: PROTOCOL_VERSION,
+        token: this.options.token,
+        info: this.self,
+        address: this.address,
+      }),
+    );
     this.hubConn?.writer.send(FrameType.Hello, 0, payload);
   }
 
   async announce(self: NodeInfo): Promise<void> {
     this.self = self;
-    this.hello(self);
+    this.sayHello();
   }
 
-  /** A peer connected to call this node. */
+  /** A peer connected to call this node: it must say hello first. */
   private accept(socket: Socket): void {
     this.accepted.add(socket);
     socket.setNoDelay(true);
+    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
     const writer = new FrameWriter(socket);
+    const refuse = (why: string) => {
+      this.log(`connection from ${peer}: ${why}: closing it`);
+      socket.destroy();
+    };
+    let greeted = false;
+    let inFlight = 0;
+    let paused = false;
+    const settled = () => {
+      inFlight -= 1;
+      if (paused && inFlight <= this.maxConcurrent >> 1) {
+        paused = false;
+        socket.resume();
+      }
+    };
     const reader = new FrameReader(
       this.maxPayload,
       (frame: Frame) => {
+        if (!greeted) {
+          if (frame.type !== FrameType.Hello) return refuse(`frame type ${frame.type} before hello`);
+          let hello: { version?: unknown; token?: unknown };
+          try {
+            hello = JSON.parse(frame.payload.toString('utf8')) as typeof hello;
+          } catch {
+            return refuse('hello is not JSON');
+          }
+          if (hello?.version !== PROTOCOL_VERSION) {
+            return refuse(
+              `protocol version ${String(hello?.version)} is not supported (${PROTOCOL_VERSION} is)`,
+            );
+          }
+          if (this.options.token !== undefined && hello.token !== this.options.token)
+            return refuse('wrong token');
+          greeted = true;
+          return;
+        }
         if (frame.type === FrameType.Request) {
           const handler = this.handler;
           if (handler === undefined) return;
+          inFlight += 1;
+          if (inFlight >= this.maxConcurrent && !paused) {
+            paused = true;
+            socket.pause();
+          }
           handler.onRequest(frame.payload, '').then(
-            (reply) => writer.send(FrameType.Reply, frame.id, reply),
+            (reply) => {
+              settled();
+              writer.send(FrameType.Reply, frame.id, reply);
+            },
             (error: unknown) => {
+              settled();
               const wire = Buffer.from(JSON.stringify(ParleyError.from(error).toWire()));
               writer.send(FrameType.Failure, frame.id, wire);
             },
           );
         } else if (frame.type !== FrameType.Cancel) {
-          socket.destroy(); // not a frame a caller sends
+          refuse(`frame type ${frame.type} is not one a caller sends`);
         }
       },
-      () => socket.destroy(),
+      refuse,
     );
     socket.on('data', (chunk: Buffer) => reader.push(chunk));
     socket.on('error', () => socket.destroy());
@@ -181,9 +310,11 @@ class TcpTransportImpl implements TcpTransport {
     const existing = this.conns.get(nodeId);
     if (existing !== undefined) return existing;
     const at = address.lastIndexOf(':');
-    const socket = createConnection({ host: address.slice(0, at), port: Number(address.slice(at + 1)) });
+    const host = address.slice(0, at).replace(/^\[|\]$/g, '');
+    const socket = createConnection({ host, port: Number(address.slice(at + 1)) });
     socket.setNoDelay(true);
     const conn: Conn = { socket, writer: new FrameWriter(socket) };
+    conn.writer.send(FrameType.Hello, 0, this.hello);
     this.conns.set(nodeId, conn);
     const reader = new FrameReader(
       this.maxPayload,
@@ -191,12 +322,16 @@ class TcpTransportImpl implements TcpTransport {
         const p = this.pending.get(frame.id);
         if (p === undefined) return; // late, or cancelled
         this.pending.delete(frame.id);
+        this.inFlightTo.set(conn, (this.inFlightTo.get(conn) ?? 1) - 1);
         if (frame.type === FrameType.Reply) p.resolve(frame.payload);
         else if (frame.type === FrameType.Failure) {
           p.reject(ParleyError.fromWire(JSON.parse(frame.payload.toString('utf8'))));
         } else p.reject(new ParleyError('INTERNAL', `unexpected frame type ${frame.type} from ${nodeId}`));
       },
-      () => socket.destroy(),
+      (reason) => {
+        this.log(`node ${nodeId} sent ${reason}: closing the connection`);
+        socket.destroy();
+      },
     );
     socket.on('data', (chunk: Buffer) => reader.push(chunk));
     socket.on('error', () => socket.destroy());
@@ -209,6 +344,7 @@ class TcpTransportImpl implements TcpTransport {
     const conn = this.conns.get(nodeId);
     if (conn === undefined || (only !== undefined && conn !== only)) return;
     this.conns.delete(nodeId);
+    this.inFlightTo.delete(conn);
     conn.socket.destroy();
     for (const [id, p] of this.pending) {
       if (p.conn !== conn) continue;
@@ -229,13 +365,23 @@ class TcpTransportImpl implements TcpTransport {
       return Promise.reject(new ParleyError('UNAVAILABLE', `node ${nodeId} is not known`));
     if (options.signal?.aborted) return Promise.reject(options.signal.reason);
     const conn = this.connTo(nodeId, address);
+    const inFlight = this.inFlightTo.get(conn) ?? 0;
+    if (inFlight >= this.maxInFlight) {
+      return Promise.reject(
+        new ParleyError('RESOURCE_EXHAUSTED', `${inFlight} requests already in flight to ${nodeId}`),
+      );
+    }
+    this.inFlightTo.set(conn, inFlight + 1);
     // Ids wrap at 2^32 and skip 0.
     this.seq = this.seq >= 0xffffffff ? 1 : this.seq + 1;
     const id = this.seq;
     return awaitReply(
       options.signal,
       () => {
-        if (this.pending.delete(id)) conn.writer.send(FrameType.Cancel, id, Buffer.alloc(0));
+        if (this.pending.delete(id)) {
+          this.inFlightTo.set(conn, (this.inFlightTo.get(conn) ?? 1) - 1);
+          conn.writer.send(FrameType.Cancel, id, EMPTY);
+        }
       },
       (reply) => {
         this.pending.set(id, { conn, ...reply });
@@ -255,6 +401,7 @@ class TcpTransportImpl implements TcpTransport {
     await new Promise((r) => setImmediate(r));
     this.stopped = true;
     if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
+    if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
     for (const id of [...this.conns.keys()]) this.dropConn(id, 'this node stopped');
     this.hubConn?.socket.end();
     for (const s of this.accepted) s.end();
@@ -264,9 +411,12 @@ class TcpTransportImpl implements TcpTransport {
   destroy(): void {
     this.stopped = true;
     if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
+    if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
     this.hubConn?.socket.destroy();
     for (const s of this.accepted) s.destroy();
     for (const c of this.conns.values()) c.socket.destroy();
     this.server?.close();
   }
 }
+
+const EMPTY = Buffer.alloc(0);

@@ -1,0 +1,130 @@
+/**
+ * @module cli/start
+ * Runs service modules in this process on one node, wired from URLs: `PARLEY_TRANSPORT` (default
+ * `memory:`), `PARLEY_BROKER` (default: the broker the hub offers, if any). What `parley start`
+ * and each process of `parley dev` do.
+ */
+import { mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import pino, { type Logger } from 'pino';
+import type { Broker } from '../broker/broker.ts';
+import { BrokerRegistry } from '../broker/from-url.ts';
+import type { Outbox } from '../broker/outbox.ts';
+import { ParleyError } from '../errors.ts';
+import { queryHub } from '../hub/client.ts';
+import { createNode, type ParleyNode } from '../runtime/node.ts';
+import { TransportRegistry } from '../transport/from-url.ts';
+import { isServiceModule, type ServiceModule, type ServiceModuleParts } from './service-module.ts';
+
+export interface StartOptions {
+  /** Service modules, or files whose default export is one. */
+  modules: readonly (ServiceModule | string)[];
+  transport?: string;
+  broker?: string;
+  token?: string;
+  dataDir?: string;
+  logger?: Logger;
+  /** Node id; default `<first module>-<pid>`. */
+  id?: string;
+  labels?: Record<string, string>;
+}
+
+export interface RunningServices {
+  readonly node: ParleyNode;
+  /** Graceful: stops the node (drains), then closes what the modules opened. */
+  stop(): Promise<void>;
+}
+
+let tsxRegistered = false;
+
+/** Imports a module file; TypeScript files load through tsx when Node cannot load them itself. */
+export async function importFile(file: string): Promise<unknown> {
+  const url = pathToFileURL(resolve(file)).href;
+  try {
+    return await import(url);
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    if (tsxRegistered || !/\.[mc]?tsx?$/.test(file) || code !== 'ERR_UNKNOWN_FILE_EXTENSION') throw error;
+    const { register } = await import('tsx/esm/api');
+    register();
+    tsxRegistered = true;
+    return import(url);
+  }
+}
+
+export async function loadServiceModule(file: string): Promise<ServiceModule> {
+  const loaded = (await importFile(file)) as { default?: unknown };
+  if (!isServiceModule(loaded.default)) {
+    throw new ParleyError(
+      'INVALID_ARGUMENT',
+      `${file} does not export a service module by default (export default defineServiceModule(...))`,
+    );
+  }
+  return loaded.default;
+}
+
+export async function startServices(options: StartOptions): Promise<RunningServices> {
+  const env = process.env;
+  const logger = options.logger ?? pino({ level: env.PARLEY_LOG_LEVEL ?? 'info' });
+  const modules: ServiceModule[] = [];
+  for (const m of options.modules) modules.push(typeof m === 'string' ? await loadServiceModule(m) : m);
+  if (modules.length === 0) throw new ParleyError('INVALID_ARGUMENT', 'no service modules to start');
+  const transportUrl = options.transport ?? env.PARLEY_TRANSPORT ?? 'memory:';
+  const token = options.token ?? env.PARLEY_TOKEN;
+  let brokerUrl = options.broker ?? env.PARLEY_BROKER;
+  if (brokerUrl === undefined && transportUrl.startsWith('parley:')) {
+    brokerUrl = (await queryHub(transportUrl, token === undefined ? {} : { token })).broker;
+  }
+  const dataDir = resolve(options.dataDir ?? env.PARLEY_DATA_DIR ?? '.parley');
+  mkdirSync(dataDir, { recursive: true });
+
+  const parts: ServiceModuleParts[] = [];
+  let broker: Broker | undefined;
+  const closeAll = async () => {
+    for (const p of parts.reverse()) await p.close?.();
+  };
+  try {
+    for (const m of modules) {
+      parts.push(await m.setup({ dataDir, env, logger: logger.child({ service: m.name }) }));
+    }
+    if (brokerUrl !== undefined) broker = await new BrokerRegistry().open(brokerUrl);
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+  const log = (message: string) => logger.warn(message);
+  const transport = new TransportRegistry().open(
+    transportUrl,
+    token === undefined ? { log } : { token, log },
+  );
+  const outboxes = parts.flatMap((p) => (p.outbox === undefined ? [] : [p.outbox])) as Outbox[];
+  const node = createNode({
+    id: options.id ?? `${modules[0]?.name}-${process.pid}`,
+    transport,
+    ...(broker === undefined ? {} : { broker }),
+    outbox: outboxes,
+    services: parts.flatMap((p) => p.services),
+    logger,
+    labels: { pid: String(process.pid), ...options.labels },
+  });
+  try {
+    await node.start();
+    for (const p of parts) await p.started?.(node);
+  } catch (error) {
+    await node.stop().catch(() => undefined);
+    await closeAll();
+    throw error;
+  }
+  let stopping: Promise<void> | undefined;
+  return {
+    node,
+    stop() {
+      stopping ??= (async () => {
+        await node.stop();
+        await closeAll();
+      })();
+      return stopping;
+    },
+  };
+}
