@@ -136,7 +136,8 @@ export default defineServiceModule({
                   }
                 });
               },
-              { startFrom: 'beginning', timeout: 30_000 },
+              // A charge that takes longer than the lease would be handed to another instance.
+              { startFrom: 'beginning', timeout: 8000, lease: 10_000 },
             ),
           ],
         }),
