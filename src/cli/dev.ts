@@ -157,8 +157,12 @@ export async function runDev(options: DevOptions): Promise<Dev> {
           PARLEY_BROKER: hub.brokerUrl,
           PARLEY_DATA_DIR: dataDir,
           ...(options.token === undefined ? {} : { PARLEY_TOKEN: options.token }),
+          PARLEY_SUPERVISED: '1',
         },
-        stdio: ['ignore', 'pipe', 'pipe'],
+        // Its own process group: Ctrl-C reaches the supervisor, which stops services in order.
+        // The stdin pipe closes if the supervisor dies, and the service then stops too.
+        detached: true,
+        stdio: ['pipe', 'pipe', 'pipe'],
       });
       this.child = child;
       for (const stream of [child.stdout, child.stderr]) {

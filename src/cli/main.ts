@@ -38,7 +38,7 @@ function untilSignal(stop: () => Promise<void>): void {
   const onSignal = (signal: NodeJS.Signals) => {
     if (signalled) process.exit(130);
     signalled = true;
-    process.stderr.write(`\n${signal}: stopping (again to force)\n`);
+    process.stderr.write(`${signal === 'SIGINT' ? '\n' : ''}${signal}: stopping (again to force)\n`);
     stop().then(
       () => process.exit(0),
       (error: unknown) => {
@@ -116,6 +116,11 @@ program
       const names = files.map((f) => f.replace(/^.*\//, ''));
       running.node.logger.info(`started ${names.join(', ')} as node ${running.node.id}`);
       untilSignal(() => running.stop());
+      if (process.env.PARLEY_SUPERVISED === '1') {
+        // Run by `parley dev`: when the supervisor is gone (its end of stdin closes), stop too.
+        process.stdin.resume();
+        process.stdin.on('end', () => process.kill(process.pid, 'SIGTERM'));
+      }
     },
   );
 

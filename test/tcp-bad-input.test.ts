@@ -1,0 +1,204 @@
+/**
+ * Bad input on the hub's port and on a node's call port: random bytes, a truncated frame, an
+ * oversized length prefix, a wrong protocol version, a frame before hello. Each connection is
+ * closed with a logged reason; the process keeps serving everyone else.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createConnection, type Socket } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { createHub, createTcpTransport, type Hub, type ParleyNode, type TcpTransport } from '../src/index.ts';
+import { encodeFrame, FrameType, PROTOCOL_VERSION } from '../src/transport/tcp/frames.ts';
+import { calc, calcService, testNode, waitFor } from './helpers.ts';
+
+const MAX = 64 * 1024;
+let hub: Hub;
+let server: ParleyNode;
+let caller: ParleyNode;
+let serverTransport: TcpTransport;
+const hubLog: string[] = [];
+const nodeLog: string[] = [];
+
+before(async () => {
+  hub = await createHub({ maxPayload: MAX, log: (m) => void hubLog.push(m) });
+  serverTransport = createTcpTransport({ hub: hub.url, maxPayload: MAX, log: (m) => void nodeLog.push(m) });
+  server = testNode({ id: 'server', transport: serverTransport, services: [calcService()] });
+  caller = testNode({ id: 'caller', transport: createTcpTransport({ hub: hub.url, maxPayload: MAX }) });
+  await server.start();
+  await caller.start();
+});
+
+after(async () => {
+  await caller.stop();
+  await server.stop();
+  await hub.close();
+});
+
+/** The port where `server` takes calls, as the hub announced it. */
+const nodePort = () => {
+  const address = hub.snapshot().nodes.find((n) => n.info.id === 'server')?.address ?? '';
+  return Number(address.slice(address.lastIndexOf(':') + 1));
+};
+
+async function send(port: number, bytes: Buffer, end = false): Promise<Socket> {
+  const socket = createConnection({ host: '127.0.0.1', port });
+  socket.on('error', () => undefined);
+  await once(socket, 'connect');
+  socket.write(bytes);
+  if (end) socket.end();
+  return socket;
+}
+
+/** Resolves when the other side closes `socket`; fails if it is still open after 2 s. */
+async function closedByPeer(socket: Socket): Promise<void> {
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    socket.destroy();
+  }, 2000);
+  if (!socket.closed) await once(socket, 'close');
+  clearTimeout(timer);
+  assert.equal(timedOut, false, 'the peer closed the connection');
+}
+
+const hello = (version: number) => encodeFrame(FrameType.Hello, 0, Buffer.from(JSON.stringify({ version })));
+const oversized = () => {
+  const b = Buffer.alloc(9);
+  b.writeUInt32BE(0xfffffff0, 0); // ~4 GiB announced: refused from the 4-byte header
+  return b;
+};
+
+const cases: { name: string; bytes: () => Buffer; reason: RegExp }[] = [
+  {
+    name: 'random bytes',
+    bytes: () => Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'),
+    reason: /over the maximum|unknown frame type/,
+  },
+  { name: 'an oversized length prefix', bytes: oversized, reason: /over the maximum/ },
+  {
+    name: 'an unknown frame type',
+    bytes: () => encodeFrame(99 as FrameType, 1, Buffer.alloc(3)),
+    reason: /unknown frame type 99/,
+  },
+  {
+    name: 'a wrong protocol version',
+    bytes: () => hello(PROTOCOL_VERSION + 41),
+    reason: /protocol version 42 is not supported/,
+  },
+  {
+    name: 'a hello that is not JSON',
+    bytes: () => encodeFrame(FrameType.Hello, 0, Buffer.from('{nope')),
+    reason: /not JSON/,
+  },
+];
+
+const stillServes = async () => {
+  assert.deepEqual(await caller.client(calc).add({ a: 2, b: 3 }), { sum: 5 });
+  assert.deepEqual(hub.nodes().sort(), ['caller', 'server']);
+};
+
+describe('bad input on the hub port', () => {
+  for (const c of cases) {
+    it(`${c.name}: closed with a logged reason, the hub keeps serving`, async () => {
+      const before = hubLog.length;
+      await closedByPeer(await send(hub.port, c.bytes()));
+      await waitFor(
+        () => hubLog.slice(before).some((l) => c.reason.test(l)),
+        2000,
+        `log matching ${c.reason}`,
+      );
+      await stillServes();
+    });
+  }
+
+  it('a truncated frame and a hang-up: nothing is registered, nothing breaks', async () => {
+    const frame = hello(PROTOCOL_VERSION);
+    const socket = await send(hub.port, frame.subarray(0, frame.length - 3), true);
+    await once(socket, 'close');
+    await stillServes();
+  });
+});
+
+describe('bad input on a node call port', () => {
+  for (const c of [
+    ...cases,
+    {
+      name: 'a request before hello',
+      bytes: () => encodeFrame(FrameType.Request, 1, Buffer.from('{}')),
+      reason: /before hello/,
+    },
+  ]) {
+    it(`${c.name}: closed with a logged reason, the node keeps serving`, async () => {
+      const before = nodeLog.length;
+      await closedByPeer(await send(nodePort(), c.bytes()));
+      await waitFor(
+        () => nodeLog.slice(before).some((l) => c.reason.test(l)),
+        2000,
+        `log matching ${c.reason}`,
+      );
+      await stillServes();
+    });
+  }
+
+  it('a garbage request after a good hello gets an INVALID_ARGUMENT reply, not a crash', async () => {
+    const socket = await send(
+      nodePort(),
+      Buffer.concat([
+        hello(PROTOCOL_VERSION),
+        encodeFrame(FrameType.Request, 7, Buffer.from('not an envelope')),
+      ]),
+    );
+    const [chunk] = (await once(socket, 'data')) as [Buffer];
+    assert.equal(chunk.readUInt8(4), FrameType.Reply);
+    const reply = JSON.parse(chunk.subarray(9).toString('utf8')) as { ok: boolean; error: { code: string } };
+    assert.equal(reply.ok, false);
+    assert.equal(reply.error.code, 'INVALID_ARGUMENT');
+    assert.equal(chunk.readUInt32BE(5), 7, 'answers request 7');
+    socket.destroy();
+    await stillServes();
+  });
+
+  it('a truncated frame and a hang-up: the node keeps serving', async () => {
+    const frame = encodeFrame(FrameType.Request, 1, Buffer.alloc(100));
+    const socket = await send(
+      nodePort(),
+      Buffer.concat([hello(PROTOCOL_VERSION), frame.subarray(0, 50)]),
+      true,
+    );
+    await once(socket, 'close');
+    await stillServes();
+  });
+});
+
+describe('a hub with a shared token', () => {
+  it('refuses a node without the token, admits one with it, and its nodes refuse callers without it', async () => {
+    const log: string[] = [];
+    const memberLog: string[] = [];
+    const guarded = await createHub({ token: 's3cret', log: (m) => void log.push(m) });
+    try {
+      const intruder = createTcpTransport({ hub: guarded.url, token: 'guess', log: () => undefined });
+      await assert.rejects(
+        testNode({ id: 'intruder', transport: intruder }).start(),
+        (e: unknown) => e instanceof Error && /refused|not reachable/.test(e.message),
+      );
+      assert.ok(log.some((l) => /wrong token/.test(l)));
+      const member = testNode({
+        id: 'member',
+        transport: createTcpTransport({
+          hub: guarded.url,
+          token: 's3cret',
+          log: (m) => void memberLog.push(m),
+        }),
+        services: [calcService()],
+      });
+      await member.start();
+      const address = guarded.snapshot().nodes[0]?.address ?? '';
+      const socket = await send(Number(address.slice(address.lastIndexOf(':') + 1)), hello(PROTOCOL_VERSION));
+      await closedByPeer(socket);
+      await waitFor(() => memberLog.some((l) => /wrong token/.test(l)), 2000, 'the node logs the refusal');
+      await member.stop();
+    } finally {
+      await guarded.close();
+    }
+  });
+});
