@@ -4,11 +4,16 @@
  * `constructor.prototype` paths, so decoded data can be merged into other objects without risk of
  * prototype pollution.
  */
+import { Buffer, isUtf8 } from 'node:buffer';
 import sjson from 'secure-json-parse';
 import { ParleyError } from '../errors.ts';
 import type { Codec } from './codec.ts';
 
-const decoder = new TextDecoder('utf-8', { fatal: true });
+// Only text that names `__proto__` or `constructor` can pollute a prototype; the rest goes
+// through plain JSON.parse, and those rare texts through secure-json-parse, which refuses them.
+const RISKY = ['__proto__', 'constructor', '\\u'];
+const risky = (text: string) =>
+  text.includes(RISKY[0] as string) || text.includes(RISKY[1] as string) || text.includes(RISKY[2] as string);
 
 export function createJsonCodec(): Codec {
   return {
@@ -37,16 +42,15 @@ export function createJsonCodec(): Codec {
       return Buffer.from(text, 'utf8');
     },
     decode(bytes: Uint8Array): unknown {
-      let text: string;
-      try {
-        text = decoder.decode(bytes);
-      } catch (error) {
-        throw new ParleyError('INVALID_ARGUMENT', 'frame is not valid UTF-8', {
-          cause: error,
-          details: { codec: 'json' },
-        });
+      if (!isUtf8(bytes)) {
+        throw new ParleyError('INVALID_ARGUMENT', 'frame is not valid UTF-8', { details: { codec: 'json' } });
       }
+      const buffer = Buffer.isBuffer(bytes)
+        ? bytes
+        : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      const text = buffer.toString('utf8');
       try {
+        if (!risky(text)) return JSON.parse(text);
         return sjson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' });
       } catch (error) {
         throw new ParleyError('INVALID_ARGUMENT', `frame is not valid JSON: ${(error as Error).message}`, {

@@ -18,6 +18,7 @@ import type {
 } from '../contract/contract.ts';
 import { randomHex, uuidv7 } from '../envelope/ids.ts';
 import { ParleyError } from '../errors.ts';
+import { callerOf } from './wire.ts';
 
 export interface CallOptions {
   /** Time budget in ms from now; the deadline is the earlier of this and the caller's own. */
@@ -128,7 +129,9 @@ export interface ContextInit {
   service: string;
   action: string;
   deadline: number;
-  caller: Caller | undefined;
+  /** A local caller; a remote one comes as `source` and is parsed only if the handler asks. */
+  caller?: Caller | undefined;
+  source?: string | undefined;
   /** Remote requests carry these in the envelope. */
   id?: string | undefined;
   traceparent?: string | undefined;
@@ -149,9 +152,10 @@ export class CallContext implements Context {
   readonly service: string;
   readonly action: string;
   readonly deadline: number;
-  readonly caller: Caller | undefined;
   readonly idempotencyKey: string | undefined;
   readonly delivery: Delivery | undefined;
+  private _caller: Caller | undefined;
+  private readonly source: string | undefined;
   private readonly runtime: ContextRuntime;
   private readonly parent: Context | undefined;
   private readonly remoteTraceparent: string | undefined;
@@ -176,10 +180,16 @@ export class CallContext implements Context {
     this.service = init.service;
     this.action = init.action;
     this.deadline = init.deadline;
-    this.caller = init.caller;
+    this._caller = init.caller;
+    this.source = init.source;
     this.idempotencyKey = init.idempotencyKey;
     this._id = init.id;
     this.delivery = init.delivery;
+  }
+
+  get caller(): Caller | undefined {
+    if (this._caller === undefined && this.source !== undefined) this._caller = callerOf(this.source);
+    return this._caller;
   }
 
   get id(): string {

@@ -6,7 +6,7 @@
 import type { Codec } from '../codec/codec.ts';
 import type { AnyContract, EventDef } from '../contract/contract.ts';
 import { validate } from '../contract/validate.ts';
-import { createEnvelope, type Envelope } from '../envelope/envelope.ts';
+import { baseEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { randomHex } from '../envelope/ids.ts';
 import { ParleyError } from '../errors.ts';
 import type { Context } from './context.ts';
@@ -20,7 +20,7 @@ export function requestEnvelope(
   data: unknown,
   now: number,
 ): Envelope {
-  const env = createEnvelope({ source: sourceOf(nodeId, parent?.service), type, data }, now);
+  const env = baseEnvelope(sourceOf(nodeId, parent?.service), type, data, now);
   env.traceparent = parent?.traceparent ?? `00-${randomHex(16)}-${randomHex(8)}-01`;
   if (parent !== undefined) {
     env.correlationid = parent.correlationId;

@@ -5,7 +5,7 @@
  */
 import type { Codec } from '../codec/codec.ts';
 import { ParleyError } from '../errors.ts';
-import type { Transport } from '../transport/transport.ts';
+import type { RequestSignal, Transport } from '../transport/transport.ts';
 import type { Clock } from './clock.ts';
 import type { DeadlineWheel } from './deadlines.ts';
 import { requestEnvelope } from './envelopes.ts';
@@ -26,20 +26,60 @@ export async function callRemote(deps: RemoteDeps, target: string, call: Outboun
   env.deadline = call.deadline;
   if (call.options.idempotencyKey !== undefined) env.idempotencykey = call.options.idempotencyKey;
   const frame = deps.codec.encode(env);
-  const controller = new AbortController();
+  const abort = new CallSignal();
   // At the deadline, or early with a reason when the node stops.
   const entry = deps.deadlines.track(call.deadline, (reason) =>
-    controller.abort(reason ?? new ParleyError('DEADLINE_EXCEEDED', `${name} exceeded its deadline`)),
+    abort.abort(reason ?? new ParleyError('DEADLINE_EXCEEDED', `${name} exceeded its deadline`)),
   );
   const signal = call.options.signal;
-  const onAbort = () => controller.abort(new ParleyError('CANCELLED', `${name} was cancelled by the caller`));
-  if (signal?.aborted) onAbort();
-  else signal?.addEventListener('abort', onAbort, { once: true });
+  const onAbort =
+    signal === undefined
+      ? undefined
+      : () => abort.abort(new ParleyError('CANCELLED', `${name} was cancelled by the caller`));
+  if (onAbort !== undefined) {
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+  }
   try {
-    const reply = await deps.transport.request(target, frame, { signal: controller.signal });
+    const reply = await deps.transport.request(target, frame, { signal: abort });
     return decodeReply(deps.codec, reply);
   } finally {
     entry.cancel();
-    signal?.removeEventListener('abort', onAbort);
+    if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/**
+ * The abort signal of one remote call, far cheaper than an AbortController (which costs more
+ * than the rest of a call's bookkeeping): the transport is its only listener, as a rule, though
+ * more are kept if they come.
+ */
+class CallSignal implements RequestSignal {
+  aborted = false;
+  reason: unknown;
+  private listener: (() => void) | undefined;
+  private more: (() => void)[] | undefined;
+
+  addEventListener(_type: 'abort', listener: () => void): void {
+    if (this.aborted) return;
+    if (this.listener === undefined) this.listener = listener;
+    else (this.more ??= []).push(listener);
+  }
+
+  removeEventListener(_type: 'abort', listener: () => void): void {
+    if (this.listener === listener) this.listener = undefined;
+    else if (this.more !== undefined) this.more = this.more.filter((l) => l !== listener);
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    const first = this.listener;
+    const more = this.more;
+    this.listener = undefined;
+    this.more = undefined;
+    first?.();
+    if (more !== undefined) for (const l of more) l();
   }
 }

@@ -18,7 +18,7 @@ import { CallContext, type ContextRuntime } from './context.ts';
 import { type DeadlineWheel, Expiring } from './deadlines.ts';
 import { composeInbound, type InboundCall, type Middleware } from './pipeline.ts';
 import type { Service, Subscription } from './service.ts';
-import { callerOf, encodeReply, splitType } from './wire.ts';
+import { encodeReply, splitType } from './wire.ts';
 
 export interface LocalAction {
   readonly service: string;
@@ -254,9 +254,12 @@ export class Server {
     delivery?: Delivery,
   ): CallContext {
     return new CallContext(this.deps.runtime, {
-      ...at,
+      service: at.service,
+      action: at.action,
+      deadline: at.deadline,
+      errors: at.errors,
       delivery,
-      caller: callerOf(env.source),
+      source: env.source,
       id: env.id,
       traceparent: env.traceparent,
       correlationId: env.correlationid,

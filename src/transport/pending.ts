@@ -4,6 +4,7 @@
  * error for a frame over the size limit.
  */
 import { ParleyError } from '../errors.ts';
+import type { RequestSignal } from './transport.ts';
 
 export interface PendingReply {
   resolve(frame: Uint8Array): void;
@@ -16,7 +17,7 @@ export interface PendingReply {
  * signal's reason. The abort listener is removed however the promise settles.
  */
 export function awaitReply(
-  signal: AbortSignal | undefined,
+  signal: RequestSignal | undefined,
   forget: () => void,
   start: (pending: PendingReply) => void,
 ): Promise<Uint8Array> {

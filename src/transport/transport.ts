@@ -47,9 +47,20 @@ export interface TransportHandler {
   onNodeDown(nodeId: string): void;
 }
 
+/**
+ * What a transport needs of an abort signal. An `AbortSignal` is one; the node passes a lighter
+ * object of its own on every remote call, so a transport must use only these members.
+ */
+export interface RequestSignal {
+  readonly aborted: boolean;
+  readonly reason: unknown;
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: 'abort', listener: () => void): void;
+}
+
 export interface RequestOptions {
   /** Aborted by the node at the deadline or on cancellation. */
-  signal?: AbortSignal;
+  signal?: RequestSignal;
 }
 
 export interface Transport {
