@@ -7,7 +7,7 @@ import type { Codec } from '../codec/codec.ts';
 import { ParleyError } from '../errors.ts';
 import type { RequestSignal, Transport } from '../transport/transport.ts';
 import type { Clock } from './clock.ts';
-import type { DeadlineWheel } from './deadlines.ts';
+import { type DeadlineWheel, Expiring } from './deadlines.ts';
 import { requestEnvelope } from './envelopes.ts';
 import type { OutboundCall } from './pipeline.ts';
 import { decodeReply } from './wire.ts';
@@ -26,11 +26,9 @@ export async function callRemote(deps: RemoteDeps, target: string, call: Outboun
   env.deadline = call.deadline;
   if (call.options.idempotencyKey !== undefined) env.idempotencykey = call.options.idempotencyKey;
   const frame = deps.codec.encode(env);
-  const abort = new CallSignal();
   // At the deadline, or early with a reason when the node stops.
-  const entry = deps.deadlines.track(call.deadline, (reason) =>
-    abort.abort(reason ?? new ParleyError('DEADLINE_EXCEEDED', `${name} exceeded its deadline`)),
-  );
+  const abort = new CallSignal(name);
+  deps.deadlines.add(call.deadline, abort);
   const signal = call.options.signal;
   const onAbort =
     signal === undefined
@@ -44,21 +42,30 @@ export async function callRemote(deps: RemoteDeps, target: string, call: Outboun
     const reply = await deps.transport.request(target, frame, { signal: abort });
     return decodeReply(deps.codec, reply);
   } finally {
-    entry.cancel();
+    abort.cancel();
     if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
   }
 }
 
 /**
- * The abort signal of one remote call, far cheaper than an AbortController (which costs more
+ * The abort signal of one remote call, and its entry in the deadline wheel: far cheaper than an AbortController (which costs more
  * than the rest of a call's bookkeeping): the transport is its only listener, as a rule, though
  * more are kept if they come.
  */
-class CallSignal implements RequestSignal {
+class CallSignal extends Expiring implements RequestSignal {
   aborted = false;
   reason: unknown;
   private listener: (() => void) | undefined;
   private more: (() => void)[] | undefined;
+
+  constructor(private readonly name: string) {
+    super();
+  }
+
+  /** The deadline wheel calls this at the deadline, or with a reason when the node stops. */
+  expire(reason?: unknown): void {
+    this.abort(reason ?? new ParleyError('DEADLINE_EXCEEDED', `${this.name} exceeded its deadline`));
+  }
 
   addEventListener(_type: 'abort', listener: () => void): void {
     if (this.aborted) return;

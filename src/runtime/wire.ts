@@ -54,8 +54,18 @@ export function splitType(type: string): [string, string] | undefined {
 
 /** `source` attribute for a node, and the calling service when there is one. */
 export function sourceOf(nodeId: string, service: string | undefined): string {
-  return service === undefined ? `/parley/${nodeId}` : `/parley/${nodeId}/${service}`;
+  // Calls from one node and service repeat the same string: keep the last one made.
+  if (nodeId === lastSource.node && service === lastSource.service) return lastSource.value;
+  const value = service === undefined ? `/parley/${nodeId}` : `/parley/${nodeId}/${service}`;
+  lastSource = { node: nodeId, service, value };
+  return value;
 }
+
+let lastSource: { node: string; service: string | undefined; value: string } = {
+  node: '',
+  service: undefined,
+  value: '',
+};
 
 export function callerOf(source: string): { node: string; service: string | undefined } {
   const parts = source.split('/');

@@ -18,7 +18,7 @@ import { once } from 'node:events';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { ParleyError } from '../../errors.ts';
 import { backoffDelay } from '../../resilience/backoff.ts';
-import { awaitReply, frameTooLarge } from '../pending.ts';
+import { frameTooLarge } from '../pending.ts';
 import {
   DEFAULT_MAX_PAYLOAD,
   type NodeInfo,
@@ -60,6 +60,8 @@ interface Pending {
   conn: Conn;
   resolve(frame: Uint8Array): void;
   reject(error: unknown): void;
+  signal: RequestOptions['signal'];
+  onAbort: (() => void) | undefined;
 }
 
 interface Conn {
@@ -319,9 +321,8 @@ class TcpTransportImpl implements TcpTransport {
     const reader = new FrameReader(
       this.maxPayload,
       (frame) => {
-        const p = this.pending.get(frame.id);
+        const p = this.settle(frame.id);
         if (p === undefined) return; // late, or cancelled
-        this.pending.delete(frame.id);
         this.inFlightTo.set(conn, (this.inFlightTo.get(conn) ?? 1) - 1);
         if (frame.type === FrameType.Reply) p.resolve(frame.payload);
         else if (frame.type === FrameType.Failure) {
@@ -348,7 +349,7 @@ class TcpTransportImpl implements TcpTransport {
     conn.socket.destroy();
     for (const [id, p] of this.pending) {
       if (p.conn !== conn) continue;
-      this.pending.delete(id);
+      this.settle(id);
       p.reject(new ParleyError('UNAVAILABLE', `${why} before replying`));
     }
   }
@@ -375,19 +376,30 @@ class TcpTransportImpl implements TcpTransport {
     // Ids wrap at 2^32 and skip 0.
     this.seq = this.seq >= 0xffffffff ? 1 : this.seq + 1;
     const id = this.seq;
-    return awaitReply(
-      options.signal,
-      () => {
-        if (this.pending.delete(id)) {
+    const signal = options.signal;
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const p: Pending = { conn, resolve, reject, signal, onAbort: undefined };
+      if (signal !== undefined) {
+        p.onAbort = () => {
+          if (!this.pending.delete(id)) return;
           this.inFlightTo.set(conn, (this.inFlightTo.get(conn) ?? 1) - 1);
           conn.writer.send(FrameType.Cancel, id, EMPTY);
-        }
-      },
-      (reply) => {
-        this.pending.set(id, { conn, ...reply });
-        conn.writer.send(FrameType.Request, id, frame);
-      },
-    );
+          reject(signal.reason);
+        };
+        signal.addEventListener('abort', p.onAbort, { once: true });
+      }
+      this.pending.set(id, p);
+      conn.writer.send(FrameType.Request, id, frame);
+    });
+  }
+
+  /** Takes request `id` off the pending list; undefined if it is not there (late, or cancelled). */
+  private settle(id: number): Pending | undefined {
+    const p = this.pending.get(id);
+    if (p === undefined) return undefined;
+    this.pending.delete(id);
+    if (p.onAbort !== undefined) p.signal?.removeEventListener('abort', p.onAbort);
+    return p;
   }
 
   broadcast(frame: Uint8Array): void {
