@@ -54,8 +54,9 @@ export interface Frame {
 
 /** Splits a byte stream into frames; `onError` gets the reason when the stream is not ours. */
 export class FrameReader {
-  private chunks: Buffer[] = [];
-  private size = 0;
+  /** Bytes of an incomplete frame, kept until the rest arrives. */
+  private rest: Buffer | undefined;
+  private failed = false;
 
   constructor(
     private readonly maxPayload: number,
@@ -64,43 +65,36 @@ export class FrameReader {
   ) {}
 
   push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.size += chunk.length;
-    while (this.size >= 4) {
-      const head = this.peek(4);
-      const length = head.readUInt32BE(0);
-      if (length < HEADER - 4 || length - (HEADER - 4) > this.maxPayload) {
-        this.onError(`frame of ${length} bytes is over the maximum of ${this.maxPayload}`);
-        this.chunks = [];
-        this.size = 0;
-        return;
-      }
-      if (this.size < 4 + length) return;
-      const frame = this.take(4 + length);
-      const type = frame.readUInt8(4);
-      if (!KNOWN.has(type)) {
-        this.onError(`unknown frame type ${type}`);
-        this.chunks = [];
-        this.size = 0;
-        return;
-      }
-      this.onFrame({ type: type as FrameType, id: frame.readUInt32BE(5), payload: frame.subarray(HEADER) });
+    if (this.failed) return;
+    let buf = chunk;
+    if (this.rest !== undefined) {
+      buf = Buffer.concat([this.rest, chunk]);
+      this.rest = undefined;
     }
+    // Frames are read in place: one view per payload, no copy.
+    let at = 0;
+    const end = buf.length;
+    while (end - at >= 4) {
+      const length = buf.readUInt32BE(at);
+      if (length < HEADER - 4 || length - (HEADER - 4) > this.maxPayload) {
+        return this.fail(`frame of ${length} bytes is over the maximum of ${this.maxPayload}`);
+      }
+      if (end - at < 4 + length) break;
+      const type = buf[at + 4] as number;
+      if (!KNOWN.has(type)) return this.fail(`unknown frame type ${type}`);
+      const id = buf.readUInt32BE(at + 5);
+      const payload = buf.subarray(at + HEADER, at + 4 + length);
+      at += 4 + length;
+      this.onFrame({ type: type as FrameType, id, payload });
+      if (this.failed) return;
+    }
+    if (at < end) this.rest = at === 0 ? buf : buf.subarray(at);
   }
 
-  private peek(n: number): Buffer {
-    const first = this.chunks[0] as Buffer;
-    if (first.length >= n) return first;
-    return Buffer.concat(this.chunks).subarray(0, n);
-  }
-
-  private take(n: number): Buffer {
-    const all = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks);
-    const out = all.subarray(0, n);
-    const rest = all.subarray(n);
-    this.chunks = rest.length > 0 ? [rest] : [];
-    this.size = rest.length;
-    return out;
+  private fail(reason: string): void {
+    this.failed = true;
+    this.rest = undefined;
+    this.onError(reason);
   }
 }
 
@@ -120,7 +114,8 @@ const EARLY_FLUSH = 16;
  * socket's buffer is full, frames wait here and go out in one write on `drain`.
  */
 export class FrameWriter {
-  private queue: Buffer[] = [];
+  private queue: Uint8Array[] = [];
+  private frames = 0;
   private scheduled = false;
   private full = false;
 
@@ -132,10 +127,16 @@ export class FrameWriter {
   }
 
   send(type: FrameType, id: number, payload: Uint8Array): void {
-    this.queue.push(encodeFrame(type, id, payload));
+    // The header and the payload are queued apart: the batch is the one copy of each.
+    const head = Buffer.allocUnsafe(HEADER);
+    head.writeUInt32BE(HEADER - 4 + payload.byteLength, 0);
+    head[4] = type;
+    head.writeUInt32BE(id >>> 0, 5);
+    this.queue.push(head, payload);
+    this.frames++;
     // A full batch leaves at once: the peer starts on it while this side makes the next one, so
     // two processes in a closed loop overlap instead of taking turns.
-    if (this.queue.length >= EARLY_FLUSH && !this.full) {
+    if (this.frames >= EARLY_FLUSH && !this.full) {
       this.flush();
       return;
     }
@@ -150,14 +151,15 @@ export class FrameWriter {
   /** Bytes waiting for the socket (not counting what the socket itself buffers). */
   waiting(): number {
     let n = 0;
-    for (const b of this.queue) n += b.length;
+    for (const b of this.queue) n += b.byteLength;
     return n;
   }
 
   private flush(): void {
     if (this.queue.length === 0 || this.socket.destroyed || this.full) return;
-    const batch = this.queue.length === 1 ? (this.queue[0] as Buffer) : Buffer.concat(this.queue);
+    const batch = Buffer.concat(this.queue);
     this.queue = [];
+    this.frames = 0;
     // Before connect, net buffers the write itself; `false` means the buffer is over its mark.
     if (!this.socket.write(batch)) this.full = true;
   }
