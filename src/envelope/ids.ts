@@ -12,9 +12,6 @@ let poolOffset = POOL_SIZE;
 let lastMs = -1;
 let counter = 0;
 
-const hex: string[] = [];
-for (let i = 0; i < 256; i++) hex.push(i.toString(16).padStart(2, '0'));
-
 function randomBytes8(): number {
   if (poolOffset + 8 > POOL_SIZE) {
     randomFillSync(pool);
@@ -40,36 +37,31 @@ export function uuidv7(now: number = Date.now()): string {
     lastMs = ms;
     counter = 0;
   }
+  // Written as ASCII into a scratch buffer and read back as one flat string: far fewer
+  // allocations than joining twenty 2-character strings.
   const r = randomBytes8();
   const hi = Math.floor(ms / 0x10000);
   const lo = ms % 0x10000;
-  const b = (i: number): number => pool[r + i] as number;
-  return (
-    h(hi >>> 24) +
-    h(hi >>> 16) +
-    h(hi >>> 8) +
-    h(hi) +
-    '-' +
-    h(lo >>> 8) +
-    h(lo) +
-    '-' +
-    h(0x70 | ((counter >>> 8) & 0x0f)) +
-    h(counter) +
-    '-' +
-    h(0x80 | (b(0) & 0x3f)) +
-    h(b(1)) +
-    '-' +
-    h(b(2)) +
-    h(b(3)) +
-    h(b(4)) +
-    h(b(5)) +
-    h(b(6)) +
-    h(b(7))
-  );
+  putHex(0, (hi >>> 24) & 0xff);
+  putHex(2, (hi >>> 16) & 0xff);
+  putHex(4, (hi >>> 8) & 0xff);
+  putHex(6, hi & 0xff);
+  putHex(9, (lo >>> 8) & 0xff);
+  putHex(11, lo & 0xff);
+  putHex(14, 0x70 | ((counter >>> 8) & 0x0f));
+  putHex(16, counter & 0xff);
+  putHex(19, 0x80 | ((pool[r] as number) & 0x3f));
+  putHex(21, pool[r + 1] as number);
+  for (let k = 0; k < 6; k++) putHex(24 + 2 * k, pool[r + 2 + k] as number);
+  return scratch.toString('latin1', 0, 36);
 }
 
-function h(byte: number): string {
-  return hex[byte & 0xff] as string;
+const HEX_CODES = Buffer.from('0123456789abcdef', 'latin1');
+const scratch = Buffer.alloc(36, '-'.charCodeAt(0));
+
+function putHex(at: number, byte: number): void {
+  scratch[at] = HEX_CODES[byte >>> 4] as number;
+  scratch[at + 1] = HEX_CODES[byte & 0x0f] as number;
 }
 
 /** The millisecond timestamp inside a UUIDv7. */
@@ -79,11 +71,17 @@ export function uuidv7Time(id: string): number {
 
 /** `bytes` random bytes as lowercase hex, from the same pool (trace and span ids). */
 export function randomHex(bytes: number): string {
-  let out = '';
+  if (bytes > 32) return randomHex(32) + randomHex(bytes - 32);
   for (let i = 0; i < bytes; i += 8) {
     const r = randomBytes8();
     const n = Math.min(8, bytes - i);
-    for (let j = 0; j < n; j++) out += h(pool[r + j] as number);
+    for (let j = 0; j < n; j++) {
+      const byte = pool[r + j] as number;
+      hexScratch[2 * (i + j)] = HEX_CODES[byte >>> 4] as number;
+      hexScratch[2 * (i + j) + 1] = HEX_CODES[byte & 0x0f] as number;
+    }
   }
-  return out;
+  return hexScratch.toString('latin1', 0, 2 * bytes);
 }
+
+const hexScratch = Buffer.alloc(64);
