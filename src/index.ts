@@ -43,6 +43,8 @@ export type {
   ActionDef,
   ActionName,
   AnyContract,
+  CallInputOf,
+  CallResultOf,
   Contract,
   ErrorDecls,
   EventDef,
@@ -52,6 +54,7 @@ export type {
   ParsedInputOf,
   PayloadOf,
   Schema,
+  StreamOf,
 } from './contract/contract.ts';
 export { defineContract } from './contract/contract.ts';
 export { type ContractJsonSchema, contractJsonSchema } from './contract/json-schema.ts';

@@ -31,6 +31,12 @@ export interface ActionDef<
   http?: string;
   /** Exposed by the gateway to outside callers. */
   public?: boolean;
+  /**
+   * A streaming action. `output`: the handler returns an (async) iterable and the caller gets an
+   * async iterable of `output` chunks. `input`: the caller passes an (async) iterable of `input`
+   * chunks and the handler reads one; it returns one `output`. Chunks are validated one by one.
+   */
+  stream?: 'output' | 'input';
   description?: string;
 }
 
@@ -71,6 +77,18 @@ export type ParsedInputOf<C extends AnyContract, K extends ActionName<C>> = z.ou
 >;
 /** What a handler returns and the caller receives. */
 export type OutputOf<C extends AnyContract, K extends ActionName<C>> = z.output<C['actions'][K]['output']>;
+/** The streaming mode of an action: `output`, `input`, or `none`. */
+export type StreamOf<C extends AnyContract, K extends ActionName<C>> = C['actions'][K] extends {
+  stream: infer S extends 'output' | 'input';
+}
+  ? S
+  : 'none';
+/** What a caller passes for action K: the input, or for an input stream an iterable of inputs. */
+export type CallInputOf<C extends AnyContract, K extends ActionName<C>> =
+  StreamOf<C, K> extends 'input' ? AsyncIterable<InputOf<C, K>> | Iterable<InputOf<C, K>> : InputOf<C, K>;
+/** What a caller gets back: a promise of the output, or for an output stream an async iterable. */
+export type CallResultOf<C extends AnyContract, K extends ActionName<C>> =
+  StreamOf<C, K> extends 'output' ? AsyncIterable<OutputOf<C, K>> : Promise<OutputOf<C, K>>;
 /** Reasons of the declared errors of an action. */
 export type ErrorReasonOf<C extends AnyContract, K extends ActionName<C>> = C['actions'][K] extends {
   errors: infer D;
@@ -123,6 +141,9 @@ export function defineContract<
           `${init.name}.${name}: error ${reason} has unknown code ${code}`,
         );
       }
+    }
+    if (action.stream !== undefined && action.stream !== 'output' && action.stream !== 'input') {
+      throw new ParleyError('INVALID_ARGUMENT', `${init.name}.${name}: stream must be 'output' or 'input'`);
     }
     if (action.timeout !== undefined && !(action.timeout > 0)) {
       throw new ParleyError(

@@ -10,10 +10,10 @@ import type { Delivery } from '../broker/broker.ts';
 import type {
   ActionName,
   AnyContract,
+  CallInputOf,
+  CallResultOf,
   ErrorReasonOf,
   EventName,
-  InputOf,
-  OutputOf,
   PayloadInputOf,
 } from '../contract/contract.ts';
 import { randomHex, uuidv7 } from '../envelope/ids.ts';
@@ -53,13 +53,14 @@ export interface Caller {
 export interface ContextRuntime {
   readonly logger: Logger;
   now(): number;
+  /** A promise of the output; for an output-stream action, an async iterable of chunks. */
   callFrom(
     parent: Context,
     contract: AnyContract,
     action: string,
     input: unknown,
     options?: CallOptions,
-  ): Promise<unknown>;
+  ): unknown;
   publishFrom(
     parent: Context,
     contract: AnyContract,
@@ -115,9 +116,9 @@ export interface Context<Reason extends string = string> extends Emitter {
   call<C extends AnyContract, K extends ActionName<C>>(
     contract: C,
     action: K,
-    input: InputOf<C, K>,
+    input: CallInputOf<C, K>,
     options?: CallOptions,
-  ): Promise<OutputOf<C, K>>;
+  ): CallResultOf<C, K>;
   /** An error for one of the action's declared reasons, with the code the contract gives it. */
   fail(reason: Reason, message?: string, details?: Record<string, unknown>): ParleyError;
 }
@@ -254,10 +255,10 @@ export class CallContext implements Context {
   call<C extends AnyContract, K extends ActionName<C>>(
     contract: C,
     action: K,
-    input: InputOf<C, K>,
+    input: CallInputOf<C, K>,
     options?: CallOptions,
-  ): Promise<OutputOf<C, K>> {
-    return this.runtime.callFrom(this, contract, action, input, options) as Promise<OutputOf<C, K>>;
+  ): CallResultOf<C, K> {
+    return this.runtime.callFrom(this, contract, action, input, options) as CallResultOf<C, K>;
   }
 
   publish<C extends AnyContract, K extends EventName<C>>(

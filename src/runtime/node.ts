@@ -31,8 +31,10 @@ import { type NodeOptions, resolveCodec } from './node-options.ts';
 import { composeOutbound, type OutboundCall, type OutboundHandler } from './pipeline.ts';
 import { Registry } from './registry.ts';
 import { callRemote, type RemoteDeps } from './remote.ts';
+import { callRemoteInput, openRemoteOutput } from './remote-streams.ts';
 import { Server } from './serve.ts';
 import type { Service } from './service.ts';
+import { lazyStream } from './streams.ts';
 
 export type NodeState = 'created' | 'starting' | 'running' | 'stopping' | 'stopped';
 
@@ -253,6 +255,20 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     action: string,
     input: unknown,
     options?: CallOptions,
+  ): unknown {
+    const result = this.startCall(parent, contract, action, input, options);
+    // An output stream is handed back at once and opens when first read; so are its errors.
+    return (contract.actions[action] as ActionDef | undefined)?.stream === 'output'
+      ? lazyStream(result)
+      : result;
+  }
+
+  private startCall(
+    parent: Context | undefined,
+    contract: AnyContract,
+    action: string,
+    input: unknown,
+    options?: CallOptions,
   ): Promise<unknown> {
     const def = contract.actions[action] as ActionDef | undefined;
     if (def === undefined) {
@@ -277,6 +293,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       input,
       deadline,
       idempotent: def.idempotent === true,
+      stream: def.stream,
       options: opts,
       parent,
       tried: NONE_TRIED,
@@ -307,7 +324,10 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       );
     }
     if (endpoints.length > 1) call.tried = [...call.tried, endpoint.nodeId];
-    return endpoint.local ? this.callLocal(call) : callRemote(this.remoteDeps, endpoint.nodeId, call);
+    if (endpoint.local) return this.callLocal(call);
+    if (call.stream === 'output') return openRemoteOutput(this.remoteDeps, endpoint.nodeId, call);
+    if (call.stream === 'input') return callRemoteInput(this.remoteDeps, endpoint.nodeId, call);
+    return callRemote(this.remoteDeps, endpoint.nodeId, call);
   }
 
   private callLocal(call: OutboundCall): Promise<unknown> {

@@ -15,6 +15,8 @@ export interface OutboundCall {
   deadline: number;
   /** Declared `idempotent` in the contract: safe to retry. */
   readonly idempotent: boolean;
+  /** A streaming action: the input (`input`) or the result (`output`) is a stream of chunks. */
+  readonly stream?: 'output' | 'input' | undefined;
   readonly options: CallOptions;
   /** The context this call is made from, when made inside a handler. */
   readonly parent: Context | undefined;

@@ -70,7 +70,10 @@ class CallSignal extends Expiring implements RequestSignal {
   addEventListener(_type: 'abort', listener: () => void): void {
     if (this.aborted) return;
     if (this.listener === undefined) this.listener = listener;
-    else (this.more ??= []).push(listener);
+    else {
+      this.more ??= [];
+      this.more.push(listener);
+    }
   }
 
   removeEventListener(_type: 'abort', listener: () => void): void {

@@ -18,6 +18,7 @@ import { CallContext, type ContextRuntime } from './context.ts';
 import { type DeadlineWheel, Expiring } from './deadlines.ts';
 import { composeInbound, type InboundCall, type Middleware } from './pipeline.ts';
 import type { Service, Subscription } from './service.ts';
+import { checked, PAGE, StreamHost } from './streams.ts';
 import { encodeReply, splitType } from './wire.ts';
 
 export interface LocalAction {
@@ -45,6 +46,7 @@ export class Server {
   private readonly actions = new Map<string, Map<string, LocalAction>>();
   private readonly ephemeral = new Map<string, { sub: Subscription; owner: string }[]>();
   private readonly known = { json: createJsonCodec(), msgpack: createMsgpackCodec() };
+  readonly streams: StreamHost;
   private inflight = 0;
   private waiters: (() => void)[] = [];
   /** `accepting` false: new calls from outside are refused with UNAVAILABLE. */
@@ -54,6 +56,13 @@ export class Server {
     private readonly deps: ServerDeps,
     services: readonly Service[],
   ) {
+    this.streams = new StreamHost({
+      deadlines: deps.deadlines,
+      now: () => deps.clock.now(),
+      maxPayload: deps.maxPayload,
+      opened: () => void this.inflight++,
+      closed: () => this.done(),
+    });
     for (const service of services) this.add(service);
   }
 
@@ -75,12 +84,26 @@ export class Server {
         return checked.data;
       };
       // Returns the handler's value as is when the handler is synchronous: no promise, no timer.
-      const terminal: LocalAction['chain'] = (call) => {
+      const unary: LocalAction['chain'] = (call) => {
         const input = validateInput ? validate(def.input, call.input, inputWhat) : call.input;
         const output = handler(input, call.ctx);
         if (!validateOutput) return output;
         return isThenable(output) ? output.then(checkOutput) : checkOutput(output);
       };
+      // An output stream: the handler's iterable, its chunks checked on the way out if asked.
+      const outputStream: LocalAction['chain'] = (call) => {
+        const input = validateInput ? validate(def.input, call.input, inputWhat) : call.input;
+        const output = handler(input, call.ctx);
+        return validateOutput ? checked(output as AsyncIterable<unknown>, checkOutput) : output;
+      };
+      // An input stream: chunks are validated one by one as the handler reads them (a remote
+      // stream's chunks were validated when they arrived).
+      const inputStream: LocalAction['chain'] = (call) => {
+        const chunks = call.input as AsyncIterable<unknown>;
+        const check = (chunk: unknown) => validate(def.input, chunk, inputWhat);
+        return handler(validateInput && call.local ? checked(chunks, check) : chunks, call.ctx);
+      };
+      const terminal = def.stream === 'output' ? outputStream : def.stream === 'input' ? inputStream : unary;
       const hasInbound = this.deps.middleware.some((m) => m.inbound !== undefined);
       const chain = hasInbound
         ? composeInbound(this.deps.middleware, async (call) => terminal(call))
@@ -221,6 +244,8 @@ export class Server {
 
   private serveEnvelope(env: Envelope): Promise<unknown> {
     const parts = splitType(env.type);
+    // Pages of a stream already open here are served while draining, too.
+    if (parts?.[0] === '$stream') return this.streams.operate(parts[1], env.data);
     const action = parts === undefined ? undefined : this.action(parts[0], parts[1]);
     if (action === undefined) {
       return Promise.reject(
@@ -239,6 +264,20 @@ export class Server {
       deadline,
       errors: action.def.errors,
     });
+    if (action.def.stream === 'output') {
+      return this.serve(action, ctx, env.data, false).then((iterable) =>
+        this.streams.openOutput(ctx, iterable, PAGE),
+      );
+    }
+    if (action.def.stream === 'input') {
+      const what = `input of ${env.type}`;
+      const check = this.deps.validateInput
+        ? (chunk: unknown) => validate(action.def.input, chunk, what)
+        : undefined;
+      return Promise.resolve(
+        this.streams.openInput(ctx, (queue) => this.serve(action, ctx, queue, false), check),
+      );
+    }
     return this.serve(action, ctx, env.data, false);
   }
 

@@ -13,14 +13,28 @@ import type {
   OutputOf,
   ParsedInputOf,
   PayloadOf,
+  StreamOf,
 } from '../contract/contract.ts';
 import { ParleyError } from '../errors.ts';
 import type { ActionContext, Context } from './context.ts';
 
-export type ActionHandler<C extends AnyContract, K extends ActionName<C>> = (
-  input: ParsedInputOf<C, K>,
-  ctx: ActionContext<C, K>,
-) => Promise<OutputOf<C, K>> | OutputOf<C, K>;
+/**
+ * A handler: input in, output out. For an output stream it returns an (async) iterable of output
+ * chunks (an `async function*` is the usual way); for an input stream it reads an async iterable
+ * of validated input chunks.
+ */
+export type ActionHandler<C extends AnyContract, K extends ActionName<C>> =
+  StreamOf<C, K> extends 'output'
+    ? (
+        input: ParsedInputOf<C, K>,
+        ctx: ActionContext<C, K>,
+      ) => AsyncIterable<OutputOf<C, K>> | Iterable<OutputOf<C, K>>
+    : StreamOf<C, K> extends 'input'
+      ? (
+          input: AsyncIterable<ParsedInputOf<C, K>>,
+          ctx: ActionContext<C, K>,
+        ) => Promise<OutputOf<C, K>> | OutputOf<C, K>
+      : (input: ParsedInputOf<C, K>, ctx: ActionContext<C, K>) => Promise<OutputOf<C, K>> | OutputOf<C, K>;
 
 export type ActionHandlers<C extends AnyContract> = { [K in ActionName<C>]: ActionHandler<C, K> };
 

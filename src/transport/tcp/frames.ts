@@ -77,11 +77,15 @@ export class FrameReader {
     while (end - at >= 4) {
       const length = buf.readUInt32BE(at);
       if (length < HEADER - 4 || length - (HEADER - 4) > this.maxPayload) {
-        return this.fail(`frame of ${length} bytes is over the maximum of ${this.maxPayload}`);
+        this.fail(`frame of ${length} bytes is over the maximum of ${this.maxPayload}`);
+        return;
       }
       if (end - at < 4 + length) break;
       const type = buf[at + 4] as number;
-      if (!KNOWN.has(type)) return this.fail(`unknown frame type ${type}`);
+      if (!KNOWN.has(type)) {
+        this.fail(`unknown frame type ${type}`);
+        return;
+      }
       const id = buf.readUInt32BE(at + 5);
       const payload = buf.subarray(at + HEADER, at + 4 + length);
       at += 4 + length;

@@ -1,0 +1,184 @@
+/**
+ * @module runtime/remote-streams
+ * The calling side of streams to another node (see `runtime/streams` for the protocol): an output
+ * stream is an async iterator that pulls one page ahead of what it has handed out; an input
+ * stream pushes pages and waits for each answer before the next.
+ */
+import { ParleyError } from '../errors.ts';
+import type { OutboundCall } from './pipeline.ts';
+import { callRemote, type RemoteDeps } from './remote.ts';
+import { LONG_POLL, PAGE, type Page, sizeOf } from './streams.ts';
+
+/** How long one pull or push may take on the wire, beyond the server's long poll. */
+const OP_TIMEOUT = LONG_POLL + 10_000;
+const NO_OPTIONS = Object.freeze({});
+
+function op(
+  deps: RemoteDeps,
+  target: string,
+  call: OutboundCall,
+  action: string,
+  input: unknown,
+): Promise<Page> {
+  return callRemote(deps, target, {
+    service: '$stream',
+    action,
+    input,
+    deadline: deps.clock.now() + OP_TIMEOUT,
+    idempotent: false,
+    options: NO_OPTIONS,
+    parent: call.parent,
+    tried: [],
+  }) as Promise<Page>;
+}
+
+/** Opens an output stream on `target`; resolves to its iterator once the first page is in. */
+export async function openRemoteOutput(
+  deps: RemoteDeps,
+  target: string,
+  call: OutboundCall,
+): Promise<AsyncIterableIterator<unknown>> {
+  const first = (await callRemote(deps, target, call)) as Page;
+  return new RemoteOutput(deps, target, call, first);
+}
+
+class RemoteOutput implements AsyncIterableIterator<unknown> {
+  private chunks: unknown[];
+  private index = 0;
+  private done: boolean;
+  private next_: Promise<Page> | undefined;
+  private failed: unknown;
+  private readonly sessionId: string;
+
+  constructor(
+    private readonly deps: RemoteDeps,
+    private readonly target: string,
+    private readonly call: OutboundCall,
+    first: Page,
+  ) {
+    this.sessionId = first.session;
+    this.chunks = first.chunks;
+    this.done = first.done;
+    if (!this.done) this.prefetch();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<unknown> {
+    return this;
+  }
+
+  private prefetch(): void {
+    if (this.next_ !== undefined || this.done) return;
+    this.next_ = op(this.deps, this.target, this.call, 'pull', { session: this.sessionId, max: PAGE });
+    // Read later by next(); a failure is kept until then.
+    this.next_.catch(() => undefined);
+  }
+
+  async next(): Promise<IteratorResult<unknown>> {
+    for (;;) {
+      if (this.index < this.chunks.length) {
+        const value = this.chunks[this.index++];
+        return { value, done: false };
+      }
+      if (this.failed !== undefined) throw this.failed;
+      if (this.done) return { value: undefined, done: true };
+      this.prefetch();
+      let page: Page;
+      try {
+        page = await (this.next_ as Promise<Page>);
+      } catch (error) {
+        this.failed = ParleyError.from(error);
+        this.done = true;
+        throw this.failed;
+      } finally {
+        this.next_ = undefined;
+      }
+      this.chunks = page.chunks;
+      this.index = 0;
+      this.done = page.done;
+      // One page ahead: the next is on its way while this one is read.
+      if (!this.done) this.prefetch();
+    }
+  }
+
+  async return(): Promise<IteratorResult<unknown>> {
+    if (!this.done) {
+      this.done = true;
+      this.chunks = [];
+      await op(this.deps, this.target, this.call, 'cancel', { session: this.sessionId }).catch(
+        () => undefined,
+      );
+    }
+    return { value: undefined, done: true };
+  }
+}
+
+/** Sends an input stream to `target`: opens, pushes pages, returns the handler's output. */
+export async function callRemoteInput(
+  deps: RemoteDeps,
+  target: string,
+  call: OutboundCall,
+): Promise<unknown> {
+  const source = call.input as AsyncIterable<unknown> | Iterable<unknown>;
+  const opened = (await callRemote(deps, target, { ...call, input: null })) as Page;
+  const session = opened.session;
+  const iterator =
+    Symbol.asyncIterator in (source as object)
+      ? (source as AsyncIterable<unknown>)[Symbol.asyncIterator]()
+      : toAsync((source as Iterable<unknown>)[Symbol.iterator]());
+  const budget = Math.floor(deps.transport.maxPayload / 2);
+  let carried: unknown[] = [];
+  let carriedBytes = 0;
+  try {
+    for (;;) {
+      const chunks = carried;
+      let bytes = carriedBytes;
+      carried = [];
+      carriedBytes = 0;
+      let end = false;
+      while (chunks.length < PAGE) {
+        const r = await iterator.next();
+        if (r.done) {
+          end = true;
+          break;
+        }
+        const size = sizeOf(r.value);
+        if (size > budget) {
+          throw new ParleyError(
+            'RESOURCE_EXHAUSTED',
+            `stream chunk of ${size} bytes exceeds the page limit of ${budget}`,
+            {
+              details: { size, max: budget },
+            },
+          );
+        }
+        if (bytes + size > budget && chunks.length > 0) {
+          carried = [r.value];
+          carriedBytes = size;
+          break;
+        }
+        chunks.push(r.value);
+        bytes += size;
+      }
+      const page = await op(deps, target, call, 'push', { session, chunks, end });
+      if (page.done) {
+        // The handler is finished (maybe before reading everything): stop the source.
+        if (!end) await iterator.return?.();
+        return page.result;
+      }
+      if (end)
+        throw new ParleyError('INTERNAL', 'the stream ended but the server did not answer with a result');
+    }
+  } catch (error) {
+    const e = ParleyError.from(error);
+    // The source failed, or the server refused: the server's side of the session ends too.
+    await op(deps, target, call, 'cancel', { session }).catch(() => undefined);
+    throw e;
+  }
+}
+
+function toAsync<T>(it: Iterator<T>): AsyncIterator<T> {
+  return {
+    next: () => Promise.resolve(it.next()),
+    return: () => Promise.resolve(it.return?.() ?? { value: undefined, done: true }),
+  };
+}

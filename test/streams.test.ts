@@ -1,0 +1,319 @@
+/**
+ * Streaming calls: output streams (the handler yields chunks) and input streams (the caller sends
+ * chunks), on the in-process path, the memory transport and the TCP transport. Order, size limits,
+ * backpressure both ways, cancellation, errors mid-stream, validation per chunk, idle sessions.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  createFakeClock,
+  createHub,
+  createMemoryNetwork,
+  createTcpTransport,
+  defineContract,
+  type Hub,
+  implement,
+  ParleyError,
+  type ParleyNode,
+  type Transport,
+  z,
+} from '../src/index.ts';
+import { testNode, waitFor } from './helpers.ts';
+
+const files = defineContract({
+  name: 'files',
+  version: '1.0.0',
+  actions: {
+    count: {
+      input: z.object({ to: z.number().int().min(0), failAt: z.number().int().optional() }),
+      output: z.object({ n: z.number().int() }),
+      stream: 'output',
+      errors: { BROKEN: 'DATA_LOSS' },
+    },
+    blob: {
+      input: z.object({ chunks: z.number().int(), size: z.number().int() }),
+      output: z.object({ i: z.number().int(), data: z.string() }),
+      stream: 'output',
+    },
+    sum: {
+      input: z.object({ n: z.number() }),
+      output: z.object({ total: z.number(), chunks: z.number().int() }),
+      stream: 'input',
+    },
+    firstThree: {
+      input: z.object({ n: z.number() }),
+      output: z.object({ seen: z.array(z.number()) }),
+      stream: 'input',
+    },
+  },
+});
+
+/** What the server side saw, for assertions about backpressure and cleanup. */
+const seen = { produced: 0, finished: 0, aborted: 0, consumed: 0 };
+let slowReader = 0;
+
+const filesService = implement(files, {
+  actions: {
+    count: async function* ({ to, failAt }, ctx) {
+      try {
+        for (let n = 0; n < to; n++) {
+          if (n === failAt) throw ctx.fail('BROKEN', `broke at ${n}`);
+          seen.produced++;
+          yield { n };
+        }
+      } finally {
+        seen.finished++;
+        if (ctx.signal.aborted) seen.aborted++;
+      }
+    },
+    blob: function* ({ chunks, size }) {
+      for (let i = 0; i < chunks; i++) yield { i, data: String.fromCharCode(97 + (i % 26)).repeat(size) };
+    },
+    sum: async (chunks) => {
+      let total = 0;
+      let count = 0;
+      for await (const { n } of chunks) {
+        total += n;
+        count++;
+        seen.consumed++;
+        if (slowReader > 0) await sleep(slowReader);
+      }
+      return { total, chunks: count };
+    },
+    firstThree: async (chunks) => {
+      const out: number[] = [];
+      for await (const { n } of chunks) {
+        out.push(n);
+        if (out.length === 3) break;
+      }
+      return { seen: out };
+    },
+  },
+});
+
+interface Pair {
+  server: ParleyNode;
+  caller: ParleyNode;
+}
+
+const hubs: Hub[] = [];
+after(async () => {
+  for (const h of hubs) await h.close();
+});
+
+const setups: { name: string; make(): Promise<Pair> }[] = [
+  {
+    name: 'in-process',
+    async make() {
+      const node = testNode({ services: [filesService] });
+      await node.start();
+      return { server: node, caller: node };
+    },
+  },
+  {
+    name: 'memory transport',
+    async make() {
+      const net = createMemoryNetwork();
+      return start(net.transport({ maxPayload: 256 * 1024 }), net.transport({ maxPayload: 256 * 1024 }));
+    },
+  },
+  {
+    name: 'tcp transport',
+    async make() {
+      const hub = await createHub({ maxPayload: 256 * 1024 });
+      hubs.push(hub);
+      const t = () => createTcpTransport({ hub: hub.url, maxPayload: 256 * 1024, log: () => undefined });
+      return start(t(), t());
+    },
+  },
+];
+
+async function start(a: Transport, b: Transport): Promise<Pair> {
+  const server = testNode({ id: 'server', transport: a, services: [filesService], validateOutput: true });
+  const caller = testNode({ id: 'caller', transport: b });
+  await server.start();
+  await caller.start();
+  await waitFor(() => caller.registry.endpoints('files').length > 0, 5000, 'server known');
+  return { server, caller };
+}
+
+async function collect<T>(stream: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of stream) out.push(x);
+  return out;
+}
+
+for (const setup of setups) {
+  describe(`streams, ${setup.name}`, () => {
+    let pair: Pair;
+    const fresh = async () => {
+      pair ??= await setup.make();
+      Object.assign(seen, { produced: 0, finished: 0, aborted: 0, consumed: 0 });
+      slowReader = 0;
+      return pair.caller.client(files);
+    };
+    after(async () => {
+      await pair?.caller.stop();
+      if (pair?.server !== pair?.caller) await pair?.server.stop();
+    });
+
+    it('an output stream delivers every chunk, in order, then ends', async () => {
+      const client = await fresh();
+      const got = await collect(client.count({ to: 1000 }));
+      assert.deepEqual(
+        got.map((c) => c.n),
+        Array.from({ length: 1000 }, (_, i) => i),
+      );
+      assert.equal(seen.finished, 1);
+    });
+
+    it('large data: 3 MiB in 64 KiB chunks crosses a 256 KiB frame limit in pages', async () => {
+      const client = await fresh();
+      let bytes = 0;
+      let i = 0;
+      for await (const chunk of client.blob({ chunks: 48, size: 64 * 1024 })) {
+        assert.equal(chunk.i, i++);
+        bytes += chunk.data.length;
+      }
+      assert.equal(bytes, 48 * 64 * 1024);
+    });
+
+    it('backpressure: a slow reader keeps the producer at most about two pages ahead', async () => {
+      const client = await fresh();
+      const stream = client.count({ to: 100_000 });
+      let read = 0;
+      for await (const _ of stream) {
+        read++;
+        if (read === 10) {
+          await sleep(200);
+          break;
+        }
+      }
+      assert.ok(seen.produced < 10 + 3 * 64 + 2, `produced ${seen.produced} while 10 were read`);
+      await waitFor(() => seen.finished === 1, 2000, 'the producer is stopped');
+    });
+
+    it('breaking out of the loop cancels the handler: its finally runs, its signal aborts', async () => {
+      const client = await fresh();
+      for await (const c of client.count({ to: 1_000_000 })) if (c.n === 5) break;
+      await waitFor(() => seen.finished === 1, 2000, 'generator closed');
+      if (setup.name !== 'in-process') assert.equal(seen.aborted, 1, 'ctx.signal aborted on cancel');
+      assert.equal(pair.server.inFlight(), 0, 'no session left open');
+    });
+
+    it('an error mid-stream reaches the reader after the chunks before it, with its code', async () => {
+      const client = await fresh();
+      const got: number[] = [];
+      await assert.rejects(
+        (async () => {
+          for await (const c of client.count({ to: 10, failAt: 3 })) got.push(c.n);
+        })(),
+        (e: unknown) => e instanceof ParleyError && e.code === 'DATA_LOSS' && e.reason === 'BROKEN',
+      );
+      assert.deepEqual(got, [0, 1, 2]);
+    });
+
+    it('invalid input to an output stream fails at the first read with INVALID_ARGUMENT', async () => {
+      const client = await fresh();
+      const stream = client.count({ to: -1 });
+      await assert.rejects(
+        collect(stream),
+        (e: unknown) => e instanceof ParleyError && e.code === 'INVALID_ARGUMENT',
+      );
+    });
+
+    it('an input stream: 10 000 chunks summed by the handler', async () => {
+      const client = await fresh();
+      async function* numbers() {
+        for (let n = 1; n <= 10_000; n++) yield { n };
+      }
+      assert.deepEqual(await client.sum(numbers()), { total: 50_005_000, chunks: 10_000 });
+      assert.deepEqual(await client.sum([{ n: 1 }, { n: 2 }]), { total: 3, chunks: 2 }, 'a plain array too');
+      assert.deepEqual(await client.sum([]), { total: 0, chunks: 0 }, 'and nothing at all');
+    });
+
+    it('input backpressure: the sender runs no further ahead than the queue and a page', async () => {
+      const client = await fresh();
+      slowReader = 2;
+      let sent = 0;
+      let maxAhead = 0;
+      async function* numbers() {
+        for (let n = 0; n < 700; n++) {
+          sent++;
+          maxAhead = Math.max(maxAhead, sent - seen.consumed);
+          yield { n };
+        }
+      }
+      const result = await client.sum(numbers(), { timeout: 30_000 });
+      assert.equal(result.chunks, 700);
+      assert.ok(maxAhead <= 256 + 2 * 64 + 2, `sender ran ${maxAhead} chunks ahead`);
+    });
+
+    it('an invalid chunk fails the call with INVALID_ARGUMENT naming the chunk', async () => {
+      const client = await fresh();
+      const bad = [{ n: 1 }, { n: 'two' }, { n: 3 }] as unknown as { n: number }[];
+      await assert.rejects(
+        client.sum(bad),
+        (e: unknown) => e instanceof ParleyError && e.code === 'INVALID_ARGUMENT',
+      );
+      await waitFor(() => pair.server.inFlight() === 0, 2000, 'session closed');
+    });
+
+    it('a handler that stops reading early answers at once, and the sender stops', async () => {
+      const client = await fresh();
+      let pulled = 0;
+      let returned = false;
+      const source: AsyncIterable<{ n: number }> = {
+        [Symbol.asyncIterator]: () => ({
+          next: async () => ({ value: { n: pulled++ }, done: false }),
+          return: async () => {
+            returned = true;
+            return { value: undefined, done: true };
+          },
+        }),
+      };
+      assert.deepEqual(await client.firstThree(source), { seen: [0, 1, 2] });
+      assert.ok(returned, 'the source was told to stop');
+      assert.ok(pulled < 1000, `the sender stopped (${pulled} chunks)`);
+    });
+
+    it('a sender that fails cancels the call; the handler sees CANCELLED, not a hang', async () => {
+      const client = await fresh();
+      async function* failing() {
+        yield { n: 1 };
+        throw new ParleyError('ABORTED', 'source broke');
+      }
+      await assert.rejects(
+        client.sum(failing()),
+        (e: unknown) => e instanceof ParleyError && e.code === 'ABORTED',
+      );
+      await waitFor(() => pair.server.inFlight() === 0, 2000, 'no session left open');
+    });
+  });
+}
+
+describe('streams: idle sessions', () => {
+  it('a stream nobody pulls from is cancelled after the idle timeout (fake clock)', async () => {
+    const clock = createFakeClock();
+    const net = createMemoryNetwork({ clock });
+    const server = testNode({ id: 'server', clock, transport: net.transport(), services: [filesService] });
+    const caller = testNode({ id: 'caller', clock, transport: net.transport() });
+    await server.start();
+    await caller.start();
+    Object.assign(seen, { produced: 0, finished: 0, aborted: 0, consumed: 0 });
+    const it = caller.client(files).count({ to: 1_000_000 })[Symbol.asyncIterator]();
+    const first = it.next();
+    for (let i = 0; i < 50 && seen.produced === 0; i++) await clock.tick(1);
+    assert.deepEqual((await first).value, { n: 0 });
+    assert.equal(server.inFlight(), 1, 'one open session');
+    await clock.tick(29_000);
+    assert.equal(server.inFlight(), 1, 'still open before the idle timeout');
+    await clock.tick(31_000);
+    await waitFor(() => seen.finished === 1, 2000, 'the producer was stopped');
+    assert.equal(server.inFlight(), 0);
+    assert.equal(seen.aborted, 1);
+    await caller.stop();
+    await server.stop();
+  });
+});
