@@ -119,6 +119,7 @@ export {
   type MemoryNetwork,
   type MemoryNetworkOptions,
 } from './transport/memory.ts';
+export { type ParleyTlsOptions, tlsFromEnv } from './transport/tcp/sockets.ts';
 export {
   createTcpTransport,
   type TcpTransport,

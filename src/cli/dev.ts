@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { ParleyError } from '../errors.ts';
 import { createHub, type Hub } from '../hub/hub.ts';
 import { backoffDelay } from '../resilience/backoff.ts';
+import type { ParleyTlsOptions } from '../transport/tcp/sockets.ts';
 
 export interface DevOptions {
   appDir: string;
@@ -29,6 +30,8 @@ export interface DevOptions {
   env?: Record<string, string>;
   /** How long a service gets to stop before SIGKILL, ms. Default 10 000. */
   stopTimeout?: number;
+  /** TLS for the hub; the services read the same PARLEY_TLS_* files from the environment. */
+  tls?: ParleyTlsOptions;
 }
 
 export interface DevProcess {
@@ -117,6 +120,7 @@ export async function runDev(options: DevOptions): Promise<Dev> {
     port: options.port ?? 7400,
     dataDir,
     ...(options.token === undefined ? {} : { token: options.token }),
+    ...(options.tls === undefined ? {} : { tls: options.tls }),
     log: (message) => print(`[hub] ${message}`),
   });
   print(`[hub] listening on ${hub.url}, data in ${dataDir}`);

@@ -2,12 +2,14 @@
 /**
  * @module cli/main
  * The `parley` command. Every subcommand has `--help`; `PARLEY_TRANSPORT` (the hub URL),
- * `PARLEY_BROKER` and `PARLEY_TOKEN` are read where an option is not given.
+ * `PARLEY_BROKER` and `PARLEY_TOKEN` are read where an option is not given, and TLS comes from
+ * `PARLEY_TLS_CA`, `PARLEY_TLS_CERT`, `PARLEY_TLS_KEY` (PEM files) and `PARLEY_TLS_MUTUAL=1`.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { createEnvelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
 import { createHub } from '../hub/hub.ts';
+import { tlsFromEnv } from '../transport/tcp/sockets.ts';
 import { runDev } from './dev.ts';
 import { startServices } from './start.ts';
 import { callAction, openBrokerFor, showDeadLetter, showDeadLetters, showServices } from './tools.ts';
@@ -65,11 +67,13 @@ program
   .addOption(tokenOption())
   .action(async (opts: { host: string; port: number; data: string; token?: string }) => {
     const log = (message: string) => process.stdout.write(`${new Date().toISOString()} ${message}\n`);
+    const tls = tlsFromEnv(process.env);
     const hub = await createHub({
       host: opts.host,
       port: opts.port,
       dataDir: opts.data,
       ...(opts.token === undefined ? {} : { token: opts.token }),
+      ...(tls === undefined ? {} : { tls }),
       log,
     });
     log(`hub listening on ${hub.url}; broker ${hub.brokerUrl}`);
@@ -84,8 +88,10 @@ program
   .option('--data <dir>', 'data directory (default <app-dir>/.parley)')
   .addOption(tokenOption())
   .action(async (appDir: string, opts: { port: number; data?: string; token?: string }) => {
+    const tls = tlsFromEnv(process.env);
     const dev = await runDev({
       appDir,
+      ...(tls === undefined ? {} : { tls }),
       port: opts.port,
       ...(opts.data === undefined ? {} : { dataDir: opts.data }),
       ...(opts.token === undefined ? {} : { token: opts.token }),

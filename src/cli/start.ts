@@ -15,6 +15,7 @@ import { ParleyError } from '../errors.ts';
 import { queryHub } from '../hub/client.ts';
 import { createNode, type ParleyNode } from '../runtime/node.ts';
 import { TransportRegistry } from '../transport/from-url.ts';
+import { tlsFromEnv } from '../transport/tcp/sockets.ts';
 import { isServiceModule, type ServiceModule, type ServiceModuleParts } from './service-module.ts';
 
 export interface StartOptions {
@@ -73,8 +74,10 @@ export async function startServices(options: StartOptions): Promise<RunningServi
   const transportUrl = options.transport ?? env.PARLEY_TRANSPORT ?? 'memory:';
   const token = options.token ?? env.PARLEY_TOKEN;
   let brokerUrl = options.broker ?? env.PARLEY_BROKER;
+  const tls = tlsFromEnv(env);
+  const access = { ...(token === undefined ? {} : { token }), ...(tls === undefined ? {} : { tls }) };
   if (brokerUrl === undefined && transportUrl.startsWith('parley:')) {
-    brokerUrl = (await queryHub(transportUrl, token === undefined ? {} : { token })).broker;
+    brokerUrl = (await queryHub(transportUrl, access)).broker;
   }
   const dataDir = resolve(options.dataDir ?? env.PARLEY_DATA_DIR ?? '.parley');
   mkdirSync(dataDir, { recursive: true });
@@ -94,10 +97,7 @@ export async function startServices(options: StartOptions): Promise<RunningServi
     throw error;
   }
   const log = (message: string) => logger.warn(message);
-  const transport = new TransportRegistry().open(
-    transportUrl,
-    token === undefined ? { log } : { token, log },
-  );
+  const transport = new TransportRegistry().open(transportUrl, { ...access, log });
   const outboxes = parts.flatMap((p) => (p.outbox === undefined ? [] : [p.outbox])) as Outbox[];
   const node = createNode({
     id: options.id ?? `${modules[0]?.name}-${process.pid}`,

@@ -10,13 +10,18 @@ import { defineContract } from '../contract/contract.ts';
 import { ParleyError } from '../errors.ts';
 import { queryHub } from '../hub/client.ts';
 import { createNode } from '../runtime/node.ts';
+import { tlsFromEnv } from '../transport/tcp/sockets.ts';
 import { createTcpTransport } from '../transport/tcp/tcp-transport.ts';
 
 interface HubAccess {
   token?: string;
 }
 
-const tokenOf = (o: HubAccess) => (o.token === undefined ? {} : { token: o.token });
+/** Token and TLS (from PARLEY_TLS_*) for talking to the hub. */
+const tokenOf = (o: HubAccess) => {
+  const tls = tlsFromEnv(process.env);
+  return { ...(o.token === undefined ? {} : { token: o.token }), ...(tls === undefined ? {} : { tls }) };
+};
 
 /**
  * Joins the hub as a node with no services, calls `service.action` with `input` and leaves. The

@@ -3,20 +3,20 @@
  * Asking a hub who is there, for tools (`parley services`, `parley start` looking for the broker):
  * one connection, one `Members` frame, one answer, closed.
  */
-import { createConnection } from 'node:net';
 import { ParleyError } from '../errors.ts';
 import { FrameReader, FrameType, FrameWriter, parseHubUrl } from '../transport/tcp/frames.ts';
+import { connect, type ParleyTlsOptions } from '../transport/tcp/sockets.ts';
 import { DEFAULT_MAX_PAYLOAD } from '../transport/transport.ts';
 import type { HubSnapshot } from './hub.ts';
 
 export async function queryHub(
   url: string,
-  options: { token?: string; timeout?: number } = {},
+  options: { token?: string; timeout?: number; tls?: ParleyTlsOptions } = {},
 ): Promise<HubSnapshot> {
   const target = parseHubUrl(url);
   const timeout = options.timeout ?? 3000;
   return new Promise<HubSnapshot>((resolve, reject) => {
-    const socket = createConnection(target);
+    const { socket, ready } = connect(target, options.tls);
     const fail = (error: ParleyError) => {
       socket.destroy();
       reject(error);
@@ -48,7 +48,7 @@ export async function queryHub(
       clearTimeout(timer);
       reject(new ParleyError('UNAVAILABLE', `hub ${url} closed the connection (wrong token?)`));
     });
-    socket.on('connect', () => {
+    socket.on(ready, () => {
       new FrameWriter(socket).send(FrameType.Members, 1, Buffer.from(options.token ?? '', 'utf8'));
     });
   });

@@ -12,7 +12,7 @@
  */
 import { once } from 'node:events';
 import { mkdirSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import { resolve } from 'node:path';
 import { createEmbeddedBroker, type EmbeddedBroker } from '../broker/embedded/embedded-broker.ts';
 import {
@@ -22,6 +22,7 @@ import {
   FrameWriter,
   PROTOCOL_VERSION,
 } from '../transport/tcp/frames.ts';
+import { listen, type ParleyTlsOptions } from '../transport/tcp/sockets.ts';
 import { DEFAULT_MAX_PAYLOAD, type NodeInfo } from '../transport/transport.ts';
 
 export interface HubOptions {
@@ -37,6 +38,8 @@ export interface HubOptions {
   dataDir?: string;
   /** Where the hub reports what it does (connections refused, nodes dropped). */
   log?: (message: string) => void;
+  /** Serve TLS: `cert` and `key` required; `requireClientCert` for mutual TLS. */
+  tls?: ParleyTlsOptions;
 }
 
 export interface HubMember {
@@ -116,7 +119,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     for (const o of members.values()) o.writer.send(FrameType.NodeDown, 0, payload);
   };
 
-  const server: Server = createServer((socket) => {
+  const server: Server = listen(options.tls, (socket) => {
     sockets.add(socket);
     socket.setNoDelay(true);
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
@@ -194,6 +197,12 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
       sockets.delete(socket);
       if (id !== undefined) down(id, socket);
     });
+  });
+  // A TLS handshake that fails (wrong certificate, plain TCP on a TLS port) never gets a socket.
+  server.on('tlsClientError', (error: Error, socket: Socket) => {
+    log(
+      `connection from ${socket.remoteAddress}:${socket.remotePort}: TLS handshake failed (${error.message}): closed`,
+    );
   });
   server.listen(options.port ?? 0, host);
   await once(server, 'listening');

@@ -5,6 +5,7 @@
  */
 import { ParleyError } from '../errors.ts';
 import { createMemoryNetwork } from './memory.ts';
+import type { ParleyTlsOptions } from './tcp/sockets.ts';
 import { createTcpTransport } from './tcp/tcp-transport.ts';
 import type { Transport } from './transport.ts';
 
@@ -13,6 +14,7 @@ export interface TransportFactoryOptions {
   token?: string;
   maxPayload?: number;
   log?: (message: string) => void;
+  tls?: ParleyTlsOptions;
 }
 
 export type TransportFactory = (url: string, options: TransportFactoryOptions) => Transport;
@@ -31,6 +33,7 @@ export class TransportRegistry {
       if (options.token !== undefined) tcp.token = options.token;
       if (options.maxPayload !== undefined) tcp.maxPayload = options.maxPayload;
       if (options.log !== undefined) tcp.log = options.log;
+      if (options.tls !== undefined) tcp.tls = options.tls;
       return createTcpTransport(tcp);
     });
   }

@@ -15,7 +15,7 @@
  * connection while it is handling `maxConcurrent` requests from it.
  */
 import { once } from 'node:events';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import { ParleyError } from '../../errors.ts';
 import { backoffDelay } from '../../resilience/backoff.ts';
 import { frameTooLarge } from '../pending.ts';
@@ -27,6 +27,7 @@ import {
   type TransportHandler,
 } from '../transport.ts';
 import { type Frame, FrameReader, FrameType, FrameWriter, PROTOCOL_VERSION, parseHubUrl } from './frames.ts';
+import { connect, listen, type ParleyTlsOptions } from './sockets.ts';
 
 export interface TcpTransportOptions {
   /** The hub, `parley://host:port`. */
@@ -47,6 +48,11 @@ export interface TcpTransportOptions {
   reconnect?: { initial?: number; max?: number };
   /** Where refused connections and hub trouble are reported. Default: stderr. */
   log?: (message: string) => void;
+  /**
+   * TLS to the hub, to peers and on this node's call port: `ca` to trust the others, `cert` and
+   * `key` to serve calls (and, with `requireClientCert`, to be let in).
+   */
+  tls?: ParleyTlsOptions;
 }
 
 export interface TcpTransport extends Transport {
@@ -113,7 +119,12 @@ class TcpTransportImpl implements TcpTransport {
     this.self = self;
     this.handler = handler;
     const host = this.options.host ?? '127.0.0.1';
-    this.server = createServer((socket) => this.accept(socket));
+    this.server = listen(this.options.tls, (socket) => this.accept(socket));
+    this.server.on('tlsClientError', (error: Error, socket: Socket) => {
+      this.log(
+        `connection from ${socket.remoteAddress}:${socket.remotePort}: TLS handshake failed (${error.message})`,
+      );
+    });
     this.server.listen(this.options.port ?? 0, host);
     await once(this.server, 'listening');
     const port = (this.server.address() as { port: number }).port;
@@ -134,7 +145,7 @@ class TcpTransportImpl implements TcpTransport {
 
   /** Connects to the hub, says hello and resolves once the hub's snapshot of peers is complete. */
   private connectHub(): Promise<void> {
-    const socket = createConnection(this.hub);
+    const { socket, ready } = connect(this.hub, this.options.tls);
     socket.setNoDelay(true);
     const conn: Conn = { socket, writer: new FrameWriter(socket) };
     this.hubConn = conn;
@@ -154,8 +165,11 @@ class TcpTransportImpl implements TcpTransport {
         },
       );
       socket.on('data', (chunk: Buffer) => reader.push(chunk));
-      socket.on('error', () => socket.destroy());
-      socket.on('connect', () => this.sayHello());
+      socket.on('error', (error) => {
+        if (!welcomed) this.log(`hub ${this.options.hub}: ${error.message}`);
+        socket.destroy();
+      });
+      socket.on(ready, () => this.sayHello());
       socket.on('close', () => {
         if (!welcomed) {
           reject(
@@ -313,7 +327,7 @@ class TcpTransportImpl implements TcpTransport {
     if (existing !== undefined) return existing;
     const at = address.lastIndexOf(':');
     const host = address.slice(0, at).replace(/^\[|\]$/g, '');
-    const socket = createConnection({ host, port: Number(address.slice(at + 1)) });
+    const { socket } = connect({ host, port: Number(address.slice(at + 1)) }, this.options.tls);
     socket.setNoDelay(true);
     const conn: Conn = { socket, writer: new FrameWriter(socket) };
     conn.writer.send(FrameType.Hello, 0, this.hello);
