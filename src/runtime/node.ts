@@ -303,7 +303,8 @@ class NodeImpl implements ParleyNode, ContextRuntime {
 
   /**
    * The end of the outbound pipeline: deadline check (again only if middleware may have spent
-   * time since `callFrom` checked), balancer, then local or remote.
+   * time since `callFrom` checked), balancer, then local or remote; a safe call whose instance
+   * is lost goes to another.
    */
   private dispatch(call: OutboundCall): Promise<unknown> {
     if (this.hasOutboundMiddleware && call.deadline <= this.clock.now()) {
@@ -327,7 +328,19 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     if (endpoint.local) return this.callLocal(call);
     if (call.stream === 'output') return openRemoteOutput(this.remoteDeps, endpoint.nodeId, call);
     if (call.stream === 'input') return callRemoteInput(this.remoteDeps, endpoint.nodeId, call);
-    return callRemote(this.remoteDeps, endpoint.nodeId, call);
+    const sent = callRemote(this.remoteDeps, endpoint.nodeId, call);
+    // Failover: when the instance is lost mid-call and running the call twice is safe
+    // (idempotent, or an idempotency key), another instance gets it, while time is left.
+    if (endpoints.length < 2 || !(call.idempotent || call.options.idempotencyKey !== undefined)) return sent;
+    return sent.catch((error: unknown) => {
+      const lost = error instanceof ParleyError && error.code === 'UNAVAILABLE';
+      const untried = this.registry
+        .endpoints(call.service)
+        .some((e) => !call.tried.includes(e.nodeId) && e.nodeId !== endpoint.nodeId);
+      if (!lost || !untried || call.deadline <= this.clock.now() || call.options.signal?.aborted) throw error;
+      this.logger.debug({ service: call.service, action: call.action, from: endpoint.nodeId }, 'failover');
+      return this.dispatch(call);
+    });
   }
 
   private callLocal(call: OutboundCall): Promise<unknown> {
