@@ -79,7 +79,7 @@ export class Results {
       );
       if (goal !== undefined) {
         row.goal = `${goal.text} (issue ${goal.issue})`;
-        if (judge) row.pass = goal.check(row);
+        if (judge) row.pass = goal.check(row, rows);
       }
     }
     return rows;
@@ -107,7 +107,7 @@ interface Goal {
   metric: string;
   issue: number;
   text: string;
-  check(row: Row): boolean;
+  check(row: Row, rows: readonly Row[]): boolean;
 }
 
 /** Goals set by the issues; each later issue adds its rows' goals here. */
@@ -123,6 +123,35 @@ const GOALS: Goal[] = [
       check: (r) => (r.ratio ?? 0) >= 2,
     }),
   ),
+  {
+    suite: 'rpc',
+    case: 'c=64',
+    system: 'parley tcp',
+    metric: 'throughput',
+    issue: 5,
+    text: '≥ 0.75× raw node:net and ≥ 2.3× the best peer',
+    check: (r, rows) => {
+      const peers = rows.filter(
+        (o) =>
+          o.suite === 'rpc' &&
+          o.case === 'c=64' &&
+          o.metric === 'throughput' &&
+          !o.system.startsWith('parley') &&
+          !o.system.startsWith('raw'),
+      );
+      const best = Math.max(0, ...peers.map((o) => o.value));
+      return (r.ratio ?? 0) >= 0.75 && r.value >= 2.3 * best;
+    },
+  },
+  {
+    suite: 'rpc',
+    case: 'c=1',
+    system: 'parley tcp',
+    metric: 'p50',
+    issue: 5,
+    text: '≤ 1.15× raw node:net',
+    check: (r) => r.ratio !== undefined && r.ratio <= 1.15,
+  },
   {
     suite: 'in-process',
     case: 'no validation, 100 in flight',
