@@ -20,30 +20,54 @@ export interface RemoteDeps {
   readonly deadlines: DeadlineWheel;
 }
 
-export async function callRemote(deps: RemoteDeps, target: string, call: OutboundCall): Promise<unknown> {
+export function callRemote(deps: RemoteDeps, target: string, call: OutboundCall): Promise<unknown> {
+  let frame: Uint8Array;
   const name = `${call.service}.${call.action}`;
-  const env = requestEnvelope(deps.nodeId, call.parent, name, call.input, deps.clock.now());
-  env.deadline = call.deadline;
-  if (call.options.idempotencyKey !== undefined) env.idempotencykey = call.options.idempotencyKey;
-  const frame = deps.codec.encode(env);
+  try {
+    const env = requestEnvelope(deps.nodeId, call.parent, name, call.input, deps.clock.now());
+    env.deadline = call.deadline;
+    if (call.options.idempotencyKey !== undefined) env.idempotencykey = call.options.idempotencyKey;
+    frame = deps.codec.encode(env);
+  } catch (error) {
+    return Promise.reject(error);
+  }
   // At the deadline, or early with a reason when the node stops.
   const abort = new CallSignal(name);
   deps.deadlines.add(call.deadline, abort);
   const signal = call.options.signal;
-  const onAbort =
-    signal === undefined
-      ? undefined
-      : () => abort.abort(new ParleyError('CANCELLED', `${name} was cancelled by the caller`));
-  if (onAbort !== undefined) {
-    if (signal?.aborted) onAbort();
-    else signal?.addEventListener('abort', onAbort, { once: true });
+  if (signal === undefined) {
+    // The common case, without an async frame: one promise from the transport, one for the decode.
+    return deps.transport.request(target, frame, { signal: abort }).then(
+      (reply) => {
+        abort.cancel();
+        return decodeReply(deps.codec, reply);
+      },
+      (error: unknown) => {
+        abort.cancel();
+        throw error;
+      },
+    );
   }
+  return withCallerSignal(deps, target, frame, abort, signal, name);
+}
+
+async function withCallerSignal(
+  deps: RemoteDeps,
+  target: string,
+  frame: Uint8Array,
+  abort: CallSignal,
+  signal: AbortSignal,
+  name: string,
+): Promise<unknown> {
+  const onAbort = () => abort.abort(new ParleyError('CANCELLED', `${name} was cancelled by the caller`));
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
   try {
     const reply = await deps.transport.request(target, frame, { signal: abort });
     return decodeReply(deps.codec, reply);
   } finally {
     abort.cancel();
-    if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
+    signal.removeEventListener('abort', onAbort);
   }
 }
 

@@ -73,6 +73,8 @@ interface Pending {
 interface Conn {
   socket: Socket;
   writer: FrameWriter;
+  /** Requests sent on it and not yet answered. */
+  inFlight: number;
 }
 
 export function createTcpTransport(options: TcpTransportOptions): TcpTransport {
@@ -99,7 +101,6 @@ class TcpTransportImpl implements TcpTransport {
   private readonly conns = new Map<string, Conn>();
   private readonly accepted = new Set<Socket>();
   private readonly pending = new Map<number, Pending>();
-  private readonly inFlightTo = new Map<Conn, number>();
   private seq = 0;
   private heartbeat: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -147,7 +148,7 @@ class TcpTransportImpl implements TcpTransport {
   private connectHub(): Promise<void> {
     const { socket, ready } = connect(this.hub, this.options.tls);
     socket.setNoDelay(true);
-    const conn: Conn = { socket, writer: new FrameWriter(socket) };
+    const conn: Conn = { socket, writer: new FrameWriter(socket), inFlight: 0 };
     this.hubConn = conn;
     return new Promise<void>((resolve, reject) => {
       let welcomed = false;
@@ -329,7 +330,7 @@ class TcpTransportImpl implements TcpTransport {
     const host = address.slice(0, at).replace(/^\[|\]$/g, '');
     const { socket } = connect({ host, port: Number(address.slice(at + 1)) }, this.options.tls);
     socket.setNoDelay(true);
-    const conn: Conn = { socket, writer: new FrameWriter(socket) };
+    const conn: Conn = { socket, writer: new FrameWriter(socket), inFlight: 0 };
     conn.writer.send(FrameType.Hello, 0, this.hello);
     this.conns.set(nodeId, conn);
     const reader = new FrameReader(
@@ -337,7 +338,7 @@ class TcpTransportImpl implements TcpTransport {
       (frame) => {
         const p = this.settle(frame.id);
         if (p === undefined) return; // late, or cancelled
-        this.inFlightTo.set(conn, (this.inFlightTo.get(conn) ?? 1) - 1);
+        conn.inFlight--;
         if (frame.type === FrameType.Reply) p.resolve(frame.payload);
         else if (frame.type === FrameType.Failure) {
           p.reject(ParleyError.fromWire(JSON.parse(frame.payload.toString('utf8'))));
@@ -359,7 +360,6 @@ class TcpTransportImpl implements TcpTransport {
     const conn = this.conns.get(nodeId);
     if (conn === undefined || (only !== undefined && conn !== only)) return;
     this.conns.delete(nodeId);
-    this.inFlightTo.delete(conn);
     conn.socket.destroy();
     for (const [id, p] of this.pending) {
       if (p.conn !== conn) continue;
@@ -380,13 +380,12 @@ class TcpTransportImpl implements TcpTransport {
       return Promise.reject(new ParleyError('UNAVAILABLE', `node ${nodeId} is not known`));
     if (options.signal?.aborted) return Promise.reject(options.signal.reason);
     const conn = this.connTo(nodeId, address);
-    const inFlight = this.inFlightTo.get(conn) ?? 0;
-    if (inFlight >= this.maxInFlight) {
+    if (conn.inFlight >= this.maxInFlight) {
       return Promise.reject(
-        new ParleyError('RESOURCE_EXHAUSTED', `${inFlight} requests already in flight to ${nodeId}`),
+        new ParleyError('RESOURCE_EXHAUSTED', `${conn.inFlight} requests already in flight to ${nodeId}`),
       );
     }
-    this.inFlightTo.set(conn, inFlight + 1);
+    conn.inFlight++;
     // Ids wrap at 2^32 and skip 0.
     this.seq = this.seq >= 0xffffffff ? 1 : this.seq + 1;
     const id = this.seq;
@@ -396,7 +395,7 @@ class TcpTransportImpl implements TcpTransport {
       if (signal !== undefined) {
         p.onAbort = () => {
           if (!this.pending.delete(id)) return;
-          this.inFlightTo.set(conn, (this.inFlightTo.get(conn) ?? 1) - 1);
+          conn.inFlight--;
           conn.writer.send(FrameType.Cancel, id, EMPTY);
           reject(signal.reason);
         };
