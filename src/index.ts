@@ -76,6 +76,7 @@ export {
 } from './errors.ts';
 export { queryHub } from './hub/client.ts';
 export { createHub, type Hub, type HubMember, type HubOptions, type HubSnapshot } from './hub/hub.ts';
+export { createRemoteBroker, type RemoteBrokerOptions } from './hub/remote-broker.ts';
 export { type Balancer, type BalancerOptions, createBalancer } from './runtime/balancer.ts';
 export type { Client } from './runtime/client.ts';
 export {

@@ -13,9 +13,10 @@ import { BrokerRegistry } from '../broker/from-url.ts';
 import type { Outbox } from '../broker/outbox.ts';
 import { ParleyError } from '../errors.ts';
 import { queryHub } from '../hub/client.ts';
+import { createRemoteBroker } from '../hub/remote-broker.ts';
 import { createNode, type ParleyNode } from '../runtime/node.ts';
 import { TransportRegistry } from '../transport/from-url.ts';
-import { tlsFromEnv } from '../transport/tcp/sockets.ts';
+import { type ParleyTlsOptions, tlsFromEnv } from '../transport/tcp/sockets.ts';
 import { isServiceModule, type ServiceModule, type ServiceModuleParts } from './service-module.ts';
 
 export interface StartOptions {
@@ -35,6 +36,15 @@ export interface RunningServices {
   readonly node: ParleyNode;
   /** Graceful: stops the node (drains), then closes what the modules opened. */
   stop(): Promise<void>;
+}
+
+/** Brokers by URL for the command: `embedded:PATH`, and `parley://host:port` (the hub's broker). */
+export function brokerRegistry(access: { token?: string; tls?: ParleyTlsOptions } = {}): BrokerRegistry {
+  const registry = new BrokerRegistry();
+  registry.register('parley:', (url) =>
+    createRemoteBroker(String(url), { ...access, log: (m) => process.stderr.write(`parley broker: ${m}\n`) }),
+  );
+  return registry;
 }
 
 let tsxRegistered = false;
@@ -91,7 +101,7 @@ export async function startServices(options: StartOptions): Promise<RunningServi
     for (const m of modules) {
       parts.push(await m.setup({ dataDir, env, logger: logger.child({ service: m.name }) }));
     }
-    if (brokerUrl !== undefined) broker = await new BrokerRegistry().open(brokerUrl);
+    if (brokerUrl !== undefined) broker = await brokerRegistry(access).open(brokerUrl);
   } catch (error) {
     await closeAll();
     throw error;

@@ -5,13 +5,13 @@
  */
 import { z } from 'zod';
 import type { Broker, DeadLetter } from '../broker/broker.ts';
-import { BrokerRegistry } from '../broker/from-url.ts';
 import { defineContract } from '../contract/contract.ts';
 import { ParleyError } from '../errors.ts';
 import { queryHub } from '../hub/client.ts';
 import { createNode } from '../runtime/node.ts';
 import { tlsFromEnv } from '../transport/tcp/sockets.ts';
 import { createTcpTransport } from '../transport/tcp/tcp-transport.ts';
+import { brokerRegistry } from './start.ts';
 
 interface HubAccess {
   token?: string;
@@ -72,7 +72,7 @@ export async function openBrokerFor(options: HubAccess & { hub: string; broker?:
       throw new ParleyError('FAILED_PRECONDITION', `the hub ${options.hub} offers no broker; pass --broker`);
     }
   }
-  return new BrokerRegistry().open(url);
+  return brokerRegistry(tokenOf(options)).open(url);
 }
 
 const ago = (ms: number) => {

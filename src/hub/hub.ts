@@ -6,14 +6,16 @@
  * Calls never pass through the hub: nodes connect to each other directly. A node whose connection
  * drops, or that stays silent past the heartbeat bound, is gone for everyone.
  *
- * With a data directory the hub owns `DIR/broker.db`, an embedded broker file: it creates it, runs
- * its retention, and tells every node where it is, so processes on this machine share one durable
- * log without naming it.
+ * With a data directory the hub owns `DIR/broker.db`, an embedded broker, and serves it over the
+ * same port (`hub/broker-server`): nodes learn on welcome that the hub is their broker, and use it
+ * with `PARLEY_BROKER=parley://host:port`. The file stays usable directly (`embedded:PATH`) by
+ * processes on this machine.
  */
 import { once } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import type { Server, Socket } from 'node:net';
 import { resolve } from 'node:path';
+import type { Broker } from '../broker/broker.ts';
 import { createEmbeddedBroker, type EmbeddedBroker } from '../broker/embedded/embedded-broker.ts';
 import {
   type Frame,
@@ -24,6 +26,7 @@ import {
 } from '../transport/tcp/frames.ts';
 import { listen, type ParleyTlsOptions } from '../transport/tcp/sockets.ts';
 import { DEFAULT_MAX_PAYLOAD, type NodeInfo } from '../transport/transport.ts';
+import { BrokerSession } from './broker-server.ts';
 
 export interface HubOptions {
   host?: string;
@@ -34,8 +37,13 @@ export interface HubOptions {
   heartbeatTimeout?: number;
   /** Nodes and tools must present this token, and nodes present it to each other. */
   token?: string;
-  /** Where the hub keeps the embedded broker (`broker.db`). Without it the hub offers no broker. */
+  /**
+   * Where the hub keeps the embedded broker (`broker.db`), which it serves over its port. Without
+   * a data directory (or `broker`) the hub offers no broker.
+   */
   dataDir?: string;
+  /** A broker to serve instead of `DIR/broker.db` (tests pass one on a fake clock). */
+  broker?: Broker;
   /** Where the hub reports what it does (connections refused, nodes dropped). */
   log?: (message: string) => void;
   /** Serve TLS: `cert` and `key` required; `requireClientCert` for mutual TLS. */
@@ -54,7 +62,7 @@ export interface HubMember {
 /** What the hub answers to a `Members` query. */
 export interface HubSnapshot {
   nodes: HubMember[];
-  /** The broker URL nodes of this hub share, when the hub has a data directory. */
+  /** The broker URL nodes of this hub share (the hub itself), when it has a broker. */
   broker?: string;
 }
 
@@ -62,8 +70,10 @@ export interface Hub {
   /** `parley://host:port`, what nodes are given as `PARLEY_TRANSPORT`. */
   readonly url: string;
   readonly port: number;
-  /** `embedded:DIR/broker.db` when the hub has a data directory. */
+  /** The hub's own URL when it serves a broker: `PARLEY_BROKER` for its nodes. */
   readonly brokerUrl: string | undefined;
+  /** `embedded:DIR/broker.db`: the same broker as a file, for processes on this machine. */
+  readonly brokerFile: string | undefined;
   /** Node ids currently registered. */
   nodes(): string[];
   snapshot(): HubSnapshot;
@@ -78,6 +88,8 @@ interface Member extends HubMember {
 interface Hello {
   version?: unknown;
   token?: unknown;
+  /** `broker`: a broker client, not a node. */
+  role?: unknown;
   info?: NodeInfo;
   address?: unknown;
 }
@@ -89,15 +101,17 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   const log = options.log ?? (() => undefined);
   const members = new Map<string, Member>();
   const sockets = new Set<Socket>();
-  let broker: EmbeddedBroker | undefined;
-  let brokerUrl: string | undefined;
-  if (options.dataDir !== undefined) {
+  let owned: EmbeddedBroker | undefined;
+  let brokerFile: string | undefined;
+  if (options.broker === undefined && options.dataDir !== undefined) {
     const dir = resolve(options.dataDir);
     mkdirSync(dir, { recursive: true });
-    brokerUrl = `embedded:${dir}/broker.db`;
-    // Opening it creates the schema once, here, and keeps retention running while the hub lives.
-    broker = createEmbeddedBroker({ path: `${dir}/broker.db` });
+    brokerFile = `embedded:${dir}/broker.db`;
+    owned = createEmbeddedBroker({ path: `${dir}/broker.db` });
   }
+  const broker: Broker | undefined = options.broker ?? owned;
+  let brokerUrl: string | undefined;
+  const brokerSessions = new Set<BrokerSession>();
 
   const snapshot = (): HubSnapshot => {
     const nodes = [...members.values()].map(({ info, address, lastSeen, since }) => ({
@@ -129,6 +143,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
       socket.destroy();
     };
     let id: string | undefined;
+    let brokerSession: BrokerSession | undefined;
     const onHello = (frame: Frame) => {
       let hello: Hello;
       try {
@@ -141,6 +156,15 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
         return refuse(`protocol version ${String(hello.version)} is not supported (${PROTOCOL_VERSION} is)`);
       }
       if (options.token !== undefined && hello.token !== options.token) return refuse('wrong token');
+      if (hello.role === 'broker') {
+        if (broker === undefined) return refuse('this hub serves no broker');
+        if (brokerSession !== undefined || id !== undefined) return refuse('a second hello');
+        brokerSession = new BrokerSession(broker, writer);
+        brokerSessions.add(brokerSession);
+        writer.send(FrameType.Welcome, 0, json({}));
+        return;
+      }
+      if (brokerSession !== undefined) return refuse('a broker connection cannot join as a node');
       const info = hello.info;
       if (
         typeof info?.id !== 'string' ||
@@ -181,6 +205,10 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
           if (m !== undefined && m.socket === socket) m.lastSeen = Date.now();
         } else if (frame.type === FrameType.Broadcast && id !== undefined) {
           for (const o of others(id)) o.writer.send(FrameType.Broadcast, 0, frame.payload);
+        } else if (frame.type === FrameType.BrokerCall && brokerSession !== undefined) {
+          brokerSession.call(frame.id, frame.payload);
+        } else if (frame.type === FrameType.Settle && brokerSession !== undefined) {
+          brokerSession.settle(frame.id, frame.payload);
         } else if (frame.type === FrameType.Members) {
           // A tool asking: a token, when the hub has one, comes as the payload.
           if (options.token !== undefined && frame.payload.toString('utf8') !== options.token) {
@@ -196,6 +224,10 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     socket.on('close', () => {
       sockets.delete(socket);
       if (id !== undefined) down(id, socket);
+      if (brokerSession !== undefined) {
+        brokerSessions.delete(brokerSession);
+        void brokerSession.close();
+      }
     });
   });
   // A TLS handshake that fails (wrong certificate, plain TCP on a TLS port) never gets a socket.
@@ -208,6 +240,8 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   await once(server, 'listening');
   const port = (server.address() as { port: number }).port;
   const urlHost = host.includes(':') ? `[${host}]` : host;
+  const url = `parley://${urlHost}:${port}`;
+  if (broker !== undefined) brokerUrl = url;
 
   const sweeper = setInterval(
     () => {
@@ -224,16 +258,18 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   sweeper.unref();
 
   return {
-    url: `parley://${urlHost}:${port}`,
+    url,
     port,
     brokerUrl,
+    brokerFile,
     nodes: () => [...members.keys()],
     snapshot,
     async close() {
       clearInterval(sweeper);
       for (const s of sockets) s.destroy();
+      await Promise.allSettled([...brokerSessions].map((s) => s.close()));
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      await broker?.close();
+      await owned?.close();
     },
   };
 }

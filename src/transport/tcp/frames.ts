@@ -37,6 +37,14 @@ export const FrameType = {
   Members: 14,
   /** Hub → node: the snapshot of other nodes is complete (payload: JSON { broker? }). */
   Welcome: 15,
+  /** Broker client → hub: an operation on the hub's broker (JSON { op, args }; id = correlation). */
+  BrokerCall: 16,
+  /** Hub → broker client: its result (JSON { ok, value } or { ok: false, error }). */
+  BrokerResult: 17,
+  /** Hub → broker client: a delivery to one of its consumers (id = delivery). */
+  Deliver: 18,
+  /** Broker client → hub: delivery `id` handled (JSON { ok } or { ok: false, error }). */
+  Settle: 19,
 } as const;
 
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];

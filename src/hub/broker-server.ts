@@ -1,0 +1,131 @@
+/**
+ * @module hub/broker-server
+ * The hub's embedded broker, served over the hub's TCP port to clients that said hello as
+ * `role: 'broker'` (see `hub/remote-broker`). A client's calls (`BrokerCall`) are answered with
+ * `BrokerResult`; each delivery to one of its consumers goes out as a `Deliver` frame and is
+ * settled by the client's `Settle` frame: ack, or a nack with the handler's error. The embedded
+ * broker keeps every guarantee (leases, retries, dead letters, per-key order, `maxInFlight`); a
+ * client that disconnects nacks what it held with UNAVAILABLE, and its consumers close.
+ */
+import type { Broker, Consumer, Delivery } from '../broker/broker.ts';
+import { ParleyError, type WireError } from '../errors.ts';
+import { FrameType, type FrameWriter } from '../transport/tcp/frames.ts';
+
+interface Held {
+  delivery: Delivery;
+  resolve(): void;
+  reject(error: unknown): void;
+}
+
+/** One broker client connection on the hub. */
+export class BrokerSession {
+  private readonly consumers = new Map<number, Consumer>();
+  private readonly held = new Map<number, Held>();
+  private nextDelivery = 0;
+  private closed = false;
+
+  constructor(
+    private readonly broker: Broker,
+    private readonly writer: FrameWriter,
+  ) {}
+
+  /** A `BrokerCall` frame: runs it, answers with `BrokerResult` under the same id. */
+  call(id: number, payload: Buffer): void {
+    let request: { op?: unknown; args?: unknown };
+    try {
+      request = JSON.parse(payload.toString('utf8')) as typeof request;
+    } catch {
+      this.answer(id, {
+        ok: false,
+        error: new ParleyError('INVALID_ARGUMENT', 'broker call is not JSON').toWire(),
+      });
+      return;
+    }
+    this.run(String(request?.op), (request?.args ?? {}) as Record<string, unknown>).then(
+      (value) => this.answer(id, { ok: true, value: value ?? null }),
+      (error: unknown) => this.answer(id, { ok: false, error: ParleyError.from(error).toWire() }),
+    );
+  }
+
+  /** A `Settle` frame: the client's handler finished delivery `id`. */
+  settle(id: number, payload: Buffer): void {
+    const h = this.held.get(id);
+    if (h === undefined) return; // the client answered after it lost the delivery
+    this.held.delete(id);
+    let outcome: { ok?: unknown; error?: WireError };
+    try {
+      outcome = JSON.parse(payload.toString('utf8')) as typeof outcome;
+    } catch {
+      outcome = { ok: false, error: new ParleyError('INTERNAL', 'unreadable settle frame').toWire() };
+    }
+    if (outcome.ok === true) h.resolve();
+    else h.reject(ParleyError.fromWire(outcome.error));
+  }
+
+  /** The connection is gone: what the client held is nacked, its consumers close. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const h of this.held.values())
+      h.reject(new ParleyError('UNAVAILABLE', 'the broker client went away'));
+    this.held.clear();
+    await Promise.allSettled([...this.consumers.values()].map((c) => c.close()));
+    this.consumers.clear();
+  }
+
+  private answer(id: number, result: unknown): void {
+    if (!this.closed) this.writer.send(FrameType.BrokerResult, id, Buffer.from(JSON.stringify(result)));
+  }
+
+  private async run(op: string, a: Record<string, unknown>): Promise<unknown> {
+    const b = this.broker;
+    switch (op) {
+      case 'publish':
+        return b.publish(a.envelope as never, (a.options ?? {}) as never);
+      case 'subscribe':
+        return this.subscribe(a.consumer, a.spec as never);
+      case 'unsubscribe': {
+        const consumer = this.consumers.get(a.consumer as number);
+        this.consumers.delete(a.consumer as number);
+        await consumer?.close();
+        return null;
+      }
+      case 'extendLease': {
+        const h = this.held.get(a.delivery as number);
+        if (h === undefined) throw new ParleyError('FAILED_PRECONDITION', 'the lease was lost');
+        await h.delivery.extendLease(a.ms as number);
+        return null;
+      }
+      case 'dlq.list':
+        return b.deadLetters.list((a.filter ?? {}) as never, a.limit as number | undefined);
+      case 'dlq.get':
+        return (await b.deadLetters.get(a.id as number)) ?? null;
+      case 'dlq.replay':
+        return b.deadLetters.replay((a.filter ?? {}) as never);
+      case 'dlq.purge':
+        return b.deadLetters.purge((a.filter ?? {}) as never);
+      default:
+        throw new ParleyError('UNIMPLEMENTED', `no broker operation ${op}`);
+    }
+  }
+
+  /** The client names the consumer: deliveries may arrive before the answer to `subscribe`. */
+  private async subscribe(id: unknown, spec: Parameters<Broker['subscribe']>[0]): Promise<null> {
+    if (typeof id !== 'number' || !Number.isInteger(id) || this.consumers.has(id)) {
+      throw new ParleyError('INVALID_ARGUMENT', 'subscribe needs a new integer consumer id');
+    }
+    const consumerId = id;
+    const consumer = await this.broker.subscribe(spec, (delivery) => {
+      if (this.closed) return Promise.reject(new ParleyError('UNAVAILABLE', 'the broker client went away'));
+      this.nextDelivery = this.nextDelivery >= 0xffffffff ? 1 : this.nextDelivery + 1;
+      const id = this.nextDelivery;
+      return new Promise<void>((resolve, reject) => {
+        this.held.set(id, { delivery, resolve, reject });
+        const body = { consumer: consumerId, envelope: delivery.envelope, attempt: delivery.attempt };
+        this.writer.send(FrameType.Deliver, id, Buffer.from(JSON.stringify(body)));
+      });
+    });
+    this.consumers.set(consumerId, consumer);
+    return null;
+  }
+}

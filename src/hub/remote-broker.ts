@@ -1,0 +1,282 @@
+/**
+ * @module hub/remote-broker
+ * A {@link Broker} that is the hub's embedded broker, over TCP: `PARLEY_BROKER=parley://host:port`.
+ * Publishes and dead-letter operations are calls; a consumer lives on the hub, which pushes each
+ * delivery here and waits for the handler's outcome, so leases, retries, per-key order and
+ * `maxInFlight` are the embedded broker's own. If the connection drops, calls in flight fail with
+ * UNAVAILABLE and the hub nacks what was held; the client reconnects with backoff and subscribes
+ * its consumers again.
+ */
+import type {
+  Broker,
+  BrokerPublishOptions,
+  Consumer,
+  ConsumerHandler,
+  ConsumerSpec,
+  DeadLetter,
+  DeadLetterFilter,
+  DeadLetterStore,
+  PublishReceipt,
+} from '../broker/broker.ts';
+import type { Envelope } from '../envelope/envelope.ts';
+import { ParleyError, type WireError } from '../errors.ts';
+import { backoffDelay } from '../resilience/backoff.ts';
+import {
+  FrameReader,
+  FrameType,
+  FrameWriter,
+  PROTOCOL_VERSION,
+  parseHubUrl,
+} from '../transport/tcp/frames.ts';
+import { connect, type ParleyTlsOptions } from '../transport/tcp/sockets.ts';
+import { DEFAULT_MAX_PAYLOAD } from '../transport/transport.ts';
+
+export interface RemoteBrokerOptions {
+  token?: string;
+  tls?: ParleyTlsOptions;
+  maxPayload?: number;
+  log?: (message: string) => void;
+}
+
+interface Call {
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+}
+
+interface LocalConsumer {
+  /** Its id on the hub, chosen here. */
+  id: number;
+  spec: ConsumerSpec;
+  handler: ConsumerHandler;
+  /** Subscribed on the current connection. */
+  attached: boolean;
+  running: number;
+  closing: (() => void) | undefined;
+  closed: boolean;
+}
+
+/** Connects to the hub's broker; resolves once the hub has welcomed this client. */
+export async function createRemoteBroker(url: string, options: RemoteBrokerOptions = {}): Promise<Broker> {
+  const broker = new RemoteBroker(url, options);
+  await broker.connect();
+  return broker;
+}
+
+class RemoteBroker implements Broker {
+  private readonly target: { host: string; port: number };
+  private writer: FrameWriter | undefined;
+  private socket: ReturnType<typeof connect>['socket'] | undefined;
+  private readonly calls = new Map<number, Call>();
+  private readonly consumers = new Set<LocalConsumer>();
+  private seq = 0;
+  private consumerSeq = 0;
+  private closed = false;
+  private attempt = 0;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  readonly deadLetters: DeadLetterStore;
+
+  constructor(
+    private readonly url: string,
+    private readonly options: RemoteBrokerOptions,
+  ) {
+    this.target = parseHubUrl(url);
+    const call = <T>(op: string, args: unknown) => this.call(op, args) as Promise<T>;
+    this.deadLetters = {
+      list: (filter?: DeadLetterFilter, limit?: number) => call<DeadLetter[]>('dlq.list', { filter, limit }),
+      get: async (id: number) => (await call<DeadLetter | null>('dlq.get', { id })) ?? undefined,
+      replay: (filter?: DeadLetterFilter) => call<number>('dlq.replay', { filter }),
+      purge: (filter?: DeadLetterFilter) => call<number>('dlq.purge', { filter }),
+    };
+  }
+
+  private log(message: string): void {
+    (this.options.log ?? ((m: string) => process.stderr.write(`parley broker: ${m}\n`)))(message);
+  }
+
+  connect(): Promise<void> {
+    const { socket, ready } = connect(this.target, this.options.tls);
+    socket.setNoDelay(true);
+    const writer = new FrameWriter(socket);
+    this.socket = socket;
+    return new Promise<void>((resolve, reject) => {
+      let welcomed = false;
+      const reader = new FrameReader(
+        this.options.maxPayload ?? DEFAULT_MAX_PAYLOAD,
+        (frame) => {
+          if (frame.type === FrameType.Welcome && !welcomed) {
+            welcomed = true;
+            this.writer = writer;
+            this.attempt = 0;
+            resolve();
+            // After a reconnect: the consumers subscribe again on the new connection.
+            for (const c of this.consumers) if (!c.closed) void this.attach(c);
+          } else if (frame.type === FrameType.BrokerResult) {
+            const c = this.calls.get(frame.id);
+            if (c === undefined) return;
+            this.calls.delete(frame.id);
+            let result: { ok: boolean; value?: unknown; error?: WireError };
+            try {
+              result = JSON.parse(frame.payload.toString('utf8')) as typeof result;
+            } catch {
+              c.reject(new ParleyError('INTERNAL', 'unreadable broker result'));
+              return;
+            }
+            if (result.ok) c.resolve(result.value);
+            else c.reject(ParleyError.fromWire(result.error));
+          } else if (frame.type === FrameType.Deliver) {
+            this.deliver(writer, frame.id, frame.payload);
+          }
+        },
+        (reason) => {
+          this.log(`hub sent ${reason}: closing`);
+          socket.destroy();
+        },
+      );
+      socket.on('data', (chunk: Buffer) => reader.push(chunk));
+      socket.on(ready, () => {
+        const hello = { version: PROTOCOL_VERSION, token: this.options.token, role: 'broker' };
+        writer.send(FrameType.Hello, 0, Buffer.from(JSON.stringify(hello)));
+      });
+      socket.on('error', () => socket.destroy());
+      socket.on('close', () => {
+        if (this.writer === writer) this.writer = undefined;
+        for (const c of this.consumers) c.attached = false;
+        for (const [id, c] of this.calls) {
+          this.calls.delete(id);
+          c.reject(new ParleyError('UNAVAILABLE', `broker ${this.url}: connection lost`));
+        }
+        if (!welcomed) {
+          reject(
+            new ParleyError('UNAVAILABLE', `broker ${this.url} is not reachable or refused this client`),
+          );
+          return;
+        }
+        if (!this.closed) this.scheduleReconnect();
+      });
+    });
+  }
+
+  private scheduleReconnect(): void {
+    this.attempt++;
+    if (this.attempt === 1) this.log(`lost the hub's broker at ${this.url}: reconnecting`);
+    const delay = backoffDelay({ initial: 100, max: 5000, multiplier: 2 }, this.attempt);
+    this.reconnectTimer = setTimeout(() => {
+      if (this.closed) return;
+      this.connect().then(
+        () => this.log(`reconnected to the hub's broker at ${this.url}`),
+        () => this.scheduleReconnect(),
+      );
+    }, delay);
+  }
+
+  private call(op: string, args: unknown): Promise<unknown> {
+    const writer = this.writer;
+    if (this.closed) return Promise.reject(new ParleyError('UNAVAILABLE', 'broker is closed'));
+    if (writer === undefined) {
+      return Promise.reject(new ParleyError('UNAVAILABLE', `broker ${this.url}: not connected`));
+    }
+    this.seq = this.seq >= 0xffffffff ? 1 : this.seq + 1;
+    const id = this.seq;
+    return new Promise((resolve, reject) => {
+      this.calls.set(id, { resolve, reject });
+      writer.send(FrameType.BrokerCall, id, Buffer.from(JSON.stringify({ op, args })));
+    });
+  }
+
+  publish(envelope: Envelope, options: BrokerPublishOptions = {}): Promise<PublishReceipt> {
+    return this.call('publish', { envelope, options }) as Promise<PublishReceipt>;
+  }
+
+  async subscribe(spec: ConsumerSpec, handler: ConsumerHandler): Promise<Consumer> {
+    const local: LocalConsumer = {
+      id: ++this.consumerSeq,
+      spec,
+      handler,
+      attached: false,
+      running: 0,
+      closing: undefined,
+      closed: false,
+    };
+    // Known before the hub can deliver to it.
+    this.consumers.add(local);
+    try {
+      await this.attach(local);
+    } catch (error) {
+      this.consumers.delete(local);
+      throw error;
+    }
+    return {
+      close: async () => {
+        if (local.closed) return;
+        local.closed = true;
+        this.consumers.delete(local);
+        if (local.attached) await this.call('unsubscribe', { consumer: local.id }).catch(() => undefined);
+        if (local.running > 0) await new Promise<void>((resolve) => (local.closing = resolve));
+      },
+    };
+  }
+
+  private async attach(local: LocalConsumer): Promise<void> {
+    await this.call('subscribe', { consumer: local.id, spec: local.spec });
+    local.attached = true;
+  }
+
+  private deliver(writer: FrameWriter, id: number, payload: Buffer): void {
+    let body: { consumer: number; envelope: Envelope; attempt: number };
+    try {
+      body = JSON.parse(payload.toString('utf8')) as typeof body;
+    } catch {
+      return; // unreadable: the lease ends and the hub delivers it again
+    }
+    const local = [...this.consumers].find((c) => c.id === body.consumer);
+    const settle = (outcome: unknown) =>
+      writer.send(FrameType.Settle, id, Buffer.from(JSON.stringify(outcome)));
+    if (local === undefined) {
+      settle({ ok: false, error: new ParleyError('UNAVAILABLE', 'consumer is closed').toWire() });
+      return;
+    }
+    local.running++;
+    const delivery = {
+      envelope: body.envelope,
+      attempt: body.attempt,
+      extendLease: async (ms: number) => {
+        await this.call('extendLease', { delivery: id, ms });
+      },
+    };
+    let work: Promise<void>;
+    try {
+      work = local.handler(delivery);
+    } catch (error) {
+      work = Promise.reject(error);
+    }
+    work
+      .then(
+        () => settle({ ok: true }),
+        (error: unknown) => {
+          const e = ParleyError.from(error);
+          const wire = e.toWire();
+          // Nobody decided an unexpected error is permanent: the broker retries it, as locally.
+          if (e.unexpected) wire.retryable = true;
+          settle({ ok: false, error: wire });
+        },
+      )
+      .finally(() => {
+        local.running--;
+        if (local.running === 0) local.closing?.();
+      });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await Promise.allSettled(
+      [...this.consumers].map(async (c) => {
+        c.closed = true;
+        if (c.attached) await this.call('unsubscribe', { consumer: c.id }).catch(() => undefined);
+      }),
+    );
+    this.consumers.clear();
+    this.closed = true;
+    clearTimeout(this.reconnectTimer);
+    this.socket?.end();
+  }
+}

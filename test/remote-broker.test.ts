@@ -1,0 +1,32 @@
+/**
+ * The hub's embedded broker over TCP (`PARLEY_BROKER=parley://host:port`): the broker conformance
+ * suite, unchanged, against a hub serving an embedded broker on a fake clock.
+ */
+import { after } from 'node:test';
+import { setImmediate as tick } from 'node:timers/promises';
+import { createRemoteBroker } from '../src/hub/remote-broker.ts';
+import { createEmbeddedBroker, createFakeClock, createHub, type Hub } from '../src/index.ts';
+import { createRandom } from '../src/transport/faults.ts';
+import { brokerConformance } from './conformance/broker.ts';
+
+const clock = createFakeClock();
+let hub: Hub | undefined;
+const inner = createEmbeddedBroker({ path: ':memory:', clock, random: createRandom(1) });
+after(async () => {
+  await hub?.close();
+  await inner.close();
+});
+
+brokerConformance({
+  name: 'hub broker over TCP (embedded, fake clock)',
+  clock,
+  create: async () => {
+    hub ??= await createHub({ broker: inner });
+    return createRemoteBroker(hub.url, { log: () => undefined });
+  },
+  // Broker time moves on the fake clock; the frames it causes need real turns of the event loop.
+  advance: async (ms) => {
+    await clock.tick(ms);
+    for (let i = 0; i < 5; i++) await tick();
+  },
+});
