@@ -123,7 +123,7 @@ export async function runDev(options: DevOptions): Promise<Dev> {
     ...(options.tls === undefined ? {} : { tls: options.tls }),
     log: (message) => print(`[hub] ${message}`),
   });
-  print(`[hub] listening on ${hub.url}, data in ${dataDir}`);
+  print(`[hub] listening on ${hub.url}, data in ${dataDir}; the broker is served on the same port`);
   const { command, args } = cliCommand();
   const width = Math.max(...files.map((f) => basename(f, extname(f)).length));
   let stopping = false;
