@@ -126,10 +126,15 @@ const EARLY_FLUSH = 16;
  * socket's buffer is full, frames wait here and go out in one write on `drain`.
  */
 export class FrameWriter {
-  private queue: Uint8Array[] = [];
-  private frames = 0;
+  private payloads: Uint8Array[] = [];
+  private heads: number[] = [];
+  private bytes = 0;
   private scheduled = false;
   private full = false;
+  private readonly flushNow = () => {
+    this.scheduled = false;
+    this.flush();
+  };
 
   constructor(private readonly socket: Socket) {
     socket.on('drain', () => {
@@ -139,39 +144,42 @@ export class FrameWriter {
   }
 
   send(type: FrameType, id: number, payload: Uint8Array): void {
-    // The header and the payload are queued apart: the batch is the one copy of each.
-    const head = Buffer.allocUnsafe(HEADER);
-    head.writeUInt32BE(HEADER - 4 + payload.byteLength, 0);
-    head[4] = type;
-    head.writeUInt32BE(id >>> 0, 5);
-    this.queue.push(head, payload);
-    this.frames++;
+    // Headers are written straight into the batch at flush: one buffer and one copy per batch.
+    this.payloads.push(payload);
+    this.heads.push(type, id >>> 0);
+    this.bytes += HEADER + payload.byteLength;
     // A full batch leaves at once: the peer starts on it while this side makes the next one, so
     // two processes in a closed loop overlap instead of taking turns.
-    if (this.frames >= EARLY_FLUSH && !this.full) {
+    if (this.payloads.length >= EARLY_FLUSH && !this.full) {
       this.flush();
       return;
     }
     if (this.scheduled || this.full) return;
     this.scheduled = true;
-    process.nextTick(() => {
-      this.scheduled = false;
-      this.flush();
-    });
+    process.nextTick(this.flushNow);
   }
 
   /** Bytes waiting for the socket (not counting what the socket itself buffers). */
   waiting(): number {
-    let n = 0;
-    for (const b of this.queue) n += b.byteLength;
-    return n;
+    return this.bytes;
   }
 
   private flush(): void {
-    if (this.queue.length === 0 || this.socket.destroyed || this.full) return;
-    const batch = Buffer.concat(this.queue);
-    this.queue = [];
-    this.frames = 0;
+    const n = this.payloads.length;
+    if (n === 0 || this.socket.destroyed || this.full) return;
+    const batch = Buffer.allocUnsafe(this.bytes);
+    let at = 0;
+    for (let i = 0; i < n; i++) {
+      const payload = this.payloads[i] as Uint8Array;
+      batch.writeUInt32BE(HEADER - 4 + payload.byteLength, at);
+      batch[at + 4] = this.heads[2 * i] as number;
+      batch.writeUInt32BE(this.heads[2 * i + 1] as number, at + 5);
+      batch.set(payload, at + HEADER);
+      at += HEADER + payload.byteLength;
+    }
+    this.payloads = [];
+    this.heads = [];
+    this.bytes = 0;
     // Before connect, net buffers the write itself; `false` means the buffer is over its mark.
     if (!this.socket.write(batch)) this.full = true;
   }
