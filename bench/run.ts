@@ -25,9 +25,12 @@ import { rpcSystems } from './rpc/systems.ts';
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const only = args.find((a) => a.startsWith('--only='))?.slice(7);
-/** `--system=TEXT`: only systems whose name contains TEXT (for working on one row). */
-const systemFilter = args.find((a) => a.startsWith('--system='))?.slice(9);
-const wanted = (system: string) => systemFilter === undefined || system.includes(systemFilter);
+/** `--system=A,B`: only systems whose name contains one of the texts (for working on a row). */
+const systemFilter = args
+  .find((a) => a.startsWith('--system='))
+  ?.slice(9)
+  .split(',');
+const wanted = (system: string) => systemFilter === undefined || systemFilter.some((t) => system.includes(t));
 const RUNS = quick ? 1 : 3;
 /** Extra runs allowed when a row's runs spread more than 25% (a noisy neighbour took the CPU). */
 const EXTRA = quick ? 0 : 2;
@@ -270,8 +273,13 @@ const headline = rows.filter(
       (r.suite === 'in-process' && r.case.startsWith('validated, sequential')) ||
       (r.suite === 'events' && r.case === '1 → 1')),
 );
-// A quick run's numbers mean nothing: it never replaces the results of a full run.
-writeResults(new URL('results/', benchRoot), quick ? 'quick' : 'latest', { report, rows, headline });
+// A quick or partial run never replaces the results of a full run.
+const partial = only !== undefined || systemFilter !== undefined;
+writeResults(new URL('results/', benchRoot), quick ? 'quick' : partial ? 'partial' : 'latest', {
+  report,
+  rows,
+  headline,
+});
 console.log(
   `Parley benchmarks — ${date}, Node ${process.version}, ${report.machine.cpus} × ${report.machine.cpuModel}`,
 );
@@ -280,7 +288,7 @@ console.log(
 );
 console.log(printTable(rows, results.skipped));
 for (const n of results.notes) console.log(`note: ${n}`);
-console.log(`\nwritten: bench/results/${quick ? 'quick' : 'latest'}.json and .svg`);
+console.log(`\nwritten: bench/results/${quick ? 'quick' : partial ? 'partial' : 'latest'}.json and .svg`);
 const brokerDown = Object.entries(brokers).filter(([, up]) => !up);
 if (process.env.CI === 'true' && brokerDown.length > 0) {
   console.error(`CI: brokers unreachable: ${brokerDown.map(([b]) => b).join(', ')}`);

@@ -15,8 +15,8 @@ export interface Envelope<T = unknown> {
   source: string;
   /** `service.action` for a call, the event name for an event. */
   type: string;
-  /** RFC 3339 timestamp of creation. */
-  time: string;
+  /** RFC 3339 timestamp of creation. Events carry it; call requests leave it out (they carry a deadline). */
+  time?: string;
   subject?: string;
   datacontenttype?: string;
   dataschema?: string;

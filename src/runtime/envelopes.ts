@@ -7,7 +7,7 @@ import type { Codec } from '../codec/codec.ts';
 import type { AnyContract, EventDef } from '../contract/contract.ts';
 import { validate } from '../contract/validate.ts';
 import { baseEnvelope, type Envelope } from '../envelope/envelope.ts';
-import { randomHex } from '../envelope/ids.ts';
+import { randomHex, uuidv7 } from '../envelope/ids.ts';
 import { ParleyError } from '../errors.ts';
 import type { Context } from './context.ts';
 import { sourceOf } from './wire.ts';
@@ -27,6 +27,36 @@ export function requestEnvelope(
     env.causationid = parent.id;
   }
   return env;
+}
+
+/**
+ * The envelope of a call: the fewest attributes that do the job, since it is made and parsed once
+ * per call. No `time` (the deadline says what matters). A call made outside any handler carries no
+ * trace context: the callee starts the trace, and pays for its ids only if it reads them.
+ */
+export function callEnvelope(
+  nodeId: string,
+  parent: Context | undefined,
+  type: string,
+  data: unknown,
+  now: number,
+  deadline: number,
+): Envelope {
+  const source = sourceOf(nodeId, parent?.service);
+  if (parent === undefined) {
+    return { specversion: '1.0', id: uuidv7(now), source, type, deadline, data };
+  }
+  return {
+    specversion: '1.0',
+    id: uuidv7(now),
+    source,
+    type,
+    deadline,
+    traceparent: parent.traceparent,
+    correlationid: parent.correlationId,
+    causationid: parent.id,
+    data,
+  };
 }
 
 export interface EventEnvelopeInit {

@@ -8,7 +8,7 @@ import { ParleyError } from '../errors.ts';
 import type { RequestSignal, Transport } from '../transport/transport.ts';
 import type { Clock } from './clock.ts';
 import { type DeadlineWheel, Expiring } from './deadlines.ts';
-import { requestEnvelope } from './envelopes.ts';
+import { callEnvelope } from './envelopes.ts';
 import type { OutboundCall } from './pipeline.ts';
 import { decodeReply } from './wire.ts';
 
@@ -24,8 +24,7 @@ export function callRemote(deps: RemoteDeps, target: string, call: OutboundCall)
   let frame: Uint8Array;
   const name = `${call.service}.${call.action}`;
   try {
-    const env = requestEnvelope(deps.nodeId, call.parent, name, call.input, deps.clock.now());
-    env.deadline = call.deadline;
+    const env = callEnvelope(deps.nodeId, call.parent, name, call.input, deps.clock.now(), call.deadline);
     if (call.options.idempotencyKey !== undefined) env.idempotencykey = call.options.idempotencyKey;
     frame = deps.codec.encode(env);
   } catch (error) {
