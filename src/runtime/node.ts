@@ -28,7 +28,13 @@ import {
 import { DeadlineWheel } from './deadlines.ts';
 import { eventEnvelope } from './envelopes.ts';
 import { type NodeOptions, resolveCodec } from './node-options.ts';
-import { composeOutbound, type OutboundCall, type OutboundHandler } from './pipeline.ts';
+import {
+  type AttemptHandler,
+  composeAttempt,
+  composeOutbound,
+  type OutboundCall,
+  type OutboundHandler,
+} from './pipeline.ts';
 import { Registry } from './registry.ts';
 import { callRemote, type RemoteDeps } from './remote.ts';
 import { callRemoteInput, openRemoteOutput } from './remote-streams.ts';
@@ -71,6 +77,8 @@ class NodeImpl implements ParleyNode, ContextRuntime {
   private readonly deadlines: DeadlineWheel;
   private readonly balancer: Balancer;
   private readonly outbound: OutboundHandler;
+  private readonly attempt: AttemptHandler;
+  private readonly admits: ((call: OutboundCall, nodeId: string) => boolean) | undefined;
   private readonly hasOutboundMiddleware: boolean;
   private readonly defaultTimeout: number;
   private readonly stopTimeout: number;
@@ -117,6 +125,12 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       this.services,
     );
     this.outbound = composeOutbound(middleware, (call) => this.dispatch(call));
+    this.attempt = composeAttempt(middleware, (call, nodeId) => this.attemptOn(call, nodeId));
+    const admitting = middleware.flatMap((m) => (m.admits === undefined ? [] : [m.admits]));
+    this.admits =
+      admitting.length === 0
+        ? undefined
+        : (call, nodeId) => admitting.every((admits) => admits(call, nodeId));
     this.hasOutboundMiddleware = middleware.some((m) => m.outbound !== undefined);
     this.remoteDeps = {
       nodeId: this.id,
@@ -315,20 +329,21 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     if (this.state !== 'running' && !(this.state === 'stopping' && call.parent !== undefined)) {
       return Promise.reject(new ParleyError('UNAVAILABLE', `node ${this.id} is ${this.state}`));
     }
-    const endpoints = this.registry.endpoints(call.service);
+    const known = this.registry.endpoints(call.service);
+    const admits = this.admits;
+    const endpoints = admits === undefined ? known : known.filter((e) => admits(call, e.nodeId));
     const endpoint = this.balancer(endpoints, call);
     if (endpoint === undefined) {
+      const why =
+        known.length > 0 ? 'every instance refuses calls now (circuit open)' : 'no instance is available';
       return Promise.reject(
-        new ParleyError('UNAVAILABLE', `no instance of ${call.service} is available`, {
-          details: { service: call.service },
+        new ParleyError('UNAVAILABLE', `${call.service}: ${why}`, {
+          details: { service: call.service, instances: known.length },
         }),
       );
     }
     if (endpoints.length > 1) call.tried = [...call.tried, endpoint.nodeId];
-    if (endpoint.local) return this.callLocal(call);
-    if (call.stream === 'output') return openRemoteOutput(this.remoteDeps, endpoint.nodeId, call);
-    if (call.stream === 'input') return callRemoteInput(this.remoteDeps, endpoint.nodeId, call);
-    const sent = callRemote(this.remoteDeps, endpoint.nodeId, call);
+    const sent = this.attempt(call, endpoint.nodeId);
     // Failover: when the instance is lost mid-call and running the call twice is safe
     // (idempotent, or an idempotency key), another instance gets it, while time is left.
     if (endpoints.length < 2 || !(call.idempotent || call.options.idempotencyKey !== undefined)) return sent;
@@ -341,6 +356,14 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       this.logger.debug({ service: call.service, action: call.action, from: endpoint.nodeId }, 'failover');
       return this.dispatch(call);
     });
+  }
+
+  /** One attempt on the chosen instance: local, or over the transport. */
+  private attemptOn(call: OutboundCall, nodeId: string): Promise<unknown> {
+    if (nodeId === this.id) return this.callLocal(call);
+    if (call.stream === 'output') return openRemoteOutput(this.remoteDeps, nodeId, call);
+    if (call.stream === 'input') return callRemoteInput(this.remoteDeps, nodeId, call);
+    return callRemote(this.remoteDeps, nodeId, call);
   }
 
   private callLocal(call: OutboundCall): Promise<unknown> {

@@ -40,11 +40,21 @@ export interface InboundCall {
 export type InboundHandler = (call: InboundCall) => Promise<unknown>;
 export type InboundMiddleware = (next: InboundHandler) => InboundHandler;
 
-/** A named pair of wrappers; either side may be absent. */
+/** One attempt of a call on the instance the balancer chose. */
+export type AttemptHandler = (call: OutboundCall, nodeId: string) => Promise<unknown>;
+export type AttemptMiddleware = (next: AttemptHandler) => AttemptHandler;
+
+/** Named wrappers; any may be absent. */
 export interface Middleware {
   readonly name: string;
+  /** Around every call this node makes, before an instance is chosen (retries, hedging, fallback). */
   readonly outbound?: OutboundMiddleware;
+  /** Around every call this node serves (bulkheads, rate limits). */
   readonly inbound?: InboundMiddleware;
+  /** Around each attempt on a chosen instance (circuit breakers). */
+  readonly attempt?: AttemptMiddleware;
+  /** May the balancer choose `nodeId` for this call now? (An open breaker says no.) */
+  readonly admits?: (call: OutboundCall, nodeId: string) => boolean;
 }
 
 /** The first middleware is the outermost layer. */
@@ -55,6 +65,15 @@ export function composeOutbound(
   let next = terminal;
   for (let i = middleware.length - 1; i >= 0; i--) {
     const wrap = middleware[i]?.outbound;
+    if (wrap !== undefined) next = wrap(next);
+  }
+  return next;
+}
+
+export function composeAttempt(middleware: readonly Middleware[], terminal: AttemptHandler): AttemptHandler {
+  let next = terminal;
+  for (let i = middleware.length - 1; i >= 0; i--) {
+    const wrap = middleware[i]?.attempt;
     if (wrap !== undefined) next = wrap(next);
   }
   return next;

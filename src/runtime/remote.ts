@@ -6,6 +6,7 @@
 import type { Codec } from '../codec/codec.ts';
 import { ParleyError } from '../errors.ts';
 import type { RequestSignal, Transport } from '../transport/transport.ts';
+import { onAbort } from './abort.ts';
 import type { Clock } from './clock.ts';
 import { type DeadlineWheel, Expiring } from './deadlines.ts';
 import { callEnvelope } from './envelopes.ts';
@@ -58,15 +59,16 @@ async function withCallerSignal(
   signal: AbortSignal,
   name: string,
 ): Promise<unknown> {
-  const onAbort = () => abort.abort(new ParleyError('CANCELLED', `${name} was cancelled by the caller`));
-  if (signal.aborted) onAbort();
-  else signal.addEventListener('abort', onAbort, { once: true });
+  const cancel = () => abort.abort(new ParleyError('CANCELLED', `${name} was cancelled by the caller`));
+  // One listener on the caller's signal however many calls share it.
+  const unwatch = signal.aborted ? undefined : onAbort(signal, cancel);
+  if (signal.aborted) cancel();
   try {
     const reply = await deps.transport.request(target, frame, { signal: abort });
     return decodeReply(deps.codec, reply);
   } finally {
     abort.cancel();
-    signal.removeEventListener('abort', onAbort);
+    unwatch?.();
   }
 }
 

@@ -13,6 +13,7 @@ import type { ActionDef, AnyContract } from '../contract/contract.ts';
 import { validate } from '../contract/validate.ts';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
+import { onAbort } from './abort.ts';
 import type { Clock } from './clock.ts';
 import { CallContext, type ContextRuntime } from './context.ts';
 import { type DeadlineWheel, Expiring } from './deadlines.ts';
@@ -181,10 +182,10 @@ export class Server {
     work: PromiseLike<unknown>,
     signal: AbortSignal | undefined,
   ): Promise<unknown> {
-    const race = new Race(ctx, signal, this);
+    const race = new Race(ctx, this);
     const promise = new Promise<unknown>(race.capture);
     this.deps.deadlines.add(ctx.deadline, race);
-    if (signal !== undefined) signal.addEventListener('abort', race, { once: true });
+    if (signal !== undefined) race.unwatch = onAbort(signal, race.onCallerAbort);
     work.then(race.ok, race.fail);
     return promise;
   }
@@ -351,7 +352,6 @@ class Race extends Expiring {
 
   constructor(
     private readonly ctx: CallContext,
-    private readonly signal: AbortSignal | undefined,
     private readonly server: { done(): void },
   ) {
     super();
@@ -380,18 +380,21 @@ class Race extends Expiring {
     this.reject(e);
   }
 
-  /** The caller's signal aborted (the EventListener object form). */
-  handleEvent(): void {
+  /** Stops watching the caller's signal. */
+  unwatch: (() => void) | undefined;
+
+  /** The caller's signal aborted. */
+  readonly onCallerAbort = (): void => {
     const e = cancelled(this.ctx);
     this.ctx.abort(e);
     this.reject(e);
-  }
+  };
 
   private finish(): void {
     if (this.settled) return;
     this.settled = true;
     this.cancel();
-    this.signal?.removeEventListener('abort', this);
+    this.unwatch?.();
     this.server.done();
   }
 }
