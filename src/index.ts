@@ -77,6 +77,30 @@ export {
 export { queryHub } from './hub/client.ts';
 export { createHub, type Hub, type HubMember, type HubOptions, type HubSnapshot } from './hub/hub.ts';
 export { createRemoteBroker, type RemoteBrokerOptions } from './hub/remote-broker.ts';
+export { backoffDelay } from './resilience/backoff.ts';
+export {
+  type BreakerChange,
+  type BreakerOptions,
+  type BreakerState,
+  type BreakersMiddleware,
+  CircuitBreaker,
+  circuitBreakers,
+  countsAsFailure,
+  type Permit,
+} from './resilience/breaker.ts';
+export { Bulkhead, type BulkheadLimits, type BulkheadOptions, bulkheads } from './resilience/bulkhead.ts';
+export { type Fallback, fallback } from './resilience/fallback.ts';
+export { type HedgeOptions, hedge } from './resilience/hedge.ts';
+export { type ResilienceOptions, resilience } from './resilience/policies.ts';
+export { type RateLimit, rateLimit, TokenBucket } from './resilience/rate-limit.ts';
+export {
+  RetryBudget,
+  type RetryBudgetOptions,
+  type RetryOptions,
+  type RetryPolicy,
+  retry,
+  retryableError,
+} from './resilience/retry.ts';
 export { type Balancer, type BalancerOptions, createBalancer } from './runtime/balancer.ts';
 export type { Client } from './runtime/client.ts';
 export {
@@ -89,6 +113,8 @@ export {
 export type { ActionContext, Caller, CallOptions, Context, PublishOptions } from './runtime/context.ts';
 export { createNode, type NodeOptions, type NodeState, type ParleyNode } from './runtime/node.ts';
 export type {
+  AttemptHandler,
+  AttemptMiddleware,
   InboundCall,
   InboundHandler,
   InboundMiddleware,

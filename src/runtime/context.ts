@@ -31,6 +31,12 @@ export interface CallOptions {
   key?: string;
   /** Cancels the call; the caller gets CANCELLED. */
   signal?: AbortSignal;
+  /** This call's retry policy, over the node's (with the `retry` middleware); `false`: no retries. */
+  retry?: { maxAttempts?: number; backoff?: { initial?: number; max?: number; multiplier?: number } } | false;
+  /** Hedging for this call (with the `hedge` middleware); `false`: none. */
+  hedge?: { delayMs?: number } | false;
+  /** What to answer when the call fails (with the `fallback` middleware). */
+  fallback?: (error: unknown) => unknown;
 }
 
 export interface PublishOptions {
