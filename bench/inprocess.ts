@@ -1,7 +1,7 @@
 /**
  * In-process calls, one system per process: a call to a service in the same process, with and
  * without input validation, awaited one at a time and with 100 in flight.
- *   inprocess.ts <parley|moleculer> <validate: 0|1> <sync|async> <calls>  → one line per case
+ *   inprocess.ts <parley|parley + policies|moleculer> <validate: 0|1> <sync|async> <calls>
  */
 import { say } from './lib/proc.ts';
 
@@ -10,8 +10,9 @@ type Add = (input: { a: number; b: number; note: string }) => Promise<unknown>;
 async function parley(
   validate: boolean,
   asyncHandler: boolean,
+  policies: boolean,
 ): Promise<{ add: Add; stop(): Promise<void> }> {
-  const { createNode, defineContract, implement, z } = await import('parley');
+  const { createNode, defineContract, implement, resilience, z } = await import('parley');
   const calc = defineContract({
     name: 'calc',
     version: '1.0.0',
@@ -25,6 +26,8 @@ async function parley(
   const node = createNode({
     logLevel: 'silent',
     validateInput: validate,
+    // The default policy stack: budgeted retries of safe calls, a breaker per instance.
+    ...(policies ? { middleware: resilience() } : {}),
     services: [
       implement(calc, {
         actions: {
@@ -64,7 +67,9 @@ const validate = validateArg === '1';
 const asyncHandler = handlerKind === 'async';
 const calls = Number(callsArg ?? 1_000_000);
 const target =
-  system === 'moleculer' ? await moleculer(validate, asyncHandler) : await parley(validate, asyncHandler);
+  system === 'moleculer'
+    ? await moleculer(validate, asyncHandler)
+    : await parley(validate, asyncHandler, system === 'parley + policies');
 const input = { a: 1, b: 2, note: 'a note of about twenty' };
 
 for (let i = 0; i < Math.min(50_000, calls); i++) await target.add(input);

@@ -76,7 +76,8 @@ async function measure(label: string, once: () => Promise<void>, spread: () => n
 // ---------------------------------------------------------------- in-process
 if (only === undefined || only === 'in-process') {
   const calls = quick ? 20_000 : 1_000_000;
-  for (const system of ['parley', 'moleculer']) {
+  for (const system of ['parley', 'parley + policies', 'moleculer']) {
+    if (!wanted(system)) continue;
     for (const validate of [false, true]) {
       for (const handler of ['sync', 'async'] as const) {
         const label = `${validate ? 'validated' : 'no validation'}`;

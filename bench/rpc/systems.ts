@@ -308,6 +308,8 @@ async function parleyBench() {
       add: {
         input: z.object({ a: z.number(), b: z.number(), note: z.string() }),
         output: z.object({ sum: z.number() }),
+        // Safe to retry: the policy stack's retries and breaker are all in play.
+        idempotent: true,
       },
     },
   });
@@ -315,39 +317,46 @@ async function parleyBench() {
 }
 
 /** Parley's TCP transport: a hub for discovery, calls straight from node to node. */
-const parleyTcp: RpcSystem = {
-  async serve() {
-    const { parley, contract } = await parleyBench();
-    const hub = await parley.createHub();
-    const node = parley.createNode({
-      logLevel: 'silent',
-      transport: parley.createTcpTransport({ hub: hub.url }),
-      services: [parley.implement(contract, { actions: { add: ({ a, b }) => ({ sum: a + b }) } })],
-    });
-    await node.start();
-    return {
-      port: hub.port,
-      close: async () => {
-        await node.stop();
-        await hub.close();
-      },
-    };
-  },
-  async connect(port) {
-    const { parley, contract } = await parleyBench();
-    const node = parley.createNode({
-      logLevel: 'silent',
-      transport: parley.createTcpTransport({ hub: `parley://${HOST}:${port}` }),
-    });
-    await node.start();
-    while (node.registry.endpoints('bench').length === 0) await new Promise((r) => setTimeout(r, 5));
-    const client = node.client(contract);
-    return { call: (req) => client.add(req), close: () => node.stop() };
-  },
-};
+const parleyTcp: RpcSystem = parleyTcpWith(false);
+
+function parleyTcpWith(policies: boolean): RpcSystem {
+  return {
+    async serve() {
+      const { parley, contract } = await parleyBench();
+      const hub = await parley.createHub();
+      const node = parley.createNode({
+        logLevel: 'silent',
+        transport: parley.createTcpTransport({ hub: hub.url }),
+        services: [parley.implement(contract, { actions: { add: ({ a, b }) => ({ sum: a + b }) } })],
+      });
+      await node.start();
+      return {
+        port: hub.port,
+        close: async () => {
+          await node.stop();
+          await hub.close();
+        },
+      };
+    },
+    async connect(port) {
+      const { parley, contract } = await parleyBench();
+      const node = parley.createNode({
+        logLevel: 'silent',
+        transport: parley.createTcpTransport({ hub: `parley://${HOST}:${port}` }),
+        // The default policy stack on the calling side: budgeted retries, a breaker per instance.
+        ...(policies ? { middleware: parley.resilience() } : {}),
+      });
+      await node.start();
+      while (node.registry.endpoints('bench').length === 0) await new Promise((r) => setTimeout(r, 5));
+      const client = node.client(contract);
+      return { call: (req) => client.add(req), close: () => node.stop() };
+    },
+  };
+}
 
 export const rpcSystems: Record<string, RpcSystem> = {
   'parley tcp': parleyTcp,
+  'parley tcp + policies': parleyTcpWith(true),
   'raw node:net': rawNet,
   'fastify+undici': fastify,
   'grpc-js': grpc,

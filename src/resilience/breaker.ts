@@ -72,7 +72,42 @@ export interface Permit {
   error(error: unknown): void;
 }
 
-type Outcome = 'ok' | 'fail' | 'slow' | 'slow-fail';
+const OK = 0;
+const FAIL = 1;
+const SLOW = 2;
+const SLOW_FAIL = 3;
+
+/** One call's permission; settles once. */
+class BreakerPermit implements Permit {
+  timer: TimerHandle | undefined;
+  private settled = false;
+
+  constructor(
+    private readonly breaker: CircuitBreaker,
+    readonly generation: number,
+    readonly started: number,
+    readonly probe: boolean,
+  ) {}
+
+  private done(kind: 'ok' | 'fail' | 'ignore'): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.timer?.cancel();
+    this.breaker.settle(this, kind);
+  }
+
+  success(): void {
+    this.done('ok');
+  }
+
+  failure(): void {
+    this.done('fail');
+  }
+
+  error(error: unknown): void {
+    this.done(this.breaker.isFailure(error) ? 'fail' : 'ignore');
+  }
+}
 
 export class CircuitBreaker {
   private stateNow: BreakerState = 'closed';
@@ -81,7 +116,11 @@ export class CircuitBreaker {
   private generation = 0;
   private probesOut = 0;
   private probesOk = 0;
-  private readonly outcomes: { at: number; outcome: Outcome }[] = [];
+  /** Outcomes in the window (count window: a queue of codes; time window: with their times). */
+  private readonly ring: number[] = [];
+  private readonly timed: { at: number; outcome: number }[] = [];
+  private failed = 0;
+  private slow = 0;
   private readonly listeners = new Set<(change: BreakerChange) => void>();
   private readonly clock: Clock;
   private readonly opts: Required<Omit<BreakerOptions, 'window' | 'openBackoff' | 'slowCallMs' | 'clock'>> & {
@@ -144,29 +183,26 @@ export class CircuitBreaker {
   }
 
   private permit(probe: boolean, deadline: number): Permit {
-    const generation = this.generation;
-    const started = this.clock.now();
-    let settled = false;
-    let timer: TimerHandle | undefined;
-    const settle = (kind: 'ok' | 'fail' | 'ignore') => {
-      if (settled) return;
-      settled = true;
-      timer?.cancel();
-      // An outcome from before the last change of state says nothing about the target now.
-      if (generation !== this.generation) return;
-      const slow = this.clock.now() - started >= this.opts.slowCallMs;
-      if (probe) this.probeOutcome(kind, slow);
-      else if (kind !== 'ignore')
-        this.record(kind === 'ok' ? (slow ? 'slow' : 'ok') : slow ? 'slow-fail' : 'fail');
-    };
-    if (Number.isFinite(deadline)) {
-      timer = this.clock.setTimeout(() => settle('fail'), Math.max(0, deadline - this.clock.now()));
+    const permit = new BreakerPermit(this, this.generation, this.clock.now(), probe);
+    // Only a probe holds something scarce: it alone is released at its deadline if it never settles.
+    if (probe && Number.isFinite(deadline)) {
+      permit.timer = this.clock.setTimeout(() => permit.failure(), Math.max(0, deadline - this.clock.now()));
     }
-    return {
-      success: () => settle('ok'),
-      failure: () => settle('fail'),
-      error: (error: unknown) => settle(this.opts.isFailure(ParleyError.from(error)) ? 'fail' : 'ignore'),
-    };
+    return permit;
+  }
+
+  /** @internal A permit settled. */
+  settle(permit: BreakerPermit, kind: 'ok' | 'fail' | 'ignore'): void {
+    // An outcome from before the last change of state says nothing about the target now.
+    if (permit.generation !== this.generation) return;
+    const slow = this.clock.now() - permit.started >= this.opts.slowCallMs;
+    if (permit.probe) this.probeOutcome(kind, slow);
+    else if (kind !== 'ignore') this.record(kind === 'ok' ? (slow ? SLOW : OK) : slow ? SLOW_FAIL : FAIL);
+  }
+
+  /** @internal */
+  isFailure(error: unknown): boolean {
+    return this.opts.isFailure(ParleyError.from(error));
   }
 
   /** Probes are counted per half-open period: only an ignored one is given back. */
@@ -189,32 +225,34 @@ export class CircuitBreaker {
     }
   }
 
-  private record(outcome: Outcome): void {
-    const now = this.clock.now();
-    this.outcomes.push({ at: now, outcome });
-    this.trim(now);
-    const n = this.outcomes.length;
-    if (n < this.opts.minimumCalls) return;
-    let failed = 0;
-    let slow = 0;
-    for (const o of this.outcomes) {
-      if (o.outcome === 'fail' || o.outcome === 'slow-fail') failed++;
-      if (o.outcome === 'slow' || o.outcome === 'slow-fail') slow++;
+  private record(outcome: number): void {
+    const w = this.options.window ?? { size: 20 };
+    if ('size' in w) {
+      if (this.ring.length === w.size) this.forget(this.ring.shift() as number);
+      this.ring.push(outcome);
+    } else {
+      const now = this.clock.now();
+      this.timed.push({ at: now, outcome });
+      while (this.timed.length > 0 && (this.timed[0] as { at: number }).at <= now - w.ms) {
+        this.forget((this.timed.shift() as { outcome: number }).outcome);
+      }
     }
-    if (failed / n >= this.opts.failureRate || (slow > 0 && slow / n >= this.opts.slowCallRate)) {
+    if (outcome === FAIL || outcome === SLOW_FAIL) this.failed++;
+    if (outcome === SLOW || outcome === SLOW_FAIL) this.slow++;
+    const n = 'size' in w ? this.ring.length : this.timed.length;
+    if (n < this.opts.minimumCalls) return;
+    if (
+      this.failed / n >= this.opts.failureRate ||
+      (this.slow > 0 && this.slow / n >= this.opts.slowCallRate)
+    ) {
       this.openFor = this.opts.openMs;
       this.transition('open');
     }
   }
 
-  private trim(now: number): void {
-    const w = this.options.window ?? { size: 20 };
-    if ('size' in w) {
-      while (this.outcomes.length > w.size) this.outcomes.shift();
-    } else {
-      while (this.outcomes.length > 0 && (this.outcomes[0] as { at: number }).at <= now - w.ms)
-        this.outcomes.shift();
-    }
+  private forget(outcome: number): void {
+    if (outcome === FAIL || outcome === SLOW_FAIL) this.failed--;
+    if (outcome === SLOW || outcome === SLOW_FAIL) this.slow--;
   }
 
   private refresh(): void {
@@ -226,7 +264,10 @@ export class CircuitBreaker {
     if (from === to) return;
     this.stateNow = to;
     this.generation++;
-    this.outcomes.length = 0;
+    this.ring.length = 0;
+    this.timed.length = 0;
+    this.failed = 0;
+    this.slow = 0;
     this.probesOut = 0;
     this.probesOk = 0;
     const at = this.clock.now();
@@ -250,17 +291,22 @@ export function circuitBreakers(
   options: BreakerOptions & { services?: Record<string, BreakerOptions> } = {},
 ): BreakersMiddleware {
   const { services = {}, ...defaults } = options;
-  const all = new Map<string, CircuitBreaker>();
+  // Two levels of maps, no key string per call: this runs twice on every call.
+  const all = new Map<string, Map<string, CircuitBreaker>>();
   const listeners = new Set<(change: BreakerChange & { service: string; node: string }) => void>();
   const breaker = (service: string, nodeId: string) => {
-    const key = `${service}\u0000${nodeId}`;
-    let b = all.get(key);
+    let byNode = all.get(service);
+    if (byNode === undefined) {
+      byNode = new Map();
+      all.set(service, byNode);
+    }
+    let b = byNode.get(nodeId);
     if (b === undefined) {
       b = new CircuitBreaker(`${service}@${nodeId}`, { ...defaults, ...services[service] });
       b.onChange((change) => {
         for (const l of listeners) l({ ...change, service, node: nodeId });
       });
-      all.set(key, b);
+      byNode.set(nodeId, b);
     }
     return b;
   };

@@ -117,9 +117,7 @@ export function retry(options: RetryOptions = {}): Middleware & { readonly budge
   const clock = options.clock ?? systemClock;
   const random = options.random ?? Math.random;
   const budget = options.budget === false ? undefined : (options.budget ?? new RetryBudget({ clock }));
-  const policyOf = (call: OutboundCall): Required<RetryPolicy> | undefined => {
-    const perCall = call.options.retry;
-    if (perCall === false) return undefined;
+  const merge = (call: OutboundCall, perCall: RetryPolicy | undefined): Required<RetryPolicy> | undefined => {
     const perAction = options.actions?.[`${call.service}.${call.action}`] ?? options.actions?.[call.service];
     if (perAction === false) return undefined;
     const merged = { ...options, ...perAction, ...perCall };
@@ -128,19 +126,31 @@ export function retry(options: RetryOptions = {}): Middleware & { readonly budge
       backoff: { ...DEFAULT_BACKOFF, ...options.backoff, ...perAction?.backoff, ...perCall?.backoff },
     };
   };
+  // Without a per-call policy, an action's policy is the same every time: made once.
+  const byAction = new Map<string, Map<string, Required<RetryPolicy> | false>>();
+  const policyOf = (call: OutboundCall): Required<RetryPolicy> | undefined => {
+    const perCall = call.options.retry;
+    if (perCall === false) return undefined;
+    if (perCall !== undefined) return merge(call, perCall);
+    let actions = byAction.get(call.service);
+    if (actions === undefined) {
+      actions = new Map();
+      byAction.set(call.service, actions);
+    }
+    let policy = actions.get(call.action);
+    if (policy === undefined) {
+      policy = merge(call, undefined) ?? false;
+      actions.set(call.action, policy);
+    }
+    return policy === false ? undefined : policy;
+  };
   return {
     name: 'retry',
     budget,
-    outbound: (next) => async (call) => {
-      budget?.recordCall();
-      const policy = policyOf(call);
-      const safe = call.idempotent || call.options.idempotencyKey !== undefined;
-      if (policy === undefined || policy.maxAttempts === 1 || !safe || call.stream !== undefined)
-        return next(call);
-      for (let attempt = 1; ; attempt++) {
-        try {
-          return await next(call);
-        } catch (error) {
+    outbound: (next) => {
+      const again = async (call: OutboundCall, policy: Required<RetryPolicy>, first: unknown) => {
+        let error = first;
+        for (let attempt = 1; ; attempt++) {
           if (attempt >= policy.maxAttempts || !retryableError(error)) throw error;
           const delay = backoffDelay(policy.backoff as Backoff, attempt, random);
           // Never past the deadline: a retry that cannot finish in time is not started.
@@ -148,8 +158,22 @@ export function retry(options: RetryOptions = {}): Middleware & { readonly budge
           if (call.options.signal?.aborted) throw error;
           if (budget !== undefined && !budget.tryRetry()) throw error;
           if (delay > 0) await sleep(clock, delay, call.options.signal);
+          try {
+            return await next(call);
+          } catch (e) {
+            error = e;
+          }
         }
-      }
+      };
+      return (call) => {
+        budget?.recordCall();
+        const safe = call.idempotent || call.options.idempotencyKey !== undefined;
+        if (!safe || call.stream !== undefined) return next(call);
+        const policy = policyOf(call);
+        if (policy === undefined || policy.maxAttempts === 1) return next(call);
+        // The first attempt costs one `catch`; the loop is entered only on a failure.
+        return next(call).catch((error: unknown) => again(call, policy, error));
+      };
     },
   };
 }

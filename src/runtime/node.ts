@@ -35,7 +35,7 @@ import {
   type OutboundCall,
   type OutboundHandler,
 } from './pipeline.ts';
-import { Registry } from './registry.ts';
+import { type Endpoint, Registry } from './registry.ts';
 import { callRemote, type RemoteDeps } from './remote.ts';
 import { callRemoteInput, openRemoteOutput } from './remote-streams.ts';
 import { Server } from './serve.ts';
@@ -331,13 +331,24 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     }
     const known = this.registry.endpoints(call.service);
     const admits = this.admits;
-    const endpoints = admits === undefined ? known : known.filter((e) => admits(call, e.nodeId));
+    // A new list only when some instance is refused (an open breaker): the common case allocates nothing.
+    let endpoints = known;
+    if (admits !== undefined) {
+      for (let i = 0; i < known.length; i++) {
+        if (!admits(call, (known[i] as Endpoint).nodeId)) {
+          endpoints = known.filter((e) => admits(call, e.nodeId));
+          break;
+        }
+      }
+    }
     const endpoint = this.balancer(endpoints, call);
     if (endpoint === undefined) {
       const why =
-        known.length > 0 ? 'every instance refuses calls now (circuit open)' : 'no instance is available';
+        known.length > 0
+          ? `every instance of ${call.service} refuses calls now (circuit open)`
+          : `no instance of ${call.service} is available`;
       return Promise.reject(
-        new ParleyError('UNAVAILABLE', `${call.service}: ${why}`, {
+        new ParleyError('UNAVAILABLE', why, {
           details: { service: call.service, instances: known.length },
         }),
       );
