@@ -5,7 +5,16 @@
 import assert from 'node:assert/strict';
 import { getEventListeners } from 'node:events';
 import { describe, it } from 'node:test';
-import { createFakeClock, createMemoryNetwork, ParleyError } from '../src/index.ts';
+import {
+  createEmbeddedBroker,
+  createEnvelope,
+  createFakeClock,
+  createMemoryNetwork,
+  defineContract,
+  implement,
+  ParleyError,
+  subscribe,
+} from '../src/index.ts';
 import { CircuitBreaker, circuitBreakers, type Permit } from '../src/resilience/breaker.ts';
 import { createRandom } from '../src/transport/faults.ts';
 import { calc, calcService, deferred, testNode, waitFor } from './helpers.ts';
@@ -349,5 +358,75 @@ describe('one caller signal shared by many calls', () => {
     await local.stop();
     await caller.stop();
     await server.stop();
+  });
+});
+
+describe('a durable consumer behind an open breaker', () => {
+  const billing = defineContract({ name: 'billing', version: '1.0.0', actions: {} });
+
+  async function scenario(withBreaker: boolean) {
+    const clock = createFakeClock();
+    const net = createMemoryNetwork({ clock });
+    const broker = createEmbeddedBroker({ path: ':memory:', clock, random: () => 0.5 });
+    let down = true;
+    const server = testNode({
+      id: 'server',
+      clock,
+      transport: net.transport(),
+      services: [
+        calcService({
+          add: ({ a, b }) => {
+            if (down) throw new ParleyError('UNAVAILABLE', 'calc is down');
+            return { sum: a + b };
+          },
+        }),
+      ],
+    });
+    const handled: number[] = [];
+    let runs = 0;
+    const consumer = testNode({
+      id: 'consumer',
+      clock,
+      broker,
+      transport: net.transport(),
+      middleware: withBreaker ? [circuitBreakers({ minimumCalls: 1, openMs: 1000, clock })] : [],
+      services: [
+        implement(billing, {
+          actions: {},
+          on: [
+            subscribe(
+              calc,
+              'calc.done',
+              async ({ n }, ctx) => {
+                runs++;
+                await ctx.call(calc, 'add', { a: n, b: 0 });
+                handled.push(n);
+              },
+              { maxAttempts: 5, backoff: { initial: 50, max: 200 }, startFrom: 'beginning' },
+            ),
+          ],
+        }),
+      ],
+    });
+    await server.start();
+    await consumer.start();
+    await broker.publish(createEnvelope({ source: '/test', type: 'calc.done', data: { n: 7 } }));
+    for (let t = 0; t < 250; t++) await clock.tick(10); // 2.5 s of calc being down
+    down = false;
+    for (let t = 0; t < 300; t++) await clock.tick(10);
+    const dead = (await broker.deadLetters.list()).length;
+    const stopping = Promise.all([consumer.stop(), server.stop()]);
+    await clock.tick(20_000);
+    await stopping;
+    return { handled, dead, runs };
+  }
+
+  it('waits without spending attempts, and handles the message when the dependency is back', async () => {
+    const without = await scenario(false);
+    assert.deepEqual(without.handled, [], 'without a breaker: five quick failures, then dead-letter');
+    assert.equal(without.dead, 1);
+    const paused = await scenario(true);
+    assert.deepEqual(paused.handled, [7], 'with the breaker: handled once calc is back');
+    assert.equal(paused.dead, 0);
   });
 });

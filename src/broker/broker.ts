@@ -14,6 +14,8 @@
  * - a delivery is leased: if its consumer dies, it is redelivered when the lease ends;
  * - after `maxAttempts` handler failures, or at once for a `retryable: false` error, the message
  *   goes to the dead-letter store with the error's code, message and the attempt count;
+ * - a handler error with a numeric `details.deferMs` puts the message back for that long without
+ *   spending an attempt (a consumer whose dependency's breaker is open waits instead of failing);
  * - at most `maxInFlight` deliveries per consumer at a time (backpressure).
  */
 import { createEnvelope, type Envelope } from '../envelope/envelope.ts';

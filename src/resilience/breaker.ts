@@ -317,8 +317,10 @@ export function circuitBreakers(
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
-    admits: (call, nodeId) => breaker(call.service, nodeId).admits(),
-    attempt: (next) => (call, nodeId) => {
+    // A service in this process is not behind a network that can fail: no breaker for it.
+    admits: (call, nodeId, local) => local || breaker(call.service, nodeId).admits(),
+    attempt: (next) => (call, nodeId, local) => {
+      if (local) return next(call, nodeId, local);
       const b = breaker(call.service, nodeId);
       const permit = b.acquire(call.deadline);
       if (permit === undefined) {
@@ -328,7 +330,7 @@ export function circuitBreakers(
           }),
         );
       }
-      return next(call, nodeId).then(
+      return next(call, nodeId, local).then(
         (value) => {
           permit.success();
           return value;

@@ -6,7 +6,7 @@
  */
 import { hostname } from 'node:os';
 import { type Logger, pino } from 'pino';
-import type { Broker } from '../broker/broker.ts';
+import type { Broker, Delivery } from '../broker/broker.ts';
 import type { Outbox } from '../broker/outbox.ts';
 import type { Codec } from '../codec/codec.ts';
 import type { ActionDef, AnyContract, EventName, PayloadInputOf } from '../contract/contract.ts';
@@ -78,7 +78,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
   private readonly balancer: Balancer;
   private readonly outbound: OutboundHandler;
   private readonly attempt: AttemptHandler;
-  private readonly admits: ((call: OutboundCall, nodeId: string) => boolean) | undefined;
+  private readonly admits: ((call: OutboundCall, nodeId: string, local: boolean) => boolean) | undefined;
   private readonly hasOutboundMiddleware: boolean;
   private readonly defaultTimeout: number;
   private readonly stopTimeout: number;
@@ -125,12 +125,12 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       this.services,
     );
     this.outbound = composeOutbound(middleware, (call) => this.dispatch(call));
-    this.attempt = composeAttempt(middleware, (call, nodeId) => this.attemptOn(call, nodeId));
+    this.attempt = composeAttempt(middleware, (call, nodeId, local) => this.attemptOn(call, nodeId, local));
     const admitting = middleware.flatMap((m) => (m.admits === undefined ? [] : [m.admits]));
     this.admits =
       admitting.length === 0
         ? undefined
-        : (call, nodeId) => admitting.every((admits) => admits(call, nodeId));
+        : (call, nodeId, local) => admitting.every((admits) => admits(call, nodeId, local));
     this.hasOutboundMiddleware = middleware.some((m) => m.outbound !== undefined);
     this.remoteDeps = {
       nodeId: this.id,
@@ -201,11 +201,18 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     const broker = this.broker;
     if (broker === undefined) return;
     for (const sub of service.subscriptions) {
-      const { ephemeral, group, timeout: _timeout, ...rest } = sub.options;
+      const { ephemeral, group, timeout: _timeout, bulkhead, ...rest } = sub.options;
       if (ephemeral) continue;
       const spec = { topic: sub.event, group: group ?? service.contract.name, ...rest };
+      const run = (delivery: Delivery) =>
+        this.server
+          .runEventHandler(sub, delivery.envelope, service.contract.name, delivery)
+          .catch((error: unknown) => {
+            throw pausedBy(error, this.clock.now());
+          });
       const consumer = await broker.subscribe(spec, (delivery) =>
-        this.server.runEventHandler(sub, delivery.envelope, service.contract.name, delivery),
+        // A bulkhead shared by several consumers bounds their handlers together.
+        bulkhead === undefined ? run(delivery) : bulkhead.run(() => run(delivery)),
       );
       this.consumers.push(consumer);
     }
@@ -335,8 +342,9 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     let endpoints = known;
     if (admits !== undefined) {
       for (let i = 0; i < known.length; i++) {
-        if (!admits(call, (known[i] as Endpoint).nodeId)) {
-          endpoints = known.filter((e) => admits(call, e.nodeId));
+        const e = known[i] as Endpoint;
+        if (!admits(call, e.nodeId, e.local)) {
+          endpoints = known.filter((x) => admits(call, x.nodeId, x.local));
           break;
         }
       }
@@ -349,12 +357,15 @@ class NodeImpl implements ParleyNode, ContextRuntime {
           : `no instance of ${call.service} is available`;
       return Promise.reject(
         new ParleyError('UNAVAILABLE', why, {
-          details: { service: call.service, instances: known.length },
+          details:
+            known.length > 0
+              ? { service: call.service, instances: known.length, circuit: 'open' }
+              : { service: call.service, instances: 0 },
         }),
       );
     }
     if (endpoints.length > 1) call.tried = [...call.tried, endpoint.nodeId];
-    const sent = this.attempt(call, endpoint.nodeId);
+    const sent = this.attempt(call, endpoint.nodeId, endpoint.local);
     // Failover: when the instance is lost mid-call and running the call twice is safe
     // (idempotent, or an idempotency key), another instance gets it, while time is left.
     if (endpoints.length < 2 || !(call.idempotent || call.options.idempotencyKey !== undefined)) return sent;
@@ -370,8 +381,8 @@ class NodeImpl implements ParleyNode, ContextRuntime {
   }
 
   /** One attempt on the chosen instance: local, or over the transport. */
-  private attemptOn(call: OutboundCall, nodeId: string): Promise<unknown> {
-    if (nodeId === this.id) return this.callLocal(call);
+  private attemptOn(call: OutboundCall, nodeId: string, local: boolean): Promise<unknown> {
+    if (local) return this.callLocal(call);
     if (call.stream === 'output') return openRemoteOutput(this.remoteDeps, nodeId, call);
     if (call.stream === 'input') return callRemoteInput(this.remoteDeps, nodeId, call);
     return callRemote(this.remoteDeps, nodeId, call);
@@ -499,4 +510,16 @@ class NodeImpl implements ParleyNode, ContextRuntime {
 }
 
 const NO_OPTIONS: CallOptions = Object.freeze({});
+
+/**
+ * A durable handler that failed because a dependency's breaker is open: the message waits until
+ * the breaker may let calls through again (`details.deferMs`), without spending an attempt.
+ */
+function pausedBy(error: unknown, now: number): unknown {
+  if (!(error instanceof ParleyError) || error.details?.circuit !== 'open') return error;
+  const retryAt = typeof error.details.retryAt === 'number' ? error.details.retryAt : now + 1000;
+  return new ParleyError('UNAVAILABLE', `paused: ${error.message}`, {
+    details: { ...error.details, deferMs: Math.max(100, retryAt - now) },
+  });
+}
 const NONE_TRIED: readonly string[] = Object.freeze([]);

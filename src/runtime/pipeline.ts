@@ -40,8 +40,8 @@ export interface InboundCall {
 export type InboundHandler = (call: InboundCall) => Promise<unknown>;
 export type InboundMiddleware = (next: InboundHandler) => InboundHandler;
 
-/** One attempt of a call on the instance the balancer chose. */
-export type AttemptHandler = (call: OutboundCall, nodeId: string) => Promise<unknown>;
+/** One attempt of a call on the instance the balancer chose (`local`: in this process). */
+export type AttemptHandler = (call: OutboundCall, nodeId: string, local: boolean) => Promise<unknown>;
 export type AttemptMiddleware = (next: AttemptHandler) => AttemptHandler;
 
 /** Named wrappers; any may be absent. */
@@ -54,7 +54,7 @@ export interface Middleware {
   /** Around each attempt on a chosen instance (circuit breakers). */
   readonly attempt?: AttemptMiddleware;
   /** May the balancer choose `nodeId` for this call now? (An open breaker says no.) */
-  readonly admits?: (call: OutboundCall, nodeId: string) => boolean;
+  readonly admits?: (call: OutboundCall, nodeId: string, local: boolean) => boolean;
 }
 
 /** The first middleware is the outermost layer. */

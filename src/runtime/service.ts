@@ -63,6 +63,8 @@ export interface SubscribeOptions {
   startFrom?: 'beginning' | 'now';
   /** Time budget of one handler run, ms. */
   timeout?: number;
+  /** Shared by several consumers: bounds how many of their handlers run at once. */
+  bulkhead?: { run<T>(work: () => Promise<T>): Promise<T> };
 }
 
 export interface Subscription {

@@ -181,6 +181,25 @@ export function brokerConformance(harness: BrokerHarness): void {
       assert.ok(d.firstFailureAt <= d.lastFailureAt);
     });
 
+    test('an error with details.deferMs puts the message back after that delay without spending an attempt', async () => {
+      const b = await broker();
+      const topic = fresh('defer');
+      const attempts: number[] = [];
+      await consume(b, { topic, group: 'g', maxAttempts: 2 }, (d) => {
+        attempts.push(d.attempt);
+        if (attempts.length <= 4) {
+          throw new ParleyError('UNAVAILABLE', 'dependency paused', { details: { deferMs: 300 } });
+        }
+      });
+      await b.publish(envelope(topic, 'x'));
+      await until(harness, () => attempts.length >= 1, 'first delivery');
+      await harness.advance(200);
+      assert.equal(attempts.length, 1, 'not before the delay');
+      await until(harness, () => attempts.length >= 5, 'delivered again after each deferral');
+      assert.deepEqual(attempts, [1, 1, 1, 1, 1], 'no attempt spent: maxAttempts 2 was never reached');
+      assert.deepEqual(await b.deadLetters.list({ topic }), []);
+    });
+
     test('a non-retryable error goes to dead-letter at once; a plain throw is retried', async () => {
       const b = await broker();
       const topic = fresh('permanent');

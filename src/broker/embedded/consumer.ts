@@ -137,7 +137,11 @@ export class EmbeddedConsumer {
       () => this.broker.settle({ kind: 'ack', ...op }, this),
       (error: unknown) => {
         const e = ParleyError.from(error);
-        if (permanent(e) || attempt >= this.maxAttempts) {
+        const defer = deferOf(e);
+        if (defer !== undefined) {
+          // The handler's dependency is known to be down (an open breaker): wait, spend nothing.
+          this.broker.settle({ kind: 'defer', ...op, delay: defer }, this);
+        } else if (permanent(e) || attempt >= this.maxAttempts) {
           this.broker.settle({ kind: 'dead', ...op, failure: failure(e) }, this);
         } else {
           const delay = backoffDelay(this.backoff, attempt, this.broker.random);
@@ -169,6 +173,12 @@ export class EmbeddedConsumer {
  * foreign error, and not for a handler that ran out of time or was cancelled (a later try may
  * well succeed).
  */
+/** `details.deferMs` on a handler's error: put the message back after that long, attempt unspent. */
+function deferOf(e: ParleyError): number | undefined {
+  const ms = e.details?.deferMs;
+  return typeof ms === 'number' && Number.isFinite(ms) && ms >= 0 ? Math.min(ms, 3_600_000) : undefined;
+}
+
 function permanent(e: ParleyError): boolean {
   return !e.retryable && !e.unexpected && e.code !== 'DEADLINE_EXCEEDED' && e.code !== 'CANCELLED';
 }

@@ -90,6 +90,7 @@ export type Statements = Record<
   | 'deletePending'
   | 'pendingRow'
   | 'retry'
+  | 'defer'
   | 'promote'
   | 'extend'
   | 'insertDead'
@@ -158,6 +159,12 @@ export function prepare(db: Db): Statements {
     retry: db.prepare(
       `UPDATE pending SET state = ${READY}, visible_at = ?, lease_owner = NULL, lease_until = NULL,
          first_failure_at = coalesce(first_failure_at, ?), last_failure_at = ?, last_code = ?, last_message = ?
+       WHERE grp = ? AND topic = ? AND seq = ? AND lease_owner = ? AND state = ${LEASED}`,
+    ),
+    // Back to ready without spending the attempt it was leased with (a paused consumer).
+    defer: db.prepare(
+      `UPDATE pending SET state = ${READY}, visible_at = ?, lease_owner = NULL, lease_until = NULL,
+         attempts = max(0, attempts - 1)
        WHERE grp = ? AND topic = ? AND seq = ? AND lease_owner = ? AND state = ${LEASED}`,
     ),
     promote: db.prepare(

@@ -170,6 +170,8 @@ export class Store {
               | { key: string | null }
               | undefined;
             if (gone?.key != null) this.promote(op.grp, op.topic, gone.key);
+          } else if (op.kind === 'defer') {
+            this.s.defer.run(now + op.delay, op.grp, op.topic, op.seq, op.owner);
           } else if (op.kind === 'retry') {
             this.s.retry.run(
               now + op.delay,
@@ -304,6 +306,7 @@ function retrying<T>(write: () => T): T {
 export type SettleOp =
   | { kind: 'ack'; grp: string; topic: string; seq: number; owner: string }
   | { kind: 'retry'; grp: string; topic: string; seq: number; owner: string; delay: number; failure: Failure }
+  | { kind: 'defer'; grp: string; topic: string; seq: number; owner: string; delay: number }
   | { kind: 'dead'; grp: string; topic: string; seq: number; owner: string; failure: Failure };
 
 export interface DeadWhere {
