@@ -294,7 +294,12 @@ export function circuitBreakers(
   // Two levels of maps, no key string per call: this runs twice on every call.
   const all = new Map<string, Map<string, CircuitBreaker>>();
   const listeners = new Set<(change: BreakerChange & { service: string; node: string }) => void>();
+  // Consecutive calls mostly go to the same instance: the last breaker found is kept at hand.
+  let lastService = '';
+  let lastNode = '';
+  let last: CircuitBreaker | undefined;
   const breaker = (service: string, nodeId: string) => {
+    if (last !== undefined && service === lastService && nodeId === lastNode) return last;
     let byNode = all.get(service);
     if (byNode === undefined) {
       byNode = new Map();
@@ -308,6 +313,9 @@ export function circuitBreakers(
       });
       byNode.set(nodeId, b);
     }
+    lastService = service;
+    lastNode = nodeId;
+    last = b;
     return b;
   };
   return {

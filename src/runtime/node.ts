@@ -128,9 +128,12 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     this.attempt = composeAttempt(middleware, (call, nodeId, local) => this.attemptOn(call, nodeId, local));
     const admitting = middleware.flatMap((m) => (m.admits === undefined ? [] : [m.admits]));
     this.admits =
-      admitting.length === 0
-        ? undefined
-        : (call, nodeId, local) => admitting.every((admits) => admits(call, nodeId, local));
+      admitting.length <= 1
+        ? admitting[0]
+        : (call, nodeId, local) => {
+            for (const admits of admitting) if (!admits(call, nodeId, local)) return false;
+            return true;
+          };
     this.hasOutboundMiddleware = middleware.some((m) => m.outbound !== undefined);
     this.remoteDeps = {
       nodeId: this.id,
