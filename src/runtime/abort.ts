@@ -5,10 +5,12 @@
  * MaxListenersExceededWarning); here the signal gets one, and each call an entry in a set.
  */
 
-const watchers = new WeakMap<AbortSignal, Set<() => void>>();
+import type { RequestSignal } from '../transport/transport.ts';
+
+const watchers = new WeakMap<RequestSignal, Set<() => void>>();
 
 /** Calls `fn` once when `signal` aborts; returns the function that stops watching. */
-export function onAbort(signal: AbortSignal, fn: () => void): () => void {
+export function onAbort(signal: RequestSignal, fn: () => void): () => void {
   let set = watchers.get(signal);
   if (set === undefined) {
     const fresh = new Set<() => void>();

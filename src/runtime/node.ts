@@ -180,7 +180,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     this.server.accepting = true;
     try {
       await this.transport.start(self, {
-        onRequest: (frame) => this.server.onRequest(frame),
+        onRequest: (frame, _from, signal) => this.server.onRequest(frame, signal),
         onBroadcast: (frame, from) => this.server.onBroadcast(frame, from),
         onNodeUp: (info) => this.registry.upsert(info),
         onNodeDown: (nodeId) => this.registry.remove(nodeId),

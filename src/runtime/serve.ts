@@ -13,6 +13,7 @@ import type { ActionDef, AnyContract } from '../contract/contract.ts';
 import { validate } from '../contract/validate.ts';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
+import type { RequestSignal } from '../transport/transport.ts';
 import { onAbort } from './abort.ts';
 import type { Clock } from './clock.ts';
 import { CallContext, type ContextRuntime } from './context.ts';
@@ -146,7 +147,7 @@ export class Server {
     ctx: CallContext,
     input: unknown,
     local: boolean,
-    signal?: AbortSignal,
+    signal?: RequestSignal,
   ): Promise<unknown> {
     // A local call's deadline was checked by the caller a moment ago, on the same clock.
     return this.run(ctx, () => action.chain({ ctx, input, local }), signal, !local);
@@ -155,7 +156,7 @@ export class Server {
   private run(
     ctx: CallContext,
     work: () => unknown,
-    signal?: AbortSignal,
+    signal?: RequestSignal,
     checkDeadline = true,
   ): Promise<unknown> {
     if (signal?.aborted) return Promise.reject(cancelled(ctx));
@@ -180,7 +181,7 @@ export class Server {
   private race(
     ctx: CallContext,
     work: PromiseLike<unknown>,
-    signal: AbortSignal | undefined,
+    signal: RequestSignal | undefined,
   ): Promise<unknown> {
     const race = new Race(ctx, this);
     const promise = new Promise<unknown>(race.capture);
@@ -212,7 +213,7 @@ export class Server {
   }
 
   /** A request frame from the transport → a reply frame. Never rejects. */
-  async onRequest(frame: Uint8Array): Promise<Uint8Array> {
+  async onRequest(frame: Uint8Array, signal?: RequestSignal): Promise<Uint8Array> {
     // Answer in the codec the request came in, so nodes with different codecs can talk.
     const codec = codecOfFrame(frame, this.known, this.deps.codec);
     const max = this.deps.maxPayload();
@@ -227,7 +228,7 @@ export class Server {
       );
     }
     try {
-      const output = await this.serveEnvelope(env);
+      const output = await this.serveEnvelope(env, signal);
       return encodeReply(codec, { ok: true, data: output }, max);
     } catch (error) {
       const e = ParleyError.from(error);
@@ -243,7 +244,7 @@ export class Server {
     }
   }
 
-  private serveEnvelope(env: Envelope): Promise<unknown> {
+  private serveEnvelope(env: Envelope, signal?: RequestSignal): Promise<unknown> {
     const parts = splitType(env.type);
     // Pages of a stream already open here are served while draining, too.
     if (parts?.[0] === '$stream') return this.streams.operate(parts[1], env.data);
@@ -266,7 +267,7 @@ export class Server {
       errors: action.def.errors,
     });
     if (action.def.stream === 'output') {
-      return this.serve(action, ctx, env.data, false).then((iterable) =>
+      return this.serve(action, ctx, env.data, false, signal).then((iterable) =>
         this.streams.openOutput(ctx, iterable, PAGE),
       );
     }
@@ -279,7 +280,7 @@ export class Server {
         this.streams.openInput(ctx, (queue) => this.serve(action, ctx, queue, false), check),
       );
     }
-    return this.serve(action, ctx, env.data, false);
+    return this.serve(action, ctx, env.data, false, signal);
   }
 
   /** The context of a request or event that arrived as an envelope: ids and trace come with it. */

@@ -46,3 +46,29 @@ export function frameTooLarge(size: number, max: number): ParleyError {
     details: { size, max },
   });
 }
+
+/** A light abort signal a transport hands to its handler for one request (see `RequestSignal`). */
+export class RequestAbort implements RequestSignal {
+  aborted = false;
+  reason: unknown;
+  private listeners: (() => void)[] | undefined;
+
+  addEventListener(_type: 'abort', listener: () => void): void {
+    if (this.aborted) return;
+    this.listeners ??= [];
+    this.listeners.push(listener);
+  }
+
+  removeEventListener(_type: 'abort', listener: () => void): void {
+    if (this.listeners !== undefined) this.listeners = this.listeners.filter((l) => l !== listener);
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    const listeners = this.listeners;
+    this.listeners = undefined;
+    if (listeners !== undefined) for (const l of listeners) l();
+  }
+}

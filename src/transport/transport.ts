@@ -41,7 +41,11 @@ export interface ServiceInfo {
 }
 
 export interface TransportHandler {
-  onRequest(frame: Uint8Array, from: string): Promise<Uint8Array>;
+  /**
+   * A request arrived. `signal`, from transports that can tell, aborts when the caller gives up
+   * (it cancelled, or its connection closed): the handler's `ctx.signal` follows it.
+   */
+  onRequest(frame: Uint8Array, from: string, signal?: RequestSignal): Promise<Uint8Array>;
   onBroadcast(frame: Uint8Array, from: string): void;
   onNodeUp(info: NodeInfo): void;
   onNodeDown(nodeId: string): void;

@@ -18,7 +18,7 @@ import { once } from 'node:events';
 import type { Server, Socket } from 'node:net';
 import { ParleyError } from '../../errors.ts';
 import { backoffDelay } from '../../resilience/backoff.ts';
-import { frameTooLarge } from '../pending.ts';
+import { frameTooLarge, RequestAbort } from '../pending.ts';
 import {
   DEFAULT_MAX_PAYLOAD,
   type NodeInfo,
@@ -264,6 +264,8 @@ class TcpTransportImpl implements TcpTransport {
     };
     let greeted = false;
     let inFlight = 0;
+    // Requests being handled, by id: a Cancel frame, or the caller hanging up, aborts them.
+    const running = new Map<number, RequestAbort>();
     let paused = false;
     const settled = () => {
       inFlight -= 1;
@@ -301,18 +303,25 @@ class TcpTransportImpl implements TcpTransport {
             paused = true;
             socket.pause();
           }
-          handler.onRequest(frame.payload, '').then(
+          const id = frame.id;
+          const signal = new RequestAbort();
+          running.set(id, signal);
+          handler.onRequest(frame.payload, '', signal).then(
             (reply) => {
+              running.delete(id);
               settled();
               writer.send(FrameType.Reply, frame.id, reply);
             },
             (error: unknown) => {
+              running.delete(id);
               settled();
               const wire = Buffer.from(JSON.stringify(ParleyError.from(error).toWire()));
               writer.send(FrameType.Failure, frame.id, wire);
             },
           );
-        } else if (frame.type !== FrameType.Cancel) {
+        } else if (frame.type === FrameType.Cancel) {
+          running.get(frame.id)?.abort(new ParleyError('CANCELLED', 'the caller gave up on the call'));
+        } else {
           refuse(`frame type ${frame.type} is not one a caller sends`);
         }
       },
@@ -320,7 +329,14 @@ class TcpTransportImpl implements TcpTransport {
     );
     socket.on('data', (chunk: Buffer) => reader.push(chunk));
     socket.on('error', () => socket.destroy());
-    socket.on('close', () => this.accepted.delete(socket));
+    socket.on('close', () => {
+      this.accepted.delete(socket);
+      // Nobody is left to answer: the handlers of this connection's calls are told.
+      for (const signal of running.values()) {
+        signal.abort(new ParleyError('CANCELLED', 'the caller disconnected'));
+      }
+      running.clear();
+    });
   }
 
   private connTo(nodeId: string, address: string): Conn {
