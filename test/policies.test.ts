@@ -18,15 +18,19 @@ import {
 import { calc, calcService, deferred, testNode, waitFor } from './helpers.ts';
 
 describe('hedging', () => {
-  it('a slow instance is raced by a second attempt on another after the delay; the first answer wins', async () => {
+  it('a slow instance is raced by a second attempt on another after the delay; the loser is cancelled on the callee', async () => {
     const net = createMemoryNetwork();
     const slowGate = deferred();
+    let slowCancelled = 0;
     const slow = testNode({
       id: 'slow',
       transport: net.transport(),
       services: [
         calcService({
-          add: async ({ a, b }) => {
+          add: async ({ a, b }, ctx) => {
+            ctx.signal.addEventListener('abort', () => {
+              if ((ctx.signal.reason as ParleyError).code === 'CANCELLED') slowCancelled++;
+            });
             await slowGate.promise;
             return { sum: -(a + b) };
           },
@@ -46,6 +50,11 @@ describe('hedging', () => {
       Array.from({ length: 4 }, () => caller.client(calc).add({ a: 1, b: 2 })),
     );
     assert.deepEqual(answers, Array(4).fill({ sum: 3 }), 'every call answered by the fast instance');
+    await waitFor(
+      () => slowCancelled === 2,
+      2000,
+      'the two attempts on the slow instance were cancelled there',
+    );
     assert.ok(budget.counts().retries >= 1, 'hedges are charged to the budget');
     slowGate.resolve();
     for (const n of [caller, fast, slow]) await n.stop();

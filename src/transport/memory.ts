@@ -9,7 +9,7 @@ import { ParleyError } from '../errors.ts';
 import type { Clock } from '../runtime/clock.ts';
 import { systemClock } from '../runtime/clock.ts';
 import { type FaultOptions, LinkFaults } from './faults.ts';
-import { awaitReply, frameTooLarge } from './pending.ts';
+import { awaitReply, frameTooLarge, RequestAbort, worthTelling } from './pending.ts';
 import type { NodeInfo, RequestOptions, Transport, TransportHandler } from './transport.ts';
 import { DEFAULT_MAX_PAYLOAD } from './transport.ts';
 
@@ -160,6 +160,8 @@ export function createMemoryNetwork(options: MemoryNetworkOptions = {}): MemoryN
     private self: NodeInfo | undefined;
     private handler: TransportHandler | undefined;
     private readonly pending = new Map<number, Pending>();
+    /** Requests this node is handling, by caller and id: a cancel aborts their handler's signal. */
+    private readonly running = new Map<string, RequestAbort>();
     private seq = 0;
     /** Replies sent and not yet arrived; a graceful stop waits for them. */
     private repliesInFlight = 0;
@@ -207,7 +209,12 @@ export function createMemoryNetwork(options: MemoryNetworkOptions = {}): MemoryN
       const id = ++this.seq;
       return awaitReply(
         options.signal,
-        () => this.pending.delete(id),
+        () => {
+          // The caller gave up: forget it here, and tell the callee (over the same faulty link).
+          if (this.pending.delete(id) && worthTelling(options.signal?.reason)) {
+            send(from, nodeId, 'request', () => target.receiveCancel(from, id));
+          }
+        },
         (reply) => {
           this.pending.set(id, { to: nodeId, ...reply });
           send(from, nodeId, 'request', () => target.receiveRequest(from, frame, id));
@@ -248,6 +255,7 @@ export function createMemoryNetwork(options: MemoryNetworkOptions = {}): MemoryN
       this.pending.clear();
       for (const peer of members.values()) {
         peer.failPendingTo(self.id, message);
+        peer.abortFrom(self.id);
         peer.handler?.onNodeDown(self.id);
       }
     }
@@ -287,19 +295,39 @@ export function createMemoryNetwork(options: MemoryNetworkOptions = {}): MemoryN
         reply((p) => p.reject(ParleyError.fromWire(error)));
         return;
       }
-      handler.onRequest(frame, from).then(
+      const key = `${from}\u0000${id}`;
+      const signal = new RequestAbort();
+      this.running.set(key, signal);
+      handler.onRequest(frame, from, signal).then(
         (out) => {
+          this.running.delete(key);
           if (out.byteLength > this.maxPayload) {
             const error = frameTooLarge(out.byteLength, this.maxPayload).toWire();
             reply((p) => p.reject(ParleyError.fromWire(error)));
           } else reply((p) => p.resolve(out));
         },
         (error: unknown) => {
+          this.running.delete(key);
           // Only the wire form crosses, as it would over a socket.
           const wire = ParleyError.from(error).toWire();
           reply((p) => p.reject(ParleyError.fromWire(wire)));
         },
       );
+    }
+
+    receiveCancel(from: string, id: number): void {
+      this.running
+        .get(`${from}\u0000${id}`)
+        ?.abort(new ParleyError('CANCELLED', 'the caller gave up on the call'));
+    }
+
+    /** The caller `nodeId` is gone: the handlers of its calls are told. */
+    abortFrom(nodeId: string): void {
+      for (const [key, signal] of this.running) {
+        if (!key.startsWith(`${nodeId}\u0000`)) continue;
+        this.running.delete(key);
+        signal.abort(new ParleyError('CANCELLED', 'the caller disconnected'));
+      }
     }
 
     receiveBroadcast(from: string, frame: Uint8Array): void {

@@ -72,3 +72,11 @@ export class RequestAbort implements RequestSignal {
     if (listeners !== undefined) for (const l of listeners) l();
   }
 }
+
+/**
+ * Whether the callee should be told that its caller gave up: not when the deadline passed, since
+ * the callee holds the same deadline and stops by itself (with DEADLINE_EXCEEDED, the true reason).
+ */
+export function worthTelling(reason: unknown): boolean {
+  return !(reason instanceof ParleyError && reason.code === 'DEADLINE_EXCEEDED');
+}

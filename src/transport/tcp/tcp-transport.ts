@@ -18,7 +18,7 @@ import { once } from 'node:events';
 import type { Server, Socket } from 'node:net';
 import { ParleyError } from '../../errors.ts';
 import { backoffDelay } from '../../resilience/backoff.ts';
-import { frameTooLarge, RequestAbort } from '../pending.ts';
+import { frameTooLarge, RequestAbort, worthTelling } from '../pending.ts';
 import {
   DEFAULT_MAX_PAYLOAD,
   type NodeInfo,
@@ -412,7 +412,7 @@ class TcpTransportImpl implements TcpTransport {
         p.onAbort = () => {
           if (!this.pending.delete(id)) return;
           conn.inFlight--;
-          conn.writer.send(FrameType.Cancel, id, EMPTY);
+          if (worthTelling(signal.reason)) conn.writer.send(FrameType.Cancel, id, EMPTY);
           reject(signal.reason);
         };
         signal.addEventListener('abort', p.onAbort, { once: true });
