@@ -6,6 +6,7 @@
  */
 import { ParleyError } from '../errors.ts';
 import type { Clock } from '../runtime/clock.ts';
+import { Schemes } from '../schemes.ts';
 import type { Broker } from './broker.ts';
 import { createEmbeddedBroker } from './embedded/embedded-broker.ts';
 
@@ -17,7 +18,7 @@ export type BrokerFactory = (url: URL | string, options: BrokerFactoryOptions) =
 
 /** The schemes this process knows. A registry is passed around, never a module global. */
 export class BrokerRegistry {
-  private readonly factories = new Map<string, BrokerFactory>();
+  private readonly schemes = new Schemes<BrokerFactory>('broker');
 
   constructor() {
     // `embedded:./data/broker.db`, `embedded:/abs/path.db`, `embedded::memory:`.
@@ -30,18 +31,10 @@ export class BrokerRegistry {
   }
 
   register(scheme: string, factory: BrokerFactory): void {
-    this.factories.set(scheme.endsWith(':') ? scheme : `${scheme}:`, factory);
+    this.schemes.set(scheme, factory);
   }
 
   async open(url: string, options: BrokerFactoryOptions = {}): Promise<Broker> {
-    const scheme = /^[a-z][a-z0-9+.-]*:/i.exec(url)?.[0]?.toLowerCase();
-    const factory = scheme === undefined ? undefined : this.factories.get(scheme);
-    if (factory === undefined) {
-      throw new ParleyError(
-        'INVALID_ARGUMENT',
-        `no broker for ${url}; known schemes: ${[...this.factories.keys()].join(', ')}`,
-      );
-    }
-    return factory(url, options);
+    return this.schemes.lookup(url)(url, options);
   }
 }

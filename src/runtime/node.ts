@@ -6,7 +6,7 @@
  */
 import { hostname } from 'node:os';
 import { type Logger, pino } from 'pino';
-import type { Broker, Delivery } from '../broker/broker.ts';
+import type { Broker } from '../broker/broker.ts';
 import type { Outbox } from '../broker/outbox.ts';
 import type { Codec } from '../codec/codec.ts';
 import type { ActionDef, AnyContract, EventName, PayloadInputOf } from '../contract/contract.ts';
@@ -17,6 +17,7 @@ import type { NodeInfo, Transport } from '../transport/transport.ts';
 import { type Balancer, createBalancer } from './balancer.ts';
 import { type Client, createClient } from './client.ts';
 import { type Clock, systemClock } from './clock.ts';
+import { subscribeDurable } from './consumers.ts';
 import {
   CallContext,
   type CallOptions,
@@ -26,7 +27,7 @@ import {
   type PublishOptions,
 } from './context.ts';
 import { DeadlineWheel } from './deadlines.ts';
-import { eventEnvelope } from './envelopes.ts';
+import { EventsOut } from './events-out.ts';
 import { type NodeOptions, resolveCodec } from './node-options.ts';
 import {
   type AttemptHandler,
@@ -86,6 +87,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
   private readonly consumers: { close(): Promise<void> }[] = [];
   private stopping: Promise<void> | undefined;
   private readonly outboxes: readonly Outbox[];
+  private readonly events: EventsOut;
   private relays: { stop(): Promise<void> }[] = [];
   private readonly remoteDeps: RemoteDeps;
 
@@ -135,6 +137,15 @@ class NodeImpl implements ParleyNode, ContextRuntime {
             return true;
           };
     this.hasOutboundMiddleware = middleware.some((m) => m.outbound !== undefined);
+    this.events = new EventsOut({
+      nodeId: this.id,
+      clock: this.clock,
+      codec: this.codec,
+      transport: this.transport,
+      broker: this.broker,
+      outboxes: this.outboxes,
+      deliverLocally: (env) => this.server.deliverNotification(env),
+    });
     this.remoteDeps = {
       nodeId: this.id,
       clock: this.clock,
@@ -185,9 +196,11 @@ class NodeImpl implements ParleyNode, ContextRuntime {
         onNodeUp: (info) => this.registry.upsert(info),
         onNodeDown: (nodeId) => this.registry.remove(nodeId),
       });
-      for (const service of this.services) await this.subscribeDurable(service);
       const broker = this.broker;
       if (broker !== undefined) {
+        for (const service of this.services) {
+          this.consumers.push(...(await subscribeDurable(broker, this.server, service, this.clock)));
+        }
         this.relays = this.outboxes.map((o) => o.startRelay(broker, { clock: this.clock }));
       }
     } catch (error) {
@@ -198,27 +211,6 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     }
     this.state = 'running';
     this.logger.debug({ services: self.services.map((s) => s.name) }, 'node started');
-  }
-
-  private async subscribeDurable(service: Service): Promise<void> {
-    const broker = this.broker;
-    if (broker === undefined) return;
-    for (const sub of service.subscriptions) {
-      const { ephemeral, group, timeout: _timeout, bulkhead, ...rest } = sub.options;
-      if (ephemeral) continue;
-      const spec = { topic: sub.event, group: group ?? service.contract.name, ...rest };
-      const run = (delivery: Delivery) =>
-        this.server
-          .runEventHandler(sub, delivery.envelope, service.contract.name, delivery)
-          .catch((error: unknown) => {
-            throw pausedBy(error, this.clock.now());
-          });
-      const consumer = await broker.subscribe(spec, (delivery) =>
-        // A bulkhead shared by several consumers bounds their handlers together.
-        bulkhead === undefined ? run(delivery) : bulkhead.run(() => run(delivery)),
-      );
-      this.consumers.push(consumer);
-    }
   }
 
   stop(): Promise<void> {
@@ -280,21 +272,20 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     input: unknown,
     options?: CallOptions,
   ): unknown {
-    const result = this.startCall(parent, contract, action, input, options);
+    const def = contract.actions[action] as ActionDef | undefined;
+    const result = this.startCall(def, parent, contract, action, input, options);
     // An output stream is handed back at once and opens when first read; so are its errors.
-    return (contract.actions[action] as ActionDef | undefined)?.stream === 'output'
-      ? lazyStream(result)
-      : result;
+    return def?.stream === 'output' ? lazyStream(result) : result;
   }
 
   private startCall(
+    def: ActionDef | undefined,
     parent: Context | undefined,
     contract: AnyContract,
     action: string,
     input: unknown,
     options?: CallOptions,
   ): Promise<unknown> {
-    const def = contract.actions[action] as ActionDef | undefined;
     if (def === undefined) {
       return Promise.reject(
         new ParleyError('UNIMPLEMENTED', `contract ${contract.name} has no action ${action}`),
@@ -420,69 +411,14 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     return this.publishFrom(undefined, contract, event, payload, options);
   }
 
-  /**
-   * Inside a transaction of an outbox's database the event is written there synchronously, and
-   * any error (an invalid payload) is thrown, not returned: it reaches the caller's transaction,
-   * which rolls back, even when the caller does not await. Elsewhere it goes to the broker.
-   */
   publishFrom(
     parent: Context | undefined,
     contract: AnyContract,
     event: string,
     payload: unknown,
-    options: PublishOptions = {},
+    options?: PublishOptions,
   ): Promise<void> {
-    const outbox = this.outboxInTransaction();
-    const broker = this.broker;
-    if (outbox === undefined) {
-      if (broker === undefined) {
-        return Promise.reject(
-          new ParleyError('FAILED_PRECONDITION', `cannot publish ${event}: the node has no broker`),
-        );
-      }
-      try {
-        const { env, publishOptions } = this.eventToPublish(parent, contract, event, payload, options);
-        return broker.publish(env, publishOptions).then(() => undefined);
-      } catch (error) {
-        return Promise.reject(error);
-      }
-    }
-    const { env, publishOptions } = this.eventToPublish(parent, contract, event, payload, options);
-    outbox.write(env, publishOptions);
-    return Promise.resolve();
-  }
-
-  private eventToPublish(
-    parent: Context | undefined,
-    contract: AnyContract,
-    event: string,
-    payload: unknown,
-    options: PublishOptions,
-  ) {
-    const env = this.eventFrom(parent, contract, event, payload);
-    if (options.idempotencyKey !== undefined) env.idempotencykey = options.idempotencyKey;
-    if (options.key !== undefined) env.subject = options.key;
-    const publishOptions: { key?: string; delay?: number } = {};
-    if (options.key !== undefined) publishOptions.key = options.key;
-    if (options.delay !== undefined) publishOptions.delay = options.delay;
-    return { env, publishOptions };
-  }
-
-  private outboxInTransaction(): Outbox | undefined {
-    for (const o of this.outboxes) if (o.inTransaction()) return o;
-    return undefined;
-  }
-
-  private eventFrom(parent: Context | undefined, contract: AnyContract, event: string, payload: unknown) {
-    return eventEnvelope({
-      nodeId: this.id,
-      parent,
-      contract,
-      event,
-      payload,
-      codec: this.codec,
-      now: this.clock.now(),
-    });
+    return this.events.publish(parent, contract, event, payload, options);
   }
 
   notify<C extends AnyContract, K extends EventName<C>>(
@@ -493,36 +429,16 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     return this.notifyFrom(undefined, contract, event, payload);
   }
 
-  async notifyFrom(
+  notifyFrom(
     parent: Context | undefined,
     contract: AnyContract,
     event: string,
     payload: unknown,
   ): Promise<void> {
-    const env = this.eventFrom(parent, contract, event, payload);
-    const frame = this.codec.encode(env);
-    if (frame.byteLength > this.transport.maxPayload) {
-      throw new ParleyError(
-        'RESOURCE_EXHAUSTED',
-        `notification of ${frame.byteLength} bytes exceeds the maximum`,
-      );
-    }
-    this.transport.broadcast(frame);
-    this.server.deliverNotification(env);
+    return this.events.notify(parent, contract, event, payload);
   }
 }
 
 const NO_OPTIONS: CallOptions = Object.freeze({});
 
-/**
- * A durable handler that failed because a dependency's breaker is open: the message waits until
- * the breaker may let calls through again (`details.deferMs`), without spending an attempt.
- */
-function pausedBy(error: unknown, now: number): unknown {
-  if (!(error instanceof ParleyError) || error.details?.circuit !== 'open') return error;
-  const retryAt = typeof error.details.retryAt === 'number' ? error.details.retryAt : now + 1000;
-  return new ParleyError('UNAVAILABLE', `paused: ${error.message}`, {
-    details: { ...error.details, deferMs: Math.max(100, retryAt - now) },
-  });
-}
 const NONE_TRIED: readonly string[] = Object.freeze([]);

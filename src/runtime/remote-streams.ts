@@ -7,7 +7,7 @@
 import { ParleyError } from '../errors.ts';
 import type { OutboundCall } from './pipeline.ts';
 import { callRemote, type RemoteDeps } from './remote.ts';
-import { LONG_POLL, PAGE, type Page, sizeOf } from './streams.ts';
+import { iteratorOf, LONG_POLL, PAGE, type Page, sizeOf } from './streams.ts';
 
 /** How long one pull or push may take on the wire, beyond the server's long poll. */
 const OP_TIMEOUT = LONG_POLL + 10_000;
@@ -118,13 +118,10 @@ export async function callRemoteInput(
   target: string,
   call: OutboundCall,
 ): Promise<unknown> {
-  const source = call.input as AsyncIterable<unknown> | Iterable<unknown>;
+  // Not an iterable: refused before a session is opened on the callee.
+  const iterator = iteratorOf(call.input, 'the input of an input-stream call');
   const opened = (await callRemote(deps, target, { ...call, input: null })) as Page;
   const session = opened.session;
-  const iterator =
-    Symbol.asyncIterator in (source as object)
-      ? (source as AsyncIterable<unknown>)[Symbol.asyncIterator]()
-      : toAsync((source as Iterable<unknown>)[Symbol.iterator]());
   const budget = Math.floor(deps.transport.maxPayload / 2);
   let carried: unknown[] = [];
   let carriedBytes = 0;
@@ -174,11 +171,4 @@ export async function callRemoteInput(
     await op(deps, target, call, 'cancel', { session }).catch(() => undefined);
     throw e;
   }
-}
-
-function toAsync<T>(it: Iterator<T>): AsyncIterator<T> {
-  return {
-    next: () => Promise.resolve(it.next()),
-    return: () => Promise.resolve(it.return?.() ?? { value: undefined, done: true }),
-  };
 }

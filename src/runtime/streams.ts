@@ -419,7 +419,11 @@ function raceTimeout<T>(p: Promise<T>, ms: number): Promise<T | typeof NOT_YET> 
   ]).finally(() => clearTimeout(timer));
 }
 
-function iteratorOf(iterable: unknown): AsyncIterator<unknown> {
+/** An async iterator over an async or a plain iterable; `what` names it in the error otherwise. */
+export function iteratorOf(
+  iterable: unknown,
+  what = 'an output-stream handler’s result',
+): AsyncIterator<unknown> {
   const it = iterable as Partial<AsyncIterable<unknown> & Iterable<unknown>> | null;
   const asyncIt = it?.[Symbol.asyncIterator];
   if (typeof asyncIt === 'function') return asyncIt.call(it);
@@ -431,7 +435,7 @@ function iteratorOf(iterable: unknown): AsyncIterator<unknown> {
       return: () => Promise.resolve(sync.return?.() ?? { value: undefined, done: true }),
     };
   }
-  throw new ParleyError('INTERNAL', 'an output-stream handler must return an iterable or async iterable');
+  throw new ParleyError('INTERNAL', `${what} is not an iterable or async iterable`);
 }
 
 /** An async iterable that starts when first read, from a promise of an iterable. */

@@ -3,7 +3,7 @@
  * Transports by URL, as `PARLEY_TRANSPORT` names them: `memory:` (this process alone) and
  * `parley://host:port` (the hub). Adapters for real brokers register their schemes.
  */
-import { ParleyError } from '../errors.ts';
+import { Schemes } from '../schemes.ts';
 import { createMemoryNetwork } from './memory.ts';
 import type { ParleyTlsOptions } from './tcp/sockets.ts';
 import { createTcpTransport } from './tcp/tcp-transport.ts';
@@ -20,7 +20,7 @@ export interface TransportFactoryOptions {
 export type TransportFactory = (url: string, options: TransportFactoryOptions) => Transport;
 
 export class TransportRegistry {
-  private readonly factories = new Map<string, TransportFactory>();
+  private readonly schemes = new Schemes<TransportFactory>('transport');
 
   constructor() {
     this.register('memory:', (_url, options) =>
@@ -39,18 +39,10 @@ export class TransportRegistry {
   }
 
   register(scheme: string, factory: TransportFactory): void {
-    this.factories.set(scheme.endsWith(':') ? scheme : `${scheme}:`, factory);
+    this.schemes.set(scheme, factory);
   }
 
   open(url: string, options: TransportFactoryOptions = {}): Transport {
-    const scheme = /^[a-z][a-z0-9+.-]*:/i.exec(url)?.[0]?.toLowerCase();
-    const factory = scheme === undefined ? undefined : this.factories.get(scheme);
-    if (factory === undefined) {
-      throw new ParleyError(
-        'INVALID_ARGUMENT',
-        `no transport for ${url}; known schemes: ${[...this.factories.keys()].join(', ')}`,
-      );
-    }
-    return factory(url, options);
+    return this.schemes.lookup(url)(url, options);
   }
 }
