@@ -5,12 +5,18 @@
  * MaxListenersExceededWarning); here the signal gets one, and each call an entry in a set.
  */
 
+import { RequestAbort } from '../transport/pending.ts';
 import type { RequestSignal } from '../transport/transport.ts';
 
 const watchers = new WeakMap<RequestSignal, Set<() => void>>();
 
 /** Calls `fn` once when `signal` aborts; returns the function that stops watching. */
 export function onAbort(signal: RequestSignal, fn: () => void): () => void {
+  // A transport's signal belongs to one request: nothing shares it, so no multiplexing.
+  if (signal instanceof RequestAbort) {
+    signal.addEventListener('abort', fn);
+    return () => signal.removeEventListener('abort', fn);
+  }
   let set = watchers.get(signal);
   if (set === undefined) {
     const fresh = new Set<() => void>();

@@ -73,7 +73,8 @@ async function withCallerSignal(
 }
 
 /**
- * The abort signal of one remote call, and its entry in the deadline wheel: far cheaper than an AbortController (which costs more
+ * The abort signal of one remote call, and its entry in the deadline wheel (which is why it is not
+ * the transports' `RequestAbort`: that one lives below the runtime and cannot be a wheel entry): far cheaper than an AbortController (which costs more
  * than the rest of a call's bookkeeping): the transport is its only listener, as a rule, though
  * more are kept if they come.
  */
