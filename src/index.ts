@@ -113,8 +113,8 @@ export {
 export type { ActionContext, Caller, CallOptions, Context, PublishOptions } from './runtime/context.ts';
 export { createNode, type NodeOptions, type NodeState, type ParleyNode } from './runtime/node.ts';
 export type {
-  AttemptHandler,
-  AttemptMiddleware,
+  AttemptGate,
+  AttemptPermit,
   InboundCall,
   InboundHandler,
   InboundMiddleware,

@@ -13,9 +13,15 @@ import {
   defineContract,
   implement,
   ParleyError,
+  resilience,
   subscribe,
 } from '../src/index.ts';
-import { CircuitBreaker, circuitBreakers, type Permit } from '../src/resilience/breaker.ts';
+import {
+  type BreakersMiddleware,
+  CircuitBreaker,
+  circuitBreakers,
+  type Permit,
+} from '../src/resilience/breaker.ts';
 import { createRandom } from '../src/transport/faults.ts';
 import { calc, calcService, deferred, testNode, waitFor } from './helpers.ts';
 
@@ -311,6 +317,64 @@ describe('circuit breakers as middleware', () => {
       'the other 97 failed with UNAVAILABLE',
     );
     assert.equal(breakers.breaker('calc', 'server').state, 'closed');
+    const stopping = Promise.all([caller.stop(), server.stop()]);
+    await clock.tick(20_000);
+    await stopping;
+  });
+
+  it('with retries (the default stack): every attempt settles its permit; an open circuit is retried, never sent', async () => {
+    const clock = createFakeClock();
+    const net = createMemoryNetwork({ clock });
+    let reached = 0;
+    let failures = 2;
+    const server = testNode({
+      id: 'server',
+      clock,
+      transport: net.transport(),
+      services: [
+        calcService({
+          add: ({ a, b }) => {
+            reached++;
+            if (failures-- > 0) throw new ParleyError('UNAVAILABLE', 'down');
+            return { sum: a + b };
+          },
+        }),
+      ],
+    });
+    const stack = resilience({
+      clock,
+      retry: { maxAttempts: 3, budget: false, backoff: { initial: 10, max: 10 } },
+      breaker: { minimumCalls: 3, failureRate: 0.5, openMs: 1000 },
+    });
+    const breakers = stack[1] as BreakersMiddleware;
+    const changes: string[] = [];
+    breakers.onChange((c) => changes.push(`${c.from}→${c.to}`));
+    const caller = testNode({ id: 'caller', clock, transport: net.transport(), middleware: stack });
+    await server.start();
+    await caller.start();
+    const add = caller.client(calc).add;
+    const settle = async <T>(p: Promise<T>) => {
+      const r = p.then(
+        (v) => v,
+        (e: unknown) => e,
+      );
+      for (let t = 0; t < 100; t++) await clock.tick(1);
+      return r;
+    };
+    // fail, fail, success: three outcomes reach the window and the third (2 of 3 failed) opens it.
+    assert.deepEqual(await settle(add({ a: 1, b: 2 })), { sum: 3 });
+    assert.equal(reached, 3);
+    assert.deepEqual(changes, ['closed→open']);
+    // Open: the retries are refused too, and nothing reaches the server.
+    const refused = await settle(add({ a: 1, b: 2 }));
+    assert.ok(refused instanceof ParleyError && refused.code === 'UNAVAILABLE');
+    assert.equal((refused.details as { circuit?: string }).circuit, 'open');
+    assert.equal(reached, 3);
+    // After the open period one probe goes, with a caller signal (the other remote path), and closes it.
+    await clock.tick(1000);
+    const signal = new AbortController().signal;
+    assert.deepEqual(await settle(add({ a: 2, b: 2 }, { signal })), { sum: 4 });
+    assert.deepEqual(changes, ['closed→open', 'open→half-open', 'half-open→closed']);
     const stopping = Promise.all([caller.stop(), server.stop()]);
     await clock.tick(20_000);
     await stopping;

@@ -118,11 +118,14 @@ export class CircuitBreaker {
   private probesOk = 0;
   /** Outcomes in the window (count window: a queue of codes; time window: with their times). */
   private readonly ring: number[] = [];
+  private ringNext = 0;
   private readonly timed: { at: number; outcome: number }[] = [];
   private failed = 0;
   private slow = 0;
   private readonly listeners = new Set<(change: BreakerChange) => void>();
   private readonly clock: Clock;
+  private readonly window: { size: number } | { ms: number };
+  private readonly timesCalls: boolean;
   private readonly opts: Required<Omit<BreakerOptions, 'window' | 'openBackoff' | 'slowCallMs' | 'clock'>> & {
     slowCallMs: number;
   };
@@ -132,6 +135,8 @@ export class CircuitBreaker {
     private readonly options: BreakerOptions = {},
   ) {
     this.clock = options.clock ?? systemClock;
+    this.window = options.window ?? { size: 20 };
+    this.timesCalls = options.slowCallMs !== undefined;
     this.opts = {
       minimumCalls: options.minimumCalls ?? 10,
       failureRate: options.failureRate ?? 0.5,
@@ -183,7 +188,7 @@ export class CircuitBreaker {
   }
 
   private permit(probe: boolean, deadline: number): Permit {
-    const permit = new BreakerPermit(this, this.generation, this.clock.now(), probe);
+    const permit = new BreakerPermit(this, this.generation, this.timesCalls ? this.clock.now() : 0, probe);
     // Only a probe holds something scarce: it alone is released at its deadline if it never settles.
     if (probe && Number.isFinite(deadline)) {
       permit.timer = this.clock.setTimeout(() => permit.failure(), Math.max(0, deadline - this.clock.now()));
@@ -195,7 +200,8 @@ export class CircuitBreaker {
   settle(permit: BreakerPermit, kind: 'ok' | 'fail' | 'ignore'): void {
     // An outcome from before the last change of state says nothing about the target now.
     if (permit.generation !== this.generation) return;
-    const slow = this.clock.now() - permit.started >= this.opts.slowCallMs;
+    // Without a slow-call threshold the clock is not read at all.
+    const slow = this.timesCalls && this.clock.now() - permit.started >= this.opts.slowCallMs;
     if (permit.probe) this.probeOutcome(kind, slow);
     else if (kind !== 'ignore') this.record(kind === 'ok' ? (slow ? SLOW : OK) : slow ? SLOW_FAIL : FAIL);
   }
@@ -226,10 +232,15 @@ export class CircuitBreaker {
   }
 
   private record(outcome: number): void {
-    const w = this.options.window ?? { size: 20 };
+    const w = this.window;
     if ('size' in w) {
-      if (this.ring.length === w.size) this.forget(this.ring.shift() as number);
-      this.ring.push(outcome);
+      // A fixed ring: the oldest outcome is overwritten once the window is full.
+      if (this.ring.length < w.size) this.ring.push(outcome);
+      else {
+        this.forget(this.ring[this.ringNext] as number);
+        this.ring[this.ringNext] = outcome;
+      }
+      this.ringNext = (this.ringNext + 1) % w.size;
     } else {
       const now = this.clock.now();
       this.timed.push({ at: now, outcome });
@@ -265,6 +276,7 @@ export class CircuitBreaker {
     this.stateNow = to;
     this.generation++;
     this.ring.length = 0;
+    this.ringNext = 0;
     this.timed.length = 0;
     this.failed = 0;
     this.slow = 0;
@@ -327,26 +339,15 @@ export function circuitBreakers(
     },
     // A service in this process is not behind a network that can fail: no breaker for it.
     admits: (call, nodeId, local) => local || breaker(call.service, nodeId).admits(),
-    attempt: (next) => (call, nodeId, local) => {
-      if (local) return next(call, nodeId, local);
+    // Each attempt on a remote instance takes a permit; the node settles it with the outcome.
+    permit: (call, nodeId, local) => {
+      if (local) return undefined;
       const b = breaker(call.service, nodeId);
-      const permit = b.acquire(call.deadline);
-      if (permit === undefined) {
-        return Promise.reject(
-          new ParleyError('UNAVAILABLE', `${call.service} on ${nodeId}: circuit open`, {
-            details: { circuit: 'open', service: call.service, node: nodeId, retryAt: b.retryAt },
-          }),
-        );
-      }
-      return next(call, nodeId, local).then(
-        (value) => {
-          permit.success();
-          return value;
-        },
-        (error: unknown) => {
-          permit.error(error);
-          throw error;
-        },
+      return (
+        b.acquire(call.deadline) ??
+        new ParleyError('UNAVAILABLE', `${call.service} on ${nodeId}: circuit open`, {
+          details: { circuit: 'open', service: call.service, node: nodeId, retryAt: b.retryAt },
+        })
       );
     },
   };

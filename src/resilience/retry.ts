@@ -16,7 +16,7 @@
 import { ParleyError } from '../errors.ts';
 import { onAbort } from '../runtime/abort.ts';
 import { type Clock, systemClock } from '../runtime/clock.ts';
-import type { Middleware, OutboundCall } from '../runtime/pipeline.ts';
+import { isDispatch, type Middleware, type OutboundCall } from '../runtime/pipeline.ts';
 import { type Backoff, backoffDelay } from './backoff.ts';
 
 export interface RetryPolicy {
@@ -148,6 +148,8 @@ export function retry(options: RetryOptions = {}): Middleware & { readonly budge
     name: 'retry',
     budget,
     outbound: (next) => {
+      // Right before the dispatch, a failure is handed over through `call.recover` (no promise).
+      const fused = isDispatch(next);
       const again = async (call: OutboundCall, policy: Required<RetryPolicy>, first: unknown) => {
         let error = first;
         for (let attempt = 1; ; attempt++) {
@@ -171,7 +173,11 @@ export function retry(options: RetryOptions = {}): Middleware & { readonly budge
         if (!safe || call.stream !== undefined) return next(call);
         const policy = policyOf(call);
         if (policy === undefined || policy.maxAttempts === 1) return next(call);
-        // The first attempt costs one `catch`; the loop is entered only on a failure.
+        // The loop is entered only on a failure; the first attempt costs a `catch` at most.
+        if (fused) {
+          call.recover = (error: unknown) => again(call, policy, error);
+          return next(call);
+        }
         return next(call).catch((error: unknown) => again(call, policy, error));
       };
     },

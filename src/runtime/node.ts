@@ -30,8 +30,9 @@ import { DeadlineWheel } from './deadlines.ts';
 import { EventsOut } from './events-out.ts';
 import { type NodeOptions, resolveCodec } from './node-options.ts';
 import {
-  type AttemptHandler,
-  composeAttempt,
+  type AttemptGate,
+  type AttemptPermit,
+  composeGates,
   composeOutbound,
   type OutboundCall,
   type OutboundHandler,
@@ -78,7 +79,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
   private readonly deadlines: DeadlineWheel;
   private readonly balancer: Balancer;
   private readonly outbound: OutboundHandler;
-  private readonly attempt: AttemptHandler;
+  private readonly gate: AttemptGate | undefined;
   private readonly admits: ((call: OutboundCall, nodeId: string, local: boolean) => boolean) | undefined;
   private readonly hasOutboundMiddleware: boolean;
   private readonly defaultTimeout: number;
@@ -127,7 +128,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       this.services,
     );
     this.outbound = composeOutbound(middleware, (call) => this.dispatch(call));
-    this.attempt = composeAttempt(middleware, (call, nodeId, local) => this.attemptOn(call, nodeId, local));
+    this.gate = composeGates(middleware);
     const admitting = middleware.flatMap((m) => (m.admits === undefined ? [] : [m.admits]));
     this.admits =
       admitting.length <= 1
@@ -312,6 +313,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       options: opts,
       parent,
       tried: NONE_TRIED,
+      recover: undefined,
     };
     return this.outbound(call);
   }
@@ -319,16 +321,19 @@ class NodeImpl implements ParleyNode, ContextRuntime {
   /**
    * The end of the outbound pipeline: deadline check (again only if middleware may have spent
    * time since `callFrom` checked), balancer, then local or remote; a safe call whose instance
-   * is lost goes to another.
+   * is lost goes to another. Every failure goes to the call's `recover` when a retry left one.
    */
   private dispatch(call: OutboundCall): Promise<unknown> {
+    const recover = call.recover;
+    if (recover !== undefined) call.recover = undefined; // taken: a re-dispatch does not see it
+    const fail = (error: Error) => (recover === undefined ? Promise.reject(error) : recover(error));
     if (this.hasOutboundMiddleware && call.deadline <= this.clock.now()) {
-      return Promise.reject(
+      return fail(
         new ParleyError('DEADLINE_EXCEEDED', `${call.service}.${call.action}: no time left, not sent`),
       );
     }
     if (this.state !== 'running' && !(this.state === 'stopping' && call.parent !== undefined)) {
-      return Promise.reject(new ParleyError('UNAVAILABLE', `node ${this.id} is ${this.state}`));
+      return fail(new ParleyError('UNAVAILABLE', `node ${this.id} is ${this.state}`));
     }
     const known = this.registry.endpoints(call.service);
     const admits = this.admits;
@@ -349,7 +354,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
         known.length > 0
           ? `every instance of ${call.service} refuses calls now (circuit open)`
           : `no instance of ${call.service} is available`;
-      return Promise.reject(
+      return fail(
         new ParleyError('UNAVAILABLE', why, {
           details:
             known.length > 0
@@ -359,17 +364,46 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       );
     }
     if (endpoints.length > 1) call.tried = [...call.tried, endpoint.nodeId];
-    const sent = this.attempt(call, endpoint.nodeId, endpoint.local);
+    let permit: AttemptPermit | undefined;
+    if (this.gate !== undefined) {
+      const p = this.gate(call, endpoint.nodeId, endpoint.local);
+      if (p instanceof Error) return fail(p);
+      permit = p;
+    }
     // Failover: when the instance is lost mid-call and running the call twice is safe
     // (idempotent, or an idempotency key), another instance gets it, while time is left.
-    if (endpoints.length < 2 || !(call.idempotent || call.options.idempotencyKey !== undefined)) return sent;
+    const failover = endpoints.length > 1 && (call.idempotent || call.options.idempotencyKey !== undefined);
+    // The common remote call settles its permit and hands its failure over where its reply is
+    // decoded: no promise is added for either.
+    if (!failover && !endpoint.local && call.stream === undefined) {
+      return callRemote(this.remoteDeps, endpoint.nodeId, call, permit, recover);
+    }
+    let sent = this.attemptOn(call, endpoint.nodeId, endpoint.local);
+    if (permit !== undefined) {
+      const held = permit;
+      sent = sent.then(
+        (value) => {
+          held.success();
+          return value;
+        },
+        (error: unknown) => {
+          held.error(error);
+          throw error;
+        },
+      );
+    }
+    if (failover) sent = this.failover(call, endpoint.nodeId, sent);
+    return recover === undefined ? sent : sent.catch(recover);
+  }
+
+  private failover(call: OutboundCall, from: string, sent: Promise<unknown>): Promise<unknown> {
     return sent.catch((error: unknown) => {
       const lost = error instanceof ParleyError && error.code === 'UNAVAILABLE';
       const untried = this.registry
         .endpoints(call.service)
-        .some((e) => !call.tried.includes(e.nodeId) && e.nodeId !== endpoint.nodeId);
+        .some((e) => !call.tried.includes(e.nodeId) && e.nodeId !== from);
       if (!lost || !untried || call.deadline <= this.clock.now() || call.options.signal?.aborted) throw error;
-      this.logger.debug({ service: call.service, action: call.action, from: endpoint.nodeId }, 'failover');
+      this.logger.debug({ service: call.service, action: call.action, from }, 'failover');
       return this.dispatch(call);
     });
   }

@@ -2,9 +2,12 @@
  * @module runtime/pipeline
  * Middleware as an onion, `(next) => async (call) => result`, composed once when the node starts.
  * Outbound middleware wraps every call a node makes (tracing, metrics, deadline, retry, budget,
- * breaker, client bulkhead plug in here); inbound middleware wraps every call it serves, local or
- * remote, before validation and the handler (auth, server bulkhead, idempotency).
+ * client bulkhead plug in here); inbound middleware wraps every call it serves, local or remote,
+ * before validation and the handler (auth, server bulkhead, idempotency). Circuit breakers are not
+ * wrappers: they admit instances to the balancer and hand out a permit per attempt, which the node
+ * settles where the attempt's outcome is known, so they add no promise to a call.
  */
+import { ParleyError } from '../errors.ts';
 import type { CallOptions, Context } from './context.ts';
 
 export interface OutboundCall {
@@ -25,6 +28,12 @@ export interface OutboundCall {
    * one endpoint could serve the call.
    */
   tried: readonly string[];
+  /**
+   * Set by a retry that sits right before the dispatch (nothing between them): the dispatch hands
+   * a failure of this attempt to it, and the call's promise follows what it returns. The first
+   * attempt then costs no promise of its own. The dispatch takes it (clears it) when it starts.
+   */
+  recover?: ((error: unknown) => Promise<unknown>) | undefined;
 }
 
 export type OutboundHandler = (call: OutboundCall) => Promise<unknown>;
@@ -40,9 +49,22 @@ export interface InboundCall {
 export type InboundHandler = (call: InboundCall) => Promise<unknown>;
 export type InboundMiddleware = (next: InboundHandler) => InboundHandler;
 
-/** One attempt of a call on the instance the balancer chose (`local`: in this process). */
-export type AttemptHandler = (call: OutboundCall, nodeId: string, local: boolean) => Promise<unknown>;
-export type AttemptMiddleware = (next: AttemptHandler) => AttemptHandler;
+/** Leave for one attempt on the chosen instance: told the attempt's outcome exactly once. */
+export interface AttemptPermit {
+  success(): void;
+  error(error: unknown): void;
+}
+
+/**
+ * Asked before each attempt on the instance the balancer chose (`local`: in this process): a
+ * permit to be settled with the outcome, nothing (no opinion), or an error that refuses the
+ * attempt (it fails with that error, as if the instance had answered it).
+ */
+export type AttemptGate = (
+  call: OutboundCall,
+  nodeId: string,
+  local: boolean,
+) => AttemptPermit | Error | undefined;
 
 /** Named wrappers; any may be absent. */
 export interface Middleware {
@@ -51,8 +73,8 @@ export interface Middleware {
   readonly outbound?: OutboundMiddleware;
   /** Around every call this node serves (bulkheads, rate limits). */
   readonly inbound?: InboundMiddleware;
-  /** Around each attempt on a chosen instance (circuit breakers). */
-  readonly attempt?: AttemptMiddleware;
+  /** Before each attempt on a chosen instance (circuit breakers). */
+  readonly permit?: AttemptGate;
   /** May the balancer choose `nodeId` for this call now? (An open breaker says no.) */
   readonly admits?: (call: OutboundCall, nodeId: string, local: boolean) => boolean;
 }
@@ -62,6 +84,7 @@ export function composeOutbound(
   middleware: readonly Middleware[],
   terminal: OutboundHandler,
 ): OutboundHandler {
+  DISPATCH.add(terminal);
   let next = terminal;
   for (let i = middleware.length - 1; i >= 0; i--) {
     const wrap = middleware[i]?.outbound;
@@ -70,13 +93,42 @@ export function composeOutbound(
   return next;
 }
 
-export function composeAttempt(middleware: readonly Middleware[], terminal: AttemptHandler): AttemptHandler {
-  let next = terminal;
-  for (let i = middleware.length - 1; i >= 0; i--) {
-    const wrap = middleware[i]?.attempt;
-    if (wrap !== undefined) next = wrap(next);
-  }
-  return next;
+const DISPATCH = new WeakSet<OutboundHandler>();
+
+/** Whether `next` is the node's dispatch itself (no other middleware between): see `recover`. */
+export function isDispatch(next: OutboundHandler): boolean {
+  return DISPATCH.has(next);
+}
+
+const RELEASED = new ParleyError('CANCELLED', 'the attempt was refused by another gate');
+
+/**
+ * The gates of all middleware as one (undefined when none). When one refuses, the permits taken
+ * before it are given back with CANCELLED, which a breaker ignores.
+ */
+export function composeGates(middleware: readonly Middleware[]): AttemptGate | undefined {
+  const gates = middleware.flatMap((m) => (m.permit === undefined ? [] : [m.permit]));
+  if (gates.length <= 1) return gates[0];
+  return (call, nodeId, local) => {
+    const taken: AttemptPermit[] = [];
+    for (const gate of gates) {
+      const p = gate(call, nodeId, local);
+      if (p instanceof Error) {
+        for (const t of taken) t.error(RELEASED);
+        return p;
+      }
+      if (p !== undefined) taken.push(p);
+    }
+    if (taken.length <= 1) return taken[0];
+    return {
+      success: () => {
+        for (const t of taken) t.success();
+      },
+      error: (error) => {
+        for (const t of taken) t.error(error);
+      },
+    };
+  };
 }
 
 export function composeInbound(middleware: readonly Middleware[], terminal: InboundHandler): InboundHandler {

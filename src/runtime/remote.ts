@@ -10,7 +10,7 @@ import { onAbort } from './abort.ts';
 import type { Clock } from './clock.ts';
 import { type DeadlineWheel, Expiring } from './deadlines.ts';
 import { callEnvelope } from './envelopes.ts';
-import type { OutboundCall } from './pipeline.ts';
+import type { AttemptPermit, OutboundCall } from './pipeline.ts';
 import { decodeReply } from './wire.ts';
 
 export interface RemoteDeps {
@@ -21,7 +21,22 @@ export interface RemoteDeps {
   readonly deadlines: DeadlineWheel;
 }
 
-export function callRemote(deps: RemoteDeps, target: string, call: OutboundCall): Promise<unknown> {
+/**
+ * One remote attempt. `permit` (a breaker's) is settled with its outcome; a failure goes to
+ * `recover` (a retry's) when given, and the returned promise follows what that returns.
+ */
+export function callRemote(
+  deps: RemoteDeps,
+  target: string,
+  call: OutboundCall,
+  permit?: AttemptPermit,
+  recover?: (error: unknown) => Promise<unknown>,
+): Promise<unknown> {
+  const failed = (error: unknown): Promise<unknown> => {
+    permit?.error(error);
+    if (recover !== undefined) return recover(error);
+    throw error;
+  };
   let frame: Uint8Array;
   const name = `${call.service}.${call.action}`;
   try {
@@ -29,14 +44,15 @@ export function callRemote(deps: RemoteDeps, target: string, call: OutboundCall)
     if (call.options.idempotencyKey !== undefined) env.idempotencykey = call.options.idempotencyKey;
     frame = deps.codec.encode(env);
   } catch (error) {
-    return Promise.reject(error);
+    return Promise.resolve(error).then(failed);
   }
   // At the deadline, or early with a reason when the node stops.
   const abort = new CallSignal(name);
   deps.deadlines.add(call.deadline, abort);
   const signal = call.options.signal;
-  if (signal === undefined) {
-    // The common case, without an async frame: one promise from the transport, one for the decode.
+  if (signal !== undefined) return withCallerSignal(deps, target, frame, abort, signal, name, failed, permit);
+  // The common case, without an async frame: one promise from the transport, one for the decode.
+  if (permit === undefined && recover === undefined) {
     return deps.transport.request(target, frame, { signal: abort }).then(
       (reply) => {
         abort.cancel();
@@ -48,7 +64,23 @@ export function callRemote(deps: RemoteDeps, target: string, call: OutboundCall)
       },
     );
   }
-  return withCallerSignal(deps, target, frame, abort, signal, name);
+  return deps.transport.request(target, frame, { signal: abort }).then(
+    (reply) => {
+      abort.cancel();
+      let value: unknown;
+      try {
+        value = decodeReply(deps.codec, reply);
+      } catch (error) {
+        return failed(error);
+      }
+      permit?.success();
+      return value;
+    },
+    (error: unknown) => {
+      abort.cancel();
+      return failed(error);
+    },
+  );
 }
 
 async function withCallerSignal(
@@ -58,18 +90,25 @@ async function withCallerSignal(
   abort: CallSignal,
   signal: AbortSignal,
   name: string,
+  failed: (error: unknown) => Promise<unknown>,
+  permit: AttemptPermit | undefined,
 ): Promise<unknown> {
   const cancel = () => abort.abort(new ParleyError('CANCELLED', `${name} was cancelled by the caller`));
   // One listener on the caller's signal however many calls share it.
   const unwatch = signal.aborted ? undefined : onAbort(signal, cancel);
   if (signal.aborted) cancel();
+  let value: unknown;
   try {
     const reply = await deps.transport.request(target, frame, { signal: abort });
-    return decodeReply(deps.codec, reply);
+    value = decodeReply(deps.codec, reply);
+  } catch (error) {
+    return failed(error);
   } finally {
     abort.cancel();
     unwatch?.();
   }
+  permit?.success();
+  return value;
 }
 
 /**
