@@ -73,6 +73,27 @@ async function measure(label: string, once: () => Promise<void>, spread: () => n
   if (extra > 0) results.notes.push(`${label}: ${RUNS + extra} runs, because runs spread more than 25%`);
 }
 
+/**
+ * Like `measure`, for several systems at once: run 1 of each, then run 2 of each, and so on, so
+ * that a slow stretch of a shared machine hits every system alike and ratios stay fair.
+ */
+async function measureInterleaved(
+  items: { label: string; once: () => Promise<void>; spread: () => number[] }[],
+): Promise<void> {
+  for (let i = 0; i < RUNS; i++) for (const item of items) await item.once();
+  for (const item of items) {
+    let extra = 0;
+    for (; extra < EXTRA; extra++) {
+      const v = item.spread();
+      if (v.length === 0 || Math.max(...v) / Math.min(...v) <= 1.25) break;
+      log(`  ${item.label}: runs spread ${(Math.max(...v) / Math.min(...v)).toFixed(2)}×, one more run`);
+      await item.once();
+    }
+    if (extra > 0)
+      results.notes.push(`${item.label}: ${RUNS + extra} runs, because runs spread more than 25%`);
+  }
+}
+
 // ---------------------------------------------------------------- in-process
 if (only === undefined || only === 'in-process') {
   const calls = quick ? 20_000 : 1_000_000;
@@ -125,16 +146,17 @@ if (only === undefined || only === 'rpc' || only === 'memory') {
     { name: 'c=64', concurrency: 64, size: 'small', seconds: quick ? s : 3, warmup: quick ? 0.1 : 0.5 },
     { name: '64 KiB, c=16', concurrency: 16, size: '64k', seconds: s, warmup: quick ? 0.1 : 0.5 },
   ];
+  const items: Parameters<typeof measureInterleaved>[0] = [];
   for (const [system, def] of Object.entries(rpcSystems)) {
     if (!wanted(system)) continue;
     if (def.needs !== undefined && !brokers[def.needs]) {
       results.skipped.push({ suite: 'rpc', system, reason: `${def.needs} is not reachable on 127.0.0.1` });
       continue;
     }
-    log(`rpc: ${system}`);
-    await measure(
-      `rpc ${system}`,
-      async () => {
+    items.push({
+      label: `rpc ${system}`,
+      once: async () => {
+        log(`rpc: ${system}`);
         const server = startChild('rpc/proc.ts', ['server', system], 0);
         let client: Child | undefined;
         try {
@@ -158,9 +180,10 @@ if (only === undefined || only === 'rpc' || only === 'memory') {
           await server.stop();
         }
       },
-      () => results.runsOf('rpc', 'c=64', system, 'throughput'),
-    );
+      spread: () => results.runsOf('rpc', 'c=64', system, 'throughput'),
+    });
   }
+  await measureInterleaved(items);
 }
 
 // ---------------------------------------------------------------- node memory
