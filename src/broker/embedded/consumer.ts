@@ -10,6 +10,7 @@ import { ParleyError } from '../../errors.ts';
 import { type Backoff, backoffDelay, DEFAULT_BACKOFF } from '../../resilience/backoff.ts';
 import type { Clock, TimerHandle } from '../../runtime/clock.ts';
 import type { ConsumerHandler, ConsumerSpec } from '../broker.ts';
+import { badBody, deferOf, failure, permanent } from '../outcome.ts';
 import type { Leased, SettleOp, Store } from './store.ts';
 
 /** What a consumer needs from its broker. */
@@ -166,27 +167,4 @@ export class EmbeddedConsumer {
     this.timer?.cancel();
     if (this.inflight > 0) await new Promise<void>((resolve) => (this.drained = resolve));
   }
-}
-
-/**
- * Straight to dead-letter only when someone decided the failure is permanent: not for a wrapped
- * foreign error, and not for a handler that ran out of time or was cancelled (a later try may
- * well succeed).
- */
-/** `details.deferMs` on a handler's error: put the message back after that long, attempt unspent. */
-function deferOf(e: ParleyError): number | undefined {
-  const ms = e.details?.deferMs;
-  return typeof ms === 'number' && Number.isFinite(ms) && ms >= 0 ? Math.min(ms, 3_600_000) : undefined;
-}
-
-function permanent(e: ParleyError): boolean {
-  return !e.retryable && !e.unexpected && e.code !== 'DEADLINE_EXCEEDED' && e.code !== 'CANCELLED';
-}
-
-function failure(e: ParleyError): { code: string; message: string; retryable: boolean } {
-  return { code: e.code, message: e.message, retryable: e.retryable };
-}
-
-function badBody(e: ParleyError): ParleyError {
-  return new ParleyError('INVALID_ARGUMENT', `stored message is not an envelope: ${e.message}`);
 }

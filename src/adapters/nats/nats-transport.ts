@@ -1,0 +1,38 @@
+/**
+ * @module adapters/nats/nats-transport
+ * The Parley transport over NATS core: `createNatsTransport({ url: 'nats://127.0.0.1:4222' })`,
+ * or `PARLEY_TRANSPORT=nats://127.0.0.1:4222`. Requests go straight to the callee's inbox subject
+ * and the reply to the caller's (one hop through the NATS server each way); discovery, heartbeats,
+ * cancels and notifications are those of every bus transport (`adapters/bus-transport.ts`).
+ *
+ * Reconnects: nats.js reconnects without end and resubscribes; messages published meanwhile are
+ * buffered by the client. Calls in flight while the server is away fail at their deadline, or
+ * with UNAVAILABLE once the callee misses its heartbeats.
+ */
+import { type Bus, BusTransport, type BusTransportOptions } from '../bus-transport.ts';
+import { connectNats } from './connect.ts';
+
+export interface NatsTransportOptions extends BusTransportOptions {
+  url: string;
+}
+
+export function createNatsTransport(options: NatsTransportOptions): BusTransport {
+  return new BusTransport(async () => {
+    const { nc } = await connectNats(options.url, 'parley-transport');
+    const bus: Bus = {
+      publish: (subject, message) => nc.publish(subject, message),
+      async subscribe(subject, onMessage) {
+        const sub = nc.subscribe(subject, {
+          callback: (err, msg) => void (err === null && onMessage(msg.data)),
+        });
+        await nc.flush(); // the server has the subscription before start() returns
+        return () => sub.unsubscribe();
+      },
+      close: async () => {
+        await nc.drain().catch(() => nc.close());
+      },
+      destroy: () => void nc.close(),
+    };
+    return bus;
+  }, options);
+}

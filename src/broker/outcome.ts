@@ -1,0 +1,30 @@
+/**
+ * @module broker/outcome
+ * What a failed delivery becomes, the same for every broker: put back without spending an attempt
+ * (`details.deferMs`), dead-lettered at once (a failure someone declared permanent), or retried.
+ */
+import { ParleyError } from '../errors.ts';
+
+/** `details.deferMs` on a handler's error: put the message back after that long, attempt unspent. */
+export function deferOf(e: ParleyError): number | undefined {
+  const ms = e.details?.deferMs;
+  return typeof ms === 'number' && Number.isFinite(ms) && ms >= 0 ? Math.min(ms, 3_600_000) : undefined;
+}
+
+/**
+ * Straight to dead-letter only when someone decided the failure is permanent: not for a wrapped
+ * foreign error, and not for a handler that ran out of time or was cancelled (a later try may
+ * well succeed).
+ */
+export function permanent(e: ParleyError): boolean {
+  return !e.retryable && !e.unexpected && e.code !== 'DEADLINE_EXCEEDED' && e.code !== 'CANCELLED';
+}
+
+export function failure(e: ParleyError): { code: string; message: string; retryable: boolean } {
+  return { code: e.code, message: e.message, retryable: e.retryable };
+}
+
+/** A stored body that is not an envelope. */
+export function badBody(e: ParleyError): ParleyError {
+  return new ParleyError('INVALID_ARGUMENT', `stored message is not an envelope: ${e.message}`);
+}
