@@ -29,3 +29,9 @@ export class Schemes<F> {
     return factory;
   }
 }
+
+/** `?prefix=` of a broker URL, as adapter options: apps sharing one server keep apart. */
+export function prefixOf(url: string): { prefix?: string } {
+  const prefix = new URL(url).searchParams.get('prefix');
+  return prefix === null || prefix === '' ? {} : { prefix };
+}

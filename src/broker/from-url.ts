@@ -1,12 +1,16 @@
 /**
  * @module broker/from-url
- * Brokers by URL, as `PARLEY_BROKER` names them. Each scheme maps to a factory; adapters for real
- * brokers register theirs (`nats://`, `amqp://`, `redis://`, `kafka://`) and load their client
- * library only when their URL is used.
+ * Brokers by URL, as `PARLEY_BROKER` names them. Each scheme maps to a factory: `embedded:PATH`,
+ * and the adapters for real brokers (`nats://`, `redis://`, `amqp://`, `kafka://`), which load
+ * their client library only when their URL is used.
  */
+import { createAmqpBroker } from '../adapters/amqp/amqp-broker.ts';
+import { kafkaBrokerFromUrl } from '../adapters/kafka/kafka-broker.ts';
+import { createNatsBroker } from '../adapters/nats/nats-broker.ts';
+import { createRedisBroker } from '../adapters/redis/redis-broker.ts';
 import { ParleyError } from '../errors.ts';
 import type { Clock } from '../runtime/clock.ts';
-import { Schemes } from '../schemes.ts';
+import { prefixOf, Schemes } from '../schemes.ts';
 import type { Broker } from './broker.ts';
 import { createEmbeddedBroker } from './embedded/embedded-broker.ts';
 
@@ -28,6 +32,14 @@ export class BrokerRegistry {
         throw new ParleyError('INVALID_ARGUMENT', 'embedded: needs a path, e.g. embedded:./data/broker.db');
       return createEmbeddedBroker(options.clock === undefined ? { path } : { path, clock: options.clock });
     });
+    // `nats://host:port`: JetStream (the server runs with -js).
+    this.register('nats:', (url) => createNatsBroker({ url: String(url), ...prefixOf(String(url)) }));
+    // `redis://host:port[/db]`: Streams and consumer groups.
+    this.register('redis:', (url) => createRedisBroker({ url: String(url), ...prefixOf(String(url)) }));
+    // `amqp://user:pass@host:port/vhost`: RabbitMQ quorum queues.
+    this.register('amqp:', (url) => createAmqpBroker({ url: String(url), ...prefixOf(String(url)) }));
+    // `kafka://host:port[,host:port…][?namespace=…]`.
+    this.register('kafka:', (url) => kafkaBrokerFromUrl(String(url)));
   }
 
   register(scheme: string, factory: BrokerFactory): void {

@@ -32,6 +32,10 @@ export interface DevOptions {
   stopTimeout?: number;
   /** TLS for the hub; the services read the same PARLEY_TLS_* files from the environment. */
   tls?: ParleyTlsOptions;
+  /** The services' transport URL (`nats://…`, `redis://…`, …). Default: the hub. */
+  transport?: string;
+  /** The services' broker URL. Default: the hub's embedded broker. */
+  broker?: string;
 }
 
 export interface DevProcess {
@@ -157,8 +161,8 @@ export async function runDev(options: DevOptions): Promise<Dev> {
         env: {
           ...process.env,
           ...options.env,
-          PARLEY_TRANSPORT: hub.url,
-          PARLEY_BROKER: hub.brokerUrl,
+          PARLEY_TRANSPORT: options.transport ?? hub.url,
+          PARLEY_BROKER: options.broker ?? hub.brokerUrl,
           PARLEY_DATA_DIR: dataDir,
           ...(options.token === undefined ? {} : { PARLEY_TOKEN: options.token }),
           PARLEY_SUPERVISED: '1',

@@ -86,27 +86,49 @@ program
   .argument('<app-dir>', 'the app directory')
   .option('--port <port>', 'hub port (0 picks a free one)', int, 7400)
   .option('--data <dir>', 'data directory (default <app-dir>/.parley)')
+  .addOption(
+    new Option(
+      '--transport <url>',
+      "the services' transport, e.g. nats://127.0.0.1:4222 (default: the hub)",
+    ).env('PARLEY_TRANSPORT'),
+  )
+  .addOption(
+    new Option('--broker <url>', "the services' broker, e.g. nats://127.0.0.1:4222 (default: the hub's)").env(
+      'PARLEY_BROKER',
+    ),
+  )
   .addOption(tokenOption())
-  .action(async (appDir: string, opts: { port: number; data?: string; token?: string }) => {
-    const tls = tlsFromEnv(process.env);
-    const dev = await runDev({
-      appDir,
-      ...(tls === undefined ? {} : { tls }),
-      port: opts.port,
-      ...(opts.data === undefined ? {} : { dataDir: opts.data }),
-      ...(opts.token === undefined ? {} : { token: opts.token }),
-    });
-    process.stdout.write(
-      `[dev] ${dev.services.length} services starting: ${dev.services.map((s) => s.name).join(', ')}. Ctrl-C stops.\n`,
-    );
-    untilSignal(() => dev.stop());
-  });
+  .action(
+    async (
+      appDir: string,
+      opts: { port: number; data?: string; token?: string; transport?: string; broker?: string },
+    ) => {
+      const tls = tlsFromEnv(process.env);
+      const dev = await runDev({
+        appDir,
+        ...(opts.transport === undefined ? {} : { transport: opts.transport }),
+        ...(opts.broker === undefined ? {} : { broker: opts.broker }),
+        ...(tls === undefined ? {} : { tls }),
+        port: opts.port,
+        ...(opts.data === undefined ? {} : { dataDir: opts.data }),
+        ...(opts.token === undefined ? {} : { token: opts.token }),
+      });
+      process.stdout.write(
+        `[dev] ${dev.services.length} services starting: ${dev.services.map((s) => s.name).join(', ')}. Ctrl-C stops.\n`,
+      );
+      untilSignal(() => dev.stop());
+    },
+  );
 
 program
   .command('start')
   .description('run service modules in this process (production), wired by PARLEY_TRANSPORT / PARLEY_BROKER')
   .argument('<files...>', 'files whose default export is a service module')
-  .addOption(new Option('--transport <url>', 'memory: or parley://host:port').env('PARLEY_TRANSPORT'))
+  .addOption(
+    new Option('--transport <url>', 'memory:, parley://host:port, nats://, mqtt://, redis://, amqp://').env(
+      'PARLEY_TRANSPORT',
+    ),
+  )
   .addOption(brokerOption())
   .addOption(new Option('--data <dir>', 'data directory of the services').env('PARLEY_DATA_DIR'))
   .addOption(tokenOption())

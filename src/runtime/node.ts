@@ -332,7 +332,9 @@ class NodeImpl implements ParleyNode, ContextRuntime {
         new ParleyError('DEADLINE_EXCEEDED', `${call.service}.${call.action}: no time left, not sent`),
       );
     }
-    if (this.state !== 'running' && !(this.state === 'stopping' && call.parent !== undefined)) {
+    // A handler may call out while its node starts (it already serves) or drains.
+    const serving = this.state === 'starting' || this.state === 'stopping';
+    if (this.state !== 'running' && !(serving && call.parent !== undefined)) {
       return fail(new ParleyError('UNAVAILABLE', `node ${this.id} is ${this.state}`));
     }
     const known = this.registry.endpoints(call.service);

@@ -1,9 +1,15 @@
 /**
  * @module transport/from-url
  * Transports by URL, as `PARLEY_TRANSPORT` names them: `memory:` (this process alone) and
- * `parley://host:port` (the hub). Adapters for real brokers register their schemes.
+ * `parley://host:port` (the hub), and the brokers' own: `nats://host:port`, `redis://host:port`,
+ * `amqp://user:pass@host:port`, `mqtt://host:port`. An adapter's client
+ * library is loaded only when its URL is used.
  */
-import { Schemes } from '../schemes.ts';
+import { createAmqpTransport } from '../adapters/amqp/amqp-transport.ts';
+import { createMqttTransport } from '../adapters/mqtt/mqtt-transport.ts';
+import { createNatsTransport } from '../adapters/nats/nats-transport.ts';
+import { createRedisTransport } from '../adapters/redis/redis-transport.ts';
+import { prefixOf, Schemes } from '../schemes.ts';
 import { createMemoryNetwork } from './memory.ts';
 import type { ParleyTlsOptions } from './tcp/sockets.ts';
 import { createTcpTransport } from './tcp/tcp-transport.ts';
@@ -36,6 +42,39 @@ export class TransportRegistry {
       if (options.tls !== undefined) tcp.tls = options.tls;
       return createTcpTransport(tcp);
     });
+    // `?prefix=` keeps apps on one server apart (default `parley`).
+    this.register('nats:', (url, options) =>
+      createNatsTransport({
+        url,
+        ...prefixOf(url),
+        ...(options.maxPayload === undefined ? {} : { maxPayload: options.maxPayload }),
+        ...(options.log === undefined ? {} : { log: options.log }),
+      }),
+    );
+    this.register('redis:', (url, options) =>
+      createRedisTransport({
+        url,
+        ...prefixOf(url),
+        ...(options.maxPayload === undefined ? {} : { maxPayload: options.maxPayload }),
+        ...(options.log === undefined ? {} : { log: options.log }),
+      }),
+    );
+    this.register('amqp:', (url, options) =>
+      createAmqpTransport({
+        url,
+        ...prefixOf(url),
+        ...(options.maxPayload === undefined ? {} : { maxPayload: options.maxPayload }),
+        ...(options.log === undefined ? {} : { log: options.log }),
+      }),
+    );
+    this.register('mqtt:', (url, options) =>
+      createMqttTransport({
+        url,
+        ...prefixOf(url),
+        ...(options.maxPayload === undefined ? {} : { maxPayload: options.maxPayload }),
+        ...(options.log === undefined ? {} : { log: options.log }),
+      }),
+    );
   }
 
   register(scheme: string, factory: TransportFactory): void {

@@ -1,0 +1,187 @@
+/**
+ * @module adapters/amqp/amqp-transport
+ * The Parley transport over RabbitMQ: `createAmqpTransport({ url: 'amqp://guest:guest@127.0.0.1:5672' })`.
+ * Discovery, heartbeats, cancels and notifications are those of every bus transport
+ * (`adapters/bus-transport.ts`); this module is the bus.
+ *
+ * The bus: one durable topic exchange `<prefix>.bus`; a bus subject is the routing key as it is
+ * (`<prefix>.node.<id>`, `<prefix>.presence`, `<prefix>.broadcast`). Each subscription is a
+ * server-named, exclusive, auto-delete queue bound with the subject, consumed without acks (the
+ * bus is fire and forget: a node that is gone takes its queues with it). One channel per node
+ * carries every publish and consumer, so order per subject from one publisher holds. A node gets
+ * its own presence and broadcast messages back (AMQP has no "no local"); the bus transport drops
+ * them by sender id.
+ *
+ * Requests and replies go through the exchange to the callee's and the caller's inbox queue (one
+ * hop through RabbitMQ each way), not through direct reply-to (`amq.rabbitmq.reply-to`). Direct
+ * reply-to answers a message by the `replyTo` property it arrived with, on the requester's
+ * channel; the `Bus` interface hands an adapter a subject and opaque bytes in both directions, so
+ * the bus cannot tell a reply from a request, nor which received request a reply answers, without
+ * reading the bus transport's private framing. What would allow it: `Bus.subscribe`'s callback
+ * taking a reply handle (`onMessage(message, reply?: (bytes) => void)`) and `BusTransport.serve`
+ * answering through it when given, with `Bus.request(subject, message)` (or a `replyable` flag on
+ * publish) marking requests, so an AMQP bus could publish requests with
+ * `replyTo: 'amq.rabbitmq.reply-to'` from the channel that consumes the pseudo-queue. The inbox
+ * route costs one declared queue per node and keeps a reply's path the same as a cancel's.
+ *
+ * Reconnects (`connect.ts`): the connection is dialled again with backoff; the channel, the
+ * exchange and every subscription's queue are declared again (new queue names: the old ones went
+ * with the old connection). While the connection is down, publishes fail and are logged by the
+ * bus transport: a call in flight fails at its deadline, or with UNAVAILABLE once its callee
+ * misses heartbeats; nothing is buffered. `destroy()` drops the socket, as a crash would: the
+ * server deletes the node's queues and peers notice the missing heartbeat.
+ *
+ * Limits: frames are bounded by the transport's `maxPayload` (default 1 MiB − 1 KiB), far below
+ * RabbitMQ's `max_message_size` (128 MiB by default). Anyone allowed on the vhost may publish on
+ * the exchange (frames are not signed): protect the prefix with RabbitMQ permissions.
+ */
+import { ParleyError } from '../../errors.ts';
+import { type Bus, BusTransport, type BusTransportOptions } from '../bus-transport.ts';
+import { type AmqpChannel, AmqpLink, type ChannelModel } from './connect.ts';
+import { amqpError } from './errors.ts';
+
+export interface AmqpTransportOptions extends BusTransportOptions {
+  /** `amqp://user:pass@host:port/vhost`. */
+  url: string;
+}
+
+function checkPrefix(prefix: string): void {
+  if (!/^[A-Za-z0-9_-]+$/.test(prefix)) {
+    throw new ParleyError(
+      'INVALID_ARGUMENT',
+      `RabbitMQ: prefix ${JSON.stringify(prefix)} must be letters, digits, _ and - (it starts routing keys and names)`,
+    );
+  }
+}
+
+export function createAmqpTransport(options: AmqpTransportOptions): BusTransport {
+  const prefix = options.prefix ?? 'parley';
+  checkPrefix(prefix);
+  const log = options.log ?? ((m: string) => process.stderr.write(`parley: ${m}\n`));
+  return new BusTransport(async () => {
+    const link = await AmqpLink.open({ url: options.url, name: `parley-transport ${prefix}`, log });
+    try {
+      return await amqpBus(link, `${prefix}.bus`, log);
+    } catch (error) {
+      await link.close();
+      throw error;
+    }
+  }, options);
+}
+
+interface Subscription {
+  subject: string;
+  onMessage: (message: Uint8Array) => void;
+  channel?: AmqpChannel;
+  tag?: string;
+}
+
+async function amqpBus(link: AmqpLink, exchange: string, log: (message: string) => void): Promise<Bus> {
+  const subs = new Set<Subscription>();
+  let channel: AmqpChannel | undefined;
+  let ending = false;
+
+  async function listen(ch: AmqpChannel, s: Subscription): Promise<void> {
+    const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true, durable: false });
+    await ch.bindQueue(queue, exchange, s.subject);
+    const { consumerTag } = await ch.consume(
+      queue,
+      (m) => {
+        if (m === null) return; // cancelled by the server (queue deleted): the next reconnect redeclares
+        try {
+          s.onMessage(m.content);
+        } catch (error) {
+          log(`RabbitMQ: a message on ${s.subject} failed: ${ParleyError.from(error).message}`);
+        }
+      },
+      { noAck: true, exclusive: true },
+    );
+    s.channel = ch;
+    s.tag = consumerTag;
+  }
+
+  async function open(model: ChannelModel): Promise<void> {
+    const ch = await model.createChannel();
+    ch.on('error', (error: Error) => {
+      if (!ending) log(amqpError(error, 'bus channel').message);
+    });
+    ch.on('close', () => {
+      if (channel === ch) channel = undefined;
+      // A channel closed by an error on a live connection: open another.
+      if (!ending && link.current === model) setTimeout(() => void reopen(model), 250).unref();
+    });
+    await ch.assertExchange(exchange, 'topic', { durable: true });
+    for (const s of subs) await listen(ch, s);
+    channel = ch;
+  }
+
+  let opening: Promise<void> | undefined;
+  async function reopen(model: ChannelModel): Promise<void> {
+    if (ending || channel !== undefined || opening !== undefined || link.current !== model) return;
+    opening = open(model);
+    try {
+      await opening;
+    } catch (error) {
+      log(amqpError(error, 'reopening the bus channel').message);
+    } finally {
+      opening = undefined;
+    }
+  }
+
+  await open(await link.connection());
+  link.onReconnect(async (model) => {
+    channel = undefined;
+    await reopen(model);
+  });
+
+  return {
+    publish(subject, message) {
+      if (channel === undefined)
+        throw new ParleyError('UNAVAILABLE', 'RabbitMQ: not connected (reconnecting)');
+      const body = Buffer.isBuffer(message)
+        ? message
+        : Buffer.from(message.buffer, message.byteOffset, message.byteLength);
+      try {
+        channel.publish(exchange, subject, body);
+      } catch (error) {
+        throw amqpError(error, `publishing on ${subject}`);
+      }
+    },
+
+    async subscribe(subject, onMessage) {
+      const s: Subscription = { subject, onMessage };
+      subs.add(s);
+      // Down now: the reconnect declares it with the others.
+      if (channel !== undefined) {
+        try {
+          await listen(channel, s);
+        } catch (error) {
+          subs.delete(s);
+          throw amqpError(error, `subscribing to ${subject}`);
+        }
+      }
+      return () => {
+        subs.delete(s);
+        const { channel: ch, tag } = s;
+        // The queue is auto-delete: cancelling its only consumer deletes it.
+        if (ch !== undefined && tag !== undefined && ch === channel)
+          void ch.cancel(tag).catch(() => undefined);
+      };
+    },
+
+    async close() {
+      ending = true;
+      const ch = channel;
+      channel = undefined;
+      // Closing the channel flushes what was published on it first.
+      await ch?.close().catch(() => undefined);
+      await link.close();
+    },
+
+    destroy() {
+      ending = true;
+      channel = undefined;
+      link.destroy();
+    },
+  };
+}

@@ -1,0 +1,580 @@
+/**
+ * @module adapters/kafka/consumer
+ * One Parley consumer = one Kafka consumer-group member (its own librdkafka client). Records are
+ * read in partition order into per-key queues held in memory; the head of each key's queue is
+ * handed to the handler (at most `maxInFlight` at once), so a key waits for its previous message
+ * while other keys flow. Retries are in-consumer: a failed message goes back to the head of its
+ * key's queue with a backoff deadline (only that key pauses; nothing is re-published), and a
+ * `details.deferMs` error does the same without spending an attempt. Offsets are committed
+ * manually, per partition, up to the lowest offset not yet acked or dead-lettered, so a crash
+ * redelivers everything unsettled (at least once; attempt counts of in-memory retries restart).
+ *
+ * Leases: a handler that outlives its lease loses the message. If another member of the group
+ * owns partitions of the topic, the message is re-published to one of them (group-targeted, its
+ * attempts carried in a header) and the original offset counts as settled; alone in the group,
+ * the member takes it again itself when it has room. Rebalances are cooperative (incremental):
+ * a revoked partition is released after its running deliveries settle or lose their lease, with
+ * its offsets committed first, so a message handled here is not handled again by the next owner.
+ */
+import type { ConsumerHandler, ConsumerSpec, Delivery } from '../../broker/broker.ts';
+import { createEnvelope, type Envelope, assertEnvelope as parseEnvelope } from '../../envelope/envelope.ts';
+import { ParleyError } from '../../errors.ts';
+import { backoffDelay } from '../../resilience/backoff.ts';
+import { type Config, type Consumer, call, connect, type Driver, header, type Message } from './driver.ts';
+import { kafkaError } from './errors.ts';
+import type { DeadRecord } from './protocol.ts';
+import { HEADER, headers } from './protocol.ts';
+
+/** What a consumer needs from its broker. */
+export interface ConsumerHost {
+  readonly driver: Driver;
+  consumerConfig(group: string): Config;
+  topicName(topic: string): string;
+  ensureTopic(kafkaTopic: string): Promise<number>;
+  produce(
+    kafkaTopic: string,
+    value: Buffer,
+    options: { key?: string | null; partition?: number | null; headers?: ReturnType<typeof headers> },
+  ): Promise<{ partition: number; offset: number }>;
+  deadLetter(record: DeadRecord): Promise<number>;
+  readonly random: () => number;
+  /** How long one poll of the driver may block, ms. */
+  readonly pollMs: number;
+}
+
+interface Entry {
+  partition: number;
+  offset: number;
+  queue: string;
+  key: string | null;
+  envelope: Envelope | undefined;
+  bad: ParleyError | undefined;
+  attempt: number;
+  notBefore: number;
+  /** Set while a handler holds the message; a late result from an older run is ignored. */
+  run: object | undefined;
+  lease: ReturnType<typeof setTimeout> | undefined;
+  firstFailureAt: number | undefined;
+}
+
+interface PartitionState {
+  /** Offsets read and not yet settled. */
+  outstanding: Set<number>;
+  /** The offset after the last one read (-1: nothing read yet). */
+  next: number;
+  committed: number;
+  revoking: boolean;
+}
+
+const ASSIGN = -175; // RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS
+const REVOKE = -174; // RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS
+
+export class KafkaGroupConsumer {
+  private readonly topic: string;
+  private readonly kafkaTopic: string;
+  private readonly group: string;
+  private readonly maxAttempts: number;
+  private readonly backoff: { initial: number; max: number; multiplier: number };
+  private readonly leaseMs: number;
+  private readonly maxInFlight: number;
+  private readonly maxBuffered: number;
+  private consumer: Consumer | undefined;
+  private partitionCount = 0;
+  private readonly partitions = new Map<number, PartitionState>();
+  private readonly queues = new Map<string, Entry[]>();
+  private buffered = 0;
+  private inflight = 0;
+  private paused = false;
+  private closed = false;
+  private loop: Promise<void> = Promise.resolve();
+  private wakeTimer: ReturnType<typeof setTimeout> | undefined;
+  private wakeAt = Number.POSITIVE_INFINITY;
+  private commitTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly settledWaiters = new Set<() => void>();
+  private assigned: (() => void) | undefined;
+
+  constructor(
+    private readonly host: ConsumerHost,
+    private readonly spec: ConsumerSpec,
+    private readonly handler: ConsumerHandler,
+  ) {
+    this.topic = spec.topic;
+    this.group = spec.group;
+    this.kafkaTopic = host.topicName(spec.topic);
+    this.maxAttempts = Math.max(1, spec.maxAttempts ?? 5);
+    this.backoff = { initial: 100, max: 30_000, multiplier: 2, ...spec.backoff };
+    this.leaseMs = spec.lease ?? 30_000;
+    this.maxInFlight = Math.max(1, spec.maxInFlight ?? 64);
+    this.maxBuffered = Math.max(this.maxInFlight * 4, 256);
+  }
+
+  /**
+   * Joins the group; resolves once the first assignment arrived (or after 15 s, still joining).
+   * A new group's starting offsets are committed before it joins, so nothing published after
+   * `subscribe` was called is missed even by a member still joining.
+   */
+  async start(): Promise<void> {
+    this.partitionCount = await this.host.ensureTopic(this.kafkaTopic);
+    const consumer = new this.host.driver.KafkaConsumer({
+      ...this.host.consumerConfig(this.group),
+      rebalance_cb: (err: { code: number }, assignment: { topic: string; partition: number }[]) =>
+        this.rebalance(err.code, assignment),
+    });
+    this.consumer = consumer;
+    consumer.on('event.error', () => undefined); // connection trouble: librdkafka retries
+    await connect(consumer, `connect consumer of group ${this.group}`);
+    consumer.setDefaultConsumeTimeout(this.host.pollMs);
+    await this.initGroup(consumer);
+    const assigned = new Promise<void>((resolve) => {
+      this.assigned = resolve;
+      setTimeout(resolve, 15_000).unref();
+    });
+    consumer.subscribe([this.kafkaTopic]);
+    this.loop = this.poll(consumer);
+    await assigned;
+  }
+
+  /**
+   * A group new to this topic starts at the end of every partition (`now`) by committing the
+   * current high watermarks before it joins, or at the beginning (`auto.offset.reset=earliest`
+   * applies). A group that has offsets keeps them.
+   */
+  private async initGroup(consumer: Consumer): Promise<void> {
+    const parts = [...Array(this.partitionCount).keys()].map((partition) => ({
+      topic: this.kafkaTopic,
+      partition,
+    }));
+    const committed = await call<{ offset?: number }[]>('read committed offsets', (cb) =>
+      consumer.committed(parts, 10_000, cb),
+    );
+    const known = committed.some((c) => typeof c.offset === 'number' && c.offset >= 0);
+    if (known || (this.spec.startFrom ?? 'now') === 'beginning') return;
+    const ends = await Promise.all(
+      parts.map(async (tp) => {
+        const w = await call<{ highOffset: number }>('read high watermark', (cb) =>
+          consumer.queryWatermarkOffsets(tp.topic, tp.partition, 10_000, cb),
+        );
+        return { ...tp, offset: w.highOffset };
+      }),
+    );
+    try {
+      consumer.commitSync(ends);
+    } catch (error) {
+      throw kafkaError(error, `start group ${this.group} from now`);
+    }
+  }
+
+  private async poll(consumer: Consumer): Promise<void> {
+    while (!this.closed) {
+      this.applyBackpressure(consumer);
+      let batch: Message[] = [];
+      try {
+        batch = await call<Message[]>('consume', (cb) => consumer.consume(100, cb));
+      } catch {
+        // Broker unreachable or a rebalance under way: librdkafka reconnects; look again soon.
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      for (const m of batch) this.take(m);
+      if (batch.length > 0) this.dispatch();
+    }
+  }
+
+  private applyBackpressure(consumer: Consumer): void {
+    const full = this.buffered >= this.maxBuffered;
+    if (full === this.paused) return;
+    const parts = [...this.partitions.keys()].map((partition) => ({ topic: this.kafkaTopic, partition }));
+    try {
+      if (full) consumer.pause(parts);
+      else consumer.resume(parts);
+      this.paused = full;
+    } catch {
+      // A partition just revoked: the next round tries again.
+    }
+  }
+
+  private take(m: Message): void {
+    const ps = this.partitions.get(m.partition);
+    if (ps === undefined || ps.revoking || m.offset < ps.next) return;
+    ps.next = m.offset + 1;
+    const only = header(m.headers, HEADER.group);
+    if (only !== undefined && only !== this.group) {
+      this.scheduleCommit(); // another group's replay: nothing to do but move past it
+      return;
+    }
+    ps.outstanding.add(m.offset);
+    const key = header(m.headers, HEADER.key) ?? (m.key == null ? null : String(m.key));
+    let envelope: Envelope | undefined;
+    let bad: ParleyError | undefined;
+    try {
+      envelope = parseEnvelope(JSON.parse(m.value?.toString('utf8') ?? ''));
+    } catch (error) {
+      bad = new ParleyError(
+        'INVALID_ARGUMENT',
+        `stored message is not an envelope: ${ParleyError.from(error).message}`,
+      );
+    }
+    const spent = Number(header(m.headers, HEADER.attempts) ?? 0);
+    const entry: Entry = {
+      partition: m.partition,
+      offset: m.offset,
+      queue: key ?? `#${m.partition}:${m.offset}`,
+      key,
+      envelope,
+      bad,
+      attempt: (Number.isFinite(spent) ? spent : 0) + 1,
+      notBefore: Number(header(m.headers, HEADER.notBefore) ?? 0) || 0,
+      run: undefined,
+      lease: undefined,
+      firstFailureAt: undefined,
+    };
+    const queue = this.queues.get(entry.queue);
+    if (queue === undefined) this.queues.set(entry.queue, [entry]);
+    else queue.push(entry);
+    this.buffered++;
+  }
+
+  /** Hands ready queue heads to the handler while there is room; plans the next look. */
+  private dispatch(): void {
+    if (this.closed) return;
+    const now = Date.now();
+    let soonest = Number.POSITIVE_INFINITY;
+    for (const queue of this.queues.values()) {
+      if (this.inflight >= this.maxInFlight) break;
+      const head = queue[0];
+      if (head === undefined || head.run !== undefined) continue;
+      if (head.notBefore > now) soonest = Math.min(soonest, head.notBefore);
+      else this.run(head);
+    }
+    if (soonest < this.wakeAt) {
+      if (this.wakeTimer !== undefined) clearTimeout(this.wakeTimer);
+      this.wakeAt = soonest;
+      this.wakeTimer = setTimeout(
+        () => {
+          this.wakeTimer = undefined;
+          this.wakeAt = Number.POSITIVE_INFINITY;
+          this.dispatch();
+        },
+        Math.max(0, soonest - now),
+      );
+    }
+  }
+
+  private run(entry: Entry): void {
+    const token = {};
+    entry.run = token;
+    this.inflight++;
+    if (entry.envelope === undefined) {
+      void this.deadLetter(entry, token, entry.bad ?? new ParleyError('INVALID_ARGUMENT', 'no envelope'));
+      return;
+    }
+    entry.lease = setTimeout(() => this.leaseEnded(entry, token), this.leaseMs);
+    const delivery: Delivery = {
+      envelope: entry.envelope,
+      attempt: entry.attempt,
+      extendLease: async (ms: number) => {
+        if (entry.run !== token)
+          throw new ParleyError('FAILED_PRECONDITION', 'the lease was lost: the message was handed on');
+        if (entry.lease !== undefined) clearTimeout(entry.lease);
+        entry.lease = setTimeout(() => this.leaseEnded(entry, token), ms);
+      },
+    };
+    let work: Promise<void>;
+    try {
+      work = this.handler(delivery);
+    } catch (error) {
+      work = Promise.reject(error);
+    }
+    work.then(
+      () => this.outcome(entry, token, undefined),
+      (error: unknown) => this.outcome(entry, token, ParleyError.from(error)),
+    );
+  }
+
+  private outcome(entry: Entry, token: object, error: ParleyError | undefined): void {
+    if (entry.run !== token) {
+      // The lease ended before this handler did: the message went on without it.
+      this.release();
+      return;
+    }
+    if (entry.lease !== undefined) clearTimeout(entry.lease);
+    if (error === undefined) {
+      this.finish(entry);
+      return;
+    }
+    const now = Date.now();
+    const defer = deferOf(error);
+    if (defer !== undefined) {
+      entry.notBefore = now + defer;
+    } else if (permanent(error) || entry.attempt >= this.maxAttempts) {
+      entry.firstFailureAt ??= now;
+      void this.deadLetter(entry, token, error);
+      return;
+    } else {
+      entry.firstFailureAt ??= now;
+      entry.notBefore = now + backoffDelay(this.backoff, entry.attempt, this.host.random);
+      entry.attempt++;
+    }
+    entry.run = undefined;
+    this.release();
+  }
+
+  /** Writes the dead letter, then settles; while Kafka refuses, tries again (the key waits). */
+  private async deadLetter(entry: Entry, token: object, error: ParleyError): Promise<void> {
+    const now = Date.now();
+    const record: DeadRecord = {
+      kind: 'dead',
+      topic: this.topic,
+      group: this.group,
+      key: entry.key,
+      envelope: entry.envelope ?? createEnvelope({ source: '/parley/kafka', type: this.topic, data: null }),
+      code: error.code,
+      message: error.message,
+      retryable: error.retryable,
+      attempts: entry.attempt,
+      firstFailureAt: entry.firstFailureAt ?? now,
+      lastFailureAt: now,
+    };
+    for (let wait = 100; !this.closed; wait = Math.min(wait * 2, 5_000)) {
+      try {
+        await this.host.deadLetter(record);
+        if (entry.run === token) this.finish(entry);
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+    if (entry.run === token) entry.run = undefined;
+    this.release();
+  }
+
+  /** The lease ran out while the handler still holds the message: hand the message on. */
+  private leaseEnded(entry: Entry, token: object): void {
+    if (entry.run !== token) return;
+    entry.run = undefined; // the handler's slot stays taken until it returns (see outcome)
+    if (this.closed) {
+      this.notifySettled();
+      return;
+    }
+    const ps = this.partitions.get(entry.partition);
+    if (ps === undefined || ps.revoking) {
+      // Leaving this member anyway: the next owner reads it from the committed offset.
+      this.drop(entry);
+      return;
+    }
+    entry.attempt++;
+    this.handOver(entry);
+    this.dispatch();
+  }
+
+  /**
+   * Re-publishes a message whose lease ended to a partition another member of the group owns.
+   * While this member owns every partition (alone, or a rebalance is under way) it looks again
+   * shortly, and meanwhile takes the message itself if it has room.
+   */
+  private handOver(entry: Entry): void {
+    if (this.closed || entry.run !== undefined || entry.envelope === undefined) return;
+    const ps = this.partitions.get(entry.partition);
+    if (ps === undefined || ps.revoking || !this.queues.get(entry.queue)?.includes(entry)) return;
+    const owned = new Set(this.partitions.keys());
+    const others = [...Array(this.partitionCount).keys()].filter((p) => !owned.has(p));
+    const target = others[Math.floor(this.host.random() * others.length)];
+    if (target === undefined) {
+      setTimeout(() => this.handOver(entry), 100);
+      return;
+    }
+    entry.run = {}; // held while the copy is written (the old handler's result is still ignored)
+    this.host
+      .produce(this.kafkaTopic, Buffer.from(JSON.stringify(entry.envelope)), {
+        key: entry.key,
+        partition: target,
+        headers: headers({ group: this.group, attempts: entry.attempt - 1, key: entry.key ?? undefined }),
+      })
+      .then(
+        () => this.finish(entry, false),
+        () => {
+          entry.run = undefined; // could not hand it on: take it again here
+          this.dispatch();
+        },
+      );
+  }
+
+  /** Settled (acked or dead-lettered): leaves the queue; the commit may move past it. */
+  private finish(entry: Entry, releases = true): void {
+    entry.run = undefined;
+    const queue = this.queues.get(entry.queue);
+    const i = queue?.indexOf(entry) ?? -1;
+    if (queue !== undefined && i >= 0) {
+      queue.splice(i, 1);
+      if (queue.length === 0) this.queues.delete(entry.queue);
+      this.buffered--;
+    }
+    this.partitions.get(entry.partition)?.outstanding.delete(entry.offset);
+    this.scheduleCommit();
+    if (releases) this.release();
+    else this.dispatch();
+  }
+
+  /** Forgets a message without settling it (its partition is leaving this member). */
+  private drop(entry: Entry): void {
+    const queue = this.queues.get(entry.queue);
+    const i = queue?.indexOf(entry) ?? -1;
+    if (queue !== undefined && i >= 0) {
+      queue.splice(i, 1);
+      if (queue.length === 0) this.queues.delete(entry.queue);
+      this.buffered--;
+    }
+    this.notifySettled();
+  }
+
+  private release(): void {
+    this.inflight--;
+    this.notifySettled();
+    this.dispatch();
+  }
+
+  private notifySettled(): void {
+    for (const w of [...this.settledWaiters]) w();
+  }
+
+  private scheduleCommit(): void {
+    if (this.commitTimer !== undefined || this.closed) return;
+    this.commitTimer = setTimeout(() => {
+      this.commitTimer = undefined;
+      const offsets = this.commitable(false);
+      if (offsets.length === 0 || this.consumer === undefined) return;
+      try {
+        this.consumer.commit(offsets);
+      } catch {
+        // Not committed now: a later commit covers it, or the next owner redelivers (at least once).
+      }
+    }, 20);
+  }
+
+  /** Per partition: the lowest offset not settled (or the next to read) where it moved. */
+  private commitable(
+    revokingToo: boolean,
+    only?: Set<number>,
+  ): { topic: string; partition: number; offset: number }[] {
+    const out: { topic: string; partition: number; offset: number }[] = [];
+    for (const [partition, ps] of this.partitions) {
+      if ((ps.revoking && !revokingToo) || (only !== undefined && !only.has(partition)) || ps.next < 0)
+        continue;
+      let offset = ps.next;
+      for (const o of ps.outstanding) if (o < offset) offset = o;
+      if (offset <= ps.committed) continue;
+      ps.committed = offset;
+      out.push({ topic: this.kafkaTopic, partition, offset });
+    }
+    return out;
+  }
+
+  private rebalance(code: number, assignment: { topic: string; partition: number }[]): void {
+    const consumer = this.consumer;
+    if (consumer === undefined) return;
+    try {
+      if (code === ASSIGN) {
+        for (const tp of assignment)
+          this.partitions.set(tp.partition, {
+            outstanding: new Set(),
+            next: -1,
+            committed: -1,
+            revoking: false,
+          });
+        consumer.incrementalAssign(assignment);
+        this.paused = false;
+        this.assigned?.();
+      } else if (code === REVOKE) {
+        void this.revoke(consumer, assignment);
+      }
+    } catch {
+      // The member is leaving (closed); nothing to hand back.
+    }
+  }
+
+  /**
+   * Lets running deliveries of revoked partitions settle (or lose their lease), then commits and
+   * releases each partition as soon as it is free, so one long handler holds back only its own.
+   */
+  private async revoke(
+    consumer: Consumer,
+    assignment: { topic: string; partition: number }[],
+  ): Promise<void> {
+    const waiting = new Set(assignment.map((tp) => tp.partition));
+    for (const p of waiting) {
+      const ps = this.partitions.get(p);
+      if (ps !== undefined) ps.revoking = true;
+    }
+    for (const queue of [...this.queues.values()])
+      for (const e of [...queue]) if (waiting.has(e.partition) && e.run === undefined) this.drop(e);
+    for (;;) {
+      const busy = new Set<number>();
+      for (const q of this.queues.values()) for (const e of q) if (e.run !== undefined) busy.add(e.partition);
+      const free = new Set([...waiting].filter((p) => this.closed || !busy.has(p)));
+      if (free.size > 0) this.releasePartitions(consumer, free);
+      for (const p of free) waiting.delete(p);
+      if (waiting.size === 0) break;
+      await new Promise<void>((r) => this.waitSettled(r, 50));
+    }
+    this.dispatch();
+  }
+
+  /** Commits what was settled in these partitions and hands them back to the group. */
+  private releasePartitions(consumer: Consumer, partitions: Set<number>): void {
+    try {
+      const offsets = this.commitable(true, partitions);
+      if (offsets.length > 0) consumer.commitSync(offsets);
+    } catch {
+      // The assignment may be lost already; the next owner redelivers from the last commit.
+    }
+    for (const p of partitions) this.partitions.delete(p);
+    try {
+      consumer.incrementalUnassign(
+        [...partitions].map((partition) => ({ topic: this.kafkaTopic, partition })),
+      );
+    } catch {
+      // Closed meanwhile.
+    }
+  }
+
+  private waitSettled(resolve: () => void, ms: number): void {
+    const done = () => {
+      clearTimeout(timer);
+      this.settledWaiters.delete(done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    this.settledWaiters.add(done);
+  }
+
+  /** Stops taking messages; waits for running handlers (those still holding a lease). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.wakeTimer !== undefined) clearTimeout(this.wakeTimer);
+    if (this.commitTimer !== undefined) clearTimeout(this.commitTimer);
+    const holding = () => [...this.queues.values()].some((q) => q.some((e) => e.run !== undefined));
+    while (holding()) await new Promise<void>((r) => this.waitSettled(r, 50));
+    await this.loop;
+    const consumer = this.consumer;
+    if (consumer === undefined) return;
+    try {
+      const offsets = this.commitable(true);
+      if (offsets.length > 0) consumer.commitSync(offsets);
+    } catch {
+      // Not committed: redelivered to the group (at least once).
+    }
+    for (const e of [...this.queues.values()].flat()) if (e.lease !== undefined) clearTimeout(e.lease);
+    await new Promise<void>((r) => consumer.disconnect(() => r()));
+  }
+}
+
+/** `details.deferMs` on a handler's error: put the message back after that long, attempt unspent. */
+function deferOf(e: ParleyError): number | undefined {
+  const ms = e.details?.deferMs;
+  return typeof ms === 'number' && Number.isFinite(ms) && ms >= 0 ? Math.min(ms, 3_600_000) : undefined;
+}
+
+/** Dead-letter at once only when someone decided the failure is permanent (as the embedded broker). */
+function permanent(e: ParleyError): boolean {
+  return !e.retryable && !e.unexpected && e.code !== 'DEADLINE_EXCEEDED' && e.code !== 'CANCELLED';
+}

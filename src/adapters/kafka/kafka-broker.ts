@@ -1,0 +1,366 @@
+/**
+ * @module adapters/kafka
+ * A Parley broker on Apache Kafka, through `@confluentinc/kafka-javascript` (librdkafka), an
+ * optional peer dependency loaded with `import()` when a `kafka://host:port` URL is opened.
+ *
+ * Mapping: one Kafka topic per Parley topic (`<namespace>.<escaped topic>`); the ordering key is
+ * the record key, so a key stays in one partition; a Parley group is a Kafka consumer group
+ * (`<namespace>.<group>`), each consumer one member, partitions split cooperatively. Offsets are
+ * committed by hand only past messages that were acked or dead-lettered. The producer is
+ * idempotent (`enable.idempotence`: no duplicates or reordering from the driver's own resends).
+ *
+ * Choices (see `consumer.ts` for the consumer side):
+ * - Retries and `details.deferMs` are in-consumer: the message waits in memory at the head of its
+ *   key's queue, so only that key pauses; nothing is re-published and attempt counts live in the
+ *   member (a member that dies restarts them at 1 for what it had not settled).
+ * - Delayed publish (`delay`) writes the record at once with a `parley-not-before` header; a
+ *   consumer holds it (and its key) until then. The partition's commit stays behind it, so keep
+ *   delays short (seconds to minutes), not a scheduler.
+ * - Publisher dedupe: Kafka's idempotent producer only removes its own network resends, not an
+ *   application publishing the same envelope twice. This broker remembers `idempotencykey`s it
+ *   published for `idempotencyWindow` ms (in this process only); across processes, consumers
+ *   dedupe with the inbox.
+ * - Dead letters live in the `<namespace>._dead-letters` topic (see `dead-letters.ts`); replay
+ *   re-publishes to the topic with a `parley-group` header that other groups skip.
+ * - Topics are created with the admin API (`createTopics: 'admin'`, default), or left to the
+ *   cluster's auto-creation through a metadata request (`'metadata'`: librdkafka's mock cluster,
+ *   which has no CreateTopics).
+ * - Time is the wall clock: Kafka's does not follow a fake clock.
+ */
+import { randomUUID } from 'node:crypto';
+import type {
+  Broker,
+  BrokerPublishOptions,
+  Consumer,
+  ConsumerHandler,
+  ConsumerSpec,
+  PublishReceipt,
+} from '../../broker/broker.ts';
+import type { Envelope } from '../../envelope/envelope.ts';
+import { ParleyError } from '../../errors.ts';
+import { KafkaGroupConsumer } from './consumer.ts';
+import { KafkaDeadLetters } from './dead-letters.ts';
+import {
+  type Admin,
+  type Config,
+  call,
+  connect,
+  type Driver,
+  type Consumer as DriverConsumer,
+  type DriverError,
+  disconnect,
+  type Headers,
+  loadDriver,
+  type Metadata,
+  type Producer,
+} from './driver.ts';
+import { kafkaError } from './errors.ts';
+import { type DeadRecord, headers, kafkaTopicName } from './protocol.ts';
+
+export interface KafkaBrokerOptions {
+  /** Bootstrap servers, `host:port`. */
+  brokers: string | string[];
+  /** Prefix of every topic and group this broker uses. Default `parley`. */
+  namespace?: string;
+  /** How topics come to exist. Default `admin`. */
+  createTopics?: 'admin' | 'metadata';
+  /** Partitions of a topic created with the admin API. Default 6. */
+  partitions?: number;
+  /** Replication factor for created topics; -1 is the cluster's default. Default -1. */
+  replicationFactor?: number;
+  /** Publisher dedupe window for `idempotencykey`, ms. Default 10 minutes. */
+  idempotencyWindow?: number;
+  /** librdkafka properties for every client (security, timeouts), then per role. */
+  config?: Config;
+  producerConfig?: Config;
+  consumerConfig?: Config;
+  /** How long one poll of a consumer may block the driver, ms. Default 25. */
+  pollMs?: number;
+  /** Random numbers for backoff jitter and hand-over partitions. */
+  random?: () => number;
+}
+
+export interface KafkaBroker extends Broker {
+  /** The Kafka topic that carries a Parley topic. */
+  kafkaTopic(topic: string): string;
+}
+
+/** Opens a Kafka broker: loads the driver and connects the producer. */
+export async function createKafkaBroker(options: KafkaBrokerOptions): Promise<KafkaBroker> {
+  const driver = await loadDriver();
+  const broker = new KafkaBrokerImpl(driver, options);
+  await broker.open();
+  return broker;
+}
+
+/** `kafka://host:port[,host:port…][?namespace=…&createTopics=admin|metadata&partitions=N]`. */
+export function kafkaBrokerFromUrl(url: string): Promise<KafkaBroker> {
+  return createKafkaBroker(parseKafkaUrl(url));
+}
+
+export function parseKafkaUrl(url: string): KafkaBrokerOptions {
+  const m = /^kafka:\/\/([^/?#]+)\/?(?:\?([^#]*))?$/.exec(url);
+  if (m === null || m[1] === undefined)
+    throw new ParleyError('INVALID_ARGUMENT', `not a kafka URL (kafka://host:port): ${url}`);
+  const brokers = m[1].split(',').filter((b) => b !== '');
+  for (const b of brokers)
+    if (!/^[^:]+:\d+$/.test(b) && !/^\[[^\]]+\]:\d+$/.test(b))
+      throw new ParleyError('INVALID_ARGUMENT', `kafka URL needs host:port, got ${b}`);
+  const query = new URLSearchParams(m[2] ?? '');
+  const options: KafkaBrokerOptions = { brokers };
+  const namespace = query.get('namespace');
+  if (namespace !== null) options.namespace = namespace;
+  const create = query.get('createTopics');
+  if (create === 'admin' || create === 'metadata') options.createTopics = create;
+  else if (create !== null)
+    throw new ParleyError('INVALID_ARGUMENT', `createTopics must be admin or metadata`);
+  const partitions = query.get('partitions');
+  if (partitions !== null) options.partitions = Number(partitions);
+  return options;
+}
+
+interface PendingDelivery {
+  resolve(report: { partition: number; offset: number }): void;
+  reject(error: unknown): void;
+}
+
+class KafkaBrokerImpl implements KafkaBroker {
+  readonly namespace: string;
+  readonly random: () => number;
+  readonly pollMs: number;
+  readonly deadLetters: KafkaDeadLetters;
+  private readonly bootstrap: string;
+  private readonly producer: Producer;
+  private admin: Admin | undefined;
+  private readonly topics = new Map<string, Promise<number>>();
+  private readonly deliveries = new Map<number, PendingDelivery>();
+  private readonly published = new Map<string, { id: string; at: number; stored: Promise<unknown> }>();
+  private readonly consumers = new Set<KafkaGroupConsumer>();
+  private deliverySeq = 0;
+  private closed = false;
+
+  constructor(
+    readonly driver: Driver,
+    private readonly options: KafkaBrokerOptions,
+  ) {
+    const brokers = Array.isArray(options.brokers) ? options.brokers : [options.brokers];
+    if (brokers.length === 0)
+      throw new ParleyError('INVALID_ARGUMENT', 'kafka broker needs bootstrap servers');
+    this.bootstrap = brokers.join(',');
+    this.namespace = options.namespace ?? 'parley';
+    this.random = options.random ?? Math.random;
+    this.pollMs = options.pollMs ?? 25;
+    this.producer = new driver.Producer({
+      'bootstrap.servers': this.bootstrap,
+      'enable.idempotence': true,
+      acks: 'all',
+      dr_cb: true,
+      'linger.ms': 2,
+      // Unkeyed messages go to a random partition each, so competing members share them.
+      partitioner: 'murmur2_random',
+      'sticky.partitioning.linger.ms': 0,
+      ...options.config,
+      ...options.producerConfig,
+    });
+    this.deadLetters = new KafkaDeadLetters(this);
+  }
+
+  async open(): Promise<void> {
+    this.producer.on('event.error', () => undefined); // connection trouble: librdkafka retries
+    this.producer.on('delivery-report', ((
+      err: DriverError | null,
+      report: { opaque: number; partition: number; offset: number },
+    ) => {
+      const pending = this.deliveries.get(report.opaque);
+      this.deliveries.delete(report.opaque);
+      if (err) pending?.reject(kafkaError(err, 'publish'));
+      else pending?.resolve(report);
+    }) as (...args: never[]) => void);
+    await connect(this.producer, 'connect producer');
+    this.producer.setPollInterval(5);
+    if ((this.options.createTopics ?? 'admin') === 'admin')
+      this.admin = this.driver.AdminClient.createFrom(this.producer);
+  }
+
+  kafkaTopic(topic: string): string {
+    return kafkaTopicName(this.namespace, topic);
+  }
+
+  topicName(topic: string): string {
+    return this.kafkaTopic(topic);
+  }
+
+  async publish(envelope: Envelope, options: BrokerPublishOptions = {}): Promise<PublishReceipt> {
+    if (this.closed) throw new ParleyError('UNAVAILABLE', 'broker is closed');
+    const idem = envelope.idempotencykey;
+    const now = Date.now();
+    if (idem !== undefined) {
+      this.forgetOld(now);
+      const seen = this.published.get(idem);
+      if (seen !== undefined && now - seen.at < this.idempotencyWindow()) {
+        const stored = await seen.stored.then(
+          () => true,
+          () => false,
+        );
+        if (stored) return { id: seen.id, duplicate: true };
+      }
+    }
+    const write = (async () => {
+      const topic = this.kafkaTopic(envelope.type);
+      await this.ensureTopic(topic);
+      const delay = Math.max(0, options.delay ?? 0);
+      await this.produce(topic, Buffer.from(JSON.stringify(envelope)), {
+        key: options.key ?? null,
+        headers: headers({ notBefore: delay > 0 ? now + delay : undefined }),
+      });
+    })();
+    if (idem !== undefined) this.published.set(idem, { id: envelope.id, at: now, stored: write });
+    try {
+      await write;
+    } catch (error) {
+      if (idem !== undefined && this.published.get(idem)?.id === envelope.id) this.published.delete(idem);
+      throw error;
+    }
+    return { id: envelope.id, duplicate: false };
+  }
+
+  private idempotencyWindow(): number {
+    return this.options.idempotencyWindow ?? 10 * 60_000;
+  }
+
+  private forgetOld(now: number): void {
+    const window = this.idempotencyWindow();
+    for (const [key, seen] of this.published) {
+      if (now - seen.at < window) break; // insertion order is time order
+      this.published.delete(key);
+    }
+  }
+
+  produce(
+    topic: string,
+    value: Buffer,
+    options: { key?: string | null; partition?: number | null; headers?: Headers },
+  ): Promise<{ partition: number; offset: number }> {
+    if (this.closed) return Promise.reject(new ParleyError('UNAVAILABLE', 'broker is closed'));
+    return new Promise((resolve, reject) => {
+      const opaque = ++this.deliverySeq;
+      this.deliveries.set(opaque, { resolve, reject });
+      try {
+        this.producer.produce(
+          topic,
+          options.partition ?? null,
+          value,
+          options.key ?? null,
+          Date.now(),
+          opaque,
+          options.headers ?? [],
+        );
+      } catch (error) {
+        this.deliveries.delete(opaque);
+        reject(kafkaError(error, `publish to ${topic}`));
+      }
+    });
+  }
+
+  /** Makes sure the topic exists; resolves with its partition count. */
+  ensureTopic(topic: string): Promise<number> {
+    let known = this.topics.get(topic);
+    if (known === undefined) {
+      known = this.createTopic(topic);
+      known.catch(() => this.topics.delete(topic));
+      this.topics.set(topic, known);
+    }
+    return known;
+  }
+
+  private async createTopic(topic: string): Promise<number> {
+    const admin = this.admin;
+    if (admin !== undefined) {
+      await new Promise<void>((resolve, reject) =>
+        admin.createTopic(
+          {
+            topic,
+            num_partitions: this.options.partitions ?? 6,
+            replication_factor: this.options.replicationFactor ?? -1,
+          },
+          10_000,
+          (err) => (err && err.code !== 36 ? reject(kafkaError(err, `create topic ${topic}`)) : resolve()),
+        ),
+      );
+    }
+    // Metadata propagates after creation (and auto-creation happens on this request): ask until
+    // the topic has partitions.
+    for (let tries = 0; ; tries++) {
+      const md = await call<Metadata>(`metadata of ${topic}`, (cb) =>
+        this.producer.getMetadata({ topic, timeout: 10_000 }, cb),
+      );
+      const count = md.topics.find((t) => t.name === topic)?.partitions.length ?? 0;
+      if (count > 0) return count;
+      if (tries >= 50) throw new ParleyError('UNAVAILABLE', `kafka: topic ${topic} has no partitions`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  consumerConfig(group: string): Config {
+    return {
+      'bootstrap.servers': this.bootstrap,
+      'group.id': `${this.namespace}.${group}`,
+      'enable.auto.commit': false,
+      'enable.auto.offset.store': false,
+      'auto.offset.reset': 'earliest',
+      'partition.assignment.strategy': 'cooperative-sticky',
+      'session.timeout.ms': 10_000,
+      'heartbeat.interval.ms': 1_000,
+      'fetch.wait.max.ms': 100,
+      ...this.options.config,
+      ...this.options.consumerConfig,
+    };
+  }
+
+  async reader(): Promise<DriverConsumer> {
+    const reader = new this.driver.KafkaConsumer({
+      ...this.consumerConfig(`_dead-letter-reader.${randomUUID()}`),
+      'enable.partition.eof': false,
+    });
+    reader.on('event.error', () => undefined);
+    await connect(reader, 'connect dead-letter reader');
+    reader.setDefaultConsumeTimeout(this.pollMs * 4);
+    return reader;
+  }
+
+  deadLetter(record: DeadRecord): Promise<number> {
+    return this.deadLetters.write(record);
+  }
+
+  async subscribe(spec: ConsumerSpec, handler: ConsumerHandler): Promise<Consumer> {
+    if (this.closed) throw new ParleyError('UNAVAILABLE', 'broker is closed');
+    const consumer = new KafkaGroupConsumer(this, spec, handler);
+    this.consumers.add(consumer);
+    try {
+      await consumer.start();
+    } catch (error) {
+      this.consumers.delete(consumer);
+      await consumer.close().catch(() => undefined);
+      throw kafkaError(error, `subscribe ${spec.group} to ${spec.topic}`);
+    }
+    return {
+      close: async () => {
+        await consumer.close();
+        this.consumers.delete(consumer);
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await Promise.all([...this.consumers].map((c) => c.close()));
+    this.consumers.clear();
+    await this.deadLetters.close();
+    await new Promise<void>((resolve) => this.producer.flush(5_000, () => resolve()));
+    this.closed = true;
+    for (const d of this.deliveries.values()) d.reject(new ParleyError('UNAVAILABLE', 'broker is closed'));
+    this.deliveries.clear();
+    this.admin?.disconnect();
+    await disconnect(this.producer);
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * @module adapters/mqtt/connect
+ * One MQTT 5 connection from an `mqtt://host:port` URL (`mqtts://`, `ws://`, `wss://` too; user
+ * and password in the URL, percent-encoded), with reconnects that never give up. Loaded only when
+ * an `mqtt:` URL is used.
+ *
+ * Sessions are clean (`clean: true`, MQTT 5 clean start): the broker keeps nothing for a node
+ * that is away, and after a reconnect mqtt.js subscribes again to every live subscription on its
+ * own (`resubscribe`, on by default with a reconnect period). QoS 1 publishes made while the
+ * connection is down wait in the client's memory and go out once it is back.
+ *
+ * The first connection must succeed: a broker that cannot be reached at start is an error
+ * (UNAVAILABLE), not an endless wait.
+ */
+import { randomBytes } from 'node:crypto';
+import { ParleyError } from '../../errors.ts';
+import { loadDriver } from '../driver.ts';
+import { mqttError } from './errors.ts';
+
+export type MqttModule = typeof import('mqtt');
+export type MqttClient = import('mqtt').MqttClient;
+type ClientOptions = import('mqtt').IClientOptions;
+type Connack = import('mqtt').IConnackPacket;
+
+/** How long the first connection may take, TCP and CONNACK together. */
+const FIRST_CONNECT_MS = 10_000;
+
+export interface MqttConnection {
+  client: MqttClient;
+  /** The broker's CONNACK: its properties say what it accepts (maximumPacketSize, ...). */
+  connack: Connack;
+}
+
+export async function connectMqtt(url: string, log: (message: string) => void): Promise<MqttConnection> {
+  const mqtt = await loadDriver<MqttModule>('mqtt', 'mqtt:');
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch (error) {
+    throw new ParleyError('INVALID_ARGUMENT', `not an MQTT URL: ${url}`, { cause: error });
+  }
+  const where = u.host;
+  const options: ClientOptions = {
+    protocolVersion: 5,
+    clean: true,
+    clientId: `parley_${randomBytes(6).toString('hex')}`,
+    reconnectPeriod: 250,
+    connectTimeout: 5000,
+    keepalive: 10,
+    resubscribe: true,
+  };
+  if (u.username !== '') {
+    options.username = decodeURIComponent(u.username);
+    options.password = decodeURIComponent(u.password);
+  }
+  // Credentials go as options, decoded; the URL handed on carries none (mqtt.js would not decode them).
+  const bare = `${u.protocol}//${u.host}${u.pathname === '/' ? '' : u.pathname}${u.search}`;
+  let client: MqttClient;
+  try {
+    client = mqtt.connect(bare, options);
+  } catch (error) {
+    throw new ParleyError('INVALID_ARGUMENT', `MQTT: ${where}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+
+  const connack = await new Promise<Connack>((resolve, reject) => {
+    const timer = setTimeout(
+      () =>
+        fail(
+          new ParleyError('UNAVAILABLE', `MQTT: connecting to ${where}: no answer in ${FIRST_CONNECT_MS} ms`),
+        ),
+      FIRST_CONNECT_MS,
+    );
+    const onConnect = (packet: Connack) => {
+      done();
+      resolve(packet);
+    };
+    const onError = (error: Error) => fail(mqttError(error, `connecting to ${where}`));
+    const done = () => {
+      clearTimeout(timer);
+      client.off('connect', onConnect);
+      client.off('error', onError);
+    };
+    const fail = (error: ParleyError) => {
+      done();
+      client.end(true);
+      reject(error);
+    };
+    client.on('connect', onConnect);
+    client.on('error', onError);
+  });
+
+  // From here on the connection heals itself; say what happens, once per outage rather than on
+  // every attempt.
+  let lastError = '';
+  client.on('error', (error) => {
+    const message = mqttError(error, where).message;
+    if (message !== lastError) log(message);
+    lastError = message;
+  });
+  client.on('offline', () => log(`MQTT: lost the connection to ${where}; reconnecting`));
+  client.on('connect', () => {
+    lastError = '';
+    log(`MQTT: reconnected to ${where}`);
+  });
+  client.on('disconnect', (packet) => {
+    log(`MQTT: ${where} disconnected us (reason code ${packet.reasonCode ?? 0})`);
+  });
+  return { client, connack };
+}

@@ -1,0 +1,193 @@
+/**
+ * @module adapters/mqtt/mqtt-transport
+ * The Parley transport over MQTT 5: `createMqttTransport({ url: 'mqtt://127.0.0.1:1883' })`.
+ * Requests go straight to the callee's inbox topic and the reply to the caller's (one hop through
+ * the broker each way); discovery, heartbeats, cancels and notifications are those of every bus
+ * transport (`adapters/bus-transport.ts`).
+ *
+ * Topics: a bus subject maps to a topic by turning `.` into `/`, so `<prefix>.node.<id>` is
+ * `<prefix>/node/<id>`, and `<prefix>/presence`, `<prefix>/broadcast`. Node ids are already kept
+ * to `[A-Za-z0-9_-]` by the bus transport; the prefix may not hold the MQTT wildcards `+` and `#`,
+ * `/` (use `.` for levels), or start with `$` (reserved to the broker: `$SYS`, `$share`).
+ *
+ * Every publish and subscription is QoS 1; a subscription is live once the broker's SUBACK is in.
+ * Subscriptions use the MQTT 5 options No Local (a node never gets its own presence or broadcast
+ * back) and Retain Handling 2 (retained messages are never delivered; none are published).
+ * Payloads are the bus frames, as binary. Sessions are clean and mqtt.js resubscribes on its own
+ * after a reconnect (see `connect.ts`). `destroy()` drops the socket without a DISCONNECT, as a
+ * crash would; no Last Will is set, so peers learn of a crash by the missing heartbeat.
+ *
+ * Groups: every subscription here is a plain one. The transport addresses one node's inbox (the
+ * runtime picks the node), and presence and notifications go to every node, so MQTT 5 shared
+ * subscriptions (`$share/<group>/...`) have no use at this level.
+ *
+ * MQTT 5 request/response: requests do not carry the `Response Topic` and `Correlation Data`
+ * properties. The reply topic and the correlation id travel inside the bus frame (the caller's
+ * node id and a u32 id), and the `Bus` interface hands an adapter only a subject and opaque bytes:
+ * it cannot tell a request from a reply without reading the bus transport's private framing.
+ * Setting them would need `Bus.publish` to take optional reply metadata from the bus transport.
+ *
+ * Payload size: the transport's `maxPayload` (default 1 MiB − 1 KiB) must stay below the broker's
+ * largest packet less the topic and headers. Mosquitto's `max_packet_size` is unset by default
+ * (no limit short of MQTT's 256 MiB); a broker that announces a smaller maximum in its CONNACK is
+ * logged at start when it is below `maxPayload` plus 1 KiB, since the broker would disconnect the
+ * client on a larger packet.
+ *
+ * What MQTT does not guarantee here:
+ * - QoS 1 is at least once per hop (node to broker, broker to node): after a reconnect a request,
+ *   reply or notification may arrive twice, and a request delivered twice runs twice. Actions
+ *   reached over MQTT should be idempotent, or be marked so and deduplicated by the caller.
+ * - Order holds only per topic from one publisher: a notification and a reply, or a hello and a
+ *   request, may arrive in either order; a redelivery after a reconnect may come out of order.
+ * - Sessions are clean: the broker keeps nothing for a node that is away. A request sent to a node
+ *   whose connection is down is lost; the call fails at its deadline, or with UNAVAILABLE once the
+ *   node misses its heartbeats. Publishes made while this node's own connection is down are
+ *   buffered in memory and sent on reconnect, or lost if the process stops first.
+ * - Retained messages and Last Will are not used: a node joining learns who is there by asking
+ *   (who-is-there on the presence topic), and a crash is noticed only after `heartbeatTimeoutMs`.
+ * - The broker may drop messages for a node that cannot keep up (Mosquitto's
+ *   `max_queued_messages`, default 1000 per client); anyone allowed on the topics may publish on
+ *   them (frames are not signed): protect the prefix with the broker's ACLs.
+ */
+import { ParleyError } from '../../errors.ts';
+import { type Bus, BusTransport, type BusTransportOptions } from '../bus-transport.ts';
+import { connectMqtt, type MqttClient } from './connect.ts';
+import { mqttError } from './errors.ts';
+
+export interface MqttTransportOptions extends BusTransportOptions {
+  url: string;
+}
+
+/** How long `close()` waits for the broker to acknowledge what is in flight before it drops the socket. */
+const CLOSE_MS = 2000;
+/** Room for the frame header, the topic and the MQTT headers around `maxPayload`. */
+const HEADROOM = 1024;
+
+/** Wildcards, the level separator (subjects use `.`), NUL, and `$` (the broker's) first. */
+function unsafe(text: string): boolean {
+  return /[+#/]/.test(text) || text.includes('\u0000') || text.startsWith('$');
+}
+
+function checkPrefix(prefix: string): void {
+  if (prefix === '' || unsafe(prefix)) {
+    throw new ParleyError(
+      'INVALID_ARGUMENT',
+      `MQTT: prefix ${JSON.stringify(prefix)} is not usable in a topic: it must be non-empty, hold none of + # / and NUL, and not start with $`,
+    );
+  }
+}
+
+/** A bus subject as an MQTT topic: `.` separates levels. */
+function topicOf(subject: string): string {
+  if (unsafe(subject)) {
+    throw new ParleyError('INVALID_ARGUMENT', `MQTT: subject ${JSON.stringify(subject)} is not a safe topic`);
+  }
+  return subject.replaceAll('.', '/');
+}
+
+function asBuffer(message: Uint8Array): Buffer {
+  return Buffer.isBuffer(message)
+    ? message
+    : Buffer.from(message.buffer, message.byteOffset, message.byteLength);
+}
+
+export function createMqttTransport(options: MqttTransportOptions): BusTransport {
+  checkPrefix(options.prefix ?? 'parley');
+  const log = options.log ?? ((m: string) => process.stderr.write(`parley: ${m}\n`));
+  return new BusTransport(async () => {
+    const { client, connack } = await connectMqtt(options.url, log);
+    const limit = connack.properties?.maximumPacketSize;
+    const maxPayload = options.maxPayload ?? 1024 * 1024 - 1024;
+    if (limit !== undefined && limit < maxPayload + HEADROOM) {
+      log(
+        `MQTT: the broker takes packets up to ${limit} bytes, less than maxPayload ${maxPayload} plus ${HEADROOM}: ` +
+          'larger frames will cost the connection; lower maxPayload',
+      );
+    }
+    return mqttBus(client, log);
+  }, options);
+}
+
+function mqttBus(client: MqttClient, log: (message: string) => void): Bus {
+  const handlers = new Map<string, Set<(message: Uint8Array) => void>>();
+  let ended = false;
+
+  client.on('message', (topic, payload) => {
+    const set = handlers.get(topic);
+    if (set === undefined) return;
+    for (const onMessage of set) {
+      try {
+        onMessage(payload);
+      } catch (error) {
+        log(`MQTT: a message on ${topic} failed: ${ParleyError.from(error).message}`);
+      }
+    }
+  });
+
+  return {
+    publish(subject, message) {
+      const topic = topicOf(subject);
+      client.publish(topic, asBuffer(message), { qos: 1 }, (error) => {
+        if (error !== undefined && error !== null && !ended)
+          log(mqttError(error, `publishing on ${topic}`).message);
+      });
+    },
+
+    async subscribe(subject, onMessage) {
+      const topic = topicOf(subject);
+      let set = handlers.get(topic);
+      if (set === undefined) {
+        set = new Set();
+        handlers.set(topic, set);
+      }
+      set.add(onMessage);
+      try {
+        // Resolves on the SUBACK (or at once when this client already holds the subscription).
+        const granted = await client.subscribeAsync(topic, { qos: 1, nl: true, rh: 2 });
+        const qos = granted[0]?.qos;
+        if (qos !== undefined && qos < 1) log(`MQTT: ${topic} granted at QoS ${qos}: messages may be lost`);
+      } catch (error) {
+        set.delete(onMessage);
+        if (set.size === 0) handlers.delete(topic);
+        throw mqttError(error, `subscribing to ${topic}`);
+      }
+      const mine = set;
+      return () => {
+        if (!mine.delete(onMessage) || mine.size > 0) return;
+        handlers.delete(topic);
+        if (ended) return;
+        client.unsubscribe(topic, (error) => {
+          if (error !== undefined && error !== null && !ended)
+            log(mqttError(error, `unsubscribing from ${topic}`).message);
+        });
+      };
+    },
+
+    async close() {
+      if (ended) return;
+      ended = true;
+      if (!client.connected) {
+        client.end(true);
+        return;
+      }
+      // Waits for the broker's acks of what is in flight (the bye among them), then DISCONNECT.
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          log(`MQTT: the broker did not acknowledge within ${CLOSE_MS} ms; dropping the connection`);
+          client.stream.destroy();
+          resolve();
+        }, CLOSE_MS);
+        client.end(false, () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    },
+
+    destroy() {
+      if (ended) return;
+      ended = true;
+      client.end(true); // no DISCONNECT: the broker and the peers see a vanished client
+    },
+  };
+}

@@ -1,0 +1,145 @@
+/**
+ * The RabbitMQ transport passes the transport conformance suite against the machine's RabbitMQ,
+ * shrugs off garbage published on its exchange, and comes back after its connection is cut.
+ */
+import assert from 'node:assert/strict';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
+import { after, describe, it } from 'node:test';
+import { createAmqpTransport } from '../src/adapters/amqp/amqp-transport.ts';
+import type { BusTransport } from '../src/adapters/bus-transport.ts';
+import type { ParleyNode } from '../src/index.ts';
+import { BROKERS, needBroker } from './brokers.ts';
+import { transportConformance } from './conformance/transport.ts';
+import { calc, calcService, testNode, waitFor } from './helpers.ts';
+
+const skip = await needBroker('rabbitmq');
+const prefix = `parley-test-${process.pid}`;
+
+/** Deletes the durable bus exchanges the run declared. */
+async function dropExchanges(...prefixes: string[]): Promise<void> {
+  const amqp = await import('amqplib');
+  const conn = await amqp.connect(BROKERS.rabbitmq.url);
+  try {
+    const ch = await conn.createChannel();
+    for (const p of prefixes) await ch.deleteExchange(`${p}.bus`);
+  } finally {
+    await conn.close();
+  }
+}
+
+if (skip === false) {
+  transportConformance({
+    name: 'rabbitmq',
+    create: ({ maxPayload }) =>
+      createAmqpTransport({
+        url: BROKERS.rabbitmq.url,
+        prefix,
+        maxPayload,
+        heartbeatMs: 100,
+        heartbeatTimeoutMs: 600,
+      }),
+    crash: (transport) => (transport as BusTransport).destroy(),
+    teardown: () => dropExchanges(prefix),
+  });
+} else {
+  it('transport conformance: rabbitmq', { skip }, () => {});
+}
+
+describe('rabbitmq transport: bad input and reconnects', { skip }, () => {
+  const nodes: ParleyNode[] = [];
+  const own = `${prefix}-x`;
+  after(async () => {
+    await Promise.allSettled(nodes.map((n) => n.stop()));
+    await dropExchanges(own);
+  });
+
+  it('drops malformed messages on the inbox and presence subjects, and keeps serving', async () => {
+    const logs: string[] = [];
+    const server = testNode({
+      transport: createAmqpTransport({ url: BROKERS.rabbitmq.url, prefix: own, log: (m) => logs.push(m) }),
+      services: [calcService()],
+      stopTimeout: 200,
+    });
+    const client = testNode({ transport: createAmqpTransport({ url: BROKERS.rabbitmq.url, prefix: own }) });
+    nodes.push(server, client);
+    await server.start();
+    await client.start();
+    await waitFor(() => client.registry.endpoints('calc').length > 0, 5000, 'discovery');
+    const amqp = await import('amqplib');
+    const conn = await amqp.connect(BROKERS.rabbitmq.url);
+    try {
+      const ch = await conn.createConfirmChannel();
+      const inbox = `${own}.node.${server.id.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+      for (const payload of [Buffer.from([1, 2]), Buffer.from([99, 0, 0, 0, 1, 0])]) {
+        ch.publish(`${own}.bus`, inbox, payload);
+        ch.publish(`${own}.bus`, `${own}.presence`, payload);
+      }
+      await ch.waitForConfirms();
+    } finally {
+      await conn.close();
+    }
+    await waitFor(
+      () => logs.filter((l) => l.startsWith('dropped')).length >= 4,
+      5000,
+      'the drops to be logged',
+    );
+    assert.deepEqual(await client.client(calc).add({ a: 2, b: 3 }), { sum: 5 });
+  });
+
+  it('reconnects after the connection drops, resubscribes, and serves again', async () => {
+    // A TCP proxy in front of RabbitMQ whose connections the test cuts, as a network failure would.
+    const sockets = new Set<Socket>();
+    const proxy = createServer((inbound) => {
+      const outbound = connect(BROKERS.rabbitmq.port, '127.0.0.1');
+      for (const s of [inbound, outbound]) {
+        sockets.add(s);
+        s.on('error', () => {});
+        s.on('close', () => sockets.delete(s));
+      }
+      inbound.pipe(outbound).pipe(inbound);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const { port } = proxy.address() as AddressInfo;
+    try {
+      const logs: string[] = [];
+      const server = testNode({
+        transport: createAmqpTransport({
+          url: `amqp://guest:guest@127.0.0.1:${port}`,
+          prefix: own,
+          log: (m) => logs.push(m),
+        }),
+        services: [calcService()],
+        stopTimeout: 200,
+      });
+      const client = testNode({ transport: createAmqpTransport({ url: BROKERS.rabbitmq.url, prefix: own }) });
+      nodes.push(server, client);
+      await server.start();
+      await client.start();
+      await waitFor(
+        () => client.registry.endpoints('calc').some((e) => e.nodeId === server.id),
+        5000,
+        'discovery',
+      );
+      assert.deepEqual(await client.client(calc).add({ a: 1, b: 2 }), { sum: 3 });
+
+      for (const s of sockets) s.destroy();
+      await waitFor(() => logs.some((l) => l.includes('reconnected')), 10_000, 'the reconnect');
+      assert.ok(
+        logs.some((l) => l.includes('lost the connection')),
+        logs.join('\n'),
+      );
+      let out: { sum: number } | undefined;
+      for (let i = 0; i < 10 && out === undefined; i++) {
+        out = await client
+          .client(calc)
+          .add({ a: 2, b: 3 }, { timeout: 300 })
+          .catch(() => undefined);
+      }
+      assert.deepEqual(out, { sum: 5 });
+    } finally {
+      await Promise.allSettled(nodes.splice(0).map((n) => n.stop()));
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => proxy.close(resolve));
+    }
+  });
+});
