@@ -4,12 +4,11 @@
  * dead-letter stream are deleted at the end.
  */
 import assert from 'node:assert/strict';
-import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type AmqpBroker, createAmqpBroker } from '../src/adapters/amqp/amqp-broker.ts';
 import { createEnvelope, systemClock } from '../src/index.ts';
-import { BROKERS, needBroker } from './brokers.ts';
+import { BROKERS, cuttableProxy, needBroker } from './brokers.ts';
 import { brokerConformance } from './conformance/broker.ts';
 import { waitFor } from './helpers.ts';
 
@@ -45,19 +44,9 @@ if (skip === false) {
 
 describe('rabbitmq broker: reconnects', { skip }, () => {
   it('consumers come back after the connection drops; a message held at the cut is redelivered', async () => {
-    // A TCP proxy in front of RabbitMQ whose connections the test cuts, as a network failure would.
-    const sockets = new Set<Socket>();
-    const proxy = createServer((inbound) => {
-      const outbound = connect(BROKERS.rabbitmq.port, '127.0.0.1');
-      for (const s of [inbound, outbound]) {
-        sockets.add(s);
-        s.on('error', () => {});
-        s.on('close', () => sockets.delete(s));
-      }
-      inbound.pipe(outbound).pipe(inbound);
-    });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-    const { port } = proxy.address() as AddressInfo;
+    // A proxy whose connections the test cuts, as a network failure would.
+    const proxy = await cuttableProxy(BROKERS.rabbitmq.port);
+    const { port } = proxy;
     const logs: string[] = [];
     const broker = await createAmqpBroker({
       url: `amqp://guest:guest@127.0.0.1:${port}`,
@@ -73,7 +62,7 @@ describe('rabbitmq broker: reconnects', { skip }, () => {
       });
       await broker.publish(createEnvelope({ source: '/t', type: 'cut.t', data: 'held' }));
       await waitFor(() => seen.length === 1, 5000, 'the first delivery');
-      for (const s of sockets) s.destroy();
+      proxy.cut();
       await waitFor(() => logs.some((l) => l.includes('reconnected')), 10_000, 'the reconnect');
       hold?.(); // its ack is ignored: the message went back with the connection
       await broker.publish(createEnvelope({ source: '/t', type: 'cut.t', data: 'after' }));
@@ -85,8 +74,7 @@ describe('rabbitmq broker: reconnects', { skip }, () => {
     } finally {
       await broker.destroyAll().catch(() => undefined);
       await broker.close();
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => proxy.close(resolve));
+      await proxy.close();
     }
   });
 });

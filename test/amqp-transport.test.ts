@@ -3,13 +3,10 @@
  * shrugs off garbage published on its exchange, and comes back after its connection is cut.
  */
 import assert from 'node:assert/strict';
-import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { createAmqpTransport } from '../src/adapters/amqp/amqp-transport.ts';
-import type { BusTransport } from '../src/adapters/bus-transport.ts';
 import type { ParleyNode } from '../src/index.ts';
-import { BROKERS, needBroker } from './brokers.ts';
-import { transportConformance } from './conformance/transport.ts';
+import { BROKERS, busConformance, cuttableProxy, needBroker } from './brokers.ts';
 import { calc, calcService, testNode, waitFor } from './helpers.ts';
 
 const skip = await needBroker('rabbitmq');
@@ -27,23 +24,13 @@ async function dropExchanges(...prefixes: string[]): Promise<void> {
   }
 }
 
-if (skip === false) {
-  transportConformance({
-    name: 'rabbitmq',
-    create: ({ maxPayload }) =>
-      createAmqpTransport({
-        url: BROKERS.rabbitmq.url,
-        prefix,
-        maxPayload,
-        heartbeatMs: 100,
-        heartbeatTimeoutMs: 600,
-      }),
-    crash: (transport) => (transport as BusTransport).destroy(),
-    teardown: () => dropExchanges(prefix),
-  });
-} else {
-  it('transport conformance: rabbitmq', { skip }, () => {});
-}
+busConformance(
+  'rabbitmq',
+  skip,
+  (options) => createAmqpTransport({ url: BROKERS.rabbitmq.url, ...options }),
+  prefix,
+  () => dropExchanges(prefix),
+);
 
 describe('rabbitmq transport: bad input and reconnects', { skip }, () => {
   const nodes: ParleyNode[] = [];
@@ -87,19 +74,9 @@ describe('rabbitmq transport: bad input and reconnects', { skip }, () => {
   });
 
   it('reconnects after the connection drops, resubscribes, and serves again', async () => {
-    // A TCP proxy in front of RabbitMQ whose connections the test cuts, as a network failure would.
-    const sockets = new Set<Socket>();
-    const proxy = createServer((inbound) => {
-      const outbound = connect(BROKERS.rabbitmq.port, '127.0.0.1');
-      for (const s of [inbound, outbound]) {
-        sockets.add(s);
-        s.on('error', () => {});
-        s.on('close', () => sockets.delete(s));
-      }
-      inbound.pipe(outbound).pipe(inbound);
-    });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-    const { port } = proxy.address() as AddressInfo;
+    // A proxy whose connections the test cuts, as a network failure would.
+    const proxy = await cuttableProxy(BROKERS.rabbitmq.port);
+    const { port } = proxy;
     try {
       const logs: string[] = [];
       const server = testNode({
@@ -122,7 +99,7 @@ describe('rabbitmq transport: bad input and reconnects', { skip }, () => {
       );
       assert.deepEqual(await client.client(calc).add({ a: 1, b: 2 }), { sum: 3 });
 
-      for (const s of sockets) s.destroy();
+      proxy.cut();
       await waitFor(() => logs.some((l) => l.includes('reconnected')), 10_000, 'the reconnect');
       assert.ok(
         logs.some((l) => l.includes('lost the connection')),
@@ -138,8 +115,7 @@ describe('rabbitmq transport: bad input and reconnects', { skip }, () => {
       assert.deepEqual(out, { sum: 5 });
     } finally {
       await Promise.allSettled(nodes.splice(0).map((n) => n.stop()));
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => proxy.close(resolve));
+      await proxy.close();
     }
   });
 });

@@ -3,7 +3,10 @@
  * it with a clear message when the broker is unreachable, except under CI=true, where an
  * unreachable broker is a failure.
  */
-import { connect } from 'node:net';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
+import { it } from 'node:test';
+import type { BusTransport, BusTransportOptions } from '../src/adapters/bus-transport.ts';
+import { transportConformance } from './conformance/transport.ts';
 
 export const BROKERS = {
   nats: { port: 4222, url: 'nats://127.0.0.1:4222' },
@@ -37,4 +40,58 @@ export async function needBroker(name: BrokerName): Promise<false | string> {
   const why = `${name} is not reachable on 127.0.0.1:${port}`;
   if (process.env.CI === 'true') throw new Error(`CI: ${why} (adapter tests must run in CI)`);
   return `${why}: skipped (start it with the command in the machine notes)`;
+}
+
+/**
+ * A TCP proxy on a free loopback port in front of a broker: `cut()` drops every connection through
+ * it, as a network failure would (clients see their connection die and must reconnect).
+ */
+export async function cuttableProxy(
+  brokerPort: number,
+): Promise<{ port: number; cut(): void; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const proxy = createServer((inbound) => {
+    const outbound = connect(brokerPort, '127.0.0.1');
+    for (const s of [inbound, outbound]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => sockets.delete(s));
+    }
+    inbound.pipe(outbound).pipe(inbound);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  const cut = () => {
+    for (const s of sockets) s.destroy();
+  };
+  return {
+    port: (proxy.address() as AddressInfo).port,
+    cut,
+    close: async () => {
+      cut();
+      await new Promise((resolve) => proxy.close(resolve));
+    },
+  };
+}
+
+/**
+ * The transport conformance suite for a bus transport on `broker` (its own subject prefix, short
+ * heartbeats so a crash is noticed quickly), or one skipped test saying why it cannot run.
+ */
+export function busConformance(
+  broker: BrokerName,
+  skip: false | string,
+  make: (options: BusTransportOptions & { prefix: string }) => BusTransport,
+  prefix: string,
+  teardown?: () => Promise<void>,
+): void {
+  if (skip !== false) {
+    it(`transport conformance: ${broker}`, { skip }, () => {});
+    return;
+  }
+  transportConformance({
+    name: broker,
+    create: ({ maxPayload }) => make({ prefix, maxPayload, heartbeatMs: 100, heartbeatTimeoutMs: 600 }),
+    crash: (transport) => (transport as BusTransport).destroy(),
+    ...(teardown === undefined ? {} : { teardown }),
+  });
 }

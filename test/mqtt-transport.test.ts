@@ -3,34 +3,16 @@
  * shrugs off garbage published on its topics by anyone on the broker.
  */
 import assert from 'node:assert/strict';
-import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
-import type { BusTransport } from '../src/adapters/bus-transport.ts';
 import { createMqttTransport } from '../src/adapters/mqtt/mqtt-transport.ts';
 import type { ParleyNode } from '../src/index.ts';
-import { BROKERS, needBroker } from './brokers.ts';
-import { transportConformance } from './conformance/transport.ts';
+import { BROKERS, busConformance, cuttableProxy, needBroker } from './brokers.ts';
 import { calc, calcService, testNode, waitFor } from './helpers.ts';
 
 const skip = await needBroker('mqtt');
 const prefix = `parley-test-${process.pid}`;
 
-if (skip === false) {
-  transportConformance({
-    name: 'mqtt',
-    create: ({ maxPayload }) =>
-      createMqttTransport({
-        url: BROKERS.mqtt.url,
-        prefix,
-        maxPayload,
-        heartbeatMs: 100,
-        heartbeatTimeoutMs: 600,
-      }),
-    crash: (transport) => (transport as BusTransport).destroy(),
-  });
-} else {
-  it('transport conformance: mqtt', { skip }, () => {});
-}
+busConformance('mqtt', skip, (options) => createMqttTransport({ url: BROKERS.mqtt.url, ...options }), prefix);
 
 describe('mqtt transport: bad input', { skip }, () => {
   const nodes: ParleyNode[] = [];
@@ -99,19 +81,9 @@ describe('mqtt transport: bad input', { skip }, () => {
 
   it('reconnects after the connection drops, resubscribes, and serves again', async () => {
     const own = `${prefix}-cut`;
-    // A TCP proxy in front of the broker whose connections the test cuts, as a network failure would.
-    const sockets = new Set<Socket>();
-    const proxy = createServer((inbound) => {
-      const outbound = connect(BROKERS.mqtt.port, '127.0.0.1');
-      for (const s of [inbound, outbound]) {
-        sockets.add(s);
-        s.on('error', () => {});
-        s.on('close', () => sockets.delete(s));
-      }
-      inbound.pipe(outbound).pipe(inbound);
-    });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-    const { port } = proxy.address() as AddressInfo;
+    // A proxy whose connections the test cuts, as a network failure would.
+    const proxy = await cuttableProxy(BROKERS.mqtt.port);
+    const { port } = proxy;
     try {
       const logs: string[] = [];
       const server = testNode({
@@ -130,7 +102,7 @@ describe('mqtt transport: bad input', { skip }, () => {
       await waitFor(() => client.registry.endpoints('calc').length > 0, 5000, 'discovery');
       assert.deepEqual(await client.client(calc).add({ a: 1, b: 2 }), { sum: 3 });
 
-      for (const s of sockets) s.destroy();
+      proxy.cut();
       await waitFor(() => logs.some((l) => l.includes('reconnected')), 5000, 'the reconnect');
       assert.ok(
         logs.some((l) => l.includes('lost the connection')),
@@ -148,8 +120,7 @@ describe('mqtt transport: bad input', { skip }, () => {
       assert.equal(client.registry.endpoints('calc')[0]?.nodeId, server.id);
     } finally {
       await Promise.allSettled(nodes.splice(0).map((n) => n.stop()));
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => proxy.close(resolve));
+      await proxy.close();
     }
   });
 });

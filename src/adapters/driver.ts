@@ -20,3 +20,16 @@ export async function loadDriver<T>(pkg: string, scheme: string): Promise<T> {
     throw error;
   }
 }
+
+/** Node socket error codes that mean the server is not there (yet): UNAVAILABLE for every adapter. */
+export const NETWORK_ERRORS: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);

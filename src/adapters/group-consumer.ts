@@ -25,7 +25,7 @@
  */
 
 import type { ConsumerHandler, ConsumerSpec, DeadLetter } from '../broker/broker.ts';
-import { badBody, deferOf, permanent } from '../broker/outcome.ts';
+import { badBody, deferOf, permanent, runHandler } from '../broker/outcome.ts';
 import type { Codec } from '../codec/codec.ts';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
@@ -153,13 +153,7 @@ export class GroupConsumer {
       );
       return;
     }
-    let work: Promise<void>;
-    try {
-      work = this.handler({ envelope, attempt, extendLease: (ms) => raw.extend(ms) });
-    } catch (error) {
-      work = Promise.reject(error);
-    }
-    work.then(
+    runHandler(this.handler, { envelope, attempt, extendLease: (ms: number) => raw.extend(ms) }).then(
       () => {
         this.forget(raw.id);
         this.finish(raw, raw.ack(), 'ack', true);

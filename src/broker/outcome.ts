@@ -28,3 +28,12 @@ export function failure(e: ParleyError): { code: string; message: string; retrya
 export function badBody(e: ParleyError): ParleyError {
   return new ParleyError('INVALID_ARGUMENT', `stored message is not an envelope: ${e.message}`);
 }
+
+/** Runs a handler; one that throws instead of rejecting is a rejection all the same. */
+export function runHandler<T>(handler: (delivery: T) => Promise<void>, delivery: T): Promise<void> {
+  try {
+    return handler(delivery);
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}

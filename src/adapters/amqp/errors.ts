@@ -6,6 +6,7 @@
  * `IllegalOperationError`. The driver is not loaded to map an error.
  */
 import { type ErrorCode, ParleyError } from '../../errors.ts';
+import { NETWORK_ERRORS } from '../driver.ts';
 
 /** AMQP 0-9-1 reply codes (connection.close / channel.close). */
 const BY_REPLY_CODE: Record<number, ErrorCode> = {
@@ -30,18 +31,6 @@ const BY_REPLY_CODE: Record<number, ErrorCode> = {
   541: 'INTERNAL', // INTERNAL_ERROR
 };
 
-/** Node socket error codes: the broker is not there (yet). */
-const NETWORK = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EPIPE',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-]);
-
 /** The code an amqplib error maps to. */
 export function amqpCode(error: unknown): ErrorCode {
   if (error instanceof ParleyError) return error.code;
@@ -53,7 +42,7 @@ export function amqpCode(error: unknown): ErrorCode {
       return 'DEADLINE_EXCEEDED';
     return BY_REPLY_CODE[e.code] ?? 'UNAVAILABLE';
   }
-  if (typeof e.code === 'string' && NETWORK.has(e.code)) return 'UNAVAILABLE';
+  if (typeof e.code === 'string' && NETWORK_ERRORS.has(e.code)) return 'UNAVAILABLE';
   if (/ACCESS.REFUSED|Login was refused/i.test(message)) return 'UNAUTHENTICATED';
   if (/NOT.ALLOWED|vhost/i.test(message) && /Handshake/i.test(message)) return 'PERMISSION_DENIED';
   if (e.name === 'IllegalOperationError') return 'UNAVAILABLE'; // the channel or connection is closed

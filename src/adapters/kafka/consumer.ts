@@ -17,6 +17,7 @@
  * its offsets committed first, so a message handled here is not handled again by the next owner.
  */
 import type { ConsumerHandler, ConsumerSpec, Delivery } from '../../broker/broker.ts';
+import { runHandler } from '../../broker/outcome.ts';
 import { createEnvelope, type Envelope, assertEnvelope as parseEnvelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { backoffDelay } from '../../resilience/backoff.ts';
@@ -278,13 +279,7 @@ export class KafkaGroupConsumer {
         entry.lease = setTimeout(() => this.leaseEnded(entry, token), ms);
       },
     };
-    let work: Promise<void>;
-    try {
-      work = this.handler(delivery);
-    } catch (error) {
-      work = Promise.reject(error);
-    }
-    work.then(
+    runHandler(this.handler, delivery).then(
       () => this.outcome(entry, token, undefined),
       (error: unknown) => this.outcome(entry, token, ParleyError.from(error)),
     );

@@ -5,6 +5,7 @@
  * name, socket code or message. The driver is not loaded to map an error.
  */
 import { type ErrorCode, ParleyError } from '../../errors.ts';
+import { NETWORK_ERRORS } from '../driver.ts';
 
 /** The first word of a Redis error reply → a code. `ERR` replies are matched by text below. */
 const BY_PREFIX: Record<string, ErrorCode> = {
@@ -37,18 +38,6 @@ const BY_NAME: Record<string, ErrorCode> = {
   ParserError: 'INTERNAL',
 };
 
-const SOCKET_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ECONNABORTED',
-  'EPIPE',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-]);
-
 function codeOf(e: { name?: string; message?: string; code?: unknown }): ErrorCode | undefined {
   const message = e.message ?? '';
   if (e.name === 'ReplyError') {
@@ -62,7 +51,7 @@ function codeOf(e: { name?: string; message?: string; code?: unknown }): ErrorCo
   }
   const byName = e.name === undefined ? undefined : BY_NAME[e.name];
   if (byName !== undefined) return byName;
-  if (typeof e.code === 'string' && SOCKET_CODES.has(e.code)) return 'UNAVAILABLE';
+  if (typeof e.code === 'string' && NETWORK_ERRORS.has(e.code)) return 'UNAVAILABLE';
   if (/command timed out/i.test(message)) return 'DEADLINE_EXCEEDED';
   if (/connection is closed|stream isn't writeable|enableOfflineQueue/i.test(message)) return 'UNAVAILABLE';
   return undefined;

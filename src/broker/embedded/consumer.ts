@@ -10,7 +10,7 @@ import { ParleyError } from '../../errors.ts';
 import { type Backoff, backoffDelay, DEFAULT_BACKOFF } from '../../resilience/backoff.ts';
 import type { Clock, TimerHandle } from '../../runtime/clock.ts';
 import type { ConsumerHandler, ConsumerSpec } from '../broker.ts';
-import { badBody, deferOf, failure, permanent } from '../outcome.ts';
+import { badBody, deferOf, failure, permanent, runHandler } from '../outcome.ts';
 import type { Leased, SettleOp, Store } from './store.ts';
 
 /** What a consumer needs from its broker. */
@@ -128,13 +128,7 @@ export class EmbeddedConsumer {
         }
       },
     };
-    let work: Promise<void>;
-    try {
-      work = this.handler(delivery);
-    } catch (error) {
-      work = Promise.reject(error);
-    }
-    work.then(
+    runHandler(this.handler, delivery).then(
       () => this.broker.settle({ kind: 'ack', ...op }, this),
       (error: unknown) => {
         const e = ParleyError.from(error);
