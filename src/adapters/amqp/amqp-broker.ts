@@ -387,6 +387,7 @@ export class AmqpBroker implements Broker {
     }
     const id = this.store(envelope, options);
     const entry = { at: now, id: id.then(() => envelope.id) };
+    entry.id.catch(() => undefined); // the caller hears of a failure through `id`; this copy is only for dedupe
     this.dedupe.set(key, entry);
     try {
       await id;

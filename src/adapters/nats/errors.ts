@@ -10,7 +10,8 @@ const BY_NAME: Record<string, ErrorCode> = {
   ClosedConnectionError: 'UNAVAILABLE',
   DrainingConnectionError: 'UNAVAILABLE',
   NoRespondersError: 'UNAVAILABLE',
-  JetStreamNotEnabled: 'FAILED_PRECONDITION',
+  // Also what a publish gets while a server shuts down (no responders): worth retrying.
+  JetStreamNotEnabled: 'UNAVAILABLE',
   TimeoutError: 'DEADLINE_EXCEEDED',
   AuthorizationError: 'UNAUTHENTICATED',
   UserAuthenticationExpiredError: 'UNAUTHENTICATED',
