@@ -142,50 +142,61 @@ function streamName(topic: string): string {
   return topic.replace(/[^A-Za-z0-9_-]/g, '_');
 }
 
-/** amqplib: durable queues, persistent messages, publisher confirms, manual acks, prefetch. */
-const amqp: EventSystem = {
-  needs: 'rabbitmq',
-  async subscribe(topic, groups, expected) {
-    const amqplib = await import('amqplib');
-    const conn = await amqplib.connect(AMQP);
-    const ch = await conn.createChannel();
-    await ch.prefetch(500);
-    await ch.assertExchange(topic, 'fanout', { durable: true });
-    const c = counter(groups, expected);
-    for (let g = 0; g < groups; g++) {
-      const q = `${topic}.g${g}`;
-      await ch.assertQueue(q, { durable: true });
-      await ch.bindQueue(q, topic, '');
-      await ch.consume(q, (m) => {
-        if (m === null) return;
-        ch.ack(m);
-        c.hit(g);
-      });
-    }
-    return { done: c.done, received: c.total, close: () => conn.close() };
-  },
-  async publish(topic, count, payload) {
-    const amqplib = await import('amqplib');
-    const conn = await amqplib.connect(AMQP);
-    const ch = await conn.createConfirmChannel();
-    const body = Buffer.from(payload);
-    for (let i = 0; i < count; i++) {
-      const ok = ch.publish(topic, '', body, { persistent: true });
-      if (!ok) await new Promise((r) => ch.once('drain', r));
-      if (i % 1000 === 999) await ch.waitForConfirms();
-    }
-    await ch.waitForConfirms();
-    await conn.close();
-  },
-  async cleanup(topic, groups) {
-    const amqplib = await import('amqplib');
-    const conn = await amqplib.connect(AMQP);
-    const ch = await conn.createChannel();
-    for (let g = 0; g < groups; g++) await ch.deleteQueue(`${topic}.g${g}`);
-    await ch.deleteExchange(topic);
-    await conn.close();
-  },
-};
+/**
+ * amqplib: durable queues, persistent messages, publisher confirms, manual acks, prefetch. `classic`
+ * is the long-standing row (a fanout exchange, classic queues); `quorum` does what Parley's RabbitMQ
+ * broker does by default (a topic exchange, the topic as routing key, quorum queues).
+ */
+function amqpRaw(queueType: 'classic' | 'quorum'): EventSystem {
+  const quorum = queueType === 'quorum';
+  const routingKey = quorum ? 'bench.tick' : '';
+  return {
+    needs: 'rabbitmq',
+    async subscribe(topic, groups, expected) {
+      const amqplib = await import('amqplib');
+      const conn = await amqplib.connect(AMQP);
+      const ch = await conn.createChannel();
+      await ch.prefetch(500);
+      await ch.assertExchange(topic, quorum ? 'topic' : 'fanout', { durable: true });
+      const c = counter(groups, expected);
+      for (let g = 0; g < groups; g++) {
+        const q = `${topic}.g${g}`;
+        await ch.assertQueue(q, {
+          durable: true,
+          ...(quorum ? { arguments: { 'x-queue-type': 'quorum' } } : {}),
+        });
+        await ch.bindQueue(q, topic, routingKey);
+        await ch.consume(q, (m) => {
+          if (m === null) return;
+          ch.ack(m);
+          c.hit(g);
+        });
+      }
+      return { done: c.done, received: c.total, close: () => conn.close() };
+    },
+    async publish(topic, count, payload) {
+      const amqplib = await import('amqplib');
+      const conn = await amqplib.connect(AMQP);
+      const ch = await conn.createConfirmChannel();
+      const body = Buffer.from(payload);
+      for (let i = 0; i < count; i++) {
+        const ok = ch.publish(topic, routingKey, body, { persistent: true });
+        if (!ok) await new Promise((r) => ch.once('drain', r));
+        if (i % 1000 === 999) await ch.waitForConfirms();
+      }
+      await ch.waitForConfirms();
+      await conn.close();
+    },
+    async cleanup(topic, groups) {
+      const amqplib = await import('amqplib');
+      const conn = await amqplib.connect(AMQP);
+      const ch = await conn.createChannel();
+      for (let g = 0; g < groups; g++) await ch.deleteQueue(`${topic}.g${g}`);
+      await ch.deleteExchange(topic);
+      await conn.close();
+    },
+  };
+}
 
 /** ioredis Streams: XADD pipelined, a consumer group per group, XREADGROUP batches, XACK. */
 const redisStreams: EventSystem = {
@@ -325,12 +336,155 @@ function parleyEmbedded(durability: 'process' | 'power'): EventSystem {
   };
 }
 
+/** The event Parley's broker rows publish: `{seq, note}`, validated by the node like any event. */
+async function parleyEvents() {
+  const parley = await import('parley');
+  const { z } = parley;
+  const contract = parley.defineContract({
+    name: 'bench',
+    version: '1.0.0',
+    actions: {},
+    events: { 'bench.tick': { schema: z.object({ seq: z.number(), note: z.string() }), version: 1 } },
+  });
+  return { parley, contract };
+}
+
+type PayloadData = { seq: number; note: string };
+
+function payloadData(payload: Uint8Array): PayloadData {
+  return JSON.parse(Buffer.from(payload).toString('utf8')) as PayloadData;
+}
+
+/**
+ * Parley on a real broker, from its URL (`?prefix=` the run's topic, so runs share nothing): the
+ * publisher is a node that `publish`es durable events, each awaiting the broker's confirmation
+ * with at most `window` in flight (the raw row's window); the subscriber is a node whose service
+ * has one durable subscription per group, holding at most `maxInFlight` deliveries (the raw row's
+ * prefetch). `cleanup` removes what the adapter made, with the raw client.
+ */
+function parleyBroker(
+  needs: 'nats' | 'redis' | 'rabbitmq',
+  base: string,
+  window: number,
+  maxInFlight: number,
+  cleanup: (prefix: string, groups: number) => Promise<void>,
+): EventSystem {
+  const url = (topic: string) => `${base}?prefix=${topic}`;
+  return {
+    needs,
+    async subscribe(topic, groups, expected) {
+      const { parley, contract } = await parleyEvents();
+      const broker = await new parley.BrokerRegistry().open(url(topic));
+      const c = counter(groups, expected);
+      const on = Array.from({ length: groups }, (_, g) =>
+        parley.subscribe(contract, 'bench.tick', () => c.hit(g), { group: `g${g}`, maxInFlight }),
+      );
+      const node = parley.createNode({
+        logLevel: 'silent',
+        broker,
+        services: [parley.implement(contract, { actions: {}, on })],
+      });
+      await node.start();
+      return { done: c.done, received: c.total, close: () => node.stop() };
+    },
+    async publish(topic, count, payload) {
+      const { parley, contract } = await parleyEvents();
+      const broker = await new parley.BrokerRegistry().open(url(topic));
+      const node = parley.createNode({ logLevel: 'silent', broker });
+      await node.start();
+      const data = payloadData(payload);
+      await windowed(count, window, () => node.publish(contract, 'bench.tick', data));
+      await node.stop();
+    },
+    cleanup: (topic, groups) => cleanup(topic, groups),
+  };
+}
+
+/** Parley's ephemeral `notify` over its NATS transport: every live subscription gets each one. */
+const parleyNatsNotify: EventSystem = {
+  needs: 'nats',
+  async subscribe(topic, groups, expected) {
+    const { parley, contract } = await parleyEvents();
+    const c = counter(groups, expected);
+    const on = Array.from({ length: groups }, (_, g) =>
+      parley.subscribe(contract, 'bench.tick', () => c.hit(g), { ephemeral: true }),
+    );
+    const node = parley.createNode({
+      logLevel: 'silent',
+      transport: new parley.TransportRegistry().open(`nats://${NATS.servers}?prefix=${topic}`),
+      services: [parley.implement(contract, { actions: {}, on })],
+    });
+    await node.start();
+    return { done: c.done, received: c.total, close: () => node.stop() };
+  },
+  async publish(topic, count, payload) {
+    const { parley, contract } = await parleyEvents();
+    const node = parley.createNode({
+      logLevel: 'silent',
+      transport: new parley.TransportRegistry().open(`nats://${NATS.servers}?prefix=${topic}`),
+    });
+    await node.start();
+    const data = payloadData(payload);
+    for (let i = 0; i < count; i++) {
+      await node.notify(contract, 'bench.tick', data);
+      // As the raw row flushes: let the socket drain now and then.
+      if (i % 1000 === 999) await new Promise((r) => setImmediate(r));
+    }
+    await node.stop();
+  },
+  async cleanup() {},
+};
+
+async function cleanupJetStream(prefix: string): Promise<void> {
+  const { connect } = await import('nats');
+  const nc = await connect(NATS);
+  const jsm = await nc.jetstreamManager();
+  const names: string[] = [];
+  for await (const info of jsm.streams.list()) {
+    if (info.config.name.startsWith(`${prefix.toUpperCase()}_`)) names.push(info.config.name);
+  }
+  for (const name of names) await jsm.streams.delete(name).catch(() => undefined);
+  await nc.drain();
+}
+
+async function cleanupRedis(prefix: string): Promise<void> {
+  const { Redis } = await import('ioredis');
+  const r = new Redis(REDIS);
+  let cursor = '0';
+  do {
+    const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await r.unlink(...keys);
+  } while (cursor !== '0');
+  r.disconnect();
+}
+
+async function cleanupRabbit(prefix: string, groups: number): Promise<void> {
+  const amqplib = await import('amqplib');
+  const conn = await amqplib.connect(AMQP);
+  const ch = await conn.createChannel();
+  for (let g = 0; g < groups; g++) await ch.deleteQueue(`${prefix}.bench.tick.g${g}`);
+  await ch.deleteExchange(`${prefix}.topics`);
+  await conn.close();
+}
+
 export const eventSystems: Record<string, EventSystem> = {
   'parley embedded': parleyEmbedded('process'),
   'parley embedded, fsync': parleyEmbedded('power'),
+  'parley nats notify': parleyNatsNotify,
+  'parley nats jetstream': parleyBroker('nats', `nats://${NATS.servers}`, 256, 1000, cleanupJetStream),
+  'parley redis streams': parleyBroker(
+    'redis',
+    `redis://${REDIS.host}:${REDIS.port}`,
+    500,
+    500,
+    cleanupRedis,
+  ),
+  'parley rabbitmq': parleyBroker('rabbitmq', AMQP, 1000, 500, cleanupRabbit),
   'raw nats': rawNats,
   'raw jetstream': jetstream,
-  'raw amqplib': amqp,
+  'raw amqplib': amqpRaw('classic'),
+  'raw amqplib quorum': amqpRaw('quorum'),
   'raw ioredis streams': redisStreams,
   'moleculer nats': moleculerNats,
 };

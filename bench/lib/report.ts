@@ -91,11 +91,17 @@ function baselineOf(row: Row): string | undefined {
   // The policy stack is measured against the same system without it.
   if (row.system.endsWith(' + policies')) return row.system.slice(0, -' + policies'.length);
   if (row.suite === 'in-process') return 'moleculer';
+  // RPC over NATS beside the raw client's request/reply on the same server.
+  if (row.suite === 'rpc' && row.system === 'parley nats') return 'raw nats request';
   if (row.suite === 'rpc') return 'raw node:net';
   if (row.suite === 'memory') return row.case === 'idle node' ? 'moleculer' : 'raw node:net';
   if (row.suite === 'events') {
     // Parley's durable rows against RabbitMQ's durable publish with confirms and manual acks.
     if (row.system.startsWith('parley embedded')) return 'raw amqplib';
+    // Parley on a real broker against the raw client of the same broker doing the same work.
+    if (row.system === 'parley nats jetstream') return 'raw jetstream';
+    if (row.system === 'parley redis streams') return 'raw ioredis streams';
+    if (row.system === 'parley rabbitmq') return 'raw amqplib quorum';
     if (row.system.includes('nats') && !row.system.startsWith('raw')) return 'raw nats';
     return undefined;
   }
@@ -143,6 +149,45 @@ const GOALS: Goal[] = [
       );
       const best = Math.max(0, ...peers.map((o) => o.value));
       return (r.ratio ?? 0) >= 0.75 && r.value >= 2.3 * best;
+    },
+  },
+  // Issue 7: Parley on real brokers beside the raw client of the same broker, in the same run.
+  ...(
+    [
+      ['parley nats notify', 0.8, 'raw nats'],
+      ['parley nats jetstream', 0.8, 'raw jetstream (acked publishes, explicit acks)'],
+      ['parley redis streams', 0.8, 'raw ioredis streams'],
+      ['parley rabbitmq', 0.9, 'raw amqplib (quorum queues, confirms, manual acks)'],
+    ] as const
+  ).flatMap(([system, min, raw]) =>
+    ['1 → 1', '1 → 4 groups'].map(
+      (kase): Goal => ({
+        suite: 'events',
+        case: kase,
+        system,
+        metric: 'throughput',
+        issue: 7,
+        text: `≥ ${min}× ${raw}`,
+        check: (r) => (r.ratio ?? 0) >= min,
+      }),
+    ),
+  ),
+  {
+    suite: 'rpc',
+    case: 'c=64',
+    system: 'parley nats',
+    metric: 'throughput',
+    issue: 7,
+    text: '≥ 1.5× moleculer nats',
+    check: (r, rows) => {
+      const moleculer = rows.find(
+        (o) =>
+          o.suite === 'rpc' &&
+          o.case === 'c=64' &&
+          o.metric === 'throughput' &&
+          o.system === 'moleculer nats',
+      );
+      return moleculer !== undefined && r.value >= 1.5 * moleculer.value;
     },
   },
   {

@@ -25,7 +25,7 @@ export interface Connected {
 
 export interface RpcSystem {
   /** A broker the system needs, checked before it runs. */
-  needs?: 'nats';
+  needs?: 'nats' | 'redis' | 'rabbitmq';
   serve(): Promise<Served>;
   connect(port: number): Promise<Connected>;
 }
@@ -354,10 +354,78 @@ function parleyTcpWith(policies: boolean): RpcSystem {
   };
 }
 
+/**
+ * Parley over a broker's transport, from its URL (`TransportRegistry`): calls go to the callee's
+ * inbox subject and back through the broker; discovery by the bus transport's heartbeats. The
+ * bench's own prefix keeps it apart from anything else on the server.
+ */
+function parleyBus(needs: 'nats' | 'redis' | 'rabbitmq', url: string): RpcSystem {
+  const open = async () => {
+    const { parley, contract } = await parleyBench();
+    return { parley, contract, transport: new parley.TransportRegistry().open(url) };
+  };
+  return {
+    needs,
+    async serve() {
+      const { parley, contract, transport } = await open();
+      const node = parley.createNode({
+        logLevel: 'silent',
+        transport,
+        services: [parley.implement(contract, { actions: { add: ({ a, b }) => ({ sum: a + b }) } })],
+      });
+      await node.start();
+      return { port: 0, close: () => node.stop() };
+    },
+    async connect() {
+      const { parley, contract, transport } = await open();
+      const node = parley.createNode({ logLevel: 'silent', transport });
+      await node.start();
+      while (node.registry.endpoints('bench').length === 0) await new Promise((r) => setTimeout(r, 5));
+      const client = node.client(contract);
+      return { call: (req) => client.add(req), close: () => node.stop() };
+    },
+  };
+}
+
+/** The raw nats.js client's request/reply (a reply inbox per client, JSON bodies). */
+const rawNatsRequest: RpcSystem = {
+  needs: 'nats',
+  async serve() {
+    const { connect } = await import('nats');
+    const nc = await connect({ servers: NATS });
+    nc.subscribe('parley-bench.add', {
+      callback: (err, msg) => {
+        if (err !== null) return;
+        const m = JSON.parse(Buffer.from(msg.data).toString('utf8')) as Req;
+        msg.respond(Buffer.from(JSON.stringify({ sum: m.a + m.b })));
+      },
+    });
+    await nc.flush();
+    return { port: 0, close: () => nc.drain() };
+  },
+  async connect() {
+    const { connect } = await import('nats');
+    const nc = await connect({ servers: NATS });
+    return {
+      async call(req) {
+        const reply = await nc.request('parley-bench.add', Buffer.from(JSON.stringify(req)), {
+          timeout: 10_000,
+        });
+        return JSON.parse(Buffer.from(reply.data).toString('utf8')) as unknown;
+      },
+      close: () => nc.drain(),
+    };
+  },
+};
+
 export const rpcSystems: Record<string, RpcSystem> = {
   'parley tcp': parleyTcp,
   'parley tcp + policies': parleyTcpWith(true),
+  'parley nats': parleyBus('nats', `${NATS}?prefix=parley-bench`),
+  'parley redis': parleyBus('redis', 'redis://127.0.0.1:6379?prefix=parley-bench'),
+  'parley rabbitmq': parleyBus('rabbitmq', 'amqp://guest:guest@127.0.0.1:5672?prefix=parley-bench'),
   'raw node:net': rawNet,
+  'raw nats request': rawNatsRequest,
   'fastify+undici': fastify,
   'grpc-js': grpc,
   'moleculer tcp': moleculer('tcp'),

@@ -33,6 +33,7 @@ import type {
   Transport,
   TransportHandler,
 } from '../transport/transport.ts';
+import { TurnBatch } from './driver.ts';
 
 /** What an adapter provides: subjects in, subjects out. */
 export interface Bus {
@@ -133,6 +134,7 @@ export class BusTransport implements Transport {
   private heartbeat: NodeJS.Timeout | undefined;
   private stopped = false;
   private bus: Bus | undefined;
+  private readonly out = new TurnBatch();
 
   /** `connect` is called once, by `start` (drivers load and connect there, not before). */
   constructor(
@@ -202,6 +204,7 @@ export class BusTransport implements Transport {
     if (this.stopped) return;
     this.stopped = true;
     if (this.self !== undefined) this.send(`${this.prefix}.presence`, BYE, 0, new Uint8Array(0));
+    this.out.flush(); // the bye, and replies already made, go before the connection closes
     this.shutdown('the transport stopped');
     await this.bus?.close();
   }
@@ -210,6 +213,7 @@ export class BusTransport implements Transport {
   destroy(): void {
     if (this.stopped) return;
     this.stopped = true;
+    this.out.clear();
     this.shutdown('the transport was destroyed');
     this.bus?.destroy();
   }
@@ -228,9 +232,16 @@ export class BusTransport implements Transport {
   }
 
   private send(subject: string, kind: number, id: number, payload: Uint8Array): void {
-    if (this.bus === undefined) return;
+    const bus = this.bus;
+    if (bus === undefined) return;
+    const message = encode(kind, id, this.selfBytes, payload);
+    // Sent with the rest of this turn's messages: one write to the server for all of them.
+    this.out.later(() => this.publish(bus, subject, message));
+  }
+
+  private publish(bus: Bus, subject: string, message: Uint8Array): void {
     try {
-      this.bus.publish(subject, encode(kind, id, this.selfBytes, payload));
+      bus.publish(subject, message);
     } catch (error) {
       // A bus that lost its connection: the caller's pending entry fails at its deadline or when
       // the peer is declared gone; a reply lost here is the caller's timeout.

@@ -33,3 +33,40 @@ export const NETWORK_ERRORS: ReadonlySet<string> = new Set([
   'ENOTFOUND',
   'EAI_AGAIN',
 ]);
+
+/**
+ * Work gathered over one turn of the event loop and run together at its end (`setImmediate`).
+ * Broker clients write to their socket once per microtask checkpoint; a caller that awaits
+ * between sends would cost one socket write per message. Run together, the client's own
+ * buffering makes one write of them.
+ */
+export class TurnBatch {
+  private queue: (() => void)[] = [];
+  private scheduled = false;
+
+  /** Runs `fn` at the end of this turn, with the rest of the turn's work. */
+  later(fn: () => void): void {
+    this.queue.push(fn);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  /** `fn` at the end of this turn; its result. */
+  call<T>(fn: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => this.later(() => fn().then(resolve, reject)));
+  }
+
+  /** Drops what is queued (a crash: nothing more is sent). */
+  clear(): void {
+    this.queue = [];
+  }
+
+  /** Runs what is queued now (before a close, so nothing queued is left behind). */
+  flush(): void {
+    this.scheduled = false;
+    const queue = this.queue;
+    this.queue = [];
+    for (const fn of queue) fn();
+  }
+}

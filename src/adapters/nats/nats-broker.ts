@@ -45,7 +45,7 @@ import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { assertEnvelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
-import { loadDriver } from '../driver.ts';
+import { loadDriver, TurnBatch } from '../driver.ts';
 import { GroupConsumer, type NewDeadLetter, type RawMessage } from '../group-consumer.ts';
 import { connectNats, type NatsConnection } from './connect.ts';
 import { natsError } from './errors.ts';
@@ -93,6 +93,8 @@ export class NatsBroker implements Broker {
   private readonly ready = new Map<string, Promise<void>>();
   private readonly consumers = new Set<{ close(): Promise<void> }>();
   private closed = false;
+  /** @internal Publishes and acks of one turn, sent together. */
+  readonly turn = new TurnBatch();
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -206,10 +208,11 @@ export class NatsBroker implements Broker {
       h.set(NOT_BEFORE, String(Date.now() + options.delay));
     let ack: Awaited<ReturnType<JetStreamClient['publish']>>;
     try {
-      ack = await this.js.publish(subject, this.codec.encode(envelope), {
-        headers: h,
-        ...(msgID === undefined ? {} : { msgID }),
-      });
+      const body = this.codec.encode(envelope);
+      // With the turn's other publishes: one write for all of them (see TurnBatch).
+      ack = await this.turn.call(() =>
+        this.js.publish(subject, body, { headers: h, ...(msgID === undefined ? {} : { msgID }) }),
+      );
     } catch (error) {
       throw natsError(error, `publishing ${envelope.type}`);
     }
@@ -283,7 +286,7 @@ export class NatsBroker implements Broker {
               m.ack(); // a replay meant for another group
               continue;
             }
-            group.deliver(rawOf(m));
+            group.deliver(rawOf(m, this.turn));
           }
         } catch (error) {
           if (group.isClosed) break;
@@ -312,6 +315,7 @@ export class NatsBroker implements Broker {
     if (this.closed) return;
     this.closed = true;
     await Promise.all([...this.consumers].map((c) => c.close()));
+    this.turn.flush();
     await this.nc.drain().catch(() => this.nc.close());
   }
 
@@ -326,7 +330,7 @@ export class NatsBroker implements Broker {
   }
 }
 
-function rawOf(m: JsMsg): RawMessage {
+function rawOf(m: JsMsg, turn: TurnBatch): RawMessage {
   const notBefore = m.headers?.get(NOT_BEFORE);
   const key = m.headers?.get(KEY);
   return {
@@ -335,9 +339,9 @@ function rawOf(m: JsMsg): RawMessage {
     key: key === undefined || key === '' ? undefined : key,
     notBefore: notBefore === undefined || notBefore === '' ? undefined : Number(notBefore),
     deliveries: m.info.deliveryCount,
-    ack: async () => m.ack(),
-    retry: async (delay) => m.nak(Math.max(0, Math.round(delay))),
-    extend: async () => m.working(),
+    ack: async () => turn.later(() => m.ack()),
+    retry: async (delay) => turn.later(() => m.nak(Math.max(0, Math.round(delay)))),
+    extend: async () => turn.later(() => m.working()),
   };
 }
 

@@ -61,8 +61,10 @@ export async function connectRedis(
 ): Promise<{ redis: Redis; more: (name: string) => Promise<Redis> }> {
   const { Redis: RedisClass } = await loadDriver<IoRedisModule>('ioredis', 'redis:');
   const base = redisOptions(url, name);
-  const open = async (connectionName: string): Promise<Redis> => {
-    const client = new RedisClass({ ...base, connectionName });
+  // The first connection carries many small commands at once (publishes, acks, scripts): those
+  // issued in one tick go out in one write. Further ones block (reads) or subscribe: sent as issued.
+  const open = async (connectionName: string, pipelined = false): Promise<Redis> => {
+    const client = new RedisClass({ ...base, connectionName, enableAutoPipelining: pipelined });
     // ioredis reports connection trouble as 'error' events (unhandled, they are printed): logged
     // once per outage here; commands report their own failures.
     let last = '';
@@ -82,5 +84,5 @@ export async function connectRedis(
     }
     return client;
   };
-  return { redis: await open(name), more: open };
+  return { redis: await open(name, true), more: (more) => open(more) };
 }

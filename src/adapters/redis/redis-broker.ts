@@ -18,10 +18,11 @@
  *   stores nothing and returns the first envelope's id (every publish holds one small key for the
  *   window; `dedupeWindowMs: 0` turns dedupe off). Resolves once Redis has the entry (in
  *   memory: durability is the server's persistence setting — AOF `appendfsync` — not Parley's).
- * - **Retention**: XADD trims with `MAXLEN ~ maxLength` when set, then `XTRIM MINID ~` drops
- *   entries older than `retentionMs` (default 7 days; Redis keeps streams in memory, so bound
- *   them). Trimming is not aware of groups: an entry trimmed while still pending in a slow group
- *   is lost to that group; keep retention well above any group's backlog.
+ * - **Retention**: XADD trims with `MAXLEN ~ maxLength` when set, then `XTRIM MINID ~` (at most
+ *   once a second per topic and publishing process) drops entries older than `retentionMs`
+ *   (default 7 days; Redis keeps streams in memory, so bound them). Trimming is not aware of
+ *   groups: an entry trimmed while still pending in a slow group is lost to that group; keep
+ *   retention well above any group's backlog.
  * - **Groups** are consumer groups, created with MKSTREAM at `$` (`startFrom: 'now'`) or `0`
  *   (`'beginning'`); made again from `0` if they vanish (a Redis restart without persistence: what
  *   was published since is not skipped). Each Parley consumer is a Redis consumer with a unique
@@ -252,6 +253,8 @@ export class RedisBroker implements Broker {
   /** @internal */ readonly codec: Codec = createJsonCodec();
   private readonly log: (message: string) => void;
   private readonly consumers = new Set<RedisConsumer>();
+  /** When this process last trimmed each topic's stream by age (epoch ms). */
+  private readonly trimmed = new Map<string, number>();
   private closed = false;
 
   private constructor(
@@ -302,16 +305,21 @@ export class RedisBroker implements Broker {
   ): Promise<PublishReceipt> {
     const body = Buffer.from(this.codec.encode(envelope));
     const window = dedupe === undefined ? 0 : Math.max(0, Math.round(this.options.dedupeWindowMs ?? 120_000));
+    // Trimming by age is approximate anyway (`~`): once a second per topic from this process.
+    const now = Date.now();
+    const stream = this.streamOf(topic);
+    const trim = now - (this.trimmed.get(stream) ?? 0) >= 1000;
+    if (trim) this.trimmed.set(stream, now);
     let reply: unknown;
     try {
       reply = await PUBLISH.run(
         this.redis,
-        [this.streamOf(topic), this.key(`dedupe:${dedupe ?? ''}`), this.key('dlq')],
+        [stream, this.key(`dedupe:${dedupe ?? ''}`), this.key('dlq')],
         [
           envelope.id,
           window,
           Math.max(0, Math.round(this.options.maxLength ?? 0)),
-          Math.max(0, Math.round(this.options.retentionMs ?? 7 * 24 * 3600 * 1000)),
+          trim ? Math.max(0, Math.round(this.options.retentionMs ?? 7 * 24 * 3600 * 1000)) : 0,
           deleteLetter,
           'body',
           body,
@@ -408,6 +416,8 @@ class RedisConsumer {
   /** While a blocking read is out: until when it may wait. */
   private blockedUntil: number | undefined;
   private closing: Promise<void> | undefined;
+  /** Acks waiting for this turn's XACK. */
+  private acks: { id: string; resolve: () => void; reject: (error: unknown) => void }[] = [];
 
   constructor(
     private readonly broker: RedisBroker,
@@ -561,12 +571,28 @@ class RedisConsumer {
     this.group.deliver(raw);
   }
 
-  private async ack(id: string): Promise<void> {
-    try {
-      await this.broker.redis.call('XACK', this.stream, this.spec.group, id);
-    } catch (error) {
-      throw redisError(error, `acking ${id}`);
-    }
+  /** Acks made in one turn of the event loop go out as one XACK (a command per batch, not per entry). */
+  private ack(id: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      if (this.acks.push({ id, resolve, reject }) === 1) setImmediate(() => this.flushAcks());
+    });
+  }
+
+  private flushAcks(): void {
+    const batch = this.acks;
+    this.acks = [];
+    this.broker.redis.call('XACK', this.stream, this.spec.group, ...batch.map((a) => a.id)).then(
+      () => {
+        for (const a of batch) a.resolve();
+      },
+      (error: unknown) => {
+        const e = redisError(
+          error,
+          `acking ${batch.length === 1 ? batch[0]?.id : `${batch.length} entries`}`,
+        );
+        for (const a of batch) a.reject(e);
+      },
+    );
   }
 
   private async park(id: string, delay: number): Promise<void> {
