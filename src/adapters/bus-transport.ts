@@ -235,8 +235,11 @@ export class BusTransport implements Transport {
     const bus = this.bus;
     if (bus === undefined) return;
     const message = encode(kind, id, this.selfBytes, payload);
-    // Sent with the rest of this turn's messages: one write to the server for all of them.
-    this.out.later(() => this.publish(bus, subject, message));
+    // Notifications, which a publisher sends one after another without waiting for anyone, go
+    // with the rest of the turn's: one write to the server for all of them. Requests and replies
+    // go at once (a caller waits for each; the client's own coalescing is enough for them).
+    if (kind === BROADCAST) this.out.later(() => this.publish(bus, subject, message));
+    else this.publish(bus, subject, message);
   }
 
   private publish(bus: Bus, subject: string, message: Uint8Array): void {
