@@ -19,6 +19,7 @@ if (natsSkip === false) {
   const prefix = `shop${process.pid}`;
   const url = `${BROKERS.nats.url}?prefix=${prefix}`;
   let jsm: Awaited<ReturnType<typeof import('@nats-io/jetstream')['jetstreamManager']>> | undefined;
+  let probe: Awaited<ReturnType<typeof connectNats>>['nc'] | undefined;
   shopScenario({
     name: 'NATS + JetStream',
     transport: url,
@@ -27,12 +28,21 @@ if (natsSkip === false) {
     orders: 60,
     held: async () => {
       if (jsm === undefined) {
-        const { nc } = await connectNats(BROKERS.nats.url, 'shop-test-probe');
-        jsm = await (await import('@nats-io/jetstream')).jetstreamManager(nc);
+        probe = (await connectNats(BROKERS.nats.url, 'shop-test-probe')).nc;
+        jsm = await (await import('@nats-io/jetstream')).jetstreamManager(probe);
       }
       const stream = `${prefix.toUpperCase()}_${tokenOf('inventory.reserved')}`;
       const info = await jsm.consumers.info(stream, tokenOf('payments')).catch(() => undefined);
       return info?.num_ack_pending ?? 0;
+    },
+    cleanup: async () => {
+      if (jsm !== undefined) {
+        for await (const info of jsm.streams.list()) {
+          if (info.config.name.startsWith(`${prefix.toUpperCase()}_`))
+            await jsm.streams.delete(info.config.name);
+        }
+      }
+      await probe?.close();
     },
   });
 } else {
@@ -86,6 +96,8 @@ if (rabbitSkip === false) {
     broker: url,
     testTransport: () => createAmqpTransport({ url: BROKERS.rabbitmq.url, prefix }),
     orders: 60,
+    // rabbitmqctl takes a while to answer: charges are held longer so that it sees them.
+    slowChargeMs: 2500,
     // Deliveries the payments group holds, from the server's own count.
     held: async () => {
       const rows = await names('list_queues', 'name messages_unacknowledged');

@@ -40,6 +40,8 @@ export interface ShopSetup {
   /** Charges the payments group holds now (delivered, not settled): it is killed while some are. */
   held(dataDir: string): Promise<number> | number;
   orders?: number;
+  /** How long the card processor takes per charge while payments is killed (default 400 ms). */
+  slowChargeMs?: number;
   /** After the run: what the test left on the server. */
   cleanup?: () => Promise<void>;
 }
@@ -95,7 +97,7 @@ export function shopScenario(setup: ShopSetup): void {
       assert.ok(paymentsBefore?.pid !== undefined, 'payments runs');
       const killedPid = paymentsBefore.pid;
       // A slow card processor keeps charges in flight when the process dies.
-      await node.client(payments).setProcessor({ mode: 'slow', delayMs: 400 });
+      await node.client(payments).setProcessor({ mode: 'slow', delayMs: setup.slowChargeMs ?? 400 });
       let killed = false;
       let inFlightAtKill = 0;
       for (let i = 0; i < kinds.length; i += 10) {
@@ -121,7 +123,9 @@ export function shopScenario(setup: ShopSetup): void {
         if (i === 30) {
           // Orders are in flight through inventory and payments: payments dies without a goodbye.
           // Wait until payments holds charges in flight (leased, not settled), then it dies without a goodbye.
-          for (let t = 0; t < 500 && (await setup.held(dir.file('data'))) < 3; t++) await sleep(10);
+          // Bounded in time (a probe may be slow: rabbitmqctl takes a second).
+          const until = Date.now() + 8000;
+          while (Date.now() < until && (await setup.held(dir.file('data'))) < 3) await sleep(10);
           inFlightAtKill = await setup.held(dir.file('data'));
           process.kill(killedPid, 'SIGKILL');
           killed = true;

@@ -9,12 +9,7 @@
  * manually, per partition, up to the lowest offset not yet acked or dead-lettered, so a crash
  * redelivers everything unsettled (at least once; attempt counts of in-memory retries restart).
  *
- * Leases: a handler that outlives its lease loses the message. If another member of the group
- * owns partitions of the topic, the message is re-published to one of them (group-targeted, its
- * attempts carried in a header) and the original offset counts as settled; alone in the group,
- * the member takes it again itself when it has room. Rebalances are cooperative (incremental):
- * a revoked partition is released after its running deliveries settle or lose their lease, with
- * its offsets committed first, so a message handled here is not handled again by the next owner.
+ * Leases, rebalances and commits: `rebalance.ts`.
  */
 import type { ConsumerHandler, ConsumerSpec, Delivery } from '../../broker/broker.ts';
 import { runHandler } from '../../broker/outcome.ts';
@@ -24,7 +19,8 @@ import { backoffDelay } from '../../resilience/backoff.ts';
 import { type Config, type Consumer, call, connect, type Driver, header, type Message } from './driver.ts';
 import { kafkaError } from './errors.ts';
 import type { DeadRecord } from './protocol.ts';
-import { HEADER, headers } from './protocol.ts';
+import { HEADER, type headers } from './protocol.ts';
+import { Assignment, type Entry } from './rebalance.ts';
 
 /** What a consumer needs from its broker. */
 export interface ConsumerHost {
@@ -43,33 +39,6 @@ export interface ConsumerHost {
   readonly pollMs: number;
 }
 
-interface Entry {
-  partition: number;
-  offset: number;
-  queue: string;
-  key: string | null;
-  envelope: Envelope | undefined;
-  bad: ParleyError | undefined;
-  attempt: number;
-  notBefore: number;
-  /** Set while a handler holds the message; a late result from an older run is ignored. */
-  run: object | undefined;
-  lease: ReturnType<typeof setTimeout> | undefined;
-  firstFailureAt: number | undefined;
-}
-
-interface PartitionState {
-  /** Offsets read and not yet settled. */
-  outstanding: Set<number>;
-  /** The offset after the last one read (-1: nothing read yet). */
-  next: number;
-  committed: number;
-  revoking: boolean;
-}
-
-const ASSIGN = -175; // RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS
-const REVOKE = -174; // RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS
-
 export class KafkaGroupConsumer {
   private readonly topic: string;
   private readonly kafkaTopic: string;
@@ -81,7 +50,7 @@ export class KafkaGroupConsumer {
   private readonly maxBuffered: number;
   private consumer: Consumer | undefined;
   private partitionCount = 0;
-  private readonly partitions = new Map<number, PartitionState>();
+  private readonly assignment: Assignment;
   private readonly queues = new Map<string, Entry[]>();
   private buffered = 0;
   private inflight = 0;
@@ -90,7 +59,6 @@ export class KafkaGroupConsumer {
   private loop: Promise<void> = Promise.resolve();
   private wakeTimer: ReturnType<typeof setTimeout> | undefined;
   private wakeAt = Number.POSITIVE_INFINITY;
-  private commitTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly settledWaiters = new Set<() => void>();
   private assigned: (() => void) | undefined;
 
@@ -107,6 +75,26 @@ export class KafkaGroupConsumer {
     this.leaseMs = spec.lease ?? 30_000;
     this.maxInFlight = Math.max(1, spec.maxInFlight ?? 64);
     this.maxBuffered = Math.max(this.maxInFlight * 4, 256);
+    this.assignment = new Assignment({
+      kafkaTopic: this.kafkaTopic,
+      group: this.group,
+      consumer: () => this.consumer,
+      closed: () => this.closed,
+      partitionCount: () => this.partitionCount,
+      random: () => host.random(),
+      produce: (value, options) => host.produce(this.kafkaTopic, value, options),
+      entries: () => [...this.queues.values()].flat(),
+      queued: (entry) => this.queues.get(entry.queue)?.includes(entry) === true,
+      drop: (entry) => this.drop(entry),
+      finish: (entry, releases) => this.finish(entry, releases),
+      notifySettled: () => this.notifySettled(),
+      waitSettled: (ms) => new Promise<void>((r) => this.waitSettled(r, ms)),
+      dispatch: () => this.dispatch(),
+      assigned: () => {
+        this.paused = false;
+        this.assigned?.();
+      },
+    });
   }
 
   /**
@@ -119,7 +107,7 @@ export class KafkaGroupConsumer {
     const consumer = new this.host.driver.KafkaConsumer({
       ...this.host.consumerConfig(this.group),
       rebalance_cb: (err: { code: number }, assignment: { topic: string; partition: number }[]) =>
-        this.rebalance(err.code, assignment),
+        this.assignment.rebalance(err.code, assignment),
     });
     this.consumer = consumer;
     consumer.on('event.error', () => undefined); // connection trouble: librdkafka retries
@@ -183,7 +171,7 @@ export class KafkaGroupConsumer {
   private applyBackpressure(consumer: Consumer): void {
     const full = this.buffered >= this.maxBuffered;
     if (full === this.paused) return;
-    const parts = [...this.partitions.keys()].map((partition) => ({ topic: this.kafkaTopic, partition }));
+    const parts = this.assignment.owned().map((partition) => ({ topic: this.kafkaTopic, partition }));
     try {
       if (full) consumer.pause(parts);
       else consumer.resume(parts);
@@ -194,12 +182,12 @@ export class KafkaGroupConsumer {
   }
 
   private take(m: Message): void {
-    const ps = this.partitions.get(m.partition);
+    const ps = this.assignment.get(m.partition);
     if (ps === undefined || ps.revoking || m.offset < ps.next) return;
     ps.next = m.offset + 1;
     const only = header(m.headers, HEADER.group);
     if (only !== undefined && only !== this.group) {
-      this.scheduleCommit(); // another group's replay: nothing to do but move past it
+      this.assignment.scheduleCommit(); // another group's replay: nothing to do but move past it
       return;
     }
     ps.outstanding.add(m.offset);
@@ -268,7 +256,7 @@ export class KafkaGroupConsumer {
       void this.deadLetter(entry, token, entry.bad ?? new ParleyError('INVALID_ARGUMENT', 'no envelope'));
       return;
     }
-    entry.lease = setTimeout(() => this.leaseEnded(entry, token), this.leaseMs);
+    entry.lease = setTimeout(() => this.assignment.leaseEnded(entry, token), this.leaseMs);
     const delivery: Delivery = {
       envelope: entry.envelope,
       attempt: entry.attempt,
@@ -276,7 +264,7 @@ export class KafkaGroupConsumer {
         if (entry.run !== token)
           throw new ParleyError('FAILED_PRECONDITION', 'the lease was lost: the message was handed on');
         if (entry.lease !== undefined) clearTimeout(entry.lease);
-        entry.lease = setTimeout(() => this.leaseEnded(entry, token), ms);
+        entry.lease = setTimeout(() => this.assignment.leaseEnded(entry, token), ms);
       },
     };
     runHandler(this.handler, delivery).then(
@@ -342,57 +330,6 @@ export class KafkaGroupConsumer {
     this.release();
   }
 
-  /** The lease ran out while the handler still holds the message: hand the message on. */
-  private leaseEnded(entry: Entry, token: object): void {
-    if (entry.run !== token) return;
-    entry.run = undefined; // the handler's slot stays taken until it returns (see outcome)
-    if (this.closed) {
-      this.notifySettled();
-      return;
-    }
-    const ps = this.partitions.get(entry.partition);
-    if (ps === undefined || ps.revoking) {
-      // Leaving this member anyway: the next owner reads it from the committed offset.
-      this.drop(entry);
-      return;
-    }
-    entry.attempt++;
-    this.handOver(entry);
-    this.dispatch();
-  }
-
-  /**
-   * Re-publishes a message whose lease ended to a partition another member of the group owns.
-   * While this member owns every partition (alone, or a rebalance is under way) it looks again
-   * shortly, and meanwhile takes the message itself if it has room.
-   */
-  private handOver(entry: Entry): void {
-    if (this.closed || entry.run !== undefined || entry.envelope === undefined) return;
-    const ps = this.partitions.get(entry.partition);
-    if (ps === undefined || ps.revoking || !this.queues.get(entry.queue)?.includes(entry)) return;
-    const owned = new Set(this.partitions.keys());
-    const others = [...Array(this.partitionCount).keys()].filter((p) => !owned.has(p));
-    const target = others[Math.floor(this.host.random() * others.length)];
-    if (target === undefined) {
-      setTimeout(() => this.handOver(entry), 100);
-      return;
-    }
-    entry.run = {}; // held while the copy is written (the old handler's result is still ignored)
-    this.host
-      .produce(this.kafkaTopic, Buffer.from(JSON.stringify(entry.envelope)), {
-        key: entry.key,
-        partition: target,
-        headers: headers({ group: this.group, attempts: entry.attempt - 1, key: entry.key ?? undefined }),
-      })
-      .then(
-        () => this.finish(entry, false),
-        () => {
-          entry.run = undefined; // could not hand it on: take it again here
-          this.dispatch();
-        },
-      );
-  }
-
   /** Settled (acked or dead-lettered): leaves the queue; the commit may move past it. */
   private finish(entry: Entry, releases = true): void {
     entry.run = undefined;
@@ -403,8 +340,8 @@ export class KafkaGroupConsumer {
       if (queue.length === 0) this.queues.delete(entry.queue);
       this.buffered--;
     }
-    this.partitions.get(entry.partition)?.outstanding.delete(entry.offset);
-    this.scheduleCommit();
+    this.assignment.get(entry.partition)?.outstanding.delete(entry.offset);
+    this.assignment.scheduleCommit();
     if (releases) this.release();
     else this.dispatch();
   }
@@ -431,106 +368,6 @@ export class KafkaGroupConsumer {
     for (const w of [...this.settledWaiters]) w();
   }
 
-  private scheduleCommit(): void {
-    if (this.commitTimer !== undefined || this.closed) return;
-    this.commitTimer = setTimeout(() => {
-      this.commitTimer = undefined;
-      const offsets = this.commitable(false);
-      if (offsets.length === 0 || this.consumer === undefined) return;
-      try {
-        this.consumer.commit(offsets);
-      } catch {
-        // Not committed now: a later commit covers it, or the next owner redelivers (at least once).
-      }
-    }, 20);
-  }
-
-  /** Per partition: the lowest offset not settled (or the next to read) where it moved. */
-  private commitable(
-    revokingToo: boolean,
-    only?: Set<number>,
-  ): { topic: string; partition: number; offset: number }[] {
-    const out: { topic: string; partition: number; offset: number }[] = [];
-    for (const [partition, ps] of this.partitions) {
-      if ((ps.revoking && !revokingToo) || (only !== undefined && !only.has(partition)) || ps.next < 0)
-        continue;
-      let offset = ps.next;
-      for (const o of ps.outstanding) if (o < offset) offset = o;
-      if (offset <= ps.committed) continue;
-      ps.committed = offset;
-      out.push({ topic: this.kafkaTopic, partition, offset });
-    }
-    return out;
-  }
-
-  private rebalance(code: number, assignment: { topic: string; partition: number }[]): void {
-    const consumer = this.consumer;
-    if (consumer === undefined) return;
-    try {
-      if (code === ASSIGN) {
-        for (const tp of assignment)
-          this.partitions.set(tp.partition, {
-            outstanding: new Set(),
-            next: -1,
-            committed: -1,
-            revoking: false,
-          });
-        consumer.incrementalAssign(assignment);
-        this.paused = false;
-        this.assigned?.();
-      } else if (code === REVOKE) {
-        void this.revoke(consumer, assignment);
-      }
-    } catch {
-      // The member is leaving (closed); nothing to hand back.
-    }
-  }
-
-  /**
-   * Lets running deliveries of revoked partitions settle (or lose their lease), then commits and
-   * releases each partition as soon as it is free, so one long handler holds back only its own.
-   */
-  private async revoke(
-    consumer: Consumer,
-    assignment: { topic: string; partition: number }[],
-  ): Promise<void> {
-    const waiting = new Set(assignment.map((tp) => tp.partition));
-    for (const p of waiting) {
-      const ps = this.partitions.get(p);
-      if (ps !== undefined) ps.revoking = true;
-    }
-    for (const queue of [...this.queues.values()])
-      for (const e of [...queue]) if (waiting.has(e.partition) && e.run === undefined) this.drop(e);
-    for (;;) {
-      const busy = new Set<number>();
-      for (const q of this.queues.values()) for (const e of q) if (e.run !== undefined) busy.add(e.partition);
-      const free = new Set([...waiting].filter((p) => this.closed || !busy.has(p)));
-      if (free.size > 0) this.releasePartitions(consumer, free);
-      for (const p of free) waiting.delete(p);
-      if (waiting.size === 0) break;
-      await new Promise<void>((r) => this.waitSettled(r, 50));
-    }
-    this.dispatch();
-  }
-
-  /** Commits what was settled in these partitions and hands them back to the group. */
-  private releasePartitions(consumer: Consumer, partitions: Set<number>): void {
-    try {
-      const offsets = this.commitable(true, partitions);
-      if (offsets.length > 0) consumer.commitSync(offsets);
-    } catch {
-      // The assignment may be lost already; the next owner redelivers from the last commit.
-    }
-    for (const p of partitions) this.partitions.delete(p);
-    try {
-      consumer.incrementalUnassign(
-        [...partitions].map((partition) => ({ topic: this.kafkaTopic, partition })),
-      );
-    } catch {
-      // Closed meanwhile.
-    }
-  }
-
   private waitSettled(resolve: () => void, ms: number): void {
     const done = () => {
       clearTimeout(timer);
@@ -546,14 +383,14 @@ export class KafkaGroupConsumer {
     if (this.closed) return;
     this.closed = true;
     if (this.wakeTimer !== undefined) clearTimeout(this.wakeTimer);
-    if (this.commitTimer !== undefined) clearTimeout(this.commitTimer);
+    this.assignment.stop();
     const holding = () => [...this.queues.values()].some((q) => q.some((e) => e.run !== undefined));
     while (holding()) await new Promise<void>((r) => this.waitSettled(r, 50));
     await this.loop;
     const consumer = this.consumer;
     if (consumer === undefined) return;
     try {
-      const offsets = this.commitable(true);
+      const offsets = this.assignment.commitable(true);
       if (offsets.length > 0) consumer.commitSync(offsets);
     } catch {
       // Not committed: redelivered to the group (at least once).

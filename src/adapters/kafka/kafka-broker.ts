@@ -9,7 +9,7 @@
  * committed by hand only past messages that were acked or dead-lettered. The producer is
  * idempotent (`enable.idempotence`: no duplicates or reordering from the driver's own resends).
  *
- * Choices (see `consumer.ts` for the consumer side):
+ * Choices (see `consumer.ts` and `rebalance.ts` for the consumer side):
  * - Retries and `details.deferMs` are in-consumer: the message waits in memory at the head of its
  *   key's queue, so only that key pauses; nothing is re-published and attempt counts live in the
  *   member (a member that dies restarts them at 1 for what it had not settled).

@@ -67,7 +67,9 @@ export function createRedisTransport(options: RedisTransportOptions): BusTranspo
       },
       close: async () => {
         gone = true;
-        // QUIT is answered after every command sent before it: queued publishes go out first.
+        // Auto-pipelined publishes (the bye among them) leave on the next tick; then QUIT, which
+        // is answered after every command sent before it.
+        await new Promise((resolve) => setImmediate(resolve));
         await Promise.all([pub, sub].map((c) => c.quit().then(undefined, () => c.disconnect())));
       },
       destroy: () => {

@@ -1,0 +1,302 @@
+/**
+ * @module adapters/redis/redis-consumer
+ * One subscription of the Redis broker (`redis-broker.ts`): a Redis consumer of the group, one
+ * loop that reads, claims and takes due retries, on its own connection for blocking reads.
+ *
+ * - **Ack** is XACK. The entry stays in the stream (no XDEL: other groups still need it) until
+ *   retention trims it.
+ * - **Leases** are idle times in the group's pending list: every consumer runs XAUTOCLAIM with
+ *   min-idle-time = its lease (every lease/4, at most every 5 s) and takes over what dead or
+ *   stalled consumers held; `extendLease` is XCLAIM to itself with JUSTID (idle time back to 0:
+ *   a whole lease from now, whatever `ms` asks for; it fails once another consumer took the entry).
+ *   A closed consumer is deleted from its group when it holds nothing; consumers gone for long
+ *   (10 leases, at least 5 min) that hold nothing are deleted by the others.
+ * - **Attempts** come from the delivery count in the pending list (1 on the first delivery; every
+ *   XCLAIM adds one), less the deferrals the group consumer counted (`adapters/group-consumer.ts`).
+ * - **Retry after a delay** has no Redis primitive: the entry stays pending and its id goes into
+ *   the group's retry sorted set, scored by due time (Redis's clock). Consumers of the group take
+ *   due ids with ZREM + XCLAIM in one script (so exactly one gets it, and the delivery count goes
+ *   up) — at once for this process's own retries, within `blockMs` (default 1 s) for the rest.
+ *   A parked entry is never taken by XAUTOCLAIM before its time (the take-over skips ids in the
+ *   retry set), so a retry delay longer than the lease costs no attempt.
+ * - **Per-key order**: the key travels in the `key` field; order holds per key within one
+ *   consumer process (the group consumer holds later messages of a key while an earlier one is
+ *   retried). Competing consumers of one group may interleave a key's messages.
+ * - **Delay**: the `notBefore` field; the group consumer puts an early message back until then.
+ * - **Backpressure**: each consumer reads and claims only as many entries as it has room for, in
+ *   one loop, so reads and claims never together exceed `maxInFlight`.
+ *
+ * Reconnects: reads that fail are retried every second; what a consumer held is redelivered when
+ * its lease ends.
+ */
+import { Buffer } from 'node:buffer';
+import type { ConsumerHandler, ConsumerSpec } from '../../broker/broker.ts';
+import type { Codec } from '../../codec/codec.ts';
+import { ParleyError } from '../../errors.ts';
+import { GroupConsumer, type RawMessage } from '../group-consumer.ts';
+import type { Redis } from './connect.ts';
+import type { Letter } from './dead-letters.ts';
+import { redisError } from './errors.ts';
+import { CLAIM, EXTEND, FORGET, JANITOR, PARK } from './scripts.ts';
+
+/** What a consumer needs of its broker (`RedisBroker` has it; a consumer does not import the broker). */
+export interface ConsumerHost {
+  /** The shared connection (everything but the blocking reads). */
+  readonly redis: Redis;
+  readonly codec: Codec;
+  streamOf(topic: string): string;
+  retryOf(topic: string, group: string): string;
+  /** Creates the group (and the stream) unless it exists. */
+  ensureGroup(spec: ConsumerSpec, from?: '0'): Promise<void>;
+  /** A retry was parked: consumers of its group in this process look again at `at` (epoch ms). */
+  parked(topic: string, group: string, at: number): void;
+  /** Stores a dead letter. */
+  deadLetter(letter: Letter): Promise<void>;
+}
+
+/** How often a consumer deletes the group's consumers that are long gone and hold nothing, ms. */
+const JANITOR_EVERY = 5 * 60_000;
+
+/** `[field, value, field, value…]` as a map. */
+function fieldsOf(list: unknown): Map<string, string> {
+  const out = new Map<string, string>();
+  if (!Array.isArray(list)) return out;
+  for (let i = 0; i + 1 < list.length; i += 2) out.set(String(list[i]), String(list[i + 1]));
+  return out;
+}
+
+/** One Parley consumer: a Redis consumer of the group with its own connection for blocking reads. */
+export class RedisConsumer {
+  private readonly group: GroupConsumer;
+  private readonly stream: string;
+  private readonly retrySet: string;
+  private readonly autoclaimEvery: number;
+  private stopping = false;
+  private loop: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+  /** This process's parked retries: when to look at the retry set (epoch ms). */
+  private dues: number[] = [];
+  private cursor = '0-0';
+  private readerId: string | undefined;
+  /** While a blocking read is out: until when it may wait. */
+  private blockedUntil: number | undefined;
+  private closing: Promise<void> | undefined;
+  /** Acks waiting for this turn's XACK. */
+  private acks: { id: string; resolve: () => void; reject: (error: unknown) => void }[] = [];
+
+  constructor(
+    private readonly broker: ConsumerHost,
+    private readonly reader: Redis,
+    private readonly name: string,
+    readonly spec: ConsumerSpec,
+    handler: ConsumerHandler,
+    private readonly blockMs: number,
+    private readonly log: (message: string) => void,
+  ) {
+    this.stream = broker.streamOf(spec.topic);
+    this.retrySet = broker.retryOf(spec.topic, spec.group);
+    this.group = new GroupConsumer(spec, handler, {
+      codec: broker.codec,
+      deadLetter: (letter, raw) =>
+        broker.deadLetter(raw.key === undefined ? letter : { ...letter, key: raw.key }),
+      onRoom: () => this.wake?.(),
+      log,
+    });
+    this.autoclaimEvery = Math.min(5000, Math.max(50, this.group.lease / 4));
+    reader.on('ready', () => (this.readerId = undefined)); // a reconnect: a new client id
+  }
+
+  start(): void {
+    this.loop = this.run();
+  }
+
+  /** Look at the retry set at `at`: interrupts a blocking read that would wait past it. */
+  schedule(at: number): void {
+    if (this.stopping) return;
+    this.dues.push(at);
+    if (this.blockedUntil !== undefined && at < this.blockedUntil) this.unblock();
+  }
+
+  private unblock(): void {
+    if (this.readerId === undefined) return;
+    this.blockedUntil = undefined;
+    void this.broker.redis.call('CLIENT', 'UNBLOCK', this.readerId).catch(() => undefined);
+  }
+
+  private async run(): Promise<void> {
+    let nextAutoclaim = Date.now() + this.autoclaimEvery;
+    let nextPoll = 0;
+    let nextJanitor = Date.now() + JANITOR_EVERY * Math.random();
+    while (!this.stopping) {
+      if (this.group.room <= 0) {
+        await new Promise<void>((r) => (this.wake = r));
+        this.wake = undefined;
+        nextPoll = 0; // room again: parked retries may be waiting for it
+        continue;
+      }
+      try {
+        let now = Date.now();
+        const autoclaim = now >= nextAutoclaim;
+        if (autoclaim || now >= nextPoll || this.dues.some((d) => d <= now)) {
+          this.dues = this.dues.filter((d) => d > now);
+          if (autoclaim) nextAutoclaim = now + this.autoclaimEvery;
+          nextPoll = now + this.blockMs;
+          await this.claim(autoclaim);
+          if (now >= nextJanitor) {
+            nextJanitor = now + JANITOR_EVERY;
+            const idle = Math.max(JANITOR_EVERY, 10 * this.group.lease);
+            await JANITOR.run(this.broker.redis, [this.stream], [this.spec.group, idle]);
+          }
+          continue; // room may have changed
+        }
+        if (this.readerId === undefined) this.readerId = String(await this.reader.call('CLIENT', 'ID'));
+        now = Date.now();
+        const block = Math.max(1, Math.min(nextPoll, nextAutoclaim, ...this.dues) - now);
+        this.blockedUntil = now + block;
+        const reply = await this.reader.call(
+          'XREADGROUP',
+          'GROUP',
+          this.spec.group,
+          this.name,
+          'COUNT',
+          this.group.room,
+          'BLOCK',
+          block,
+          'STREAMS',
+          this.stream,
+          '>',
+        );
+        this.blockedUntil = undefined;
+        if (!Array.isArray(reply)) continue;
+        for (const stream of reply) {
+          const entries = (stream as unknown[])[1];
+          if (!Array.isArray(entries)) continue;
+          for (const entry of entries) {
+            const [id, fields] = entry as [unknown, unknown];
+            this.take(String(id), fields, 1);
+          }
+        }
+      } catch (error) {
+        this.blockedUntil = undefined;
+        if (this.stopping) break;
+        if (/^(NOGROUP|UNBLOCKED)\b/.test(String((error as Error).message))) {
+          // The group or the stream vanished (a restart of a Redis that keeps nothing, a deleted
+          // key): made again from the stream's start, so nothing stored since is skipped.
+          this.log(`group ${this.spec.group} on ${this.spec.topic} vanished: created again`);
+          await this.broker
+            .ensureGroup(this.spec, '0')
+            .catch((e: unknown) => this.log(redisError(e, 'creating the group again').message));
+          continue;
+        }
+        this.log(
+          `read for ${this.spec.group} on ${this.spec.topic} failed: ${redisError(error, 'read').message}`,
+        );
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  }
+
+  /** Due retries, and (when `autoclaim`) entries whose lease ended, up to the room there is. */
+  private async claim(autoclaim: boolean): Promise<void> {
+    const reply = await CLAIM.run(
+      this.broker.redis,
+      [this.stream, this.retrySet],
+      [this.spec.group, this.name, this.group.room, autoclaim ? this.group.lease : '', this.cursor],
+    );
+    if (!Array.isArray(reply)) return;
+    const [cursor, claimed] = reply as [unknown, unknown];
+    if (autoclaim) this.cursor = String(cursor);
+    if (!Array.isArray(claimed)) return;
+    for (const c of claimed) {
+      const [id, fields, count] = c as [unknown, unknown, unknown];
+      this.take(String(id), fields, Number(count) || 1);
+    }
+  }
+
+  private take(id: string, list: unknown, deliveries: number): void {
+    const fields = fieldsOf(list);
+    const to = fields.get('to');
+    if (to !== undefined && to !== this.spec.group) {
+      void this.ack(id).catch(() => undefined); // a replay meant for another group
+      return;
+    }
+    const notBefore = fields.get('notBefore');
+    const raw: RawMessage = {
+      id,
+      body: Buffer.from(fields.get('body') ?? '', 'utf8'),
+      key: fields.get('key') || undefined,
+      notBefore: notBefore === undefined || notBefore === '' ? undefined : Number(notBefore),
+      deliveries,
+      ack: () => this.ack(id),
+      retry: (delay) => this.park(id, delay),
+      extend: () => this.extend(id),
+    };
+    this.group.deliver(raw);
+  }
+
+  /** Acks made in one turn of the event loop go out as one XACK (a command per batch, not per entry). */
+  private ack(id: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      if (this.acks.push({ id, resolve, reject }) === 1) setImmediate(() => this.flushAcks());
+    });
+  }
+
+  private flushAcks(): void {
+    const batch = this.acks;
+    this.acks = [];
+    this.broker.redis.call('XACK', this.stream, this.spec.group, ...batch.map((a) => a.id)).then(
+      () => {
+        for (const a of batch) a.resolve();
+      },
+      (error: unknown) => {
+        const e = redisError(
+          error,
+          `acking ${batch.length === 1 ? batch[0]?.id : `${batch.length} entries`}`,
+        );
+        for (const a of batch) a.reject(e);
+      },
+    );
+  }
+
+  private async park(id: string, delay: number): Promise<void> {
+    const ms = Math.max(0, Math.round(delay));
+    let held: unknown;
+    try {
+      held = await PARK.run(
+        this.broker.redis,
+        [this.stream, this.retrySet],
+        [this.spec.group, this.name, id, ms],
+      );
+    } catch (error) {
+      throw redisError(error, `putting back ${id}`);
+    }
+    // Due by Redis's clock at `now + ms` as Redis saw it: never before now + ms here.
+    if (held === 1) this.broker.parked(this.spec.topic, this.spec.group, Date.now() + ms + 1);
+  }
+
+  private async extend(id: string): Promise<void> {
+    let held: unknown;
+    try {
+      held = await EXTEND.run(this.broker.redis, [this.stream], [this.spec.group, this.name, id]);
+    } catch (error) {
+      throw redisError(error, `extending the lease of ${id}`);
+    }
+    if (held !== 1) {
+      throw new ParleyError('FAILED_PRECONDITION', `the lease of ${id} ended: another consumer has it`);
+    }
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.stopping = true;
+      const settled = this.group.close();
+      this.wake?.();
+      this.unblock();
+      await this.loop;
+      await settled;
+      await FORGET.run(this.broker.redis, [this.stream], [this.spec.group, this.name]).catch(() => undefined);
+      await this.reader.quit().then(undefined, () => this.reader.disconnect());
+    })();
+    return this.closing;
+  }
+}

@@ -1,0 +1,139 @@
+/**
+ * @module adapters/redis/scripts
+ * The Redis broker's Lua scripts: each step that must be atomic (a crash or another consumer
+ * cannot see half of it) is one script. Keys and fields are described in `redis-broker.ts`.
+ */
+
+import type { Buffer } from 'node:buffer';
+import { createHash } from 'node:crypto';
+import type { Redis } from './connect.ts';
+import { isReply } from './errors.ts';
+
+/** A Lua script run by EVALSHA, loaded again with EVAL when Redis does not know it (a restart). */
+export class Script {
+  private readonly sha: string;
+  constructor(private readonly lua: string) {
+    this.sha = createHash('sha1').update(lua).digest('hex');
+  }
+  async run(redis: Redis, keys: string[], args: (string | number | Buffer)[]): Promise<unknown> {
+    try {
+      return await redis.call('EVALSHA', this.sha, keys.length, ...keys, ...args);
+    } catch (error) {
+      if (!isReply(error, 'NOSCRIPT')) throw error;
+      return redis.call('EVAL', this.lua, keys.length, ...keys, ...args);
+    }
+  }
+}
+
+const NOW_MS = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
+
+/**
+ * KEYS: stream, dedupe key, dead-letter hash. ARGV: envelope id, dedupe window (0: none),
+ * max length (0: none), retention ms (0: none), dead letter to delete ('' none), fields…
+ * Returns [stored or first envelope id, 1 if a duplicate].
+ */
+export const PUBLISH = new Script(`
+if ARGV[2] ~= '0' then
+  local first = redis.call('GET', KEYS[2])
+  if first then return {first, 1} end
+end
+local add = {KEYS[1]}
+if ARGV[3] ~= '0' then
+  add[#add + 1] = 'MAXLEN'; add[#add + 1] = '~'; add[#add + 1] = ARGV[3]
+end
+add[#add + 1] = '*'
+for i = 6, #ARGV do add[#add + 1] = ARGV[i] end
+redis.call('XADD', unpack(add))
+if ARGV[4] ~= '0' then
+  ${NOW_MS}
+  local minid = now - tonumber(ARGV[4])
+  if minid > 0 then redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d', minid)) end
+end
+if ARGV[2] ~= '0' then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
+if ARGV[5] ~= '' then redis.call('HDEL', KEYS[3], ARGV[5]) end
+return {ARGV[1], 0}
+`);
+
+/**
+ * KEYS: stream, retry set. ARGV: group, consumer, room, lease ('' : no take-over this time),
+ * XAUTOCLAIM cursor. Takes due retries, then (if asked) entries idle for a lease that are not
+ * waiting for a retry. Returns [next cursor, [[id, fields, delivery count], …]].
+ */
+export const CLAIM = new Script(`
+${NOW_MS}
+local room = tonumber(ARGV[3])
+local out = {}
+local function take(id)
+  local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id)
+  if #c == 0 then return end
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+  local n = 1
+  if #p > 0 then n = p[1][4] end
+  out[#out + 1] = {c[1][1], c[1][2], n}
+  room = room - 1
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, room)
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[2], id)
+  take(id)
+end
+local cursor = ARGV[5]
+if ARGV[4] ~= '' and room > 0 then
+  local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[4], cursor, 'COUNT', room, 'JUSTID')
+  cursor = r[1]
+  for _, id in ipairs(r[2]) do
+    if room > 0 and not redis.call('ZSCORE', KEYS[2], id) then take(id) end
+  end
+end
+return {cursor, out}
+`);
+
+/** KEYS: stream, retry set. ARGV: group, consumer, id, delay. Parks a held entry; returns 1, or 0 if no longer held. */
+export const PARK = new Script(`
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
+if #p == 0 then return 0 end
+${NOW_MS}
+redis.call('ZADD', KEYS[2], string.format('%d', now + tonumber(ARGV[4])), ARGV[3])
+return 1
+`);
+
+/** KEYS: stream. ARGV: group, consumer, id. Resets a held entry's idle time; 0 if no longer held. */
+export const EXTEND = new Script(`
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
+if #p == 0 then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+`);
+
+/** KEYS: stream. ARGV: group, consumer. Deletes a consumer that holds nothing (never one with pending entries). */
+export const FORGET = new Script(`
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #p > 0 then return 0 end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+`);
+
+/**
+ * KEYS: stream. ARGV: group, idle ms. Deletes consumers that hold nothing and were not seen for
+ * that long (crashed or closed while others still had their retries): never one with pending
+ * entries, and a live one that is deleted is made again by its next read.
+ */
+export const JANITOR = new Script(`
+local n = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['pending'] == 0 and f['idle'] > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    n = n + 1
+  end
+end
+return n
+`);
+
+/** KEYS: dead-letter hash, counter. ARGV: JSON letter without id. Returns the id. */
+export const DEAD_LETTER = new Script(`
+local id = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], id, ARGV[1])
+return id
+`);
