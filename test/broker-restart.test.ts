@@ -15,7 +15,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
-import { type AddressInfo, connect, createServer } from 'node:net';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it, type TestContext } from 'node:test';
@@ -26,7 +26,7 @@ import { createRedisBroker } from '../src/adapters/redis/redis-broker.ts';
 import type { Broker, Consumer } from '../src/broker/broker.ts';
 import { ParleyError } from '../src/errors.ts';
 import { createEnvelope } from '../src/index.ts';
-import { BROKERS, needBroker } from './brokers.ts';
+import { BROKERS, needBroker, reachable } from './brokers.ts';
 
 /** Messages per case. */
 const COUNT = 2000;
@@ -72,22 +72,9 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-function answers(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1000, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
-}
-
 async function waitForPort(port: number, ms: number): Promise<void> {
   const until = Date.now() + ms;
-  while (!(await answers(port))) {
+  while (!(await reachable(port))) {
     if (Date.now() > until) throw new Error(`nothing answers on 127.0.0.1:${port} after ${ms} ms`);
     await sleep(50);
   }

@@ -17,7 +17,8 @@ export const BROKERS = {
 
 export type BrokerName = keyof typeof BROKERS;
 
-function reachable(port: number): Promise<boolean> {
+/** Whether something accepts a TCP connection on 127.0.0.1:`port` (within a second). */
+export function reachable(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect({ host: '127.0.0.1', port });
     const done = (ok: boolean) => {
