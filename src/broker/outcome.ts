@@ -37,3 +37,15 @@ export function runHandler<T>(handler: (delivery: T) => Promise<void>, delivery:
     return Promise.reject(error);
   }
 }
+
+/** Whether a dead letter matches a filter's topic, group and code (ids are each store's to look up). */
+export function letterMatches(
+  letter: { topic: string; group: string; code: string },
+  filter: { topic?: string; group?: string; code?: string },
+): boolean {
+  return (
+    (filter.topic === undefined || letter.topic === filter.topic) &&
+    (filter.group === undefined || letter.group === filter.group) &&
+    (filter.code === undefined || letter.code === filter.code)
+  );
+}

@@ -42,39 +42,23 @@ export class TransportRegistry {
       if (options.tls !== undefined) tcp.tls = options.tls;
       return createTcpTransport(tcp);
     });
-    // `?prefix=` keeps apps on one server apart (default `parley`).
-    this.register('nats:', (url, options) =>
-      createNatsTransport({
-        url,
-        ...prefixOf(url),
-        ...(options.maxPayload === undefined ? {} : { maxPayload: options.maxPayload }),
-        ...(options.log === undefined ? {} : { log: options.log }),
-      }),
-    );
-    this.register('redis:', (url, options) =>
-      createRedisTransport({
-        url,
-        ...prefixOf(url),
-        ...(options.maxPayload === undefined ? {} : { maxPayload: options.maxPayload }),
-        ...(options.log === undefined ? {} : { log: options.log }),
-      }),
-    );
-    this.register('amqp:', (url, options) =>
-      createAmqpTransport({
-        url,
-        ...prefixOf(url),
-        ...(options.maxPayload === undefined ? {} : { maxPayload: options.maxPayload }),
-        ...(options.log === undefined ? {} : { log: options.log }),
-      }),
-    );
-    this.register('mqtt:', (url, options) =>
-      createMqttTransport({
-        url,
-        ...prefixOf(url),
-        ...(options.maxPayload === undefined ? {} : { maxPayload: options.maxPayload }),
-        ...(options.log === undefined ? {} : { log: options.log }),
-      }),
-    );
+    // The brokers' own, all transports over a bus; `?prefix=` keeps apps on one server apart.
+    const buses = [
+      ['nats:', createNatsTransport],
+      ['redis:', createRedisTransport],
+      ['amqp:', createAmqpTransport],
+      ['mqtt:', createMqttTransport],
+    ] as const;
+    for (const [scheme, create] of buses) {
+      this.register(scheme, (url, options) =>
+        create({
+          url,
+          ...prefixOf(url),
+          ...(options.maxPayload === undefined ? {} : { maxPayload: options.maxPayload }),
+          ...(options.log === undefined ? {} : { log: options.log }),
+        }),
+      );
+    }
   }
 
   register(scheme: string, factory: TransportFactory): void {

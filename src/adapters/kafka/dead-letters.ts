@@ -7,7 +7,9 @@
  * high watermark before each query. Kafka's retention bounds how long dead letters live: give the
  * topic a long `retention.ms` in production.
  */
+
 import type { DeadLetter, DeadLetterFilter, DeadLetterStore } from '../../broker/broker.ts';
+import { letterMatches } from '../../broker/outcome.ts';
 import { ParleyError } from '../../errors.ts';
 import { type Consumer, call, type Headers, type Message } from './driver.ts';
 import { type DeadLetterRecord, type DeadRecord, deadLetterTopicName, headers } from './protocol.ts';
@@ -104,9 +106,7 @@ export class KafkaDeadLetters implements DeadLetterStore {
     const ids = filter.ids === undefined ? undefined : new Set(filter.ids);
     const out: DeadLetter[] = [];
     for (const [id, r] of this.live) {
-      if (filter.topic !== undefined && r.topic !== filter.topic) continue;
-      if (filter.group !== undefined && r.group !== filter.group) continue;
-      if (filter.code !== undefined && r.code !== filter.code) continue;
+      if (!letterMatches(r, filter)) continue;
       if (ids !== undefined && !ids.has(id)) continue;
       out.push(toDeadLetter(id, r));
     }

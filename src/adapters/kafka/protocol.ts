@@ -4,8 +4,7 @@
  * records. Kept apart so that the consumer, the dead-letter store and the publisher agree.
  */
 import { createHash } from 'node:crypto';
-import type { Envelope } from '../../envelope/envelope.ts';
-import type { ErrorCode } from '../../errors.ts';
+import type { DeadLetter } from '../../broker/broker.ts';
 import type { Headers } from './driver.ts';
 
 /** Record headers (Kafka headers are bytes; ours are ASCII). */
@@ -50,19 +49,7 @@ export function deadLetterTopicName(namespace: string): string {
 }
 
 /** A dead letter as written to the dead-letter topic (its id is the record's offset + 1). */
-export interface DeadRecord {
-  kind: 'dead';
-  topic: string;
-  group: string;
-  key: string | null;
-  envelope: Envelope;
-  code: ErrorCode;
-  message: string;
-  retryable: boolean;
-  attempts: number;
-  firstFailureAt: number;
-  lastFailureAt: number;
-}
+export type DeadRecord = Omit<DeadLetter, 'id'> & { kind: 'dead'; key: string | null };
 
 /** Written after a replay or purge: these dead letters are gone. */
 export interface RemovedRecord {

@@ -40,6 +40,7 @@ import type {
   DeadLetterStore,
   PublishReceipt,
 } from '../../broker/broker.ts';
+import { letterMatches } from '../../broker/outcome.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
@@ -381,9 +382,7 @@ class NatsDeadLetters implements DeadLetterStore {
       if (ids !== undefined && !ids.has(seq)) continue;
       const letter = await this.read(seq);
       if (letter === undefined) continue;
-      if (filter.topic !== undefined && letter.topic !== filter.topic) continue;
-      if (filter.group !== undefined && letter.group !== filter.group) continue;
-      if (filter.code !== undefined && letter.code !== filter.code) continue;
+      if (!letterMatches(letter, filter)) continue;
       out.push(letter);
     }
     return out;

@@ -9,8 +9,10 @@
  *   again), and deletes the letter, in one script. One stream per topic keeps the read path
  *   single; the cost is one skipped entry per other group.
  */
+
 import { Buffer } from 'node:buffer';
 import type { DeadLetter, DeadLetterFilter, DeadLetterStore, PublishReceipt } from '../../broker/broker.ts';
+import { letterMatches } from '../../broker/outcome.ts';
 import type { Codec } from '../../codec/codec.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import type { NewDeadLetter } from '../group-consumer.ts';
@@ -80,9 +82,7 @@ export class RedisDeadLetters implements DeadLetterStore {
       if (out.length >= limit) break;
       const letter = this.parse(id, stored[id] as string);
       if (letter === undefined) continue;
-      if (filter.topic !== undefined && letter.topic !== filter.topic) continue;
-      if (filter.group !== undefined && letter.group !== filter.group) continue;
-      if (filter.code !== undefined && letter.code !== filter.code) continue;
+      if (!letterMatches(letter, filter)) continue;
       out.push(letter);
     }
     return out;
