@@ -1,10 +1,89 @@
 /**
- * The NATS transport passes the transport conformance suite against the machine's NATS server.
+ * The NATS transport passes the transport conformance suite against the machine's NATS server,
+ * packs a burst of calls into batches, and shrugs off malformed batches published on its inbox.
  */
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { decodeMessage, Kind } from '../src/adapters/bus-frames.ts';
 import { createNatsTransport } from '../src/adapters/nats/nats-transport.ts';
+import type { ParleyNode } from '../src/index.ts';
 import { BROKERS, busConformance, needBroker } from './brokers.ts';
+import { calc, calcService, testNode, waitFor } from './helpers.ts';
 
 const skip = await needBroker('nats');
 const prefix = `parley-test-${process.pid}`;
 
 busConformance('nats', skip, (options) => createNatsTransport({ url: BROKERS.nats.url, ...options }), prefix);
+
+describe('nats transport: batches', { skip }, () => {
+  const nodes: ParleyNode[] = [];
+  after(async () => {
+    await Promise.allSettled(nodes.map((n) => n.stop()));
+  });
+
+  it('a burst of calls travels in batches, and malformed batches are dropped with a reason', async () => {
+    const own = `${prefix}-batch`;
+    const logs: string[] = [];
+    const server = testNode({
+      transport: createNatsTransport({ url: BROKERS.nats.url, prefix: own, log: (m) => logs.push(m) }),
+      services: [calcService()],
+    });
+    const client = testNode({ transport: createNatsTransport({ url: BROKERS.nats.url, prefix: own }) });
+    nodes.push(server, client);
+    await server.start();
+    await client.start();
+    await waitFor(() => client.registry.endpoints('calc').length > 0, 5000, 'discovery');
+
+    const { connect } = await import('@nats-io/transport-node');
+    const nc = await connect({ servers: `127.0.0.1:${BROKERS.nats.port}` });
+    try {
+      const inbox = `${own}.node.${server.id.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+      const seen: number[] = [];
+      nc.subscribe(inbox, {
+        callback: (_err, msg) => {
+          const frames = decodeMessage(msg.data);
+          if (Array.isArray(frames)) seen.push(frames.length);
+        },
+      });
+      await nc.flush();
+      // 100 calls made in one turn: the first leaves alone, the rest in batches.
+      const sums = await Promise.all(
+        Array.from({ length: 100 }, (_, i) => client.client(calc).add({ a: i, b: 1 })),
+      );
+      assert.deepEqual(
+        sums.map((s) => s.sum),
+        Array.from({ length: 100 }, (_, i) => i + 1),
+      );
+      await nc.flush();
+      assert.equal(
+        seen.reduce((a, b) => a + b, 0),
+        100,
+      );
+      assert.ok(seen.length < 20, `100 requests took ${seen.length} messages`);
+      assert.ok(Math.max(...seen) > 1);
+
+      const head = (count: number) => [Kind.BATCH, 0, 0, 0, count, 1, 120];
+      const garbage = [
+        [...head(0)],
+        [...head(2), Kind.REQUEST, 0, 0, 0, 1, 0, 0, 0, 1, 65], // one frame of two
+        [...head(1), Kind.REQUEST, 0, 0, 0, 1, 0, 0, 0, 9, 65], // a length past the end
+        [...head(1), Kind.BATCH, 0, 0, 0, 1, 0, 0, 0, 0], // a batch inside a batch
+      ];
+      for (const g of garbage) nc.publish(inbox, Uint8Array.from(g));
+      await nc.flush();
+    } finally {
+      await nc.close();
+    }
+    await waitFor(() => logs.filter((l) => l.startsWith('dropped')).length >= 4, 5000, 'the drops');
+    assert.deepEqual(
+      logs.filter((l) => l.startsWith('dropped')),
+      [
+        'dropped a batch of 0 frames on inbox',
+        'dropped a batch cut short on inbox',
+        'dropped a batch cut short on inbox',
+        'dropped an unknown message kind 9 in a batch on inbox',
+      ],
+    );
+    assert.deepEqual(await client.client(calc).add({ a: 2, b: 3 }), { sum: 5 });
+  });
+});

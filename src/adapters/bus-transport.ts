@@ -10,22 +10,18 @@
  *   (bye), and who-is-there (everyone answers with hello);
  * - `<prefix>.broadcast`: notifications.
  *
- * Every message is `[u8 kind][u32 id][u8 from length][from][payload]`. Anything that does not
- * parse (anyone can publish on a shared bus) is logged and dropped; a request over `maxPayload`
- * is refused before it leaves (RESOURCE_EXHAUSTED), and so is one that arrives over it.
+ * Messages are frames `[u8 kind][u32 id][u8 from length][from][payload]`, or batches of them:
+ * the frames one turn of the event loop sends to one subject after its first leave together
+ * (`bus-frames.ts`). Anything that does not parse (anyone can publish on a shared bus) is logged
+ * and dropped; a request over `maxPayload` is refused before it leaves (RESOURCE_EXHAUSTED), and
+ * so is one that arrives over it.
  *
  * Discovery is by heartbeat: a node says hello every `heartbeatMs` (default 2 s); a peer not heard
  * for `heartbeatTimeoutMs` (default 10 s) is gone, and calls in flight to it fail with
  * UNAVAILABLE. A node that stops says bye, so its peers know at once.
  */
 import { ParleyError } from '../errors.ts';
-import {
-  awaitReply,
-  frameTooLarge,
-  type PendingReply,
-  RequestAbort,
-  worthTelling,
-} from '../transport/pending.ts';
+import { frameTooLarge, RequestAbort, worthTelling } from '../transport/pending.ts';
 import type {
   NodeInfo,
   RequestOptions,
@@ -33,7 +29,7 @@ import type {
   Transport,
   TransportHandler,
 } from '../transport/transport.ts';
-import { TurnBatch } from './driver.ts';
+import { type BusMessage, decodeMessage, FrameWriter, Kind } from './bus-frames.ts';
 
 /** What an adapter provides: subjects in, subjects out. */
 export interface Bus {
@@ -57,50 +53,15 @@ export interface BusTransportOptions {
   log?: (message: string) => void;
 }
 
-const REQUEST = 1;
-const REPLY = 2;
-const FAILURE = 3;
-const CANCEL = 4;
-const HELLO = 5;
-const BYE = 6;
-const WHO = 7;
-const BROADCAST = 8;
-
-interface Message {
-  kind: number;
-  id: number;
-  from: string;
-  payload: Uint8Array;
-}
+const { REQUEST, REPLY, FAILURE, CANCEL, HELLO, BYE, WHO, BROADCAST } = Kind;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-function encode(kind: number, id: number, from: Uint8Array, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(6 + from.byteLength + payload.byteLength);
-  const view = new DataView(out.buffer);
-  out[0] = kind;
-  view.setUint32(1, id);
-  out[5] = from.byteLength;
-  out.set(from, 6);
-  out.set(payload, 6 + from.byteLength);
-  return out;
-}
-
-function decode(message: Uint8Array): Message | string {
-  if (message.byteLength < 6) return `a message of ${message.byteLength} bytes`;
-  const kind = message[0] as number;
-  if (kind < REQUEST || kind > BROADCAST) return `an unknown message kind ${kind}`;
-  const fromLength = message[5] as number;
-  if (message.byteLength < 6 + fromLength) return 'a message cut short';
-  const view = new DataView(message.buffer, message.byteOffset, message.byteLength);
-  return {
-    kind,
-    id: view.getUint32(1),
-    from: decoder.decode(message.subarray(6, 6 + fromLength)),
-    payload: message.subarray(6 + fromLength),
-  };
-}
+const EMPTY = new Uint8Array(0);
+/** Largest batch of frames in one bus message (see `bus-frames.ts`). */
+const BATCH_BYTES = 64 * 1024;
+/** Frames after which a batch leaves without waiting for the end of the turn. */
+const BATCH_FRAMES = 16;
 
 interface Peer {
   info: NodeInfo;
@@ -109,7 +70,10 @@ interface Peer {
 
 interface Pending {
   target: string;
-  reply: PendingReply;
+  resolve: (reply: Uint8Array) => void;
+  reject: (error: unknown) => void;
+  signal: RequestSignal | undefined;
+  onAbort: (() => void) | undefined;
 }
 
 /** Per-node inbox subjects must be valid on every bus: ids keep to a safe alphabet. */
@@ -128,13 +92,16 @@ export class BusTransport implements Transport {
   private handler: TransportHandler | undefined;
   private readonly peers = new Map<string, Peer>();
   private readonly pending = new Map<number, Pending>();
-  private readonly running = new Map<string, RequestAbort>();
+  /** Requests being served, by caller and request id (a cancel names both). */
+  private readonly running = new Map<string, Map<number, RequestAbort>>();
+  /** Inbox subjects by node id, made once per peer. */
+  private readonly inboxes = new Map<string, string>();
   private nextId = 1;
   private unsubscribe: (() => void)[] = [];
   private heartbeat: NodeJS.Timeout | undefined;
   private stopped = false;
   private bus: Bus | undefined;
-  private readonly out = new TurnBatch();
+  private readonly out: FrameWriter;
 
   /** `connect` is called once, by `start` (drivers load and connect there, not before). */
   constructor(
@@ -146,16 +113,28 @@ export class BusTransport implements Transport {
     this.heartbeatMs = options.heartbeatMs ?? 2000;
     this.heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? 10_000;
     this.log = options.log ?? ((m) => process.stderr.write(`parley bus: ${m}\n`));
+    this.out = new FrameWriter(
+      (subject, message) => this.publish(subject, message),
+      Math.min(BATCH_BYTES, this.maxPayload),
+      BATCH_FRAMES,
+    );
   }
 
   private inbox(nodeId: string): string {
-    return `${this.prefix}.node.${safeId(nodeId)}`;
+    let subject = this.inboxes.get(nodeId);
+    if (subject === undefined) {
+      subject = `${this.prefix}.node.${safeId(nodeId)}`;
+      if (this.inboxes.size >= 10_000) this.inboxes.clear(); // ids from garbage on the bus stay bounded
+      this.inboxes.set(nodeId, subject);
+    }
+    return subject;
   }
 
   async start(self: NodeInfo, handler: TransportHandler): Promise<void> {
     this.self = self;
     this.selfBytes = encoder.encode(self.id);
     if (this.selfBytes.byteLength > 255) throw new ParleyError('INVALID_ARGUMENT', 'node id over 255 bytes');
+    this.out.setSender(this.selfBytes);
     this.handler = handler;
     const bus = await this.connect();
     this.bus = bus;
@@ -179,20 +158,32 @@ export class BusTransport implements Transport {
       return Promise.reject(frameTooLarge(frame.byteLength, this.maxPayload));
     if (!this.peers.has(nodeId))
       return Promise.reject(new ParleyError('UNAVAILABLE', `node ${nodeId} is not known`));
+    const signal = options.signal;
+    if (signal?.aborted) return Promise.reject(signal.reason);
     const id = this.nextId;
     this.nextId = this.nextId === 0xffffffff ? 1 : this.nextId + 1;
-    const signal = options.signal;
-    return awaitReply(
-      signal,
-      () => {
-        this.pending.delete(id);
-        if (worthTelling(signal?.reason)) this.send(this.inbox(nodeId), CANCEL, id, new Uint8Array(0));
-      },
-      (reply) => {
-        this.pending.set(id, { target: nodeId, reply });
-        this.send(this.inbox(nodeId), REQUEST, id, frame);
-      },
-    );
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const p: Pending = { target: nodeId, resolve, reject, signal, onAbort: undefined };
+      if (signal !== undefined) {
+        p.onAbort = () => {
+          if (!this.pending.delete(id)) return;
+          if (worthTelling(signal.reason)) this.send(this.inbox(nodeId), CANCEL, id, EMPTY);
+          reject(signal.reason);
+        };
+        signal.addEventListener('abort', p.onAbort, { once: true });
+      }
+      this.pending.set(id, p);
+      this.send(this.inbox(nodeId), REQUEST, id, frame);
+    });
+  }
+
+  /** Takes request `id` off the pending list when `from` is its callee; undefined otherwise. */
+  private settle(id: number, from: string): Pending | undefined {
+    const p = this.pending.get(id);
+    if (p === undefined || p.target !== from) return undefined; // late, cancelled, or not the callee
+    this.pending.delete(id);
+    if (p.onAbort !== undefined) p.signal?.removeEventListener('abort', p.onAbort);
+    return p;
   }
 
   broadcast(frame: Uint8Array): void {
@@ -221,30 +212,21 @@ export class BusTransport implements Transport {
   private shutdown(why: string): void {
     clearInterval(this.heartbeat);
     for (const u of this.unsubscribe.splice(0)) u();
-    for (const [id, p] of this.pending) {
-      this.pending.delete(id);
-      p.reply.reject(new ParleyError('UNAVAILABLE', why));
-    }
-    for (const [key, signal] of this.running) {
-      this.running.delete(key);
-      signal.abort(new ParleyError('CANCELLED', why));
+    for (const [id, p] of this.pending)
+      this.settle(id, p.target)?.reject(new ParleyError('UNAVAILABLE', why));
+    for (const [from, calls] of this.running) {
+      this.running.delete(from);
+      for (const signal of calls.values()) signal.abort(new ParleyError('CANCELLED', why));
     }
   }
 
   private send(subject: string, kind: number, id: number, payload: Uint8Array): void {
-    const bus = this.bus;
-    if (bus === undefined) return;
-    const message = encode(kind, id, this.selfBytes, payload);
-    // Notifications, which a publisher sends one after another without waiting for anyone, go
-    // with the rest of the turn's: one write to the server for all of them. Requests and replies
-    // go at once (a caller waits for each; the client's own coalescing is enough for them).
-    if (kind === BROADCAST) this.out.later(() => this.publish(bus, subject, message));
-    else this.publish(bus, subject, message);
+    if (this.bus !== undefined) this.out.send(subject, kind, id, payload);
   }
 
-  private publish(bus: Bus, subject: string, message: Uint8Array): void {
+  private publish(subject: string, message: Uint8Array): void {
     try {
-      bus.publish(subject, message);
+      this.bus?.publish(subject, message);
     } catch (error) {
       // A bus that lost its connection: the caller's pending entry fails at its deadline or when
       // the peer is declared gone; a reply lost here is the caller's timeout.
@@ -267,25 +249,24 @@ export class BusTransport implements Transport {
 
   private drop(nodeId: string, why: string): void {
     if (!this.peers.delete(nodeId)) return;
+    this.inboxes.delete(nodeId);
     for (const [id, p] of this.pending) {
-      if (p.target !== nodeId) continue;
-      this.pending.delete(id);
-      p.reply.reject(new ParleyError('UNAVAILABLE', why));
+      if (p.target === nodeId) this.settle(id, nodeId)?.reject(new ParleyError('UNAVAILABLE', why));
     }
-    for (const [key, signal] of this.running) {
-      if (!key.startsWith(`${nodeId}\u0000`)) continue;
-      this.running.delete(key);
+    const calls = this.running.get(nodeId);
+    this.running.delete(nodeId);
+    for (const signal of calls?.values() ?? [])
       signal.abort(new ParleyError('CANCELLED', 'the caller is gone'));
-    }
     this.handler?.onNodeDown(nodeId);
   }
 
-  private parse(message: Uint8Array, where: string): Message | undefined {
+  /** The frames of a message; logged and dropped (undefined) when it does not parse. */
+  private parse(message: Uint8Array, where: string): BusMessage[] | undefined {
     if (message.byteLength > this.maxPayload + 262) {
       this.log(`dropped a message of ${message.byteLength} bytes on ${where}: over the maximum`);
       return undefined;
     }
-    const m = decode(message);
+    const m = decodeMessage(message);
     if (typeof m === 'string') {
       this.log(`dropped ${m} on ${where}`);
       return undefined;
@@ -294,8 +275,11 @@ export class BusTransport implements Transport {
   }
 
   private onPresence(message: Uint8Array): void {
-    const m = this.parse(message, 'presence');
-    if (m === undefined || this.self === undefined || m.from === this.self.id) return;
+    for (const m of this.parse(message, 'presence') ?? []) this.presence(m);
+  }
+
+  private presence(m: BusMessage): void {
+    if (this.self === undefined || m.from === this.self.id) return;
     if (m.kind === WHO) this.hello();
     else if (m.kind === BYE) this.drop(m.from, `node ${m.from} left`);
     else if (m.kind === HELLO) {
@@ -322,62 +306,77 @@ export class BusTransport implements Transport {
   }
 
   private onBroadcast(message: Uint8Array): void {
-    const m = this.parse(message, 'broadcast');
-    if (m === undefined || m.from === this.self?.id) return;
-    if (m.kind === BROADCAST) this.handler?.onBroadcast(m.payload, m.from);
-    else this.log(`dropped a message of kind ${m.kind} on broadcast`);
+    const frames = this.parse(message, 'broadcast');
+    if (frames === undefined || frames[0]?.from === this.self?.id) return;
+    for (const m of frames) {
+      if (m.kind === BROADCAST) this.handler?.onBroadcast(m.payload, m.from);
+      else this.log(`dropped a message of kind ${m.kind} on broadcast`);
+    }
   }
 
   private onInbox(message: Uint8Array): void {
-    const m = this.parse(message, 'inbox');
-    if (m === undefined) return;
-    if (m.kind === REPLY || m.kind === FAILURE) {
-      const p = this.pending.get(m.id);
-      if (p === undefined || p.target !== m.from) return; // late, cancelled, or not from the callee
-      this.pending.delete(m.id);
-      if (m.kind === REPLY) p.reply.resolve(m.payload);
-      else {
-        let wire: unknown;
-        try {
-          wire = JSON.parse(decoder.decode(m.payload));
-        } catch {
-          wire = { code: 'UNKNOWN', message: 'an unreadable failure' };
-        }
-        p.reply.reject(ParleyError.fromWire(wire));
+    for (const m of this.parse(message, 'inbox') ?? []) this.inboxFrame(m);
+  }
+
+  private inboxFrame(m: BusMessage): void {
+    if (m.kind === REPLY) this.settle(m.id, m.from)?.resolve(m.payload);
+    else if (m.kind === FAILURE) {
+      const p = this.settle(m.id, m.from);
+      if (p === undefined) return;
+      let wire: unknown;
+      try {
+        wire = JSON.parse(decoder.decode(m.payload));
+      } catch {
+        wire = { code: 'UNKNOWN', message: 'an unreadable failure' };
       }
+      p.reject(ParleyError.fromWire(wire));
     } else if (m.kind === REQUEST) this.serve(m);
     else if (m.kind === CANCEL) {
       this.running
-        .get(`${m.from}\u0000${m.id}`)
+        .get(m.from)
+        ?.get(m.id)
         ?.abort(new ParleyError('CANCELLED', 'the caller gave up on the call'));
     } else this.log(`dropped a message of kind ${m.kind} in the inbox`);
   }
 
-  private serve(m: Message): void {
+  private serve(m: BusMessage): void {
     const handler = this.handler;
     if (handler === undefined || this.stopped) return;
-    const replyTo = this.inbox(m.from);
-    const fail = (error: unknown) => {
-      const wire = encoder.encode(JSON.stringify(ParleyError.from(error).toWire()));
-      this.send(replyTo, FAILURE, m.id, wire);
-    };
+    const { from, id } = m;
     if (m.payload.byteLength > this.maxPayload) {
-      fail(frameTooLarge(m.payload.byteLength, this.maxPayload));
+      this.fail(from, id, frameTooLarge(m.payload.byteLength, this.maxPayload));
       return;
     }
-    const key = `${m.from}\u0000${m.id}`;
+    let calls = this.running.get(from);
+    if (calls === undefined) {
+      calls = new Map();
+      this.running.set(from, calls);
+    }
     const signal = new RequestAbort();
-    this.running.set(key, signal);
-    handler.onRequest(m.payload, m.from, signal as RequestSignal).then(
+    calls.set(id, signal);
+    handler.onRequest(m.payload, from, signal as RequestSignal).then(
       (reply) => {
-        this.running.delete(key);
-        if (reply.byteLength > this.maxPayload) fail(frameTooLarge(reply.byteLength, this.maxPayload));
-        else this.send(replyTo, REPLY, m.id, reply);
+        this.done(from, id);
+        if (reply.byteLength > this.maxPayload)
+          this.fail(from, id, frameTooLarge(reply.byteLength, this.maxPayload));
+        else this.send(this.inbox(from), REPLY, id, reply);
       },
       (error: unknown) => {
-        this.running.delete(key);
-        fail(error);
+        this.done(from, id);
+        this.fail(from, id, error);
       },
     );
+  }
+
+  private done(from: string, id: number): void {
+    const calls = this.running.get(from);
+    if (calls === undefined) return;
+    calls.delete(id);
+    if (calls.size === 0) this.running.delete(from);
+  }
+
+  private fail(to: string, id: number, error: unknown): void {
+    const wire = encoder.encode(JSON.stringify(ParleyError.from(error).toWire()));
+    this.send(this.inbox(to), FAILURE, id, wire);
   }
 }

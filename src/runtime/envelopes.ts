@@ -7,27 +7,10 @@ import type { Codec } from '../codec/codec.ts';
 import type { AnyContract, EventDef } from '../contract/contract.ts';
 import { validate } from '../contract/validate.ts';
 import { baseEnvelope, type Envelope } from '../envelope/envelope.ts';
-import { randomHex, uuidv7 } from '../envelope/ids.ts';
+import { uuidv7 } from '../envelope/ids.ts';
 import { ParleyError } from '../errors.ts';
 import type { Context } from './context.ts';
 import { sourceOf } from './wire.ts';
-
-/** An envelope from `nodeId`, continuing `parent`'s trace (or starting one). */
-export function requestEnvelope(
-  nodeId: string,
-  parent: Context | undefined,
-  type: string,
-  data: unknown,
-  now: number,
-): Envelope {
-  const env = baseEnvelope(sourceOf(nodeId, parent?.service), type, data, now);
-  env.traceparent = parent?.traceparent ?? `00-${randomHex(16)}-${randomHex(8)}-01`;
-  if (parent !== undefined) {
-    env.correlationid = parent.correlationId;
-    env.causationid = parent.id;
-  }
-  return env;
-}
 
 /**
  * The envelope of a call: the fewest attributes that do the job, since it is made and parsed once
@@ -69,15 +52,27 @@ export interface EventEnvelopeInit {
   now: number;
 }
 
-/** An event envelope; the payload is validated against the contract before anything is sent. */
+/**
+ * An event envelope; the payload is validated against the contract before anything is sent.
+ * Like a call, an event sent outside any handler carries no trace context (each consumer starts
+ * its own trace), and `datacontenttype` is left out for JSON, which CloudEvents assumes when it
+ * is absent: every byte is paid again by each consumer.
+ */
 export function eventEnvelope(init: EventEnvelopeInit): Envelope {
-  const { contract, event } = init;
+  const { contract, event, parent } = init;
   const def = contract.events[event] as EventDef | undefined;
   if (def === undefined)
     throw new ParleyError('INVALID_ARGUMENT', `contract ${contract.name} has no event ${event}`);
   const data = validate(def.schema, init.payload, `payload of ${event}`);
-  const env = requestEnvelope(init.nodeId, init.parent, event, data, init.now);
+  const env = baseEnvelope(sourceOf(init.nodeId, parent?.service), event, data, init.now);
   env.dataschema = `urn:parley:${contract.name}:${event}:v${def.version}`;
-  env.datacontenttype = init.codec.contentType;
+  if (init.codec.contentType !== JSON_TYPE) env.datacontenttype = init.codec.contentType;
+  if (parent !== undefined) {
+    env.traceparent = parent.traceparent;
+    env.correlationid = parent.correlationId;
+    env.causationid = parent.id;
+  }
   return env;
 }
+
+const JSON_TYPE = 'application/json';

@@ -13,6 +13,8 @@ export type NatsConnection = Awaited<ReturnType<NatsModule['connect']>>;
 export async function connectNats(
   url: string,
   name: string,
+  /** `noEcho`: the server does not send this connection's own publishes back to its subscriptions. */
+  more: { noEcho?: boolean } = {},
 ): Promise<{ nats: NatsModule; nc: NatsConnection }> {
   const nats = await loadDriver<NatsModule>('@nats-io/transport-node', 'nats:');
   const u = new URL(url);
@@ -22,6 +24,7 @@ export async function connectNats(
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
     waitOnFirstConnect: false,
+    noEcho: more.noEcho ?? false,
   };
   if (u.username !== '') {
     options.user = decodeURIComponent(u.username);

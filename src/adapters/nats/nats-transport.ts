@@ -18,7 +18,8 @@ export interface NatsTransportOptions extends BusTransportOptions {
 
 export function createNatsTransport(options: NatsTransportOptions): BusTransport {
   return new BusTransport(async () => {
-    const { nc } = await connectNats(options.url, 'parley-transport');
+    // A node drops its own broadcasts and presence anyway: the server need not send them back.
+    const { nc } = await connectNats(options.url, 'parley-transport', { noEcho: true });
     const bus: Bus = {
       publish: (subject, message) => nc.publish(subject, message),
       async subscribe(subject, onMessage) {
