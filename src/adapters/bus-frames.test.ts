@@ -62,26 +62,40 @@ describe('bus frames', () => {
       ],
     );
     writer.send('a', Kind.REQUEST, 5, bytes());
-    assert.equal(sent.length, 4, 'the next turn starts at once again');
+    assert.equal(sent.length, 3, 'after a turn of several frames, the first frame of the next waits too');
+    await turnEnd();
+    assert.equal(sent.length, 4);
+    writer.send('a', Kind.REQUEST, 6, bytes());
+    assert.equal(sent.length, 5, 'after a turn of one frame, the first frame leaves at once again');
     await turnEnd();
   });
 
   it('a batch leaves when it holds maxBatchFrames frames or would pass maxBatchBytes', async () => {
     const { sent, writer } = recording(40, 3);
-    writer.send('s', Kind.BROADCAST, 0, bytes());
-    for (let i = 1; i <= 4; i++) writer.send('s', Kind.BROADCAST, i, bytes(i));
+    writer.send('s', Kind.REQUEST, 0, bytes());
+    for (let i = 1; i <= 4; i++) writer.send('s', Kind.REQUEST, i, bytes(i));
     assert.deepEqual(
       sent.map((s) => s.frames.map((f) => f.id)),
       [[0], [1, 2, 3]],
     );
-    writer.send('s', Kind.BROADCAST, 5, new Uint8Array(25)); // 4 (10 B) + 5 (34 B) > 40: 4 goes first
-    writer.send('s', Kind.BROADCAST, 6, new Uint8Array(100)); // over the limit alone: after 5, by itself
+    writer.send('s', Kind.REQUEST, 5, new Uint8Array(25)); // 4 (10 B) + 5 (34 B) > 40: 4 goes first
+    writer.send('s', Kind.REQUEST, 6, new Uint8Array(100)); // over the limit alone: after 5, by itself
     assert.deepEqual(
       sent.map((s) => s.frames.map((f) => f.id)),
       [[0], [1, 2, 3], [4], [5], [6]],
     );
     await turnEnd();
     assert.equal(sent.length, 5);
+  });
+
+  it('notifications fill a batch up to the byte limit, whatever the frame count', async () => {
+    const { sent, writer } = recording(100, 3);
+    for (let i = 0; i <= 12; i++) writer.send('s', Kind.BROADCAST, i, bytes());
+    await turnEnd();
+    assert.deepEqual(
+      sent.map((s) => s.frames.length),
+      [1, 11, 1],
+    );
   });
 
   it('clear forgets what waits', async () => {

@@ -107,16 +107,21 @@ interface Pending {
 }
 
 /**
- * Packs frames per subject over one turn of the event loop. The first frame of a turn is
- * published at once (a lone request or reply is not held back); frames after it in the same turn
- * wait for the turn's end (`setImmediate`) and leave as one batch per subject, in order. A batch
+ * Packs frames per subject over one turn of the event loop. Frames wait for the turn's end
+ * (`setImmediate`) and leave as one batch per subject, in order; but when the last turn sent one
+ * frame or none (the sender is not under load), the first frame of a turn is published at once, so a lone
+ * request or reply is never held back. A batch
  * never grows past `maxBatchBytes`: a frame that would overflow it sends what is waiting first.
- * A batch that reaches `maxBatchFrames` leaves at once, so that the receiver starts on it while
- * the sender makes the rest: two processes in a closed loop overlap instead of taking turns.
+ * A batch of calls that reaches `maxBatchFrames` leaves at once, so that the receiver starts on
+ * it while the sender makes the rest: two processes in a closed loop overlap instead of taking
+ * turns.
  */
 export class FrameWriter {
   private readonly pending = new Map<string, Pending>();
   private turn = false;
+  /** The last turn sent more than one frame: traffic is flowing, so a turn's first frame waits too. */
+  private busy = false;
+  private frames = 0;
   private from: Uint8Array = new Uint8Array(0);
 
   constructor(
@@ -131,11 +136,14 @@ export class FrameWriter {
   }
 
   send(subject: string, kind: number, id: number, payload: Uint8Array): void {
+    this.frames++;
     if (!this.turn) {
       this.turn = true;
       setImmediate(this.flush);
-      this.publish(subject, encodeFrame(kind, id, this.from, payload));
-      return;
+      if (!this.busy) {
+        this.publish(subject, encodeFrame(kind, id, this.from, payload));
+        return;
+      }
     }
     const size = 9 + payload.byteLength;
     let p = this.pending.get(subject);
@@ -153,12 +161,16 @@ export class FrameWriter {
     }
     p.entries.push({ kind, id, payload });
     p.bytes += size;
-    if (p.entries.length >= this.maxBatchFrames) this.emit(subject, p);
+    // Notifications are one-way (no caller waits for the other side to start), so their batches
+    // fill up to the byte limit instead.
+    if (p.entries.length >= this.maxBatchFrames && kind !== Kind.BROADCAST) this.emit(subject, p);
   }
 
   /** Publishes everything waiting (the end of a turn, or before a close). */
   readonly flush = (): void => {
     this.turn = false;
+    this.busy = this.frames > 1;
+    this.frames = 0;
     for (const [subject, p] of this.pending) this.emit(subject, p);
   };
 
