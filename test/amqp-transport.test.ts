@@ -37,7 +37,7 @@ describe('rabbitmq transport: bad input and reconnects', { skip }, () => {
   const own = `${prefix}-x`;
   after(async () => {
     await Promise.allSettled(nodes.map((n) => n.stop()));
-    await dropExchanges(own);
+    await dropExchanges(own, `${own}-reply`);
   });
 
   it('drops malformed messages on the inbox and presence subjects, and keeps serving', async () => {
@@ -71,6 +71,50 @@ describe('rabbitmq transport: bad input and reconnects', { skip }, () => {
       'the drops to be logged',
     );
     assert.deepEqual(await client.client(calc).add({ a: 2, b: 3 }), { sum: 5 });
+  });
+
+  it('requests carry a direct reply-to address and replies come back through it, not the exchange', async () => {
+    const reply = `${own}-reply`;
+    const server = testNode({
+      transport: createAmqpTransport({ url: BROKERS.rabbitmq.url, prefix: reply }),
+      services: [calcService()],
+    });
+    const client = testNode({ transport: createAmqpTransport({ url: BROKERS.rabbitmq.url, prefix: reply }) });
+    nodes.push(server, client);
+    await server.start();
+    await client.start();
+    await waitFor(() => client.registry.endpoints('calc').length > 0, 5000, 'discovery');
+    // A listener on every node subject of the bus exchange: it sees requests, and would see
+    // replies if they went back through the exchange to the caller's inbox.
+    const amqp = await import('amqplib');
+    const conn = await amqp.connect(BROKERS.rabbitmq.url);
+    const seen: { key: string; replyTo: unknown }[] = [];
+    try {
+      const ch = await conn.createChannel();
+      const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true });
+      await ch.bindQueue(queue, `${reply}.bus`, `${reply}.node.*`);
+      await ch.consume(
+        queue,
+        (m) => m && seen.push({ key: m.fields.routingKey, replyTo: m.properties.replyTo }),
+        {
+          noAck: true,
+        },
+      );
+      const sums = await Promise.all([1, 2, 3].map((a) => client.client(calc).add({ a, b: 1 })));
+      assert.deepEqual(
+        sums.map((s) => s.sum),
+        [2, 3, 4],
+      );
+      await new Promise((r) => setTimeout(r, 200));
+    } finally {
+      await conn.close();
+    }
+    const serverInbox = `${reply}.node.${server.id.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+    assert.ok(seen.length > 0, 'the requests went through the exchange');
+    for (const m of seen) {
+      assert.equal(m.key, serverInbox, 'only requests travel through the exchange');
+      assert.match(String(m.replyTo), /^amq\.rabbitmq\.reply-to\./, 'RabbitMQ filled in the address');
+    }
   });
 
   it('reconnects after the connection drops, resubscribes, and serves again', async () => {

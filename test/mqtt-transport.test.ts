@@ -79,6 +79,43 @@ describe('mqtt transport: bad input', { skip }, () => {
     );
   });
 
+  it('requests carry an MQTT 5 Response Topic and the replies go to it', async () => {
+    const own = `${prefix}-reply`;
+    const server = testNode({
+      transport: createMqttTransport({ url: BROKERS.mqtt.url, prefix: own }),
+      services: [calcService()],
+    });
+    const client = testNode({ transport: createMqttTransport({ url: BROKERS.mqtt.url, prefix: own }) });
+    nodes.push(server, client);
+    await server.start();
+    await client.start();
+    await waitFor(() => client.registry.endpoints('calc').length > 0, 5000, 'discovery');
+    const mqtt = await import('mqtt');
+    const raw = await mqtt.connectAsync(BROKERS.mqtt.url, { protocolVersion: 5, reconnectPeriod: 0 });
+    const requests: (string | undefined)[] = [];
+    const replies: string[] = [];
+    try {
+      raw.on('message', (topic, _payload, packet) => {
+        if (topic.startsWith(`${own}/node/`)) requests.push(packet.properties?.responseTopic);
+        else if (topic.startsWith(`${own}/reply/`)) replies.push(topic);
+      });
+      await raw.subscribeAsync([`${own}/node/+`, `${own}/reply/+`], { qos: 1 });
+      const sums = await Promise.all([1, 2, 3].map((a) => client.client(calc).add({ a, b: 1 })));
+      assert.deepEqual(
+        sums.map((s) => s.sum),
+        [2, 3, 4],
+      );
+      await waitFor(() => replies.length > 0, 2000, 'the replies to be seen');
+    } finally {
+      await raw.endAsync();
+    }
+    assert.ok(requests.length > 0);
+    const replyTopic = requests[0];
+    assert.match(String(replyTopic), new RegExp(`^${own}/reply/parley_[0-9a-f]+$`));
+    for (const r of requests) assert.equal(r, replyTopic, 'every request names the same reply topic');
+    for (const r of replies) assert.equal(r, replyTopic, 'replies go to the Response Topic');
+  });
+
   it('reconnects after the connection drops, resubscribes, and serves again', async () => {
     const own = `${prefix}-cut`;
     // A proxy whose connections the test cuts, as a network failure would.

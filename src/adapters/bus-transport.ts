@@ -29,29 +29,10 @@ import type {
   Transport,
   TransportHandler,
 } from '../transport/transport.ts';
+import type { Bus, BusTransportOptions } from './bus.ts';
 import { type BusMessage, decodeMessage, FrameWriter, Kind } from './bus-frames.ts';
 
-/** What an adapter provides: subjects in, subjects out. */
-export interface Bus {
-  /** Fire and forget; order per subject from one publisher is kept by every bus used here. */
-  publish(subject: string, message: Uint8Array): void;
-  /** Resolves when the subscription is live; the returned function ends it. */
-  subscribe(subject: string, onMessage: (message: Uint8Array) => void): Promise<() => void>;
-  /** Drains what was published, then disconnects. */
-  close(): Promise<void>;
-  /** Disconnects at once, without a word (a crash, for tests). */
-  destroy(): void;
-}
-
-export interface BusTransportOptions {
-  /** Subject prefix: nodes with different prefixes do not see each other. Default `parley`. */
-  prefix?: string;
-  /** Largest frame (request or reply) this transport sends or accepts. Default 1 MiB − 1 KiB. */
-  maxPayload?: number;
-  heartbeatMs?: number;
-  heartbeatTimeoutMs?: number;
-  log?: (message: string) => void;
-}
+export type { Bus, BusTransportOptions } from './bus.ts';
 
 const { REQUEST, REPLY, FAILURE, CANCEL, HELLO, BYE, WHO, BROADCAST } = Kind;
 
@@ -62,6 +43,8 @@ const EMPTY = new Uint8Array(0);
 const BATCH_BYTES = 64 * 1024;
 /** Frames after which a batch leaves without waiting for the end of the turn. */
 const BATCH_FRAMES = 16;
+/** Marks a frame writer subject as a bus reply address (no subject starts with NUL). */
+const REPLY_ROUTE = '\u0000reply:';
 
 interface Peer {
   info: NodeInfo;
@@ -84,6 +67,8 @@ function safeId(id: string): string {
 export class BusTransport implements Transport {
   readonly maxPayload: number;
   private readonly prefix: string;
+  /** Subjects that start with it are nodes' inboxes. */
+  private readonly inboxPrefix: string;
   private readonly heartbeatMs: number;
   private readonly heartbeatTimeoutMs: number;
   private readonly log: (message: string) => void;
@@ -109,6 +94,7 @@ export class BusTransport implements Transport {
     options: BusTransportOptions = {},
   ) {
     this.prefix = options.prefix ?? 'parley';
+    this.inboxPrefix = `${this.prefix}.node.`;
     this.maxPayload = options.maxPayload ?? 1024 * 1024 - 1024;
     this.heartbeatMs = options.heartbeatMs ?? 2000;
     this.heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? 10_000;
@@ -123,7 +109,7 @@ export class BusTransport implements Transport {
   private inbox(nodeId: string): string {
     let subject = this.inboxes.get(nodeId);
     if (subject === undefined) {
-      subject = `${this.prefix}.node.${safeId(nodeId)}`;
+      subject = `${this.inboxPrefix}${safeId(nodeId)}`;
       if (this.inboxes.size >= 10_000) this.inboxes.clear(); // ids from garbage on the bus stay bounded
       this.inboxes.set(nodeId, subject);
     }
@@ -138,7 +124,10 @@ export class BusTransport implements Transport {
     this.handler = handler;
     const bus = await this.connect();
     this.bus = bus;
-    this.unsubscribe.push(await bus.subscribe(this.inbox(self.id), (m) => this.onInbox(m)));
+    if (bus.replies !== undefined) {
+      this.unsubscribe.push(await bus.replies.listen((m) => this.onInbox(m, undefined)));
+    }
+    this.unsubscribe.push(await bus.subscribe(this.inbox(self.id), (m, replyTo) => this.onInbox(m, replyTo)));
     this.unsubscribe.push(await bus.subscribe(`${this.prefix}.presence`, (m) => this.onPresence(m)));
     this.unsubscribe.push(await bus.subscribe(`${this.prefix}.broadcast`, (m) => this.onBroadcast(m)));
     this.hello();
@@ -224,9 +213,19 @@ export class BusTransport implements Transport {
     if (this.bus !== undefined) this.out.send(subject, kind, id, payload);
   }
 
+  /**
+   * What the frame writer flushes, routed by its subject key: a reply address (`REPLY_ROUTE`
+   * first), a request to an inbox (marked with this node's reply address where the bus has one),
+   * or anything else, published as it is.
+   */
   private publish(subject: string, message: Uint8Array): void {
+    const bus = this.bus;
     try {
-      this.bus?.publish(subject, message);
+      if (bus === undefined) return;
+      if (bus.replies === undefined) bus.publish(subject, message);
+      else if (subject.startsWith(REPLY_ROUTE)) bus.replies.reply(subject.slice(REPLY_ROUTE.length), message);
+      else if (subject.startsWith(this.inboxPrefix)) bus.replies.request(subject, message);
+      else bus.publish(subject, message);
     } catch (error) {
       // A bus that lost its connection: the caller's pending entry fails at its deadline or when
       // the peer is declared gone; a reply lost here is the caller's timeout.
@@ -314,11 +313,11 @@ export class BusTransport implements Transport {
     }
   }
 
-  private onInbox(message: Uint8Array): void {
-    for (const m of this.parse(message, 'inbox') ?? []) this.inboxFrame(m);
+  private onInbox(message: Uint8Array, replyTo: string | undefined): void {
+    for (const m of this.parse(message, 'inbox') ?? []) this.inboxFrame(m, replyTo);
   }
 
-  private inboxFrame(m: BusMessage): void {
+  private inboxFrame(m: BusMessage, replyTo: string | undefined): void {
     if (m.kind === REPLY) this.settle(m.id, m.from)?.resolve(m.payload);
     else if (m.kind === FAILURE) {
       const p = this.settle(m.id, m.from);
@@ -330,7 +329,7 @@ export class BusTransport implements Transport {
         wire = { code: 'UNKNOWN', message: 'an unreadable failure' };
       }
       p.reject(ParleyError.fromWire(wire));
-    } else if (m.kind === REQUEST) this.serve(m);
+    } else if (m.kind === REQUEST) this.serve(m, this.replyRoute(m.from, replyTo));
     else if (m.kind === CANCEL) {
       this.running
         .get(m.from)
@@ -339,12 +338,19 @@ export class BusTransport implements Transport {
     } else this.log(`dropped a message of kind ${m.kind} in the inbox`);
   }
 
-  private serve(m: BusMessage): void {
+  /** Where replies to `from` go: the reply address its request carried, else its inbox. */
+  private replyRoute(from: string, replyTo: string | undefined): string {
+    return replyTo !== undefined && this.bus?.replies !== undefined
+      ? REPLY_ROUTE + replyTo
+      : this.inbox(from);
+  }
+
+  private serve(m: BusMessage, route: string): void {
     const handler = this.handler;
     if (handler === undefined || this.stopped) return;
     const { from, id } = m;
     if (m.payload.byteLength > this.maxPayload) {
-      this.fail(from, id, frameTooLarge(m.payload.byteLength, this.maxPayload));
+      this.fail(route, id, frameTooLarge(m.payload.byteLength, this.maxPayload));
       return;
     }
     let calls = this.running.get(from);
@@ -358,12 +364,12 @@ export class BusTransport implements Transport {
       (reply) => {
         this.done(from, id);
         if (reply.byteLength > this.maxPayload)
-          this.fail(from, id, frameTooLarge(reply.byteLength, this.maxPayload));
-        else this.send(this.inbox(from), REPLY, id, reply);
+          this.fail(route, id, frameTooLarge(reply.byteLength, this.maxPayload));
+        else this.send(route, REPLY, id, reply);
       },
       (error: unknown) => {
         this.done(from, id);
-        this.fail(from, id, error);
+        this.fail(route, id, error);
       },
     );
   }
@@ -375,8 +381,8 @@ export class BusTransport implements Transport {
     if (calls.size === 0) this.running.delete(from);
   }
 
-  private fail(to: string, id: number, error: unknown): void {
+  private fail(route: string, id: number, error: unknown): void {
     const wire = encoder.encode(JSON.stringify(ParleyError.from(error).toWire()));
-    this.send(this.inbox(to), FAILURE, id, wire);
+    this.send(route, FAILURE, id, wire);
   }
 }

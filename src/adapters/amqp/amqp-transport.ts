@@ -12,18 +12,14 @@
  * its own presence and broadcast messages back (AMQP has no "no local"); the bus transport drops
  * them by sender id.
  *
- * Requests and replies go through the exchange to the callee's and the caller's inbox queue (one
- * hop through RabbitMQ each way), not through direct reply-to (`amq.rabbitmq.reply-to`). Direct
- * reply-to answers a message by the `replyTo` property it arrived with, on the requester's
- * channel; the `Bus` interface hands an adapter a subject and opaque bytes in both directions, so
- * the bus cannot tell a reply from a request, nor which received request a reply answers, without
- * reading the bus transport's private framing. What would allow it: `Bus.subscribe`'s callback
- * taking a reply handle (`onMessage(message, reply?: (bytes) => void)`) and `BusTransport.serve`
- * answering through it when given, with `Bus.request(subject, message)` (or a `replyable` flag on
- * publish) marking requests, so an AMQP bus could publish requests with
- * `replyTo: 'amq.rabbitmq.reply-to'` from the channel that consumes the pseudo-queue. The inbox
- * route costs one declared queue per node and keeps a reply's path the same as a cancel's.
- *
+ * Requests go through the exchange to the callee's inbox queue; replies come back by direct
+ * reply-to: the bus channel consumes the pseudo-queue `amq.rabbitmq.reply-to` (no acks, before
+ * the first request), requests are published on that channel with `replyTo` set to it, and the
+ * callee publishes each reply to the default exchange with the `replyTo` its request arrived
+ * with, which RabbitMQ hands straight to the requester's channel: no reply queue, and no routing
+ * through the bus exchange. Cancels travel with the requests. A reply whose requester is gone
+ * (its channel closed) is dropped by RabbitMQ; the caller's deadline covers it.
+
  * Reconnects (`connect.ts`): the connection is dialled again with backoff; the channel, the
  * exchange and every subscription's queue are declared again (new queue names: the old ones went
  * with the old connection). While the connection is down, publishes fail and are logged by the
@@ -69,9 +65,12 @@ export function createAmqpTransport(options: AmqpTransportOptions): BusTransport
   }, options);
 }
 
+/** RabbitMQ's pseudo-queue for direct reply-to. */
+const REPLY_TO = 'amq.rabbitmq.reply-to';
+
 interface Subscription {
   subject: string;
-  onMessage: (message: Uint8Array) => void;
+  onMessage: (message: Uint8Array, replyTo?: string) => void;
   channel?: AmqpChannel;
   tag?: string;
 }
@@ -80,6 +79,40 @@ async function amqpBus(link: AmqpLink, exchange: string, log: (message: string) 
   const subs = new Set<Subscription>();
   let channel: AmqpChannel | undefined;
   let ending = false;
+  let onReply: ((message: Uint8Array) => void) | undefined;
+
+  /** Direct reply-to: consumed on the channel that publishes the requests, before the first. */
+  async function listenReplies(ch: AmqpChannel): Promise<void> {
+    if (onReply === undefined) return;
+    const deliver = onReply;
+    await ch.consume(
+      REPLY_TO,
+      (m) => {
+        if (m === null) return;
+        try {
+          deliver(m.content);
+        } catch (error) {
+          log(`RabbitMQ: a reply failed: ${ParleyError.from(error).message}`);
+        }
+      },
+      { noAck: true },
+    );
+  }
+
+  function bodyOf(message: Uint8Array): Buffer {
+    return Buffer.isBuffer(message)
+      ? message
+      : Buffer.from(message.buffer, message.byteOffset, message.byteLength);
+  }
+
+  function send(exchangeName: string, routingKey: string, message: Uint8Array, replyTo?: string): void {
+    if (channel === undefined) throw new ParleyError('UNAVAILABLE', 'RabbitMQ: not connected (reconnecting)');
+    try {
+      channel.publish(exchangeName, routingKey, bodyOf(message), replyTo === undefined ? {} : { replyTo });
+    } catch (error) {
+      throw amqpError(error, `publishing on ${routingKey}`);
+    }
+  }
 
   async function listen(ch: AmqpChannel, s: Subscription): Promise<void> {
     const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true, durable: false });
@@ -89,7 +122,7 @@ async function amqpBus(link: AmqpLink, exchange: string, log: (message: string) 
       (m) => {
         if (m === null) return; // cancelled by the server (queue deleted): the next reconnect redeclares
         try {
-          s.onMessage(m.content);
+          s.onMessage(m.content, m.properties.replyTo as string | undefined);
         } catch (error) {
           log(`RabbitMQ: a message on ${s.subject} failed: ${ParleyError.from(error).message}`);
         }
@@ -111,6 +144,7 @@ async function amqpBus(link: AmqpLink, exchange: string, log: (message: string) 
       if (!ending && link.current === model) setTimeout(() => void reopen(model), 250).unref();
     });
     await ch.assertExchange(exchange, 'topic', { durable: true });
+    await listenReplies(ch);
     for (const s of subs) await listen(ch, s);
     channel = ch;
   }
@@ -136,16 +170,25 @@ async function amqpBus(link: AmqpLink, exchange: string, log: (message: string) 
 
   return {
     publish(subject, message) {
-      if (channel === undefined)
-        throw new ParleyError('UNAVAILABLE', 'RabbitMQ: not connected (reconnecting)');
-      const body = Buffer.isBuffer(message)
-        ? message
-        : Buffer.from(message.buffer, message.byteOffset, message.byteLength);
-      try {
-        channel.publish(exchange, subject, body);
-      } catch (error) {
-        throw amqpError(error, `publishing on ${subject}`);
-      }
+      send(exchange, subject, message);
+    },
+
+    replies: {
+      request: (subject, message) => send(exchange, subject, message, REPLY_TO),
+      reply: (address, message) => send('', address, message),
+      async listen(deliver) {
+        onReply = deliver;
+        if (channel !== undefined) {
+          try {
+            await listenReplies(channel);
+          } catch (error) {
+            throw amqpError(error, 'consuming direct replies');
+          }
+        }
+        return () => {
+          onReply = undefined;
+        };
+      },
     },
 
     async subscribe(subject, onMessage) {

@@ -21,12 +21,13 @@
  * runtime picks the node), and presence and notifications go to every node, so MQTT 5 shared
  * subscriptions (`$share/<group>/...`) have no use at this level.
  *
- * MQTT 5 request/response: requests do not carry the `Response Topic` and `Correlation Data`
- * properties. The reply topic and the correlation id travel inside the bus frame (the caller's
- * node id and a u32 id), and the `Bus` interface hands an adapter only a subject and opaque bytes:
- * it cannot tell a request from a reply without reading the bus transport's private framing.
- * Setting them would need `Bus.publish` to take optional reply metadata from the bus transport.
- *
+ * MQTT 5 request/response: requests (and cancels) are published with the `Response Topic`
+ * property set to this connection's reply topic, `<prefix>/reply/<client id>`, subscribed before
+ * the first request; the callee publishes its replies to the Response Topic the request arrived
+ * with, not to a topic of its own making. `Correlation Data` is not set: several requests may
+ * travel in one message (the bus transport's batches), each frame carrying its own id, which is
+ * what correlates a reply.
+
  * Payload size: the transport's `maxPayload` (default 1 MiB − 1 KiB) must stay below the broker's
  * largest packet less the topic and headers. Mosquitto's `max_packet_size` is unset by default
  * (no limit short of MQTT's 256 MiB); a broker that announces a smaller maximum in its CONNACK is
@@ -104,64 +105,79 @@ export function createMqttTransport(options: MqttTransportOptions): BusTransport
           'larger frames will cost the connection; lower maxPayload',
       );
     }
-    return mqttBus(client, log);
+    return mqttBus(client, `${topicOf(options.prefix ?? 'parley')}/reply/${client.options.clientId}`, log);
   }, options);
 }
 
-function mqttBus(client: MqttClient, log: (message: string) => void): Bus {
-  const handlers = new Map<string, Set<(message: Uint8Array) => void>>();
+type OnMessage = (message: Uint8Array, replyTo?: string) => void;
+
+function mqttBus(client: MqttClient, replyTopic: string, log: (message: string) => void): Bus {
+  const handlers = new Map<string, Set<OnMessage>>();
   let ended = false;
 
-  client.on('message', (topic, payload) => {
+  client.on('message', (topic, payload, packet) => {
     const set = handlers.get(topic);
     if (set === undefined) return;
+    const replyTo = packet.properties?.responseTopic;
     for (const onMessage of set) {
       try {
-        onMessage(payload);
+        onMessage(payload, replyTo);
       } catch (error) {
         log(`MQTT: a message on ${topic} failed: ${ParleyError.from(error).message}`);
       }
     }
   });
 
-  return {
-    publish(subject, message) {
-      const topic = topicOf(subject);
-      client.publish(topic, asBuffer(message), { qos: 1 }, (error) => {
+  function send(topic: string, message: Uint8Array, responseTopic?: string): void {
+    const options =
+      responseTopic === undefined ? { qos: 1 as const } : { qos: 1 as const, properties: { responseTopic } };
+    client.publish(topic, asBuffer(message), options, (error) => {
+      if (error !== undefined && error !== null && !ended)
+        log(mqttError(error, `publishing on ${topic}`).message);
+    });
+  }
+
+  async function listen(topic: string, onMessage: OnMessage): Promise<() => void> {
+    let set = handlers.get(topic);
+    if (set === undefined) {
+      set = new Set();
+      handlers.set(topic, set);
+    }
+    set.add(onMessage);
+    try {
+      // Resolves on the SUBACK (or at once when this client already holds the subscription).
+      const granted = await client.subscribeAsync(topic, { qos: 1, nl: true, rh: 2 });
+      const qos = granted[0]?.qos;
+      if (qos !== undefined && qos < 1) log(`MQTT: ${topic} granted at QoS ${qos}: messages may be lost`);
+    } catch (error) {
+      set.delete(onMessage);
+      if (set.size === 0) handlers.delete(topic);
+      throw mqttError(error, `subscribing to ${topic}`);
+    }
+    const mine = set;
+    return () => {
+      if (!mine.delete(onMessage) || mine.size > 0) return;
+      handlers.delete(topic);
+      if (ended) return;
+      client.unsubscribe(topic, (error) => {
         if (error !== undefined && error !== null && !ended)
-          log(mqttError(error, `publishing on ${topic}`).message);
+          log(mqttError(error, `unsubscribing from ${topic}`).message);
       });
+    };
+  }
+
+  return {
+    publish: (subject, message) => send(topicOf(subject), message),
+
+    replies: {
+      request: (subject, message) => send(topicOf(subject), message, replyTopic),
+      // The address is whatever Response Topic the request carried: not checked for wildcards
+      // (a publish to one is refused by the broker, and the caller's deadline covers that).
+      reply: (address, message) => send(address, message),
+      listen: (onReply) => listen(replyTopic, onReply),
     },
 
-    async subscribe(subject, onMessage) {
-      const topic = topicOf(subject);
-      let set = handlers.get(topic);
-      if (set === undefined) {
-        set = new Set();
-        handlers.set(topic, set);
-      }
-      set.add(onMessage);
-      try {
-        // Resolves on the SUBACK (or at once when this client already holds the subscription).
-        const granted = await client.subscribeAsync(topic, { qos: 1, nl: true, rh: 2 });
-        const qos = granted[0]?.qos;
-        if (qos !== undefined && qos < 1) log(`MQTT: ${topic} granted at QoS ${qos}: messages may be lost`);
-      } catch (error) {
-        set.delete(onMessage);
-        if (set.size === 0) handlers.delete(topic);
-        throw mqttError(error, `subscribing to ${topic}`);
-      }
-      const mine = set;
-      return () => {
-        if (!mine.delete(onMessage) || mine.size > 0) return;
-        handlers.delete(topic);
-        if (ended) return;
-        client.unsubscribe(topic, (error) => {
-          if (error !== undefined && error !== null && !ended)
-            log(mqttError(error, `unsubscribing from ${topic}`).message);
-        });
-      };
-    },
+    subscribe: (subject, onMessage) => listen(topicOf(subject), onMessage),
 
     async close() {
       if (ended) return;
