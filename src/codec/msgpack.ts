@@ -5,23 +5,33 @@
  * an object's prototype. Records and structured clones are off: every peer must be able to read
  * the bytes without shared state.
  */
-import { Packr } from 'msgpackr';
+import { createRequire } from 'node:module';
+import type { Packr } from 'msgpackr';
 import { ParleyError } from '../errors.ts';
 import type { Codec } from './codec.ts';
 
+// msgpackr is loaded at the first message, not at start: every node keeps a MessagePack codec to
+// read peers that use it, and most never see such a frame.
+const load = createRequire(import.meta.url);
+let PackrClass: typeof Packr | undefined;
+
+function newPackr(): Packr {
+  PackrClass ??= (load('msgpackr') as typeof import('msgpackr')).Packr;
+  return new PackrClass({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: 'number' });
+}
+
 export function createMsgpackCodec(): Codec {
-  const packr = new Packr({
-    useRecords: false,
-    moreTypes: false,
-    mapsAsObjects: true,
-    int64AsType: 'number',
-  });
+  let made: Packr | undefined;
+  const packr = (): Packr => {
+    made ??= newPackr();
+    return made;
+  };
   return {
     name: 'msgpack',
     contentType: 'application/msgpack',
     encode(value: unknown): Uint8Array {
       try {
-        return packr.pack(value);
+        return packr().pack(value);
       } catch (error) {
         throw new ParleyError(
           'INVALID_ARGUMENT',
@@ -35,7 +45,7 @@ export function createMsgpackCodec(): Codec {
     },
     decode(bytes: Uint8Array): unknown {
       try {
-        return packr.unpack(bytes);
+        return packr().unpack(bytes);
       } catch (error) {
         throw new ParleyError(
           'INVALID_ARGUMENT',

@@ -5,10 +5,16 @@
  * waiting to retry, or waiting behind an earlier message with the same key), like a stream's
  * pending-entries list. Every method is one transaction; several processes may share the file.
  */
-import Database from 'better-sqlite3';
+import { createRequire } from 'node:module';
+import type Database from 'better-sqlite3';
 import { prepare, READY, SCHEMA, type Statements, WAITING } from './statements.ts';
 
 type Db = Database.Database;
+
+// Loaded when the first store opens: a node that never uses the embedded broker does not pay for
+// the native module at start.
+const load = createRequire(import.meta.url);
+let sqlite: typeof Database | undefined;
 
 export type Durability = 'process' | 'power';
 
@@ -52,7 +58,8 @@ export class Store {
   private readonly s: Statements;
 
   constructor(path: string, durability: Durability) {
-    this.db = new Database(path);
+    sqlite ??= load('better-sqlite3') as typeof Database;
+    this.db = new sqlite(path);
     this.db.pragma('journal_mode = WAL');
     // NORMAL: a commit survives a crash of the process (it is in the WAL), not a power loss.
     // FULL: the WAL is fsynced at each commit; a commit survives a power loss too.
