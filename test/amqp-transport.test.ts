@@ -12,13 +12,14 @@ import { calc, calcService, testNode, waitFor } from './helpers.ts';
 const skip = await needBroker('rabbitmq');
 const prefix = `parley-test-${process.pid}`;
 
-/** Deletes the durable bus exchanges the run declared. */
+/** Deletes the durable bus exchanges the run declared (the inbox topic exchange and the two fanouts). */
 async function dropExchanges(...prefixes: string[]): Promise<void> {
   const amqp = await import('amqplib');
   const conn = await amqp.connect(BROKERS.rabbitmq.url);
   try {
     const ch = await conn.createChannel();
-    for (const p of prefixes) await ch.deleteExchange(`${p}.bus`);
+    for (const p of prefixes)
+      for (const x of ['bus', 'presence', 'broadcast']) await ch.deleteExchange(`${p}.${x}`);
   } finally {
     await conn.close();
   }
@@ -59,7 +60,7 @@ describe('rabbitmq transport: bad input and reconnects', { skip }, () => {
       const inbox = `${own}.node.${server.id.replace(/[^A-Za-z0-9_-]/g, '_')}`;
       for (const payload of [Buffer.from([1, 2]), Buffer.from([99, 0, 0, 0, 1, 0])]) {
         ch.publish(`${own}.bus`, inbox, payload);
-        ch.publish(`${own}.bus`, `${own}.presence`, payload);
+        ch.publish(`${own}.presence`, '', payload); // a fanout exchange: no key
       }
       await ch.waitForConfirms();
     } finally {

@@ -4,8 +4,10 @@
  * Discovery, heartbeats, cancels and notifications are those of every bus transport
  * (`adapters/bus-transport.ts`); this module is the bus.
  *
- * The bus: one durable topic exchange `<prefix>.bus`; a bus subject is the routing key as it is
- * (`<prefix>.node.<id>`, `<prefix>.presence`, `<prefix>.broadcast`). Each subscription is a
+ * The bus: the subjects every node hears, `<prefix>.presence` and `<prefix>.broadcast`
+ * (notifications), are durable fanout exchanges of those names (RabbitMQ copies each message to
+ * every bound queue without looking at a key); node inboxes go through one durable topic exchange
+ * `<prefix>.bus`, the subject (`<prefix>.node.<id>`) as routing key. Each subscription is a
  * server-named, exclusive, auto-delete queue bound with the subject, consumed without acks (the
  * bus is fire and forget: a node that is gone takes its queues with it). One channel per node
  * carries every publish and consumer, so order per subject from one publisher holds. A node gets
@@ -57,7 +59,11 @@ export function createAmqpTransport(options: AmqpTransportOptions): BusTransport
   return new BusTransport(async () => {
     const link = await AmqpLink.open({ url: options.url, name: `parley-transport ${prefix}`, log });
     try {
-      return await amqpBus(link, `${prefix}.bus`, log);
+      return await amqpBus(
+        link,
+        { topic: `${prefix}.bus`, fanout: [`${prefix}.presence`, `${prefix}.broadcast`] },
+        log,
+      );
     } catch (error) {
       await link.close();
       throw error;
@@ -75,7 +81,18 @@ interface Subscription {
   tag?: string;
 }
 
-async function amqpBus(link: AmqpLink, exchange: string, log: (message: string) => void): Promise<Bus> {
+/** The exchanges of a bus: the topic exchange for inboxes, and one fanout exchange per every-node subject. */
+interface Exchanges {
+  topic: string;
+  fanout: string[];
+}
+
+async function amqpBus(link: AmqpLink, exchanges: Exchanges, log: (message: string) => void): Promise<Bus> {
+  const exchange = exchanges.topic;
+  const fanout = new Set(exchanges.fanout);
+  /** Where a subject is published: its fanout exchange (no key), or the topic exchange by key. */
+  const route = (subject: string): [string, string] =>
+    fanout.has(subject) ? [subject, ''] : [exchange, subject];
   const subs = new Set<Subscription>();
   let channel: AmqpChannel | undefined;
   let ending = false;
@@ -116,7 +133,7 @@ async function amqpBus(link: AmqpLink, exchange: string, log: (message: string) 
 
   async function listen(ch: AmqpChannel, s: Subscription): Promise<void> {
     const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true, durable: false });
-    await ch.bindQueue(queue, exchange, s.subject);
+    await ch.bindQueue(queue, ...route(s.subject));
     const { consumerTag } = await ch.consume(
       queue,
       (m) => {
@@ -144,6 +161,7 @@ async function amqpBus(link: AmqpLink, exchange: string, log: (message: string) 
       if (!ending && link.current === model) setTimeout(() => void reopen(model), 250).unref();
     });
     await ch.assertExchange(exchange, 'topic', { durable: true });
+    for (const f of fanout) await ch.assertExchange(f, 'fanout', { durable: true });
     await listenReplies(ch);
     for (const s of subs) await listen(ch, s);
     channel = ch;
@@ -170,7 +188,7 @@ async function amqpBus(link: AmqpLink, exchange: string, log: (message: string) 
 
   return {
     publish(subject, message) {
-      send(exchange, subject, message);
+      send(...route(subject), message);
     },
 
     replies: {
