@@ -123,6 +123,7 @@ export type {
   OutboundHandler,
   OutboundMiddleware,
 } from './runtime/pipeline.ts';
+export type { Principal } from './runtime/principal.ts';
 export type { Endpoint, Registry, RegistryChange } from './runtime/registry.ts';
 export {
   type ActionHandler,

@@ -28,6 +28,8 @@ export interface Envelope<T = unknown> {
   idempotencykey?: string;
   correlationid?: string;
   causationid?: string;
+  /** Who the message acts for (JSON, see `runtime/principal.ts`): set at the edge, carried on. */
+  principal?: string;
   data: T;
 }
 
@@ -75,6 +77,7 @@ const OPTIONAL_STRINGS = [
   'idempotencykey',
   'correlationid',
   'causationid',
+  'principal',
 ] as const;
 
 /** Checks a decoded value is an envelope; a malformed one is INVALID_ARGUMENT naming the attribute. */

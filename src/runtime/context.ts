@@ -18,6 +18,7 @@ import type {
 } from '../contract/contract.ts';
 import { randomHex, uuidv7 } from '../envelope/ids.ts';
 import { ParleyError } from '../errors.ts';
+import { decodePrincipal, type Principal } from './principal.ts';
 import { callerOf } from './wire.ts';
 
 export interface CallOptions {
@@ -31,6 +32,11 @@ export interface CallOptions {
   key?: string;
   /** Cancels the call; the caller gets CANCELLED. */
   signal?: AbortSignal;
+  /**
+   * Who this call acts for, set by an edge that authenticated them (the gateway). Inside a
+   * handler, calls and events carry the handler's principal unless this replaces it.
+   */
+  principal?: Principal;
   /** This call's retry policy, over the node's (with the `retry` middleware); `false`: no retries. */
   retry?: { maxAttempts?: number; backoff?: { initial?: number; max?: number; multiplier?: number } } | false;
   /** Hedging for this call (with the `hedge` middleware); `false`: none. */
@@ -53,6 +59,8 @@ export interface Caller {
   node: string;
   /** The calling service, when the call was made from inside a handler. */
   service: string | undefined;
+  /** Who the call acts for, as authenticated at the edge (the gateway); undefined when nobody. */
+  principal?: Principal | undefined;
 }
 
 /** The part of a node a context needs. Implemented by the node; not public API. */
@@ -141,6 +149,8 @@ export interface ContextInit {
   source?: string | undefined;
   /** Remote requests carry these in the envelope. */
   id?: string | undefined;
+  /** The envelope's `principal` attribute (JSON), read only if the handler asks. */
+  principal?: string | undefined;
   traceparent?: string | undefined;
   correlationId?: string | undefined;
   causationId?: string | undefined;
@@ -153,6 +163,11 @@ export interface ContextInit {
   delivery?: Delivery | undefined;
 }
 
+/** The principal (wire form) a context carries on to what it sends; undefined outside a handler. */
+export function principalWireOf(ctx: Context | undefined): string | undefined {
+  return ctx instanceof CallContext ? ctx.principalWire : undefined;
+}
+
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 
 export class CallContext implements Context {
@@ -163,6 +178,9 @@ export class CallContext implements Context {
   readonly delivery: Delivery | undefined;
   private _caller: Caller | undefined;
   private readonly source: string | undefined;
+  /** The principal as it travels (JSON), decoded into `caller` only when asked for. */
+  private readonly principalText: string | undefined;
+  private principalRead = false;
   private readonly runtime: ContextRuntime;
   private readonly parent: Context | undefined;
   private readonly remoteTraceparent: string | undefined;
@@ -189,6 +207,7 @@ export class CallContext implements Context {
     this.deadline = init.deadline;
     this._caller = init.caller;
     this.source = init.source;
+    this.principalText = init.principal;
     this.idempotencyKey = init.idempotencyKey;
     this._id = init.id;
     this.delivery = init.delivery;
@@ -196,7 +215,16 @@ export class CallContext implements Context {
 
   get caller(): Caller | undefined {
     if (this._caller === undefined && this.source !== undefined) this._caller = callerOf(this.source);
+    if (!this.principalRead && this._caller !== undefined) {
+      this.principalRead = true;
+      if (this.principalText !== undefined) this._caller.principal = decodePrincipal(this.principalText);
+    }
     return this._caller;
+  }
+
+  /** @internal The principal in its wire form, for the calls and events this handler makes. */
+  get principalWire(): string | undefined {
+    return this.principalText;
   }
 
   get id(): string {

@@ -9,7 +9,7 @@ import { validate } from '../contract/validate.ts';
 import { baseEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { uuidv7 } from '../envelope/ids.ts';
 import { ParleyError } from '../errors.ts';
-import type { Context } from './context.ts';
+import { type Context, principalWireOf } from './context.ts';
 import { sourceOf } from './wire.ts';
 
 /**
@@ -71,6 +71,8 @@ export function eventEnvelope(init: EventEnvelopeInit): Envelope {
     env.traceparent = parent.traceparent;
     env.correlationid = parent.correlationId;
     env.causationid = parent.id;
+    const principal = principalWireOf(parent);
+    if (principal !== undefined) env.principal = principal;
   }
   return env;
 }

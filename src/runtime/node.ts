@@ -38,7 +38,7 @@ import {
   type OutboundHandler,
 } from './pipeline.ts';
 import { type Endpoint, Registry } from './registry.ts';
-import { callRemote, type RemoteDeps } from './remote.ts';
+import { callRemote, principalOfCall, type RemoteDeps } from './remote.ts';
 import { callRemoteInput, openRemoteOutput } from './remote-streams.ts';
 import { Server } from './serve.ts';
 import type { Service } from './service.ts';
@@ -430,6 +430,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       action: call.action,
       deadline: call.deadline,
       caller: { node: this.id, service: call.parent?.service },
+      principal: principalOfCall(call),
       parent: call.parent,
       idempotencyKey: call.options.idempotencyKey,
       errors: action.def.errors,

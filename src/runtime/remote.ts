@@ -8,9 +8,11 @@ import { ParleyError } from '../errors.ts';
 import type { RequestSignal, Transport } from '../transport/transport.ts';
 import { onAbort } from './abort.ts';
 import type { Clock } from './clock.ts';
+import { principalWireOf } from './context.ts';
 import { type DeadlineWheel, Expiring } from './deadlines.ts';
 import { callEnvelope } from './envelopes.ts';
 import type { AttemptPermit, OutboundCall } from './pipeline.ts';
+import { encodePrincipal } from './principal.ts';
 import { decodeReply } from './wire.ts';
 
 export interface RemoteDeps {
@@ -42,6 +44,8 @@ export function callRemote(
   try {
     const env = callEnvelope(deps.nodeId, call.parent, name, call.input, deps.clock.now(), call.deadline);
     if (call.options.idempotencyKey !== undefined) env.idempotencykey = call.options.idempotencyKey;
+    const principal = principalOfCall(call);
+    if (principal !== undefined) env.principal = principal;
     frame = deps.codec.encode(env);
   } catch (error) {
     return Promise.resolve(error).then(failed);
@@ -109,6 +113,12 @@ async function withCallerSignal(
   }
   permit?.success();
   return value;
+}
+
+/** The principal a call carries (wire form): the one it was given, else its handler's. */
+export function principalOfCall(call: OutboundCall): string | undefined {
+  const given = call.options.principal;
+  return given !== undefined ? encodePrincipal(given) : principalWireOf(call.parent);
 }
 
 /**

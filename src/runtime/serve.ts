@@ -301,6 +301,7 @@ export class Server {
       errors: at.errors,
       delivery,
       source: env.source,
+      principal: env.principal,
       id: env.id,
       traceparent: env.traceparent,
       correlationId: env.correlationid,
