@@ -152,7 +152,8 @@ export class RedisBroker implements Broker {
     if (this.closed) return Promise.reject(new ParleyError('UNAVAILABLE', 'the broker is closed'));
     let body: Buffer;
     try {
-      body = Buffer.from(this.codec.encode(envelope));
+      const bytes = this.codec.encode(envelope);
+      body = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     } catch (error) {
       return Promise.reject(error);
     }

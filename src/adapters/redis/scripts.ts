@@ -49,13 +49,7 @@ local a = 3
 for e = 1, (#KEYS - 1) / 2 do
   local stream, dedupe = KEYS[2 * e], KEYS[2 * e + 1]
   local id, window, trim, letter = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  local last = a + 4 + tonumber(ARGV[a + 4])
-  local add = {stream}
-  if maxlen ~= '0' then
-    add[#add + 1] = 'MAXLEN'; add[#add + 1] = '~'; add[#add + 1] = maxlen
-  end
-  add[#add + 1] = '*'
-  for i = a + 5, last do add[#add + 1] = ARGV[i] end
+  local first, last = a + 5, a + 4 + tonumber(ARGV[a + 4])
   a = last + 1
   local claimed = true
   if window ~= '0' then claimed = redis.pcall('SET', dedupe, id, 'NX', 'PX', window) end
@@ -64,7 +58,18 @@ for e = 1, (#KEYS - 1) / 2 do
   elseif not claimed then
     out[e] = {redis.call('GET', dedupe), 1}
   else
-    local r = redis.pcall('XADD', unpack(add))
+    local r
+    if maxlen == '0' and last == first + 1 then
+      r = redis.pcall('XADD', stream, '*', ARGV[first], ARGV[last]) -- the usual entry: no table to build
+    else
+      local add = {stream}
+      if maxlen ~= '0' then
+        add[#add + 1] = 'MAXLEN'; add[#add + 1] = '~'; add[#add + 1] = maxlen
+      end
+      add[#add + 1] = '*'
+      for i = first, last do add[#add + 1] = ARGV[i] end
+      r = redis.pcall('XADD', unpack(add))
+    end
     if type(r) == 'table' and r.err then
       if window ~= '0' then redis.call('DEL', dedupe) end
       out[e] = {r.err, 2}
