@@ -12,11 +12,13 @@
  * - `<prefix>:dlq` (hash: letter id → JSON letter) and `<prefix>:dlq:seq` (letter ids).
  *
  * How each guarantee maps onto Redis:
- * - **Publish** is one Lua script (atomic: a crash cannot leave half of it): the dedupe check,
- *   XADD, then `SET <prefix>:dedupe:<key> <envelope id> PX <window>`. The dedupe key is the
- *   envelope's idempotency key, else its id; a duplicate within `dedupeWindowMs` (default 2 min)
- *   stores nothing and returns the first envelope's id (every publish holds one small key for the
- *   window; `dedupeWindowMs: 0` turns dedupe off). Resolves once Redis has the entry (in
+ * - **Publish** runs in a Lua script (atomic: a crash cannot leave half of an entry): `SET
+ *   <prefix>:dedupe:<key> <envelope id> NX PX <window>`, then XADD (a failed XADD deletes the
+ *   dedupe key again). The dedupe key is the envelope's idempotency key, else its id; a duplicate
+ *   within `dedupeWindowMs` (default 2 min) stores nothing and returns the first envelope's id
+ *   (every publish holds one small key for the window; `dedupeWindowMs: 0` turns dedupe off).
+ *   The publishes of one turn of the event loop go in one script call, entry after entry, each
+ *   with its own receipt or error (`publisher.ts`). Resolves once Redis has the entry (in
  *   memory: durability is the server's persistence setting — AOF `appendfsync` — not Parley's).
  * - **Retention**: XADD trims with `MAXLEN ~ maxLength` when set, then `XTRIM MINID ~` (at most
  *   once a second per topic and publishing process) drops entries older than `retentionMs`
@@ -58,8 +60,8 @@ import { ParleyError } from '../../errors.ts';
 import { connectRedis, type Redis } from './connect.ts';
 import { type Letter, RedisDeadLetters } from './dead-letters.ts';
 import { isReply, redisError } from './errors.ts';
+import { Publisher } from './publisher.ts';
 import { RedisConsumer } from './redis-consumer.ts';
-import { PUBLISH } from './scripts.ts';
 
 export interface RedisBrokerOptions {
   url: string;
@@ -88,6 +90,7 @@ export class RedisBroker implements Broker {
   /** @internal */ readonly codec: Codec = createJsonCodec();
   private readonly log: (message: string) => void;
   private readonly consumers = new Set<RedisConsumer>();
+  private readonly publisher: Publisher;
   /** When this process last trimmed each topic's stream by age (epoch ms). */
   private readonly trimmed = new Map<string, number>();
   private closed = false;
@@ -100,6 +103,11 @@ export class RedisBroker implements Broker {
     this.prefix = options.prefix ?? 'parley';
     this.log = options.log ?? ((m) => process.stderr.write(`parley redis broker: ${m}\n`));
     this.letters = new RedisDeadLetters(this);
+    this.publisher = new Publisher(redis, {
+      dlqKey: this.key('dlq'),
+      maxLength: Math.max(0, Math.round(options.maxLength ?? 0)),
+      retentionMs: Math.max(0, Math.round(options.retentionMs ?? 7 * 24 * 3600 * 1000)),
+    });
     this.deadLetters = this.letters;
   }
 
@@ -121,8 +129,7 @@ export class RedisBroker implements Broker {
     return `${this.prefix}:${name}`;
   }
 
-  async publish(envelope: Envelope, options: BrokerPublishOptions = {}): Promise<PublishReceipt> {
-    if (this.closed) throw new ParleyError('UNAVAILABLE', 'the broker is closed');
+  publish(envelope: Envelope, options: BrokerPublishOptions = {}): Promise<PublishReceipt> {
     const fields: (string | Buffer)[] = [];
     if (options.key !== undefined) fields.push('key', options.key);
     if (options.delay !== undefined && options.delay > 0)
@@ -131,42 +138,45 @@ export class RedisBroker implements Broker {
     return this.append(envelope.type, envelope, fields, dedupe, '');
   }
 
-  /** @internal Appends one envelope to its topic's stream (deduped when `dedupe` is set). */
-  async append(
+  /**
+   * @internal Appends one envelope to its topic's stream (deduped when `dedupe` is set), with the
+   * other appends of this turn (`publisher.ts`).
+   */
+  append(
     topic: string,
     envelope: Envelope,
     fields: (string | Buffer)[],
     dedupe: string | undefined,
     deleteLetter: string,
   ): Promise<PublishReceipt> {
-    const body = Buffer.from(this.codec.encode(envelope));
+    if (this.closed) return Promise.reject(new ParleyError('UNAVAILABLE', 'the broker is closed'));
+    let body: Buffer;
+    try {
+      const bytes = this.codec.encode(envelope);
+      body = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const window = dedupe === undefined ? 0 : Math.max(0, Math.round(this.options.dedupeWindowMs ?? 120_000));
     // Trimming by age is approximate anyway (`~`): once a second per topic from this process.
     const now = Date.now();
     const stream = this.streamOf(topic);
     const trim = now - (this.trimmed.get(stream) ?? 0) >= 1000;
     if (trim) this.trimmed.set(stream, now);
-    let reply: unknown;
-    try {
-      reply = await PUBLISH.run(
-        this.redis,
-        [stream, this.key(`dedupe:${dedupe ?? ''}`), this.key('dlq')],
-        [
-          envelope.id,
-          window,
-          Math.max(0, Math.round(this.options.maxLength ?? 0)),
-          trim ? Math.max(0, Math.round(this.options.retentionMs ?? 7 * 24 * 3600 * 1000)) : 0,
-          deleteLetter,
-          'body',
-          body,
-          ...fields,
-        ],
-      );
-    } catch (error) {
-      throw redisError(error, `publishing on ${topic}`);
-    }
-    const [id, duplicate] = Array.isArray(reply) ? reply : [];
-    return { id: String(id ?? envelope.id), duplicate: duplicate === 1 };
+    return new Promise<PublishReceipt>((resolve, reject) =>
+      this.publisher.add({
+        topic,
+        stream,
+        dedupeKey: this.key(`dedupe:${dedupe ?? ''}`),
+        envelopeId: envelope.id,
+        window,
+        trim,
+        deleteLetter,
+        fields: ['body', body, ...fields],
+        resolve,
+        reject,
+      }),
+    );
   }
 
   /** Creates the group (and the stream) unless it exists. */
@@ -224,6 +234,7 @@ export class RedisBroker implements Broker {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.publisher.flush(); // this turn's publishes go before QUIT
     await Promise.all([...this.consumers].map((c) => c.close()));
     this.consumers.clear();
     await this.redis.quit().then(undefined, () => this.redis.disconnect());

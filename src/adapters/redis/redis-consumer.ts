@@ -57,11 +57,38 @@ export interface ConsumerHost {
 /** How often a consumer deletes the group's consumers that are long gone and hold nothing, ms. */
 const JANITOR_EVERY = 5 * 60_000;
 
-/** `[field, value, field, value…]` as a map. */
-function fieldsOf(list: unknown): Map<string, string> {
-  const out = new Map<string, string>();
+/** An entry's fields that a consumer reads. */
+interface Fields {
+  body: Buffer | undefined;
+  key: string | undefined;
+  notBefore: string | undefined;
+  to: string | undefined;
+}
+
+/**
+ * `[field, value, field, value…]` (strings, or Buffers from a read that asked for them: the body
+ * then stays bytes, never decoded into a string and encoded back).
+ */
+function fieldsOf(list: unknown): Fields {
+  const out: Fields = { body: undefined, key: undefined, notBefore: undefined, to: undefined };
   if (!Array.isArray(list)) return out;
-  for (let i = 0; i + 1 < list.length; i += 2) out.set(String(list[i]), String(list[i + 1]));
+  for (let i = 0; i + 1 < list.length; i += 2) {
+    const value: unknown = list[i + 1];
+    switch (String(list[i])) {
+      case 'body':
+        out.body = Buffer.isBuffer(value) ? value : Buffer.from(String(value), 'utf8');
+        break;
+      case 'key':
+        out.key = String(value);
+        break;
+      case 'notBefore':
+        out.notBefore = String(value);
+        break;
+      case 'to':
+        out.to = String(value);
+        break;
+    }
+  }
   return out;
 }
 
@@ -153,7 +180,9 @@ export class RedisConsumer {
         now = Date.now();
         const block = Math.max(1, Math.min(nextPoll, nextAutoclaim, ...this.dues) - now);
         this.blockedUntil = now + block;
-        const reply = await this.reader.call(
+        // As Buffers: bodies go to the codec as the bytes they are. (Only on this connection:
+        // ioredis's auto-pipelining, on the shared one, loses `callBuffer`'s command name.)
+        const reply = await this.reader.callBuffer(
           'XREADGROUP',
           'GROUP',
           this.spec.group,
@@ -215,16 +244,16 @@ export class RedisConsumer {
 
   private take(id: string, list: unknown, deliveries: number): void {
     const fields = fieldsOf(list);
-    const to = fields.get('to');
+    const to = fields.to;
     if (to !== undefined && to !== this.spec.group) {
       void this.ack(id).catch(() => undefined); // a replay meant for another group
       return;
     }
-    const notBefore = fields.get('notBefore');
+    const notBefore = fields.notBefore;
     const raw: RawMessage = {
       id,
-      body: Buffer.from(fields.get('body') ?? '', 'utf8'),
-      key: fields.get('key') || undefined,
+      body: fields.body ?? Buffer.alloc(0),
+      key: fields.key || undefined,
       notBefore: notBefore === undefined || notBefore === '' ? undefined : Number(notBefore),
       deliveries,
       ack: () => this.ack(id),

@@ -29,30 +29,62 @@ const NOW_MS = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 
 /**
- * KEYS: stream, dedupe key, dead-letter hash. ARGV: envelope id, dedupe window (0: none),
- * max length (0: none), retention ms (0: none), dead letter to delete ('' none), fields…
- * Returns [stored or first envelope id, 1 if a duplicate].
+ * Appends a batch of entries (one turn's publishes: `publisher.ts`), each deduped atomically with
+ * its XADD. KEYS: dead-letter hash, then per entry its stream and dedupe key. ARGV: max length
+ * (0: none), retention ms (0: none), then per entry: envelope id, dedupe window (0: none), trim by
+ * age ('1': yes), dead letter to delete ('' none), field count n, the n fields.
+ * Returns per entry [stored or first envelope id, 0], [first envelope id, 1] for a duplicate, or
+ * [error reply, 2] when nothing of that entry was stored (its other entries are unaffected).
+ *
+ * `SET NX PX` claims the dedupe key before the XADD (one command where GET then SET took two); an
+ * XADD that fails releases it again, so a failed entry leaves nothing behind and its publisher can
+ * retry. Commands that can fail for one entry run by `pcall`, so one bad entry never aborts the
+ * script halfway through the others.
  */
 export const PUBLISH = new Script(`
-if ARGV[2] ~= '0' then
-  local first = redis.call('GET', KEYS[2])
-  if first then return {first, 1} end
+local maxlen = ARGV[1]
+local retention = tonumber(ARGV[2])
+local out = {}
+local a = 3
+for e = 1, (#KEYS - 1) / 2 do
+  local stream, dedupe = KEYS[2 * e], KEYS[2 * e + 1]
+  local id, window, trim, letter = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local first, last = a + 5, a + 4 + tonumber(ARGV[a + 4])
+  a = last + 1
+  local claimed = true
+  if window ~= '0' then claimed = redis.pcall('SET', dedupe, id, 'NX', 'PX', window) end
+  if type(claimed) == 'table' and claimed.err then
+    out[e] = {claimed.err, 2}
+  elseif not claimed then
+    out[e] = {redis.call('GET', dedupe), 1}
+  else
+    local r
+    if maxlen == '0' and last == first + 1 then
+      r = redis.pcall('XADD', stream, '*', ARGV[first], ARGV[last]) -- the usual entry: no table to build
+    else
+      local add = {stream}
+      if maxlen ~= '0' then
+        add[#add + 1] = 'MAXLEN'; add[#add + 1] = '~'; add[#add + 1] = maxlen
+      end
+      add[#add + 1] = '*'
+      for i = first, last do add[#add + 1] = ARGV[i] end
+      r = redis.pcall('XADD', unpack(add))
+    end
+    if type(r) == 'table' and r.err then
+      if window ~= '0' then redis.call('DEL', dedupe) end
+      out[e] = {r.err, 2}
+    else
+      if trim == '1' and retention > 0 then
+        ${NOW_MS}
+        local minid = now - retention
+        if minid > 0 then redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', minid)) end
+      end
+      if letter ~= '' then redis.call('HDEL', KEYS[1], letter) end
+      out[e] = {id, 0}
+    end
+  end
 end
-local add = {KEYS[1]}
-if ARGV[3] ~= '0' then
-  add[#add + 1] = 'MAXLEN'; add[#add + 1] = '~'; add[#add + 1] = ARGV[3]
-end
-add[#add + 1] = '*'
-for i = 6, #ARGV do add[#add + 1] = ARGV[i] end
-redis.call('XADD', unpack(add))
-if ARGV[4] ~= '0' then
-  ${NOW_MS}
-  local minid = now - tonumber(ARGV[4])
-  if minid > 0 then redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d', minid)) end
-end
-if ARGV[2] ~= '0' then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
-if ARGV[5] ~= '' then redis.call('HDEL', KEYS[3], ARGV[5]) end
-return {ARGV[1], 0}
+return out
 `);
 
 /**
