@@ -1,11 +1,12 @@
 /**
  * @module broker/from-url
  * Brokers by URL, as `PARLEY_BROKER` names them. Each scheme maps to a factory: `embedded:PATH`,
- * and the adapters for real brokers (`nats://`, `redis://`, `amqp://`, `kafka://`), which load
+ * and the adapters for real brokers (`nats://`, `redis://`, `amqp://`, `mqtt://`, `kafka://`), which load
  * their client library only when their URL is used.
  */
 import { createAmqpBroker } from '../adapters/amqp/amqp-broker.ts';
 import { kafkaBrokerFromUrl } from '../adapters/kafka/kafka-broker.ts';
+import { createMqttBroker } from '../adapters/mqtt/mqtt-broker.ts';
 import { createNatsBroker } from '../adapters/nats/nats-broker.ts';
 import { createRedisBroker } from '../adapters/redis/redis-broker.ts';
 import { ParleyError } from '../errors.ts';
@@ -38,6 +39,15 @@ export class BrokerRegistry {
     this.register('redis:', (url) => createRedisBroker({ url: String(url), ...prefixOf(String(url)) }));
     // `amqp://user:pass@host:port/vhost`: RabbitMQ quorum queues.
     this.register('amqp:', (url) => createAmqpBroker({ url: String(url), ...prefixOf(String(url)) }));
+    // `mqtt://[user:pass@]host:port[?prefix=…&member=…]`: MQTT 5 shared subscriptions.
+    this.register('mqtt:', (url) => {
+      const member = new URL(String(url)).searchParams.get('member');
+      return createMqttBroker({
+        url: String(url).replace(/\?.*$/, ''),
+        ...prefixOf(String(url)),
+        ...(member === null || member === '' ? {} : { member }),
+      });
+    });
     // `kafka://host:port[,host:port…][?namespace=…]`.
     this.register('kafka:', (url) => kafkaBrokerFromUrl(String(url)));
   }

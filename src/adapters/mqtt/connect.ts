@@ -31,7 +31,22 @@ export interface MqttConnection {
   connack: Connack;
 }
 
-export async function connectMqtt(url: string, log: (message: string) => void): Promise<MqttConnection> {
+/** What the broker's consumers change: a persistent session, a Receive Maximum, their own acks. */
+export interface ConnectOverrides {
+  /** Merged over the defaults above (`clean`, `clientId`, `properties`, ...). */
+  options?: Partial<ClientOptions>;
+  /**
+   * Called with the client as soon as it exists, before any packet can arrive: a resumed session
+   * sends its messages right after the CONNACK, so a custom `handleMessage` must be in place by then.
+   */
+  onClient?: (client: MqttClient) => void;
+}
+
+export async function connectMqtt(
+  url: string,
+  log: (message: string) => void,
+  overrides: ConnectOverrides = {},
+): Promise<MqttConnection> {
   const mqtt = await loadDriver<MqttModule>('mqtt', 'mqtt:');
   let u: URL;
   try {
@@ -48,6 +63,7 @@ export async function connectMqtt(url: string, log: (message: string) => void): 
     connectTimeout: 5000,
     keepalive: 10,
     resubscribe: true,
+    ...overrides.options,
   };
   if (u.username !== '') {
     options.username = decodeURIComponent(u.username);
@@ -58,6 +74,7 @@ export async function connectMqtt(url: string, log: (message: string) => void): 
   let client: MqttClient;
   try {
     client = mqtt.connect(bare, options);
+    overrides.onClient?.(client);
   } catch (error) {
     throw new ParleyError('INVALID_ARGUMENT', `MQTT: ${where}: ${(error as Error).message}`, {
       cause: error,

@@ -51,6 +51,13 @@ const BY_REASON: Record<number, ErrorCode> = {
   162: 'FAILED_PRECONDITION', // wildcard subscriptions not supported
 };
 
+/**
+ * PUBACK reason code 16 is a success, not an error: the server took the message but no
+ * subscription matched, so nobody gets it. mqtt.js resolves such a publish; the broker reads the
+ * code where dropping would lose something (a dead-letter replay).
+ */
+export const NO_MATCHING_SUBSCRIBERS = 16;
+
 /** Errors mqtt.js raises with a message only. */
 const BY_MESSAGE: [RegExp, ErrorCode][] = [
   [/^Invalid topic/i, 'INVALID_ARGUMENT'],

@@ -1,0 +1,348 @@
+/**
+ * @module adapters/mqtt/mqtt-consumer
+ * One subscription of the MQTT broker (`mqtt-broker.ts`): a connection of its own, a persistent
+ * session, the shared group consumer on top.
+ *
+ * - **Session**: clean start off, `sessionExpiryInterval` set, a client id made from the
+ *   broker's `member` name and the (topic, group): a member that reconnects or restarts under
+ *   the same name resumes its session, and the server sends again every message it had not
+ *   acknowledged (DUP set) and what queued for it meanwhile.
+ * - **Subscriptions**: `$share/<group>/<prefix>/t/<topic>` (every message of the topic) and
+ *   `$share/<group>/<prefix>/g/<group>/<topic>` (this group's hand-overs and replays), QoS 1.
+ * - **Acks**: the PUBACK is sent once the message is settled (acked, or its dead letter stored).
+ *   mqtt.js handles incoming packets one at a time and sends the PUBACK when `handleMessage`
+ *   calls back, so holding that callback would stall the whole connection (later messages,
+ *   SUBACKs, PINGRESPs). Instead `handleMessage` calls back with an error, which mqtt.js takes
+ *   as "no PUBACK", and the PUBACK is written later through the client's internal
+ *   `_sendPacket` (mqtt.js has no public way to write one: see `PacketWriter`).
+ * - **Backpressure**: Receive Maximum = `maxInFlight` asks the server to send no more
+ *   unacknowledged messages than that, and the consumer enforces it too: Mosquitto 2.0.11 honours
+ *   it only until acks start to flow, then sends past it (seen: 32 unacknowledged with a Receive
+ *   Maximum of 5). What comes past it waits here, unacknowledged, for a slot. Retries, deferrals
+ *   and early delayed messages keep their slot (they are still unacknowledged).
+ * - **Leases** are timed here (the server has none): a delivery not settled nor extended within
+ *   its lease is published again to the group's own topic (attempts carried in `parley-attempt`)
+ *   and only then acknowledged; the late handler's outcome is ignored. That frees a slot while
+ *   the handler still runs, and the server shares messages round robin whatever a member's room,
+ *   so a member full because of such handlers passes a message on (published again to the
+ *   group's topic, uncounted) after `BOUNCE_MS` rather than sit on it.
+ * - **A lost connection**: what the consumer held is the server's again (it sends it anew on the
+ *   resumed session); the handlers still running finish, but their acks are dropped, so such a
+ *   message is handled twice.
+ */
+import type { IPublishPacket } from 'mqtt';
+import type { ConsumerHandler, ConsumerSpec } from '../../broker/broker.ts';
+import { createJsonCodec } from '../../codec/json.ts';
+import { ParleyError } from '../../errors.ts';
+import { GroupConsumer, type RawMessage } from '../group-consumer.ts';
+import { connectMqtt, type MqttClient } from './connect.ts';
+import type { Letter } from './dead-letters.ts';
+import { mqttError } from './errors.ts';
+import { ATTEMPT, groupTopicOf, ID, KEY, NOT_BEFORE, Publisher, prop, shared, topicOf } from './names.ts';
+
+/** How long a member over its `maxInFlight` holds a message before passing it on. */
+const BOUNCE_MS = 100;
+/** The error `handleMessage` calls back with so that mqtt.js sends no PUBACK. */
+const NO_PUBACK_YET = new Error('parley: PUBACK sent once the message is settled');
+
+/**
+ * mqtt.js's internal packet writer (`MqttClient._sendPacket`, private in its types). The only
+ * way to send a PUBACK after `handleMessage` returned; checked at connect, so an mqtt.js that
+ * drops it fails at once rather than never acknowledging.
+ */
+interface PacketWriter {
+  _sendPacket(packet: { cmd: 'puback'; messageId: number; reasonCode: number }): void;
+}
+
+/** What a consumer needs of its broker. */
+export interface ConsumerHost {
+  readonly url: string;
+  readonly prefix: string;
+  readonly sessionExpirySeconds: number;
+  readonly publishTimeoutMs: number;
+  readonly log: (message: string) => void;
+  deadLetter(letter: Letter): Promise<void>;
+}
+
+type State = 'held' | 'waiting' | 'moving' | 'given' | 'done';
+
+export class MqttConsumer {
+  readonly group: GroupConsumer;
+  private client: MqttClient | undefined;
+  private publisher: Publisher | undefined;
+  /** Bumped when a connection closes: acks of what the old one delivered are dropped. */
+  private generation = 0;
+  /** Messages of this connection handed to the group consumer and not acknowledged yet. */
+  private active = 0;
+  /** Messages the server sent past `maxInFlight`, waiting here (unacknowledged) for room. */
+  private overflow: IPublishPacket[] = [];
+  /** Handlers still running on messages whose lease ended (acknowledged, handed over). */
+  private orphans = 0;
+  private readonly timers = new Set<NodeJS.Timeout>();
+  /** Deliveries seen per message id: a resent message (DUP) goes on counting. */
+  private readonly seen = new Map<string, number>();
+  /** Whether a delivery is still this consumer's to settle (not handed over by its lease). */
+  private readonly owned = new WeakMap<RawMessage, () => boolean>();
+  private closed = false;
+
+  constructor(
+    private readonly host: ConsumerHost,
+    readonly spec: ConsumerSpec,
+    handler: ConsumerHandler,
+    private readonly clientId: string,
+  ) {
+    this.group = new GroupConsumer(spec, handler, {
+      codec: createJsonCodec(),
+      deadLetter: async (letter, raw) => {
+        if (this.owned.get(raw)?.() === false) {
+          host.log(`MQTT: dropped the dead letter of a message whose lease had ended (${raw.id})`);
+          return;
+        }
+        await host.deadLetter(raw.key === undefined ? letter : { ...letter, key: raw.key });
+      },
+      log: host.log,
+    });
+  }
+
+  async open(): Promise<void> {
+    const { client } = await connectMqtt(this.host.url, this.host.log, {
+      options: {
+        clean: false,
+        clientId: this.clientId,
+        properties: {
+          receiveMaximum: this.group.maxInFlight,
+          sessionExpiryInterval: this.host.sessionExpirySeconds,
+        },
+      },
+      onClient: (c) => {
+        c.handleMessage = (packet, callback) => {
+          if (packet.qos === 0) return callback();
+          this.arrive(c, packet);
+          callback(NO_PUBACK_YET);
+        };
+        c.on('close', () => {
+          // What the old connection delivered is the server's again: it sends it anew.
+          this.generation++;
+          this.active = 0;
+          this.overflow = [];
+        });
+      },
+    });
+    if (typeof (client as unknown as Partial<PacketWriter>)._sendPacket !== 'function') {
+      client.end(true);
+      throw new ParleyError('FAILED_PRECONDITION', 'MQTT: this mqtt.js has no _sendPacket: cannot ack late');
+    }
+    this.client = client;
+    this.publisher = new Publisher(client, this.host.publishTimeoutMs);
+    const { prefix } = this.host;
+    const { topic, group } = this.spec;
+    try {
+      await client.subscribeAsync(
+        [shared(group, topicOf(prefix, topic)), shared(group, groupTopicOf(prefix, group, topic))],
+        { qos: 1 },
+      );
+    } catch (error) {
+      client.end(true);
+      throw mqttError(error, `subscribing ${group} to ${topic}`);
+    }
+  }
+
+  private arrive(client: MqttClient, packet: IPublishPacket): void {
+    const generation = this.generation;
+    const props = packet.properties?.userProperties;
+    const id = prop(props, ID) ?? `${packet.topic}#${packet.messageId}#${Date.now()}`;
+    const before = Math.max(0, Number(prop(props, ATTEMPT) ?? 0) || 0);
+    const seen = packet.dup ? this.seen.get(id) : undefined;
+    const deliveries = Math.max(before, seen ?? 0) + 1;
+    // Closing: left unacknowledged, the message comes back when the session resumes.
+    if (this.closed || this.group.isClosed) return;
+    if (this.active + this.orphans < this.group.maxInFlight) {
+      this.active++;
+      this.deliver(client, packet, generation, id, deliveries);
+    } else if (this.orphans > 0) {
+      // Full because handlers overran their leases: this member looks stuck, pass it on.
+      this.later(BOUNCE_MS, () => void this.handOver(client, packet, generation, before));
+    } else {
+      // Mosquitto 2.0.11 sends past the Receive Maximum once acks flow: wait here for room.
+      this.overflow.push(packet);
+    }
+  }
+
+  /** A slot freed: the oldest waiting message takes it. */
+  private drain(client: MqttClient): void {
+    while (!this.closed && this.active + this.orphans < this.group.maxInFlight) {
+      const next = this.overflow.shift();
+      if (next === undefined) return;
+      this.arrive(client, next);
+    }
+  }
+
+  private deliver(
+    client: MqttClient,
+    packet: IPublishPacket,
+    generation: number,
+    id: string,
+    deliveries: number,
+  ): void {
+    this.seen.set(id, deliveries);
+    if (this.seen.size > 10_000) this.seen.delete(this.seen.keys().next().value as string);
+    const props = packet.properties?.userProperties;
+    const notBefore = Number(prop(props, NOT_BEFORE));
+    let state: State = 'held';
+    let lease: NodeJS.Timeout | undefined;
+    const startLease = (ms: number) => {
+      clearTimeout(lease);
+      lease = setTimeout(() => void expire(), ms);
+      lease.unref();
+    };
+    const expire = async () => {
+      if (state !== 'held' || generation !== this.generation) return;
+      state = 'moving';
+      this.host.log(`MQTT: the lease on ${id} ended: handed to group ${this.spec.group} again`);
+      if (!(await this.republish(packet, deliveries))) {
+        if (state === 'moving') {
+          state = 'held';
+          startLease(this.group.lease);
+        }
+        return;
+      }
+      // The handler may have settled while the copy was on its way (`state` changes across the await).
+      const settled = (state as State) === 'done';
+      state = settled ? 'done' : 'given';
+      this.puback(client, packet, generation);
+      // Its slot is free; a handler still running holds one as an orphan until it ends.
+      if (!settled && generation === this.generation) this.orphans++;
+      this.free(client, generation);
+    };
+    /** The handler is done with it: true when this consumer still owns it (acks it). */
+    const settle = (): boolean => {
+      clearTimeout(lease);
+      const mine = state === 'held';
+      if (state === 'given' && generation === this.generation) {
+        this.orphans--;
+        this.drain(client);
+      }
+      if (mine) this.free(client, generation);
+      state = 'done';
+      return mine;
+    };
+    const raw: RawMessage = {
+      id,
+      body: typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload,
+      key: prop(props, KEY),
+      notBefore: Number.isFinite(notBefore) ? notBefore : undefined,
+      deliveries,
+      ack: async () => {
+        // Ack first, then free the slot (which may hand it to a waiting message at once).
+        if (state === 'held') this.puback(client, packet, generation);
+        settle();
+        this.seen.delete(id);
+      },
+      retry: async (delay) => {
+        // The message keeps its slot while it waits (it is still unacknowledged).
+        clearTimeout(lease);
+        if (state !== 'held') {
+          settle();
+          return;
+        }
+        state = 'waiting';
+        this.later(delay, () => {
+          if (generation !== this.generation || this.closed || this.group.isClosed) return;
+          this.deliver(client, packet, generation, id, deliveries + 1);
+        });
+      },
+      extend: async (ms) => {
+        if (state === 'held') startLease(ms > 0 ? ms : this.group.lease);
+      },
+    };
+    this.owned.set(raw, () => state === 'held');
+    startLease(this.group.lease);
+    this.group.deliver(raw);
+  }
+
+  /** Publishes a copy to the group's own topic; true once the server has it. */
+  private async republish(packet: IPublishPacket, attempt: number): Promise<boolean> {
+    const publisher = this.publisher;
+    if (publisher === undefined) return false;
+    const props = packet.properties?.userProperties ?? {};
+    const userProperties: Record<string, string> = {};
+    for (const [k, v] of Object.entries(props)) userProperties[k] = Array.isArray(v) ? (v[0] ?? '') : v;
+    userProperties[ATTEMPT] = String(attempt);
+    const contentType = packet.properties?.contentType;
+    try {
+      await publisher.send(
+        groupTopicOf(this.host.prefix, this.spec.group, this.spec.topic),
+        packet.payload,
+        contentType === undefined ? { userProperties } : { userProperties, contentType },
+      );
+      return true;
+    } catch (error) {
+      this.host.log(mqttError(error, 'handing a message over').message);
+      return false;
+    }
+  }
+
+  /** Over capacity: back to the group (uncounted), then acknowledged. */
+  private async handOver(
+    client: MqttClient,
+    packet: IPublishPacket,
+    generation: number,
+    attempt: number,
+  ): Promise<void> {
+    if (generation !== this.generation || this.closed) return;
+    if (await this.republish(packet, attempt)) this.puback(client, packet, generation);
+    else this.host.log('MQTT: could not pass a message on; it waits for the session to resume');
+  }
+
+  /** A delivery of connection `generation` no longer holds a slot. */
+  private free(client: MqttClient, generation: number): void {
+    if (generation !== this.generation) return;
+    this.active--;
+    this.drain(client);
+  }
+
+  private puback(client: MqttClient, packet: IPublishPacket, generation: number): void {
+    if (generation !== this.generation || !client.connected || packet.messageId === undefined) return;
+    (client as unknown as PacketWriter)._sendPacket({
+      cmd: 'puback',
+      messageId: packet.messageId,
+      reasonCode: 0,
+    });
+  }
+
+  private later(ms: number, fn: () => void): void {
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      fn();
+    }, ms);
+    this.timers.add(timer);
+  }
+
+  /**
+   * Takes nothing more and waits for running handlers; what is left unacknowledged (waiting for
+   * a retry, its key or its time) stays in the session, and comes back when it resumes.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.group.close();
+    this.closed = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    const client = this.client;
+    if (client === undefined) return;
+    // DISCONNECT: the session, its subscription and what it holds stay for sessionExpirySeconds.
+    await Promise.race([
+      client.endAsync(false).catch(() => undefined),
+      new Promise((r) => setTimeout(r, 2000).unref()),
+    ]);
+    client.end(true);
+  }
+
+  /** Drops the connection without a DISCONNECT, as a crash would (tests). */
+  crash(): void {
+    this.closed = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.client?.stream.destroy();
+    this.client?.end(true);
+  }
+}

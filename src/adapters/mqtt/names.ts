@@ -1,0 +1,117 @@
+/**
+ * @module adapters/mqtt/names
+ * What the MQTT broker's parts agree on: the topics under a prefix, the MQTT 5 user properties a
+ * message carries, what a topic or group name may hold, and a QoS 1 publish that resolves on the
+ * server's PUBACK with its reason code. See `mqtt-broker.ts` for what each is for.
+ */
+import { ParleyError } from '../../errors.ts';
+import type { MqttClient } from './connect.ts';
+import { mqttError } from './errors.ts';
+
+/** User properties (MQTT 5) of a stored message. */
+export const ID = 'parley-id';
+export const KEY = 'parley-key';
+export const NOT_BEFORE = 'parley-not-before';
+/** Deliveries the message had before this copy was published (a lease hand-over, a replay: 0). */
+export const ATTEMPT = 'parley-attempt';
+
+/** Wildcards, the level separator, NUL, and `$` first (the server's own topics). */
+function unsafe(text: string): boolean {
+  return text === '' || /[+#/]/.test(text) || text.includes('\u0000') || text.startsWith('$');
+}
+
+/** A prefix, topic or group must be one MQTT topic level (and a valid `$share` name). */
+export function checkName(what: string, name: string): void {
+  if (unsafe(name))
+    throw new ParleyError(
+      'INVALID_ARGUMENT',
+      `MQTT: ${what} ${JSON.stringify(name)} must be non-empty, hold none of + # / and NUL, and not start with $`,
+    );
+}
+
+/** Where a topic's messages are published: every group subscribes here. */
+export function topicOf(prefix: string, topic: string): string {
+  return `${prefix}/t/${topic}`;
+}
+
+/** One group's own topic: lease hand-overs and replays reach that group only. */
+export function groupTopicOf(prefix: string, group: string, topic: string): string {
+  return `${prefix}/g/${group}/${topic}`;
+}
+
+export function deadLetterTopic(prefix: string, id: number | '+'): string {
+  return `${prefix}/dlq/${id}`;
+}
+
+export function shared(group: string, topic: string): string {
+  return `$share/${group}/${topic}`;
+}
+
+/** One string user property (MQTT allows repeats; the first counts). */
+export function prop(props: Record<string, string | string[]> | undefined, name: string): string | undefined {
+  const v = props?.[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+export interface PublishOptions {
+  retain?: boolean;
+  userProperties?: Record<string, string>;
+  contentType?: string;
+}
+
+/**
+ * QoS 1 publishes that resolve on the server's PUBACK. mqtt.js hands its caller the stored
+ * PUBLISH, not the PUBACK, so the reason code (16: no subscriber) is read from the PUBACK as it
+ * arrives (`packetreceive` comes before the publish's callback).
+ */
+export class Publisher {
+  private readonly reasons = new Map<number, number>();
+
+  constructor(
+    private readonly client: MqttClient,
+    private readonly timeoutMs: number,
+  ) {
+    client.on('packetreceive', (packet) => {
+      if (packet.cmd === 'puback' && packet.messageId !== undefined)
+        this.reasons.set(packet.messageId, packet.reasonCode ?? 0);
+    });
+  }
+
+  /** Resolves with the PUBACK's reason code; UNAVAILABLE (retryable: it may yet be sent) after the timeout. */
+  send(topic: string, body: Uint8Array | string, options: PublishOptions = {}): Promise<number> {
+    const payload =
+      typeof body === 'string' || Buffer.isBuffer(body)
+        ? body
+        : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+    return new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(
+        () =>
+          reject(
+            new ParleyError('UNAVAILABLE', `MQTT: no PUBACK for ${topic} within ${this.timeoutMs} ms`, {
+              retryable: true,
+            }),
+          ),
+        this.timeoutMs,
+      );
+      const properties: { userProperties?: Record<string, string>; contentType?: string } = {};
+      if (options.userProperties !== undefined) properties.userProperties = options.userProperties;
+      if (options.contentType !== undefined) properties.contentType = options.contentType;
+      this.client.publish(
+        topic,
+        payload,
+        { qos: 1, retain: options.retain ?? false, properties },
+        (error, packet) => {
+          clearTimeout(timer);
+          if (error !== undefined && error !== null) {
+            reject(mqttError(error, `publishing to ${topic}`));
+            return;
+          }
+          const id = packet?.messageId;
+          const reason = id === undefined ? 0 : (this.reasons.get(id) ?? 0);
+          if (id !== undefined) this.reasons.delete(id);
+          resolve(reason);
+        },
+      );
+    });
+  }
+}

@@ -1,0 +1,186 @@
+/**
+ * The MQTT broker passes the broker conformance suite against the machine's Mosquitto (real
+ * time: `advance` waits), less what MQTT cannot do (skipped with the reason), and the tests
+ * below pin what is MQTT's own: sessions that outlive a crash, and what the server does when one
+ * expires. Every broker of the run has its own prefix; its sessions and retained dead letters
+ * are deleted at the end.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import mqtt from 'mqtt';
+import { createMqttBroker, MqttBroker, type MqttBrokerOptions } from '../src/adapters/mqtt/mqtt-broker.ts';
+import { BrokerRegistry } from '../src/broker/from-url.ts';
+import { createEnvelope, ParleyError, systemClock } from '../src/index.ts';
+import { BROKERS, needBroker } from './brokers.ts';
+import { brokerConformance } from './conformance/broker.ts';
+import { waitFor } from './helpers.ts';
+
+const skip = await needBroker('mqtt');
+let n = 0;
+const made: MqttBroker[] = [];
+
+async function broker(options: Partial<MqttBrokerOptions> = {}): Promise<MqttBroker> {
+  const b = await createMqttBroker({
+    url: BROKERS.mqtt.url,
+    prefix: `ptest${process.pid}m${++n}`,
+    sessionExpirySeconds: 60,
+    log: () => {},
+    ...options,
+  });
+  made.push(b);
+  return b;
+}
+
+after(async () => {
+  for (const b of made) {
+    await b.close();
+    await b.destroyAll();
+  }
+});
+
+if (skip === false) {
+  brokerConformance({
+    name: 'mqtt',
+    clock: systemClock,
+    create: () => broker(),
+    advance: (ms) => sleep(ms),
+    skip: {
+      'a new group starts from now, or from the beginning when asked':
+        'MQTT keeps no history: a shared subscription gets only what is published after it exists (retained messages keep one per topic, not a log)',
+    },
+  });
+} else {
+  it('broker conformance: mqtt', { skip }, () => {});
+}
+
+const env = (type: string, data: unknown) => createEnvelope({ source: '/t', type, data });
+
+/** How many dead letters of `b` there are, once it reaches `count` (polls; fails after 5 s). */
+async function untilLetters(b: MqttBroker, topic: string | undefined, count: number): Promise<void> {
+  const until = Date.now() + 5000;
+  for (;;) {
+    const got = (await b.deadLetters.list(topic === undefined ? {} : { topic })).length;
+    if (got === count) return;
+    if (Date.now() > until) assert.fail(`${got} dead letters, not ${count}`);
+    await sleep(50);
+  }
+}
+
+describe('mqtt broker: sessions', { skip }, () => {
+  it('a crashed member holding messages gets them again when its session is taken over', async () => {
+    const first = await broker({ member: 'm1' });
+    const { prefix } = first;
+    const held: string[] = [];
+    const holder = await first.subscribe({ topic: 'crash.t', group: 'g' }, async (d) => {
+      held.push(String(d.envelope.data));
+      await new Promise<void>(() => {}); // never settles: the process dies holding it
+    });
+    await first.publish(env('crash.t', 'a'));
+    await first.publish(env('crash.t', 'b'));
+    await waitFor(() => held.length === 2, 5000, 'both held');
+    holder.crash();
+    // The same member name in another "process": the server resumes the session and sends again.
+    const again = await broker({ prefix, member: 'm1' });
+    const got: string[] = [];
+    await again.subscribe({ topic: 'crash.t', group: 'g' }, async (d) => {
+      got.push(`${d.envelope.data}#${d.attempt}`);
+    });
+    await waitFor(() => got.length === 2, 5000, 'both sent again');
+    assert.deepEqual([...got].sort(), ['a#1', 'b#1'], 'attempts start again in the new process');
+  });
+
+  it('when a crashed member’s session expires, Mosquitto drops what it held and what queued for it', async () => {
+    const other = await broker({ member: 'other', sessionExpirySeconds: 30 });
+    const { prefix } = other;
+    const gone = await broker({ prefix, member: 'gone', sessionExpirySeconds: 1 });
+    const held: string[] = [];
+    const crashed = await gone.subscribe({ topic: 'expire.t', group: 'g', maxInFlight: 1 }, async (d) => {
+      held.push(String(d.envelope.data));
+      await new Promise<void>(() => {});
+    });
+    const got: string[] = [];
+    await other.subscribe(
+      { topic: 'expire.t', group: 'g' },
+      async (d) => void got.push(String(d.envelope.data)),
+    );
+    for (let i = 0; i < 6; i++) await other.publish(env('expire.t', i));
+    await waitFor(() => held.length === 1 && got.length === 3, 5000, 'round robin: three each');
+    crashed.crash();
+    await sleep(2500); // past the session's expiry
+    await other.publish(env('expire.t', 'after'));
+    await waitFor(() => got.includes('after'), 5000, 'the live member');
+    await sleep(300);
+    // Two were queued and one was held by the member that expired: none reached the live one.
+    assert.equal(got.length, 4, `the live member got only its share: ${got}`);
+    // And a member coming back under that name finds no session.
+    const back = await broker({ prefix, member: 'gone' });
+    const late: string[] = [];
+    await back.subscribe(
+      { topic: 'expire.t', group: 'g' },
+      async (d) => void late.push(String(d.envelope.data)),
+    );
+    await sleep(500);
+    assert.deepEqual(late, []);
+  });
+});
+
+describe('mqtt broker: foreign input and dead letters', { skip }, () => {
+  it('a malformed payload from another client goes to dead-letter with INVALID_ARGUMENT; later ones flow', async () => {
+    const b = await broker();
+    const got: unknown[] = [];
+    await b.subscribe({ topic: 'bad.t', group: 'g' }, async (d) => void got.push(d.envelope.data));
+    const raw = await mqtt.connectAsync(BROKERS.mqtt.url, { protocolVersion: 5 });
+    try {
+      await raw.publishAsync(`${b.prefix}/t/bad.t`, 'not json {', { qos: 1 });
+      await raw.publishAsync(`${b.prefix}/t/bad.t`, JSON.stringify({ hello: 1 }), { qos: 1 });
+    } finally {
+      await raw.endAsync();
+    }
+    await b.publish(env('bad.t', 'ok'));
+    await untilLetters(b, 'bad.t', 2);
+    await waitFor(() => got.length === 1, 5000, 'the good one');
+    assert.deepEqual(got, ['ok']);
+    const letters = await b.deadLetters.list({ topic: 'bad.t' });
+    assert.deepEqual(
+      letters.map((l) => [l.code, l.attempts]),
+      [
+        ['INVALID_ARGUMENT', 1],
+        ['INVALID_ARGUMENT', 1],
+      ],
+    );
+    // Retained: another instance (another process) sees the same letters.
+    const reader = await broker({ prefix: b.prefix });
+    assert.deepEqual(
+      (await reader.deadLetters.list({ topic: 'bad.t' })).map((l) => l.id).sort(),
+      letters.map((l) => l.id).sort(),
+    );
+  });
+
+  it('a replay to a group no session subscribes to fails and keeps the letter', async () => {
+    const b = await broker();
+    let fail = true;
+    const c = await b.subscribe({ topic: 'orphan.t', group: 'g', maxAttempts: 1 }, async () => {
+      if (fail) throw new ParleyError('FAILED_PRECONDITION', 'no', { retryable: false });
+    });
+    await b.publish(env('orphan.t', 1));
+    await untilLetters(b, undefined, 1);
+    await c.close();
+    await b.destroySessions();
+    fail = false;
+    await assert.rejects(b.deadLetters.replay(), { code: 'FAILED_PRECONDITION' });
+    assert.equal((await b.deadLetters.list()).length, 1);
+    assert.equal(await b.deadLetters.purge(), 1);
+  });
+});
+
+describe('mqtt broker: by URL', { skip }, () => {
+  it('PARLEY_BROKER=mqtt://… opens it, with ?prefix= and ?member=', async () => {
+    const prefix = `ptest${process.pid}url`;
+    const b = await new BrokerRegistry().open(`${BROKERS.mqtt.url}?prefix=${prefix}&member=u1`);
+    assert.ok(b instanceof MqttBroker);
+    made.push(b);
+    assert.equal(b.prefix, prefix);
+    assert.equal(b.member, 'u1');
+  });
+});
