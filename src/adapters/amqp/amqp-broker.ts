@@ -42,7 +42,7 @@
  * then fails with UNAVAILABLE; a publish whose confirm is lost with the connection fails too
  * (UNAVAILABLE, retryable: it may have been stored).
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Options } from 'amqplib';
 import type {
   Broker,
@@ -103,7 +103,7 @@ export class AmqpBroker implements Broker {
   /** `true` once the topic exchange is declared (until `destroyAll`): publishes skip the await. */
   private topicsReady = false;
   /** Message ids: a random prefix per instance and a counter (cheaper than a UUID per message). */
-  private readonly idPrefix = `${randomUUID().slice(0, 18)}.`;
+  private readonly idPrefix = `${randomBytes(9).toString('base64url')}.`;
   private idSeq = 0;
   private admin: { model: ChannelModel; channel: Promise<AmqpChannel> } | undefined;
   private closed = false;
