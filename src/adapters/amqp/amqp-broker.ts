@@ -11,13 +11,16 @@
  *   a group compete on its queue. A queue holds only what arrived after it was bound: a group
  *   always starts from now (`startFrom: 'beginning'` cannot be honoured; streams could, at the
  *   cost of every other guarantee here being rebuilt by hand).
- * - **Publish** goes through a confirm channel as a persistent message and resolves on the
- *   server's confirm (for a quorum queue: written to a majority). A topic no group listens to
- *   drops the message, as every topic broker does.
- * - **Dedupe**: RabbitMQ has none. The idempotency key (else the envelope id) is remembered for
- *   `dedupeWindowMs` (default 2 min, at most `dedupeMaxKeys`) **in this publisher process**: two
- *   processes publishing the same key both store it, and a restart forgets. A shared record would
- *   need a store with an atomic insert, which RabbitMQ does not offer (queue declares race).
+ * - **Publish** goes through a confirm channel (`confirms.ts`) as a persistent message and
+ *   resolves on the server's confirm (for a quorum queue: written to a majority). A topic no
+ *   group listens to drops the message, as every topic broker does. A first publish carries no
+ *   `x-parley-*` header unless it has a key or a delay (an absent attempt count is 0); its
+ *   message id is a random prefix per broker instance and a counter.
+ * - **Dedupe** (`dedupe.ts`): RabbitMQ has none. The idempotency key (else the envelope id) is
+ *   remembered for `dedupeWindowMs` (default 2 min, at most `dedupeMaxKeys`) **in this publisher
+ *   process**: two processes publishing the same key both store it, and a restart forgets. A
+ *   shared record would need a store with an atomic insert, which RabbitMQ does not offer (queue
+ *   declares race).
  * - **Delivery** (attempts, leases, per-key order, backpressure): see `amqp-consumer.ts`.
  * - **Retry with delay**: the message is published (confirmed) to the headers exchange
  *   `<prefix>.delay`, which routes it by its bucket to the quorum queue `<prefix>.delay.<ms>`:
@@ -39,7 +42,7 @@
  * then fails with UNAVAILABLE; a publish whose confirm is lost with the connection fails too
  * (UNAVAILABLE, retryable: it may have been stored).
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Options } from 'amqplib';
 import type {
   Broker,
@@ -55,10 +58,12 @@ import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { AmqpConsumer } from './amqp-consumer.ts';
-import { type AmqpChannel, type AmqpConfirmChannel, AmqpLink, type ChannelModel } from './connect.ts';
+import { ConfirmPublisher } from './confirms.ts';
+import { type AmqpChannel, AmqpLink, type ChannelModel } from './connect.ts';
 import { AmqpDeadLetters, type Letter } from './dead-letters.ts';
+import { DedupeWindow } from './dedupe.ts';
 import { amqpError } from './errors.ts';
-import { ATTEMPT, bucketOf, checkTopic, DELAY, groupQueueName, KEY, NOT_BEFORE } from './names.ts';
+import { bucketOf, checkTopic, DELAY, groupQueueName, KEY, NOT_BEFORE } from './names.ts';
 
 export { bucketOf } from './names.ts';
 
@@ -80,11 +85,6 @@ export interface AmqpBrokerOptions {
   log?: (message: string) => void;
 }
 
-interface DedupeEntry {
-  at: number;
-  id: Promise<string>;
-}
-
 export class AmqpBroker implements Broker {
   readonly deadLetters: DeadLetterStore;
   private readonly letters: AmqpDeadLetters;
@@ -96,8 +96,15 @@ export class AmqpBroker implements Broker {
   /** Every queue and exchange this instance declared (for `destroyAll`). */
   private readonly names = { queues: new Set<string>(), exchanges: new Set<string>() };
   private readonly consumers = new Set<AmqpConsumer>();
-  private readonly dedupe = new Map<string, DedupeEntry>();
-  private confirm: { model: ChannelModel; channel: Promise<AmqpConfirmChannel> } | undefined;
+  private readonly dedupe: DedupeWindow;
+  private readonly publisher: ConfirmPublisher;
+  /** Topics already checked (bounded; cleared when full). */
+  private readonly topicsChecked = new Set<string>();
+  /** `true` once the topic exchange is declared (until `destroyAll`): publishes skip the await. */
+  private topicsReady = false;
+  /** Message ids: a random prefix per instance and a counter (cheaper than a UUID per message). */
+  private readonly idPrefix = `${randomBytes(9).toString('base64url')}.`;
+  private idSeq = 0;
   private admin: { model: ChannelModel; channel: Promise<AmqpChannel> } | undefined;
   private closed = false;
 
@@ -110,6 +117,8 @@ export class AmqpBroker implements Broker {
     this.prefix = prefix;
     this.log = log;
     this.quorum = (options.queueType ?? 'quorum') === 'quorum';
+    this.dedupe = new DedupeWindow(options.dedupeWindowMs ?? 120_000, options.dedupeMaxKeys ?? 100_000);
+    this.publisher = new ConfirmPublisher(link, options.publishTimeoutMs ?? 10_000, log);
     this.letters = new AmqpDeadLetters(this);
     this.deadLetters = this.letters;
   }
@@ -152,24 +161,6 @@ export class AmqpBroker implements Broker {
 
   // --- channels ---
 
-  private async confirmChannel(): Promise<AmqpConfirmChannel> {
-    const model = await this.link.connection(this.options.publishTimeoutMs ?? 10_000);
-    if (this.confirm?.model !== model) {
-      const channel = model.createConfirmChannel().then((ch) => {
-        ch.on('error', (e: Error) => this.log(amqpError(e, 'publish channel').message));
-        ch.on('close', () => {
-          if (this.confirm?.channel === channel) this.confirm = undefined;
-        });
-        return ch;
-      });
-      channel.catch(() => {
-        if (this.confirm?.channel === channel) this.confirm = undefined;
-      });
-      this.confirm = { model, channel };
-    }
-    return this.confirm.channel;
-  }
-
   /** @internal Runs declarations on a channel of their own (a failed one closes it). */
   async declare<T>(what: string, fn: (ch: AmqpChannel) => Promise<T>): Promise<T> {
     const model = await this.link.connection(this.options.publishTimeoutMs ?? 10_000);
@@ -193,28 +184,14 @@ export class AmqpBroker implements Broker {
     }
   }
 
-  /** @internal Publishes and waits for the server's confirm. */
-  async publishConfirmed(
+  /** @internal Publishes (persistent unless `options` says otherwise) and waits for the server's confirm. */
+  publishConfirmed(
     exchange: string,
     routingKey: string,
     body: Uint8Array,
     options: Options.Publish,
   ): Promise<void> {
-    const content = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
-    try {
-      const ch = await this.confirmChannel();
-      await new Promise<void>((resolve, reject) => {
-        try {
-          ch.publish(exchange, routingKey, content, { persistent: true, ...options }, (err: unknown) =>
-            err === null || err === undefined ? resolve() : reject(err),
-          );
-        } catch (error) {
-          reject(error);
-        }
-      });
-    } catch (error) {
-      throw amqpError(error, `publishing to ${exchange || 'queue'} ${routingKey}`);
-    }
+    return this.publisher.publish(exchange, routingKey, body, options);
   }
 
   /** @internal Declares once per instance (until a failure or `destroyAll`). */
@@ -237,6 +214,7 @@ export class AmqpBroker implements Broker {
       this.declare(`declaring ${this.topicsExchange}`, async (ch) => {
         this.names.exchanges.add(this.topicsExchange);
         await ch.assertExchange(this.topicsExchange, 'topic', { durable: true });
+        this.topicsReady = true;
       }),
     );
   }
@@ -285,7 +263,7 @@ export class AmqpBroker implements Broker {
     routingKey: string,
     delay: number,
     body: Uint8Array,
-    options: Options.Publish & { headers: Record<string, unknown> },
+    options: Options.Publish,
   ): Promise<void> {
     const bucket = bucketOf(delay);
     await this.ensureDelay(bucket, via);
@@ -297,47 +275,51 @@ export class AmqpBroker implements Broker {
 
   // --- publish ---
 
-  async publish(envelope: Envelope, options: BrokerPublishOptions = {}): Promise<PublishReceipt> {
-    if (this.closed) throw new ParleyError('UNAVAILABLE', 'the broker is closed');
-    checkTopic(envelope.type);
-    const key = envelope.idempotencykey ?? envelope.id;
-    const now = Date.now();
-    const window = this.options.dedupeWindowMs ?? 120_000;
-    for (const [k, e] of this.dedupe) {
-      if (now - e.at <= window && this.dedupe.size <= (this.options.dedupeMaxKeys ?? 100_000)) break;
-      this.dedupe.delete(k);
-    }
-    const seen = this.dedupe.get(key);
-    if (seen !== undefined) {
-      const id = await seen.id.catch(() => undefined);
-      if (id !== undefined) return { id, duplicate: true };
-    }
-    const id = this.store(envelope, options);
-    const entry = { at: now, id: id.then(() => envelope.id) };
-    entry.id.catch(() => undefined); // the caller hears of a failure through `id`; this copy is only for dedupe
-    this.dedupe.set(key, entry);
+  publish(envelope: Envelope, options: BrokerPublishOptions = {}): Promise<PublishReceipt> {
+    if (this.closed) return Promise.reject(new ParleyError('UNAVAILABLE', 'the broker is closed'));
     try {
-      await id;
+      this.checkTopicOnce(envelope.type);
     } catch (error) {
-      if (this.dedupe.get(key) === entry) this.dedupe.delete(key);
-      throw error;
+      return Promise.reject(error);
     }
-    return { id: envelope.id, duplicate: false };
+    return this.dedupe.publish(envelope.idempotencykey ?? envelope.id, envelope.id, Date.now(), () =>
+      this.store(envelope, options),
+    );
   }
 
-  private async store(envelope: Envelope, options: BrokerPublishOptions): Promise<void> {
-    const headers: Record<string, unknown> = { [ATTEMPT]: 0 };
-    if (options.key !== undefined) headers[KEY] = options.key;
-    const delay = options.delay ?? 0;
-    if (delay > 0) headers[NOT_BEFORE] = Date.now() + delay;
+  private checkTopicOnce(topic: string): void {
+    if (this.topicsChecked.has(topic)) return;
+    checkTopic(topic);
+    if (this.topicsChecked.size >= 10_000) this.topicsChecked.clear();
+    this.topicsChecked.add(topic);
+  }
+
+  /** @internal A message id unique to this publish. */
+  nextMessageId(): string {
+    return this.idPrefix + (++this.idSeq).toString(36);
+  }
+
+  private store(envelope: Envelope, options: BrokerPublishOptions): Promise<void> {
     const body = this.codec.encode(envelope);
-    const props = { messageId: randomUUID(), contentType: this.codec.contentType, headers };
-    if (delay > 0) {
-      await this.publishDelayed('topic', envelope.type, delay, body, props);
-    } else {
-      await this.ensureTopics();
-      await this.publishConfirmed(this.topicsExchange, envelope.type, body, props);
+    const delay = options.delay ?? 0;
+    // No `x-parley-attempt` header on a first publish: absent counts as 0, and every header
+    // costs encoding here, parsing in RabbitMQ and decoding in the consumer.
+    const props: Options.Publish = {
+      persistent: true,
+      messageId: this.nextMessageId(),
+      contentType: this.codec.contentType,
+    };
+    if (options.key !== undefined || delay > 0) {
+      const headers: Record<string, unknown> = {};
+      if (options.key !== undefined) headers[KEY] = options.key;
+      if (delay > 0) headers[NOT_BEFORE] = Date.now() + delay;
+      props.headers = headers;
     }
+    if (delay > 0) return this.publishDelayed('topic', envelope.type, delay, body, props);
+    if (this.topicsReady) return this.publishConfirmed(this.topicsExchange, envelope.type, body, props);
+    return this.ensureTopics().then(() =>
+      this.publishConfirmed(this.topicsExchange, envelope.type, body, props),
+    );
   }
 
   /** @internal Puts an envelope straight into one group's queue (a replayed dead letter). */
@@ -348,12 +330,10 @@ export class AmqpBroker implements Broker {
     key: string | undefined,
   ): Promise<void> {
     const queue = await this.ensureGroup(topic, group);
-    const headers: Record<string, unknown> = { [ATTEMPT]: 0 };
-    if (key !== undefined) headers[KEY] = key;
     await this.publishConfirmed('', queue, this.codec.encode(envelope), {
-      messageId: randomUUID(),
+      messageId: this.nextMessageId(),
       contentType: this.codec.contentType,
-      headers,
+      ...(key === undefined ? {} : { headers: { [KEY]: key } }),
     });
   }
 
@@ -413,6 +393,7 @@ export class AmqpBroker implements Broker {
     } finally {
       if (link !== this.link) await link.close();
       this.declared.clear();
+      this.topicsReady = false;
     }
   }
 }

@@ -9,11 +9,14 @@
  *   header, and deliveries = `x-parley-attempt` + `x-delivery-count` + 1. With `queueType:
  *   'classic'` there is no count: a redelivered message counts once more per delivery this
  *   process saw, so a crash that moves it to another process may cost no attempt.
+ * - **Acks** leave once per turn of the event loop, several as one `multiple` ack when that is
+ *   provably only theirs (`acks.ts`).
  * - **Leases**: RabbitMQ has none: a delivery is held until it is acked or its channel closes
  *   (and the server closes a channel holding one past `consumer_timeout`, 30 min by default). So
  *   the lease is kept here: a delivery not settled nor extended within its lease is given back
- *   (`nack` with requeue) for another consumer; a later ack of it is ignored. A crashed process
- *   loses its connection and RabbitMQ requeues everything it held at once. Leases longer than
+ *   (`nack` with requeue) for another consumer; a later ack of it is ignored. One timer per
+ *   consumer watches every lease (`LeaseClock` in `acks.ts`). A crashed process loses its
+ *   connection and RabbitMQ requeues everything it held at once. Leases longer than
  *   `consumer_timeout` cannot be had: raise it on the server.
  * - **Per-key order**: the key travels in `x-parley-key`; order holds per key within one consumer
  *   process (the group consumer holds later messages of a key while an earlier one waits for its
@@ -30,6 +33,7 @@ import type { ConsumeMessage, Options } from 'amqplib';
 import type { ConsumerHandler, ConsumerSpec } from '../../broker/broker.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import { GroupConsumer, type RawMessage } from '../group-consumer.ts';
+import { ChannelAcks, LeaseClock } from './acks.ts';
 import type { AmqpChannel, AmqpLink, ChannelModel } from './connect.ts';
 import type { Letter } from './dead-letters.ts';
 import { amqpError } from './errors.ts';
@@ -47,16 +51,56 @@ export interface ConsumerHost {
     routingKey: string,
     delay: number,
     body: Uint8Array,
-    options: Options.Publish & { headers: Record<string, unknown> },
+    options: Options.Publish,
   ): Promise<void>;
   /** Stores a dead letter. */
   deadLetter(letter: Letter): Promise<void>;
+}
+
+const done: Promise<void> = Promise.resolve();
+
+/**
+ * One delivery as the group consumer sees it. `state`: held (the handler has it), moving (being
+ * republished for a delayed retry), done (settled, or given back). Its operations are the
+ * consumer's; one object per message and no closures.
+ */
+class Held implements RawMessage {
+  state: 'held' | 'moving' | 'done' = 'held';
+  constructor(
+    private readonly consumer: AmqpConsumer,
+    readonly acks: ChannelAcks,
+    readonly m: ConsumeMessage,
+    readonly id: string,
+    readonly deliveries: number,
+    readonly key: string | undefined,
+    readonly notBefore: number | undefined,
+    /** When the lease ends (epoch ms), while held. */
+    public until: number,
+  ) {}
+
+  get body(): Uint8Array {
+    return this.m.content;
+  }
+
+  ack(): Promise<void> {
+    return this.consumer.ackHeld(this);
+  }
+
+  retry(delay: number): Promise<void> {
+    return this.consumer.retryHeld(this, delay);
+  }
+
+  extend(ms: number): Promise<void> {
+    return this.consumer.extendHeld(this, ms);
+  }
 }
 
 /** One subscription: a channel of its own, the group consumer on top. */
 export class AmqpConsumer {
   readonly group: GroupConsumer;
   private channel: AmqpChannel | undefined;
+  /** The acks of `channel`. */
+  private acks: ChannelAcks | undefined;
   private model: ChannelModel | undefined;
   private tag: string | undefined;
   private paused = false;
@@ -66,7 +110,8 @@ export class AmqpConsumer {
   /** Deliveries seen per message id (classic queues only: they count nothing). */
   private readonly seen = new Map<string, number>();
   /** Unsettled deliveries: they die with their channel. */
-  private readonly held = new Set<{ drop(): void }>();
+  private readonly held = new Set<Held>();
+  private readonly leases = new LeaseClock((now) => this.expireDue(now));
   private readonly settling = new Set<Promise<unknown>>();
 
   constructor(
@@ -79,7 +124,9 @@ export class AmqpConsumer {
       codec: createJsonCodec(),
       deadLetter: (letter, raw) =>
         broker.deadLetter(raw.key === undefined ? letter : { ...letter, key: raw.key }),
-      onRoom: () => void this.resume(),
+      onRoom: () => {
+        if (this.paused) void this.resume();
+      },
       log: broker.log,
     });
   }
@@ -96,6 +143,7 @@ export class AmqpConsumer {
     ch.on('close', () => this.lost(ch, model));
     await ch.prefetch(this.group.maxInFlight);
     this.channel = ch;
+    this.acks = new ChannelAcks(ch);
     this.tag = undefined;
     this.paused = false;
     await this.consume();
@@ -105,8 +153,10 @@ export class AmqpConsumer {
   private lost(ch: AmqpChannel, model: ChannelModel): void {
     if (this.channel !== ch) return;
     this.channel = undefined;
+    this.acks?.close();
+    this.acks = undefined;
     this.tag = undefined;
-    for (const h of [...this.held]) h.drop();
+    this.dropAll();
     if (this.closed) return;
     setTimeout(() => {
       if (
@@ -150,16 +200,33 @@ export class AmqpConsumer {
       if (!this.closed) this.broker.log(`RabbitMQ: the server cancelled the consumer of ${this.queue}`);
       return;
     }
-    if (this.channel !== ch) return;
+    const acks = this.acks;
+    if (this.channel !== ch || acks === undefined) return;
+    acks.add(m);
     const id = m.properties.messageId ?? `${this.queue}#${fnv(m.content.toString('base64'))}`;
     if (!this.group.isClosed && this.group.room <= 0) {
       // Only after a lease was given back (its slot freed while its handler runs): back, uncounted.
       this.uncounted.set(id, (this.uncounted.get(id) ?? 0) + 1);
-      ch.nack(m, false, true);
+      acks.nack(m);
       void this.pause();
       return;
     }
-    this.group.deliver(this.rawOf(ch, m, id));
+    const key = header(m, KEY);
+    const notBefore = header(m, NOT_BEFORE);
+    const until = Date.now() + this.group.lease;
+    const held = new Held(
+      this,
+      acks,
+      m,
+      id,
+      this.deliveries(m, id),
+      key === '' ? undefined : key,
+      notBefore === undefined || notBefore === '' ? undefined : Number(notBefore),
+      until,
+    );
+    this.held.add(held);
+    this.leases.watch(until);
+    this.group.deliver(held);
   }
 
   private deliveries(m: ConsumeMessage, id: string): number {
@@ -171,111 +238,119 @@ export class AmqpConsumer {
     return before + (m.fields.redelivered ? Math.max(2, seen) : 1);
   }
 
-  private rawOf(ch: AmqpChannel, m: ConsumeMessage, id: string): RawMessage {
-    const deliveries = this.deliveries(m, id);
-    const key = header(m, KEY);
-    const notBefore = header(m, NOT_BEFORE);
-    // held: the handler has it; moving: being republished; done: settled, or given back.
-    let state: 'held' | 'moving' | 'done' = 'held';
-    let timer: NodeJS.Timeout | undefined;
-    const entry = {
-      drop: () => {
-        state = 'done';
-        clearTimeout(timer);
-        this.held.delete(entry);
-      },
-    };
-    this.held.add(entry);
-    const forget = () => {
-      this.uncounted.delete(id);
-      this.seen.delete(id);
-    };
-    const lease = (ms: number) => {
-      clearTimeout(timer);
-      timer = setTimeout(() => void expire(), ms);
-      timer.unref();
-    };
-    const expire = async () => {
-      if (state !== 'held') return;
-      entry.drop();
-      this.broker.log(`the lease on a message of ${this.queue} ended: given back for redelivery`);
-      // Full: stop deliveries first, so the message goes to another consumer, not back here.
-      if (this.group.room <= 0) await this.pause();
-      if (this.channel === ch) ch.nack(m, false, true);
-    };
-    const settle = (what: string): boolean => {
-      if (state !== 'held') {
-        if (state === 'done')
-          this.broker.log(`ignored ${what} of a message of ${this.queue}: its lease had ended`);
-        return false;
+  private drop(h: Held): void {
+    h.state = 'done';
+    this.held.delete(h);
+  }
+
+  private dropAll(): void {
+    for (const h of this.held) h.state = 'done';
+    this.held.clear();
+  }
+
+  /** This consumer's counts of a settled message are no longer needed. */
+  private forget(id: string): void {
+    if (this.uncounted.size > 0) this.uncounted.delete(id);
+    if (this.seen.size > 0) this.seen.delete(id);
+  }
+
+  /** True when `h` was held and is now settled by `what`. */
+  private settle(h: Held, what: string): boolean {
+    if (h.state !== 'held') {
+      if (h.state === 'done')
+        this.broker.log(`ignored ${what} of a message of ${this.queue}: its lease had ended`);
+      return false;
+    }
+    this.drop(h);
+    return true;
+  }
+
+  /** The lease clock's turn: gives back what is due, returns the next lease end. */
+  private expireDue(now: number): number {
+    let next = Number.POSITIVE_INFINITY;
+    for (const h of this.held) {
+      if (h.state !== 'held') continue;
+      if (h.until <= now) void this.expire(h);
+      else if (h.until < next) next = h.until;
+    }
+    return next;
+  }
+
+  private async expire(h: Held): Promise<void> {
+    this.drop(h);
+    this.broker.log(`the lease on a message of ${this.queue} ended: given back for redelivery`);
+    // Full: stop deliveries first, so the message goes to another consumer, not back here.
+    if (this.group.room <= 0) await this.pause();
+    if (h.acks.isClosed) return;
+    try {
+      h.acks.nack(h.m);
+    } catch (error) {
+      this.broker.log(amqpError(error, 'giving back a message').message);
+    }
+  }
+
+  /** @internal `Held.ack`. */
+  ackHeld(h: Held): Promise<void> {
+    if (this.settle(h, 'an ack')) {
+      this.forget(h.id);
+      h.acks.ack(h.m);
+    }
+    return done;
+  }
+
+  /** @internal `Held.extend`. */
+  extendHeld(h: Held, ms: number): Promise<void> {
+    if (h.state === 'held') {
+      h.until = Date.now() + (ms > 0 ? ms : this.group.lease);
+      this.leases.watch(h.until);
+    }
+    return done;
+  }
+
+  /** @internal `Held.retry`. */
+  retryHeld(h: Held, delay: number): Promise<void> {
+    const p = this.retry(h, delay);
+    this.settling.add(p);
+    void p.catch(() => undefined).finally(() => this.settling.delete(p));
+    return p;
+  }
+
+  private async retry(h: Held, delay: number): Promise<void> {
+    if (h.state !== 'held') return;
+    if (delay < 1) {
+      this.settle(h, 'a requeue');
+      try {
+        h.acks.nack(h.m);
+      } catch (error) {
+        throw amqpError(error, 'requeue');
       }
-      entry.drop();
-      return true;
-    };
-    const track = <T>(p: Promise<T>): Promise<T> => {
-      this.settling.add(p);
-      void p.catch(() => undefined).finally(() => this.settling.delete(p));
-      return p;
-    };
-    lease(this.group.lease);
-    return {
-      id,
-      body: m.content,
-      key: key === '' ? undefined : key,
-      notBefore: notBefore === undefined || notBefore === '' ? undefined : Number(notBefore),
-      deliveries,
-      ack: async () => {
-        if (!settle('an ack')) return;
-        forget();
-        try {
-          ch.ack(m);
-        } catch (error) {
-          throw amqpError(error, 'ack');
-        }
-      },
-      retry: (delay) =>
-        track(
-          (async () => {
-            if (state !== 'held') return;
-            if (delay < 1) {
-              settle('a requeue');
-              try {
-                ch.nack(m, false, true);
-              } catch (error) {
-                throw amqpError(error, 'requeue');
-              }
-              return;
-            }
-            state = 'moving';
-            clearTimeout(timer);
-            try {
-              await this.broker.publishDelayed('queue', this.queue, delay, m.content, {
-                messageId: id,
-                contentType: m.properties.contentType as string | undefined,
-                headers: {
-                  [ATTEMPT]: deliveries,
-                  ...(key === undefined ? {} : { [KEY]: key }),
-                  ...(notBefore === undefined ? {} : { [NOT_BEFORE]: notBefore }),
-                },
-              });
-            } catch (error) {
-              // Not stored elsewhere: keep holding it; its lease gives it back.
-              if (state === 'moving') {
-                state = 'held';
-                lease(this.group.lease);
-              }
-              throw error;
-            }
-            if (state !== 'moving') return; // the channel died meanwhile: RabbitMQ has it back too
-            entry.drop();
-            forget();
-            ch.ack(m);
-          })(),
-        ),
-      extend: async (ms) => {
-        if (state === 'held') lease(ms > 0 ? ms : this.group.lease);
-      },
-    };
+      return;
+    }
+    h.state = 'moving';
+    const { m } = h;
+    try {
+      await this.broker.publishDelayed('queue', this.queue, delay, m.content, {
+        messageId: h.id,
+        contentType: m.properties.contentType as string | undefined,
+        headers: {
+          [ATTEMPT]: h.deliveries,
+          ...(h.key === undefined ? {} : { [KEY]: h.key }),
+          ...(h.notBefore === undefined ? {} : { [NOT_BEFORE]: h.notBefore }),
+        },
+      });
+    } catch (error) {
+      // Not stored elsewhere: keep holding it; its lease gives it back.
+      if (h.state === 'moving') {
+        h.state = 'held';
+        h.until = Date.now() + this.group.lease;
+        this.leases.watch(h.until);
+      }
+      throw error;
+    }
+    if (h.state !== 'moving') return; // the channel died meanwhile: RabbitMQ has it back too
+    this.drop(h);
+    this.forget(h.id);
+    h.acks.ack(h.m);
   }
 
   async close(): Promise<void> {
@@ -285,9 +360,14 @@ export class AmqpConsumer {
     await closing;
     await Promise.allSettled([...this.settling]);
     this.closed = true;
+    this.leases.stop();
     const ch = this.channel;
     this.channel = undefined;
-    for (const h of [...this.held]) h.drop();
+    // Acks still waiting for the end of the turn leave before the channel closes.
+    this.acks?.flush();
+    this.acks?.close();
+    this.acks = undefined;
+    this.dropAll();
     // Closing the channel gives back what it still holds.
     await ch?.close().catch(() => undefined);
   }

@@ -1,0 +1,87 @@
+/**
+ * @module adapters/amqp/confirms
+ * The RabbitMQ broker's publishing channel (`amqp-broker.ts`): one confirm channel per
+ * connection, opened on first use and again after it or its connection closes. Every publish is
+ * a persistent message (unless the caller says otherwise) and resolves on the server's confirm.
+ *
+ * Once the channel is open, a publish writes at once, with no await before it, and costs one
+ * promise: this path runs for every message.
+ */
+import type { Options } from 'amqplib';
+import type { AmqpConfirmChannel, AmqpLink, ChannelModel } from './connect.ts';
+import { amqpError } from './errors.ts';
+
+interface Open {
+  model: ChannelModel;
+  channel: Promise<AmqpConfirmChannel>;
+  /** The channel once open. */
+  ready: AmqpConfirmChannel | undefined;
+}
+
+export class ConfirmPublisher {
+  private open: Open | undefined;
+
+  constructor(
+    private readonly link: Pick<AmqpLink, 'connection' | 'current'>,
+    /** How long a publish waits for a lost connection to come back. */
+    private readonly timeoutMs: number,
+    private readonly log: (message: string) => void,
+  ) {}
+
+  /** Publishes and waits for the server's confirm (UNAVAILABLE if the channel closes first). */
+  publish(exchange: string, routingKey: string, body: Uint8Array, options: Options.Publish): Promise<void> {
+    const content = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+    const props = options.persistent === undefined ? { ...options, persistent: true } : options;
+    const ch = this.open?.ready;
+    if (ch !== undefined && this.open?.model === this.link.current)
+      return write(ch, exchange, routingKey, content, props);
+    return this.channel().then(
+      (ch) => write(ch, exchange, routingKey, content, props),
+      (error: unknown) => {
+        throw amqpError(error, `publishing to ${exchange || 'queue'} ${routingKey}`);
+      },
+    );
+  }
+
+  private async channel(): Promise<AmqpConfirmChannel> {
+    const model = await this.link.connection(this.timeoutMs);
+    if (this.open?.model !== model) {
+      const open: Open = { model, channel: model.createConfirmChannel(), ready: undefined };
+      // Registered before any caller's `then`: `ready` is set before the first write.
+      open.channel.then(
+        (ch) => {
+          ch.on('error', (e: Error) => this.log(amqpError(e, 'publish channel').message));
+          ch.on('close', () => {
+            if (this.open === open) this.open = undefined;
+          });
+          if (this.open === open) open.ready = ch;
+        },
+        () => {
+          if (this.open === open) this.open = undefined;
+        },
+      );
+      this.open = open;
+    }
+    return this.open.channel;
+  }
+}
+
+function write(
+  ch: AmqpConfirmChannel,
+  exchange: string,
+  routingKey: string,
+  content: Buffer,
+  props: Options.Publish,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const failed = (error: unknown) =>
+      reject(amqpError(error, `publishing to ${exchange || 'queue'} ${routingKey}`));
+    try {
+      ch.publish(exchange, routingKey, content, props, (err: unknown) =>
+        err === null || err === undefined ? resolve() : failed(err),
+      );
+    } catch (error) {
+      failed(error);
+    }
+  });
+}
