@@ -209,6 +209,9 @@ if (only === undefined || only === 'memory') {
 // ---------------------------------------------------------------- events
 if (only === undefined || only === 'events') {
   const count = quick ? 2_000 : 100_000;
+  // Systems take turns run by run, as in the RPC suite: a neighbour's load falls on a Parley row
+  // and on the raw row it is divided by alike.
+  const items: { label: string; once: () => Promise<void>; spread: () => number[] }[] = [];
   for (const [system, def] of Object.entries(eventSystems)) {
     if (!wanted(system)) continue;
     if (def.needs !== 'none' && !brokers[def.needs]) {
@@ -217,10 +220,10 @@ if (only === undefined || only === 'events') {
     }
     for (const groups of [1, 4]) {
       const kase = groups === 1 ? '1 → 1' : '1 → 4 groups';
-      log(`events: ${system}, ${kase}`);
-      await measure(
-        `events ${system} ${kase}`,
-        async () => {
+      items.push({
+        label: `events ${system} ${kase}`,
+        once: async () => {
+          log(`events: ${system}, ${kase}`);
           const topic = `parley-bench-${process.pid}-${Date.now()}`;
           const sub = startChild(
             'events/proc.ts',
@@ -252,10 +255,11 @@ if (only === undefined || only === 'events') {
             await cleanup.stop();
           }
         },
-        () => results.runsOf('events', kase, system, 'throughput'),
-      );
+        spread: () => results.runsOf('events', kase, system, 'throughput'),
+      });
     }
   }
+  await measureInterleaved(items);
 }
 
 // ---------------------------------------------------------------- report
