@@ -1,0 +1,177 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { type CryptoKey, exportJWK, generateKeyPair, type JWK, SignJWT } from 'jose';
+import { type JwksServer, startJwksServer } from '../../../test/fixtures/jwks-server.ts';
+import { ParleyError } from '../../errors.ts';
+import { createFakeClock, type FakeClock } from '../../runtime/clock.ts';
+import { createJwtVerifier, type JwtVerifier } from './jwt-verifier.ts';
+import type { RemoteJwksOptions } from './remote-jwks.ts';
+
+const ISS = 'https://id.example.com';
+const AUD = 'api';
+
+interface Signer {
+  kid: string;
+  key: CryptoKey;
+  jwk: JWK;
+}
+
+async function signer(kid: string): Promise<Signer> {
+  const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+  return { kid, key: privateKey, jwk: { ...(await exportJWK(publicKey)), kid, alg: 'ES256' } };
+}
+
+async function outcome(verifier: JwtVerifier, token: string): Promise<string> {
+  try {
+    return `ok:${(await verifier.verify(token)).subject}`;
+  } catch (e) {
+    assert.ok(e instanceof ParleyError);
+    return `${e.code}:${String(e.details?.reason)}`;
+  }
+}
+
+describe('remote JWKS', () => {
+  let server: JwksServer;
+  let k1: Signer;
+  let k2: Signer;
+  let clock: FakeClock;
+  let now: () => number;
+
+  const sign = (s: Signer, kid = s.kid) =>
+    new SignJWT({ sub: `signed-by-${s.kid}` })
+      .setProtectedHeader({ alg: 'ES256', kid })
+      .setIssuer(ISS)
+      .setAudience(AUD)
+      .setExpirationTime(now() + 600)
+      .sign(s.key);
+
+  const verifier = (options: Partial<RemoteJwksOptions> = {}) =>
+    createJwtVerifier({
+      algorithms: ['ES256'],
+      keys: { type: 'remoteJwks', url: server.url, insecureHttp: true, ...options },
+      issuer: ISS,
+      audience: AUD,
+      clock,
+    });
+
+  before(async () => {
+    k1 = await signer('k1');
+    k2 = await signer('k2');
+    server = await startJwksServer([]);
+  });
+  after(() => server.close());
+
+  const reset = (keys: JWK[]) => {
+    server.keys = keys;
+    server.mode = 'ok';
+    clock = createFakeClock(1_700_000_000_000);
+    now = () => Math.floor(clock.now() / 1000);
+    return server.fetches;
+  };
+
+  it('fetches once, then serves from the cache', async () => {
+    const base = reset([k1.jwk]);
+    const v = verifier();
+    assert.equal(server.fetches, base, 'nothing fetched at construction');
+    for (let i = 0; i < 5; i++) assert.equal(await outcome(v, await sign(k1)), 'ok:signed-by-k1');
+    assert.equal(server.fetches - base, 1);
+  });
+
+  it('an unknown kid refetches once, then a flood of random kids is rate-limited', async () => {
+    const base = reset([k1.jwk]);
+    const v = verifier({ cooldownMs: 30_000 });
+    assert.equal(await outcome(v, await sign(k1)), 'ok:signed-by-k1');
+    clock.advance(30_000);
+    assert.equal(await outcome(v, await sign(k2, 'kid-0')), 'UNAUTHENTICATED:unknown_key');
+    assert.equal(server.fetches - base, 2, 'one refetch for the unknown kid');
+
+    const flood = async (n: number) => {
+      const tokens = await Promise.all(
+        Array.from({ length: n }, (_, i) => sign(k2, `random-${i}-${Math.random()}`)),
+      );
+      const results = await Promise.all(tokens.map((t) => outcome(v, t)));
+      assert.ok(results.every((r) => r === 'UNAUTHENTICATED:unknown_key'));
+    };
+    await flood(200);
+    assert.equal(server.fetches - base, 2, 'inside the cooldown: no fetch at all');
+    // Five more cooldowns of flooding: at most one fetch each, however many tokens.
+    for (let round = 0; round < 5; round++) {
+      clock.advance(30_000);
+      await flood(100);
+    }
+    assert.equal(server.fetches - base, 7);
+    // The known key still works throughout.
+    assert.equal(await outcome(v, await sign(k1)), 'ok:signed-by-k1');
+  });
+
+  it('picks up a rotated-in key on its first use after the cooldown', async () => {
+    const base = reset([k1.jwk]);
+    const v = verifier();
+    assert.equal(await outcome(v, await sign(k1)), 'ok:signed-by-k1');
+    server.keys = [k1.jwk, k2.jwk];
+    assert.equal(await outcome(v, await sign(k2)), 'UNAUTHENTICATED:unknown_key', 'still cooling down');
+    clock.advance(30_000);
+    assert.equal(await outcome(v, await sign(k2)), 'ok:signed-by-k2');
+    assert.equal(server.fetches - base, 2);
+  });
+
+  it('refreshes a set older than maxAgeMs, and keeps the old set when that refresh fails', async () => {
+    const base = reset([k1.jwk]);
+    const v = verifier({ maxAgeMs: 60_000 });
+    assert.equal(await outcome(v, await sign(k1)), 'ok:signed-by-k1');
+    clock.advance(60_000);
+    server.mode = 'fail';
+    assert.equal(await outcome(v, await sign(k1)), 'ok:signed-by-k1', 'stale keys beat no keys');
+    assert.equal(await outcome(v, await sign(k1)), 'ok:signed-by-k1');
+    assert.equal(server.fetches - base, 2, 'the failed refresh is not retried inside the cooldown');
+  });
+
+  it('an unreachable JWKS is UNAVAILABLE, and is not hammered', async () => {
+    const base = reset([k1.jwk]);
+    server.mode = 'fail';
+    const v = verifier();
+    const token = await sign(k1);
+    assert.equal(await outcome(v, token), 'UNAVAILABLE:keys_unavailable');
+    const many = await Promise.all(Array.from({ length: 100 }, () => outcome(v, token)));
+    assert.ok(many.every((r) => r === 'UNAVAILABLE:keys_unavailable'));
+    assert.equal(server.fetches - base, 1);
+    server.mode = 'ok';
+    assert.equal(await outcome(v, token), 'UNAVAILABLE:keys_unavailable', 'still cooling down');
+    clock.advance(30_000);
+    assert.equal(await outcome(v, token), 'ok:signed-by-k1');
+    assert.equal(server.fetches - base, 2);
+  });
+
+  it('refuses redirects and oversized key sets', async () => {
+    for (const mode of ['redirect', 'huge'] as const) {
+      reset([k1.jwk]);
+      server.mode = mode;
+      assert.equal(await outcome(verifier(), await sign(k1)), 'UNAVAILABLE:keys_unavailable', mode);
+    }
+  });
+
+  it('a disallowed or oversized token never causes a fetch', async () => {
+    const base = reset([k1.jwk]);
+    const v = verifier();
+    const rs = await generateKeyPair('RS256');
+    const rsToken = await new SignJWT({ sub: 'x' })
+      .setProtectedHeader({ alg: 'RS256', kid: 'k9' })
+      .sign(rs.privateKey);
+    assert.equal(await outcome(v, rsToken), 'UNAUTHENTICATED:alg_not_allowed');
+    assert.equal(await outcome(v, `${'a'.repeat(9000)}.b.c`), 'UNAUTHENTICATED:too_large');
+    assert.equal(server.fetches - base, 0);
+  });
+
+  it('needs https unless http is asked for', () => {
+    assert.throws(
+      () =>
+        createJwtVerifier({
+          algorithms: ['ES256'],
+          keys: { type: 'remoteJwks', url: server.url },
+          issuer: ISS,
+          audience: AUD,
+        }),
+      (e: unknown) => e instanceof ParleyError && e.code === 'INVALID_ARGUMENT',
+    );
+  });
+});
