@@ -40,6 +40,7 @@ export type { Codec } from './codec/codec.ts';
 export { createJsonCodec } from './codec/json.ts';
 export { createMsgpackCodec } from './codec/msgpack.ts';
 export type {
+  AccessRule,
   ActionDef,
   ActionName,
   AnyContract,

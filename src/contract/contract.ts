@@ -14,6 +14,16 @@ export type Schema = z.ZodType;
 /** Declared domain errors of an action: reason → the code it travels with. */
 export type ErrorDecls = Record<string, ErrorCode>;
 
+/**
+ * Who may call an action from outside: anyone, any authenticated caller, or callers holding one
+ * of `roles` and all of `scopes` (both given: both must hold).
+ */
+export type AccessRule =
+  | { public: true }
+  | { authenticated: true }
+  | { roles: readonly string[]; scopes?: readonly string[] }
+  | { roles?: readonly string[]; scopes: readonly string[] };
+
 export interface ActionDef<
   I extends Schema = Schema,
   O extends Schema = Schema,
@@ -31,6 +41,11 @@ export interface ActionDef<
   http?: string;
   /** Exposed by the gateway to outside callers. */
   public?: boolean;
+  /**
+   * Who may call it through the gateway (checked there, after authentication). Default: anyone
+   * (`{ public: true }`) unless the gateway sets another default.
+   */
+  access?: AccessRule;
   /**
    * A streaming action. `output`: the handler returns an (async) iterable and the caller gets an
    * async iterable of `output` chunks. `input`: the caller passes an (async) iterable of `input`

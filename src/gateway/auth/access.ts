@@ -5,21 +5,12 @@
  * logging in again will not help). Rules fail closed: an empty list or an unrecognised rule admits
  * nobody.
  */
+import type { AccessRule } from '../../contract/contract.ts';
 import { ParleyError } from '../../errors.ts';
 import { credentialsRequired } from './failure.ts';
 import type { Principal } from './principal.ts';
 
-export type AccessRule =
-  /** Anyone, anonymous included. */
-  | { public: true }
-  /** Any authenticated principal. */
-  | { authenticated: true }
-  /**
-   * `roles`: the principal has at least one of them. `scopes`: it has all of them. Both given:
-   * both must hold.
-   */
-  | { roles: readonly string[]; scopes?: readonly string[] }
-  | { roles?: readonly string[]; scopes: readonly string[] };
+export type { AccessRule };
 
 /** Whether `principal` (undefined: anonymous) may pass `rule`. */
 export function allowed(principal: Principal | undefined, rule: AccessRule): boolean {
