@@ -14,7 +14,14 @@ export const catalog = defineContract({
   name: 'catalog',
   version: '1.0.0',
   actions: {
-    list: { input: z.object({}), output: z.object({ products: z.array(Product) }), idempotent: true },
+    list: {
+      input: z.object({}),
+      output: z.object({ products: z.array(Product) }),
+      idempotent: true,
+      http: 'GET /products',
+      public: true,
+      description: 'Every product with its price.',
+    },
     prices: {
       input: z.object({ skus: z.array(Sku).min(1).max(100) }),
       output: z.object({ products: z.array(Product) }),
@@ -63,12 +70,18 @@ export const orders = defineContract({
       output: Order,
       errors: { UNKNOWN_SKU: 'NOT_FOUND' },
       timeout: 5000,
+      http: 'POST /orders',
+      public: true,
+      description: 'Places an order: it is PENDING until stock and payment say otherwise.',
     },
     get: {
       input: z.object({ id: OrderId }),
       output: Order,
       idempotent: true,
       errors: { NO_ORDER: 'NOT_FOUND' },
+      http: 'GET /orders/:id',
+      public: true,
+      description: 'One order and its current status.',
     },
     list: {
       input: z.object({
