@@ -7,28 +7,10 @@
 import { once } from 'node:events';
 import { createConnection, createServer, type Socket } from 'node:net';
 
-export interface Req {
-  a: number;
-  b: number;
-  note: string;
-}
+import { fastify, moleculerWeb, parleyGateway } from './http-systems.ts';
+import type { Connected, Req, RpcSystem } from './types.ts';
 
-export interface Served {
-  port: number;
-  close(): Promise<void>;
-}
-
-export interface Connected {
-  call(req: Req): Promise<unknown>;
-  close(): Promise<void>;
-}
-
-export interface RpcSystem {
-  /** A broker the system needs, checked before it runs. */
-  needs?: 'nats' | 'redis' | 'rabbitmq';
-  serve(): Promise<Served>;
-  connect(port: number): Promise<Connected>;
-}
+export type { Connected, Req, RpcSystem, Served } from './types.ts';
 
 const HOST = '127.0.0.1';
 const NATS = 'nats://127.0.0.1:4222';
@@ -105,35 +87,6 @@ const rawNet: RpcSystem = {
         return new Promise((resolve) => pending.set(id, resolve));
       },
       close: async () => void socket.destroy(),
-    };
-  },
-};
-
-const fastify: RpcSystem = {
-  async serve() {
-    const { default: Fastify } = await import('fastify');
-    const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
-    app.post('/add', async (request) => {
-      const { a, b } = request.body as Req;
-      return { sum: a + b };
-    });
-    await app.listen({ port: 0, host: HOST });
-    return { port: (app.server.address() as { port: number }).port, close: () => app.close() };
-  },
-  async connect(port) {
-    const { Pool } = await import('undici');
-    const pool = new Pool(`http://${HOST}:${port}`, { connections: 64, pipelining: 1 });
-    return {
-      async call(req) {
-        const res = await pool.request({
-          path: '/add',
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(req),
-        });
-        return res.body.json();
-      },
-      close: () => pool.close(),
     };
   },
 };
@@ -427,6 +380,8 @@ export const rpcSystems: Record<string, RpcSystem> = {
   'raw node:net': rawNet,
   'raw nats request': rawNatsRequest,
   'fastify+undici': fastify,
+  'parley gateway (tcp)': parleyGateway,
+  'moleculer-web': moleculerWeb,
   'grpc-js': grpc,
   'moleculer tcp': moleculer('tcp'),
   'moleculer nats': moleculer('nats'),

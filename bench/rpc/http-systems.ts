@@ -1,0 +1,115 @@
+/**
+ * HTTP edges under test, all called the same way (undici `Pool`, 64 keep-alive connections,
+ * `POST <path>` with a JSON body): a bare Fastify route doing the work itself (the floor), Parley's
+ * gateway in front of a service reached over the TCP transport (HTTP → gateway node → TCP → service
+ * node, both nodes and the hub in the server process), and moleculer-web in front of a Moleculer
+ * service (its usual setup: the service on the same broker, a local call).
+ */
+import type { Connected, Req, RpcSystem, Served } from './types.ts';
+
+const HOST = '127.0.0.1';
+
+/** A client for `POST path` on 127.0.0.1:`port`. */
+async function httpClient(port: number, path: string): Promise<Connected> {
+  const { Pool } = await import('undici');
+  const pool = new Pool(`http://${HOST}:${port}`, { connections: 64, pipelining: 1 });
+  return {
+    async call(req: Req) {
+      const res = await pool.request({
+        path,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(req),
+      });
+      if (res.statusCode !== 200) throw new Error(`HTTP ${res.statusCode}: ${await res.body.text()}`);
+      return res.body.json();
+    },
+    close: () => pool.close(),
+  };
+}
+
+export const fastify: RpcSystem = {
+  async serve() {
+    const { default: Fastify } = await import('fastify');
+    const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
+    app.post('/add', async (request) => {
+      const { a, b } = request.body as Req;
+      return { sum: a + b };
+    });
+    await app.listen({ port: 0, host: HOST });
+    return { port: (app.server.address() as { port: number }).port, close: () => app.close() };
+  },
+  connect: (port) => httpClient(port, '/add'),
+};
+
+export const parleyGateway: RpcSystem = {
+  async serve(): Promise<Served> {
+    const parley = await import('parley');
+    const { z } = parley;
+    const contract = parley.defineContract({
+      name: 'bench',
+      version: '1.0.0',
+      actions: {
+        add: {
+          input: z.object({ a: z.number(), b: z.number(), note: z.string() }),
+          output: z.object({ sum: z.number() }),
+          http: 'POST /add',
+          public: true,
+        },
+      },
+    });
+    const hub = await parley.createHub();
+    const service = parley.createNode({
+      logLevel: 'silent',
+      transport: parley.createTcpTransport({ hub: hub.url }),
+      services: [parley.implement(contract, { actions: { add: ({ a, b }) => ({ sum: a + b }) } })],
+    });
+    const edge = parley.createNode({ logLevel: 'silent', transport: parley.createTcpTransport({ hub: hub.url }) });
+    await service.start();
+    await edge.start();
+    while (edge.registry.endpoints('bench').length === 0) await new Promise((r) => setTimeout(r, 5));
+    const gateway = parley.createGateway({ node: edge, contracts: [contract], port: 0 });
+    const { url } = await gateway.listen();
+    return {
+      port: Number(new URL(url).port),
+      close: async () => {
+        await gateway.close();
+        await edge.stop();
+        await service.stop();
+        await hub.close();
+      },
+    };
+  },
+  connect: (port) => httpClient(port, '/api/add'),
+};
+
+export const moleculerWeb: RpcSystem = {
+  async serve(): Promise<Served> {
+    const { ServiceBroker } = await import('moleculer');
+    const { default: ApiGateway } = await import('moleculer-web');
+    const broker = new ServiceBroker({ nodeID: `web-${process.pid}`, logger: false });
+    broker.createService({
+      name: 'bench',
+      actions: {
+        add: {
+          params: { a: 'number', b: 'number', note: 'string' },
+          handler: (ctx: { params: Req }) => ({ sum: ctx.params.a + ctx.params.b }),
+        },
+      },
+    });
+    const web = broker.createService({
+      name: 'api',
+      mixins: [ApiGateway],
+      settings: {
+        port: 0,
+        ip: HOST,
+        routes: [{ path: '/', aliases: { 'POST add': 'bench.add' }, bodyParsers: { json: true } }],
+        logRequest: null,
+        logResponse: null,
+      },
+    }) as unknown as { server: { address(): { port: number } } };
+    await broker.start();
+    return { port: web.server.address().port, close: () => broker.stop() };
+  },
+  connect: (port) => httpClient(port, '/add'),
+};
