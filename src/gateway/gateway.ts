@@ -12,6 +12,7 @@ import Fastify, {
   type FastifyInstance,
   type FastifyReply,
   type FastifyRequest,
+  LogController,
 } from 'fastify';
 import { contractJsonSchema } from '../contract/json-schema.ts';
 import { ParleyError } from '../errors.ts';
@@ -78,7 +79,8 @@ export function createGateway(options: GatewayOptions): Gateway {
   const fastify = Fastify({
     // Typed as Fastify's logger interface, which pino's Logger implements.
     loggerInstance: logger as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // Per-request info lines would flood the log; failures are logged where they are answered.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit,
     genReqId: requestIdOf,
     http: { maxHeaderSize: options.maxHeaderBytes ?? 16 * 1024 },
@@ -89,8 +91,9 @@ export function createGateway(options: GatewayOptions): Gateway {
     clientErrorHandler,
     frameworkErrors: (error, request, reply) => sendProblem(request, reply, error),
   });
-  // Node only truncates past maxHeadersCount; one more than allowed lets the check see the excess.
-  fastify.server.maxHeadersCount = maxHeaders + 1;
+  // Node drops headers past maxHeadersCount (2000 by default) without an error; checkHeaderCount
+  // must see more than the limit to refuse it. Not lower: a dropped Host header reads as a 400.
+  fastify.server.maxHeadersCount = Math.max(2000, maxHeaders + 1);
   // Bodies are JSON (or multipart on upload routes); text/plain would be a second way in.
   fastify.removeContentTypeParser('text/plain');
   if (routes.some((r) => r.input === 'upload')) {

@@ -76,7 +76,16 @@ export interface ProblemInit {
 /** The problem for anything thrown while serving a request. */
 export function toProblem({ error, instance, requestId }: ProblemInit): Problem {
   if (error instanceof HttpProblem) {
-    return base({ code: error.code, status: error.status, detail: error.message, instance, requestId });
+    const problem = base({
+      code: error.code,
+      status: error.status,
+      detail: error.message,
+      instance,
+      requestId,
+    });
+    // The same request will be refused again: these are about its shape, not about load.
+    problem.retryable = false;
+    return problem;
   }
   const fastifyStatus = frameworkStatus(error);
   if (fastifyStatus !== undefined) {
