@@ -100,6 +100,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     fastify.register(multipart, { limits: { fileSize: uploadLimit, files: 1 } });
   }
 
+  let closing = false;
   const cors = options.cors === undefined ? undefined : createCors(options.cors.origins);
   const allowed = methodsByPath(routes);
   fastify.addHook('onRequest', async (request, reply) => {
@@ -113,6 +114,9 @@ export function createGateway(options: GatewayOptions): Gateway {
     // Also on answers the error paths build afresh.
     reply.header('x-request-id', request.id);
     reply.header('x-content-type-options', 'nosniff');
+    // A connection whose request was in flight when close began would stay open (keep-alive) and
+    // hold the close until its timeout: the answer tells the client this connection ends.
+    if (closing) reply.header('connection', 'close');
   });
   fastify.setErrorHandler((error: FastifyError, request, reply) => sendProblem(request, reply, error));
   fastify.setNotFoundHandler((request, reply) => {
@@ -156,7 +160,6 @@ export function createGateway(options: GatewayOptions): Gateway {
     invoker,
     bodyLimit,
   });
-  let closing = false;
   registerHealth({ fastify, node: options.node, contracts: options.contracts, closing: () => closing });
   const securitySchemes =
     options.securitySchemes ??
