@@ -75,6 +75,15 @@ export {
   type ParleyErrorOptions,
   type WireError,
 } from './errors.ts';
+export { createGateway, type Gateway } from './gateway/gateway.ts';
+export type {
+  GatewayOptions,
+  GatewayRequest,
+  GatewayRoute,
+  RateLimitDecision,
+} from './gateway/options.ts';
+export type { Problem } from './gateway/problem.ts';
+export { UploadChunk } from './gateway/upload.ts';
 export { queryHub } from './hub/client.ts';
 export { createHub, type Hub, type HubMember, type HubOptions, type HubSnapshot } from './hub/hub.ts';
 export { createRemoteBroker, type RemoteBrokerOptions } from './hub/remote-broker.ts';

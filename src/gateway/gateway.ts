@@ -1,0 +1,232 @@
+/**
+ * @module gateway/gateway
+ * The HTTP edge: Fastify with routes planned from contracts, checks every request passes before
+ * its body is read (target, headers, declared length, CORS), errors as problem+json, a request id
+ * on every response, OpenAPI and docs, health, an internal JSON endpoint, and a graceful close.
+ */
+import type { AddressInfo } from 'node:net';
+import multipart from '@fastify/multipart';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  LogController,
+} from 'fastify';
+import { contractJsonSchema } from '../contract/json-schema.ts';
+import { ParleyError } from '../errors.ts';
+import { createCors } from './cors.ts';
+import { docsPage } from './docs-page.ts';
+import {
+  checkDeclaredLength,
+  checkHeaderCount,
+  checkTarget,
+  clientErrorHandler,
+  requestIdOf,
+} from './hardening.ts';
+import { registerHealth } from './health.ts';
+import { registerInternal } from './internal.ts';
+import { Invoker } from './invoke.ts';
+import { buildOpenApi } from './openapi.ts';
+import type { GatewayOptions, GatewayRoute } from './options.ts';
+import { HttpProblem, PROBLEM_TYPE, toProblem } from './problem.ts';
+import { registerPublicRoutes } from './public-routes.ts';
+import { planRoutes } from './routes.ts';
+
+export interface Gateway {
+  /** Starts listening; the URL has the actual port. */
+  listen(): Promise<{ url: string }>;
+  /**
+   * Stops accepting, runs the `onClose` hooks (push connections end here), lets in-flight
+   * requests finish for up to `closeTimeout` ms, then cuts what is left and closes.
+   */
+  close(): Promise<void>;
+  /** Adds work to do first on close, e.g. ending long-lived push connections. */
+  onClose(hook: () => void | Promise<void>): void;
+  /** The public routes, as planned from the contracts. */
+  readonly routes: readonly GatewayRoute[];
+  /** For modules that add routes (push) before `listen()`. */
+  readonly fastify: FastifyInstance;
+}
+
+const MiB = 1024 * 1024;
+
+export function createGateway(options: GatewayOptions): Gateway {
+  const basePath = (options.basePath ?? '/api').replace(/\/+$/, '');
+  if (basePath !== '' && !/^(\/[A-Za-z0-9_.~-]+)+$/.test(basePath)) {
+    throw new ParleyError('INVALID_ARGUMENT', `gateway: basePath "${options.basePath}" is not a plain path`);
+  }
+  const bodyLimit = options.bodyLimit ?? MiB;
+  const uploadLimit = options.uploadLimit ?? 10 * MiB;
+  const maxHeaders = options.maxHeaders ?? 100;
+  const maxUrlLength = options.maxUrlLength ?? 2048;
+  const closeTimeout = options.closeTimeout ?? 10_000;
+  const host = options.host ?? '127.0.0.1';
+
+  const inputSchemas = new Map<string, Record<string, unknown>>();
+  const outputSchemas = new Map<string, Record<string, unknown>>();
+  for (const contract of options.contracts) {
+    const js = contractJsonSchema(contract);
+    for (const [action, s] of Object.entries(js.actions)) {
+      inputSchemas.set(`${contract.name}.${action}`, s.input as Record<string, unknown>);
+      outputSchemas.set(`${contract.name}.${action}`, s.output as Record<string, unknown>);
+    }
+  }
+  const routes = planRoutes({ contracts: options.contracts, basePath, inputSchemas });
+  const logger = options.logger ?? options.node.logger.child({ component: 'gateway' });
+
+  const fastify = Fastify({
+    // Typed as Fastify's logger interface, which pino's Logger implements.
+    loggerInstance: logger as FastifyBaseLogger,
+    // Per-request info lines would flood the log; failures are logged where they are answered.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit,
+    genReqId: requestIdOf,
+    http: { maxHeaderSize: options.maxHeaderBytes ?? 16 * 1024 },
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    clientErrorHandler,
+    frameworkErrors: (error, request, reply) => sendProblem(request, reply, error),
+  });
+  // Node drops headers past maxHeadersCount (2000 by default) without an error; checkHeaderCount
+  // must see more than the limit to refuse it. Not lower: a dropped Host header reads as a 400.
+  fastify.server.maxHeadersCount = Math.max(2000, maxHeaders + 1);
+  // Bodies are JSON (or multipart on upload routes); text/plain would be a second way in.
+  fastify.removeContentTypeParser('text/plain');
+  if (routes.some((r) => r.input === 'upload')) {
+    fastify.register(multipart, { limits: { fileSize: uploadLimit, files: 1 } });
+  }
+
+  let closing = false;
+  const cors = options.cors === undefined ? undefined : createCors(options.cors.origins);
+  const allowed = methodsByPath(routes);
+  fastify.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+    if (cors !== undefined) reply.headers(cors.simple(request.headers));
+    checkTarget(request.raw.url ?? '/', maxUrlLength);
+    checkHeaderCount(request.raw, maxHeaders);
+    checkDeclaredLength(request.raw, request.routeOptions.config?.parleyBodyLimit ?? bodyLimit);
+  });
+  fastify.addHook('onSend', async (request, reply) => {
+    // Also on answers the error paths build afresh.
+    reply.header('x-request-id', request.id);
+    reply.header('x-content-type-options', 'nosniff');
+    // A connection whose request was in flight when close began would stay open (keep-alive) and
+    // hold the close until its timeout: the answer tells the client this connection ends.
+    if (closing) reply.header('connection', 'close');
+  });
+  fastify.setErrorHandler((error: FastifyError, request, reply) => sendProblem(request, reply, error));
+  fastify.setNotFoundHandler((request, reply) => {
+    const path = (request.raw.url ?? '/').split('?')[0] ?? '/';
+    const methods = allowed(path);
+    if (methods.length > 0 && request.method !== 'OPTIONS') {
+      const e = new HttpProblem(
+        405,
+        'UNIMPLEMENTED',
+        `${request.method} is not allowed here; use ${methods.join(', ')}.`,
+        {
+          allow: methods.join(', '),
+        },
+      );
+      return sendProblem(request, reply, e);
+    }
+    return sendProblem(request, reply, new ParleyError('NOT_FOUND', `no route ${request.method} ${path}`));
+  });
+  fastify.options('/*', async (request, reply) => {
+    const methods = allowed((request.raw.url ?? '/').split('?')[0] ?? '/');
+    if (methods.length === 0) throw new ParleyError('NOT_FOUND', 'no route here');
+    const headers =
+      cors !== undefined && request.headers['access-control-request-method'] !== undefined
+        ? cors.preflight(request.headers, methods)
+        : undefined;
+    if (cors !== undefined && headers === undefined && request.headers.origin !== undefined) {
+      throw new ParleyError('PERMISSION_DENIED', 'this origin may not call the API');
+    }
+    return reply
+      .code(204)
+      .headers({ allow: methods.join(', '), ...headers })
+      .send();
+  });
+
+  const invoker = new Invoker(options.node, options.callTimeout ?? 10_000);
+  registerPublicRoutes({ fastify, routes, invoker, options, bodyLimit, uploadLimit });
+  registerInternal({
+    fastify,
+    contracts: options.contracts,
+    tokens: options.internal?.tokens ?? [],
+    invoker,
+    bodyLimit,
+  });
+  registerHealth({ fastify, node: options.node, contracts: options.contracts, closing: () => closing });
+  const securitySchemes =
+    options.securitySchemes ??
+    (options.authenticate === undefined ? undefined : { bearer: { type: 'http', scheme: 'bearer' } });
+  const openapi = JSON.stringify(buildOpenApi({ routes, outputSchemas, securitySchemes }));
+  fastify.get('/openapi.json', async (_request, reply) => reply.type('application/json').send(openapi));
+  const docs = docsPage();
+  fastify.get('/docs', async (_request, reply) =>
+    reply.type('text/html; charset=utf-8').header('content-security-policy', docs.csp).send(docs.html),
+  );
+
+  const closeHooks: (() => void | Promise<void>)[] = [];
+  let closed: Promise<void> | undefined;
+  return {
+    routes,
+    fastify,
+    onClose: (hook) => void closeHooks.push(hook),
+    async listen() {
+      await fastify.listen({ host, port: options.port ?? 0 });
+      const { port } = fastify.server.address() as AddressInfo;
+      return { url: `http://${host.includes(':') ? `[${host}]` : host}:${port}` };
+    },
+    close() {
+      closed ??= (async () => {
+        closing = true;
+        await Promise.allSettled(closeHooks.map(async (hook) => hook()));
+        const done = fastify.close();
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<'late'>((resolve) => {
+          timer = setTimeout(() => resolve('late'), closeTimeout);
+        });
+        if ((await Promise.race([done.then(() => 'done' as const), late])) === 'late') {
+          logger.warn('gateway close timeout: cutting the connections still open');
+          fastify.server.closeAllConnections();
+          await done;
+        }
+        clearTimeout(timer);
+      })();
+      return closed;
+    },
+  };
+}
+
+function sendProblem(request: FastifyRequest, reply: FastifyReply, error: unknown): FastifyReply {
+  const problem = toProblem({
+    error,
+    instance: (request.raw.url ?? '/').split('?')[0] ?? '/',
+    requestId: request.id,
+  });
+  if (problem.status >= 500) request.log.error({ err: error, requestId: request.id }, 'request failed');
+  if (error instanceof HttpProblem) reply.headers(error.headers);
+  if (problem.code === 'UNAUTHENTICATED' && !reply.hasHeader('www-authenticate')) {
+    reply.header('www-authenticate', 'Bearer');
+  }
+  return reply.code(problem.status).type(PROBLEM_TYPE).send(JSON.stringify(problem));
+}
+
+/** The methods routes answer on a concrete path, for 405 `Allow` and CORS preflight. */
+function methodsByPath(routes: readonly GatewayRoute[]): (path: string) => string[] {
+  const compiled = routes.map((r) => ({
+    method: r.method,
+    pattern: new RegExp(
+      `^${r.path
+        .split('/')
+        .map((s) => (s.startsWith(':') ? '[^/]+' : s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+        .join('/')}$`,
+    ),
+  }));
+  return (path) => [...new Set(compiled.filter((c) => c.pattern.test(path)).map((c) => c.method))];
+}

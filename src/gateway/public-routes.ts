@@ -1,0 +1,102 @@
+/**
+ * @module gateway/public-routes
+ * Registers the planned public routes. Per request, before the body is read: authenticate,
+ * authorize, rate limit (route-level `onRequest`, so a refused client costs no parsing). Then the
+ * input is built from body or query plus path parameters, validated, and the action called.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { ParleyError } from '../errors.ts';
+import type { Principal } from '../runtime/principal.ts';
+import { disconnectSignal, type Invoker, sendResult } from './invoke.ts';
+import type { GatewayOptions, GatewayRequest } from './options.ts';
+import { HttpProblem } from './problem.ts';
+import { inputFromQuery, type PlannedRoute, withParams } from './routes.ts';
+import { callWithUpload } from './upload.ts';
+
+/** Room for multipart boundaries and part headers around an upload of the full limit. */
+const UPLOAD_OVERHEAD = 64 * 1024;
+
+export interface PublicRoutesInit {
+  fastify: FastifyInstance;
+  routes: readonly PlannedRoute[];
+  invoker: Invoker;
+  options: GatewayOptions;
+  bodyLimit: number;
+  uploadLimit: number;
+}
+
+/** The hook view of a Fastify request. */
+export function gatewayRequest(request: FastifyRequest): GatewayRequest {
+  const url = request.raw.url ?? '/';
+  const q = url.indexOf('?');
+  return {
+    id: request.id,
+    method: request.method,
+    path: q === -1 ? url : url.slice(0, q),
+    headers: request.headers,
+    ip: request.socket.remoteAddress ?? '',
+  };
+}
+
+export function registerPublicRoutes(init: PublicRoutesInit): void {
+  const { fastify, invoker, options } = init;
+  // Per gateway, not per module: who each in-flight request acts for.
+  const principals = new WeakMap<FastifyRequest, Principal>();
+
+  for (const route of init.routes) {
+    const admit = async (request: FastifyRequest, reply: FastifyReply) => {
+      const view = gatewayRequest(request);
+      const principal = await options.authenticate?.(view);
+      options.authorize?.(principal, route);
+      if (principal !== undefined) principals.set(request, principal);
+      if (options.rateLimit !== undefined) {
+        const decision = await options.rateLimit(view, route, principal);
+        reply.headers(decision.headers);
+        if (decision.refused !== undefined) throw decision.refused;
+      }
+    };
+    fastify.route({
+      method: route.method,
+      url: route.path,
+      config: {
+        parleyBodyLimit: route.input === 'upload' ? init.uploadLimit + UPLOAD_OVERHEAD : init.bodyLimit,
+      },
+      bodyLimit: init.bodyLimit,
+      onRequest: admit,
+      handler: async (request, reply) => {
+        const signal = disconnectSignal(reply);
+        const principal = principals.get(request);
+        const params = request.params as Record<string, string>;
+        const common = { contract: route.contract, action: route.action, def: route.def, principal, signal };
+        let result: unknown;
+        if (route.input === 'upload') {
+          result = await callWithUpload({ request, invoker, limit: init.uploadLimit, common });
+        } else {
+          const input = withParams(inputOf(route, request), params, route.kinds);
+          result = invoker.call({ ...common, input });
+        }
+        return sendResult(reply, result, {
+          stream: route.def.stream === 'output',
+          instance: request.url,
+          requestId: request.id,
+        });
+      },
+    });
+  }
+}
+
+function inputOf(route: PlannedRoute, request: FastifyRequest): Record<string, unknown> {
+  if (route.input === 'query') {
+    return inputFromQuery(request.query as Record<string, string | string[] | undefined>, route.kinds);
+  }
+  if (request.isMultipart())
+    throw new HttpProblem(415, 'INVALID_ARGUMENT', 'Send the body as application/json.');
+  const body = request.body;
+  if (body === undefined) return {};
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new ParleyError('INVALID_ARGUMENT', 'the body must be a JSON object', {
+      details: { violations: [{ path: '', message: 'expected a JSON object', code: 'invalid_type' }] },
+    });
+  }
+  return body as Record<string, unknown>;
+}

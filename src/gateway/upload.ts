@@ -1,0 +1,87 @@
+/**
+ * @module gateway/upload
+ * Multipart uploads to an input-stream action (`stream: 'input'`, public, POST or PUT). The first
+ * file part is read as it arrives and sent on as chunks of {@link UploadChunk} — the bytes
+ * base64-encoded so any codec carries them — while the service consumes them; the file is never
+ * held whole. Past the upload limit the call is cancelled and the client answered 413.
+ * Other form fields are ignored; path parameters are not passed (an input stream has no input
+ * besides its chunks).
+ */
+import type { FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { ActionDef, AnyContract } from '../contract/contract.ts';
+import { ParleyError } from '../errors.ts';
+import type { Principal } from '../runtime/principal.ts';
+import type { Invoker } from './invoke.ts';
+import { HttpProblem } from './problem.ts';
+
+/** One piece of an uploaded file, as the service's input-stream handler reads it. */
+export const UploadChunk = z.object({
+  filename: z.string(),
+  contentType: z.string(),
+  /** Byte offset of this piece in the file. */
+  offset: z.number().int().nonnegative(),
+  /** The bytes, base64. */
+  data: z.string(),
+});
+export type UploadChunk = z.infer<typeof UploadChunk>;
+
+export interface UploadInit {
+  request: FastifyRequest;
+  invoker: Invoker;
+  limit: number;
+  common: {
+    contract: AnyContract;
+    action: string;
+    def: ActionDef;
+    principal: Principal | undefined;
+    signal: AbortSignal;
+  };
+}
+
+export async function callWithUpload(init: UploadInit): Promise<unknown> {
+  const { request, limit } = init;
+  if (!request.isMultipart()) {
+    throw new HttpProblem(415, 'INVALID_ARGUMENT', 'Send the file as multipart/form-data.');
+  }
+  const part = await request.file({ limits: { fileSize: limit, files: 1, fields: 20, fieldSize: 4096 } });
+  if (part === undefined) throw new ParleyError('INVALID_ARGUMENT', 'the form has no file part');
+  const file = part.file;
+  // Cancels the call when the file passes the limit, as well as when the client goes away.
+  const controller = new AbortController();
+  init.common.signal.addEventListener('abort', () => controller.abort(init.common.signal.reason), {
+    once: true,
+  });
+  let overLimit = false;
+  file.once('limit', () => {
+    overLimit = true;
+    controller.abort(new ParleyError('CANCELLED', 'the upload passed its limit'));
+  });
+  async function* chunks(): AsyncGenerator<UploadChunk> {
+    let offset = 0;
+    for await (const piece of file as AsyncIterable<Buffer>) {
+      if (overLimit) break;
+      yield {
+        filename: part?.filename ?? '',
+        contentType: part?.mimetype ?? '',
+        offset,
+        data: piece.toString('base64'),
+      };
+      offset += piece.length;
+    }
+    if (overLimit || file.truncated) throw tooLarge(limit);
+  }
+  try {
+    return await init.invoker.call({ ...init.common, signal: controller.signal, input: chunks() });
+  } catch (error) {
+    if (overLimit || file.truncated) throw tooLarge(limit);
+    throw error;
+  } finally {
+    // Whatever the service left unread is drained so the connection can answer.
+    if (!file.readableEnded) file.resume();
+  }
+}
+
+function tooLarge(limit: number): HttpProblem {
+  return new HttpProblem(413, 'RESOURCE_EXHAUSTED', `The file is larger than ${limit} bytes.`);
+}

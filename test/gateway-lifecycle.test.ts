@@ -1,0 +1,102 @@
+/**
+ * Health, readiness and a graceful close: a request in flight when close() is called completes,
+ * new connections are refused, onClose hooks run first, and a request that outlives the close
+ * timeout is cut.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { createGateway, createMemoryNetwork } from '../src/index.ts';
+import { items, startGateway } from './gateway-fixture.ts';
+import { testNode, waitFor } from './helpers.ts';
+
+describe('gateway health', () => {
+  it('/healthz is 200; /readyz is 200 when every service has an instance', async () => {
+    const { url } = await startGateway();
+    const h = await fetch(`${url}/healthz`);
+    assert.equal(h.status, 200);
+    assert.deepEqual(await h.json(), { status: 'ok' });
+    const r = await fetch(`${url}/readyz`);
+    assert.equal(r.status, 200);
+    assert.equal(((await r.json()) as { ready: boolean }).ready, true);
+  });
+
+  it('/readyz is 503 naming the service with no instance, and turns ready when it comes', async () => {
+    const net = createMemoryNetwork();
+    const edge = testNode({ transport: net.transport() });
+    await edge.start();
+    const gateway = createGateway({ node: edge, contracts: [items] });
+    const { url } = await gateway.listen();
+    const service = testNode({ transport: net.transport(), services: [] });
+    after(async () => {
+      await gateway.close();
+      await edge.stop();
+      await service.stop();
+    });
+    const r = await fetch(`${url}/readyz`);
+    assert.equal(r.status, 503);
+    const body = (await r.json()) as { missing: string[]; node: string };
+    assert.deepEqual(body.missing, ['items']);
+    assert.equal(body.node, 'running');
+    assert.equal((await fetch(`${url}/healthz`)).status, 200, 'alive while not ready');
+    // A call now is UNAVAILABLE, answered 503 as a problem.
+    const call = await fetch(`${url}/api/items/a`);
+    assert.equal(call.status, 503);
+
+    const { itemsService } = await import('./gateway-fixture.ts');
+    const real = testNode({
+      transport: net.transport(),
+      services: [itemsService({ uploadChunks: [], uploadsAborted: 0 })],
+    });
+    after(() => real.stop());
+    await real.start();
+    await waitFor(() => edge.registry.endpoints('items').length > 0);
+    assert.equal((await fetch(`${url}/readyz`)).status, 200);
+  });
+});
+
+describe('gateway close', () => {
+  it('lets an in-flight request finish, runs onClose hooks first, then refuses connections', async () => {
+    const { url, gateway } = await startGateway();
+    const events: string[] = [];
+    gateway.onClose(async () => {
+      events.push('hook');
+    });
+    const inFlight = fetch(`${url}/api/items/slow`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ ms: 400 }),
+    }).then(async (r) => {
+      events.push('response');
+      return { status: r.status, body: await r.json() };
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    const started = Date.now();
+    const closed = gateway.close().then(() => events.push('closed'));
+    const answered = await inFlight;
+    assert.equal(answered.status, 200);
+    assert.deepEqual(answered.body, { slept: 400 });
+    await closed;
+    // The hook ran before anything else; the response and the close race each other by a tick.
+    assert.deepEqual([...events].sort(), ['closed', 'hook', 'response']);
+    assert.equal(events[0], 'hook');
+    assert.ok(Date.now() - started < 2000, `closed ${Date.now() - started} ms after: not held by keep-alive`);
+    await assert.rejects(fetch(`${url}/healthz`), 'no new connections after close');
+  });
+
+  it('cuts a request that outlives the close timeout', async () => {
+    const { url, gateway } = await startGateway({ closeTimeout: 200 });
+    const inFlight = fetch(`${url}/api/items/slow`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ ms: 1800 }),
+    }).then(
+      (r) => r.status,
+      () => 'cut',
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    const started = Date.now();
+    await gateway.close();
+    assert.ok(Date.now() - started < 1500, `closed in ${Date.now() - started} ms`);
+    assert.equal(await inFlight, 'cut');
+  });
+});
