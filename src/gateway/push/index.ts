@@ -12,3 +12,4 @@ export {
   type Viewer,
 } from './options.ts';
 export { createPush, type Push } from './push.ts';
+export { registerStorefront } from './storefront.ts';
