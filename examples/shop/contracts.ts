@@ -214,6 +214,21 @@ export const notifications = defineContract({
       idempotent: true,
     },
   },
+  events: {
+    // Ephemeral: each step of an order as the customer should see it, for the gateway to push to
+    // their browser. Missed ones are not kept here: the page refetches the order (GET) instead.
+    'notifications.order-status': {
+      schema: z.object({
+        customer: z.string(),
+        orderId: OrderId,
+        status: z.enum([...OrderStatus.options, 'SHIPPED']),
+        text: z.string(),
+        reason: z.string().nullable(),
+        at: z.number(),
+      }),
+      version: 1,
+    },
+  },
 });
 
 /** Cards of the fake processor: this one is always declined. */

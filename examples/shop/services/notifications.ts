@@ -1,10 +1,21 @@
 /**
- * notifications: hears everything a customer should hear about an order and keeps it for them
- * (the gateway pushes it to browsers). A consumer group: instances share the work.
+ * notifications: hears everything a customer should hear about an order and keeps it for them.
+ * Each step is also announced as the ephemeral `notifications.order-status`, which the gateway
+ * pushes to the customer's browser. A consumer group: instances share the work, and a redelivered
+ * event (already in the inbox) is neither stored nor announced twice.
  */
-import { createInbox, defineServiceModule, implement, subscribe } from '../../../src/index.ts';
+import {
+  type Context,
+  createInbox,
+  defineServiceModule,
+  implement,
+  subscribe,
+  type z,
+} from '../../../src/index.ts';
 import { notifications, orders, shipping } from '../contracts.ts';
 import { openDatabase } from '../db.ts';
+
+type Status = z.infer<(typeof notifications)['events']['notifications.order-status']['schema']>['status'];
 
 export default defineServiceModule({
   name: 'notifications',
@@ -17,8 +28,26 @@ export default defineServiceModule({
     const inbox = createInbox(db);
     const insert = db.prepare('INSERT INTO notifications (customer, order_id, text, at) VALUES (?, ?, ?, ?)');
     const customerOf = db.prepare('SELECT customer FROM notifications WHERE order_id = ? LIMIT 1').pluck();
-    const tell = (ctx: { id: string; service: string }, customer: string, orderId: string, text: string) =>
-      inbox.once(ctx, () => insert.run(customer, orderId, text, Date.now()));
+    // Announced after the row is committed; a push that reaches nobody is fine (ephemeral).
+    const announce = (
+      ctx: Context,
+      step: { customer: string; orderId: string; status: Status; text: string; reason?: string },
+    ) =>
+      void ctx
+        .notify(notifications, 'notifications.order-status', { reason: null, ...step, at: Date.now() })
+        .catch((error: unknown) =>
+          ctx.log.warn({ err: error, order: step.orderId }, 'order status not announced'),
+        );
+    const tell = (
+      ctx: Context,
+      customer: string,
+      orderId: string,
+      step: { status: Status; text: string; reason?: string },
+    ) => {
+      if (inbox.once(ctx, () => insert.run(customer, orderId, step.text, Date.now()))) {
+        announce(ctx, { customer, orderId, ...step });
+      }
+    };
     const euros = (cents: number) => `€${(cents / 100).toFixed(2)}`;
     return {
       services: [
@@ -44,47 +73,62 @@ export default defineServiceModule({
             }),
           },
           on: [
+            // PENDING is announced only: the stored notifications stay about how an order ended.
+            subscribe(
+              orders,
+              'order.placed',
+              (o, ctx) => {
+                if (inbox.once(ctx, () => undefined)) {
+                  announce(ctx, {
+                    customer: o.customer,
+                    orderId: o.orderId,
+                    status: 'PENDING',
+                    text: `Order ${o.orderId} is received: ${euros(o.total)}.`,
+                  });
+                }
+              },
+              { startFrom: 'beginning' },
+            ),
             subscribe(
               orders,
               'order.confirmed',
               (o, ctx) =>
-                void tell(
-                  ctx,
-                  o.customer,
-                  o.orderId,
-                  `Order ${o.orderId} is confirmed: ${euros(o.total)} charged.`,
-                ),
+                tell(ctx, o.customer, o.orderId, {
+                  status: 'CONFIRMED',
+                  text: `Order ${o.orderId} is confirmed: ${euros(o.total)} charged.`,
+                }),
               { startFrom: 'beginning' },
             ),
             subscribe(
               orders,
               'order.rejected',
               (o, ctx) =>
-                void tell(ctx, o.customer, o.orderId, `Order ${o.orderId} could not be taken: ${o.reason}.`),
+                tell(ctx, o.customer, o.orderId, {
+                  status: 'REJECTED',
+                  text: `Order ${o.orderId} could not be taken: ${o.reason}.`,
+                  reason: o.reason,
+                }),
               { startFrom: 'beginning' },
             ),
             subscribe(
               orders,
               'order.cancelled',
               (o, ctx) =>
-                void tell(
-                  ctx,
-                  o.customer,
-                  o.orderId,
-                  `Order ${o.orderId} was cancelled: ${o.reason}. Nothing was charged.`,
-                ),
+                tell(ctx, o.customer, o.orderId, {
+                  status: 'CANCELLED',
+                  text: `Order ${o.orderId} was cancelled: ${o.reason}. Nothing was charged.`,
+                  reason: o.reason,
+                }),
               { startFrom: 'beginning' },
             ),
             subscribe(
               shipping,
               'shipment.created',
               (s, ctx) =>
-                void tell(
-                  ctx,
-                  (customerOf.get(s.orderId) as string | undefined) ?? 'unknown',
-                  s.orderId,
-                  `Order ${s.orderId} has shipped (${s.shipmentId}).`,
-                ),
+                tell(ctx, (customerOf.get(s.orderId) as string | undefined) ?? 'unknown', s.orderId, {
+                  status: 'SHIPPED',
+                  text: `Order ${s.orderId} has shipped (${s.shipmentId}).`,
+                }),
               { startFrom: 'beginning' },
             ),
           ],

@@ -1,0 +1,136 @@
+/**
+ * @module gateway/push
+ * Server push for the gateway: `GET /events` (Server-Sent Events) and `GET /ws` (WebSocket).
+ * `createPush` gives a Parley service with ephemeral subscriptions to the configured events (the
+ * gateway's node hosts it), and `register` adds the two routes to the gateway's Fastify instance.
+ *
+ * Guarantee (DESIGN.md): at most once per connection, in arrival order per connection; resumable
+ * with `Last-Event-ID` while the event is in this gateway's history ring, else a `reset` event
+ * tells the client to refetch its state; the client reconnects.
+ *
+ * ```ts
+ * const push = createPush({
+ *   sources: [pushSource(notifications, 'notifications.order-status', { audience: (e) => e.customer })],
+ * });
+ * const node = createNode({ services: [push.service], ... });
+ * await push.register(fastify, { principalOf: (request) => auth.principalOf(request) });
+ * // on shutdown: await push.close(); await fastify.close();
+ * ```
+ */
+import websocket from '@fastify/websocket';
+import type { FastifyInstance } from 'fastify';
+import { defineContract } from '../../contract/contract.ts';
+import { systemClock } from '../../runtime/clock.ts';
+import { implement, type Service, subscribe } from '../../runtime/service.ts';
+import { type Admitted, admit, type PushHooks, Refused, sendRefusal } from './admission.ts';
+import { Fanout, type PushStats } from './fanout.ts';
+import { type PushLogger, type PushOptions, type PushSource, resolveOptions } from './options.ts';
+import { sseWire } from './sse-wire.ts';
+import { wsWire } from './ws-wire.ts';
+
+export interface Push {
+  /** Host it on the gateway's node: its ephemeral subscriptions feed every connection. */
+  readonly service: Service;
+  /**
+   * Adds `GET /events` and `GET /ws`. Uses @fastify/websocket when the instance already has it,
+   * else registers it inside its own scope (so register it before this, or not at all).
+   */
+  register(fastify: FastifyInstance, hooks: PushHooks): Promise<void>;
+  /** Sends `bye` to every connection and ends them; new connections get 503 from then on. */
+  close(): Promise<void>;
+  stats(): PushStats;
+}
+
+/** Close code for "try again later" (RFC 6455 registry): the connection limit was hit during the upgrade. */
+const TRY_AGAIN_LATER = 1013;
+
+export function createPush(options: PushOptions): Push {
+  const resolved = resolveOptions(options);
+  const clock = options.clock ?? systemClock;
+  let logger: PushLogger = options.logger ?? { warn: () => undefined, info: () => undefined };
+  const fanout = new Fanout(resolved, clock, () => logger);
+
+  const sources = new Map<string, PushSource>();
+  for (const source of options.sources) {
+    if (sources.has(source.event)) throw new TypeError(`push source ${source.event} is listed twice`);
+    sources.set(source.event, source);
+  }
+  const contract = defineContract({ name: resolved.serviceName, version: '1.0.0', actions: {}, events: {} });
+  const service = implement(contract, {
+    actions: {},
+    on: [...sources.values()].map((source) =>
+      subscribe(
+        source.contract,
+        source.event,
+        (payload: unknown) => {
+          let audience: string | undefined;
+          try {
+            audience = source.audience(payload);
+          } catch (error) {
+            // Without an audience the event could reach the wrong people: it is not pushed.
+            logger.warn({ err: error, type: source.event }, 'push: audience failed, event dropped');
+            return;
+          }
+          fanout.publish(source.event, audience, payload);
+        },
+        { ephemeral: true },
+      ),
+    ),
+  });
+
+  const register = async (fastify: FastifyInstance, hooks: PushHooks): Promise<void> => {
+    if (options.logger === undefined) logger = fastify.log;
+    const deps = {
+      hooks,
+      sources,
+      fanout,
+      allowAnonymousAudience: resolved.allowAnonymousAudience,
+      logger: () => logger,
+    };
+    // Admission of WebSocket upgrades, kept per request until the socket is open.
+    const admitted = new WeakMap<object, Admitted>();
+    await fastify.register(async (scope) => {
+      if (!scope.hasDecorator('websocketServer')) await scope.register(websocket);
+
+      scope.get('/events', { exposeHeadRoute: false }, async (request, reply) => {
+        let admission: Admitted;
+        try {
+          admission = await admit(request, deps);
+        } catch (error) {
+          return sendRefusal(reply, error);
+        }
+        // From here on this module owns the response; headers other hooks set (CORS) go along.
+        reply.hijack();
+        const headers = reply.getHeaders() as Record<string, string | string[] | number>;
+        fanout.attach(sseWire(reply.raw, resolved.retryMs, headers), admission);
+      });
+
+      scope.route({
+        method: 'GET',
+        url: '/ws',
+        exposeHeadRoute: false,
+        preHandler: async (request, reply) => {
+          try {
+            admitted.set(request, await admit(request, deps));
+          } catch (error) {
+            return sendRefusal(reply, error);
+          }
+        },
+        handler: (_request, reply) =>
+          sendRefusal(reply, new Refused('FAILED_PRECONDITION', 'use a WebSocket upgrade')),
+        wsHandler: (socket, request) => {
+          const admission = admitted.get(request);
+          admitted.delete(request);
+          // The upgrade took time: the limits are checked again, now, before the socket counts.
+          if (admission === undefined || fanout.refusal(admission.key) !== undefined) {
+            socket.close(TRY_AGAIN_LATER, 'push connection refused');
+            return;
+          }
+          fanout.attach(wsWire(socket), admission);
+        },
+      });
+    });
+  };
+
+  return { service, register, close: () => fanout.close(), stats: () => fanout.stats() };
+}
