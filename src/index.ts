@@ -83,6 +83,15 @@ export type {
   RateLimitDecision,
 } from './gateway/options.ts';
 export type { Problem } from './gateway/problem.ts';
+export {
+  createPush,
+  type Push,
+  type PushOptions,
+  type PushSource,
+  pushSource,
+  registerStorefront,
+  type Viewer,
+} from './gateway/push/index.ts';
 export { UploadChunk } from './gateway/upload.ts';
 export { queryHub } from './hub/client.ts';
 export { createHub, type Hub, type HubMember, type HubOptions, type HubSnapshot } from './hub/hub.ts';

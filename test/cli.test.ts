@@ -72,7 +72,7 @@ describe('parley dev, call, services', () => {
       process.execPath,
       [...CLI, 'dev', 'examples/shop', '--port', '0', '--data', dir.file('dev')],
       {
-        env: { ...process.env, PARLEY_LOG_LEVEL: 'warn' },
+        env: { ...process.env, PARLEY_LOG_LEVEL: 'warn', PARLEY_GATEWAY_PORT: '0' },
         stdio: ['ignore', 'pipe', 'pipe'],
       },
     );
@@ -91,13 +91,13 @@ describe('parley dev, call, services', () => {
         s.nodes.flatMap((n) => n.info.services.map((x) => [x.name, Number(n.info.labels?.pid)] as const)),
       );
     };
-    for (let t = 0; t < 200 && (await pids()).size < 6; t++) await sleep(50);
+    for (let t = 0; t < 200 && (await pids()).size < 7; t++) await sleep(50);
     const before = await pids();
-    assert.equal(before.size, 6, 'six services registered');
+    assert.equal(before.size, 7, 'six services and the gateway registered');
 
     const listing = await parley('services', '--hub', hub);
     assert.equal(listing.code, 0);
-    for (const s of ['catalog', 'inventory', 'notifications', 'orders', 'payments', 'shipping']) {
+    for (const s of ['catalog', 'gateway-push', 'inventory', 'notifications', 'orders', 'payments', 'shipping']) {
       assert.match(listing.stdout, new RegExp(`^${s}\\s+1\\.0\\.0\\s+1\\s`, 'm'), `services lists ${s}`);
     }
 

@@ -58,7 +58,7 @@ export function shopScenario(setup: ShopSetup): void {
       port: 0,
       dataDir: dir.file('data'),
       print: (line) => void lines.push(line),
-      env: { PARLEY_LOG_LEVEL: 'warn' },
+      env: { PARLEY_LOG_LEVEL: 'warn', PARLEY_GATEWAY_PORT: '0' },
       ...(setup.transport === undefined ? {} : { transport: setup.transport }),
       ...(setup.broker === undefined ? {} : { broker: setup.broker }),
     });

@@ -199,10 +199,14 @@ const GOALS: Goal[] = [
     text: '≥ 0.6× fastify+undici (bare route) and ≥ 2× moleculer-web',
     check: (r, rows) => {
       const of = (system: string) =>
-        rows.find((o) => o.suite === 'rpc' && o.case === 'c=64' && o.metric === 'throughput' && o.system === system);
+        rows.find(
+          (o) => o.suite === 'rpc' && o.case === 'c=64' && o.metric === 'throughput' && o.system === system,
+        );
       const bare = of('fastify+undici');
       const web = of('moleculer-web');
-      return bare !== undefined && web !== undefined && r.value >= 0.6 * bare.value && r.value >= 2 * web.value;
+      return (
+        bare !== undefined && web !== undefined && r.value >= 0.6 * bare.value && r.value >= 2 * web.value
+      );
     },
   },
   {

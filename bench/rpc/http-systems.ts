@@ -64,7 +64,10 @@ export const parleyGateway: RpcSystem = {
       transport: parley.createTcpTransport({ hub: hub.url }),
       services: [parley.implement(contract, { actions: { add: ({ a, b }) => ({ sum: a + b }) } })],
     });
-    const edge = parley.createNode({ logLevel: 'silent', transport: parley.createTcpTransport({ hub: hub.url }) });
+    const edge = parley.createNode({
+      logLevel: 'silent',
+      transport: parley.createTcpTransport({ hub: hub.url }),
+    });
     await service.start();
     await edge.start();
     while (edge.registry.endpoints('bench').length === 0) await new Promise((r) => setTimeout(r, 5));

@@ -31,7 +31,8 @@ if (!running) {
     print: (line) => {
       if (/ (warn|error|fatal) /.test(line)) process.stdout.write(`${line}\n`);
     },
-    env: { PARLEY_LOG_LEVEL: 'warn' },
+    // Its own shop, beside any other: the gateway takes a free port.
+    env: { PARLEY_LOG_LEVEL: 'warn', PARLEY_GATEWAY_PORT: '0' },
   });
   hubUrl = dev.hub.url;
 }

@@ -31,8 +31,10 @@ export interface ServiceModuleParts {
   services: readonly Service[];
   /** The outbox of the service's database, when it publishes inside its transactions. */
   outbox?: Outbox;
-  /** Runs once the node is up (seed data, warm caches). */
+  /** Runs once the node is up (seed data, warm caches, open a gateway's port). */
   started?(node: ParleyNode): unknown;
+  /** Runs when the process stops, before the node does (close a gateway: it drains while calls still work). */
+  stopping?(): unknown;
   /** Runs after the node has stopped: close databases and files. */
   close?(): unknown;
 }

@@ -122,6 +122,7 @@ export async function startServices(options: StartOptions): Promise<RunningServi
     await node.start();
     for (const p of parts) await p.started?.(node);
   } catch (error) {
+    for (const p of parts) await Promise.resolve(p.stopping?.()).catch(() => undefined);
     await node.stop().catch(() => undefined);
     await closeAll();
     throw error;
@@ -131,6 +132,8 @@ export async function startServices(options: StartOptions): Promise<RunningServi
     node,
     stop() {
       stopping ??= (async () => {
+        // Edges first (a gateway drains its requests while the node can still serve them).
+        for (const p of [...parts].reverse()) await p.stopping?.();
         await node.stop();
         await closeAll();
       })();

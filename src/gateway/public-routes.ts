@@ -89,7 +89,9 @@ function inputOf(route: PlannedRoute, request: FastifyRequest): Record<string, u
   if (route.input === 'query') {
     return inputFromQuery(request.query as Record<string, string | string[] | undefined>, route.kinds);
   }
-  if (request.isMultipart())
+  // isMultipart exists only when an upload route registered the multipart parser (without it,
+  // Fastify answers a multipart body with 415 before any handler runs).
+  if (typeof request.isMultipart === 'function' && request.isMultipart())
     throw new HttpProblem(415, 'INVALID_ARGUMENT', 'Send the body as application/json.');
   const body = request.body;
   if (body === undefined) return {};

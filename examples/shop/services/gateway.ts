@@ -1,0 +1,44 @@
+/**
+ * gateway: the shop's HTTP edge. REST for the storefront from the contracts' public actions
+ * (`GET /api/products`, `POST /api/orders`, `GET /api/orders/:id`), the storefront page at `/`,
+ * live order status over Server-Sent Events (`/events`) and WebSocket (`/ws`), OpenAPI at
+ * `/openapi.json` and its docs at `/docs`.
+ *
+ * Settings: `PARLEY_GATEWAY_PORT` (default 3000; 0 picks a free port), `PARLEY_GATEWAY_HOST`
+ * (default 127.0.0.1). The shop has no login: the storefront names its customer, and the push
+ * endpoints take `?customer=` (the push module's demo switch, off by default elsewhere).
+ */
+import { fileURLToPath } from 'node:url';
+import { createPush, pushSource, registerStorefront } from '../../../src/gateway/push/index.ts';
+import { createGateway, defineServiceModule, type Gateway } from '../../../src/index.ts';
+import { catalog, notifications, orders } from '../contracts.ts';
+
+export default defineServiceModule({
+  name: 'gateway',
+  setup({ env, logger }) {
+    const push = createPush({
+      sources: [pushSource(notifications, 'notifications.order-status', { audience: (p) => p.customer })],
+      allowAnonymousAudience: true,
+    });
+    let gateway: Gateway | undefined;
+    return {
+      services: [push.service],
+      async started(node) {
+        gateway = createGateway({
+          node,
+          contracts: [catalog, orders],
+          host: env.PARLEY_GATEWAY_HOST ?? '127.0.0.1',
+          port: Number(env.PARLEY_GATEWAY_PORT ?? 3000),
+        });
+        await push.register(gateway.fastify, { principalOf: async () => undefined });
+        registerStorefront(gateway.fastify, { root: fileURLToPath(new URL('../web/', import.meta.url)) });
+        gateway.onClose(() => push.close());
+        const { url } = await gateway.listen();
+        logger.info({ url }, `storefront at ${url}/ (API docs at ${url}/docs)`);
+      },
+      async stopping() {
+        await gateway?.close();
+      },
+    };
+  },
+});
