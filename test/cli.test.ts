@@ -97,7 +97,15 @@ describe('parley dev, call, services', () => {
 
     const listing = await parley('services', '--hub', hub);
     assert.equal(listing.code, 0);
-    for (const s of ['catalog', 'gateway-push', 'inventory', 'notifications', 'orders', 'payments', 'shipping']) {
+    for (const s of [
+      'catalog',
+      'gateway-push',
+      'inventory',
+      'notifications',
+      'orders',
+      'payments',
+      'shipping',
+    ]) {
       assert.match(listing.stdout, new RegExp(`^${s}\\s+1\\.0\\.0\\s+1\\s`, 'm'), `services lists ${s}`);
     }
 
