@@ -1,0 +1,83 @@
+/**
+ * The storefront against the real shop, as a customer uses it: `parley dev examples/shop` (seven
+ * processes: the six services and the gateway), headless Chromium on the gateway's page. An order
+ * is placed, and its status reaches CONFIRMED live, pushed by the notifications service through the
+ * gateway's /events; an order with the declined card ends REJECTED with the reason. A screenshot
+ * is kept as a test artifact (`test/.tmp/storefront-shop.png`).
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { after, describe, it } from 'node:test';
+import { DECLINED_CARD, GOOD_CARD } from '../examples/shop/contracts.ts';
+import { type Dev, runDev } from '../src/index.ts';
+import { withBrowser } from './browser.ts';
+import { tempDir, waitFor } from './helpers.ts';
+
+describe('the storefront on the real shop', { timeout: 120_000 }, () => {
+  const dir = tempDir('storefront-shop');
+  let dev: Dev | undefined;
+  after(async () => {
+    await dev?.stop();
+  });
+
+  it('places an order in the browser and sees it go PENDING → CONFIRMED live; a declined card shows REJECTED', async (t) => {
+    const lines: string[] = [];
+    dev = await runDev({
+      appDir: 'examples/shop',
+      port: 0,
+      dataDir: dir.file('data'),
+      print: (line) => void lines.push(line),
+      env: { PARLEY_LOG_LEVEL: 'info', PARLEY_GATEWAY_PORT: '0' },
+    });
+    let base: string | undefined;
+    await waitFor(
+      () => {
+        base = lines.map((l) => /storefront at (http:\/\/127\.0\.0\.1:\d+)\//.exec(l)?.[1]).find(Boolean);
+        return base !== undefined;
+      },
+      60_000,
+      'the gateway to print its URL',
+    );
+    // The gateway is up before every service is: wait until the catalog answers through it.
+    for (let i = 0; i < 200; i++) {
+      const res = await fetch(`${base}/api/products`).catch(() => undefined);
+      if (res?.status === 200) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const ready = await fetch(`${base}/readyz`);
+    assert.equal(ready.status, 200, await ready.text());
+
+    await withBrowser(t, async (browser) => {
+      const page = await browser.newPage();
+      const pageErrors: string[] = [];
+      page.on('pageerror', (error) => void pageErrors.push(String(error)));
+      page.setDefaultTimeout(20_000);
+      await page.goto(`${base}/`);
+      await page.locator('#products li[data-sku="mouse"]').waitFor();
+
+      await page.click('#products li[data-sku="mouse"] button.add');
+      await page.click('#products li[data-sku="keyboard"] button.add');
+      await page.fill('#customer', 'ann');
+      await page.fill('#card', GOOD_CARD);
+      await page.click('#place');
+      const first = page.locator('#orders li[data-order-id]').first();
+      await first.waitFor();
+      const id = await first.getAttribute('data-order-id');
+      assert.ok(id);
+      await page
+        .locator(`#orders li[data-order-id="${id}"] .status`, { hasText: /CONFIRMED|SHIPPED/ })
+        .waitFor();
+
+      await page.click('#products li[data-sku="mouse"] button.add');
+      await page.fill('#card', DECLINED_CARD);
+      await page.click('#place');
+      await page.locator('#orders li .status', { hasText: 'REJECTED' }).waitFor();
+      const rejected = page.locator('#orders li', { has: page.locator('.status', { hasText: 'REJECTED' }) });
+      assert.match(String(await rejected.locator('.detail').textContent()), /Reason: .*declined/i);
+
+      mkdirSync('test/.tmp', { recursive: true });
+      await page.screenshot({ path: 'test/.tmp/storefront-shop.png', fullPage: true });
+      assert.deepEqual(pageErrors, []);
+    });
+  });
+});
