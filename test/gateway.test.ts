@@ -204,10 +204,12 @@ describe('gateway hooks', async () => {
         return { headers };
       },
     },
-    (gateway) =>
-      gateway.fastify.addHook('preValidation', async () => {
-        parsedBodies++;
-      }),
+    {
+      prepare: (gateway) =>
+        gateway.fastify.addHook('preValidation', async () => {
+          parsedBodies++;
+        }),
+    },
   );
 
   it('passes the authenticated principal to the service as ctx.caller.principal', async () => {
