@@ -46,6 +46,7 @@ describe('gateway bad input', async () => {
       const r = await raw(url, { path });
       assert.equal(r.status, 400, path);
       assert.equal(problemOf(r).code, 'INVALID_ARGUMENT', path);
+      assert.match(String(r.headers['x-request-id']), /^[0-9a-f-]{36}$/, path);
       assert.equal(r.headers['x-injected'], undefined);
     }
     await alive();
@@ -61,6 +62,7 @@ describe('gateway bad input', async () => {
     const param = await raw(url, { path: `/api/items/${'a'.repeat(500)}` });
     assert.ok(param.status === 400 || param.status === 414, String(param.status));
     problemOf(param);
+    assert.match(String(param.headers['x-request-id']), /^[0-9a-f-]{36}$/);
     await alive();
   });
 

@@ -175,19 +175,21 @@ export interface Running {
 }
 
 /**
- * A service node and a gateway node on one memory network, the gateway listening on port 0.
+ * A service node and a gateway node on one memory network (or one node, `inProcess`), the
+ * gateway listening on port 0.
  * Everything is closed when the test file ends.
  */
 export async function startGateway(
   overrides: Partial<GatewayOptions> = {},
-  prepare?: (gateway: Gateway) => void,
+  setup: { prepare?: (gateway: Gateway) => void; inProcess?: boolean } = {},
 ): Promise<Running> {
   const seen: Seen = { uploadChunks: [], uploadsAborted: 0 };
   const net = createMemoryNetwork();
   const service = testNode({ transport: net.transport(), services: [itemsService(seen)] });
-  const edge = testNode({ transport: net.transport() });
+  // In process, the gateway's own node hosts the service: calls take the local fast path.
+  const edge = setup.inProcess === true ? service : testNode({ transport: net.transport() });
   await service.start();
-  await edge.start();
+  if (edge !== service) await edge.start();
   await waitFor(() => edge.registry.endpoints('items').length > 0, 5000, 'items in the registry');
   const gateway = createGateway({ node: edge, contracts: [items], ...overrides });
   after(async () => {
@@ -195,7 +197,7 @@ export async function startGateway(
     await edge.stop();
     await service.stop();
   });
-  prepare?.(gateway);
+  setup.prepare?.(gateway);
   const { url } = await gateway.listen();
   return { url, gateway, service, edge, seen };
 }

@@ -18,7 +18,8 @@ type Doc = {
 
 async function assertValid(doc: unknown): Promise<void> {
   const validator = new Validator();
-  const result = await validator.validate(doc as Parameters<Validator['validate']>[0]);
+  // A copy: resolveRefs dereferences the document it was given in place.
+  const result = await validator.validate(structuredClone(doc) as Parameters<Validator['validate']>[0]);
   assert.equal(result.valid, true, JSON.stringify(result.errors, null, 2));
   assert.equal(validator.version, '3.1');
   // Every $ref resolves.

@@ -146,6 +146,8 @@ describe('gateway routes', async () => {
     assert.equal(na.status, 405);
     assert.equal(problemOf(na).status, 405);
     assert.deepEqual(na.headers.allow?.split(', ').sort(), ['GET', 'PATCH']);
+    const head = await fetch(`${url}/api/items/abc`, { method: 'HEAD' });
+    assert.equal(head.status, 405);
   });
 
   it('streams an output-stream action as NDJSON; a failure midway ends it with an error line', async () => {
@@ -204,10 +206,12 @@ describe('gateway hooks', async () => {
         return { headers };
       },
     },
-    (gateway) =>
-      gateway.fastify.addHook('preValidation', async () => {
-        parsedBodies++;
-      }),
+    {
+      prepare: (gateway) =>
+        gateway.fastify.addHook('preValidation', async () => {
+          parsedBodies++;
+        }),
+    },
   );
 
   it('passes the authenticated principal to the service as ctx.caller.principal', async () => {

@@ -85,6 +85,8 @@ export function createGateway(options: GatewayOptions): Gateway {
     genReqId: requestIdOf,
     http: { maxHeaderSize: options.maxHeaderBytes ?? 16 * 1024 },
     return503OnClosing: true,
+    // HEAD would run the action behind a GET route for no answer; it gets 405 instead.
+    exposeHeadRoutes: false,
     forceCloseConnections: 'idle',
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
@@ -210,6 +212,8 @@ function sendProblem(request: FastifyRequest, reply: FastifyReply, error: unknow
     requestId: request.id,
   });
   if (problem.status >= 500) request.log.error({ err: error, requestId: request.id }, 'request failed');
+  // Router errors (a malformed URL) are answered before any hook has run.
+  reply.header('x-request-id', request.id);
   if (error instanceof HttpProblem) reply.headers(error.headers);
   if (problem.code === 'UNAUTHENTICATED' && !reply.hasHeader('www-authenticate')) {
     reply.header('www-authenticate', 'Bearer');

@@ -85,7 +85,7 @@ export function registerInternal({ fastify, contracts, tokens, invoker, bodyLimi
       });
       return sendResult(reply, result, {
         stream: def.stream === 'output',
-        instance: request.url,
+        instance: request.url.split('?')[0] ?? '/',
         requestId: request.id,
       });
     },

@@ -91,13 +91,15 @@ export function toProblem({ error, instance, requestId }: ProblemInit): Problem 
   if (fastifyStatus !== undefined) {
     const code: ErrorCode =
       fastifyStatus === 413 || fastifyStatus === 431 ? 'RESOURCE_EXHAUSTED' : 'INVALID_ARGUMENT';
-    return base({
+    const problem = base({
       code,
       status: fastifyStatus,
       detail: frameworkDetail(error, fastifyStatus),
       instance,
       requestId,
     });
+    problem.retryable = false;
+    return problem;
   }
   const e = ParleyError.from(error);
   if (OPAQUE.has(e.code) || e.unexpected) {

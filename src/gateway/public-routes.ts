@@ -25,6 +25,9 @@ export interface PublicRoutesInit {
   uploadLimit: number;
 }
 
+/** The request path without the query: a problem's `instance`. */
+const gatewayPath = (request: FastifyRequest) => request.url.split('?')[0] ?? '/';
+
 /** The hook view of a Fastify request. */
 export function gatewayRequest(request: FastifyRequest): GatewayRequest {
   const url = request.raw.url ?? '/';
@@ -77,7 +80,7 @@ export function registerPublicRoutes(init: PublicRoutesInit): void {
         }
         return sendResult(reply, result, {
           stream: route.def.stream === 'output',
-          instance: request.url,
+          instance: gatewayPath(request),
           requestId: request.id,
         });
       },

@@ -1,0 +1,208 @@
+/**
+ * The internal `/rpc` endpoint (service tokens, every action) and multipart uploads streamed to
+ * an input-stream action, with a size limit that cancels the call.
+ */
+import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
+import { describe, it } from 'node:test';
+import { problemOf, raw, startGateway } from './gateway-fixture.ts';
+import { waitFor } from './helpers.ts';
+
+const TOKEN = 'svc-token-0123456789abcdef';
+
+describe('gateway internal endpoint', async () => {
+  const { url } = await startGateway({ internal: { tokens: ['other-token', TOKEN] } });
+  const rpc = (target: string, body: unknown, token?: string) =>
+    raw(url, {
+      method: 'POST',
+      path: `/rpc/${target}`,
+      headers: {
+        'content-type': 'application/json',
+        ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
+      },
+      body: JSON.stringify(body),
+    });
+
+  it('answers 401 without a token or with a wrong one', async () => {
+    for (const token of [undefined, 'nope', `${TOKEN}x`, TOKEN.slice(0, -1), '']) {
+      const r = await rpc('items.secret', { x: 2 }, token);
+      assert.equal(r.status, 401, String(token));
+      assert.equal(problemOf(r).code, 'UNAUTHENTICATED');
+      assert.match(String(r.headers['www-authenticate']), /^Bearer/);
+    }
+    const basic = await raw(url, {
+      method: 'POST',
+      path: '/rpc/items.secret',
+      headers: { 'content-type': 'application/json', authorization: `Basic ${TOKEN}` },
+      body: '{"x":2}',
+    });
+    assert.equal(basic.status, 401);
+  });
+
+  it('calls any action, public or not, with a right token; non-public ones only here', async () => {
+    const r = await rpc('items.secret', { x: 21 }, TOKEN);
+    assert.equal(r.status, 200);
+    assert.deepEqual(JSON.parse(r.body), { doubled: 42 });
+    const pub = await rpc('items.create', { name: 'a', price: 1 }, TOKEN);
+    assert.equal(pub.status, 200);
+    const who = JSON.parse((await rpc('items.whoami', {}, TOKEN)).body) as { principal: { kind: string } };
+    assert.equal(who.principal.kind, 'service');
+    const invalid = await rpc('items.secret', { x: 'two' }, TOKEN);
+    assert.equal(invalid.status, 400);
+    assert.deepEqual(
+      (problemOf(invalid).errors as { path: string }[]).map((e) => e.path),
+      ['x'],
+    );
+    for (const target of [
+      'items.nothing',
+      'nothing.secret',
+      'items',
+      'items.constructor',
+      'items.__proto__',
+    ]) {
+      const r404 = await rpc(target, {}, TOKEN);
+      assert.equal(r404.status, 404, target);
+    }
+    const stream = await rpc('items.count', { to: 2 }, TOKEN);
+    assert.equal(stream.headers['content-type'], 'application/x-ndjson');
+    assert.equal(stream.body, '{"n":0}\n{"n":1}\n');
+  });
+
+  it('is off when no tokens are configured', async () => {
+    const { url: plain } = await startGateway();
+    const r = await raw(plain, {
+      method: 'POST',
+      path: '/rpc/items.secret',
+      headers: { 'content-type': 'application/json', authorization: 'Bearer ' },
+      body: '{"x":1}',
+    });
+    assert.equal(r.status, 404);
+  });
+});
+
+const boundary = 'parley-test-boundary';
+const head = (filename: string) =>
+  `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${filename}"\r\n` +
+  'Content-Type: application/octet-stream\r\n\r\n';
+const tail = `\r\n--${boundary}--\r\n`;
+
+/** Sends `pieces` one by one; `between` runs after each piece is written (before the next). */
+function upload(
+  base: string,
+  pieces: Buffer[],
+  options: { between?: (i: number) => Promise<void>; contentLength?: number } = {},
+): Promise<{ status: number; body: string }> {
+  const { hostname, port } = new URL(base);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      {
+        host: hostname,
+        port,
+        method: 'POST',
+        path: '/api/uploads',
+        headers: {
+          'content-type': `multipart/form-data; boundary=${boundary}`,
+          ...(options.contentLength === undefined ? {} : { 'content-length': String(options.contentLength) }),
+        },
+        timeout: 10_000,
+      },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => {
+          body += d;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('upload timed out')));
+    req.on('error', (e) =>
+      req.destroyed && (e as { code?: string }).code === 'EPIPE' ? undefined : reject(e),
+    );
+    void (async () => {
+      for (const [i, piece] of pieces.entries()) {
+        if (req.destroyed) return;
+        req.write(piece);
+        await options.between?.(i);
+      }
+      req.end();
+    })().catch(reject);
+  });
+}
+
+/*
+ * In process the handler gets each piece as the gateway reads it. Over a transport the runtime
+ * sends an input stream in pages (up to 64 chunks or half the frame limit, 512 KiB here), so the
+ * first page leaves once that much has arrived: the test sends more than a page before waiting.
+ */
+for (const where of ['in process', 'over the memory transport'] as const) {
+  describe(`gateway multipart uploads, ${where}`, async () => {
+    const { url, seen } = await startGateway({}, { inProcess: where === 'in process' });
+    const piece = (fill: string) => Buffer.alloc(where === 'in process' ? 100 * 1024 : 400 * 1024, fill);
+
+    it('streams a file to the action chunk by chunk while it is still being sent', async () => {
+      const pieces = [Buffer.from(head('notes.bin')), piece('a'), piece('b'), piece('c'), Buffer.from(tail)];
+      const size = pieces[1]?.length ?? 0;
+      let sentWhenFirstArrived = -1;
+      const r = await upload(url, pieces, {
+        between: async (i) => {
+          if (i !== 2) return;
+          // The service has bytes before the last piece is sent: nothing waits for the whole file.
+          await waitFor(() => seen.uploadChunks.length > 0, 5000, 'the first chunk at the service');
+          sentWhenFirstArrived = 2 * size;
+        },
+      });
+      assert.equal(r.status, 200, r.body);
+      assert.equal(sentWhenFirstArrived, 2 * size);
+      const out = JSON.parse(r.body) as { bytes: number; chunks: number; filename: string; sample: string };
+      assert.equal(out.bytes, 3 * size);
+      assert.equal(out.filename, 'notes.bin');
+      assert.equal(out.sample, 'a'.repeat(16));
+      assert.ok(out.chunks >= 3, `${out.chunks} chunks`);
+      assert.equal(
+        seen.uploadChunks.reduce((a, b) => a + b, 0),
+        3 * size,
+      );
+    });
+  });
+}
+
+describe('gateway multipart limits', async () => {
+  const limit = 256 * 1024;
+  const { url, seen } = await startGateway({ uploadLimit: limit }, { inProcess: true });
+
+  it('answers 413 past the limit and cancels the service call', async () => {
+    const abortedBefore = seen.uploadsAborted;
+    const piece = Buffer.alloc(64 * 1024, 'z');
+    const pieces = [
+      Buffer.from(head('big.bin')),
+      ...Array.from({ length: 8 }, () => piece),
+      Buffer.from(tail),
+    ];
+    const r = await upload(url, pieces);
+    assert.equal(r.status, 413, r.body);
+    assert.equal(JSON.parse(r.body).code, 'RESOURCE_EXHAUSTED');
+    await waitFor(() => seen.uploadsAborted > abortedBefore, 5000, 'the handler to see its call cancelled');
+    assert.ok(
+      seen.uploadChunks.reduce((a, b) => a + b, 0) <= limit,
+      'no more than the limit reached the service',
+    );
+    // A declared length over the limit is refused before any of it is read.
+    const declared = await upload(url, [Buffer.from(head('big.bin'))], { contentLength: 50 * 1024 * 1024 });
+    assert.equal(declared.status, 413);
+  });
+
+  it('refuses a JSON body on the upload route (415) and a form without a file (400)', async () => {
+    const json = await raw(url, {
+      method: 'POST',
+      path: '/api/uploads',
+      headers: { 'content-type': 'application/json' },
+      body: '{}',
+    });
+    assert.equal(json.status, 415);
+    const empty = await upload(url, [
+      Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="x"\r\n\r\n1${tail}`),
+    ]);
+    assert.equal(empty.status, 400);
+  });
+});
