@@ -48,6 +48,17 @@
  * - Dedupe is per publisher process; two processes publishing the same key both store it.
  * - Delivery from the server is only as durable as its persistence (`persistence true` with the
  *   autosave interval: a server crash loses what arrived since the last save).
+ * - A server restart leaves a window in which a group misses messages. With `persistence true`
+ *   Mosquitto 2.0 saves each session (queued and unacknowledged messages included: those come
+ *   back) but not its shared subscriptions (`persist__subs_save` writes the plain subscribers of
+ *   each topic only). So after a restart no `$share/<group>/...` subscription exists until a
+ *   member's consumer reconnects and subscribes again (it does, on every resumed session:
+ *   `mqtt-consumer.ts`), and the server drops what is published to the topic meanwhile; the
+ *   publish still succeeds (PUBACK reason 16, no subscribers, or 0 if another group is back).
+ *   No client can close it: the publisher cannot tell a group not back yet from no group, and
+ *   the server keeps no record of the group to queue for. The window is the consumers' reconnect
+ *   (mqtt.js retries every 250 ms) plus one SUBSCRIBE round trip; `test/broker-restart.test.ts`
+ *   measures it (a few messages at full publishing speed) and asserts nothing is lost outside it.
  */
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type {

@@ -6,7 +6,9 @@
  * - **Session**: clean start off, `sessionExpiryInterval` set, a client id made from the
  *   broker's `member` name and the (topic, group): a member that reconnects or restarts under
  *   the same name resumes its session, and the server sends again every message it had not
- *   acknowledged (DUP set) and what queued for it meanwhile.
+ *   acknowledged (DUP set) and what queued for it meanwhile. On a resumed session it also
+ *   subscribes again, which mqtt.js does not (it trusts a resumed session to hold them), because
+ *   Mosquitto 2.0 restores sessions after a restart without their shared subscriptions.
  * - **Subscriptions**: `$share/<group>/<prefix>/t/<topic>` (every message of the topic) and
  *   `$share/<group>/<prefix>/g/<group>/<topic>` (this group's hand-overs and replays), QoS 1.
  * - **Acks**: the PUBACK is sent once the message is settled (acked, or its dead letter stored).
@@ -30,7 +32,7 @@
  *   resumed session); the handlers still running finish, but their acks are dropped, so such a
  *   message is handled twice.
  */
-import type { IPublishPacket } from 'mqtt';
+import type { IClientSubscribeOptions, IPublishPacket, ISubscriptionMap } from 'mqtt';
 import type { ConsumerHandler, ConsumerSpec } from '../../broker/broker.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import { ParleyError } from '../../errors.ts';
@@ -126,6 +128,11 @@ export class MqttConsumer {
           this.active = 0;
           this.overflow = [];
         });
+        c.on('connect', (connack) => {
+          // mqtt.js resubscribes only when the session is gone; a resumed one is trusted to hold
+          // its subscriptions, which Mosquitto 2.0 breaks across a restart (see `subscribeAgain`).
+          if (this.client !== undefined && connack.sessionPresent === true) this.subscribeAgain(c);
+        });
       },
     });
     if (typeof (client as unknown as Partial<PacketWriter>)._sendPacket !== 'function') {
@@ -134,17 +141,50 @@ export class MqttConsumer {
     }
     this.client = client;
     this.publisher = new Publisher(client, this.host.publishTimeoutMs);
-    const { prefix } = this.host;
     const { topic, group } = this.spec;
     try {
-      await client.subscribeAsync(
-        [shared(group, topicOf(prefix, topic)), shared(group, groupTopicOf(prefix, group, topic))],
-        { qos: 1 },
-      );
+      await client.subscribeAsync(this.filters(), { qos: 1 });
     } catch (error) {
       client.end(true);
       throw mqttError(error, `subscribing ${group} to ${topic}`);
     }
+  }
+
+  /** The group's two shared subscriptions: the topic, and the group's own topic. */
+  private filters(): string[] {
+    const { prefix } = this.host;
+    const { topic, group } = this.spec;
+    return [shared(group, topicOf(prefix, topic)), shared(group, groupTopicOf(prefix, group, topic))];
+  }
+
+  /**
+   * Subscribes again on a resumed session. Mosquitto 2.0 saves a session's plain subscriptions
+   * in its persistence file but not its shared ones (`persist__subs_save` walks only the plain
+   * subscribers of each topic), so after a restart the session comes back (queued and
+   * unacknowledged messages included, `sessionPresent` set) without its `$share/...`
+   * subscriptions, and the group would get nothing more. Subscribing again to a subscription the
+   * session still holds only replaces it (MQTT 5, 3.8.4; Mosquitto does the same for a shared
+   * one), so where nothing was lost it costs one round trip.
+   */
+  private subscribeAgain(client: MqttClient): void {
+    const { topic, group } = this.spec;
+    // `resubscribe: true` makes mqtt.js send it: otherwise it skips filters it believes it holds
+    // and calls back at once with nothing granted.
+    const map: ISubscriptionMap = Object.assign(
+      Object.fromEntries(this.filters().map((f): [string, IClientSubscribeOptions] => [f, { qos: 1 }])),
+      { resubscribe: true },
+    );
+    client.subscribe(map, (error, granted) => {
+      const refused = granted?.find((g) => g.qos === 128);
+      if ((error === null || error === undefined) && refused === undefined && (granted?.length ?? 0) > 0) {
+        this.host.log(`MQTT: subscribed ${group} to ${topic} again on the resumed session`);
+        return;
+      }
+      const why = error ?? new Error(refused === undefined ? 'nothing granted' : `${refused.topic} refused`);
+      this.host.log(
+        `${mqttError(why, `subscribing ${group} to ${topic} again`).message} (tried again when the session next resumes)`,
+      );
+    });
   }
 
   private arrive(client: MqttClient, packet: IPublishPacket): void {
