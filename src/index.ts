@@ -75,6 +75,14 @@ export {
   type ParleyErrorOptions,
   type WireError,
 } from './errors.ts';
+export {
+  type Authenticator,
+  type AuthenticatorOptions,
+  createAuthenticator,
+  hashApiKey,
+  type JwtVerifierOptions,
+  type KeySource,
+} from './gateway/auth/index.ts';
 export { createGateway, type Gateway } from './gateway/gateway.ts';
 export type {
   GatewayOptions,
@@ -82,6 +90,12 @@ export type {
   GatewayRoute,
   RateLimitDecision,
 } from './gateway/options.ts';
+export {
+  type GatewayAuthOptions,
+  type GatewayRateLimitOptions,
+  gatewayAuth,
+  gatewayRateLimit,
+} from './gateway/policies.ts';
 export type { Problem } from './gateway/problem.ts';
 export {
   createPush,
@@ -92,6 +106,14 @@ export {
   registerStorefront,
   type Viewer,
 } from './gateway/push/index.ts';
+export {
+  createMemoryStore,
+  createRateLimiter,
+  createRedisStore,
+  type RateLimiter,
+  type RateLimiterOptions,
+  type RateLimitStore,
+} from './gateway/rate-limit/index.ts';
 export { UploadChunk } from './gateway/upload.ts';
 export { queryHub } from './hub/client.ts';
 export { createHub, type Hub, type HubMember, type HubOptions, type HubSnapshot } from './hub/hub.ts';

@@ -2,7 +2,8 @@
  * The storefront against the real shop, as a customer uses it: `parley dev examples/shop` (seven
  * processes: the six services and the gateway), headless Chromium on the gateway's page. An order
  * is placed, and its status reaches CONFIRMED live, pushed by the notifications service through the
- * gateway's /events; an order with the declined card ends REJECTED with the reason. A screenshot
+ * gateway's /events; a declined card ends CANCELLED and a sold-out product REJECTED, each with
+ * the reason. A screenshot
  * is kept as a test artifact (`test/.tmp/storefront-shop.png`).
  */
 import assert from 'node:assert/strict';
@@ -20,7 +21,7 @@ describe('the storefront on the real shop', { timeout: 120_000 }, () => {
     await dev?.stop();
   });
 
-  it('places an order in the browser and sees it go PENDING → CONFIRMED live; a declined card shows REJECTED', async (t) => {
+  it('places orders in the browser and sees them go PENDING → CONFIRMED, CANCELLED (card declined) and REJECTED (out of stock) live', async (t) => {
     const lines: string[] = [];
     dev = await runDev({
       appDir: 'examples/shop',
@@ -71,9 +72,20 @@ describe('the storefront on the real shop', { timeout: 120_000 }, () => {
       await page.click('#products li[data-sku="mouse"] button.add');
       await page.fill('#card', DECLINED_CARD);
       await page.click('#place');
-      await page.locator('#orders li .status', { hasText: 'REJECTED' }).waitFor();
+      // A declined card: stock was reserved, the payment failed, the order is CANCELLED and says why.
+      await page.locator('#orders li .status', { hasText: 'CANCELLED' }).waitFor();
+      const cancelled = page.locator('#orders li', {
+        has: page.locator('.status', { hasText: 'CANCELLED' }),
+      });
+      assert.match(String(await cancelled.locator('.detail').textContent()), /Reason: .*declined/i);
+
+      // Out of stock: the poster is sold out, so the order is REJECTED with the reason.
+      await page.click('#products li[data-sku="poster"] button.add');
+      await page.fill('#card', GOOD_CARD);
+      await page.click('#place');
       const rejected = page.locator('#orders li', { has: page.locator('.status', { hasText: 'REJECTED' }) });
-      assert.match(String(await rejected.locator('.detail').textContent()), /Reason: .*declined/i);
+      await rejected.waitFor();
+      assert.match(String(await rejected.locator('.detail').textContent()), /Reason: .*out of stock/i);
 
       mkdirSync('test/.tmp', { recursive: true });
       await page.screenshot({ path: 'test/.tmp/storefront-shop.png', fullPage: true });

@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { createConnection, createServer, type Socket } from 'node:net';
 
 import { fastify, moleculerWeb, parleyGateway } from './http-systems.ts';
-import type { RpcSystem } from './types.ts';
+import type { Req, RpcSystem } from './types.ts';
 
 export type { Connected, Req, RpcSystem, Served } from './types.ts';
 
