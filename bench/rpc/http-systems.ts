@@ -5,6 +5,7 @@
  * node, both nodes and the hub in the server process), and moleculer-web in front of a Moleculer
  * service (its usual setup: the service on the same broker, a local call).
  */
+import { parleyBench } from './parley-bench.ts';
 import type { Connected, Req, RpcSystem, Served } from './types.ts';
 
 const HOST = '127.0.0.1';
@@ -44,20 +45,7 @@ export const fastify: RpcSystem = {
 
 export const parleyGateway: RpcSystem = {
   async serve(): Promise<Served> {
-    const parley = await import('parley');
-    const { z } = parley;
-    const contract = parley.defineContract({
-      name: 'bench',
-      version: '1.0.0',
-      actions: {
-        add: {
-          input: z.object({ a: z.number(), b: z.number(), note: z.string() }),
-          output: z.object({ sum: z.number() }),
-          http: 'POST /add',
-          public: true,
-        },
-      },
-    });
+    const { parley, contract } = await parleyBench();
     const hub = await parley.createHub();
     const service = parley.createNode({
       logLevel: 'silent',

@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { createConnection, createServer, type Socket } from 'node:net';
 
 import { fastify, moleculerWeb, parleyGateway } from './http-systems.ts';
+import { parleyBench } from './parley-bench.ts';
 import type { Req, RpcSystem } from './types.ts';
 
 export type { Connected, Req, RpcSystem, Served } from './types.ts';
@@ -249,24 +250,6 @@ async function freePort(): Promise<number> {
   const { port } = s.address() as { port: number };
   await new Promise<void>((r) => s.close(() => r()));
   return port;
-}
-
-async function parleyBench() {
-  const parley = await import('parley');
-  const { z } = parley;
-  const contract = parley.defineContract({
-    name: 'bench',
-    version: '1.0.0',
-    actions: {
-      add: {
-        input: z.object({ a: z.number(), b: z.number(), note: z.string() }),
-        output: z.object({ sum: z.number() }),
-        // Safe to retry: the policy stack's retries and breaker are all in play.
-        idempotent: true,
-      },
-    },
-  });
-  return { parley, contract };
 }
 
 /** Parley's TCP transport: a hub for discovery, calls straight from node to node. */
