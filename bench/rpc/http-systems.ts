@@ -3,7 +3,8 @@
  * `POST <path>` with a JSON body): a bare Fastify route doing the work itself (the floor), Parley's
  * gateway in front of a service reached over the TCP transport (HTTP → gateway node → TCP → service
  * node, both nodes and the hub in the server process), and moleculer-web in front of a Moleculer
- * service (its usual setup: the service on the same broker, a local call).
+ * service reached the same way (another broker in the same process, over Moleculer's TCP
+ * transporter).
  */
 import { parleyBench } from './parley-bench.ts';
 import type { Connected, Req, RpcSystem, Served } from './types.ts';
@@ -74,12 +75,27 @@ export const parleyGateway: RpcSystem = {
   connect: (port) => httpClient(port, '/api/add'),
 };
 
+/** A Moleculer broker on the TCP transporter, advertising loopback only (UDP discovery off). */
+async function tcpBroker(nodeID: string, urls: string[]) {
+  const { ServiceBroker } = await import('moleculer');
+  const transporter = { type: 'TCP', options: { udpDiscovery: false, useHostname: false, port: 0, urls } };
+  const broker = new ServiceBroker({ nodeID, transporter, logger: false } as never);
+  const local = (
+    broker as unknown as {
+      registry: { nodes: { localNode: { hostname: string; ipList: string[]; port: number } } };
+    }
+  ).registry.nodes.localNode;
+  local.hostname = HOST;
+  local.ipList = [HOST];
+  return { broker, local };
+}
+
+/** moleculer-web in front of the same service on another broker, over Moleculer's TCP transporter. */
 export const moleculerWeb: RpcSystem = {
   async serve(): Promise<Served> {
-    const { ServiceBroker } = await import('moleculer');
     const { default: ApiGateway } = await import('moleculer-web');
-    const broker = new ServiceBroker({ nodeID: `web-${process.pid}`, logger: false });
-    broker.createService({
+    const service = await tcpBroker('bench-server', []);
+    service.broker.createService({
       name: 'bench',
       actions: {
         add: {
@@ -88,7 +104,9 @@ export const moleculerWeb: RpcSystem = {
         },
       },
     });
-    const web = broker.createService({
+    await service.broker.start();
+    const edge = await tcpBroker('bench-web', [`${HOST}:${service.local.port}/bench-server`]);
+    const web = edge.broker.createService({
       name: 'api',
       mixins: [ApiGateway],
       settings: {
@@ -99,8 +117,15 @@ export const moleculerWeb: RpcSystem = {
         logResponse: null,
       },
     }) as unknown as { server: { address(): { port: number } } };
-    await broker.start();
-    return { port: web.server.address().port, close: () => broker.stop() };
+    await edge.broker.start();
+    await edge.broker.waitForServices(['bench'], 10_000);
+    return {
+      port: web.server.address().port,
+      close: async () => {
+        await edge.broker.stop();
+        await service.broker.stop();
+      },
+    };
   },
   connect: (port) => httpClient(port, '/add'),
 };

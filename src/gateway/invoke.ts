@@ -40,7 +40,8 @@ export class Invoker {
     def: ActionDef;
     input: unknown;
     principal: Principal | undefined;
-    signal: AbortSignal;
+    /** The client's disconnect, where it should cancel the call (streams, uploads). */
+    signal: AbortSignal | undefined;
   }): unknown {
     const { contract, action, def } = init;
     if (def.stream !== 'input') validate(def.input, init.input, `input of ${contract.name}.${action}`);
@@ -52,7 +53,8 @@ export class Invoker {
     }
     const method = client[action];
     if (method === undefined) throw new ParleyError('UNIMPLEMENTED', `no action ${contract.name}.${action}`);
-    const options: CallOptions = { timeout: def.timeout ?? this.callTimeout, signal: init.signal };
+    const options: CallOptions = { timeout: def.timeout ?? this.callTimeout };
+    if (init.signal !== undefined) options.signal = init.signal;
     if (init.principal !== undefined) options.principal = init.principal;
     return method(init.input, options);
   }

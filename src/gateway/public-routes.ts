@@ -58,6 +58,14 @@ export function registerPublicRoutes(init: PublicRoutesInit): void {
         if (decision.refused !== undefined) throw decision.refused;
       }
     };
+    const admits =
+      options.authenticate !== undefined ||
+      options.authorize !== undefined ||
+      options.rateLimit !== undefined;
+    // A client that goes away cancels what it started when that can run long (a stream, an
+    // upload); a plain call runs to its end or its deadline: an AbortController per request
+    // cost more than the rest of the gateway's own work.
+    const cancellable = route.input === 'upload' || route.def.stream !== undefined;
     fastify.route({
       method: route.method,
       url: route.path,
@@ -65,15 +73,16 @@ export function registerPublicRoutes(init: PublicRoutesInit): void {
         parleyBodyLimit: route.input === 'upload' ? init.uploadLimit + UPLOAD_OVERHEAD : init.bodyLimit,
       },
       bodyLimit: init.bodyLimit,
-      onRequest: admit,
+      ...(admits ? { onRequest: admit } : {}),
       handler: async (request, reply) => {
-        const signal = disconnectSignal(reply);
+        const signal = cancellable ? disconnectSignal(reply) : undefined;
         const principal = principals.get(request);
         const params = request.params as Record<string, string>;
         const common = { contract: route.contract, action: route.action, def: route.def, principal, signal };
         let result: unknown;
         if (route.input === 'upload') {
-          result = await callWithUpload({ request, invoker, limit: init.uploadLimit, common });
+          const upload = { ...common, signal: signal ?? disconnectSignal(reply) };
+          result = await callWithUpload({ request, invoker, limit: init.uploadLimit, common: upload });
         } else {
           const input = withParams(inputOf(route, request), params, route.kinds);
           result = invoker.call({ ...common, input });
