@@ -39,14 +39,14 @@ describe('the storefront on the real shop', { timeout: 120_000 }, () => {
       60_000,
       'the gateway to print its URL',
     );
-    // The gateway is up before every service is: wait until the catalog answers through it.
-    for (let i = 0; i < 200; i++) {
-      const res = await fetch(`${base}/api/products`).catch(() => undefined);
-      if (res?.status === 200) break;
-      await new Promise((r) => setTimeout(r, 100));
+    // The gateway is up before every service is: wait until it says every service it fronts has
+    // an instance (catalog and orders).
+    let ready: Response | undefined;
+    for (let i = 0; i < 600 && ready?.status !== 200; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 100));
+      ready = await fetch(`${base}/readyz`).catch(() => undefined);
     }
-    const ready = await fetch(`${base}/readyz`);
-    assert.equal(ready.status, 200, await ready.text());
+    assert.equal(ready?.status, 200, await ready?.text());
 
     await withBrowser(t, async (browser) => {
       const page = await browser.newPage();

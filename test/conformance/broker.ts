@@ -250,7 +250,8 @@ export function brokerConformance(harness: BrokerHarness): void {
       await until(harness, () => got.includes(2), 'the undelayed message');
       await harness.advance(700);
       assert.deepEqual(got, [2], 'not before its time');
-      await until(harness, () => got.includes(1), 'the delayed message', 2000);
+      // Generous: real-time harnesses (NATS) wait for a server's redelivery on a loaded machine.
+      await until(harness, () => got.includes(1), 'the delayed message', 5000);
       assert.deepEqual(got, [2, 1]);
     });
 
