@@ -32,8 +32,7 @@ export function gatewayAuth(options: GatewayAuthOptions): Pick<GatewayOptions, '
   const fallback = options.defaultAccess ?? { public: true };
   return {
     authenticate: (request) => options.authenticator.authenticate(request.headers),
-    authorize: (principal, route) =>
-      assertAllowed(principal as Parameters<typeof assertAllowed>[0], route.def.access ?? fallback),
+    authorize: (principal, route) => assertAllowed(principal, route.def.access ?? fallback),
   };
 }
 

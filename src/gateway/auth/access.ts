@@ -7,8 +7,9 @@
  */
 import type { AccessRule } from '../../contract/contract.ts';
 import { ParleyError } from '../../errors.ts';
+// The runtime's principal: any edge's (this module's included) passes the same rules.
+import type { Principal } from '../../runtime/principal.ts';
 import { credentialsRequired } from './failure.ts';
-import type { Principal } from './principal.ts';
 
 export type { AccessRule };
 
