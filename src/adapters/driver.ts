@@ -35,21 +35,53 @@ export const NETWORK_ERRORS: ReadonlySet<string> = new Set([
 ]);
 
 /**
- * Work gathered over one turn of the event loop and run together at its end (`setImmediate`).
- * Broker clients write to their socket once per microtask checkpoint; a caller that awaits
- * between sends would cost one socket write per message. Run together, the client's own
- * buffering makes one write of them.
+ * Items gathered over one turn of the event loop and handed over together at its end
+ * (`setImmediate`): one command, one socket write, one `multiple` ack for a turn's worth of
+ * publishes or acks instead of one each. The adapters' per-turn batching all goes through it.
+ */
+export class TurnQueue<T> {
+  private items: T[] = [];
+  private scheduled = false;
+
+  /** `send` gets each turn's items, in the order they were added (never an empty list). */
+  constructor(private readonly send: (items: T[]) => void) {}
+
+  /** Adds `item` to this turn's batch. */
+  add(item: T): void {
+    this.items.push(item);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(this.flush);
+  }
+
+  /** Hands over what is queued now (before a close, so nothing queued is left behind). */
+  readonly flush = (): void => {
+    this.scheduled = false;
+    if (this.items.length === 0) return;
+    const items = this.items;
+    this.items = [];
+    this.send(items);
+  };
+
+  /** Drops what is queued (a crash, or a channel gone: nothing more is sent). */
+  clear(): void {
+    this.items = [];
+  }
+}
+
+/**
+ * Work run together at the end of the turn. Broker clients write to their socket once per
+ * microtask checkpoint; a caller that awaits between sends would cost one socket write per
+ * message. Run together, the client's own buffering makes one write of them.
  */
 export class TurnBatch {
-  private queue: (() => void)[] = [];
-  private scheduled = false;
+  private readonly queue = new TurnQueue<() => void>((work) => {
+    for (const fn of work) fn();
+  });
 
   /** Runs `fn` at the end of this turn, with the rest of the turn's work. */
   later(fn: () => void): void {
-    this.queue.push(fn);
-    if (this.scheduled) return;
-    this.scheduled = true;
-    setImmediate(() => this.flush());
+    this.queue.add(fn);
   }
 
   /** `fn` at the end of this turn; its result. */
@@ -59,14 +91,11 @@ export class TurnBatch {
 
   /** Drops what is queued (a crash: nothing more is sent). */
   clear(): void {
-    this.queue = [];
+    this.queue.clear();
   }
 
   /** Runs what is queued now (before a close, so nothing queued is left behind). */
   flush(): void {
-    this.scheduled = false;
-    const queue = this.queue;
-    this.queue = [];
-    for (const fn of queue) fn();
+    this.queue.flush();
   }
 }

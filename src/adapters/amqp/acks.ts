@@ -13,13 +13,13 @@
  *   it fires the consumer gives back what is due and says when the next lease ends.
  */
 import type { Message } from 'amqplib';
+import { TurnQueue } from '../driver.ts';
 import type { AmqpChannel } from './connect.ts';
 
 export class ChannelAcks {
   /** Tags delivered and not settled (nor queued to be acked). */
   private readonly open = new Set<number>();
-  private queued: Message[] = [];
-  private scheduled = false;
+  private readonly queued = new TurnQueue<Message>((turn) => this.send(turn));
   private closed = false;
   /** Every tag below this one is settled or queued; moves up lazily in `flush`. */
   private floor = 1;
@@ -43,11 +43,7 @@ export class ChannelAcks {
   ack(m: Message): void {
     if (this.closed) return;
     this.open.delete(m.fields.deliveryTag);
-    this.queued.push(m);
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(this.flush);
-    }
+    this.queued.add(m);
   }
 
   /** Nacks now (throws if the channel is closed). */
@@ -57,11 +53,12 @@ export class ChannelAcks {
   }
 
   /** Sends the queued acks now. */
-  readonly flush = (): void => {
-    this.scheduled = false;
-    const queued = this.queued;
-    if (queued.length === 0 || this.closed) return;
-    this.queued = [];
+  flush(): void {
+    this.queued.flush();
+  }
+
+  private send(queued: Message[]): void {
+    if (this.closed) return;
     while (this.floor <= this.top && !this.open.has(this.floor)) this.floor++;
     let last: Message | undefined;
     let below = 0;
@@ -80,12 +77,12 @@ export class ChannelAcks {
       // The channel closed meanwhile: RabbitMQ requeued these with it.
       this.closed = true;
     }
-  };
+  }
 
   /** The channel is gone: nothing more is sent on it. */
   close(): void {
     this.closed = true;
-    this.queued = [];
+    this.queued.clear();
   }
 }
 

@@ -15,6 +15,7 @@
 import type { Buffer } from 'node:buffer';
 import type { PublishReceipt } from '../../broker/broker.ts';
 import { ParleyError } from '../../errors.ts';
+import { TurnQueue } from '../driver.ts';
 import type { Redis } from './connect.ts';
 import { redisError } from './errors.ts';
 import { PUBLISH } from './scripts.ts';
@@ -55,7 +56,9 @@ function replyError(message: string): Error {
 }
 
 export class Publisher {
-  private queue: Append[] = [];
+  private readonly queue = new TurnQueue<Append>((turn) => {
+    for (let i = 0; i < turn.length; i += MOST) this.send(turn.slice(i, i + MOST));
+  });
 
   constructor(
     private readonly redis: Redis,
@@ -64,14 +67,12 @@ export class Publisher {
 
   /** Appends at the end of this turn, with the turn's other appends. */
   add(entry: Append): void {
-    if (this.queue.push(entry) === 1) setImmediate(() => this.flush());
+    this.queue.add(entry);
   }
 
   /** Sends what is queued now (before a close, so nothing queued is left behind). */
   flush(): void {
-    const queue = this.queue;
-    this.queue = [];
-    for (let i = 0; i < queue.length; i += MOST) this.send(queue.slice(i, i + MOST));
+    this.queue.flush();
   }
 
   private send(batch: Append[]): void {

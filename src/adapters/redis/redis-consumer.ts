@@ -33,11 +33,18 @@ import { Buffer } from 'node:buffer';
 import type { ConsumerHandler, ConsumerSpec } from '../../broker/broker.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { ParleyError } from '../../errors.ts';
+import { TurnQueue } from '../driver.ts';
 import { GroupConsumer, type RawMessage } from '../group-consumer.ts';
 import type { Redis } from './connect.ts';
 import type { Letter } from './dead-letters.ts';
 import { redisError } from './errors.ts';
 import { CLAIM, EXTEND, FORGET, JANITOR, PARK } from './scripts.ts';
+
+interface PendingAck {
+  id: string;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
 
 /** What a consumer needs of its broker (`RedisBroker` has it; a consumer does not import the broker). */
 export interface ConsumerHost {
@@ -108,8 +115,8 @@ export class RedisConsumer {
   /** While a blocking read is out: until when it may wait. */
   private blockedUntil: number | undefined;
   private closing: Promise<void> | undefined;
-  /** Acks waiting for this turn's XACK. */
-  private acks: { id: string; resolve: () => void; reject: (error: unknown) => void }[] = [];
+  /** Acks made in one turn go out as one XACK (a command per batch, not per entry). */
+  private readonly acks = new TurnQueue<PendingAck>((batch) => this.sendAcks(batch));
 
   constructor(
     private readonly broker: ConsumerHost,
@@ -263,16 +270,11 @@ export class RedisConsumer {
     this.group.deliver(raw);
   }
 
-  /** Acks made in one turn of the event loop go out as one XACK (a command per batch, not per entry). */
   private ack(id: string): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      if (this.acks.push({ id, resolve, reject }) === 1) setImmediate(() => this.flushAcks());
-    });
+    return new Promise<void>((resolve, reject) => this.acks.add({ id, resolve, reject }));
   }
 
-  private flushAcks(): void {
-    const batch = this.acks;
-    this.acks = [];
+  private sendAcks(batch: PendingAck[]): void {
     this.broker.redis.call('XACK', this.stream, this.spec.group, ...batch.map((a) => a.id)).then(
       () => {
         for (const a of batch) a.resolve();
