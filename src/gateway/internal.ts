@@ -8,11 +8,11 @@
  * subject: 'internal' }`. An input-stream action takes a JSON array of chunks; an output stream
  * answers NDJSON, as on public routes.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { AnyContract } from '../contract/contract.ts';
 import { ParleyError } from '../errors.ts';
 import type { Principal } from '../runtime/principal.ts';
+import { matchSecret, sha256 } from './auth/secrets.ts';
 import { disconnectSignal, type Invoker, sendResult } from './invoke.ts';
 
 const SERVICE_PRINCIPAL: Principal = Object.freeze({
@@ -22,18 +22,13 @@ const SERVICE_PRINCIPAL: Principal = Object.freeze({
   scopes: Object.freeze([]) as readonly string[],
 });
 
-const digest = (text: string) => createHash('sha256').update(text, 'utf8').digest();
-
 /** True when the request carries one of the tokens. */
 export function createTokenCheck(tokens: readonly string[]): (request: FastifyRequest) => boolean {
-  const digests = tokens.map(digest);
+  const entries = tokens.map((token) => ({ digest: sha256(token), value: true }));
   return (request) => {
     const header = request.headers.authorization;
     if (typeof header !== 'string' || !header.startsWith('Bearer ')) return false;
-    const given = digest(header.slice(7));
-    let ok = false;
-    for (const d of digests) ok = timingSafeEqual(d, given) || ok;
-    return ok;
+    return matchSecret(header.slice(7), entries) === true;
   };
 }
 

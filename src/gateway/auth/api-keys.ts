@@ -5,9 +5,9 @@
  * compared with every configured hash in constant time, without stopping at a match, so timing
  * tells an attacker neither how close a guess was nor which entry it hit.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { authFailure, badAuthConfig } from './failure.ts';
 import { createPrincipal, type Principal } from './principal.ts';
+import { matchSecret, sha256 } from './secrets.ts';
 
 export interface ApiKeyEntry {
   /** Hex SHA-256 of the key (see `hashApiKey`). */
@@ -33,7 +33,7 @@ export interface ApiKeyVerifier {
 
 /** The hex SHA-256 of a key, as stored in `ApiKeyEntry.sha256`. */
 export function hashApiKey(key: string): string {
-  return createHash('sha256').update(key, 'utf8').digest('hex');
+  return sha256(key).toString('hex');
 }
 
 export function createApiKeyVerifier(options: ApiKeyOptions): ApiKeyVerifier {
@@ -54,7 +54,7 @@ export function createApiKeyVerifier(options: ApiKeyOptions): ApiKeyVerifier {
       roles: entry.roles ?? [],
       scopes: entry.scopes ?? [],
     });
-    return { hash: Buffer.from(hex, 'hex'), principal };
+    return { digest: Buffer.from(hex, 'hex'), value: principal };
   });
 
   return {
@@ -62,12 +62,7 @@ export function createApiKeyVerifier(options: ApiKeyOptions): ApiKeyVerifier {
     verify(presented) {
       if (presented.length > maxKeyLength) throw authFailure('too_large');
       if (presented === '') throw authFailure('bad_api_key');
-      const digest = createHash('sha256').update(presented, 'utf8').digest();
-      let found: Principal | undefined;
-      for (const entry of entries) {
-        // No early exit: every entry costs the same whether or not an earlier one matched.
-        if (timingSafeEqual(digest, entry.hash) && found === undefined) found = entry.principal;
-      }
+      const found = matchSecret(presented, entries);
       if (found === undefined) throw authFailure('bad_api_key');
       return found;
     },

@@ -6,13 +6,13 @@
  * as an array).
  */
 
+import type { Principal as RuntimePrincipal } from '../../runtime/principal.ts';
+
 export type PrincipalKind = 'user' | 'apiKey' | 'service';
 
-export interface Principal {
+/** The runtime's principal, as this module makes it: a known kind, and claims always present. */
+export interface Principal extends RuntimePrincipal {
   readonly kind: PrincipalKind;
-  readonly subject: string;
-  readonly roles: readonly string[];
-  readonly scopes: readonly string[];
   /** The verified token's claims (empty for an API key). */
   readonly claims: Readonly<Record<string, unknown>>;
 }

@@ -1,0 +1,24 @@
+/**
+ * @module gateway/auth/secrets
+ * Presented secrets (API keys, internal service tokens) checked against configured ones by their
+ * SHA-256 digests: fixed-length, compared with `timingSafeEqual` against every entry without
+ * stopping at a match, so neither the comparison nor the loop tells how close a guess was.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+
+export function sha256(text: string): Buffer {
+  return createHash('sha256').update(text, 'utf8').digest();
+}
+
+/** The value of the entry whose digest is the presented secret's; undefined when none is. */
+export function matchSecret<T>(
+  presented: string,
+  entries: readonly { readonly digest: Buffer; readonly value: T }[],
+): T | undefined {
+  const digest = sha256(presented);
+  let found: T | undefined;
+  for (const entry of entries) {
+    if (timingSafeEqual(digest, entry.digest) && found === undefined) found = entry.value;
+  }
+  return found;
+}
