@@ -6,6 +6,7 @@
  * service reached the same way (another broker in the same process, over Moleculer's TCP
  * transporter).
  */
+import { moleculerBroker, tcpTransporter } from './moleculer.ts';
 import { parleyBench } from './parley-bench.ts';
 import type { Connected, Req, RpcSystem, Served } from './types.ts';
 
@@ -75,52 +76,36 @@ export const parleyGateway: RpcSystem = {
   connect: (port) => httpClient(port, '/api/add'),
 };
 
-/** A Moleculer broker on the TCP transporter, advertising loopback only (UDP discovery off). */
-async function tcpBroker(nodeID: string, urls: string[]) {
-  const { ServiceBroker } = await import('moleculer');
-  const transporter = { type: 'TCP', options: { udpDiscovery: false, useHostname: false, port: 0, urls } };
-  const broker = new ServiceBroker({ nodeID, transporter, logger: false } as never);
-  const local = (
-    broker as unknown as {
-      registry: { nodes: { localNode: { hostname: string; ipList: string[]; port: number } } };
-    }
-  ).registry.nodes.localNode;
-  local.hostname = HOST;
-  local.ipList = [HOST];
-  return { broker, local };
-}
-
 /** moleculer-web in front of the same service on another broker, over Moleculer's TCP transporter. */
 export const moleculerWeb: RpcSystem = {
   async serve(): Promise<Served> {
     const { default: ApiGateway } = await import('moleculer-web');
-    const service = await tcpBroker('bench-server', []);
-    service.broker.createService({
-      name: 'bench',
-      actions: {
-        add: {
-          params: { a: 'number', b: 'number', note: 'string' },
-          handler: (ctx: { params: Req }) => ({ sum: ctx.params.a + ctx.params.b }),
-        },
+    const service = await moleculerBroker({
+      nodeID: 'bench-server',
+      transporter: tcpTransporter(),
+      addService: true,
+    });
+    let web: { server: { address(): { port: number } } } | undefined;
+    const edge = await moleculerBroker({
+      nodeID: 'bench-web',
+      transporter: tcpTransporter([`${HOST}:${service.port}/bench-server`]),
+      setup: (broker) => {
+        web = broker.createService({
+          name: 'api',
+          mixins: [ApiGateway],
+          settings: {
+            port: 0,
+            ip: HOST,
+            routes: [{ path: '/', aliases: { 'POST add': 'bench.add' }, bodyParsers: { json: true } }],
+            logRequest: null,
+            logResponse: null,
+          },
+        }) as unknown as { server: { address(): { port: number } } };
       },
     });
-    await service.broker.start();
-    const edge = await tcpBroker('bench-web', [`${HOST}:${service.local.port}/bench-server`]);
-    const web = edge.broker.createService({
-      name: 'api',
-      mixins: [ApiGateway],
-      settings: {
-        port: 0,
-        ip: HOST,
-        routes: [{ path: '/', aliases: { 'POST add': 'bench.add' }, bodyParsers: { json: true } }],
-        logRequest: null,
-        logResponse: null,
-      },
-    }) as unknown as { server: { address(): { port: number } } };
-    await edge.broker.start();
     await edge.broker.waitForServices(['bench'], 10_000);
     return {
-      port: web.server.address().port,
+      port: (web as { server: { address(): { port: number } } }).server.address().port,
       close: async () => {
         await edge.broker.stop();
         await service.broker.stop();

@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { createConnection, createServer, type Socket } from 'node:net';
 
 import { fastify, moleculerWeb, parleyGateway } from './http-systems.ts';
+import { moleculerBroker, tcpTransporter } from './moleculer.ts';
 import { parleyBench } from './parley-bench.ts';
 import type { Req, RpcSystem } from './types.ts';
 
@@ -144,53 +145,24 @@ const grpc: RpcSystem = {
   },
 };
 
-async function moleculerBroker(nodeID: string, transporter: unknown, services: boolean) {
-  const { ServiceBroker } = await import('moleculer');
-  const broker = new ServiceBroker({ nodeID, transporter, logger: false } as never);
-  // Advertise loopback, never the machine's other addresses.
-  const local = (
-    broker as unknown as { registry: { nodes: { localNode: { hostname: string; ipList: string[] } } } }
-  ).registry.nodes.localNode;
-  local.hostname = HOST;
-  local.ipList = [HOST];
-  if (services) {
-    broker.createService({
-      name: 'bench',
-      actions: {
-        add: {
-          params: { a: 'number', b: 'number', note: 'string' },
-          handler: (ctx: { params: Req }) => ({ sum: ctx.params.a + ctx.params.b }),
-        },
-      },
-    });
-  }
-  await broker.start();
-  return broker;
-}
-
 function moleculer(kind: 'tcp' | 'nats'): RpcSystem {
   const transporter = (port?: number) =>
-    kind === 'nats'
-      ? NATS
-      : {
-          type: 'TCP',
-          options: {
-            udpDiscovery: false,
-            useHostname: false,
-            port: 0,
-            urls: port === undefined ? [] : [`${HOST}:${port}/bench-server`],
-          },
-        };
+    kind === 'nats' ? NATS : tcpTransporter(port === undefined ? [] : [`${HOST}:${port}/bench-server`]);
   return {
     ...(kind === 'nats' ? { needs: 'nats' as const } : {}),
     async serve() {
-      const broker = await moleculerBroker('bench-server', transporter(), true);
-      const port = (broker as unknown as { registry: { nodes: { localNode: { port: number } } } }).registry
-        .nodes.localNode.port;
-      return { port: kind === 'tcp' ? port : 0, close: () => broker.stop() };
+      const { broker, port } = await moleculerBroker({
+        nodeID: 'bench-server',
+        transporter: transporter(),
+        addService: true,
+      });
+      return { port: kind === 'tcp' ? (port ?? 0) : 0, close: () => broker.stop() };
     },
     async connect(port) {
-      const broker = await moleculerBroker(`bench-client-${process.pid}`, transporter(port), false);
+      const { broker } = await moleculerBroker({
+        nodeID: `bench-client-${process.pid}`,
+        transporter: transporter(port),
+      });
       await broker.waitForServices(['bench'], 10_000);
       return { call: (req) => broker.call('bench.add', req), close: () => broker.stop() };
     },
