@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { createAmqpTransport } from '../src/adapters/amqp/amqp-transport.ts';
 import type { ParleyNode } from '../src/index.ts';
-import { BROKERS, busConformance, cuttableProxy, needBroker } from './brokers.ts';
+import { BROKERS, busConformance, calcPair, cuttableProxy, needBroker } from './brokers.ts';
 import { calc, calcService, testNode, waitFor } from './helpers.ts';
 
 const skip = await needBroker('rabbitmq');
@@ -76,15 +76,10 @@ describe('rabbitmq transport: bad input and reconnects', { skip }, () => {
 
   it('requests carry a direct reply-to address and replies come back through it, not the exchange', async () => {
     const reply = `${own}-reply`;
-    const server = testNode({
-      transport: createAmqpTransport({ url: BROKERS.rabbitmq.url, prefix: reply }),
-      services: [calcService()],
-    });
-    const client = testNode({ transport: createAmqpTransport({ url: BROKERS.rabbitmq.url, prefix: reply }) });
-    nodes.push(server, client);
-    await server.start();
-    await client.start();
-    await waitFor(() => client.registry.endpoints('calc').length > 0, 5000, 'discovery');
+    const { server, client } = await calcPair(
+      () => createAmqpTransport({ url: BROKERS.rabbitmq.url, prefix: reply }),
+      nodes,
+    );
     // A listener on every node subject of the bus exchange: it sees requests, and would see
     // replies if they went back through the exchange to the caller's inbox.
     const amqp = await import('amqplib');

@@ -6,7 +6,9 @@
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { it } from 'node:test';
 import type { BusTransport, BusTransportOptions } from '../src/adapters/bus-transport.ts';
+import type { ParleyNode, Transport } from '../src/index.ts';
 import { transportConformance } from './conformance/transport.ts';
+import { calcService, testNode, waitFor } from './helpers.ts';
 
 export const BROKERS = {
   nats: { port: 4222, url: 'nats://127.0.0.1:4222' },
@@ -97,4 +99,23 @@ export function busConformance(
     crash: (transport) => (transport as BusTransport).destroy(),
     ...(teardown === undefined ? {} : { teardown }),
   });
+}
+
+/**
+ * A node serving `calc` and a node calling it, each on its own transport from `make` (the same
+ * broker and prefix), both started and the client aware of the server; pushed onto `nodes` for
+ * the suite's `after` to stop.
+ */
+export async function calcPair(
+  make: (log?: (m: string) => void) => Transport,
+  nodes: ParleyNode[],
+  serverLog?: (m: string) => void,
+): Promise<{ server: ParleyNode; client: ParleyNode }> {
+  const server = testNode({ transport: make(serverLog), services: [calcService()] });
+  const client = testNode({ transport: make() });
+  nodes.push(server, client);
+  await server.start();
+  await client.start();
+  await waitFor(() => client.registry.endpoints('calc').length > 0, 5000, 'discovery');
+  return { server, client };
 }

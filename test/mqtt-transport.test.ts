@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { createMqttTransport } from '../src/adapters/mqtt/mqtt-transport.ts';
 import type { ParleyNode } from '../src/index.ts';
-import { BROKERS, busConformance, cuttableProxy, needBroker } from './brokers.ts';
+import { BROKERS, busConformance, calcPair, cuttableProxy, needBroker } from './brokers.ts';
 import { calc, calcService, testNode, waitFor } from './helpers.ts';
 
 const skip = await needBroker('mqtt');
@@ -81,15 +81,10 @@ describe('mqtt transport: bad input', { skip }, () => {
 
   it('requests carry an MQTT 5 Response Topic and the replies go to it', async () => {
     const own = `${prefix}-reply`;
-    const server = testNode({
-      transport: createMqttTransport({ url: BROKERS.mqtt.url, prefix: own }),
-      services: [calcService()],
-    });
-    const client = testNode({ transport: createMqttTransport({ url: BROKERS.mqtt.url, prefix: own }) });
-    nodes.push(server, client);
-    await server.start();
-    await client.start();
-    await waitFor(() => client.registry.endpoints('calc').length > 0, 5000, 'discovery');
+    const { client } = await calcPair(
+      () => createMqttTransport({ url: BROKERS.mqtt.url, prefix: own }),
+      nodes,
+    );
     const mqtt = await import('mqtt');
     const raw = await mqtt.connectAsync(BROKERS.mqtt.url, { protocolVersion: 5, reconnectPeriod: 0 });
     const requests: (string | undefined)[] = [];

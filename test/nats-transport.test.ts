@@ -7,8 +7,8 @@ import { after, describe, it } from 'node:test';
 import { decodeMessage, Kind } from '../src/adapters/bus-frames.ts';
 import { createNatsTransport } from '../src/adapters/nats/nats-transport.ts';
 import type { ParleyNode } from '../src/index.ts';
-import { BROKERS, busConformance, needBroker } from './brokers.ts';
-import { calc, calcService, testNode, waitFor } from './helpers.ts';
+import { BROKERS, busConformance, calcPair, needBroker } from './brokers.ts';
+import { calc, waitFor } from './helpers.ts';
 
 const skip = await needBroker('nats');
 const prefix = `parley-test-${process.pid}`;
@@ -24,15 +24,11 @@ describe('nats transport: batches', { skip }, () => {
   it('a burst of calls travels in batches, and malformed batches are dropped with a reason', async () => {
     const own = `${prefix}-batch`;
     const logs: string[] = [];
-    const server = testNode({
-      transport: createNatsTransport({ url: BROKERS.nats.url, prefix: own, log: (m) => logs.push(m) }),
-      services: [calcService()],
-    });
-    const client = testNode({ transport: createNatsTransport({ url: BROKERS.nats.url, prefix: own }) });
-    nodes.push(server, client);
-    await server.start();
-    await client.start();
-    await waitFor(() => client.registry.endpoints('calc').length > 0, 5000, 'discovery');
+    const { server, client } = await calcPair(
+      (log) => createNatsTransport({ url: BROKERS.nats.url, prefix: own, ...(log ? { log } : {}) }),
+      nodes,
+      (m) => logs.push(m),
+    );
 
     const { connect } = await import('@nats-io/transport-node');
     const nc = await connect({ servers: `127.0.0.1:${BROKERS.nats.port}` });
