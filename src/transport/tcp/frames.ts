@@ -6,7 +6,7 @@
  *
  * A length above the configured maximum is rejected from the 4-byte header, before anything is
  * allocated for the frame; an unknown type closes the connection. Writes are queued and flushed
- * once per tick, so many small frames leave in one `write`.
+ * once per turn of the event loop, so many small frames leave in one `write`.
  */
 import type { Socket } from 'node:net';
 import { ParleyError } from '../../errors.ts';
@@ -122,8 +122,11 @@ export function encodeFrame(type: FrameType, id: number, payload: Uint8Array): B
 const EARLY_FLUSH = 16;
 
 /**
- * Queues frames and writes them once per tick, or as soon as {@link EARLY_FLUSH} are waiting. Honours the socket's backpressure: while the
- * socket's buffer is full, frames wait here and go out in one write on `drain`.
+ * Queues frames and writes them once per turn of the event loop (`setImmediate`), or as soon as
+ * {@link EARLY_FLUSH} are waiting. Once per turn, not per tick: frames made by the callbacks of
+ * many sockets in one poll phase (a gateway's HTTP requests, each on its own connection) share
+ * one write, where a `nextTick` flush wrote one per request. Honours the socket's backpressure:
+ * while the socket's buffer is full, frames wait here and go out in one write on `drain`.
  */
 export class FrameWriter {
   private payloads: Uint8Array[] = [];
@@ -156,7 +159,7 @@ export class FrameWriter {
     }
     if (this.scheduled || this.full) return;
     this.scheduled = true;
-    process.nextTick(this.flushNow);
+    setImmediate(this.flushNow);
   }
 
   /** Bytes waiting for the socket (not counting what the socket itself buffers). */

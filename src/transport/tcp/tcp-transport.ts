@@ -2,7 +2,7 @@
  * @module transport/tcp
  * The native transport: `parley://host:port` names the hub, which keeps the registry and relays
  * notifications; calls go straight from node to node over one TCP connection per peer, many
- * requests in flight on it, frames batched per tick. A peer whose connection drops fails its
+ * requests in flight on it, frames batched per turn of the event loop. A peer whose connection drops fails its
  * pending calls with UNAVAILABLE at once; the hub reports it gone to everyone.
  *
  * Every connection starts with a Hello frame carrying the protocol version (and the shared token,
