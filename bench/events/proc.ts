@@ -1,7 +1,8 @@
 /**
  * One side of an event benchmark, as its own process.
  *   subscribe <system> <topic> <groups> <count> → {ready}, then {done, at, received}
- *   publish <system> <topic> <count>            → {start: at}, then {published: at}
+ *   publish <system> <topic> <count>            → {start: at} (set up, first message next), then
+ *                                                 {published: at}
  *   cleanup <system> <topic> <groups>           → {cleaned}
  * Times are epoch milliseconds with sub-millisecond precision, comparable across processes.
  */
@@ -25,8 +26,7 @@ if (role === 'subscribe') {
   process.exit(0);
 } else if (role === 'publish') {
   const count = Number(a);
-  say({ start: now() });
-  await system.publish(topic, count, payload);
+  await system.publish(topic, count, payload, () => say({ start: now() }));
   say({ published: now() });
   process.exit(0);
 } else {

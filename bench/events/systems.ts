@@ -15,7 +15,11 @@ export interface EventSystem {
   needs: 'nats' | 'redis' | 'rabbitmq' | 'none';
   /** Sets up G groups on `topic` and starts consuming. */
   subscribe(topic: string, groups: number, expected: number): Promise<Subscriber>;
-  publish(topic: string, count: number, payload: Uint8Array): Promise<void>;
+  /**
+   * Sends `count` messages; calls `started` once it is connected and set up, right before the first
+   * one, so that a rate measures the traffic and not a process's imports and connection set-up.
+   */
+  publish(topic: string, count: number, payload: Uint8Array, started: () => void): Promise<void>;
   /** Removes what `subscribe` created on the broker. */
   cleanup(topic: string, groups: number): Promise<void>;
 }
@@ -72,9 +76,10 @@ const rawNats: EventSystem = {
     await nc.flush();
     return { done: c.done, received: c.total, close: () => nc.drain() };
   },
-  async publish(topic, count, payload) {
+  async publish(topic, count, payload, started) {
     const { connect } = await import('nats');
     const nc = await connect(NATS);
+    started();
     for (let i = 0; i < count; i++) {
       nc.publish(topic, payload);
       // Let the socket drain now and then so the client never holds the whole run in memory.
@@ -121,11 +126,12 @@ const jetstream: EventSystem = {
       },
     };
   },
-  async publish(topic, count, payload) {
+  async publish(topic, count, payload, started) {
     const { connect } = await import('nats');
     const nc = await connect(NATS);
     const js = nc.jetstream();
     // Up to 256 publishes awaiting their ack at once.
+    started();
     await windowed(count, 256, () => js.publish(topic, payload));
     await nc.drain();
   },
@@ -174,11 +180,12 @@ function amqpRaw(queueType: 'classic' | 'quorum'): EventSystem {
       }
       return { done: c.done, received: c.total, close: () => conn.close() };
     },
-    async publish(topic, count, payload) {
+    async publish(topic, count, payload, started) {
       const amqplib = await import('amqplib');
       const conn = await amqplib.connect(AMQP);
       const ch = await conn.createConfirmChannel();
       const body = Buffer.from(payload);
+      started();
       for (let i = 0; i < count; i++) {
         const ok = ch.publish(topic, routingKey, body, { persistent: true });
         if (!ok) await new Promise((r) => ch.once('drain', r));
@@ -242,10 +249,12 @@ const redisStreams: EventSystem = {
       },
     };
   },
-  async publish(topic, count, payload) {
+  async publish(topic, count, payload, started) {
     const { Redis } = await import('ioredis');
     const r = new Redis(REDIS);
     const body = Buffer.from(payload);
+    await r.ping();
+    started();
     for (let i = 0; i < count; i += 500) {
       const p = r.pipeline();
       for (let j = i; j < Math.min(count, i + 500); j++) p.xadd(topic, '*', 'd', body);
@@ -278,7 +287,7 @@ const moleculerNats: EventSystem = {
     await broker.start();
     return { done: c.done, received: c.total, close: () => broker.stop() };
   },
-  async publish(topic, count, payload) {
+  async publish(topic, count, payload, started) {
     const { ServiceBroker } = await import('moleculer');
     const broker = new ServiceBroker({
       nodeID: `pub-${process.pid}`,
@@ -290,6 +299,7 @@ const moleculerNats: EventSystem = {
     const data = { note: Buffer.from(payload).toString('utf8') };
     // emit is fire-and-forget in Moleculer; wait for the transporter now and then so the client
     // never buffers the whole run.
+    started();
     await windowed(count, 1000, () => broker.emit(topic, data));
     await broker.stop();
   },
@@ -320,11 +330,12 @@ function parleyEmbedded(durability: 'process' | 'power'): EventSystem {
       }
       return { done: c.done, received: c.total, close: () => broker.close() };
     },
-    async publish(topic, count, payload) {
+    async publish(topic, count, payload, started) {
       const { createEmbeddedBroker, createEnvelope } = await import('parley');
       const broker = createEmbeddedBroker({ path: embeddedPath(topic), durability });
       const data = JSON.parse(Buffer.from(payload).toString('utf8')) as unknown;
       // Confirmed publishes, up to 1,000 awaiting their confirmation at once.
+      started();
       await windowed(count, 1000, () =>
         broker.publish(createEnvelope({ source: '/bench', type: topic, data })),
       );
@@ -387,12 +398,13 @@ function parleyBroker(
       await node.start();
       return { done: c.done, received: c.total, close: () => node.stop() };
     },
-    async publish(topic, count, payload) {
+    async publish(topic, count, payload, started) {
       const { parley, contract } = await parleyEvents();
       const broker = await new parley.BrokerRegistry().open(url(topic));
       const node = parley.createNode({ logLevel: 'silent', broker });
       await node.start();
       const data = payloadData(payload);
+      started();
       await windowed(count, window, () => node.publish(contract, 'bench.tick', data));
       await node.stop();
     },
@@ -417,7 +429,7 @@ const parleyNatsNotify: EventSystem = {
     await node.start();
     return { done: c.done, received: c.total, close: () => node.stop() };
   },
-  async publish(topic, count, payload) {
+  async publish(topic, count, payload, started) {
     const { parley, contract } = await parleyEvents();
     const node = parley.createNode({
       logLevel: 'silent',
@@ -425,6 +437,7 @@ const parleyNatsNotify: EventSystem = {
     });
     await node.start();
     const data = payloadData(payload);
+    started();
     for (let i = 0; i < count; i++) {
       await node.notify(contract, 'bench.tick', data);
       // As the raw row flushes: let the socket drain now and then.
