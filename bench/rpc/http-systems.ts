@@ -1,6 +1,7 @@
 /**
  * HTTP edges under test, all called the same way (undici `Pool`, 64 keep-alive connections,
- * `POST <path>` with a JSON body): a bare Fastify route doing the work itself (the floor), Parley's
+ * `POST <path>` with a JSON body): a bare Fastify route doing the work itself, its input and output
+ * declared as JSON Schemas the way Fastify is used (the floor), Parley's
  * gateway in front of a service reached over the TCP transport (HTTP → gateway node → TCP → service
  * node, both nodes and the hub in the server process), and moleculer-web in front of a Moleculer
  * service reached the same way (another broker in the same process, over Moleculer's TCP
@@ -35,7 +36,17 @@ export const fastify: RpcSystem = {
   async serve() {
     const { default: Fastify } = await import('fastify');
     const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
-    app.post('/add', async (request) => {
+    // The same work as the Parley rows: the input is validated against its schema (Fastify's ajv)
+    // and the output is shaped by its schema (Fastify's serializer), as a Fastify user writes it.
+    const schema = {
+      body: {
+        type: 'object',
+        properties: { a: { type: 'number' }, b: { type: 'number' }, note: { type: 'string' } },
+        required: ['a', 'b', 'note'],
+      },
+      response: { 200: { type: 'object', properties: { sum: { type: 'number' } }, required: ['sum'] } },
+    };
+    app.post('/add', { schema }, async (request) => {
       const { a, b } = request.body as Req;
       return { sum: a + b };
     });

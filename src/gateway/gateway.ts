@@ -108,7 +108,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   // Callback hooks, not async ones: every request runs them, and a promise each is measurable.
   fastify.addHook('onRequest', (request, reply, done) => {
     try {
-      reply.header('x-request-id', request.id);
+      // X-Request-Id is set in onSend, which every answer passes, the refusals below included.
       if (cors !== undefined) reply.headers(cors.simple(request.headers));
       checkTarget(request.raw.url ?? '/', maxUrlLength);
       checkHeaderCount(request.raw, maxHeaders);

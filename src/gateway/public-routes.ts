@@ -87,9 +87,11 @@ export function registerPublicRoutes(init: PublicRoutesInit): void {
           const input = withParams(inputOf(route, request), params, route.kinds);
           result = invoker.call({ ...common, input });
         }
+        const stream = route.def.stream === 'output';
         return sendResult(reply, result, {
-          stream: route.def.stream === 'output',
-          instance: gatewayPath(request),
+          stream,
+          // Only a stream's late failure is written here; other problems name it in sendProblem.
+          instance: stream ? gatewayPath(request) : '',
           requestId: request.id,
         });
       },
