@@ -15,31 +15,40 @@ const RISKY = ['__proto__', 'constructor', '\\u'];
 const risky = (text: string) =>
   text.includes(RISKY[0] as string) || text.includes(RISKY[1] as string) || text.includes(RISKY[2] as string);
 
+/**
+ * A value as JSON text, or INVALID_ARGUMENT when it has none. For clients that take strings and
+ * would otherwise copy the bytes again (ioredis writes a command of strings as one string, but
+ * one Buffer argument turns the whole command into a list of buffers).
+ */
+export function encodeJsonText(value: unknown): string {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch (error) {
+    // Cycles and BigInt land here: the sender's bug, caught before anything is sent.
+    throw new ParleyError(
+      'INVALID_ARGUMENT',
+      `value cannot be encoded as JSON: ${(error as Error).message}`,
+      {
+        cause: error,
+        details: { codec: 'json' },
+      },
+    );
+  }
+  if (text === undefined) {
+    throw new ParleyError('INVALID_ARGUMENT', 'value cannot be encoded as JSON', {
+      details: { codec: 'json' },
+    });
+  }
+  return text;
+}
+
 export function createJsonCodec(): Codec {
   return {
     name: 'json',
     contentType: 'application/json',
     encode(value: unknown): Uint8Array {
-      let text: string | undefined;
-      try {
-        text = JSON.stringify(value);
-      } catch (error) {
-        // Cycles and BigInt land here: the sender's bug, caught before anything is sent.
-        throw new ParleyError(
-          'INVALID_ARGUMENT',
-          `value cannot be encoded as JSON: ${(error as Error).message}`,
-          {
-            cause: error,
-            details: { codec: 'json' },
-          },
-        );
-      }
-      if (text === undefined) {
-        throw new ParleyError('INVALID_ARGUMENT', 'value cannot be encoded as JSON', {
-          details: { codec: 'json' },
-        });
-      }
-      return Buffer.from(text, 'utf8');
+      return Buffer.from(encodeJsonText(value), 'utf8');
     },
     decode(bytes: Uint8Array): unknown {
       if (!isUtf8(bytes)) {

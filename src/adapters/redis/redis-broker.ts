@@ -54,7 +54,7 @@ import type {
   PublishReceipt,
 } from '../../broker/broker.ts';
 import type { Codec } from '../../codec/codec.ts';
-import { createJsonCodec } from '../../codec/json.ts';
+import { createJsonCodec, encodeJsonText } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { connectRedis, type Redis } from './connect.ts';
@@ -150,10 +150,10 @@ export class RedisBroker implements Broker {
     deleteLetter: string,
   ): Promise<PublishReceipt> {
     if (this.closed) return Promise.reject(new ParleyError('UNAVAILABLE', 'the broker is closed'));
-    let body: Buffer;
+    // Text, not bytes: a command of strings is written as one string (see encodeJsonText).
+    let body: string;
     try {
-      const bytes = this.codec.encode(envelope);
-      body = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      body = encodeJsonText(envelope);
     } catch (error) {
       return Promise.reject(error);
     }
