@@ -225,6 +225,36 @@ describe('gateway hooks', async () => {
     assert.equal(((await anon.json()) as { principal: unknown }).principal, null);
   });
 
+  it('passes Idempotency-Key to the service scoped to its sender; refuses malformed keys', async () => {
+    const whoami = async (headers: Record<string, string>) => {
+      const r = await asRaw(
+        fetch(`${url}/api/items/whoami`, {
+          ...json({}),
+          headers: { 'content-type': 'application/json', ...headers },
+        }),
+      );
+      return {
+        status: r.status,
+        body: JSON.parse(r.body) as { idempotencyKey?: string | null; code?: string },
+      };
+    };
+    assert.equal((await whoami({})).body.idempotencyKey, null);
+    // A token and the draft's quoted form (escapes undone) reach the handler alike.
+    assert.equal((await whoami({ 'idempotency-key': 'k-1' })).body.idempotencyKey, 'anonymous/k-1');
+    assert.equal((await whoami({ 'idempotency-key': '"a \\"b\\""' })).body.idempotencyKey, 'anonymous/a "b"');
+    // The same key from alice is another key: nobody reaches another's result by sending its key.
+    assert.equal(
+      (await whoami({ 'idempotency-key': 'k-1', authorization: 'Bearer alice' })).body.idempotencyKey,
+      'user:alice/k-1',
+    );
+    for (const bad of ['', '""', 'two words', 'a, b', '"open', '"x"y"', 'é', 'k'.repeat(256)]) {
+      const r = await whoami({ 'idempotency-key': bad });
+      assert.equal(r.status, 400, `key ${JSON.stringify(bad)}`);
+      assert.equal(r.body.code, 'INVALID_ARGUMENT');
+    }
+    assert.equal((await whoami({ 'idempotency-key': 'k'.repeat(255) })).status, 200);
+  });
+
   it('refuses before reading the body: 401 from authenticate/authorize, 403, 429 with headers', async () => {
     const before = parsedBodies;
     const bad = await asRaw(

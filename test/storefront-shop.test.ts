@@ -7,6 +7,7 @@
  * is kept as a test artifact (`test/.tmp/storefront-shop.png`).
  */
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
 import { DECLINED_CARD, GOOD_CARD } from '../examples/shop/contracts.ts';
@@ -17,6 +18,7 @@ import { tempDir, waitFor } from './helpers.ts';
 describe('the storefront on the real shop', { timeout: 120_000 }, () => {
   const dir = tempDir('storefront-shop');
   let dev: Dev | undefined;
+  let base: string | undefined;
   after(async () => {
     await dev?.stop();
   });
@@ -30,7 +32,6 @@ describe('the storefront on the real shop', { timeout: 120_000 }, () => {
       print: (line) => void lines.push(line),
       env: { PARLEY_LOG_LEVEL: 'info', PARLEY_GATEWAY_PORT: '0' },
     });
-    let base: string | undefined;
     await waitFor(
       () => {
         base = lines.map((l) => /storefront at (http:\/\/127\.0\.0\.1:\d+)\//.exec(l)?.[1]).find(Boolean);
@@ -91,5 +92,24 @@ describe('the storefront on the real shop', { timeout: 120_000 }, () => {
       await page.screenshot({ path: 'test/.tmp/storefront-shop.png', fullPage: true });
       assert.deepEqual(pageErrors, []);
     });
+  });
+
+  it('places one order per Idempotency-Key, however often and however concurrently it is sent', async () => {
+    assert.ok(base, 'the shop is running (the test before started it)');
+    const place = async (key: string) => {
+      const r = await fetch(`${base}/api/orders`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': key },
+        body: JSON.stringify({ customer: 'bob', card: GOOD_CARD, lines: [{ sku: 'mouse', quantity: 1 }] }),
+      });
+      assert.equal(r.status, 200, await r.clone().text());
+      return ((await r.json()) as { id: string }).id;
+    };
+    const key = randomUUID();
+    const [a, b] = await Promise.all([place(key), place(key)]);
+    const c = await place(key);
+    assert.equal(a, b);
+    assert.equal(a, c);
+    assert.notEqual(await place(randomUUID()), a);
   });
 });

@@ -13,6 +13,7 @@ import type { AnyContract } from '../contract/contract.ts';
 import { ParleyError } from '../errors.ts';
 import type { Principal } from '../runtime/principal.ts';
 import { matchSecret, sha256 } from './auth/secrets.ts';
+import { idempotencyKeyOf, scopedIdempotencyKey } from './idempotency.ts';
 import { disconnectSignal, type Invoker, sendResult } from './invoke.ts';
 
 const SERVICE_PRINCIPAL: Principal = Object.freeze({
@@ -70,6 +71,7 @@ export function registerInternal({ fastify, contracts, tokens, invoker, bodyLimi
       if (def.stream === 'input' && !Array.isArray(body)) {
         throw new ParleyError('INVALID_ARGUMENT', 'an input-stream action takes a JSON array of chunks');
       }
+      const key = idempotencyKeyOf(request.headers['idempotency-key']);
       const result = invoker.call({
         contract,
         action,
@@ -77,6 +79,7 @@ export function registerInternal({ fastify, contracts, tokens, invoker, bodyLimi
         input: body,
         principal: SERVICE_PRINCIPAL,
         signal: disconnectSignal(reply),
+        idempotencyKey: key === undefined ? undefined : scopedIdempotencyKey(key, SERVICE_PRINCIPAL),
       });
       return sendResult(reply, result, {
         stream: def.stream === 'output',

@@ -42,6 +42,8 @@ export class Invoker {
     principal: Principal | undefined;
     /** The client's disconnect, where it should cancel the call (streams, uploads). */
     signal: AbortSignal | undefined;
+    /** The request's `Idempotency-Key`, already scoped to its principal (`idempotency.ts`). */
+    idempotencyKey?: string | undefined;
   }): unknown {
     const { contract, action, def } = init;
     if (def.stream !== 'input') validate(def.input, init.input, `input of ${contract.name}.${action}`);
@@ -56,6 +58,7 @@ export class Invoker {
     const options: CallOptions = { timeout: def.timeout ?? this.callTimeout };
     if (init.signal !== undefined) options.signal = init.signal;
     if (init.principal !== undefined) options.principal = init.principal;
+    if (init.idempotencyKey !== undefined) options.idempotencyKey = init.idempotencyKey;
     return method(init.input, options);
   }
 }

@@ -7,6 +7,7 @@
  * it is not for the public.
  */
 import { ERROR_CODES, type ErrorCode, errorCodes } from '../errors.ts';
+import { MAX_IDEMPOTENCY_KEY } from './idempotency.ts';
 import type { GatewayOptions } from './options.ts';
 import { PROBLEM_TYPE } from './problem.ts';
 import { type PlannedRoute, propertiesOf } from './routes.ts';
@@ -125,6 +126,17 @@ function parameters(route: PlannedRoute, input: Json): Json[] {
       }
       params.push(p);
     }
+  }
+  if (route.method !== 'GET') {
+    params.push({
+      name: 'Idempotency-Key',
+      in: 'header',
+      required: false,
+      description:
+        'Send the same key when retrying this request; the service answers a repeat with the first result. ' +
+        `A quoted string or a token of at most ${MAX_IDEMPOTENCY_KEY} printable ASCII characters.`,
+      schema: { type: 'string', minLength: 1, maxLength: MAX_IDEMPOTENCY_KEY + 2 },
+    });
   }
   return params;
 }

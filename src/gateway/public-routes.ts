@@ -7,6 +7,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ParleyError } from '../errors.ts';
 import type { Principal } from '../runtime/principal.ts';
+import { idempotencyKeyOf, scopedIdempotencyKey } from './idempotency.ts';
 import { disconnectSignal, type Invoker, sendResult } from './invoke.ts';
 import type { GatewayOptions, GatewayRequest } from './options.ts';
 import { HttpProblem } from './problem.ts';
@@ -78,7 +79,16 @@ export function registerPublicRoutes(init: PublicRoutesInit): void {
         const signal = cancellable ? disconnectSignal(reply) : undefined;
         const principal = principals.get(request);
         const params = request.params as Record<string, string>;
-        const common = { contract: route.contract, action: route.action, def: route.def, principal, signal };
+        // GET is safe to repeat as it is; on other methods a key makes a retry safe too.
+        const key = route.method === 'GET' ? undefined : idempotencyKeyOf(request.headers['idempotency-key']);
+        const common = {
+          contract: route.contract,
+          action: route.action,
+          def: route.def,
+          principal,
+          signal,
+          idempotencyKey: key === undefined ? undefined : scopedIdempotencyKey(key, principal),
+        };
         let result: unknown;
         if (route.input === 'upload') {
           const upload = { ...common, signal: signal ?? disconnectSignal(reply) };

@@ -3,6 +3,7 @@
  * order.placed in the same transaction (outbox); follows the choreography to CONFIRMED, REJECTED
  * or CANCELLED, and announces each outcome (outbox again). Every consumer uses the inbox.
  */
+import { createHash } from 'node:crypto';
 import {
   createInbox,
   createOutbox,
@@ -31,6 +32,15 @@ interface Row {
   shipment: string | null;
   created_at: number;
   updated_at: number;
+}
+
+/** A UUID (version 8, RFC 9562) from an idempotency key: the same key, the same order id. */
+function keyedId(key: string): string {
+  const h = createHash('sha256').update(key).digest();
+  h[6] = ((h[6] as number) & 0x0f) | 0x80;
+  h[8] = ((h[8] as number) & 0x3f) | 0x80;
+  const x = h.subarray(0, 16).toString('hex');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
 }
 
 const toOrder = (r: Row): Order => ({
@@ -84,7 +94,9 @@ export default defineServiceModule({
         implement(orders, {
           actions: {
             place: async (input, ctx) => {
-              const id = input.id ?? uuidv7();
+              // The client's id, else one derived from its Idempotency-Key: a repeat finds the order.
+              const id =
+                input.id ?? (ctx.idempotencyKey === undefined ? uuidv7() : keyedId(ctx.idempotencyKey));
               const existing = get(id);
               if (existing !== undefined) return toOrder(existing);
               const skus = [...new Set(input.lines.map((l) => l.sku))];

@@ -41,7 +41,11 @@
   async function api(path, init = {}) {
     const response = await fetch(path, {
       ...init,
-      headers: { accept: 'application/json', ...(init.body ? { 'content-type': 'application/json' } : {}) },
+      headers: {
+        accept: 'application/json',
+        ...(init.body ? { 'content-type': 'application/json' } : {}),
+        ...init.headers,
+      },
     });
     const body = await response.json().catch(() => undefined);
     if (!response.ok) {
@@ -123,8 +127,10 @@
     const lines = [...state.cart].map(([sku, quantity]) => ({ sku, quantity }));
     $('place').disabled = true;
     try {
+      // One key per order: sent again, the same request places nothing new (see README, gateway).
       const order = await api('/api/orders', {
         method: 'POST',
+        headers: { 'idempotency-key': crypto.randomUUID() },
         body: JSON.stringify({ customer: state.customer, card: $('card').value.trim(), lines }),
       });
       remember(order.id);
