@@ -2,7 +2,8 @@
  * The Redis broker's per-turn publish batches (`src/adapters/redis/publisher.ts`) against the
  * machine's Redis: each publish of a batch keeps its own dedupe and receipt, an entry Redis
  * refuses fails alone and leaves nothing behind, a batch that fails as a whole rejects every one
- * of its publishes, and trimming still runs inside the batch script.
+ * of its publishes, and trimming still runs, in the batch script (entries with keys) and in the
+ * pipeline of plain XADDs (entries without).
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
@@ -88,6 +89,27 @@ describe('redis broker: publish batches', { skip }, () => {
     await b.redis.del(b.streamOf('broken'));
     assert.deepEqual(await b.publish(bad), { id: bad.id, duplicate: false });
     assert.equal(await b.redis.xlen(b.streamOf('broken')), 1);
+  });
+
+  it('a turn of publishes without idempotency keys: plain XADDs, no dedupe key, a refused entry fails alone', async () => {
+    const b = await broker();
+    await b.redis.set(b.streamOf('broken'), 'not a stream');
+    const envs = [event('ok', 1), event('broken', 2), event('ok', 3)];
+    const results = await Promise.allSettled(envs.map((e) => b.publish(e)));
+    assert.deepEqual(results[0], { status: 'fulfilled', value: { id: envs[0]?.id, duplicate: false } });
+    assert.deepEqual(results[2], { status: 'fulfilled', value: { id: envs[2]?.id, duplicate: false } });
+    const error = (results[1] as PromiseRejectedResult).reason;
+    assert.ok(error instanceof ParleyError);
+    assert.equal(error.code, 'FAILED_PRECONDITION');
+    const entries = await b.redis.xrange(b.streamOf('ok'), '-', '+');
+    assert.deepEqual(
+      entries.map(([, fields]) => JSON.parse(String(fields[1])).data),
+      [1, 3],
+    );
+    // Nothing held per message: only a publish with a key claims a dedupe key.
+    assert.deepEqual(await b.redis.keys(b.key('dedupe:*')), []);
+    await b.publish(event('ok', 4, 'k-4'));
+    assert.equal((await b.redis.keys(b.key('dedupe:*'))).length, 1);
   });
 
   it('a batch that fails as a whole rejects every publish of it with UNAVAILABLE', async () => {

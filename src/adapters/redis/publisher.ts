@@ -1,9 +1,10 @@
 /**
  * @module adapters/redis/publisher
  * The Redis broker's publishes (`redis-broker.ts`), gathered per turn of the event loop: every
- * append made in one turn goes to Redis in one PUBLISH script call (`scripts.ts`) instead of one
- * call each. A script call costs Redis far more than the XADD inside it, so a publisher with many
- * publishes awaiting their confirmation is bound by calls, not entries.
+ * append made in one turn goes to Redis in one call instead of one call each — a PUBLISH script
+ * call (`scripts.ts`) when an entry of the turn has a dedupe key or a dead letter to delete, else
+ * one pipeline of XADDs. A call costs Redis far more than the XADD inside it, so a publisher with
+ * many publishes awaiting their confirmation is bound by calls, not entries.
  *
  * What each publish still gets on its own: its dedupe check atomic with its XADD (inside the
  * script, entry by entry, in the order they were made), its own receipt (id, duplicate), and its
@@ -76,6 +77,13 @@ export class Publisher {
   }
 
   private send(batch: Append[]): void {
+    // Only an entry with something to do beside its XADD (a dedupe key to claim, a dead letter to
+    // delete) needs the script; a batch of plain entries is a pipeline of XADDs, which costs Redis
+    // about a third of the script per entry. One call either way, so batches stay in order.
+    if (batch.every((e) => e.window === 0 && e.deleteLetter === '')) {
+      this.sendPlain(batch);
+      return;
+    }
     const keys: string[] = [this.options.dlqKey];
     const args: (string | number | Buffer)[] = [this.options.maxLength, this.options.retentionMs];
     for (const e of batch) {
@@ -97,6 +105,40 @@ export class Publisher {
             e.reject(new ParleyError('INTERNAL', `Redis: publishing on ${e.topic}: unexpected reply`));
           }
         });
+      },
+      (error: unknown) => {
+        for (const e of batch) e.reject(redisError(error, `publishing on ${e.topic}`));
+      },
+    );
+  }
+
+  /**
+   * XADD per entry (`MAXLEN ~` when set) and, where due, `XTRIM MINID ~` by this process's clock
+   * (trimming by age is approximate anyway), pipelined: each entry gets its own receipt or error.
+   */
+  private sendPlain(batch: Append[]): void {
+    const { maxLength, retentionMs } = this.options;
+    const pipeline = this.redis.pipeline();
+    const now = Date.now();
+    for (const e of batch) {
+      if (maxLength > 0) pipeline.call('XADD', e.stream, 'MAXLEN', '~', maxLength, '*', ...e.fields);
+      else pipeline.call('XADD', e.stream, '*', ...e.fields);
+      if (e.trim && retentionMs > 0 && now > retentionMs) {
+        pipeline.call('XTRIM', e.stream, 'MINID', '~', now - retentionMs);
+      }
+    }
+    pipeline.exec().then(
+      (results) => {
+        let at = 0;
+        for (const e of batch) {
+          const error = results?.[at]?.[0];
+          at += e.trim && retentionMs > 0 && now > retentionMs ? 2 : 1;
+          if (results === null)
+            e.reject(new ParleyError('INTERNAL', `Redis: publishing on ${e.topic}: no reply`));
+          else if (error !== null && error !== undefined)
+            e.reject(redisError(error, `publishing on ${e.topic}`));
+          else e.resolve({ id: e.envelopeId, duplicate: false });
+        }
       },
       (error: unknown) => {
         for (const e of batch) e.reject(redisError(error, `publishing on ${e.topic}`));

@@ -12,14 +12,18 @@
  * - `<prefix>:dlq` (hash: letter id → JSON letter) and `<prefix>:dlq:seq` (letter ids).
  *
  * How each guarantee maps onto Redis:
- * - **Publish** runs in a Lua script (atomic: a crash cannot leave half of an entry): `SET
- *   <prefix>:dedupe:<key> <envelope id> NX PX <window>`, then XADD (a failed XADD deletes the
- *   dedupe key again). The dedupe key is the envelope's idempotency key, else its id; a duplicate
- *   within `dedupeWindowMs` (default 2 min) stores nothing and returns the first envelope's id
- *   (every publish holds one small key for the window; `dedupeWindowMs: 0` turns dedupe off).
- *   The publishes of one turn of the event loop go in one script call, entry after entry, each
- *   with its own receipt or error (`publisher.ts`). Resolves once Redis has the entry (in
- *   memory: durability is the server's persistence setting — AOF `appendfsync` — not Parley's).
+ * - **Publish** of an envelope with an idempotency key runs in a Lua script (atomic: a crash
+ *   cannot leave half of an entry): `SET <prefix>:dedupe:<key> <envelope id> NX PX <window>`, then
+ *   XADD (a failed XADD deletes the dedupe key again); a duplicate within `dedupeWindowMs`
+ *   (default 2 min; 0 turns dedupe off) stores nothing and returns the first envelope's id. The
+ *   outbox gives every event it relays a key, so a relay that publishes again after a crash is
+ *   deduped. A publish without a key is a plain XADD: no key held for two minutes per message
+ *   (at 100 k msg/s that was 12 M keys), and a third of the Redis time; a publish repeated
+ *   without a key (ioredis resends a command the connection lost) may be stored twice, which a
+ *   consumer's inbox absorbs (at least once, like every delivery here). The publishes of one turn
+ *   of the event loop go in one call (`publisher.ts`), each with its own receipt or error.
+ *   Resolves once Redis has the entry (in memory: durability is the server's persistence setting
+ *   — AOF `appendfsync` — not Parley's).
  * - **Retention**: XADD trims with `MAXLEN ~ maxLength` when set, then `XTRIM MINID ~` (at most
  *   once a second per topic and publishing process) drops entries older than `retentionMs`
  *   (default 7 days; Redis keeps streams in memory, so bound them). Trimming is not aware of
@@ -41,7 +45,7 @@
  * is redelivered when its lease ends.
  */
 
-import { Buffer } from 'node:buffer';
+import type { Buffer } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type {
@@ -67,7 +71,7 @@ export interface RedisBrokerOptions {
   url: string;
   /** Key prefix: brokers with different prefixes share nothing. Default `parley`. */
   prefix?: string;
-  /** Publisher dedupe window, ms (0: no dedupe). Default 120 000. */
+  /** Dedupe window of publishes with an idempotency key, ms (0: no dedupe). Default 120 000. */
   dedupeWindowMs?: number;
   /** How long a topic keeps its entries, ms (0: until `maxLength`). Default 7 days. */
   retentionMs?: number;
@@ -134,8 +138,8 @@ export class RedisBroker implements Broker {
     if (options.key !== undefined) fields.push('key', options.key);
     if (options.delay !== undefined && options.delay > 0)
       fields.push('notBefore', String(Date.now() + Math.round(options.delay)));
-    const dedupe = envelope.idempotencykey ?? envelope.id;
-    return this.append(envelope.type, envelope, fields, dedupe, '');
+    // Deduped by its idempotency key only (see the module comment).
+    return this.append(envelope.type, envelope, fields, envelope.idempotencykey, '');
   }
 
   /**
