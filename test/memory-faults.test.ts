@@ -39,7 +39,12 @@ async function scenario(
   await b.start();
   await a.start();
   setup?.(network);
-  for (let n = 0; n < N; n++) await a.notify(calc, 'calc.done', { n });
+  // One notification per turn of the event loop: a turn's notifications share one frame, and the
+  // faults here act per frame.
+  for (let n = 0; n < N; n++) {
+    await a.notify(calc, 'calc.done', { n });
+    await new Promise((r) => setImmediate(r));
+  }
   await clock.tick(100);
   const outcomes: string[] = [];
   const calls = Array.from({ length: 50 }, (_, i) =>

@@ -514,6 +514,8 @@ describe('notifications', () => {
     const quiet = track(testNode({ id: 'quiet', transport: network.transport() }));
     for (const n of [...ns, quiet]) await n.start();
     await (ns[0] as ParleyNode).notify(calc, 'calc.done', { n: 7 });
+    // A turn's notifications leave together at its end.
+    await new Promise((r) => setImmediate(r));
     await flushMicrotasks();
     assert.deepEqual(got.sort(), ['n1:7', 'n2:7', 'n3:7']);
     await assert.rejects(quiet.notify(calc, 'calc.done', { n: 'x' as unknown as number }), (e: unknown) => {

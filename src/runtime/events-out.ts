@@ -3,6 +3,7 @@
  * What a node sends as events: durable publishes (to the outbox whose transaction is open, else to
  * the broker) and ephemeral notifications (broadcast, and to this node's own listeners).
  */
+import type { Logger } from 'pino';
 import type { Broker, BrokerPublishOptions } from '../broker/broker.ts';
 import type { Outbox } from '../broker/outbox.ts';
 import type { Codec } from '../codec/codec.ts';
@@ -13,6 +14,7 @@ import type { Transport } from '../transport/transport.ts';
 import type { Clock } from './clock.ts';
 import type { Context, PublishOptions } from './context.ts';
 import { eventEnvelope } from './envelopes.ts';
+import { NotificationBatcher } from './notify-batch.ts';
 
 export interface EventsOutDeps {
   readonly nodeId: string;
@@ -21,12 +23,30 @@ export interface EventsOutDeps {
   readonly transport: Transport;
   readonly broker: Broker | undefined;
   readonly outboxes: readonly Outbox[];
+  readonly logger: Logger;
   /** Hands a notification to this node's own ephemeral subscribers. */
   deliverLocally(env: Envelope): void;
 }
 
 export class EventsOut {
-  constructor(private readonly deps: EventsOutDeps) {}
+  /** JSON nodes send a turn's notifications as one batch frame (`notify-batch.ts`). */
+  private readonly batcher: NotificationBatcher | undefined;
+
+  constructor(private readonly deps: EventsOutDeps) {
+    this.batcher =
+      deps.codec.name === 'json'
+        ? new NotificationBatcher(
+            (frame) => deps.transport.broadcast(frame),
+            deps.transport.maxPayload,
+            (error) => deps.logger.warn({ err: error }, 'notifications lost: the transport refused a batch'),
+          )
+        : undefined;
+  }
+
+  /** Broadcasts the notifications waiting for the end of this turn (before the node stops). */
+  flush(): void {
+    this.batcher?.flush();
+  }
 
   /**
    * Inside a transaction of an outbox's database the event is written there synchronously, and
@@ -67,14 +87,18 @@ export class EventsOut {
     payload: unknown,
   ): Promise<void> {
     const env = this.envelope(parent, contract, event, payload);
-    const frame = this.deps.codec.encode(env);
-    if (frame.byteLength > this.deps.transport.maxPayload) {
-      throw new ParleyError(
-        'RESOURCE_EXHAUSTED',
-        `notification of ${frame.byteLength} bytes exceeds the maximum`,
-      );
+    if (this.batcher !== undefined) {
+      this.batcher.add(env);
+    } else {
+      const frame = this.deps.codec.encode(env);
+      if (frame.byteLength > this.deps.transport.maxPayload) {
+        throw new ParleyError(
+          'RESOURCE_EXHAUSTED',
+          `notification of ${frame.byteLength} bytes exceeds the maximum`,
+        );
+      }
+      this.deps.transport.broadcast(frame);
     }
-    this.deps.transport.broadcast(frame);
     this.deps.deliverLocally(env);
   }
 

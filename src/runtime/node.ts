@@ -145,6 +145,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       transport: this.transport,
       broker: this.broker,
       outboxes: this.outboxes,
+      logger: this.logger,
       deliverLocally: (env) => this.server.deliverNotification(env),
     });
     this.remoteDeps = {
@@ -249,6 +250,8 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       );
       await consumersClosed;
     }
+    // Notifications made in this turn leave before the transport closes.
+    this.events.flush();
     await this.transport.stop();
     await Promise.all(this.relays.map((r) => r.stop()));
     await this.broker?.close();

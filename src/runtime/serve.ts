@@ -18,6 +18,7 @@ import { onAbort } from './abort.ts';
 import type { Clock } from './clock.ts';
 import { CallContext, type ContextRuntime } from './context.ts';
 import { type DeadlineWheel, Expiring } from './deadlines.ts';
+import { NOTIFICATION_BATCH, unbatch } from './notify-batch.ts';
 import { composeInbound, type InboundCall, type Middleware } from './pipeline.ts';
 import type { Service, Subscription } from './service.ts';
 import { checked, PAGE, StreamHost } from './streams.ts';
@@ -313,13 +314,34 @@ export class Server {
   /** A notification frame: delivered to this node's ephemeral subscribers; failures are logged. */
   onBroadcast(frame: Uint8Array, from: string): void {
     let env: Envelope;
+    let batch: Envelope[] | undefined;
     try {
       env = assertEnvelope(codecOfFrame(frame, this.known, this.deps.codec).decode(frame));
+      if (env.type === NOTIFICATION_BATCH) {
+        // One line per batch however many of its items are malformed: the first reason, and a count.
+        let dropped = 0;
+        let first: { index: number; reason: string } | undefined;
+        batch = unbatch(
+          env,
+          (type) => this.ephemeral.has(type),
+          (reason, index) => {
+            dropped++;
+            first ??= { index, reason };
+          },
+        );
+        if (first !== undefined) {
+          this.deps.logger.warn(
+            { from, batch: env.id, dropped, first },
+            'notifications dropped: malformed items in a batch',
+          );
+        }
+      }
     } catch (error) {
       this.deps.logger.warn({ err: error, from }, 'notification dropped: malformed frame');
       return;
     }
-    this.deliverNotification(env);
+    if (batch === undefined) this.deliverNotification(env);
+    else for (const one of batch) this.deliverNotification(one);
   }
 
   deliverNotification(env: Envelope): void {

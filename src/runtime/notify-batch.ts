@@ -1,0 +1,204 @@
+/**
+ * @module runtime/notify-batch
+ * Notifications travel in batches: the ones a node makes in one turn of the event loop leave as
+ * one frame, a CloudEvents envelope of type {@link NOTIFICATION_BATCH} whose `source` and `time`
+ * are those of its first notification and whose `data` lists the notifications as
+ *
+ *   [id, type, dataschema, data]            (the batch's source and time)
+ *   [id, type, dataschema, data, {more}]    (`more`: the attributes it does not share with the batch)
+ *
+ * A receiver makes each notification's envelope again and checks it like any envelope; a malformed
+ * item is dropped with its reason and its neighbours are delivered. Sending one envelope per
+ * notification cost each side a JSON encode or parse of ~300 bytes where the data was ~100: with
+ * the shared attributes stated once, a notification costs a third of that and 40% fewer bytes.
+ * JSON only (the default codec): a node with another codec sends one envelope per notification,
+ * and receivers take both.
+ */
+import { Buffer } from 'node:buffer';
+import { encodeJsonText } from '../codec/json.ts';
+import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
+import { uuidv7 } from '../envelope/ids.ts';
+import { ParleyError } from '../errors.ts';
+
+/** The type of a batch envelope (`$`: no contract event can be named so). */
+export const NOTIFICATION_BATCH = '$notifications';
+
+/** A batch frame is closed at this size; a notification larger than it travels alone. */
+const BATCH_BYTES = 60 * 1024;
+
+/** Attributes an item may state for itself, beyond id, type, dataschema and data. */
+const MORE = [
+  'source',
+  'time',
+  'subject',
+  'datacontenttype',
+  'traceparent',
+  'tracestate',
+  'correlationid',
+  'causationid',
+  'principal',
+] as const;
+
+interface Item {
+  env: Envelope;
+  /** The data as JSON, made when the notification was sent (so its errors reach the sender). */
+  data: string;
+  /** About what it adds to a batch frame (for closing frames near {@link BATCH_BYTES}). */
+  bytes: number;
+  /** The most it can add, header included (so that no frame passes the transport's maximum). */
+  bound: number;
+}
+
+/** The most a string adds to JSON text: every character escaped as `\uXXXX`, and the quotes. */
+const jsonBound = (s: string | undefined) => (s === undefined ? 0 : 6 * s.length + 16);
+
+/**
+ * Gathers a turn's notifications and broadcasts them as batch frames at its end. `add` checks
+ * what can fail at once: data that is not JSON (INVALID_ARGUMENT) and a notification that could
+ * not fit a frame of `maxPayload` (RESOURCE_EXHAUSTED).
+ */
+export class NotificationBatcher {
+  private items: Item[] = [];
+  private scheduled = false;
+
+  constructor(
+    private readonly broadcast: (frame: Uint8Array) => void,
+    private readonly maxPayload: number,
+    /** A frame the transport refused to take (it is lost: notifications are at most once). */
+    private readonly failed: (error: unknown) => void,
+  ) {}
+
+  add(env: Envelope): void {
+    const data = encodeJsonText(env.data);
+    const dataBytes = Buffer.byteLength(data);
+    // A frame holding it alone can be no larger than this: the header, its id and every attribute.
+    let bound = dataBytes + 128 + jsonBound(env.type) + jsonBound(env.dataschema) + jsonBound(env.source);
+    for (const key of MORE) bound += jsonBound(env[key]);
+    if (bound > this.maxPayload) {
+      throw new ParleyError(
+        'RESOURCE_EXHAUSTED',
+        `notification of up to ${bound} bytes exceeds the maximum of ${this.maxPayload}`,
+      );
+    }
+    const bytes = dataBytes + 64 + env.type.length + (env.dataschema?.length ?? 0);
+    this.items.push({ env, data, bytes, bound });
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(this.flush);
+  }
+
+  /** Broadcasts what is waiting now (the end of a turn, or before the node stops). */
+  readonly flush = (): void => {
+    this.scheduled = false;
+    const items = this.items;
+    if (items.length === 0) return;
+    this.items = [];
+    let start = 0;
+    let bytes = 0;
+    let bound = 0;
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i] as Item;
+      if (i > start && (bytes + item.bytes > BATCH_BYTES || bound + item.bound > this.maxPayload)) {
+        this.send(items, start, i);
+        start = i;
+        bytes = 0;
+        bound = 0;
+      }
+      bytes += item.bytes;
+      bound += item.bound;
+    }
+    this.send(items, start, items.length);
+  };
+
+  private send(items: Item[], from: number, to: number): void {
+    try {
+      this.broadcast(batchFrame(items, from, to));
+    } catch (error) {
+      this.failed(error);
+    }
+  }
+}
+
+function batchFrame(items: Item[], from: number, to: number): Uint8Array {
+  const first = (items[from] as Item).env;
+  let text = `{"specversion":"1.0","id":"${uuidv7(Date.now())}","source":${JSON.stringify(first.source)},"type":"${NOTIFICATION_BATCH}"`;
+  if (first.time !== undefined) text += `,"time":${JSON.stringify(first.time)}`;
+  text += ',"data":[';
+  for (let i = from; i < to; i++) {
+    const { env, data } = items[i] as Item;
+    if (i > from) text += ',';
+    // Event ids are UUIDs this node made (`eventEnvelope`): nothing in them needs escaping.
+    text += `["${env.id}",${JSON.stringify(env.type)},${JSON.stringify(env.dataschema ?? '')},${data}`;
+    const more = moreOf(env, first);
+    text += more === undefined ? ']' : `,${JSON.stringify(more)}]`;
+  }
+  return Buffer.from(`${text}]}`, 'utf8');
+}
+
+/** What `env` does not share with the batch's first notification. */
+function moreOf(env: Envelope, first: Envelope): Record<string, string> | undefined {
+  let more: Record<string, string> | undefined;
+  for (const key of MORE) {
+    const value = env[key];
+    if (value === undefined) continue;
+    if ((key === 'source' || key === 'time') && value === first[key]) continue;
+    more ??= {};
+    more[key] = value;
+  }
+  return more;
+}
+
+/**
+ * The notifications a batch envelope carries, each checked as an envelope, in order. Items whose
+ * type `wanted` refuses are skipped before anything is built for them (nobody here listens); a
+ * malformed item is reported to `dropped` and skipped. A batch whose `data` is not a list is
+ * INVALID_ARGUMENT.
+ */
+export function unbatch(
+  batch: Envelope,
+  wanted: (type: string) => boolean,
+  dropped: (reason: string, index: number) => void,
+): Envelope[] {
+  const list = batch.data;
+  if (!Array.isArray(list)) throw new ParleyError('INVALID_ARGUMENT', 'a notification batch without a list');
+  const out: Envelope[] = [];
+  for (let i = 0; i < list.length; i++) {
+    const item: unknown = list[i];
+    if (!Array.isArray(item) || item.length < 4 || item.length > 5) {
+      dropped('an item is not [id, type, dataschema, data, more?]', i);
+      continue;
+    }
+    const [id, type, dataschema, data, more] = item as unknown[];
+    if (typeof type !== 'string') {
+      dropped('an item without a type', i);
+      continue;
+    }
+    if (!wanted(type)) continue;
+    const env: Record<string, unknown> = {
+      specversion: '1.0',
+      id,
+      source: batch.source,
+      type,
+      time: batch.time,
+      dataschema: dataschema === '' ? undefined : dataschema,
+      data,
+    };
+    if (more !== undefined) {
+      if (typeof more !== 'object' || more === null || Array.isArray(more)) {
+        dropped('an item whose attributes are not an object', i);
+        continue;
+      }
+      // Only the attributes an item may state; anything else in it is ignored.
+      for (const key of MORE) {
+        const value = (more as Record<string, unknown>)[key];
+        if (value !== undefined) env[key] = value;
+      }
+    }
+    try {
+      out.push(assertEnvelope(env));
+    } catch (error) {
+      dropped((error as Error).message, i);
+    }
+  }
+  return out;
+}
