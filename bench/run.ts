@@ -208,7 +208,7 @@ if (only === undefined || only === 'memory') {
 
 // ---------------------------------------------------------------- events
 if (only === undefined || only === 'events') {
-  const count = quick ? 2_000 : 100_000;
+  const defaultCount = quick ? 2_000 : 100_000;
   // Systems take turns run by run, as in the RPC suite: a neighbour's load falls on a Parley row
   // and on the raw row it is divided by alike.
   const items: { label: string; once: () => Promise<void>; spread: () => number[] }[] = [];
@@ -218,6 +218,7 @@ if (only === undefined || only === 'events') {
       results.skipped.push({ suite: 'events', system, reason: `${def.needs} is not reachable on 127.0.0.1` });
       continue;
     }
+    const count = quick ? defaultCount : (def.messages ?? defaultCount);
     for (const groups of [1, 4]) {
       const kase = groups === 1 ? '1 → 1' : '1 → 4 groups';
       items.push({

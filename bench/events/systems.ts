@@ -13,6 +13,11 @@ export interface Subscriber {
 
 export interface EventSystem {
   needs: 'nats' | 'redis' | 'rabbitmq' | 'none';
+  /**
+   * Messages per run when not 100,000: the ephemeral rows run at half a million a second, so
+   * 100,000 would be a fifth of a second, mostly start-up and JIT warm-up.
+   */
+  messages?: number;
   /** Sets up G groups on `topic` and starts consuming. */
   subscribe(topic: string, groups: number, expected: number): Promise<Subscriber>;
   /**
@@ -66,6 +71,7 @@ function counter(groups: number, expected: number) {
 
 const rawNats: EventSystem = {
   needs: 'nats',
+  messages: 500_000,
   async subscribe(topic, groups, expected) {
     const { connect } = await import('nats');
     const nc = await connect(NATS);
@@ -83,6 +89,45 @@ const rawNats: EventSystem = {
     for (let i = 0; i < count; i++) {
       nc.publish(topic, payload);
       // Let the socket drain now and then so the client never holds the whole run in memory.
+      if (i % 1000 === 999) await nc.flush();
+    }
+    await nc.flush();
+    await nc.drain();
+  },
+  async cleanup() {},
+};
+
+/**
+ * Raw NATS pub/sub doing what an application does with a JSON event: each publish serialises the
+ * event object, each delivery parses it (`msg.json()`, nats.js's own way). The row beside Parley's
+ * notify that shows how much of the distance to opaque bytes is the JSON itself.
+ */
+const rawNatsJson: EventSystem = {
+  needs: 'nats',
+  messages: 500_000,
+  async subscribe(topic, groups, expected) {
+    const { connect } = await import('nats');
+    const nc = await connect(NATS);
+    const c = counter(groups, expected);
+    for (let g = 0; g < groups; g++) {
+      nc.subscribe(topic, {
+        queue: `g${g}`,
+        callback: (_error, m) => {
+          m.json();
+          c.hit(g);
+        },
+      });
+    }
+    await nc.flush();
+    return { done: c.done, received: c.total, close: () => nc.drain() };
+  },
+  async publish(topic, count, payload, started) {
+    const { connect } = await import('nats');
+    const nc = await connect(NATS);
+    const data = payloadData(payload);
+    started();
+    for (let i = 0; i < count; i++) {
+      nc.publish(topic, JSON.stringify(data));
       if (i % 1000 === 999) await nc.flush();
     }
     await nc.flush();
@@ -415,6 +460,7 @@ function parleyBroker(
 /** Parley's ephemeral `notify` over its NATS transport: every live subscription gets each one. */
 const parleyNatsNotify: EventSystem = {
   needs: 'nats',
+  messages: 500_000,
   async subscribe(topic, groups, expected) {
     const { parley, contract } = await parleyEvents();
     const c = counter(groups, expected);
@@ -495,6 +541,7 @@ export const eventSystems: Record<string, EventSystem> = {
   ),
   'parley rabbitmq': parleyBroker('rabbitmq', AMQP, 1000, 500, cleanupRabbit),
   'raw nats': rawNats,
+  'raw nats json': rawNatsJson,
   'raw jetstream': jetstream,
   'raw amqplib': amqpRaw('classic'),
   'raw amqplib quorum': amqpRaw('quorum'),

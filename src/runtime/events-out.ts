@@ -28,6 +28,8 @@ export interface EventsOutDeps {
   deliverLocally(env: Envelope): void;
 }
 
+const DONE: Promise<void> = Promise.resolve();
+
 export class EventsOut {
   /** JSON nodes send a turn's notifications as one batch frame (`notify-batch.ts`). */
   private readonly batcher: NotificationBatcher | undefined;
@@ -80,26 +82,27 @@ export class EventsOut {
     }
   }
 
-  async notify(
-    parent: Context | undefined,
-    contract: AnyContract,
-    event: string,
-    payload: unknown,
-  ): Promise<void> {
-    const env = this.envelope(parent, contract, event, payload);
-    if (this.batcher !== undefined) {
-      this.batcher.add(env);
-    } else {
-      const frame = this.deps.codec.encode(env);
-      if (frame.byteLength > this.deps.transport.maxPayload) {
-        throw new ParleyError(
-          'RESOURCE_EXHAUSTED',
-          `notification of ${frame.byteLength} bytes exceeds the maximum`,
-        );
+  /** Not `async`: a notification is done when it is handed over, and a sender may make many. */
+  notify(parent: Context | undefined, contract: AnyContract, event: string, payload: unknown): Promise<void> {
+    try {
+      const env = this.envelope(parent, contract, event, payload);
+      if (this.batcher !== undefined) {
+        this.batcher.add(env);
+      } else {
+        const frame = this.deps.codec.encode(env);
+        if (frame.byteLength > this.deps.transport.maxPayload) {
+          throw new ParleyError(
+            'RESOURCE_EXHAUSTED',
+            `notification of ${frame.byteLength} bytes exceeds the maximum`,
+          );
+        }
+        this.deps.transport.broadcast(frame);
       }
-      this.deps.transport.broadcast(frame);
+      this.deps.deliverLocally(env);
+      return DONE;
+    } catch (error) {
+      return Promise.reject(error);
     }
-    this.deps.deliverLocally(env);
   }
 
   private toPublish(

@@ -70,7 +70,8 @@ export class NotificationBatcher {
 
   add(env: Envelope): void {
     const data = encodeJsonText(env.data);
-    const dataBytes = Buffer.byteLength(data);
+    // UTF-8 takes at most 3 bytes per UTF-16 unit: counting exactly is left to the rare large one.
+    const dataBytes = 3 * data.length > BATCH_BYTES ? Buffer.byteLength(data) : 3 * data.length;
     // A frame holding it alone can be no larger than this: the header, its id and every attribute.
     let bound = dataBytes + 128 + jsonBound(env.type) + jsonBound(env.dataschema) + jsonBound(env.source);
     for (const key of MORE) bound += jsonBound(env[key]);
@@ -80,7 +81,7 @@ export class NotificationBatcher {
         `notification of up to ${bound} bytes exceeds the maximum of ${this.maxPayload}`,
       );
     }
-    const bytes = dataBytes + 64 + env.type.length + (env.dataschema?.length ?? 0);
+    const bytes = data.length + 64 + env.type.length + (env.dataschema?.length ?? 0);
     this.items.push({ env, data, bytes, bound });
     if (this.scheduled) return;
     this.scheduled = true;
@@ -124,11 +125,20 @@ function batchFrame(items: Item[], from: number, to: number): Uint8Array {
   let text = `{"specversion":"1.0","id":"${uuidv7(Date.now())}","source":${JSON.stringify(first.source)},"type":"${NOTIFICATION_BATCH}"`;
   if (first.time !== undefined) text += `,"time":${JSON.stringify(first.time)}`;
   text += ',"data":[';
+  // A turn's notifications are mostly of one type: its JSON is made once per run of that type.
+  let type = '';
+  let schema: string | undefined = '';
+  let typeAndSchema = '';
   for (let i = from; i < to; i++) {
     const { env, data } = items[i] as Item;
     if (i > from) text += ',';
+    if (env.type !== type || env.dataschema !== schema || i === from) {
+      type = env.type;
+      schema = env.dataschema;
+      typeAndSchema = `${JSON.stringify(type)},${JSON.stringify(schema ?? '')}`;
+    }
     // Event ids are UUIDs this node made (`eventEnvelope`): nothing in them needs escaping.
-    text += `["${env.id}",${JSON.stringify(env.type)},${JSON.stringify(env.dataschema ?? '')},${data}`;
+    text += `["${env.id}",${typeAndSchema},${data}`;
     const more = moreOf(env, first);
     text += more === undefined ? ']' : `,${JSON.stringify(more)}]`;
   }
@@ -137,6 +147,20 @@ function batchFrame(items: Item[], from: number, to: number): Uint8Array {
 
 /** What `env` does not share with the batch's first notification. */
 function moreOf(env: Envelope, first: Envelope): Record<string, string> | undefined {
+  // The usual notification (sent outside a handler, alongside the batch's first) has nothing.
+  if (
+    env.source === first.source &&
+    env.time === first.time &&
+    env.traceparent === undefined &&
+    env.correlationid === undefined &&
+    env.causationid === undefined &&
+    env.principal === undefined &&
+    env.subject === undefined &&
+    env.datacontenttype === undefined &&
+    env.tracestate === undefined
+  ) {
+    return undefined;
+  }
   let more: Record<string, string> | undefined;
   for (const key of MORE) {
     const value = env[key];
