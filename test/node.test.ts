@@ -18,7 +18,7 @@ import {
   z,
 } from '../src/index.ts';
 import { flushMicrotasks } from '../src/runtime/clock.ts';
-import { calc, calcService, deferred, testNode, wrapTransport } from './helpers.ts';
+import { calc, calcService, deferred, testNode, waitFor, wrapTransport } from './helpers.ts';
 
 const nodes: ParleyNode[] = [];
 afterEach(async () => {
@@ -521,6 +521,53 @@ describe('notifications', () => {
     await assert.rejects(quiet.notify(calc, 'calc.done', { n: 'x' as unknown as number }), (e: unknown) => {
       return e instanceof ParleyError && e.code === 'INVALID_ARGUMENT';
     });
+  });
+
+  it('a batch with malformed items: its good notifications arrive, the rest are dropped with one logged reason', async () => {
+    const { subscribe, createEnvelope, createJsonCodec } = await import('../src/index.ts');
+    const { pino } = await import('pino');
+    const lines: { msg?: string; dropped?: number; first?: { index: number } }[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const network = createMemoryNetwork();
+    const got: number[] = [];
+    const service = calcService({}, [
+      subscribe(calc, 'calc.done', (p) => void got.push(p.n), { ephemeral: true }),
+    ]);
+    const node = track(testNode({ id: 'n1', logger, transport: network.transport(), services: [service] }));
+    await node.start();
+    // A peer that speaks the transport but sends what it likes.
+    const raw = network.transport();
+    await raw.start(
+      { id: 'raw', status: 'up', codec: 'json', services: [] },
+      { onRequest: async () => new Uint8Array(0), onBroadcast() {}, onNodeUp() {}, onNodeDown() {} },
+    );
+    const batch = createEnvelope({
+      source: '/parley/raw',
+      type: '$notifications',
+      data: [
+        ['0190b6a4-1c2d-7e3f-8a4b-5c6d7e8f9a0b', 'calc.done', '', { n: 1 }],
+        ['not enough'],
+        [42, 'calc.done', '', { n: 2 }],
+        ['0190b6a4-1c2d-7e3f-8a4b-5c6d7e8f9a0c', 'calc.done', '', { n: 3 }],
+      ],
+    });
+    raw.broadcast(createJsonCodec().encode(batch));
+    raw.broadcast(
+      new TextEncoder().encode(
+        '{"specversion":"1.0","id":"x","source":"/r","type":"$notifications","data":7}',
+      ),
+    );
+    await waitFor(
+      () => got.length === 2 && lines.length === 2,
+      2000,
+      'the good notifications and two warnings',
+    );
+    assert.deepEqual(got, [1, 3]);
+    const items = lines.find((l) => l.msg === 'notifications dropped: malformed items in a batch');
+    assert.equal(items?.dropped, 2);
+    assert.equal(items?.first?.index, 1);
+    assert.ok(lines.some((l) => l.msg === 'notification dropped: malformed frame'));
+    await raw.stop();
   });
 
   it('publish without a broker is FAILED_PRECONDITION', async () => {
