@@ -69,72 +69,48 @@ function counter(groups: number, expected: number) {
   };
 }
 
-const rawNats: EventSystem = {
-  needs: 'nats',
-  messages: 500_000,
-  async subscribe(topic, groups, expected) {
-    const { connect } = await import('nats');
-    const nc = await connect(NATS);
-    const c = counter(groups, expected);
-    for (let g = 0; g < groups; g++) {
-      nc.subscribe(topic, { queue: `g${g}`, callback: () => c.hit(g) });
-    }
-    await nc.flush();
-    return { done: c.done, received: c.total, close: () => nc.drain() };
-  },
-  async publish(topic, count, payload, started) {
-    const { connect } = await import('nats');
-    const nc = await connect(NATS);
-    started();
-    for (let i = 0; i < count; i++) {
-      nc.publish(topic, payload);
-      // Let the socket drain now and then so the client never holds the whole run in memory.
-      if (i % 1000 === 999) await nc.flush();
-    }
-    await nc.flush();
-    await nc.drain();
-  },
-  async cleanup() {},
-};
-
 /**
- * Raw NATS pub/sub doing what an application does with a JSON event: each publish serialises the
- * event object, each delivery parses it (`msg.json()`, nats.js's own way). The row beside Parley's
- * notify that shows how much of the distance to opaque bytes is the JSON itself.
+ * Raw NATS pub/sub: `json: false` publishes one pre-made buffer and counts deliveries without
+ * reading them (opaque bytes, the floor); `json: true` does what an application does with a JSON
+ * event, serialising the object per publish and parsing each delivery (`msg.json()`, nats.js's own
+ * way), to show how much of the distance to opaque bytes is the JSON itself.
  */
-const rawNatsJson: EventSystem = {
-  needs: 'nats',
-  messages: 500_000,
-  async subscribe(topic, groups, expected) {
-    const { connect } = await import('nats');
-    const nc = await connect(NATS);
-    const c = counter(groups, expected);
-    for (let g = 0; g < groups; g++) {
-      nc.subscribe(topic, {
-        queue: `g${g}`,
-        callback: (_error, m) => {
-          m.json();
-          c.hit(g);
-        },
-      });
-    }
-    await nc.flush();
-    return { done: c.done, received: c.total, close: () => nc.drain() };
-  },
-  async publish(topic, count, payload, started) {
-    const { connect } = await import('nats');
-    const nc = await connect(NATS);
-    const data = payloadData(payload);
-    started();
-    for (let i = 0; i < count; i++) {
-      nc.publish(topic, JSON.stringify(data));
-      if (i % 1000 === 999) await nc.flush();
-    }
-    await nc.flush();
-    await nc.drain();
-  },
-  async cleanup() {},
-};
+function rawNatsSystem(json: boolean): EventSystem {
+  return {
+    needs: 'nats',
+    messages: 500_000,
+    async subscribe(topic, groups, expected) {
+      const { connect } = await import('nats');
+      const nc = await connect(NATS);
+      const c = counter(groups, expected);
+      for (let g = 0; g < groups; g++) {
+        nc.subscribe(topic, {
+          queue: `g${g}`,
+          callback: (_error, m) => {
+            if (json) m.json();
+            c.hit(g);
+          },
+        });
+      }
+      await nc.flush();
+      return { done: c.done, received: c.total, close: () => nc.drain() };
+    },
+    async publish(topic, count, payload, started) {
+      const { connect } = await import('nats');
+      const nc = await connect(NATS);
+      const data = payloadData(payload);
+      started();
+      for (let i = 0; i < count; i++) {
+        nc.publish(topic, json ? JSON.stringify(data) : payload);
+        // Let the socket drain now and then so the client never holds the whole run in memory.
+        if (i % 1000 === 999) await nc.flush();
+      }
+      await nc.flush();
+      await nc.drain();
+    },
+    async cleanup() {},
+  };
+}
 
 const jetstream: EventSystem = {
   needs: 'nats',
@@ -540,8 +516,8 @@ export const eventSystems: Record<string, EventSystem> = {
     cleanupRedis,
   ),
   'parley rabbitmq': parleyBroker('rabbitmq', AMQP, 1000, 500, cleanupRabbit),
-  'raw nats': rawNats,
-  'raw nats json': rawNatsJson,
+  'raw nats': rawNatsSystem(false),
+  'raw nats json': rawNatsSystem(true),
   'raw jetstream': jetstream,
   'raw amqplib': amqpRaw('classic'),
   'raw amqplib quorum': amqpRaw('quorum'),

@@ -3,6 +3,8 @@
  * How values become bytes on the wire. A node picks one codec; its transport moves the bytes.
  * Decoding bad bytes never crashes: it throws a ParleyError with code INVALID_ARGUMENT.
  */
+import { ParleyError } from '../errors.ts';
+
 export interface Codec {
   /** Short name carried in discovery info, e.g. `json`. */
   readonly name: string;
@@ -10,6 +12,18 @@ export interface Codec {
   readonly contentType: string;
   encode(value: unknown): Uint8Array;
   decode(bytes: Uint8Array): unknown;
+}
+
+/**
+ * The INVALID_ARGUMENT a codec throws for its library's error: `what` says which way it failed
+ * (`value cannot be encoded as JSON`, `frame is not valid MessagePack`).
+ */
+export function codecError(codec: string, what: string, error?: unknown): ParleyError {
+  const message = error === undefined ? what : `${what}: ${(error as Error).message}`;
+  return new ParleyError('INVALID_ARGUMENT', message, {
+    ...(error === undefined ? {} : { cause: error }),
+    details: { codec },
+  });
 }
 
 /**

@@ -6,8 +6,7 @@
  */
 import { Buffer, isUtf8 } from 'node:buffer';
 import sjson from 'secure-json-parse';
-import { ParleyError } from '../errors.ts';
-import type { Codec } from './codec.ts';
+import { type Codec, codecError } from './codec.ts';
 
 // Only text that names `__proto__` or `constructor` can pollute a prototype; the rest goes
 // through plain JSON.parse, and those rare texts through secure-json-parse, which refuses them.
@@ -26,20 +25,9 @@ export function encodeJsonText(value: unknown): string {
     text = JSON.stringify(value);
   } catch (error) {
     // Cycles and BigInt land here: the sender's bug, caught before anything is sent.
-    throw new ParleyError(
-      'INVALID_ARGUMENT',
-      `value cannot be encoded as JSON: ${(error as Error).message}`,
-      {
-        cause: error,
-        details: { codec: 'json' },
-      },
-    );
+    throw codecError('json', 'value cannot be encoded as JSON', error);
   }
-  if (text === undefined) {
-    throw new ParleyError('INVALID_ARGUMENT', 'value cannot be encoded as JSON', {
-      details: { codec: 'json' },
-    });
-  }
+  if (text === undefined) throw codecError('json', 'value cannot be encoded as JSON');
   return text;
 }
 
@@ -52,7 +40,7 @@ export function createJsonCodec(): Codec {
     },
     decode(bytes: Uint8Array): unknown {
       if (!isUtf8(bytes)) {
-        throw new ParleyError('INVALID_ARGUMENT', 'frame is not valid UTF-8', { details: { codec: 'json' } });
+        throw codecError('json', 'frame is not valid UTF-8');
       }
       const buffer = Buffer.isBuffer(bytes)
         ? bytes
@@ -62,10 +50,7 @@ export function createJsonCodec(): Codec {
         if (!risky(text)) return JSON.parse(text);
         return sjson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' });
       } catch (error) {
-        throw new ParleyError('INVALID_ARGUMENT', `frame is not valid JSON: ${(error as Error).message}`, {
-          cause: error,
-          details: { codec: 'json' },
-        });
+        throw codecError('json', 'frame is not valid JSON', error);
       }
     },
   };

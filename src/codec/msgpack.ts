@@ -7,8 +7,7 @@
  */
 import { createRequire } from 'node:module';
 import type { Packr } from 'msgpackr';
-import { ParleyError } from '../errors.ts';
-import type { Codec } from './codec.ts';
+import { type Codec, codecError } from './codec.ts';
 
 // msgpackr is loaded at the first message, not at start: every node keeps a MessagePack codec to
 // read peers that use it, and most never see such a frame.
@@ -33,28 +32,14 @@ export function createMsgpackCodec(): Codec {
       try {
         return packr().pack(value);
       } catch (error) {
-        throw new ParleyError(
-          'INVALID_ARGUMENT',
-          `value cannot be encoded as MessagePack: ${(error as Error).message}`,
-          {
-            cause: error,
-            details: { codec: 'msgpack' },
-          },
-        );
+        throw codecError('msgpack', 'value cannot be encoded as MessagePack', error);
       }
     },
     decode(bytes: Uint8Array): unknown {
       try {
         return packr().unpack(bytes);
       } catch (error) {
-        throw new ParleyError(
-          'INVALID_ARGUMENT',
-          `frame is not valid MessagePack: ${(error as Error).message}`,
-          {
-            cause: error,
-            details: { codec: 'msgpack' },
-          },
-        );
+        throw codecError('msgpack', 'frame is not valid MessagePack', error);
       }
     },
   };
