@@ -4,6 +4,7 @@
  * a missing one is a clear error that says what to install.
  */
 import { ParleyError } from '../errors.ts';
+import { TurnQueue } from '../runtime/turn-queue.ts';
 
 export async function loadDriver<T>(pkg: string, scheme: string): Promise<T> {
   try {
@@ -33,41 +34,6 @@ export const NETWORK_ERRORS: ReadonlySet<string> = new Set([
   'ENOTFOUND',
   'EAI_AGAIN',
 ]);
-
-/**
- * Items gathered over one turn of the event loop and handed over together at its end
- * (`setImmediate`): one command, one socket write, one `multiple` ack for a turn's worth of
- * publishes or acks instead of one each. The adapters' per-turn batching all goes through it.
- */
-export class TurnQueue<T> {
-  private items: T[] = [];
-  private scheduled = false;
-
-  /** `send` gets each turn's items, in the order they were added (never an empty list). */
-  constructor(private readonly send: (items: T[]) => void) {}
-
-  /** Adds `item` to this turn's batch. */
-  add(item: T): void {
-    this.items.push(item);
-    if (this.scheduled) return;
-    this.scheduled = true;
-    setImmediate(this.flush);
-  }
-
-  /** Hands over what is queued now (before a close, so nothing queued is left behind). */
-  readonly flush = (): void => {
-    this.scheduled = false;
-    if (this.items.length === 0) return;
-    const items = this.items;
-    this.items = [];
-    this.send(items);
-  };
-
-  /** Drops what is queued (a crash, or a channel gone: nothing more is sent). */
-  clear(): void {
-    this.items = [];
-  }
-}
 
 /**
  * Work run together at the end of the turn. Broker clients write to their socket once per

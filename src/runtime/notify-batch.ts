@@ -19,6 +19,7 @@ import { encodeJsonText } from '../codec/json.ts';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { uuidv7 } from '../envelope/ids.ts';
 import { ParleyError } from '../errors.ts';
+import { TurnQueue } from './turn-queue.ts';
 
 /** The type of a batch envelope (`$`: no contract event can be named so). */
 export const NOTIFICATION_BATCH = '$notifications';
@@ -58,8 +59,7 @@ const jsonBound = (s: string | undefined) => (s === undefined ? 0 : 6 * s.length
  * not fit a frame of `maxPayload` (RESOURCE_EXHAUSTED).
  */
 export class NotificationBatcher {
-  private items: Item[] = [];
-  private scheduled = false;
+  private readonly queue = new TurnQueue<Item>((items) => this.sendTurn(items));
 
   constructor(
     private readonly broadcast: (frame: Uint8Array) => void,
@@ -82,18 +82,16 @@ export class NotificationBatcher {
       );
     }
     const bytes = data.length + 64 + env.type.length + (env.dataschema?.length ?? 0);
-    this.items.push({ env, data, bytes, bound });
-    if (this.scheduled) return;
-    this.scheduled = true;
-    setImmediate(this.flush);
+    this.queue.add({ env, data, bytes, bound });
   }
 
-  /** Broadcasts what is waiting now (the end of a turn, or before the node stops). */
-  readonly flush = (): void => {
-    this.scheduled = false;
-    const items = this.items;
-    if (items.length === 0) return;
-    this.items = [];
+  /** Broadcasts what is waiting now (before the node stops). */
+  flush(): void {
+    this.queue.flush();
+  }
+
+  /** A turn's notifications, in frames closed near {@link BATCH_BYTES} and within `maxPayload`. */
+  private sendTurn(items: Item[]): void {
     let start = 0;
     let bytes = 0;
     let bound = 0;
@@ -109,7 +107,7 @@ export class NotificationBatcher {
       bound += item.bound;
     }
     this.send(items, start, items.length);
-  };
+  }
 
   private send(items: Item[], from: number, to: number): void {
     try {

@@ -13,7 +13,7 @@
  *   it fires the consumer gives back what is due and says when the next lease ends.
  */
 import type { Message } from 'amqplib';
-import { TurnQueue } from '../driver.ts';
+import { TurnQueue } from '../../runtime/turn-queue.ts';
 import type { AmqpChannel } from './connect.ts';
 
 export class ChannelAcks {

@@ -16,7 +16,7 @@
 import type { Buffer } from 'node:buffer';
 import type { PublishReceipt } from '../../broker/broker.ts';
 import { ParleyError } from '../../errors.ts';
-import { TurnQueue } from '../driver.ts';
+import { TurnQueue } from '../../runtime/turn-queue.ts';
 import type { Redis } from './connect.ts';
 import { redisError } from './errors.ts';
 import { PUBLISH } from './scripts.ts';

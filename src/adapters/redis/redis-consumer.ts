@@ -33,7 +33,7 @@ import { Buffer } from 'node:buffer';
 import type { ConsumerHandler, ConsumerSpec } from '../../broker/broker.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { ParleyError } from '../../errors.ts';
-import { TurnQueue } from '../driver.ts';
+import { TurnQueue } from '../../runtime/turn-queue.ts';
 import { GroupConsumer, type RawMessage } from '../group-consumer.ts';
 import type { Redis } from './connect.ts';
 import type { Letter } from './dead-letters.ts';
