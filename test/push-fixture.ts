@@ -12,6 +12,16 @@ import { testNode } from './helpers.ts';
 
 export const ORDER_STATUS = 'notifications.order-status';
 
+/** The order status `status()` sends: what a push client must receive as its data. */
+export function orderStatus(
+  customer: string,
+  orderId: string,
+  status: 'PENDING' | 'CONFIRMED' = 'CONFIRMED',
+  text = `${orderId} is ${status}`,
+) {
+  return { customer, orderId, status, text, reason: null, at: 1 };
+}
+
 const principal = (subject: string, roles: string[] = []): Principal => ({
   kind: 'user',
   subject,
@@ -89,7 +99,7 @@ export async function startPush(
     sender,
     base: `http://127.0.0.1:${port}`,
     logs,
-    status: (customer, orderId, status = 'CONFIRMED', text = `${orderId} is ${status}`) =>
-      sender.notify(notifications, ORDER_STATUS, { customer, orderId, status, text, reason: null, at: 1 }),
+    status: (customer, orderId, status, text) =>
+      sender.notify(notifications, ORDER_STATUS, orderStatus(customer, orderId, status, text)),
   };
 }

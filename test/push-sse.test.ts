@@ -10,7 +10,7 @@ import { catalog, orders } from '../examples/shop/contracts.ts';
 import { createFakeClock } from '../src/index.ts';
 import { waitFor } from './helpers.ts';
 import { openSse } from './push-clients.ts';
-import { auth, ORDER_STATUS, startPush } from './push-fixture.ts';
+import { auth, ORDER_STATUS, orderStatus, startPush } from './push-fixture.ts';
 
 const url = (base: string, query: string) => `${base}/events?${query}`;
 const orderIds = (events: { event: string; data: string }[]) =>
@@ -45,14 +45,7 @@ describe('push over SSE', { timeout: 20_000 }, () => {
     assert.deepEqual(orderIds(bob.events), ['b1', 'b2']);
     const seqs = alice.events.map((e) => Number(e.id?.split('-').pop()));
     assert.ok((seqs[0] as number) < (seqs[1] as number), 'ids increase');
-    assert.deepEqual(JSON.parse(alice.events[0]?.data ?? ''), {
-      customer: 'alice',
-      orderId: 'a1',
-      status: 'CONFIRMED',
-      text: 'a1 is CONFIRMED',
-      reason: null,
-      at: 1,
-    });
+    assert.deepEqual(JSON.parse(alice.events[0]?.data ?? ''), orderStatus('alice', 'a1'));
   });
 
   it('refuses with problem+json: no principal (401), unknown type (400), a type not allowed (403)', async (t) => {

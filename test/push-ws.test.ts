@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createFakeClock } from '../src/index.ts';
 import { waitFor } from './helpers.ts';
 import { openWs, type WsMessage } from './push-clients.ts';
-import { auth, ORDER_STATUS, startPush } from './push-fixture.ts';
+import { auth, ORDER_STATUS, orderStatus, startPush } from './push-fixture.ts';
 
 const wsUrl = (base: string, query: string) => `${base.replace('http', 'ws')}/ws?${query}`;
 const orderIds = (messages: WsMessage[]) =>
@@ -33,14 +33,7 @@ describe('push over WebSocket', { timeout: 20_000 }, () => {
     assert.equal(alice.messages[0]?.type, 'ready', 'first: the id it is up to date with');
     assert.deepEqual(orderIds(alice.messages), ['a1', 'a2']);
     assert.deepEqual(orderIds(bob.messages), ['b1']);
-    assert.deepEqual(alice.messages[1]?.data, {
-      customer: 'alice',
-      orderId: 'a1',
-      status: 'CONFIRMED',
-      text: 'a1 is CONFIRMED',
-      reason: null,
-      at: 1,
-    });
+    assert.deepEqual(alice.messages[1]?.data, orderStatus('alice', 'a1'));
   });
 
   it('refuses the upgrade with the HTTP status: 401 without a principal, 403 for a type not allowed', async (t) => {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { base64url } from 'jose';
 import {
   API_KEY,
@@ -7,8 +7,7 @@ import {
   b64json,
   bearer,
   type Case,
-  createAuthCorpus,
-  runCorpus,
+  corpusSuite,
   withSegment,
 } from '../../../test/fixtures/auth-corpus.ts';
 import { hashApiKey } from './api-keys.ts';
@@ -88,23 +87,13 @@ function cases(c: AuthCorpus): Case[] {
 }
 
 describe('bad-token corpus: input', () => {
-  let c: AuthCorpus;
-  before(async () => {
-    c = await createAuthCorpus();
-  });
-  after(() => c.close());
-
-  it('has zero bypasses and the right reason for every refusal', async (t) => {
-    const list = cases(c);
-    const { wrong, refused, bypasses } = await runCorpus(c, list);
-    t.diagnostic(`${list.length} cases, ${refused} must be refused, ${bypasses} bypasses`);
-    assert.deepEqual(wrong, []);
-    assert.equal(bypasses, 0);
+  const corpus = corpusSuite(cases, (c) => {
     // Size and syntax are refused before any key is looked up.
     assert.ok(c.server.fetches <= 1);
   });
 
   it('a right API key maps to its principal; no credentials is anonymous', async () => {
+    const c = corpus();
     const k = await c.auth.authenticate({ 'x-api-key': API_KEY });
     assert.deepEqual([k?.kind, k?.subject, k?.roles, k?.scopes], ['apiKey', 'billing-job', ['billing'], []]);
     assert.equal(await c.auth.authenticate({}), undefined);

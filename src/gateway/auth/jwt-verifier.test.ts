@@ -2,9 +2,10 @@ import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { exportJWK, generateKeyPair, generateSecret, SignJWT } from 'jose';
+import { verifyOutcome as outcome } from '../../../test/fixtures/auth-corpus.ts';
 import { ParleyError } from '../../errors.ts';
 import { createFakeClock } from '../../runtime/clock.ts';
-import { createJwtVerifier, type JwtVerifier, type JwtVerifierOptions } from './jwt-verifier.ts';
+import { createJwtVerifier, type JwtVerifierOptions } from './jwt-verifier.ts';
 
 const ISS = 'https://id.example.com';
 const AUD = 'api';
@@ -13,15 +14,6 @@ const NOW = Math.floor(clock.now() / 1000);
 
 function claims(extra: Record<string, unknown> = {}): Record<string, unknown> {
   return { iss: ISS, aud: AUD, sub: 'alice', iat: NOW, exp: NOW + 300, ...extra };
-}
-
-async function outcome(verifier: JwtVerifier, token: string): Promise<string> {
-  try {
-    return `ok:${(await verifier.verify(token)).subject}`;
-  } catch (e) {
-    assert.ok(e instanceof ParleyError);
-    return `${e.code}:${String(e.details?.reason)}`;
-  }
 }
 
 function refused(

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { type CryptoKey, exportJWK, generateKeyPair, type JWK, SignJWT } from 'jose';
+import { verifyOutcome as outcome } from '../../../test/fixtures/auth-corpus.ts';
 import { type JwksServer, startJwksServer } from '../../../test/fixtures/jwks-server.ts';
 import { ParleyError } from '../../errors.ts';
 import { createFakeClock, type FakeClock } from '../../runtime/clock.ts';
-import { createJwtVerifier, type JwtVerifier } from './jwt-verifier.ts';
+import { createJwtVerifier } from './jwt-verifier.ts';
 import type { RemoteJwksOptions } from './remote-jwks.ts';
 
 const ISS = 'https://id.example.com';
@@ -19,15 +20,6 @@ interface Signer {
 async function signer(kid: string): Promise<Signer> {
   const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
   return { kid, key: privateKey, jwk: { ...(await exportJWK(publicKey)), kid, alg: 'ES256' } };
-}
-
-async function outcome(verifier: JwtVerifier, token: string): Promise<string> {
-  try {
-    return `ok:${(await verifier.verify(token)).subject}`;
-  } catch (e) {
-    assert.ok(e instanceof ParleyError);
-    return `${e.code}:${String(e.details?.reason)}`;
-  }
 }
 
 describe('remote JWKS', () => {
