@@ -57,11 +57,11 @@ import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
+import { DedupeWindow } from '../dedupe.ts';
 import { AmqpConsumer } from './amqp-consumer.ts';
 import { ConfirmPublisher } from './confirms.ts';
 import { type AmqpChannel, AmqpLink, type ChannelModel } from './connect.ts';
 import { AmqpDeadLetters, type Letter } from './dead-letters.ts';
-import { DedupeWindow } from './dedupe.ts';
 import { amqpError } from './errors.ts';
 import { bucketOf, checkTopic, DELAY, groupQueueName, KEY, NOT_BEFORE } from './names.ts';
 

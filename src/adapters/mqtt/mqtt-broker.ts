@@ -74,6 +74,7 @@ import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
+import { DedupeWindow } from '../dedupe.ts';
 import { connectMqtt, type MqttClient } from './connect.ts';
 import { type Letter, MqttDeadLetters } from './dead-letters.ts';
 import { MqttConsumer } from './mqtt-consumer.ts';
@@ -97,11 +98,6 @@ export interface MqttBrokerOptions {
   log?: (message: string) => void;
 }
 
-interface DedupeEntry {
-  at: number;
-  id: Promise<string>;
-}
-
 export class MqttBroker implements Broker {
   readonly deadLetters: DeadLetterStore;
   readonly prefix: string;
@@ -112,7 +108,7 @@ export class MqttBroker implements Broker {
   private readonly letters: MqttDeadLetters;
   private readonly publisher: Publisher;
   private readonly codec: Codec = createJsonCodec();
-  private readonly dedupe = new Map<string, DedupeEntry>();
+  private readonly dedupe: DedupeWindow;
   private readonly consumers = new Set<MqttConsumer>();
   /** Session slots in use per (topic, group), and every client id ever used (for `destroyAll`). */
   private readonly slots = new Map<string, Set<number>>();
@@ -131,6 +127,7 @@ export class MqttBroker implements Broker {
     this.sessionExpirySeconds = options.sessionExpirySeconds ?? 3600;
     this.publishTimeoutMs = options.publishTimeoutMs ?? 10_000;
     this.publisher = new Publisher(client, this.publishTimeoutMs);
+    this.dedupe = new DedupeWindow(options.dedupeWindowMs ?? 120_000, options.dedupeMaxKeys ?? 100_000);
     this.letters = new MqttDeadLetters(client, this.publisher, prefix, log);
     this.deadLetters = this.letters;
   }
@@ -151,29 +148,9 @@ export class MqttBroker implements Broker {
   async publish(envelope: Envelope, options: BrokerPublishOptions = {}): Promise<PublishReceipt> {
     if (this.closed) throw new ParleyError('UNAVAILABLE', 'the broker is closed');
     checkName('topic', envelope.type);
-    const key = envelope.idempotencykey ?? envelope.id;
-    const now = Date.now();
-    const window = this.options.dedupeWindowMs ?? 120_000;
-    for (const [k, e] of this.dedupe) {
-      if (now - e.at <= window && this.dedupe.size <= (this.options.dedupeMaxKeys ?? 100_000)) break;
-      this.dedupe.delete(k);
-    }
-    const seen = this.dedupe.get(key);
-    if (seen !== undefined) {
-      const id = await seen.id.catch(() => undefined);
-      if (id !== undefined) return { id, duplicate: true };
-    }
-    const stored = this.store(envelope, options);
-    const entry = { at: now, id: stored.then(() => envelope.id) };
-    entry.id.catch(() => undefined); // the caller hears of a failure through `stored`
-    this.dedupe.set(key, entry);
-    try {
-      await stored;
-    } catch (error) {
-      if (this.dedupe.get(key) === entry) this.dedupe.delete(key);
-      throw error;
-    }
-    return { id: envelope.id, duplicate: false };
+    return this.dedupe.publish(envelope.idempotencykey ?? envelope.id, envelope.id, Date.now(), () =>
+      this.store(envelope, options),
+    );
   }
 
   private async store(envelope: Envelope, options: BrokerPublishOptions): Promise<void> {

@@ -1,14 +1,14 @@
 /**
- * @module adapters/amqp/dedupe
- * The RabbitMQ broker's publisher dedupe (`amqp-broker.ts`): RabbitMQ has none, so the
- * idempotency key (else the envelope id) is remembered for `windowMs`, at most `maxKeys` keys,
- * in this publisher process.
+ * @module adapters/dedupe
+ * Publisher dedupe for brokers that have none of their own (RabbitMQ, MQTT): the idempotency key
+ * (else the envelope id) is remembered for `windowMs`, at most `maxKeys` keys, in this publisher
+ * process.
  *
  * Cheap per publish, since every publish passes here: an entry keeps its publish's promise only
  * while the publish is unconfirmed; keys sit in a `Map` in insertion order, so the oldest is
  * first and trimming walks from the front only when the oldest key is due (or the map is full).
  */
-import type { PublishReceipt } from '../../broker/broker.ts';
+import type { PublishReceipt } from '../broker/broker.ts';
 
 interface Entry {
   at: number;
