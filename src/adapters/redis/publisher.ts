@@ -119,26 +119,26 @@ export class Publisher {
   private sendPlain(batch: Append[]): void {
     const { maxLength, retentionMs } = this.options;
     const pipeline = this.redis.pipeline();
-    const now = Date.now();
-    for (const e of batch) {
+    const minId = Date.now() - retentionMs;
+    // Which entries are followed by an XTRIM (its reply sits between theirs).
+    const trims = batch.map((e) => e.trim && retentionMs > 0 && minId > 0);
+    batch.forEach((e, i) => {
       if (maxLength > 0) pipeline.call('XADD', e.stream, 'MAXLEN', '~', maxLength, '*', ...e.fields);
       else pipeline.call('XADD', e.stream, '*', ...e.fields);
-      if (e.trim && retentionMs > 0 && now > retentionMs) {
-        pipeline.call('XTRIM', e.stream, 'MINID', '~', now - retentionMs);
-      }
-    }
+      if (trims[i]) pipeline.call('XTRIM', e.stream, 'MINID', '~', minId);
+    });
     pipeline.exec().then(
       (results) => {
         let at = 0;
-        for (const e of batch) {
+        batch.forEach((e, i) => {
           const error = results?.[at]?.[0];
-          at += e.trim && retentionMs > 0 && now > retentionMs ? 2 : 1;
+          at += trims[i] ? 2 : 1;
           if (results === null)
             e.reject(new ParleyError('INTERNAL', `Redis: publishing on ${e.topic}: no reply`));
           else if (error !== null && error !== undefined)
             e.reject(redisError(error, `publishing on ${e.topic}`));
           else e.resolve({ id: e.envelopeId, duplicate: false });
-        }
+        });
       },
       (error: unknown) => {
         for (const e of batch) e.reject(redisError(error, `publishing on ${e.topic}`));
