@@ -12,7 +12,7 @@ function manual() {
   return { calls, store };
 }
 
-describe('amqp dedupe window', () => {
+describe('publisher dedupe window', () => {
   it('a key published again while its first publish is in flight waits for it and is a duplicate', async () => {
     const w = new DedupeWindow(1000, 100);
     const { calls, store } = manual();
@@ -66,5 +66,25 @@ describe('amqp dedupe window', () => {
     // Over 3 keys, the oldest go first (b, then a): d is still known, b is not.
     assert.equal((await w.publish('d', 'd2', 124, ok)).duplicate, true);
     assert.equal((await w.publish('b', 'b3', 125, ok)).duplicate, false);
+  });
+
+  it('a publish without a key is stored every time and takes no room in the window', async () => {
+    const w = new DedupeWindow(1000, 1);
+    let stored = 0;
+    const ok = async () => {
+      stored++;
+    };
+    await w.publish('k', 'k1', 0, ok);
+    assert.deepEqual(await w.publish(undefined, 'id1', 1, ok), { id: 'id1', duplicate: false });
+    assert.deepEqual(await w.publish(undefined, 'id1', 2, ok), { id: 'id1', duplicate: false });
+    assert.equal(stored, 3);
+    // With room for one key, the keyless publishes did not push 'k' out.
+    assert.deepEqual(await w.publish('k', 'k2', 3, ok), { id: 'k1', duplicate: true });
+    await assert.rejects(
+      w.publish(undefined, 'id2', 4, () => {
+        throw new Error('bad body');
+      }),
+      /bad body/,
+    );
   });
 });

@@ -1,8 +1,10 @@
 /**
  * @module adapters/dedupe
  * Publisher dedupe for brokers that have none of their own (RabbitMQ, MQTT): the idempotency key
- * (else the envelope id) is remembered for `windowMs`, at most `maxKeys` keys, in this publisher
- * process.
+ * is remembered for `windowMs`, at most `maxKeys` keys, in this publisher process. A publish
+ * without a key is stored as it is: its envelope id is fresh (`node.publish` makes a new envelope
+ * every time, and the outbox gives every relayed event a key), so remembering it never caught a
+ * repeat and cost each publish a map entry and a promise.
  *
  * Cheap per publish, since every publish passes here: an entry keeps its publish's promise only
  * while the publish is unconfirmed; keys sit in a `Map` in insertion order, so the oldest is
@@ -31,8 +33,15 @@ export class DedupeWindow {
   /**
    * Runs `store` unless `key` was stored within the window: then the first id, once that publish
    * is confirmed (a publish of it still in flight is waited for; one that failed is tried anew).
+   * Without a key, runs `store`.
    */
-  publish(key: string, id: string, now: number, store: () => Promise<void>): Promise<PublishReceipt> {
+  publish(
+    key: string | undefined,
+    id: string,
+    now: number,
+    store: () => Promise<void>,
+  ): Promise<PublishReceipt> {
+    if (key === undefined) return storeOnly(id, store);
     this.trim(now);
     const seen = this.keys.get(key);
     if (seen !== undefined) return this.again(seen, key, id, now, store);
@@ -85,5 +94,13 @@ export class DedupeWindow {
       }
       this.keys.delete(k);
     }
+  }
+}
+
+function storeOnly(id: string, store: () => Promise<void>): Promise<PublishReceipt> {
+  try {
+    return store().then(() => ({ id, duplicate: false }));
+  } catch (error) {
+    return Promise.reject(error);
   }
 }

@@ -16,11 +16,11 @@
  *   group listens to drops the message, as every topic broker does. A first publish carries no
  *   `x-parley-*` header unless it has a key or a delay (an absent attempt count is 0); its
  *   message id is a random prefix per broker instance and a counter.
- * - **Dedupe** (`dedupe.ts`): RabbitMQ has none. The idempotency key (else the envelope id) is
- *   remembered for `dedupeWindowMs` (default 2 min, at most `dedupeMaxKeys`) **in this publisher
- *   process**: two processes publishing the same key both store it, and a restart forgets. A
- *   shared record would need a store with an atomic insert, which RabbitMQ does not offer (queue
- *   declares race).
+ * - **Dedupe** (`dedupe.ts`): RabbitMQ has none. The idempotency key is remembered for
+ *   `dedupeWindowMs` (default 2 min, at most `dedupeMaxKeys`) **in this publisher process**
+ *   (a publish without a key is stored as it is): two processes publishing the same key both
+ *   store it, and a restart forgets. A shared record would need a store with an atomic insert,
+ *   which RabbitMQ does not offer (queue declares race).
  * - **Delivery** (attempts, leases, per-key order, backpressure): see `amqp-consumer.ts`.
  * - **Retry with delay**: the message is published (confirmed) to the headers exchange
  *   `<prefix>.delay`, which routes it by its bucket to the quorum queue `<prefix>.delay.<ms>`:
@@ -282,7 +282,7 @@ export class AmqpBroker implements Broker {
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.dedupe.publish(envelope.idempotencykey ?? envelope.id, envelope.id, Date.now(), () =>
+    return this.dedupe.publish(envelope.idempotencykey, envelope.id, Date.now(), () =>
       this.store(envelope, options),
     );
   }

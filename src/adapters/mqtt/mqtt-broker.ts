@@ -29,8 +29,9 @@
  * - **Backpressure**: Receive Maximum = `maxInFlight` per consumer connection, and enforced by
  *   the consumer as well (Mosquitto 2.0.11 sends past it once acks flow; see `mqtt-consumer.ts`).
  * - **Dead letters**: retained messages, one per letter (`dead-letters.ts`).
- * - **Dedupe**: MQTT has none. The idempotency key (else the envelope id) is remembered for
- *   `dedupeWindowMs` (default 2 min, at most `dedupeMaxKeys`) in this publisher process only.
+ * - **Dedupe**: MQTT has none. The idempotency key is remembered for `dedupeWindowMs` (default
+ *   2 min, at most `dedupeMaxKeys`) in this publisher process only; a publish without one is
+ *   stored as it is (`dedupe.ts`).
  *
  * What MQTT does not guarantee (Mosquitto 2.0.11, as tested in `test/mqtt-broker.test.ts`):
  * - Shared subscriptions are served round robin whatever a member's state: a member that is
@@ -148,7 +149,7 @@ export class MqttBroker implements Broker {
   async publish(envelope: Envelope, options: BrokerPublishOptions = {}): Promise<PublishReceipt> {
     if (this.closed) throw new ParleyError('UNAVAILABLE', 'the broker is closed');
     checkName('topic', envelope.type);
-    return this.dedupe.publish(envelope.idempotencykey ?? envelope.id, envelope.id, Date.now(), () =>
+    return this.dedupe.publish(envelope.idempotencykey, envelope.id, Date.now(), () =>
       this.store(envelope, options),
     );
   }
