@@ -128,6 +128,41 @@ describe('notification batches', () => {
     assert.equal(frames.length, 1, 'nothing twice');
   });
 
+  it('a run of one type and dataschema names them once; the rest of the run says 0, 0', async () => {
+    const { batcher, frames } = capture();
+    const other = { type: 'order.other', dataschema: 'urn:parley:orders:order.other:v1' };
+    const sent = [
+      event({ n: 1 }),
+      event({ n: 2 }),
+      event({ n: 3 }, other),
+      event({ n: 4 }, other),
+      event({ n: 5 }, { dataschema: undefined }),
+      event({ n: 6 }, { dataschema: undefined }),
+      event({ n: 7 }),
+    ];
+    for (const e of sent) batcher.add(e);
+    await tick();
+    const batch = frames[0] as Envelope;
+    assert.deepEqual(
+      (batch.data as unknown[][]).map((item) => item.slice(1, 3)),
+      [
+        ['order.status', 'urn:parley:orders:order.status:v1'],
+        [0, 0],
+        ['order.other', 'urn:parley:orders:order.other:v1'],
+        [0, 0],
+        ['order.status', ''],
+        [0, 0],
+        ['order.status', 'urn:parley:orders:order.status:v1'],
+      ],
+    );
+    assert.deepEqual(unbatch(batch, all, none).map(defined), sent.map(defined));
+    // An item skipped for its type still names the type the next ones repeat.
+    assert.deepEqual(
+      unbatch(batch, (type) => type === 'order.other', none).map((e) => e.data),
+      [{ n: 3 }, { n: 4 }],
+    );
+  });
+
   it('skips the types nobody listens to, before building them', async () => {
     const { batcher, frames } = capture();
     batcher.add(event({ n: 1 }));
@@ -147,6 +182,7 @@ describe('notification batches', () => {
       type: NOTIFICATION_BATCH,
       data: [
         good,
+        ['r', 0, 0, { n: 3 }],
         'not a list',
         ['id-only'],
         [1, 2, 3, 4, 5, 6],
@@ -156,6 +192,9 @@ describe('notification batches', () => {
         ['x', 'order.status', '', {}, 'more is not an object'],
         ['x', 'order.status', '', {}, { source: '' }],
         ['x', 'order.status', 5, {}],
+        ['x', 0, '', {}],
+        ['x', 'order.status', 0, {}],
+        ['x', 0, 'urn:x', {}],
         // Attributes an item may not state are ignored: its data and id stay its own.
         ['y', 'order.status', '', { n: 2 }, { data: 'evil', id: 'z', specversion: '0.3', deadline: 'x' }],
       ],
@@ -166,14 +205,31 @@ describe('notification batches', () => {
       back.map((e) => [e.id, e.data, e.specversion, e.deadline]),
       [
         [good[0], { n: 1 }, '1.0', undefined],
+        ['r', { n: 3 }, '1.0', undefined],
         ['y', { n: 2 }, '1.0', undefined],
       ],
     );
+    assert.equal(back[1]?.type, 'order.status', '0, 0 repeats the type of the item before');
     assert.deepEqual(
       reasons.map(([i]) => i),
-      [1, 2, 3, 4, 5, 6, 7, 8, 9],
+      [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13],
     );
     for (const [, reason] of reasons) assert.ok(reason.length > 0);
+    const orphan: [number, string][] = [];
+    const first = unbatch(
+      { ...batch, data: [['r', 0, 0, { n: 3 }], good] },
+      all,
+      (r, i) => void orphan.push([i, r]),
+    );
+    assert.deepEqual(
+      first.map((e) => e.id),
+      [good[0]],
+      'a first item cannot repeat a type',
+    );
+    assert.deepEqual(
+      orphan.map(([i]) => i),
+      [0],
+    );
     assert.throws(
       () => unbatch({ ...batch, data: { not: 'a list' } }, all, none),
       (e: unknown) => e instanceof ParleyError && e.code === 'INVALID_ARGUMENT',

@@ -6,11 +6,13 @@
  *
  *   [id, type, dataschema, data]            (the batch's source and time)
  *   [id, type, dataschema, data, {more}]    (`more`: the attributes it does not share with the batch)
+ *   [id, 0, 0, data]                        (type and dataschema as the item before)
  *
  * A receiver makes each notification's envelope again and checks it like any envelope; a malformed
  * item is dropped with its reason and its neighbours are delivered. Sending one envelope per
  * notification cost each side a JSON encode or parse of ~300 bytes where the data was ~100: with
- * the shared attributes stated once, a notification costs a third of that and 40% fewer bytes.
+ * the shared attributes stated once, and a run of one type naming it once, a notification of
+ * ~100 bytes of data costs ~145 bytes.
  * JSON only (the default codec): a node with another codec sends one envelope per notification,
  * and receivers take both.
  */
@@ -123,13 +125,13 @@ function batchFrame(items: Item[], from: number, to: number): Uint8Array {
   let text = `{"specversion":"1.0","id":"${uuidv7(Date.now())}","source":${JSON.stringify(first.source)},"type":"${NOTIFICATION_BATCH}"`;
   if (first.time !== undefined) text += `,"time":${JSON.stringify(first.time)}`;
   text += ',"data":[';
-  // A turn's notifications are mostly of one type: its JSON is made once per run of that type.
+  // A turn's notifications are mostly of one type: a run of one type and schema names them once.
   let type = '';
   let schema: string | undefined = '';
-  let typeAndSchema = '';
   for (let i = from; i < to; i++) {
     const { env, data } = items[i] as Item;
     if (i > from) text += ',';
+    let typeAndSchema = '0,0';
     if (env.type !== type || env.dataschema !== schema || i === from) {
       type = env.type;
       schema = env.dataschema;
@@ -184,17 +186,35 @@ export function unbatch(
   const list = batch.data;
   if (!Array.isArray(list)) throw new ParleyError('INVALID_ARGUMENT', 'a notification batch without a list');
   const out: Envelope[] = [];
+  // What `0` stands for: the type and dataschema of the last item that stated them.
+  let lastType: string | undefined;
+  let lastSchema: unknown;
   for (let i = 0; i < list.length; i++) {
     const item: unknown = list[i];
     if (!Array.isArray(item) || item.length < 4 || item.length > 5) {
       dropped('an item is not [id, type, dataschema, data, more?]', i);
       continue;
     }
-    const [id, type, dataschema, data, more] = item as unknown[];
-    if (typeof type !== 'string') {
-      dropped('an item without a type', i);
+    const [id, statedType, statedSchema, data, more] = item as unknown[];
+    if (statedType === 0 && statedSchema === 0) {
+      if (lastType === undefined) {
+        dropped('an item that repeats the type of an item before it, with none before it', i);
+        continue;
+      }
+    } else if (typeof statedType === 'string' && statedSchema !== 0) {
+      lastType = statedType;
+      lastSchema = statedSchema;
+    } else {
+      dropped(
+        typeof statedType === 'string'
+          ? 'an item whose dataschema is 0 but not its type'
+          : 'an item without a type',
+        i,
+      );
       continue;
     }
+    const type = lastType;
+    const dataschema = lastSchema;
     if (!wanted(type)) continue;
     const env: Record<string, unknown> = {
       specversion: '1.0',
