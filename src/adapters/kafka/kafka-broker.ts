@@ -18,8 +18,8 @@
  *   delays short (seconds to minutes), not a scheduler.
  * - Publisher dedupe: Kafka's idempotent producer only removes its own network resends, not an
  *   application publishing the same envelope twice. This broker remembers `idempotencykey`s it
- *   published for `idempotencyWindow` ms (in this process only); across processes, consumers
- *   dedupe with the inbox.
+ *   published for `idempotencyWindow` ms, at most `dedupeMaxKeys` of them (in this process only,
+ *   `dedupe.ts`); across processes, consumers dedupe with the inbox.
  * - Dead letters live in the `<namespace>._dead-letters` topic (see `dead-letters.ts`); replay
  *   re-publishes to the topic with a `parley-group` header that other groups skip.
  * - Topics are created with the admin API (`createTopics: 'admin'`, default), or left to the
@@ -38,6 +38,7 @@ import type {
 } from '../../broker/broker.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
+import { DedupeWindow } from '../dedupe.ts';
 import { KafkaGroupConsumer } from './consumer.ts';
 import { KafkaDeadLetters } from './dead-letters.ts';
 import {
@@ -70,6 +71,8 @@ export interface KafkaBrokerOptions {
   replicationFactor?: number;
   /** Publisher dedupe window for `idempotencykey`, ms. Default 10 minutes. */
   idempotencyWindow?: number;
+  /** Most keys the dedupe window remembers. Default 100 000. */
+  dedupeMaxKeys?: number;
   /** librdkafka properties for every client (security, timeouts), then per role. */
   config?: Config;
   producerConfig?: Config;
@@ -134,7 +137,7 @@ class KafkaBrokerImpl implements KafkaBroker {
   private admin: Admin | undefined;
   private readonly topics = new Map<string, Promise<number>>();
   private readonly deliveries = new Map<number, PendingDelivery>();
-  private readonly published = new Map<string, { id: string; at: number; stored: Promise<unknown> }>();
+  private readonly dedupe: DedupeWindow;
   private readonly consumers = new Set<KafkaGroupConsumer>();
   private deliverySeq = 0;
   private closed = false;
@@ -150,6 +153,10 @@ class KafkaBrokerImpl implements KafkaBroker {
     this.namespace = options.namespace ?? 'parley';
     this.random = options.random ?? Math.random;
     this.pollMs = options.pollMs ?? 25;
+    this.dedupe = new DedupeWindow(
+      options.idempotencyWindow ?? 10 * 60_000,
+      options.dedupeMaxKeys ?? 100_000,
+    );
     this.producer = new driver.Producer({
       'bootstrap.servers': this.bootstrap,
       'enable.idempotence': true,
@@ -192,20 +199,8 @@ class KafkaBrokerImpl implements KafkaBroker {
 
   async publish(envelope: Envelope, options: BrokerPublishOptions = {}): Promise<PublishReceipt> {
     if (this.closed) throw new ParleyError('UNAVAILABLE', 'broker is closed');
-    const idem = envelope.idempotencykey;
     const now = Date.now();
-    if (idem !== undefined) {
-      this.forgetOld(now);
-      const seen = this.published.get(idem);
-      if (seen !== undefined && now - seen.at < this.idempotencyWindow()) {
-        const stored = await seen.stored.then(
-          () => true,
-          () => false,
-        );
-        if (stored) return { id: seen.id, duplicate: true };
-      }
-    }
-    const write = (async () => {
+    return this.dedupe.publish(envelope.idempotencykey, envelope.id, now, async () => {
       const topic = this.kafkaTopic(envelope.type);
       await this.ensureTopic(topic);
       const delay = Math.max(0, options.delay ?? 0);
@@ -213,27 +208,7 @@ class KafkaBrokerImpl implements KafkaBroker {
         key: options.key ?? null,
         headers: headers({ notBefore: delay > 0 ? now + delay : undefined }),
       });
-    })();
-    if (idem !== undefined) this.published.set(idem, { id: envelope.id, at: now, stored: write });
-    try {
-      await write;
-    } catch (error) {
-      if (idem !== undefined && this.published.get(idem)?.id === envelope.id) this.published.delete(idem);
-      throw error;
-    }
-    return { id: envelope.id, duplicate: false };
-  }
-
-  private idempotencyWindow(): number {
-    return this.options.idempotencyWindow ?? 10 * 60_000;
-  }
-
-  private forgetOld(now: number): void {
-    const window = this.idempotencyWindow();
-    for (const [key, seen] of this.published) {
-      if (now - seen.at < window) break; // insertion order is time order
-      this.published.delete(key);
-    }
+    });
   }
 
   produce(
