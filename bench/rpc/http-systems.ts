@@ -3,9 +3,10 @@
  * `POST <path>` with a JSON body): a bare Fastify route doing the work itself, its input and output
  * declared as JSON Schemas the way Fastify is used (the floor), Parley's
  * gateway in front of a service reached over the TCP transport (HTTP → gateway node → TCP → service
- * node, both nodes and the hub in the server process), and moleculer-web in front of a Moleculer
- * service reached the same way (another broker in the same process, over Moleculer's TCP
- * transporter).
+ * node, both nodes and the hub in the server process), the bare Fastify route calling the same
+ * service through a Parley client (the least an edge over that hop costs), and moleculer-web in
+ * front of a Moleculer service reached the same way (another broker in the same process, over
+ * Moleculer's TCP transporter).
  */
 import { moleculerBroker, tcpTransporter } from './moleculer.ts';
 import { parleyBench } from './parley-bench.ts';
@@ -32,21 +33,23 @@ async function httpClient(port: number, path: string): Promise<Connected> {
   };
 }
 
+/** The input and output of `add` as JSON Schemas, the way a Fastify user declares them. */
+const ADD_SCHEMA = {
+  body: {
+    type: 'object',
+    properties: { a: { type: 'number' }, b: { type: 'number' }, note: { type: 'string' } },
+    required: ['a', 'b', 'note'],
+  },
+  response: { 200: { type: 'object', properties: { sum: { type: 'number' } }, required: ['sum'] } },
+};
+
 export const fastify: RpcSystem = {
   async serve() {
     const { default: Fastify } = await import('fastify');
     const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
     // The same work as the Parley rows: the input is validated against its schema (Fastify's ajv)
     // and the output is shaped by its schema (Fastify's serializer), as a Fastify user writes it.
-    const schema = {
-      body: {
-        type: 'object',
-        properties: { a: { type: 'number' }, b: { type: 'number' }, note: { type: 'string' } },
-        required: ['a', 'b', 'note'],
-      },
-      response: { 200: { type: 'object', properties: { sum: { type: 'number' } }, required: ['sum'] } },
-    };
-    app.post('/add', { schema }, async (request) => {
+    app.post('/add', { schema: ADD_SCHEMA }, async (request) => {
       const { a, b } = request.body as Req;
       return { sum: a + b };
     });
@@ -56,35 +59,73 @@ export const fastify: RpcSystem = {
   connect: (port) => httpClient(port, '/add'),
 };
 
+/** A hub, a node serving `bench.add` and an edge node that sees it, over the TCP transport. */
+async function parleyPair() {
+  const { parley, contract } = await parleyBench();
+  const hub = await parley.createHub();
+  const service = parley.createNode({
+    logLevel: 'silent',
+    transport: parley.createTcpTransport({ hub: hub.url }),
+    services: [parley.implement(contract, { actions: { add: ({ a, b }) => ({ sum: a + b }) } })],
+  });
+  const edge = parley.createNode({
+    logLevel: 'silent',
+    transport: parley.createTcpTransport({ hub: hub.url }),
+  });
+  await service.start();
+  await edge.start();
+  while (edge.registry.endpoints('bench').length === 0) await new Promise((r) => setTimeout(r, 5));
+  return {
+    parley,
+    contract,
+    edge,
+    stop: async () => {
+      await edge.stop();
+      await service.stop();
+      await hub.close();
+    },
+  };
+}
+
 export const parleyGateway: RpcSystem = {
   async serve(): Promise<Served> {
-    const { parley, contract } = await parleyBench();
-    const hub = await parley.createHub();
-    const service = parley.createNode({
-      logLevel: 'silent',
-      transport: parley.createTcpTransport({ hub: hub.url }),
-      services: [parley.implement(contract, { actions: { add: ({ a, b }) => ({ sum: a + b }) } })],
-    });
-    const edge = parley.createNode({
-      logLevel: 'silent',
-      transport: parley.createTcpTransport({ hub: hub.url }),
-    });
-    await service.start();
-    await edge.start();
-    while (edge.registry.endpoints('bench').length === 0) await new Promise((r) => setTimeout(r, 5));
+    const { parley, contract, edge, stop } = await parleyPair();
     const gateway = parley.createGateway({ node: edge, contracts: [contract], port: 0 });
     const { url } = await gateway.listen();
     return {
       port: Number(new URL(url).port),
       close: async () => {
         await gateway.close();
-        await edge.stop();
-        await service.stop();
-        await hub.close();
+        await stop();
       },
     };
   },
   connect: (port) => httpClient(port, '/api/add'),
+};
+
+/**
+ * Not a product: the bare Fastify route whose handler calls `bench.add` through a Parley client
+ * over the TCP transport, in the gateway row's layout (everything in the server process). What
+ * any HTTP edge in front of this RPC hop costs at the least; the gateway row minus this row is
+ * what the gateway itself adds (routing from contracts, hardening, problems, request ids).
+ */
+export const fastifyToParley: RpcSystem = {
+  async serve(): Promise<Served> {
+    const { contract, edge, stop } = await parleyPair();
+    const client = edge.client(contract);
+    const { default: Fastify } = await import('fastify');
+    const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
+    app.post('/add', { schema: ADD_SCHEMA }, async (request) => client.add(request.body as Req));
+    await app.listen({ port: 0, host: HOST });
+    return {
+      port: (app.server.address() as { port: number }).port,
+      close: async () => {
+        await app.close();
+        await stop();
+      },
+    };
+  },
+  connect: (port) => httpClient(port, '/add'),
 };
 
 /** moleculer-web in front of the same service on another broker, over Moleculer's TCP transporter. */

@@ -7,7 +7,7 @@
 import { once } from 'node:events';
 import { createConnection, createServer, type Socket } from 'node:net';
 
-import { fastify, moleculerWeb, parleyGateway } from './http-systems.ts';
+import { fastify, fastifyToParley, moleculerWeb, parleyGateway } from './http-systems.ts';
 import { moleculerBroker, tcpTransporter } from './moleculer.ts';
 import { parleyBench } from './parley-bench.ts';
 import type { Req, RpcSystem } from './types.ts';
@@ -336,6 +336,7 @@ export const rpcSystems: Record<string, RpcSystem> = {
   'raw nats request': rawNatsRequest,
   'fastify+undici': fastify,
   'parley gateway (tcp)': parleyGateway,
+  'fastify → parley tcp': fastifyToParley,
   'moleculer-web': moleculerWeb,
   'grpc-js': grpc,
   'moleculer tcp': moleculer('tcp'),
