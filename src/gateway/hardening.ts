@@ -50,19 +50,27 @@ export function checkTarget(url: string, maxLength: number): void {
   if (CONTROL.test(url) || /%00/i.test(query)) refuse('control characters');
   if (path.includes('\\')) refuse('backslash');
   if (FORBIDDEN_ENCODED.test(path)) refuse('encoded dot, slash, backslash, NUL or percent sign');
-  const segments = path.split('/').slice(1);
-  for (const [i, segment] of segments.entries()) {
+  // Segment by segment, without making a list of them (this runs for every request).
+  for (let start = 1; start <= path.length; ) {
+    let end = path.indexOf('/', start);
+    if (end === -1) end = path.length;
     // A trailing slash leaves one empty last segment: the router decides about it (404).
-    if (segment === '' && i < segments.length - 1) refuse('empty segment');
+    if (end === start && end < path.length) refuse('empty segment');
+    const segment = path.slice(start, end);
     if (segment === '.' || segment === '..') refuse('dot segment');
-    let decoded: string;
-    try {
-      decoded = decodeURIComponent(segment);
-    } catch {
-      refuse('malformed percent escape');
-      return;
+    // Only an escape can decode to something new: a segment without one is itself, and the
+    // control characters it could hold were refused above with the whole target.
+    if (segment.includes('%')) {
+      let decoded: string;
+      try {
+        decoded = decodeURIComponent(segment);
+      } catch {
+        refuse('malformed percent escape');
+        return;
+      }
+      if (CONTROL.test(decoded)) refuse('control characters');
     }
-    if (CONTROL.test(decoded)) refuse('control characters');
+    start = end + 1;
   }
 }
 

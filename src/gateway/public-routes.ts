@@ -77,25 +77,31 @@ export function registerPublicRoutes(init: PublicRoutesInit): void {
       ...(admits ? { onRequest: admit } : {}),
       handler: async (request, reply) => {
         const signal = cancellable ? disconnectSignal(reply) : undefined;
-        const principal = principals.get(request);
-        const params = request.params as Record<string, string>;
+        // Only the admission hook sets one.
+        const principal = admits ? principals.get(request) : undefined;
         // GET is safe to repeat as it is; on other methods a key makes a retry safe too.
         const key = route.method === 'GET' ? undefined : idempotencyKeyOf(request.headers['idempotency-key']);
-        const common = {
-          contract: route.contract,
-          action: route.action,
-          def: route.def,
-          principal,
-          signal,
-          idempotencyKey: key === undefined ? undefined : scopedIdempotencyKey(key, principal),
-        };
+        const idempotencyKey = key === undefined ? undefined : scopedIdempotencyKey(key, principal);
         let result: unknown;
         if (route.input === 'upload') {
-          const upload = { ...common, signal: signal ?? disconnectSignal(reply) };
+          const common = { contract: route.contract, action: route.action, def: route.def, principal };
+          const upload = { ...common, idempotencyKey, signal: signal ?? disconnectSignal(reply) };
           result = await callWithUpload({ request, invoker, limit: init.uploadLimit, common: upload });
         } else {
-          const input = withParams(inputOf(route, request), params, route.kinds);
-          result = invoker.call({ ...common, input });
+          const body = inputOf(route, request);
+          const input =
+            route.params.length === 0
+              ? body
+              : withParams(body, request.params as Record<string, string>, route.kinds);
+          result = invoker.call({
+            contract: route.contract,
+            action: route.action,
+            def: route.def,
+            principal,
+            signal,
+            idempotencyKey,
+            input,
+          });
         }
         const stream = route.def.stream === 'output';
         return sendResult(reply, result, {
