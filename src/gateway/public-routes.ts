@@ -84,9 +84,15 @@ export function registerPublicRoutes(init: PublicRoutesInit): void {
         const idempotencyKey = key === undefined ? undefined : scopedIdempotencyKey(key, principal);
         let result: unknown;
         if (route.input === 'upload') {
-          const common = { contract: route.contract, action: route.action, def: route.def, principal };
-          const upload = { ...common, idempotencyKey, signal: signal ?? disconnectSignal(reply) };
-          result = await callWithUpload({ request, invoker, limit: init.uploadLimit, common: upload });
+          const common = {
+            contract: route.contract,
+            action: route.action,
+            def: route.def,
+            principal,
+            idempotencyKey,
+            signal: signal ?? disconnectSignal(reply),
+          };
+          result = await callWithUpload({ request, invoker, limit: init.uploadLimit, common });
         } else {
           const body = inputOf(route, request);
           const input =
