@@ -359,6 +359,33 @@ describe('gateway start-up checks', () => {
   });
 });
 
+describe('gateway logging', async () => {
+  const { pino } = await import('pino');
+  const lines: { level: number; msg?: string; requestId?: string; err?: { message?: string } }[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+  const { url } = await startGateway({ logger });
+
+  it('logs a failure it answers with 5xx once, naming its request id; answers under 500 and successes log nothing', async () => {
+    lines.length = 0; // Fastify's "Server listening" line
+    const ok = await fetch(`${url}/api/items/a`);
+    assert.equal(ok.status, 200);
+    const missing = await asRaw(fetch(`${url}/api/items/missing`));
+    assert.equal(missing.status, 404);
+    assert.deepEqual(
+      lines.map((l) => l.msg),
+      [],
+      'nothing for a success or a 404',
+    );
+    const failed = await asRaw(fetch(`${url}/api/items/fail`, json({ code: 'BUG' })));
+    assert.equal(failed.status, 500);
+    const logged = lines.filter((l) => l.msg === 'request failed');
+    assert.equal(logged.length, 1);
+    assert.equal(logged[0]?.level, 50, 'at error level');
+    assert.equal(logged[0]?.requestId, failed.headers['x-request-id']);
+    assert.match(logged[0]?.err?.message ?? '', /INTERNAL|internal/);
+  });
+});
+
 async function asRaw(
   response: Promise<Response>,
 ): Promise<{ status: number; headers: Record<string, string>; body: string }> {
