@@ -9,7 +9,7 @@
  * Moleculer's TCP transporter).
  */
 import { moleculerBroker, tcpTransporter } from './moleculer.ts';
-import { parleyBench } from './parley-bench.ts';
+import { addServer, parleyBench } from './parley-bench.ts';
 import type { Connected, Req, RpcSystem, Served } from './types.ts';
 
 const HOST = '127.0.0.1';
@@ -61,13 +61,10 @@ export const fastify: RpcSystem = {
 
 /** A hub, a node serving `bench.add` and an edge node that sees it, over the TCP transport. */
 async function parleyPair() {
-  const { parley, contract } = await parleyBench();
+  const bench = await parleyBench();
+  const { parley, contract } = bench;
   const hub = await parley.createHub();
-  const service = parley.createNode({
-    logLevel: 'silent',
-    transport: parley.createTcpTransport({ hub: hub.url }),
-    services: [parley.implement(contract, { actions: { add: ({ a, b }) => ({ sum: a + b }) } })],
-  });
+  const service = addServer(bench, parley.createTcpTransport({ hub: hub.url }));
   const edge = parley.createNode({
     logLevel: 'silent',
     transport: parley.createTcpTransport({ hub: hub.url }),

@@ -19,3 +19,15 @@ export async function parleyBench() {
   });
   return { parley, contract };
 }
+
+type Bench = Awaited<ReturnType<typeof parleyBench>>;
+type NodeOptions = NonNullable<Parameters<Bench['parley']['createNode']>[0]>;
+
+/** A node serving `bench.add` over `transport` (the caller starts it). */
+export function addServer({ parley, contract }: Bench, transport: NodeOptions['transport']) {
+  return parley.createNode({
+    logLevel: 'silent',
+    transport,
+    services: [parley.implement(contract, { actions: { add: ({ a, b }) => ({ sum: a + b }) } })],
+  });
+}

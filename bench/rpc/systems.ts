@@ -9,7 +9,7 @@ import { createConnection, createServer, type Socket } from 'node:net';
 
 import { fastify, fastifyToParley, moleculerWeb, parleyGateway } from './http-systems.ts';
 import { moleculerBroker, tcpTransporter } from './moleculer.ts';
-import { parleyBench } from './parley-bench.ts';
+import { addServer, parleyBench } from './parley-bench.ts';
 import type { Req, RpcSystem } from './types.ts';
 
 export type { Connected, Req, RpcSystem, Served } from './types.ts';
@@ -230,13 +230,9 @@ const parleyTcp: RpcSystem = parleyTcpWith(false);
 function parleyTcpWith(policies: boolean): RpcSystem {
   return {
     async serve() {
-      const { parley, contract } = await parleyBench();
-      const hub = await parley.createHub();
-      const node = parley.createNode({
-        logLevel: 'silent',
-        transport: parley.createTcpTransport({ hub: hub.url }),
-        services: [parley.implement(contract, { actions: { add: ({ a, b }) => ({ sum: a + b }) } })],
-      });
+      const bench = await parleyBench();
+      const hub = await bench.parley.createHub();
+      const node = addServer(bench, bench.parley.createTcpTransport({ hub: hub.url }));
       await node.start();
       return {
         port: hub.port,
@@ -276,11 +272,7 @@ function parleyBus(needs: 'nats' | 'redis' | 'rabbitmq', url: string): RpcSystem
     needs,
     async serve() {
       const { parley, contract, transport } = await open();
-      const node = parley.createNode({
-        logLevel: 'silent',
-        transport,
-        services: [parley.implement(contract, { actions: { add: ({ a, b }) => ({ sum: a + b }) } })],
-      });
+      const node = addServer({ parley, contract }, transport);
       await node.start();
       return { port: 0, close: () => node.stop() };
     },
