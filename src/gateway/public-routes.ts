@@ -94,11 +94,11 @@ export function registerPublicRoutes(init: PublicRoutesInit): void {
           };
           result = await callWithUpload({ request, invoker, limit: init.uploadLimit, common });
         } else {
-          const body = inputOf(route, request);
-          const input =
-            route.params.length === 0
-              ? body
-              : withParams(body, request.params as Record<string, string>, route.kinds);
+          const input = withParams(
+            inputOf(route, request),
+            request.params as Record<string, string>,
+            route.kinds,
+          );
           result = invoker.call({
             contract: route.contract,
             action: route.action,

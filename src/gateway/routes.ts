@@ -172,20 +172,24 @@ export function inputFromQuery(
   return input;
 }
 
-/** Merges path parameters into an input; a body that says otherwise for one is refused. */
+/**
+ * Merges path parameters into an input; a body that says otherwise for one is refused. Without
+ * parameters the input comes back as it is (it is the request's own parsed body: nothing shares it).
+ */
 export function withParams(
   input: Record<string, unknown>,
   params: Record<string, string>,
   kinds: ReadonlyMap<string, ValueKind>,
 ): Record<string, unknown> {
-  const merged: Record<string, unknown> = { ...input };
+  let merged: Record<string, unknown> | undefined;
   for (const [name, raw] of Object.entries(params)) {
     const kind = kinds.get(name);
     const value = typeof kind === 'string' ? convert(raw, kind) : raw;
     if (Object.hasOwn(input, name) && input[name] !== value) throw invalid(name, 'differs from the path');
+    merged ??= { ...input };
     merged[name] = value;
   }
-  return merged;
+  return merged ?? input;
 }
 
 function invalid(path: string, message: string): ParleyError {
