@@ -329,6 +329,7 @@ export function brokerConformance(harness: BrokerHarness): void {
         await b.publish(envelope(topic, 'lost'));
         await b.publish(envelope(topic, 'kept'));
         await until(harness, () => seen.length === 2, 'both taken');
+        assert.ok(extend, `the first consumer holds both: ${seen}`);
         // Extended at once, and again once the live consumer is there: setting that up can take
         // a good part of the lease on a real broker.
         await extend?.extendLease(1000);
