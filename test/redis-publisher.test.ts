@@ -2,8 +2,8 @@
  * The Redis broker's per-turn publish batches (`src/adapters/redis/publisher.ts`) against the
  * machine's Redis: each publish of a batch keeps its own dedupe and receipt, an entry Redis
  * refuses fails alone and leaves nothing behind, a batch that fails as a whole rejects every one
- * of its publishes, and trimming still runs, in the batch script (entries with keys) and in the
- * pipeline of plain XADDs (entries without).
+ * of its publishes, and trimming still runs, in both scripts: PUBLISH (a batch with an entry to
+ * dedupe) and APPEND (a batch of plain entries).
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
@@ -91,7 +91,7 @@ describe('redis broker: publish batches', { skip }, () => {
     assert.equal(await b.redis.xlen(b.streamOf('broken')), 1);
   });
 
-  it('a turn of publishes without idempotency keys: plain XADDs, no dedupe key, a refused entry fails alone', async () => {
+  it('a turn of publishes without idempotency keys: APPEND, no dedupe key, a refused entry fails alone', async () => {
     const b = await broker();
     await b.redis.set(b.streamOf('broken'), 'not a stream');
     const envs = [event('ok', 1), event('broken', 2), event('ok', 3)];
@@ -110,6 +110,31 @@ describe('redis broker: publish batches', { skip }, () => {
     assert.deepEqual(await b.redis.keys(b.key('dedupe:*')), []);
     await b.publish(event('ok', 4, 'k-4'));
     assert.equal((await b.redis.keys(b.key('dedupe:*'))).length, 1);
+  });
+
+  it('a plain batch over several topics keeps each entry in its stream with its own fields', async () => {
+    const b = await broker();
+    const envs = [event('a', 1), event('b', 2), event('a', 3), event('b', 4)];
+    const options = [{}, { key: 'k2' }, { key: 'k3', delay: 60_000 }, {}];
+    const receipts = await Promise.all(envs.map((e, i) => b.publish(e, options[i])));
+    assert.deepEqual(
+      receipts,
+      envs.map((e) => ({ id: e.id, duplicate: false })),
+    );
+    const fieldsOf = async (topic: string) =>
+      (await b.redis.xrange(b.streamOf(topic), '-', '+')).map(([, list]) => {
+        const fields: Record<string, unknown> = {};
+        for (let i = 0; i + 1 < list.length; i += 2) fields[String(list[i])] = list[i + 1];
+        const { body, ...rest } = fields;
+        return { data: JSON.parse(String(body)).data, ...rest };
+      });
+    const a = await fieldsOf('a');
+    assert.equal(a.length, 2);
+    assert.deepEqual(a[0], { data: 1 });
+    assert.equal(a[1]?.data, 3);
+    assert.equal(a[1]?.key, 'k3');
+    assert.ok(Number(a[1]?.notBefore) > Date.now() + 50_000, 'the delay travels as notBefore');
+    assert.deepEqual(await fieldsOf('b'), [{ data: 2, key: 'k2' }, { data: 4 }]);
   });
 
   it('a batch that fails as a whole rejects every publish of it with UNAVAILABLE', async () => {
