@@ -68,6 +68,23 @@ describe('envelope', () => {
       [{ ...env, deadline: 'soon' }, 'deadline'],
       [{ ...env, traceparent: 1 }, 'traceparent'],
     ];
+    // Every attribute is checked: each required one missing, each optional one not a string.
+    for (const key of ['id', 'source', 'type', 'specversion'])
+      cases.push([{ ...env, [key]: undefined }, key]);
+    for (const key of [
+      'time',
+      'subject',
+      'datacontenttype',
+      'dataschema',
+      'traceparent',
+      'tracestate',
+      'idempotencykey',
+      'correlationid',
+      'causationid',
+      'principal',
+    ]) {
+      cases.push([{ ...env, [key]: { not: 'a string' } }, key]);
+    }
     for (const [value, attribute] of cases) {
       assert.throws(
         () => assertEnvelope(value),

@@ -86,24 +86,33 @@ export function assertEnvelope(value: unknown): Envelope {
     throw new ParleyError('INVALID_ARGUMENT', 'envelope is not an object');
   }
   const v = value as Record<string, unknown>;
-  for (const key of REQUIRED) {
-    if (typeof v[key] !== 'string' || v[key] === '') {
-      throw new ParleyError('INVALID_ARGUMENT', `envelope attribute "${key}" is missing or not a string`, {
-        details: { attribute: key },
-      });
-    }
-  }
+  // Each attribute read by name, not in a loop over the lists: this runs for every message
+  // received, and a read by a fixed name is several times cheaper than one by a computed key.
+  if (!filled(v.id)) missing('id');
+  if (!filled(v.source)) missing('source');
+  if (!filled(v.type)) missing('type');
+  if (!filled(v.specversion)) missing('specversion');
   if (v.specversion !== '1.0') {
     throw new ParleyError('INVALID_ARGUMENT', `unsupported specversion ${String(v.specversion)}`, {
       details: { attribute: 'specversion' },
     });
   }
-  for (const key of OPTIONAL_STRINGS) {
-    if (v[key] !== undefined && typeof v[key] !== 'string') {
-      throw new ParleyError('INVALID_ARGUMENT', `envelope attribute "${key}" must be a string`, {
-        details: { attribute: key },
-      });
-    }
+  if (
+    !optional(v.time) ||
+    !optional(v.subject) ||
+    !optional(v.datacontenttype) ||
+    !optional(v.dataschema) ||
+    !optional(v.traceparent) ||
+    !optional(v.tracestate) ||
+    !optional(v.idempotencykey) ||
+    !optional(v.correlationid) ||
+    !optional(v.causationid) ||
+    !optional(v.principal)
+  ) {
+    const key = OPTIONAL_STRINGS.find((k) => !optional(v[k]));
+    throw new ParleyError('INVALID_ARGUMENT', `envelope attribute "${key}" must be a string`, {
+      details: { attribute: key },
+    });
   }
   if (v.deadline !== undefined && (typeof v.deadline !== 'number' || !Number.isFinite(v.deadline))) {
     throw new ParleyError('INVALID_ARGUMENT', 'envelope attribute "deadline" must be epoch milliseconds', {
@@ -111,6 +120,15 @@ export function assertEnvelope(value: unknown): Envelope {
     });
   }
   return value as Envelope;
+}
+
+const filled = (x: unknown): boolean => typeof x === 'string' && x !== '';
+const optional = (x: unknown): boolean => x === undefined || typeof x === 'string';
+
+function missing(key: (typeof REQUIRED)[number]): never {
+  throw new ParleyError('INVALID_ARGUMENT', `envelope attribute "${key}" is missing or not a string`, {
+    details: { attribute: key },
+  });
 }
 
 /**
