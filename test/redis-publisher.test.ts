@@ -126,7 +126,7 @@ describe('redis broker: publish batches', { skip }, () => {
         const fields: Record<string, unknown> = {};
         for (let i = 0; i + 1 < list.length; i += 2) fields[String(list[i])] = list[i + 1];
         const { body, ...rest } = fields;
-        return { data: JSON.parse(String(body)).data, ...rest };
+        return { data: JSON.parse(String(body)).data, ...rest } as Record<string, unknown>;
       });
     const a = await fieldsOf('a');
     assert.equal(a.length, 2);
