@@ -72,6 +72,15 @@ interface Fields {
   to: string | undefined;
 }
 
+/** A field's name as read: a Buffer from a read that asked for bytes, else a string. */
+function nameIs(name: unknown, text: string): boolean {
+  if (typeof name === 'string') return name === text;
+  // Compared as bytes: no string made for every field of every entry.
+  if (!Buffer.isBuffer(name) || name.length !== text.length) return false;
+  for (let i = 0; i < text.length; i++) if (name[i] !== text.charCodeAt(i)) return false;
+  return true;
+}
+
 /**
  * `[field, value, field, value…]` (strings, or Buffers from a read that asked for them: the body
  * then stays bytes, never decoded into a string and encoded back).
@@ -80,23 +89,38 @@ function fieldsOf(list: unknown): Fields {
   const out: Fields = { body: undefined, key: undefined, notBefore: undefined, to: undefined };
   if (!Array.isArray(list)) return out;
   for (let i = 0; i + 1 < list.length; i += 2) {
+    const name: unknown = list[i];
     const value: unknown = list[i + 1];
-    switch (String(list[i])) {
-      case 'body':
-        out.body = Buffer.isBuffer(value) ? value : Buffer.from(String(value), 'utf8');
-        break;
-      case 'key':
-        out.key = String(value);
-        break;
-      case 'notBefore':
-        out.notBefore = String(value);
-        break;
-      case 'to':
-        out.to = String(value);
-        break;
-    }
+    if (nameIs(name, 'body')) out.body = Buffer.isBuffer(value) ? value : Buffer.from(String(value), 'utf8');
+    else if (nameIs(name, 'key')) out.key = String(value);
+    else if (nameIs(name, 'notBefore')) out.notBefore = String(value);
+    else if (nameIs(name, 'to')) out.to = String(value);
   }
   return out;
+}
+
+/** One entry as the group consumer sees it: its operations are its consumer's (no closures). */
+class Entry implements RawMessage {
+  constructor(
+    private readonly consumer: RedisConsumer,
+    readonly id: string,
+    readonly body: Buffer,
+    readonly key: string | undefined,
+    readonly notBefore: number | undefined,
+    readonly deliveries: number,
+  ) {}
+
+  ack(): Promise<void> {
+    return this.consumer.ack(this.id);
+  }
+
+  retry(delay: number): Promise<void> {
+    return this.consumer.park(this.id, delay);
+  }
+
+  extend(): Promise<void> {
+    return this.consumer.extend(this.id);
+  }
 }
 
 /** One Parley consumer: a Redis consumer of the group with its own connection for blocking reads. */
@@ -257,20 +281,19 @@ export class RedisConsumer {
       return;
     }
     const notBefore = fields.notBefore;
-    const raw: RawMessage = {
-      id,
-      body: fields.body ?? Buffer.alloc(0),
-      key: fields.key || undefined,
-      notBefore: notBefore === undefined || notBefore === '' ? undefined : Number(notBefore),
-      deliveries,
-      ack: () => this.ack(id),
-      retry: (delay) => this.park(id, delay),
-      extend: () => this.extend(id),
-    };
-    this.group.deliver(raw);
+    this.group.deliver(
+      new Entry(
+        this,
+        id,
+        fields.body ?? Buffer.alloc(0),
+        fields.key || undefined,
+        notBefore === undefined || notBefore === '' ? undefined : Number(notBefore),
+        deliveries,
+      ),
+    );
   }
 
-  private ack(id: string): Promise<void> {
+  /** @internal */ ack(id: string): Promise<void> {
     return new Promise<void>((resolve, reject) => this.acks.add({ id, resolve, reject }));
   }
 
@@ -289,7 +312,7 @@ export class RedisConsumer {
     );
   }
 
-  private async park(id: string, delay: number): Promise<void> {
+  /** @internal */ async park(id: string, delay: number): Promise<void> {
     const ms = Math.max(0, Math.round(delay));
     let held: unknown;
     try {
@@ -305,7 +328,7 @@ export class RedisConsumer {
     if (held === 1) this.broker.parked(this.spec.topic, this.spec.group, Date.now() + ms + 1);
   }
 
-  private async extend(id: string): Promise<void> {
+  /** @internal */ async extend(id: string): Promise<void> {
     let held: unknown;
     try {
       held = await EXTEND.run(this.broker.redis, [this.stream], [this.spec.group, this.name, id]);
