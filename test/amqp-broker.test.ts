@@ -79,6 +79,61 @@ describe('rabbitmq broker: reconnects', { skip }, () => {
   });
 });
 
+describe('rabbitmq broker: one write per turn of publishes', { skip }, () => {
+  it('a turn of publishes leaves in one socket write, every one confirmed and delivered in order', async () => {
+    const broker = await createAmqpBroker({
+      url: BROKERS.rabbitmq.url,
+      prefix: `ptest${process.pid}cork`,
+      log: () => {},
+    });
+    try {
+      const got: number[] = [];
+      const consumer = await broker.subscribe(
+        { topic: 'cork.t', group: 'g', maxInFlight: 500 },
+        async (d) => {
+          got.push(d.envelope.data as number);
+        },
+      );
+      await broker.publish(createEnvelope({ source: '/t', type: 'cork.t', data: -1 })); // channel open
+      const socket = (broker.link.current?.connection as unknown as { stream: Record<string, unknown> })
+        .stream;
+      const calls = { write: 0, writev: 0, chunks: 0 };
+      const write = socket._write as (...a: unknown[]) => unknown;
+      const writev = socket._writev as (chunks: unknown[], cb: unknown) => unknown;
+      socket._write = function (this: unknown, ...a: unknown[]) {
+        calls.write++;
+        return write.apply(this, a);
+      };
+      socket._writev = function (this: unknown, chunks: unknown[], cb: unknown) {
+        calls.writev++;
+        calls.chunks += chunks.length;
+        return writev.call(this, chunks, cb);
+      };
+      const receipts = await Promise.all(
+        Array.from({ length: 300 }, (_, i) =>
+          broker.publish(createEnvelope({ source: '/t', type: 'cork.t', data: i })),
+        ),
+      );
+      socket._write = write;
+      socket._writev = writev;
+      assert.equal(receipts.length, 300);
+      // The turn's 300 messages: one writev (consumer acks may add a write or two meanwhile).
+      assert.equal(calls.writev, 1, JSON.stringify(calls));
+      assert.ok(calls.chunks >= 300, JSON.stringify(calls));
+      assert.ok(calls.write <= 3, JSON.stringify(calls));
+      await waitFor(() => got.length === 301, 10_000, 'all 301 delivered');
+      assert.deepEqual(
+        got,
+        Array.from({ length: 301 }, (_, i) => i - 1),
+      );
+      await consumer.close();
+    } finally {
+      await broker.destroyAll().catch(() => undefined);
+      await broker.close();
+    }
+  });
+});
+
 describe('rabbitmq broker: batched acks', { skip }, () => {
   // Acks leave once per turn, several as one `multiple` ack only below the lowest open delivery.
   // Were an ack to cover a delivery still held, its later nack (the lease ending) would name an

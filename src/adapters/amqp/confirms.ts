@@ -6,6 +6,14 @@
  *
  * Once the channel is open, a publish writes at once, with no await before it, and costs one
  * promise: this path runs for every message.
+ *
+ * The publishes of one turn of the event loop leave in one socket write. amqplib queues each
+ * publish's frames on its channel and, in a `setImmediate`, writes them to the socket one by one:
+ * a system call per message, which costs the publisher more than the rest of the publish and
+ * RabbitMQ a read per message. The first publish of a turn corks the connection's socket and
+ * schedules the uncork for right after amqplib's writes of that turn (a `setImmediate` queued
+ * from a `process.nextTick` comes after the one amqplib queued from its own `nextTick` during
+ * the publish). Should the order ever differ, the writes simply go out one by one, as without it.
  */
 import type { Options } from 'amqplib';
 import type { AmqpConfirmChannel, AmqpLink, ChannelModel } from './connect.ts';
@@ -18,8 +26,15 @@ interface Open {
   ready: AmqpConfirmChannel | undefined;
 }
 
+/** The part of an amqplib channel the cork needs (its connection's socket; not in amqplib's types). */
+interface WithSocket {
+  connection?: { stream?: { cork(): void; uncork(): void } };
+}
+
 export class ConfirmPublisher {
   private open: Open | undefined;
+  /** The socket corked for this turn's publishes, until its uncork runs. */
+  private corked: { uncork(): void } | undefined;
 
   constructor(
     private readonly link: Pick<AmqpLink, 'connection' | 'current'>,
@@ -33,13 +48,34 @@ export class ConfirmPublisher {
     const content = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
     const props = options.persistent === undefined ? { ...options, persistent: true } : options;
     const ch = this.open?.ready;
-    if (ch !== undefined && this.open?.model === this.link.current)
-      return write(ch, exchange, routingKey, content, props);
+    if (ch !== undefined && this.open?.model === this.link.current) {
+      const written = write(ch, exchange, routingKey, content, props);
+      this.cork(ch);
+      return written;
+    }
     return this.channel().then(
-      (ch) => write(ch, exchange, routingKey, content, props),
+      (ch) => {
+        const written = write(ch, exchange, routingKey, content, props);
+        this.cork(ch);
+        return written;
+      },
       (error: unknown) => {
         throw amqpError(error, `publishing to ${exchange || 'queue'} ${routingKey}`);
       },
+    );
+  }
+
+  /** After a publish: corks its socket until amqplib has written this turn's frames. */
+  private cork(ch: AmqpConfirmChannel): void {
+    const socket = (ch as unknown as WithSocket).connection?.stream;
+    if (socket === undefined || this.corked !== undefined) return;
+    socket.cork();
+    this.corked = socket;
+    process.nextTick(() =>
+      setImmediate(() => {
+        this.corked = undefined;
+        socket.uncork();
+      }),
     );
   }
 

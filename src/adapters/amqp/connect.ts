@@ -79,14 +79,20 @@ export class AmqpLink {
 
   private async dial(): Promise<ChannelModel> {
     const options = connectOptions(this.options.url);
+    // amqplib hands these to `net.connect` (its types know only some of them).
+    const socket = {
+      clientProperties: { connection_name: this.options.name, product: 'parley' },
+      // amqplib leaves Nagle's algorithm on: a small frame written while an earlier one is
+      // unacknowledged then waits for the peer's delayed ACK (40 ms on Linux). Calls and
+      // confirms are small frames that someone waits for.
+      noDelay: true,
+      // The publisher corks the socket for a turn's publishes (`confirms.ts`) so they leave in
+      // one write; amqplib stops handing frames to a socket that holds more than this, so the
+      // default 16 KiB would end the turn's write after some 40 messages.
+      writableHighWaterMark: 1 << 20,
+    };
     try {
-      return await this.amqp.connect(options, {
-        clientProperties: { connection_name: this.options.name, product: 'parley' },
-        // amqplib leaves Nagle's algorithm on: a small frame written while an earlier one is
-        // unacknowledged then waits for the peer's delayed ACK (40 ms on Linux). Calls and
-        // confirms are small frames that someone waits for.
-        noDelay: true,
-      });
+      return await this.amqp.connect(options, socket);
     } catch (error) {
       throw amqpError(error, `connecting to ${options.hostname}:${options.port}`);
     }
