@@ -1,0 +1,62 @@
+/**
+ * Entries the Redis broker did not write itself (another writer's XADD on a Parley stream): each
+ * one that is not an envelope reaches the dead-letter store with its reason, whatever its bytes;
+ * the entries around it are delivered, and an envelope whose text holds U+FFFD (a character the
+ * consumer must tell apart from a byte that is not UTF-8) arrives intact.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createRedisBroker, type RedisBroker } from '../src/adapters/redis/redis-broker.ts';
+import { createEnvelope } from '../src/envelope/envelope.ts';
+import { BROKERS, needBroker } from './brokers.ts';
+import { waitFor } from './helpers.ts';
+
+const skip = await needBroker('redis');
+const made: RedisBroker[] = [];
+
+describe('redis broker: entries from other writers', { skip }, () => {
+  after(async () => {
+    for (const b of made) {
+      await b.destroyAll().catch(() => undefined);
+      await b.close();
+    }
+  });
+
+  it('bytes that are not UTF-8, and text that is not JSON, are dead-lettered with the reason; U+FFFD in data arrives', async () => {
+    const b = await createRedisBroker({
+      url: BROKERS.redis.url,
+      prefix: `ptest${process.pid}foreign`,
+      log: () => {},
+    });
+    made.push(b);
+    const got: unknown[] = [];
+    const consumer = await b.subscribe({ topic: 'raw.t', group: 'g', maxAttempts: 1 }, async (d) => {
+      got.push(d.envelope.data);
+    });
+    const stream = b.streamOf('raw.t');
+    const valid = (data: unknown) => JSON.stringify(createEnvelope({ source: '/t', type: 'raw.t', data }));
+    // A valid envelope as bytes with one byte changed to 0xff: text that is not UTF-8.
+    const broken = Buffer.from(valid('before-and-after'));
+    broken[broken.indexOf('and')] = 0xff;
+    await b.redis.xadd(stream, '*', 'body', valid(1));
+    await b.redis.xadd(stream, '*', 'body', broken);
+    await b.redis.xadd(stream, '*', 'body', 'not json at all');
+    await b.redis.xadd(stream, '*', 'body', valid('a \ufffd here'));
+    await b.redis.xadd(stream, '*', 'body', valid(2));
+    await waitFor(() => got.length === 3, 10_000, 'the three envelopes');
+    assert.deepEqual(got, [1, 'a \ufffd here', 2]);
+    let letters = await b.deadLetters.list();
+    for (const until = Date.now() + 10_000; letters.length < 2 && Date.now() < until; ) {
+      await sleep(20);
+      letters = await b.deadLetters.list();
+    }
+    const reasons = letters.map((l) => `${l.code}: ${l.message}`).sort();
+    assert.equal(reasons.length, 2);
+    assert.match(reasons[0] ?? '', /^INVALID_ARGUMENT: .*not valid JSON/);
+    assert.match(reasons[1] ?? '', /^INVALID_ARGUMENT: .*not valid UTF-8/);
+    await consumer.close();
+  });
+});
+
+if (skip !== false) it('redis broker: entries from other writers', { skip }, () => {});
