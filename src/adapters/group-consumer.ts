@@ -35,7 +35,11 @@ import { type Backoff, backoffDelay, DEFAULT_BACKOFF } from '../resilience/backo
 export interface RawMessage {
   /** Stable identity of the message in its group (stream sequence, entry id, message id). */
   readonly id: string;
-  readonly body: Uint8Array;
+  /**
+   * The stored bytes, or the body as text from a client that reads strings (the adapter has made
+   * sure that text was valid UTF-8: it goes to the codec's `decodeText`).
+   */
+  readonly body: Uint8Array | string;
   /** Ordering key, when published with one. */
   readonly key: string | undefined;
   /** Not to be handled before this time (epoch ms), when published with a delay. */
@@ -142,7 +146,7 @@ export class GroupConsumer {
     const attempt = Math.max(1, raw.deliveries - (this.deferred.get(raw.id) ?? 0));
     let envelope: Envelope;
     try {
-      envelope = assertEnvelope(this.options.codec.decode(raw.body));
+      envelope = assertEnvelope(decodeBody(this.options.codec, raw.body));
     } catch (error) {
       const e = ParleyError.from(error, 'INVALID_ARGUMENT');
       this.dead(
@@ -305,6 +309,11 @@ export class GroupConsumer {
   }
 }
 
+function decodeBody(codec: Codec, body: Uint8Array | string): unknown {
+  if (typeof body !== 'string') return codec.decode(body);
+  return codec.decodeText !== undefined ? codec.decodeText(body) : codec.decode(Buffer.from(body, 'utf8'));
+}
+
 /** What a dead letter records for a body that is not an envelope: its bytes, base64. */
 function undecodable(raw: RawMessage, topic: string): Envelope {
   return {
@@ -312,6 +321,8 @@ function undecodable(raw: RawMessage, topic: string): Envelope {
     id: raw.id,
     source: '/parley/undecodable',
     type: topic,
-    data: Buffer.from(raw.body).toString('base64'),
+    data: (typeof raw.body === 'string' ? Buffer.from(raw.body, 'utf8') : Buffer.from(raw.body)).toString(
+      'base64',
+    ),
   };
 }

@@ -12,6 +12,11 @@ export interface Codec {
   readonly contentType: string;
   encode(value: unknown): Uint8Array;
   decode(bytes: Uint8Array): unknown;
+  /**
+   * For a text codec: decodes text that a client already read as a string (and that was valid
+   * UTF-8), so the bytes need not be made again only to be read back.
+   */
+  decodeText?(text: string): unknown;
 }
 
 /**

@@ -31,6 +31,15 @@ export function encodeJsonText(value: unknown): string {
   return text;
 }
 
+function decodeJsonText(text: string): unknown {
+  try {
+    if (!risky(text)) return JSON.parse(text);
+    return sjson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' });
+  } catch (error) {
+    throw codecError('json', 'frame is not valid JSON', error);
+  }
+}
+
 export function createJsonCodec(): Codec {
   return {
     name: 'json',
@@ -45,13 +54,8 @@ export function createJsonCodec(): Codec {
       const buffer = Buffer.isBuffer(bytes)
         ? bytes
         : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      const text = buffer.toString('utf8');
-      try {
-        if (!risky(text)) return JSON.parse(text);
-        return sjson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' });
-      } catch (error) {
-        throw codecError('json', 'frame is not valid JSON', error);
-      }
+      return decodeJsonText(buffer.toString('utf8'));
     },
+    decodeText: decodeJsonText,
   };
 }

@@ -26,6 +26,11 @@
  * - **Backpressure**: each consumer reads and claims only as many entries as it has room for, in
  *   one loop, so reads and claims never together exceed `maxInFlight`.
  *
+ * - **Bodies are read as text** (ioredis decodes them as UTF-8), which costs less than a Buffer
+ *   per field. Text decoding turns a byte that is not UTF-8 into U+FFFD, so an entry whose text
+ *   holds U+FFFD is read again as bytes (XRANGE of that one id) before it is delivered: a writer's
+ *   own U+FFFD arrives as it was, and bytes that are not UTF-8 go to dead-letter with that reason.
+ *
  * Reconnects: reads that fail are retried every second; what a consumer held is redelivered when
  * its lease ends.
  */
@@ -66,7 +71,7 @@ const JANITOR_EVERY = 5 * 60_000;
 
 /** An entry's fields that a consumer reads. */
 interface Fields {
-  body: Buffer | undefined;
+  body: Buffer | string | undefined;
   key: string | undefined;
   notBefore: string | undefined;
   to: string | undefined;
@@ -81,17 +86,14 @@ function nameIs(name: unknown, text: string): boolean {
   return true;
 }
 
-/**
- * `[field, value, field, value…]` (strings, or Buffers from a read that asked for them: the body
- * then stays bytes, never decoded into a string and encoded back).
- */
+/** `[field, value, field, value…]`: strings, or Buffers from a read that asked for bytes. */
 function fieldsOf(list: unknown): Fields {
   const out: Fields = { body: undefined, key: undefined, notBefore: undefined, to: undefined };
   if (!Array.isArray(list)) return out;
   for (let i = 0; i + 1 < list.length; i += 2) {
     const name: unknown = list[i];
     const value: unknown = list[i + 1];
-    if (nameIs(name, 'body')) out.body = Buffer.isBuffer(value) ? value : Buffer.from(String(value), 'utf8');
+    if (nameIs(name, 'body')) out.body = Buffer.isBuffer(value) ? value : String(value);
     else if (nameIs(name, 'key')) out.key = String(value);
     else if (nameIs(name, 'notBefore')) out.notBefore = String(value);
     else if (nameIs(name, 'to')) out.to = String(value);
@@ -104,7 +106,7 @@ class Entry implements RawMessage {
   constructor(
     private readonly consumer: RedisConsumer,
     readonly id: string,
-    readonly body: Buffer,
+    readonly body: Buffer | string,
     readonly key: string | undefined,
     readonly notBefore: number | undefined,
     readonly deliveries: number,
@@ -211,9 +213,7 @@ export class RedisConsumer {
         now = Date.now();
         const block = Math.max(1, Math.min(nextPoll, nextAutoclaim, ...this.dues) - now);
         this.blockedUntil = now + block;
-        // As Buffers: bodies go to the codec as the bytes they are. (Only on this connection:
-        // ioredis's auto-pipelining, on the shared one, loses `callBuffer`'s command name.)
-        const reply = await this.reader.callBuffer(
+        const reply = await this.reader.call(
           'XREADGROUP',
           'GROUP',
           this.spec.group,
@@ -233,7 +233,8 @@ export class RedisConsumer {
           if (!Array.isArray(entries)) continue;
           for (const entry of entries) {
             const [id, fields] = entry as [unknown, unknown];
-            this.take(String(id), fields, 1);
+            const later = this.take(String(id), fields, 1);
+            if (later !== undefined) await later;
           }
         }
       } catch (error) {
@@ -269,12 +270,42 @@ export class RedisConsumer {
     if (!Array.isArray(claimed)) return;
     for (const c of claimed) {
       const [id, fields, count] = c as [unknown, unknown, unknown];
-      this.take(String(id), fields, Number(count) || 1);
+      const later = this.take(String(id), fields, Number(count) || 1);
+      if (later !== undefined) await later;
     }
   }
 
-  private take(id: string, list: unknown, deliveries: number): void {
+  /**
+   * Delivers one entry read or claimed; returns a promise only when it must first read the
+   * entry's bytes (its text holds U+FFFD), so the caller keeps the entries in order.
+   */
+  private take(id: string, list: unknown, deliveries: number): Promise<void> | undefined {
     const fields = fieldsOf(list);
+    if (typeof fields.body === 'string' && fields.body.includes('\ufffd')) {
+      return this.bytesOf(id, fields.body).then((body) => this.deliver(id, { ...fields, body }, deliveries));
+    }
+    this.deliver(id, fields, deliveries);
+    return undefined;
+  }
+
+  /**
+   * The body's bytes, read again: U+FFFD in text is either the writer's own character or a byte
+   * that was not UTF-8. (On the reader's connection, between its reads: ioredis's
+   * auto-pipelining, on the shared one, loses `callBuffer`'s command name.)
+   */
+  private async bytesOf(id: string, text: string): Promise<Buffer | string> {
+    try {
+      const reply = await this.reader.callBuffer('XRANGE', this.stream, id, id);
+      const entry = Array.isArray(reply) ? (reply[0] as unknown[] | undefined) : undefined;
+      const body = fieldsOf(entry?.[1]).body;
+      if (body !== undefined) return body;
+    } catch (error) {
+      this.log(`reading ${id} as bytes failed: ${redisError(error, 'XRANGE').message}`);
+    }
+    return text; // trimmed meanwhile, or unreadable now: the text is all there is
+  }
+
+  private deliver(id: string, fields: Fields, deliveries: number): void {
     const to = fields.to;
     if (to !== undefined && to !== this.spec.group) {
       void this.ack(id).catch(() => undefined); // a replay meant for another group
@@ -285,7 +316,7 @@ export class RedisConsumer {
       new Entry(
         this,
         id,
-        fields.body ?? Buffer.alloc(0),
+        fields.body ?? '',
         fields.key || undefined,
         notBefore === undefined || notBefore === '' ? undefined : Number(notBefore),
         deliveries,
