@@ -57,6 +57,32 @@ describe('redis broker: entries from other writers', { skip }, () => {
     assert.match(reasons[1] ?? '', /^INVALID_ARGUMENT: .*not valid UTF-8/);
     await consumer.close();
   });
+
+  it('a close started by the last handler acks everything first, then leaves the group holding nothing', async () => {
+    const b = await createRedisBroker({
+      url: BROKERS.redis.url,
+      prefix: `ptest${process.pid}ackclose`,
+      log: () => {},
+    });
+    made.push(b);
+    let seen = 0;
+    let closing: Promise<void> | undefined;
+    const consumer = await b.subscribe({ topic: 'close.t', group: 'g', maxInFlight: 100 }, async () => {
+      // The 50th handler closes its own consumer while the turn's acks still wait to be sent.
+      if (++seen === 50) closing = consumer.close();
+    });
+    await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        b.publish(createEnvelope({ source: '/t', type: 'close.t', data: i })),
+      ),
+    );
+    await waitFor(() => closing !== undefined, 10_000, 'the 50th delivery');
+    await closing;
+    const stream = b.streamOf('close.t');
+    const pending = (await b.redis.xpending(stream, 'g')) as [number, ...unknown[]];
+    assert.equal(pending[0], 0, 'every entry acked');
+    assert.deepEqual(await b.redis.xinfo('CONSUMERS', stream, 'g'), [], 'the closed consumer left the group');
+  });
 });
 
 if (skip !== false) it('redis broker: entries from other writers', { skip }, () => {});

@@ -3,8 +3,11 @@
  * One subscription of the Redis broker (`redis-broker.ts`): a Redis consumer of the group, one
  * loop that reads, claims and takes due retries, on its own connection for blocking reads.
  *
- * - **Ack** is XACK. The entry stays in the stream (no XDEL: other groups still need it) until
- *   retention trims it.
+ * - **Ack** is XACK, one per turn for the turn's acks. The entry stays in the stream (no XDEL:
+ *   other groups still need it) until retention trims it. A handled entry frees its room once
+ *   its ack is queued, not when Redis answers the XACK: the next read overlaps the ack's round
+ *   trip (as an AMQP ack frees prefetch when it is sent). An XACK that fails is logged; its
+ *   entries stay pending and are redelivered when their lease ends (at least once).
  * - **Leases** are idle times in the group's pending list: every consumer runs XAUTOCLAIM with
  *   min-idle-time = its lease (every lease/4, at most every 5 s) and takes over what dead or
  *   stalled consumers held; `extendLease` is XCLAIM to itself with JUSTID (idle time back to 0:
@@ -45,12 +48,6 @@ import type { Letter } from './dead-letters.ts';
 import { redisError } from './errors.ts';
 import { CLAIM, EXTEND, FORGET, JANITOR, PARK } from './scripts.ts';
 
-interface PendingAck {
-  id: string;
-  resolve: () => void;
-  reject: (error: unknown) => void;
-}
-
 /** What a consumer needs of its broker (`RedisBroker` has it; a consumer does not import the broker). */
 export interface ConsumerHost {
   /** The shared connection (everything but the blocking reads). */
@@ -65,6 +62,9 @@ export interface ConsumerHost {
   /** Stores a dead letter. */
   deadLetter(letter: Letter): Promise<void>;
 }
+
+/** What `ack` returns: settled at once (see the module comment). */
+const QUEUED: Promise<void> = Promise.resolve();
 
 /** How often a consumer deletes the group's consumers that are long gone and hold nothing, ms. */
 const JANITOR_EVERY = 5 * 60_000;
@@ -142,7 +142,7 @@ export class RedisConsumer {
   private blockedUntil: number | undefined;
   private closing: Promise<void> | undefined;
   /** Acks made in one turn go out as one XACK (a command per batch, not per entry). */
-  private readonly acks = new TurnQueue<PendingAck>((batch) => this.sendAcks(batch));
+  private readonly acks = new TurnQueue<string>((ids) => this.sendAcks(ids));
 
   constructor(
     private readonly broker: ConsumerHost,
@@ -325,22 +325,15 @@ export class RedisConsumer {
   }
 
   /** @internal */ ack(id: string): Promise<void> {
-    return new Promise<void>((resolve, reject) => this.acks.add({ id, resolve, reject }));
+    this.acks.add(id);
+    return QUEUED;
   }
 
-  private sendAcks(batch: PendingAck[]): void {
-    this.broker.redis.call('XACK', this.stream, this.spec.group, ...batch.map((a) => a.id)).then(
-      () => {
-        for (const a of batch) a.resolve();
-      },
-      (error: unknown) => {
-        const e = redisError(
-          error,
-          `acking ${batch.length === 1 ? batch[0]?.id : `${batch.length} entries`}`,
-        );
-        for (const a of batch) a.reject(e);
-      },
-    );
+  private sendAcks(ids: string[]): void {
+    this.broker.redis.call('XACK', this.stream, this.spec.group, ...ids).catch((error: unknown) => {
+      const what = ids.length === 1 ? ids[0] : `${ids.length} entries`;
+      this.log(`${redisError(error, `acking ${what}`).message}: redelivered when their lease ends`);
+    });
   }
 
   /** @internal */ async park(id: string, delay: number): Promise<void> {
@@ -379,6 +372,7 @@ export class RedisConsumer {
       this.unblock();
       await this.loop;
       await settled;
+      this.acks.flush(); // before FORGET, on the same connection: the consumer then holds nothing
       await FORGET.run(this.broker.redis, [this.stream], [this.spec.group, this.name]).catch(() => undefined);
       await this.reader.quit().then(undefined, () => this.reader.disconnect());
     })();
