@@ -226,8 +226,13 @@ function amqpRaw(queueType: 'classic' | 'quorum'): EventSystem {
   };
 }
 
-/** ioredis Streams: XADD pipelined, a consumer group per group, XREADGROUP batches, XACK. */
-const redisStreams: EventSystem = {
+/**
+ * ioredis Streams: XADD pipelined, a consumer group per group, XREADGROUP batches, XACK. `json:
+ * false` adds one pre-made buffer and counts entries without reading them (the floor); `json:
+ * true` serialises the object per publish and parses each entry's body per group, as an
+ * application does with a JSON event (as `raw nats json` does for NATS).
+ */
+const redisStreams = (json: boolean): EventSystem => ({
   needs: 'redis',
   async subscribe(topic, groups, expected) {
     const { Redis } = await import('ioredis');
@@ -255,6 +260,7 @@ const redisStreams: EventSystem = {
           )) as [string, [string, string[]][]][] | null;
           const entries = res?.[0]?.[1] ?? [];
           if (entries.length === 0) continue;
+          if (json) for (const [, fields] of entries) JSON.parse(fields[1] as string);
           await r.xack(topic, `g${g}`, ...entries.map((e) => e[0]));
           c.hit(g, entries.length);
         }
@@ -274,11 +280,13 @@ const redisStreams: EventSystem = {
     const { Redis } = await import('ioredis');
     const r = new Redis(REDIS);
     const body = Buffer.from(payload);
+    const data = payloadData(payload);
     await r.ping();
     started();
     for (let i = 0; i < count; i += 500) {
       const p = r.pipeline();
-      for (let j = i; j < Math.min(count, i + 500); j++) p.xadd(topic, '*', 'd', body);
+      for (let j = i; j < Math.min(count, i + 500); j++)
+        p.xadd(topic, '*', 'd', json ? JSON.stringify(data) : body);
       await p.exec();
     }
     r.disconnect();
@@ -289,7 +297,7 @@ const redisStreams: EventSystem = {
     await r.del(topic);
     r.disconnect();
   },
-};
+});
 
 /** Moleculer 0.14 events over NATS: one service per group, balanced events. */
 const moleculerNats: EventSystem = {
@@ -521,6 +529,7 @@ export const eventSystems: Record<string, EventSystem> = {
   'raw jetstream': jetstream,
   'raw amqplib': amqpRaw('classic'),
   'raw amqplib quorum': amqpRaw('quorum'),
-  'raw ioredis streams': redisStreams,
+  'raw ioredis streams': redisStreams(false),
+  'raw ioredis streams json': redisStreams(true),
   'moleculer nats': moleculerNats,
 };
