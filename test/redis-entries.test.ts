@@ -1,8 +1,10 @@
 /**
- * Entries the Redis broker did not write itself (another writer's XADD on a Parley stream): each
- * one that is not an envelope reaches the dead-letter store with its reason, whatever its bytes;
- * the entries around it are delivered, and an envelope whose text holds U+FFFD (a character the
- * consumer must tell apart from a byte that is not UTF-8) arrives intact.
+ * The Redis consumer against the machine's Redis. Entries the broker did not write itself
+ * (another writer's XADD on a Parley stream): each one that is not an envelope reaches the
+ * dead-letter store with its reason, whatever its bytes; the entries around it are delivered, and
+ * an envelope whose text holds U+FFFD (a character the consumer must tell apart from a byte that
+ * is not UTF-8) arrives intact. And acks, which free a consumer's room once queued: a consumer
+ * that closes sends them before it leaves its group.
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
@@ -15,7 +17,17 @@ import { waitFor } from './helpers.ts';
 const skip = await needBroker('redis');
 const made: RedisBroker[] = [];
 
-describe('redis broker: entries from other writers', { skip }, () => {
+async function broker(name: string): Promise<RedisBroker> {
+  const b = await createRedisBroker({
+    url: BROKERS.redis.url,
+    prefix: `ptest${process.pid}${name}`,
+    log: () => {},
+  });
+  made.push(b);
+  return b;
+}
+
+describe('redis consumer: entries from other writers, acks', { skip }, () => {
   after(async () => {
     for (const b of made) {
       await b.destroyAll().catch(() => undefined);
@@ -24,12 +36,7 @@ describe('redis broker: entries from other writers', { skip }, () => {
   });
 
   it('bytes that are not UTF-8, and text that is not JSON, are dead-lettered with the reason; U+FFFD in data arrives', async () => {
-    const b = await createRedisBroker({
-      url: BROKERS.redis.url,
-      prefix: `ptest${process.pid}foreign`,
-      log: () => {},
-    });
-    made.push(b);
+    const b = await broker('foreign');
     const got: unknown[] = [];
     const consumer = await b.subscribe({ topic: 'raw.t', group: 'g', maxAttempts: 1 }, async (d) => {
       got.push(d.envelope.data);
@@ -59,12 +66,7 @@ describe('redis broker: entries from other writers', { skip }, () => {
   });
 
   it('a close started by the last handler acks everything first, then leaves the group holding nothing', async () => {
-    const b = await createRedisBroker({
-      url: BROKERS.redis.url,
-      prefix: `ptest${process.pid}ackclose`,
-      log: () => {},
-    });
-    made.push(b);
+    const b = await broker('ackclose');
     let seen = 0;
     let closing: Promise<void> | undefined;
     const consumer = await b.subscribe({ topic: 'close.t', group: 'g', maxInFlight: 100 }, async () => {
@@ -85,4 +87,4 @@ describe('redis broker: entries from other writers', { skip }, () => {
   });
 });
 
-if (skip !== false) it('redis broker: entries from other writers', { skip }, () => {});
+if (skip !== false) it('redis consumer: entries from other writers, acks', { skip }, () => {});

@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ParleyError } from '../errors.ts';
-import { assertEnvelope, createEnvelope, fromHeaders, toHeaders } from './envelope.ts';
+import {
+  assertEnvelope,
+  createEnvelope,
+  fromHeaders,
+  OPTIONAL_STRINGS,
+  REQUIRED,
+  toHeaders,
+} from './envelope.ts';
 import { randomHex, uuidv7, uuidv7Time } from './ids.ts';
 
 describe('ids', () => {
@@ -69,22 +76,8 @@ describe('envelope', () => {
       [{ ...env, traceparent: 1 }, 'traceparent'],
     ];
     // Every attribute is checked: each required one missing, each optional one not a string.
-    for (const key of ['id', 'source', 'type', 'specversion'])
-      cases.push([{ ...env, [key]: undefined }, key]);
-    for (const key of [
-      'time',
-      'subject',
-      'datacontenttype',
-      'dataschema',
-      'traceparent',
-      'tracestate',
-      'idempotencykey',
-      'correlationid',
-      'causationid',
-      'principal',
-    ]) {
-      cases.push([{ ...env, [key]: { not: 'a string' } }, key]);
-    }
+    for (const key of REQUIRED) cases.push([{ ...env, [key]: undefined }, key]);
+    for (const key of OPTIONAL_STRINGS) cases.push([{ ...env, [key]: { not: 'a string' } }, key]);
     for (const [value, attribute] of cases) {
       assert.throws(
         () => assertEnvelope(value),

@@ -66,8 +66,10 @@ function isoTime(ms: number): string {
   return lastIso;
 }
 
-const REQUIRED = ['id', 'source', 'type', 'specversion'] as const;
-const OPTIONAL_STRINGS = [
+/** The attributes every envelope has, as non-empty strings. */
+export const REQUIRED = ['id', 'source', 'type', 'specversion'] as const;
+/** The attributes that, when present, are strings. */
+export const OPTIONAL_STRINGS = [
   'time',
   'subject',
   'datacontenttype',
