@@ -52,31 +52,6 @@ export function shopScenario(setup: ShopSetup): void {
   let node: ParleyNode;
   const lines: string[] = [];
 
-  before(async () => {
-    dev = await runDev({
-      appDir: 'examples/shop',
-      port: 0,
-      dataDir: dir.file('data'),
-      print: (line) => void lines.push(line),
-      env: { PARLEY_LOG_LEVEL: 'warn', PARLEY_GATEWAY_PORT: '0' },
-      ...(setup.transport === undefined ? {} : { transport: setup.transport }),
-      ...(setup.broker === undefined ? {} : { broker: setup.broker }),
-    });
-    node = createNode({
-      id: `shop-test-${process.pid}`,
-      transport: setup.testTransport?.() ?? createTcpTransport({ hub: dev.hub.url }),
-      logLevel: 'silent',
-    });
-    await node.start();
-    await waitForShop(node);
-  });
-
-  after(async () => {
-    await node?.stop();
-    await dev?.stop();
-    await setup.cleanup?.();
-  });
-
   type Kind = 'happy' | 'out-of-stock' | 'declined';
   const expected: Record<Kind, string> = {
     happy: 'CONFIRMED',
@@ -85,6 +60,33 @@ export function shopScenario(setup: ShopSetup): void {
   };
 
   describe(`the shop, end to end: ${setup.name}`, () => {
+    // Inside the suite: this shop runs only while its own tests do (three shops at once, one per
+    // broker, were 21 processes on two CPUs, and a shop could miss its 20 s start-up window).
+    before(async () => {
+      dev = await runDev({
+        appDir: 'examples/shop',
+        port: 0,
+        dataDir: dir.file('data'),
+        print: (line) => void lines.push(line),
+        env: { PARLEY_LOG_LEVEL: 'warn', PARLEY_GATEWAY_PORT: '0' },
+        ...(setup.transport === undefined ? {} : { transport: setup.transport }),
+        ...(setup.broker === undefined ? {} : { broker: setup.broker }),
+      });
+      node = createNode({
+        id: `shop-test-${process.pid}`,
+        transport: setup.testTransport?.() ?? createTcpTransport({ hub: dev.hub.url }),
+        logLevel: 'silent',
+      });
+      await node.start();
+      await waitForShop(node);
+    });
+
+    after(async () => {
+      await node?.stop();
+      await dev?.stop();
+      await setup.cleanup?.();
+    });
+
     it(`${setup.orders ?? 100} orders of every outcome, with payments killed (SIGKILL) and restarted midway`, {
       timeout: 120_000,
     }, async () => {
