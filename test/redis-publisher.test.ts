@@ -152,6 +152,9 @@ describe('redis broker: publish batches', { skip }, () => {
     }
     made.splice(made.indexOf(b), 1);
     b.redis.disconnect();
+    // Its one stored entry, deleted over a connection that works.
+    const cleaner = await broker();
+    await cleaner.redis.del(b.streamOf('t'));
   });
 
   it('a batch larger than one script call: every publish gets its receipt, in order, trimmed by maxLength', async () => {
