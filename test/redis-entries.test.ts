@@ -41,28 +41,33 @@ describe('redis consumer: entries from other writers, acks', { skip }, () => {
     const consumer = await b.subscribe({ topic: 'raw.t', group: 'g', maxAttempts: 1 }, async (d) => {
       got.push(d.envelope.data);
     });
-    const stream = b.streamOf('raw.t');
-    const valid = (data: unknown) => JSON.stringify(createEnvelope({ source: '/t', type: 'raw.t', data }));
-    // A valid envelope as bytes with one byte changed to 0xff: text that is not UTF-8.
-    const broken = Buffer.from(valid('before-and-after'));
-    broken[broken.indexOf('and')] = 0xff;
-    await b.redis.xadd(stream, '*', 'body', valid(1));
-    await b.redis.xadd(stream, '*', 'body', broken);
-    await b.redis.xadd(stream, '*', 'body', 'not json at all');
-    await b.redis.xadd(stream, '*', 'body', valid('a \ufffd here'));
-    await b.redis.xadd(stream, '*', 'body', valid(2));
-    await waitFor(() => got.length === 3, 10_000, 'the three envelopes');
-    assert.deepEqual(got, [1, 'a \ufffd here', 2]);
-    let letters = await b.deadLetters.list();
-    for (const until = Date.now() + 10_000; letters.length < 2 && Date.now() < until; ) {
-      await sleep(20);
-      letters = await b.deadLetters.list();
+    // Closed in `finally`: a consumer left running after a failed assertion would make its group
+    // (and the stream) again once `after` has deleted them.
+    try {
+      const stream = b.streamOf('raw.t');
+      const valid = (data: unknown) => JSON.stringify(createEnvelope({ source: '/t', type: 'raw.t', data }));
+      // A valid envelope as bytes with one byte changed to 0xff: text that is not UTF-8.
+      const broken = Buffer.from(valid('before-and-after'));
+      broken[broken.indexOf('and')] = 0xff;
+      await b.redis.xadd(stream, '*', 'body', valid(1));
+      await b.redis.xadd(stream, '*', 'body', broken);
+      await b.redis.xadd(stream, '*', 'body', 'not json at all');
+      await b.redis.xadd(stream, '*', 'body', valid('a \ufffd here'));
+      await b.redis.xadd(stream, '*', 'body', valid(2));
+      await waitFor(() => got.length === 3, 10_000, 'the three envelopes');
+      assert.deepEqual(got, [1, 'a \ufffd here', 2]);
+      let letters = await b.deadLetters.list();
+      for (const until = Date.now() + 10_000; letters.length < 2 && Date.now() < until; ) {
+        await sleep(20);
+        letters = await b.deadLetters.list();
+      }
+      const reasons = letters.map((l) => `${l.code}: ${l.message}`).sort();
+      assert.equal(reasons.length, 2);
+      assert.match(reasons[0] ?? '', /^INVALID_ARGUMENT: .*not valid JSON/);
+      assert.match(reasons[1] ?? '', /^INVALID_ARGUMENT: .*not valid UTF-8/);
+    } finally {
+      await consumer.close();
     }
-    const reasons = letters.map((l) => `${l.code}: ${l.message}`).sort();
-    assert.equal(reasons.length, 2);
-    assert.match(reasons[0] ?? '', /^INVALID_ARGUMENT: .*not valid JSON/);
-    assert.match(reasons[1] ?? '', /^INVALID_ARGUMENT: .*not valid UTF-8/);
-    await consumer.close();
   });
 
   it('a close started by the last handler acks everything first, then leaves the group holding nothing', async () => {
@@ -73,17 +78,25 @@ describe('redis consumer: entries from other writers, acks', { skip }, () => {
       // The 50th handler closes its own consumer while the turn's acks still wait to be sent.
       if (++seen === 50) closing = consumer.close();
     });
-    await Promise.all(
-      Array.from({ length: 50 }, (_, i) =>
-        b.publish(createEnvelope({ source: '/t', type: 'close.t', data: i })),
-      ),
-    );
-    await waitFor(() => closing !== undefined, 10_000, 'the 50th delivery');
-    await closing;
-    const stream = b.streamOf('close.t');
-    const pending = (await b.redis.xpending(stream, 'g')) as [number, ...unknown[]];
-    assert.equal(pending[0], 0, 'every entry acked');
-    assert.deepEqual(await b.redis.xinfo('CONSUMERS', stream, 'g'), [], 'the closed consumer left the group');
+    try {
+      await Promise.all(
+        Array.from({ length: 50 }, (_, i) =>
+          b.publish(createEnvelope({ source: '/t', type: 'close.t', data: i })),
+        ),
+      );
+      await waitFor(() => closing !== undefined, 10_000, 'the 50th delivery');
+      await closing;
+      const stream = b.streamOf('close.t');
+      const pending = (await b.redis.xpending(stream, 'g')) as [number, ...unknown[]];
+      assert.equal(pending[0], 0, 'every entry acked');
+      assert.deepEqual(
+        await b.redis.xinfo('CONSUMERS', stream, 'g'),
+        [],
+        'the closed consumer left the group',
+      );
+    } finally {
+      await consumer.close(); // the same close when the handler started it
+    }
   });
 });
 

@@ -260,7 +260,7 @@ const redisStreams = (json: boolean): EventSystem => ({
           )) as [string, [string, string[]][]][] | null;
           const entries = res?.[0]?.[1] ?? [];
           if (entries.length === 0) continue;
-          if (json) for (const [, fields] of entries) JSON.parse(fields[1] as string);
+          if (json) for (const [, fields] of entries) JSON.parse(fields[1] ?? '');
           await r.xack(topic, `g${g}`, ...entries.map((e) => e[0]));
           c.hit(g, entries.length);
         }

@@ -48,26 +48,31 @@ export class ConfirmPublisher {
     const content = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
     const props = options.persistent === undefined ? { ...options, persistent: true } : options;
     const ch = this.open?.ready;
-    if (ch !== undefined && this.open?.model === this.link.current) {
-      const written = write(ch, exchange, routingKey, content, props);
-      this.cork(ch);
-      return written;
-    }
+    if (ch !== undefined && this.open?.model === this.link.current)
+      return this.send(ch, exchange, routingKey, content, props);
     return this.channel().then(
-      (ch) => {
-        const written = write(ch, exchange, routingKey, content, props);
-        this.cork(ch);
-        return written;
-      },
+      (ch) => this.send(ch, exchange, routingKey, content, props),
       (error: unknown) => {
         throw amqpError(error, `publishing to ${exchange || 'queue'} ${routingKey}`);
       },
     );
   }
 
-  /** After a publish: corks its socket until amqplib has written this turn's frames. */
-  private cork(ch: AmqpConfirmChannel): void {
-    const socket = (ch as unknown as WithSocket).connection?.stream;
+  /** Writes one publish; the turn's first corks the socket until amqplib has written the turn's frames. */
+  private send(
+    ch: AmqpConfirmChannel,
+    exchange: string,
+    routingKey: string,
+    content: Buffer,
+    props: Options.Publish,
+  ): Promise<void> {
+    const written = write(ch, exchange, routingKey, content, props);
+    // After the write: amqplib's own `nextTick` must be queued before the one below.
+    this.cork((ch as unknown as WithSocket).connection?.stream);
+    return written;
+  }
+
+  private cork(socket: { cork(): void; uncork(): void } | undefined): void {
     if (socket === undefined || this.corked !== undefined) return;
     socket.cork();
     this.corked = socket;

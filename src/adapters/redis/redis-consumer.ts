@@ -28,11 +28,12 @@
  * - **Delay**: the `notBefore` field; the group consumer puts an early message back until then.
  * - **Backpressure**: each consumer reads and claims only as many entries as it has room for, in
  *   one loop, so reads and claims never together exceed `maxInFlight`.
- *
- * - **Bodies are read as text** (ioredis decodes them as UTF-8), which costs less than a Buffer
- *   per field. Text decoding turns a byte that is not UTF-8 into U+FFFD, so an entry whose text
- *   holds U+FFFD is read again as bytes (XRANGE of that one id) before it is delivered: a writer's
- *   own U+FFFD arrives as it was, and bytes that are not UTF-8 go to dead-letter with that reason.
+ * - **Bodies are read as text**: ioredis turns each field into a string as it reads it, and the
+ *   body goes to the codec as that text (`decodeText`), not made into bytes again to be checked
+ *   and turned into text a second time. Text decoding turns a byte that is not UTF-8 into U+FFFD,
+ *   so an entry whose text holds U+FFFD is read again as bytes (XRANGE of that one id) before it
+ *   is delivered: a writer's own U+FFFD arrives as it was, and bytes that are not UTF-8 go to
+ *   dead-letter with that reason.
  *
  * Reconnects: reads that fail are retried every second; what a consumer held is redelivered when
  * its lease ends.
@@ -77,26 +78,29 @@ interface Fields {
   to: string | undefined;
 }
 
-/** A field's name as read: a Buffer from a read that asked for bytes, else a string. */
-function nameIs(name: unknown, text: string): boolean {
-  if (typeof name === 'string') return name === text;
-  // Compared as bytes: no string made for every field of every entry.
-  if (!Buffer.isBuffer(name) || name.length !== text.length) return false;
-  for (let i = 0; i < text.length; i++) if (name[i] !== text.charCodeAt(i)) return false;
-  return true;
-}
-
-/** `[field, value, field, value…]`: strings, or Buffers from a read that asked for bytes. */
+/**
+ * `[field, value, field, value…]`: strings from the reads and claims, Buffers from the XRANGE
+ * that reads a body again as bytes (`bytesOf`), whose body then stays bytes.
+ */
 function fieldsOf(list: unknown): Fields {
   const out: Fields = { body: undefined, key: undefined, notBefore: undefined, to: undefined };
   if (!Array.isArray(list)) return out;
   for (let i = 0; i + 1 < list.length; i += 2) {
-    const name: unknown = list[i];
     const value: unknown = list[i + 1];
-    if (nameIs(name, 'body')) out.body = Buffer.isBuffer(value) ? value : String(value);
-    else if (nameIs(name, 'key')) out.key = String(value);
-    else if (nameIs(name, 'notBefore')) out.notBefore = String(value);
-    else if (nameIs(name, 'to')) out.to = String(value);
+    switch (String(list[i])) {
+      case 'body':
+        out.body = Buffer.isBuffer(value) ? value : String(value);
+        break;
+      case 'key':
+        out.key = String(value);
+        break;
+      case 'notBefore':
+        out.notBefore = String(value);
+        break;
+      case 'to':
+        out.to = String(value);
+        break;
+    }
   }
   return out;
 }
@@ -308,7 +312,7 @@ export class RedisConsumer {
   private deliver(id: string, fields: Fields, deliveries: number): void {
     const to = fields.to;
     if (to !== undefined && to !== this.spec.group) {
-      void this.ack(id).catch(() => undefined); // a replay meant for another group
+      void this.ack(id); // a replay meant for another group (an ack never rejects: see sendAcks)
       return;
     }
     const notBefore = fields.notBefore;
