@@ -4,24 +4,27 @@
  * dead-letter store with its reason, whatever its bytes; the entries around it are delivered, and
  * an envelope whose text holds U+FFFD (a character the consumer must tell apart from a byte that
  * is not UTF-8) arrives intact. And acks, which free a consumer's room once queued: a consumer
- * that closes sends them before it leaves its group.
+ * that closes sends them before it leaves its group. And retries that came due while the consumer
+ * was full: taken as soon as it has room again.
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createRedisBroker, type RedisBroker } from '../src/adapters/redis/redis-broker.ts';
 import { createEnvelope } from '../src/envelope/envelope.ts';
+import { ParleyError } from '../src/errors.ts';
 import { BROKERS, needBroker } from './brokers.ts';
 import { waitFor } from './helpers.ts';
 
 const skip = await needBroker('redis');
 const made: RedisBroker[] = [];
 
-async function broker(name: string): Promise<RedisBroker> {
+async function broker(name: string, blockMs?: number): Promise<RedisBroker> {
   const b = await createRedisBroker({
     url: BROKERS.redis.url,
     prefix: `ptest${process.pid}${name}`,
     log: () => {},
+    ...(blockMs === undefined ? {} : { blockMs }),
   });
   made.push(b);
   return b;
@@ -96,6 +99,45 @@ describe('redis consumer: entries from other writers, acks', { skip }, () => {
       );
     } finally {
       await consumer.close(); // the same close when the handler started it
+    }
+  });
+
+  it('retries that came due while the consumer was full are all taken once it has room, not at the next poll', async () => {
+    // A poll for other processes' retries only every minute: what arrives here in time came from
+    // this consumer's own schedule. Two deferred messages come due while a slow one holds the only
+    // place; the claim then takes one (it filled the room), and the other must follow at once.
+    // (The take-over of idle entries, every 5 s here, would take them too: the second must come
+    // well before that.)
+    const b = await broker('duefull', 60_000);
+    const seen: string[] = [];
+    const at = new Map<string, number>();
+    const consumer = await b.subscribe({ topic: 'due.t', group: 'g', maxInFlight: 1 }, async (d) => {
+      const name = String(d.envelope.data);
+      seen.push(`${name}${d.attempt}`);
+      at.set(name, Date.now());
+      if (name === 'slow') await sleep(600);
+      else if (d.attempt === 1 && !seen.includes(`${name}-deferred`)) {
+        seen.push(`${name}-deferred`);
+        throw new ParleyError('UNAVAILABLE', 'later', { details: { deferMs: 200 } });
+      }
+    });
+    try {
+      for (const data of ['a', 'b', 'slow']) {
+        await b.publish(createEnvelope({ source: '/t', type: 'due.t', data }));
+      }
+      await waitFor(
+        () => seen.filter((s) => s === 'a1' || s === 'b1').length === 4,
+        10_000,
+        'a and b again after their deferral',
+      );
+      assert.deepEqual(
+        seen.filter((s) => !s.endsWith('-deferred')),
+        ['a1', 'b1', 'slow1', 'a1', 'b1'],
+      );
+      const gap = (at.get('b') ?? 0) - (at.get('a') ?? 0);
+      assert.ok(gap < 2000, `b came ${gap} ms after a: it waited for a poll`);
+    } finally {
+      await consumer.close();
     }
   });
 });

@@ -145,6 +145,8 @@ export class RedisConsumer {
   /** While a blocking read is out: until when it may wait. */
   private blockedUntil: number | undefined;
   private closing: Promise<void> | undefined;
+  /** The last claim took as many as there was room for: more may be due. */
+  private claimFilled = false;
   /** Acks made in one turn go out as one XACK (a command per batch, not per entry). */
   private readonly acks = new TurnQueue<string>((ids) => this.sendAcks(ids));
 
@@ -195,7 +197,9 @@ export class RedisConsumer {
       if (this.group.room <= 0) {
         await new Promise<void>((r) => (this.wake = r));
         this.wake = undefined;
-        nextPoll = 0; // room again: parked retries may be waiting for it
+        // Room again. Due retries left behind by a claim that filled the room are taken at once;
+        // otherwise the next poll keeps its time (a round trip per batch costs the reads).
+        if (this.claimFilled) nextPoll = 0;
         continue;
       }
       try {
@@ -263,15 +267,18 @@ export class RedisConsumer {
 
   /** Due retries, and (when `autoclaim`) entries whose lease ended, up to the room there is. */
   private async claim(autoclaim: boolean): Promise<void> {
+    const room = this.group.room;
+    this.claimFilled = false;
     const reply = await CLAIM.run(
       this.broker.redis,
       [this.stream, this.retrySet],
-      [this.spec.group, this.name, this.group.room, autoclaim ? this.group.lease : '', this.cursor],
+      [this.spec.group, this.name, room, autoclaim ? this.group.lease : '', this.cursor],
     );
     if (!Array.isArray(reply)) return;
     const [cursor, claimed] = reply as [unknown, unknown];
     if (autoclaim) this.cursor = String(cursor);
     if (!Array.isArray(claimed)) return;
+    this.claimFilled = claimed.length >= room;
     for (const c of claimed) {
       const [id, fields, count] = c as [unknown, unknown, unknown];
       const later = this.take(String(id), fields, Number(count) || 1);
