@@ -48,6 +48,7 @@ import { assertEnvelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { loadDriver, TurnBatch } from '../driver.ts';
 import { GroupConsumer, type NewDeadLetter, type RawMessage } from '../group-consumer.ts';
+import { Wakeup } from '../wakeup.ts';
 import { connectNats, type NatsConnection } from './connect.ts';
 import { natsError } from './errors.ts';
 
@@ -260,14 +261,14 @@ export class NatsBroker implements Broker {
     });
     const mine = this.subjectOf(spec.topic, spec.group);
     const others = `${this.prefix}.t.${tokenOf(spec.topic)}.to.`;
-    let wake: (() => void) | undefined;
+    const freed = new Wakeup();
     const group = new GroupConsumer(spec, handler, {
       codec: this.codec,
       deadLetter: (letter, raw) =>
         (this.deadLetters as NatsDeadLetters).add(
           raw.key === undefined ? letter : { ...letter, key: raw.key },
         ),
-      onRoom: () => wake?.(),
+      onRoom: () => freed.wake(),
       log: this.log,
     });
     let batch: { stop(): void } | undefined;
@@ -275,8 +276,7 @@ export class NatsBroker implements Broker {
       while (!group.isClosed) {
         const room = group.room;
         if (room <= 0) {
-          await new Promise<void>((r) => (wake = r));
-          wake = undefined;
+          await freed.wait();
           continue;
         }
         try {
@@ -301,7 +301,7 @@ export class NatsBroker implements Broker {
     const handle = {
       close: async () => {
         const closing = group.close();
-        wake?.();
+        freed.wake();
         batch?.stop();
         await loop;
         await closing;

@@ -44,6 +44,7 @@ import type { Codec } from '../../codec/codec.ts';
 import { ParleyError } from '../../errors.ts';
 import { TurnQueue } from '../../runtime/turn-queue.ts';
 import { GroupConsumer, type RawMessage } from '../group-consumer.ts';
+import { Wakeup } from '../wakeup.ts';
 import type { Redis } from './connect.ts';
 import type { Letter } from './dead-letters.ts';
 import { redisError } from './errors.ts';
@@ -137,7 +138,7 @@ export class RedisConsumer {
   private readonly autoclaimEvery: number;
   private stopping = false;
   private loop: Promise<void> | undefined;
-  private wake: (() => void) | undefined;
+  private readonly freed = new Wakeup();
   /** This process's parked retries: when to look at the retry set (epoch ms). */
   private dues: number[] = [];
   private cursor = '0-0';
@@ -165,7 +166,7 @@ export class RedisConsumer {
       codec: broker.codec,
       deadLetter: (letter, raw) =>
         broker.deadLetter(raw.key === undefined ? letter : { ...letter, key: raw.key }),
-      onRoom: () => this.wake?.(),
+      onRoom: () => this.freed.wake(),
       log,
     });
     this.autoclaimEvery = Math.min(5000, Math.max(50, this.group.lease / 4));
@@ -195,8 +196,7 @@ export class RedisConsumer {
     let nextJanitor = Date.now() + JANITOR_EVERY * Math.random();
     while (!this.stopping) {
       if (this.group.room <= 0) {
-        await new Promise<void>((r) => (this.wake = r));
-        this.wake = undefined;
+        await this.freed.wait();
         // Room again. Due retries left behind by a claim that filled the room are taken at once;
         // otherwise the next poll keeps its time (a round trip per batch costs the reads).
         if (this.claimFilled) nextPoll = 0;
@@ -379,7 +379,7 @@ export class RedisConsumer {
     this.closing ??= (async () => {
       this.stopping = true;
       const settled = this.group.close();
-      this.wake?.();
+      this.freed.wake();
       this.unblock();
       await this.loop;
       await settled;
