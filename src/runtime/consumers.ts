@@ -21,12 +21,18 @@ export async function subscribeDurable(
     const { ephemeral, group, timeout: _timeout, bulkhead, ...rest } = sub.options;
     if (ephemeral) continue;
     const spec = { topic: sub.event, group: group ?? service.contract.name, ...rest };
+    const failed = (error: unknown): never => {
+      throw pausedBy(error, clock.now());
+    };
+    // Resolves with whatever the handler returned: brokers only wait for it.
     const run = (delivery: Delivery) =>
-      server
-        .runEventHandler(sub, delivery.envelope, service.contract.name, delivery)
-        .catch((error: unknown) => {
-          throw pausedBy(error, clock.now());
-        });
+      server.runEventHandler(
+        sub,
+        delivery.envelope,
+        service.contract.name,
+        delivery,
+        failed,
+      ) as Promise<void>;
     consumers.push(
       await broker.subscribe(spec, (delivery) =>
         // A bulkhead shared by several consumers bounds their handlers together.

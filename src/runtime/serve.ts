@@ -350,15 +350,26 @@ export class Server {
     for (const { sub, owner } of subs) void this.runEventHandler(sub, env, owner);
   }
 
-  /** Validates an event's payload and runs one subscription's handler with a context and deadline. */
-  runEventHandler(sub: Subscription, env: Envelope, service: string, delivery?: Delivery): Promise<void> {
+  /**
+   * Validates an event's payload and runs one subscription's handler with a context and deadline.
+   * A durable handler's failure goes through `failed` (which throws what the broker should see);
+   * what the promise resolves with is the handler's and means nothing (one `then` a delivery, not
+   * two).
+   */
+  runEventHandler(
+    sub: Subscription,
+    env: Envelope,
+    service: string,
+    delivery?: Delivery,
+    failed?: (error: unknown) => never,
+  ): Promise<unknown> {
     const def = sub.contract.events[sub.event] as { schema: ActionDef['input'] };
     const deadline = this.deps.clock.now() + (sub.options.timeout ?? this.deps.defaultTimeout);
     const ctx = this.contextOf(env, { service, action: env.type, deadline, errors: undefined }, delivery);
     const work = this.run(ctx, () =>
       sub.handler(validate(def.schema, env.data, `payload of ${env.type}`), ctx),
-    ).then(() => undefined);
-    if (!sub.options.ephemeral) return work;
+    );
+    if (!sub.options.ephemeral) return failed === undefined ? work : work.then(undefined, failed);
     return work.catch((error: unknown) => {
       this.deps.logger.warn({ err: error, type: env.type, id: env.id }, 'notification handler failed');
     });

@@ -340,7 +340,10 @@ function rawOf(m: JsMsg, turn: TurnBatch): RawMessage {
     key: key === undefined || key === '' ? undefined : key,
     notBefore: notBefore === undefined || notBefore === '' ? undefined : Number(notBefore),
     deliveries: m.info.deliveryCount,
-    ack: async () => turn.later(() => m.ack()),
+    ack: () => {
+      turn.later(() => m.ack()); // sent at the end of the turn: the room frees now
+      return undefined;
+    },
     retry: async (delay) => turn.later(() => m.nak(Math.max(0, Math.round(delay)))),
     extend: async () => turn.later(() => m.working()),
   };

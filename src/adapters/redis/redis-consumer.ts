@@ -65,9 +65,6 @@ export interface ConsumerHost {
   deadLetter(letter: Letter): Promise<void>;
 }
 
-/** What `ack` returns: settled at once (see the module comment). */
-const QUEUED: Promise<void> = Promise.resolve();
-
 /** How often a consumer deletes the group's consumers that are long gone and hold nothing, ms. */
 const JANITOR_EVERY = 5 * 60_000;
 
@@ -117,8 +114,9 @@ class Entry implements RawMessage {
     readonly deliveries: number,
   ) {}
 
-  ack(): Promise<void> {
-    return this.consumer.ack(this.id);
+  ack(): undefined {
+    this.consumer.ack(this.id); // queued: the room frees now (see the module comment)
+    return undefined;
   }
 
   retry(delay: number): Promise<void> {
@@ -197,15 +195,15 @@ export class RedisConsumer {
     while (!this.stopping) {
       if (this.group.room <= 0) {
         await this.freed.wait();
-        // Room again. Due retries left behind by a claim that filled the room are taken at once;
-        // otherwise the next poll keeps its time (a round trip per batch costs the reads).
-        if (this.claimFilled) nextPoll = 0;
         continue;
       }
       try {
         let now = Date.now();
         const autoclaim = now >= nextAutoclaim;
-        if (autoclaim || now >= nextPoll || this.dues.some((d) => d <= now)) {
+        // A claim that filled the room may have left due retries behind: the next one comes as
+        // soon as there is room. Otherwise claims keep their times (not one before every read:
+        // a round trip per batch costs the reads).
+        if (autoclaim || now >= nextPoll || this.claimFilled || this.dues.some((d) => d <= now)) {
           this.dues = this.dues.filter((d) => d > now);
           if (autoclaim) nextAutoclaim = now + this.autoclaimEvery;
           nextPoll = now + this.blockMs;
@@ -319,7 +317,7 @@ export class RedisConsumer {
   private deliver(id: string, fields: Fields, deliveries: number): void {
     const to = fields.to;
     if (to !== undefined && to !== this.spec.group) {
-      void this.ack(id); // a replay meant for another group (an ack never rejects: see sendAcks)
+      this.ack(id); // a replay meant for another group
       return;
     }
     const notBefore = fields.notBefore;
@@ -335,9 +333,8 @@ export class RedisConsumer {
     );
   }
 
-  /** @internal */ ack(id: string): Promise<void> {
+  /** @internal */ ack(id: string): void {
     this.acks.add(id);
-    return QUEUED;
   }
 
   private sendAcks(ids: string[]): void {
