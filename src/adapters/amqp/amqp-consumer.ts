@@ -82,8 +82,9 @@ class Held implements RawMessage {
     return this.m.content;
   }
 
-  ack(): Promise<void> {
-    return this.consumer.ackHeld(this);
+  ack(): undefined {
+    this.consumer.ackHeld(this); // queued for the turn's ack: the room frees now
+    return undefined;
   }
 
   retry(delay: number): Promise<void> {
@@ -290,12 +291,11 @@ export class AmqpConsumer {
   }
 
   /** @internal `Held.ack`. */
-  ackHeld(h: Held): Promise<void> {
+  ackHeld(h: Held): void {
     if (this.settle(h, 'an ack')) {
       this.forget(h.id);
       h.acks.ack(h.m);
     }
-    return done;
   }
 
   /** @internal `Held.extend`. */
