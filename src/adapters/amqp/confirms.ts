@@ -58,7 +58,10 @@ export class ConfirmPublisher {
     );
   }
 
-  /** Writes one publish; the turn's first corks the socket until amqplib has written the turn's frames. */
+  /**
+   * Writes one publish, settled by the server's confirm; the turn's first corks the socket until
+   * amqplib has written the turn's frames.
+   */
   private send(
     ch: AmqpConfirmChannel,
     exchange: string,
@@ -66,7 +69,17 @@ export class ConfirmPublisher {
     content: Buffer,
     props: Options.Publish,
   ): Promise<void> {
-    const written = write(ch, exchange, routingKey, content, props);
+    const written = new Promise<void>((resolve, reject) => {
+      const failed = (error: unknown) =>
+        reject(amqpError(error, `publishing to ${exchange || 'queue'} ${routingKey}`));
+      try {
+        ch.publish(exchange, routingKey, content, props, (err: unknown) =>
+          err === null || err === undefined ? resolve() : failed(err),
+        );
+      } catch (error) {
+        failed(error);
+      }
+    });
     // After the write: amqplib's own `nextTick` must be queued before the one below.
     this.cork((ch as unknown as WithSocket).connection?.stream);
     return written;
@@ -105,24 +118,4 @@ export class ConfirmPublisher {
     }
     return this.open.channel;
   }
-}
-
-function write(
-  ch: AmqpConfirmChannel,
-  exchange: string,
-  routingKey: string,
-  content: Buffer,
-  props: Options.Publish,
-): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const failed = (error: unknown) =>
-      reject(amqpError(error, `publishing to ${exchange || 'queue'} ${routingKey}`));
-    try {
-      ch.publish(exchange, routingKey, content, props, (err: unknown) =>
-        err === null || err === undefined ? resolve() : failed(err),
-      );
-    } catch (error) {
-      failed(error);
-    }
-  });
 }
