@@ -74,6 +74,11 @@ export async function connectMqtt(
   let client: MqttClient;
   try {
     client = mqtt.connect(bare, options);
+    // mqtt.js opens its TCP socket with Nagle's algorithm on: a small packet written while an
+    // earlier one is unacknowledged (a PUBLISH right after the PUBACK of the message that caused
+    // it) then waits for the broker's delayed ACK, 40 ms on Linux, twice per call. Every
+    // connection, the first and each reconnect, gets a new socket: set on each CONNACK.
+    client.on('connect', () => noDelay(client));
     overrides.onClient?.(client);
   } catch (error) {
     throw new ParleyError('INVALID_ARGUMENT', `MQTT: ${where}: ${(error as Error).message}`, {
@@ -125,4 +130,10 @@ export async function connectMqtt(
     log(`MQTT: ${where} disconnected us (reason code ${packet.reasonCode ?? 0})`);
   });
   return { client, connack };
+}
+
+/** Turns Nagle's algorithm off on the client's socket (TCP and TLS; a WebSocket stream has no such switch). */
+function noDelay(client: MqttClient): void {
+  const stream = client.stream as { setNoDelay?: (on: boolean) => unknown } | undefined;
+  stream?.setNoDelay?.(true);
 }
