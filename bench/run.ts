@@ -41,6 +41,7 @@ const brokers = {
   nats: await reachable(4222),
   redis: await reachable(6379),
   rabbitmq: await reachable(5672),
+  mqtt: await reachable(1883),
 };
 
 function reachable(port: number): Promise<boolean> {
@@ -285,6 +286,7 @@ const report = {
     'nats',
     'amqplib',
     'ioredis',
+    'mqtt',
     'zod',
   ]),
   skipped: results.skipped,

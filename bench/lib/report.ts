@@ -91,8 +91,11 @@ function baselineOf(row: Row): string | undefined {
   // The policy stack is measured against the same system without it.
   if (row.system.endsWith(' + policies')) return row.system.slice(0, -' + policies'.length);
   if (row.suite === 'in-process') return 'moleculer';
-  // RPC over NATS beside the raw client's request/reply on the same server.
+  // RPC over a broker beside that broker's raw client doing request/reply on the same server.
   if (row.suite === 'rpc' && row.system === 'parley nats') return 'raw nats request';
+  if (row.suite === 'rpc' && row.system === 'parley redis') return 'raw ioredis request';
+  if (row.suite === 'rpc' && row.system === 'parley rabbitmq') return 'raw amqplib request';
+  if (row.suite === 'rpc' && row.system === 'parley mqtt') return 'raw mqtt request';
   if (row.suite === 'rpc') return 'raw node:net';
   if (row.suite === 'memory') return row.case === 'idle node' ? 'moleculer' : 'raw node:net';
   if (row.suite === 'events') {

@@ -16,6 +16,12 @@ export type { Connected, Req, RpcSystem, Served } from './types.ts';
 
 const HOST = '127.0.0.1';
 const NATS = 'nats://127.0.0.1:4222';
+const REDIS = { host: HOST, port: 6379 };
+const REDIS_CHANNEL = 'parley-bench.add';
+const AMQP = 'amqp://guest:guest@127.0.0.1:5672';
+const AMQP_QUEUE = 'parley-bench.add';
+const MQTT = 'mqtt://127.0.0.1:1883';
+const MQTT_TOPIC = 'parley-bench/add';
 
 /** Newline-delimited JSON over node:net, replies and requests written once per tick. */
 const rawNet: RpcSystem = {
@@ -263,7 +269,7 @@ function parleyTcpWith(policies: boolean): RpcSystem {
  * inbox subject and back through the broker; discovery by the bus transport's heartbeats. The
  * bench's own prefix keeps it apart from anything else on the server.
  */
-function parleyBus(needs: 'nats' | 'redis' | 'rabbitmq', url: string): RpcSystem {
+function parleyBus(needs: NonNullable<RpcSystem['needs']>, url: string): RpcSystem {
   const open = async () => {
     const { parley, contract } = await parleyBench();
     return { parley, contract, transport: new parley.TransportRegistry().open(url) };
@@ -318,14 +324,188 @@ const rawNatsRequest: RpcSystem = {
   },
 };
 
+/**
+ * Request/reply over Redis pub/sub as an application writes it with ioredis: the server
+ * subscribes to one channel; each request is one PUBLISH of `{id, reply, a, b, note}`, each
+ * answer one PUBLISH to the caller's own channel, matched by id. ioredis's defaults (no
+ * auto-pipelining); a subscribed connection cannot publish, so each side holds two.
+ */
+const rawRedisRequest: RpcSystem = {
+  needs: 'redis',
+  async serve() {
+    const { Redis } = await import('ioredis');
+    const sub = new Redis(REDIS);
+    const pub = new Redis(REDIS);
+    sub.on('messageBuffer', (_channel: Buffer, message: Buffer) => {
+      const m = JSON.parse(message.toString('utf8')) as { id: number; reply: string } & Req;
+      void pub.publish(m.reply, JSON.stringify({ id: m.id, sum: m.a + m.b }));
+    });
+    await sub.subscribe(REDIS_CHANNEL);
+    return {
+      port: 0,
+      close: async () => {
+        sub.disconnect();
+        pub.disconnect();
+      },
+    };
+  },
+  async connect() {
+    const { Redis } = await import('ioredis');
+    const sub = new Redis(REDIS);
+    const pub = new Redis(REDIS);
+    const reply = `${REDIS_CHANNEL}.reply.${process.pid}`;
+    const pending = new Map<number, (value: unknown) => void>();
+    let seq = 0;
+    sub.on('messageBuffer', (_channel: Buffer, message: Buffer) => {
+      const m = JSON.parse(message.toString('utf8')) as { id: number; sum: number };
+      const resolve = pending.get(m.id);
+      pending.delete(m.id);
+      resolve?.({ sum: m.sum });
+    });
+    await sub.subscribe(reply);
+    return {
+      call(req) {
+        const id = ++seq;
+        return new Promise((resolve, reject) => {
+          pending.set(id, resolve);
+          pub.publish(REDIS_CHANNEL, JSON.stringify({ id, reply, ...req })).catch(reject);
+        });
+      },
+      close: async () => {
+        sub.disconnect();
+        pub.disconnect();
+      },
+    };
+  },
+};
+
+/**
+ * amqplib's RPC as RabbitMQ's tutorial writes it: the server consumes a queue and answers to each
+ * message's `replyTo` with its `correlationId`; the client publishes to the queue and consumes
+ * `amq.rabbitmq.reply-to` (direct reply-to), no acks on either side. Nagle's algorithm is off on
+ * both connections (`noDelay`), as Parley's RabbitMQ transport sets it: amqplib leaves it on, and
+ * a small frame then waits for a delayed ACK.
+ */
+const rawAmqpRequest: RpcSystem = {
+  needs: 'rabbitmq',
+  async serve() {
+    const amqplib = await import('amqplib');
+    const conn = await amqplib.connect(AMQP, { noDelay: true });
+    const ch = await conn.createChannel();
+    await ch.assertQueue(AMQP_QUEUE, { durable: false, autoDelete: true });
+    await ch.consume(
+      AMQP_QUEUE,
+      (msg) => {
+        if (msg === null) return;
+        const m = JSON.parse(msg.content.toString('utf8')) as Req;
+        ch.sendToQueue(msg.properties.replyTo as string, Buffer.from(JSON.stringify({ sum: m.a + m.b })), {
+          correlationId: msg.properties.correlationId as string,
+        });
+      },
+      { noAck: true },
+    );
+    return { port: 0, close: () => conn.close() };
+  },
+  async connect() {
+    const amqplib = await import('amqplib');
+    const conn = await amqplib.connect(AMQP, { noDelay: true });
+    const ch = await conn.createChannel();
+    const pending = new Map<string, (value: unknown) => void>();
+    let seq = 0;
+    await ch.consume(
+      'amq.rabbitmq.reply-to',
+      (msg) => {
+        if (msg === null) return;
+        const id = msg.properties.correlationId as string;
+        const resolve = pending.get(id);
+        pending.delete(id);
+        resolve?.(JSON.parse(msg.content.toString('utf8')));
+      },
+      { noAck: true },
+    );
+    return {
+      call(req) {
+        const id = String(++seq);
+        return new Promise((resolve) => {
+          pending.set(id, resolve);
+          ch.sendToQueue(AMQP_QUEUE, Buffer.from(JSON.stringify(req)), {
+            correlationId: id,
+            replyTo: 'amq.rabbitmq.reply-to',
+          });
+        });
+      },
+      close: () => conn.close(),
+    };
+  },
+};
+
+/**
+ * MQTT 5 request/response with mqtt.js, QoS 1 both ways (as Parley's MQTT transport): the request
+ * carries `Response Topic` (the client's own topic, subscribed first) and `Correlation Data`; the
+ * server publishes the answer there with the same correlation data.
+ */
+const rawMqttRequest: RpcSystem = {
+  needs: 'mqtt',
+  async serve() {
+    const { connectAsync } = await import('mqtt');
+    const client = await connectAsync(MQTT, { protocolVersion: 5, clean: true });
+    client.on('message', (_topic, payload, packet) => {
+      const m = JSON.parse(payload.toString('utf8')) as Req;
+      const props = packet.properties;
+      if (props?.responseTopic === undefined) return;
+      client.publish(props.responseTopic, JSON.stringify({ sum: m.a + m.b }), {
+        qos: 1,
+        properties: { correlationData: props.correlationData as Buffer },
+      });
+    });
+    await client.subscribeAsync(MQTT_TOPIC, { qos: 1 });
+    return { port: 0, close: () => client.endAsync() };
+  },
+  async connect() {
+    const { connectAsync } = await import('mqtt');
+    const client = await connectAsync(MQTT, { protocolVersion: 5, clean: true });
+    const responseTopic = `${MQTT_TOPIC}/reply/${process.pid}`;
+    const pending = new Map<number, (value: unknown) => void>();
+    let seq = 0;
+    client.on('message', (_topic, payload, packet) => {
+      const data = packet.properties?.correlationData as Buffer | undefined;
+      if (data === undefined) return;
+      const id = data.readUInt32BE(0);
+      const resolve = pending.get(id);
+      pending.delete(id);
+      resolve?.(JSON.parse(payload.toString('utf8')));
+    });
+    await client.subscribeAsync(responseTopic, { qos: 1 });
+    return {
+      call(req) {
+        const id = ++seq;
+        const correlationData = Buffer.alloc(4);
+        correlationData.writeUInt32BE(id >>> 0, 0);
+        return new Promise((resolve) => {
+          pending.set(id, resolve);
+          client.publish(MQTT_TOPIC, JSON.stringify(req), {
+            qos: 1,
+            properties: { responseTopic, correlationData },
+          });
+        });
+      },
+      close: () => client.endAsync(),
+    };
+  },
+};
+
 export const rpcSystems: Record<string, RpcSystem> = {
   'parley tcp': parleyTcp,
   'parley tcp + policies': parleyTcpWith(true),
   'parley nats': parleyBus('nats', `${NATS}?prefix=parley-bench`),
   'parley redis': parleyBus('redis', 'redis://127.0.0.1:6379?prefix=parley-bench'),
-  'parley rabbitmq': parleyBus('rabbitmq', 'amqp://guest:guest@127.0.0.1:5672?prefix=parley-bench'),
+  'parley rabbitmq': parleyBus('rabbitmq', `${AMQP}?prefix=parley-bench`),
+  'parley mqtt': parleyBus('mqtt', `${MQTT}?prefix=parley-bench`),
   'raw node:net': rawNet,
   'raw nats request': rawNatsRequest,
+  'raw ioredis request': rawRedisRequest,
+  'raw amqplib request': rawAmqpRequest,
+  'raw mqtt request': rawMqttRequest,
   'fastify+undici': fastify,
   'parley gateway (tcp)': parleyGateway,
   'fastify → parley tcp': fastifyToParley,

@@ -18,7 +18,7 @@ export interface Connected {
 
 export interface RpcSystem {
   /** A broker the system needs, checked before it runs. */
-  needs?: 'nats' | 'redis' | 'rabbitmq';
+  needs?: 'nats' | 'redis' | 'rabbitmq' | 'mqtt';
   serve(): Promise<Served>;
   connect(port: number): Promise<Connected>;
 }
