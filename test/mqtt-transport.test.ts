@@ -81,7 +81,7 @@ describe('mqtt transport: bad input', { skip }, () => {
     );
   });
 
-  it('requests carry an MQTT 5 Response Topic and the replies go to it', async () => {
+  it('requests carry an MQTT 5 Response Topic and the replies go to it, calls at QoS 0 and presence at QoS 1', async () => {
     const own = `${prefix}-reply`;
     const { client } = await calcPair(
       () => createMqttTransport({ url: BROKERS.mqtt.url, prefix: own }),
@@ -91,21 +91,33 @@ describe('mqtt transport: bad input', { skip }, () => {
     const raw = await mqtt.connectAsync(BROKERS.mqtt.url, { protocolVersion: 5, reconnectPeriod: 0 });
     const requests: (string | undefined)[] = [];
     const replies: string[] = [];
+    // QoS of each kind of message as it arrives here (subscribed at 1: a message keeps the QoS it was published with).
+    const qos = { request: new Set<number>(), reply: new Set<number>(), presence: new Set<number>() };
     try {
       raw.on('message', (topic, _payload, packet) => {
-        if (topic.startsWith(`${own}/node/`)) requests.push(packet.properties?.responseTopic);
-        else if (topic.startsWith(`${own}/reply/`)) replies.push(topic);
+        if (topic.startsWith(`${own}/node/`)) {
+          requests.push(packet.properties?.responseTopic);
+          qos.request.add(packet.qos);
+        } else if (topic.startsWith(`${own}/reply/`)) {
+          replies.push(topic);
+          qos.reply.add(packet.qos);
+        } else if (topic === `${own}/presence`) qos.presence.add(packet.qos);
       });
-      await raw.subscribeAsync([`${own}/node/+`, `${own}/reply/+`], { qos: 1 });
+      await raw.subscribeAsync([`${own}/node/+`, `${own}/reply/+`, `${own}/presence`], { qos: 1 });
       const sums = await Promise.all([1, 2, 3].map((a) => client.client(calc).add({ a, b: 1 })));
       assert.deepEqual(
         sums.map((s) => s.sum),
         [2, 3, 4],
       );
       await waitFor(() => replies.length > 0, 2000, 'the replies to be seen');
+      // A heartbeat (every 2 s by default) shows the presence topic's QoS.
+      await waitFor(() => qos.presence.size > 0, 5000, 'a heartbeat to be seen');
     } finally {
       await raw.endAsync();
     }
+    assert.deepEqual([...qos.request], [0], 'requests travel at QoS 0');
+    assert.deepEqual([...qos.reply], [0], 'replies travel at QoS 0');
+    assert.deepEqual([...qos.presence], [1], 'presence travels at QoS 1');
     assert.ok(requests.length > 0);
     const replyTopic = requests[0];
     assert.match(String(replyTopic), new RegExp(`^${own}/reply/parley_[0-9a-f]+$`));

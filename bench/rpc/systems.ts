@@ -440,9 +440,10 @@ const rawAmqpRequest: RpcSystem = {
 };
 
 /**
- * MQTT 5 request/response with mqtt.js, QoS 1 both ways (as Parley's MQTT transport): the request
- * carries `Response Topic` (the client's own topic, subscribed first) and `Correlation Data`; the
- * server publishes the answer there with the same correlation data.
+ * MQTT 5 request/response with mqtt.js, QoS 0 both ways (as Parley's MQTT transport sends calls):
+ * the request carries `Response Topic` (the client's own topic, subscribed first) and
+ * `Correlation Data`; the server publishes the answer there with the same correlation data.
+ * mqtt.js's defaults otherwise.
  */
 const rawMqttRequest: RpcSystem = {
   needs: 'mqtt',
@@ -454,7 +455,7 @@ const rawMqttRequest: RpcSystem = {
       const props = packet.properties;
       if (props?.responseTopic === undefined) return;
       client.publish(props.responseTopic, JSON.stringify({ sum: m.a + m.b }), {
-        qos: 1,
+        qos: 0,
         properties: { correlationData: props.correlationData as Buffer },
       });
     });
@@ -484,7 +485,7 @@ const rawMqttRequest: RpcSystem = {
         return new Promise((resolve) => {
           pending.set(id, resolve);
           client.publish(MQTT_TOPIC, JSON.stringify(req), {
-            qos: 1,
+            qos: 0,
             properties: { responseTopic, correlationData },
           });
         });

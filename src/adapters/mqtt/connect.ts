@@ -6,8 +6,9 @@
  *
  * Sessions are clean (`clean: true`, MQTT 5 clean start): the broker keeps nothing for a node
  * that is away, and after a reconnect mqtt.js subscribes again to every live subscription on its
- * own (`resubscribe`, on by default with a reconnect period). QoS 1 publishes made while the
- * connection is down wait in the client's memory and go out once it is back.
+ * own (`resubscribe`, on by default with a reconnect period). Publishes made while the connection
+ * is down (QoS 0 ones too: mqtt.js's `queueQoSZero` is on by default) wait in the client's memory
+ * and go out once it is back.
  *
  * The first connection must succeed: a broker that cannot be reached at start is an error
  * (UNAVAILABLE), not an endless wait.
