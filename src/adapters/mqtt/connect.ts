@@ -77,8 +77,8 @@ export async function connectMqtt(
     client = mqtt.connect(bare, options);
     // mqtt.js opens its TCP socket with Nagle's algorithm on: a small packet written while an
     // earlier one is unacknowledged (a PUBLISH right after the PUBACK of the message that caused
-    // it) then waits for the broker's delayed ACK, 40 ms on Linux, twice per call. Every
-    // connection, the first and each reconnect, gets a new socket: set on each CONNACK.
+    // it) then waits for the broker's delayed ACK, 40 ms on Linux. Every connection, the first
+    // and each reconnect, gets a new socket: set on each CONNACK.
     client.on('connect', () => noDelay(client));
     overrides.onClient?.(client);
   } catch (error) {
