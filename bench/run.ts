@@ -220,7 +220,7 @@ if (only === undefined || only === 'events') {
       continue;
     }
     const count = quick ? defaultCount : (def.messages ?? defaultCount);
-    for (const groups of def.groups ?? [1, 4]) {
+    for (const groups of [1, 4]) {
       const kase = groups === 1 ? '1 → 1' : '1 → 4 groups';
       items.push({
         label: `events ${system} ${kase}`,

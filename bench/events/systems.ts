@@ -12,14 +12,12 @@ export interface Subscriber {
 }
 
 export interface EventSystem {
-  needs: 'nats' | 'redis' | 'rabbitmq' | 'mqtt' | 'none';
+  needs: 'nats' | 'redis' | 'rabbitmq' | 'none';
   /**
    * Messages per run when not 100,000: the ephemeral rows run at half a million a second, so
    * 100,000 would be a fifth of a second, mostly start-up and JIT warm-up.
    */
   messages?: number;
-  /** Consumer-group counts to run, when not 1 and 4. */
-  groups?: readonly number[];
   /** Sets up G groups on `topic` and starts consuming. */
   subscribe(topic: string, groups: number, expected: number): Promise<Subscriber>;
   /**
@@ -38,7 +36,6 @@ import { join } from 'node:path';
 const NATS = { servers: '127.0.0.1:4222' };
 const AMQP = 'amqp://guest:guest@127.0.0.1:5672';
 const REDIS = { host: '127.0.0.1', port: 6379 };
-const MQTT = 'mqtt://127.0.0.1:1883';
 
 /** Calls `send` `count` times with at most `window` calls awaiting their result at once. */
 async function windowed(count: number, window: number, send: () => Promise<unknown>): Promise<void> {
@@ -302,71 +299,6 @@ const redisStreams = (json: boolean): EventSystem => ({
   },
 });
 
-/**
- * mqtt.js at QoS 1, used as Parley's MQTT broker uses the server: each group a shared subscription
- * (`$share/g<n>/<topic>`) held by a persistent session on a connection of its own, with a Receive
- * Maximum of 500 (the other rows' prefetch); mqtt.js sends each PUBACK after the message handler.
- * Publishes await their PUBACK, 1,000 at a time. The sessions are named after the topic, so that
- * `cleanup` can end them.
- */
-const mqttSession = (topic: string, group: number) => `${topic}-g${group}`;
-
-/**
- * One group only. A Mosquitto at its defaults drops QoS 1 messages past `max_queued_messages`
- * (1000 a session) for a consumer that falls behind: with four groups in one subscriber process
- * the raw row lost messages here (and never finished); a row that loses messages measures nothing.
- */
-const MQTT_GROUPS = [1] as const;
-
-const mqttRaw: EventSystem = {
-  needs: 'mqtt',
-  groups: MQTT_GROUPS,
-  async subscribe(topic, groups, expected) {
-    const { connectAsync } = await import('mqtt');
-    const c = counter(groups, expected);
-    const clients: Awaited<ReturnType<typeof connectAsync>>[] = [];
-    for (let g = 0; g < groups; g++) {
-      const client = await connectAsync(MQTT, {
-        protocolVersion: 5,
-        clientId: mqttSession(topic, g),
-        clean: false,
-        properties: { sessionExpiryInterval: 600, receiveMaximum: 500 },
-      });
-      client.on('message', () => c.hit(g));
-      await client.subscribeAsync(`$share/g${g}/${topic}`, { qos: 1 });
-      clients.push(client);
-    }
-    return {
-      done: c.done,
-      received: c.total,
-      close: async () => {
-        for (const client of clients) await client.endAsync();
-      },
-    };
-  },
-  async publish(topic, count, payload, started) {
-    const { connectAsync } = await import('mqtt');
-    const client = await connectAsync(MQTT, { protocolVersion: 5 });
-    const body = Buffer.from(payload);
-    started();
-    await windowed(count, 1000, () => client.publishAsync(topic, body, { qos: 1 }));
-    await client.endAsync();
-  },
-  async cleanup(topic, groups) {
-    const { connectAsync } = await import('mqtt');
-    for (let g = 0; g < groups; g++) {
-      // A clean start discards the stored session; expiry 0 keeps none after this connection.
-      const client = await connectAsync(MQTT, {
-        protocolVersion: 5,
-        clientId: mqttSession(topic, g),
-        clean: true,
-        properties: { sessionExpiryInterval: 0 },
-      });
-      await client.endAsync();
-    }
-  },
-};
-
 /** Moleculer 0.14 events over NATS: one service per group, balanced events. */
 const moleculerNats: EventSystem = {
   needs: 'nats',
@@ -471,13 +403,11 @@ function payloadData(payload: Uint8Array): PayloadData {
  * prefetch). `cleanup` removes what the adapter made, with the raw client.
  */
 function parleyBroker(
-  needs: EventSystem['needs'],
+  needs: 'nats' | 'redis' | 'rabbitmq',
   base: string,
   window: number,
   maxInFlight: number,
   cleanup: (prefix: string, groups: number) => Promise<void>,
-  /** What the subscriber removes itself once it is done (MQTT: its sessions, which only it can name). */
-  destroy?: (broker: { destroyAll?: () => Promise<void> }) => Promise<void>,
 ): EventSystem {
   const url = (topic: string) => `${base}?prefix=${topic}`;
   return {
@@ -495,11 +425,7 @@ function parleyBroker(
         services: [parley.implement(contract, { actions: {}, on })],
       });
       await node.start();
-      const close = async () => {
-        await node.stop();
-        await destroy?.(broker as { destroyAll?: () => Promise<void> });
-      };
-      return { done: c.done, received: c.total, close };
+      return { done: c.done, received: c.total, close: () => node.stop() };
     },
     async publish(topic, count, payload, started) {
       const { parley, contract } = await parleyEvents();
@@ -598,17 +524,6 @@ export const eventSystems: Record<string, EventSystem> = {
     cleanupRedis,
   ),
   'parley rabbitmq': parleyBroker('rabbitmq', AMQP, 1000, 500, cleanupRabbit),
-  'parley mqtt': {
-    ...parleyBroker(
-      'mqtt',
-      MQTT,
-      1000,
-      500,
-      async () => undefined,
-      async (broker) => broker.destroyAll?.(),
-    ),
-    groups: MQTT_GROUPS,
-  },
   'raw nats': rawNatsSystem(false),
   'raw nats json': rawNatsSystem(true),
   'raw jetstream': jetstream,
@@ -616,6 +531,5 @@ export const eventSystems: Record<string, EventSystem> = {
   'raw amqplib quorum': amqpRaw('quorum'),
   'raw ioredis streams': redisStreams(false),
   'raw ioredis streams json': redisStreams(true),
-  'raw mqtt': mqttRaw,
   'moleculer nats': moleculerNats,
 };
