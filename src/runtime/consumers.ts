@@ -24,15 +24,12 @@ export async function subscribeDurable(
     const failed = (error: unknown): never => {
       throw pausedBy(error, clock.now());
     };
-    // Resolves with whatever the handler returned: brokers only wait for it.
+    // One `then` a delivery (not `then` + `catch`); it resolves with whatever the handler
+    // returned: brokers only wait for it.
     const run = (delivery: Delivery) =>
-      server.runEventHandler(
-        sub,
-        delivery.envelope,
-        service.contract.name,
-        delivery,
-        failed,
-      ) as Promise<void>;
+      server
+        .runEventHandler(sub, delivery.envelope, service.contract.name, delivery)
+        .then(undefined, failed) as Promise<void>;
     consumers.push(
       await broker.subscribe(spec, (delivery) =>
         // A bulkhead shared by several consumers bounds their handlers together.

@@ -352,24 +352,17 @@ export class Server {
 
   /**
    * Validates an event's payload and runs one subscription's handler with a context and deadline.
-   * A durable handler's failure goes through `failed` (which throws what the broker should see);
-   * what the promise resolves with is the handler's and means nothing (one `then` a delivery, not
-   * two).
+   * The promise resolves with whatever the handler returned, which means nothing (no `then` to
+   * drop it: one promise a delivery less); an ephemeral handler's failure is logged here.
    */
-  runEventHandler(
-    sub: Subscription,
-    env: Envelope,
-    service: string,
-    delivery?: Delivery,
-    failed?: (error: unknown) => never,
-  ): Promise<unknown> {
+  runEventHandler(sub: Subscription, env: Envelope, service: string, delivery?: Delivery): Promise<unknown> {
     const def = sub.contract.events[sub.event] as { schema: ActionDef['input'] };
     const deadline = this.deps.clock.now() + (sub.options.timeout ?? this.deps.defaultTimeout);
     const ctx = this.contextOf(env, { service, action: env.type, deadline, errors: undefined }, delivery);
     const work = this.run(ctx, () =>
       sub.handler(validate(def.schema, env.data, `payload of ${env.type}`), ctx),
     );
-    if (!sub.options.ephemeral) return failed === undefined ? work : work.then(undefined, failed);
+    if (!sub.options.ephemeral) return work;
     return work.catch((error: unknown) => {
       this.deps.logger.warn({ err: error, type: env.type, id: env.id }, 'notification handler failed');
     });
