@@ -23,6 +23,35 @@ const AMQP_QUEUE = 'parley-bench.add';
 const MQTT = 'mqtt://127.0.0.1:1883';
 const MQTT_TOPIC = 'parley-bench/add';
 
+/**
+ * The calls of a hand-written request/reply client waiting for their answers, by id: `call` gives
+ * a request its id and the promise of its answer (a rejected send rejects it), `answer` settles it.
+ */
+function waitingReplies() {
+  const waiting = new Map<number, (value: unknown) => void>();
+  let seq = 0;
+  return {
+    call(send: (id: number) => unknown): Promise<unknown> {
+      const id = ++seq;
+      return new Promise((resolve, reject) => {
+        waiting.set(id, resolve);
+        const sent = send(id);
+        if (sent instanceof Promise) {
+          sent.catch((error: unknown) => {
+            waiting.delete(id);
+            reject(error);
+          });
+        }
+      });
+    },
+    answer(id: number, value: unknown): void {
+      const resolve = waiting.get(id);
+      waiting.delete(id);
+      resolve?.(value);
+    },
+  };
+}
+
 /** Newline-delimited JSON over node:net, replies and requests written once per tick. */
 const rawNet: RpcSystem = {
   async serve() {
@@ -63,8 +92,7 @@ const rawNet: RpcSystem = {
     const socket: Socket = createConnection({ port, host: HOST });
     await once(socket, 'connect');
     socket.setNoDelay(true);
-    const pending = new Map<number, (v: unknown) => void>();
-    let seq = 0;
+    const replies = waitingReplies();
     let buffered = '';
     let out: string[] = [];
     let scheduled = false;
@@ -74,8 +102,7 @@ const rawNet: RpcSystem = {
       while (nl >= 0) {
         const m = JSON.parse(buffered.slice(0, nl)) as { id: number; sum: number };
         buffered = buffered.slice(nl + 1);
-        pending.get(m.id)?.(m);
-        pending.delete(m.id);
+        replies.answer(m.id, m);
         nl = buffered.indexOf('\n');
       }
     });
@@ -85,15 +112,14 @@ const rawNet: RpcSystem = {
       out = [];
     };
     return {
-      call(req) {
-        const id = ++seq;
-        out.push(`${JSON.stringify({ id, ...req })}\n`);
-        if (!scheduled) {
-          scheduled = true;
-          setImmediate(flush);
-        }
-        return new Promise((resolve) => pending.set(id, resolve));
-      },
+      call: (req) =>
+        replies.call((id) => {
+          out.push(`${JSON.stringify({ id, ...req })}\n`);
+          if (!scheduled) {
+            scheduled = true;
+            setImmediate(flush);
+          }
+        }),
       close: async () => void socket.destroy(),
     };
   },
@@ -355,23 +381,14 @@ const rawRedisRequest: RpcSystem = {
     const sub = new Redis(REDIS);
     const pub = new Redis(REDIS);
     const reply = `${REDIS_CHANNEL}.reply.${process.pid}`;
-    const pending = new Map<number, (value: unknown) => void>();
-    let seq = 0;
+    const replies = waitingReplies();
     sub.on('messageBuffer', (_channel: Buffer, message: Buffer) => {
       const m = JSON.parse(message.toString('utf8')) as { id: number; sum: number };
-      const resolve = pending.get(m.id);
-      pending.delete(m.id);
-      resolve?.({ sum: m.sum });
+      replies.answer(m.id, { sum: m.sum });
     });
     await sub.subscribe(reply);
     return {
-      call(req) {
-        const id = ++seq;
-        return new Promise((resolve, reject) => {
-          pending.set(id, resolve);
-          pub.publish(REDIS_CHANNEL, JSON.stringify({ id, reply, ...req })).catch(reject);
-        });
-      },
+      call: (req) => replies.call((id) => pub.publish(REDIS_CHANNEL, JSON.stringify({ id, reply, ...req }))),
       close: async () => {
         sub.disconnect();
         pub.disconnect();
@@ -411,30 +428,23 @@ const rawAmqpRequest: RpcSystem = {
     const amqplib = await import('amqplib');
     const conn = await amqplib.connect(AMQP, { noDelay: true });
     const ch = await conn.createChannel();
-    const pending = new Map<string, (value: unknown) => void>();
-    let seq = 0;
+    const replies = waitingReplies();
     await ch.consume(
       'amq.rabbitmq.reply-to',
       (msg) => {
         if (msg === null) return;
-        const id = msg.properties.correlationId as string;
-        const resolve = pending.get(id);
-        pending.delete(id);
-        resolve?.(JSON.parse(msg.content.toString('utf8')));
+        replies.answer(Number(msg.properties.correlationId), JSON.parse(msg.content.toString('utf8')));
       },
       { noAck: true },
     );
     return {
-      call(req) {
-        const id = String(++seq);
-        return new Promise((resolve) => {
-          pending.set(id, resolve);
+      call: (req) =>
+        replies.call((id) => {
           ch.sendToQueue(AMQP_QUEUE, Buffer.from(JSON.stringify(req)), {
-            correlationId: id,
+            correlationId: String(id),
             replyTo: 'amq.rabbitmq.reply-to',
           });
-        });
-      },
+        }),
       close: () => conn.close(),
     };
   },
@@ -467,30 +477,22 @@ const rawMqttRequest: RpcSystem = {
     const { connectAsync } = await import('mqtt');
     const client = await connectAsync(MQTT, { protocolVersion: 5, clean: true });
     const responseTopic = `${MQTT_TOPIC}/reply/${process.pid}`;
-    const pending = new Map<number, (value: unknown) => void>();
-    let seq = 0;
+    const replies = waitingReplies();
     client.on('message', (_topic, payload, packet) => {
       const data = packet.properties?.correlationData as Buffer | undefined;
-      if (data === undefined) return;
-      const id = data.readUInt32BE(0);
-      const resolve = pending.get(id);
-      pending.delete(id);
-      resolve?.(JSON.parse(payload.toString('utf8')));
+      if (data !== undefined) replies.answer(data.readUInt32BE(0), JSON.parse(payload.toString('utf8')));
     });
     await client.subscribeAsync(responseTopic, { qos: 1 });
     return {
-      call(req) {
-        const id = ++seq;
-        const correlationData = Buffer.alloc(4);
-        correlationData.writeUInt32BE(id >>> 0, 0);
-        return new Promise((resolve) => {
-          pending.set(id, resolve);
+      call: (req) =>
+        replies.call((id) => {
+          const correlationData = Buffer.alloc(4);
+          correlationData.writeUInt32BE(id >>> 0, 0);
           client.publish(MQTT_TOPIC, JSON.stringify(req), {
             qos: 0,
             properties: { responseTopic, correlationData },
           });
-        });
-      },
+        }),
       close: () => client.endAsync(),
     };
   },
