@@ -49,18 +49,26 @@ export async function needBroker(name: BrokerName): Promise<false | string> {
 
 /**
  * A TCP proxy on a free loopback port in front of a broker: `cut()` drops every connection through
- * it, as a network failure would (clients see their connection die and must reconnect).
+ * it, as a network failure would (clients see their connection die and must reconnect); `hold()`
+ * stops passing on what the broker sends (the connections stay up and the broker still gets what
+ * clients send: its answers are what goes missing).
  */
 export async function cuttableProxy(
   brokerPort: number,
-): Promise<{ port: number; cut(): void; close(): Promise<void> }> {
+): Promise<{ port: number; cut(): void; hold(): void; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
+  const pairs = new Set<{ inbound: Socket; outbound: Socket }>();
   const proxy = createServer((inbound) => {
     const outbound = connect(brokerPort, '127.0.0.1');
+    const pair = { inbound, outbound };
+    pairs.add(pair);
     for (const s of [inbound, outbound]) {
       sockets.add(s);
       s.on('error', () => {});
-      s.on('close', () => sockets.delete(s));
+      s.on('close', () => {
+        sockets.delete(s);
+        pairs.delete(pair);
+      });
     }
     inbound.pipe(outbound).pipe(inbound);
   });
@@ -71,6 +79,12 @@ export async function cuttableProxy(
   return {
     port: (proxy.address() as AddressInfo).port,
     cut,
+    hold: () => {
+      for (const { inbound, outbound } of pairs) {
+        outbound.unpipe(inbound);
+        outbound.pause();
+      }
+    },
     close: async () => {
       cut();
       await new Promise((resolve) => proxy.close(resolve));

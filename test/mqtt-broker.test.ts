@@ -12,7 +12,7 @@ import mqtt from 'mqtt';
 import { createMqttBroker, MqttBroker, type MqttBrokerOptions } from '../src/adapters/mqtt/mqtt-broker.ts';
 import { BrokerRegistry } from '../src/broker/from-url.ts';
 import { createEnvelope, ParleyError, systemClock } from '../src/index.ts';
-import { BROKERS, needBroker } from './brokers.ts';
+import { BROKERS, cuttableProxy, needBroker } from './brokers.ts';
 import { brokerConformance } from './conformance/broker.ts';
 import { waitFor } from './helpers.ts';
 
@@ -182,5 +182,60 @@ describe('mqtt broker: by URL', { skip }, () => {
     made.push(b);
     assert.equal(b.prefix, prefix);
     assert.equal(b.member, 'u1');
+  });
+});
+
+describe('mqtt broker: publish timeout', { skip }, () => {
+  it('a publish whose PUBACK never comes fails with UNAVAILABLE at its own deadline (fake clock)', async (t) => {
+    // The broker's answers stop at the proxy; what it publishes still reaches the server.
+    const proxy = await cuttableProxy(BROKERS.mqtt.port);
+    const b = await createMqttBroker({
+      url: `mqtt://127.0.0.1:${proxy.port}`,
+      prefix: `ptest${process.pid}timeout`,
+      publishTimeoutMs: 5_000,
+      log: () => {},
+    });
+    try {
+      await b.publish(env('t.a', 1)); // answered: the path works before the hold
+      t.mock.timers.enable({ apis: ['setTimeout', 'Date'], now: Date.now() });
+      proxy.hold();
+      const outcome = (p: Promise<unknown>) => {
+        const o: { error?: unknown; settled: boolean } = { settled: false };
+        p.then(
+          () => Object.assign(o, { settled: true }),
+          (error: unknown) => Object.assign(o, { settled: true, error }),
+        );
+        return o;
+      };
+      // Real turns of the event loop (setImmediate is not faked) for writes and callbacks to run.
+      const turns = () => new Promise((resolve) => setImmediate(resolve));
+      const first = outcome(b.publish(env('t.a', 2)));
+      await turns();
+      t.mock.timers.tick(3_000);
+      const second = outcome(b.publish(env('t.a', 3)));
+      await turns();
+      t.mock.timers.tick(1_999);
+      await turns();
+      assert.equal(first.settled, false, 'not before its deadline');
+      t.mock.timers.tick(1);
+      await turns();
+      assert.equal(first.settled, true);
+      assert.ok(first.error instanceof ParleyError);
+      assert.equal(first.error.code, 'UNAVAILABLE');
+      assert.equal(first.error.retryable, true);
+      assert.match(first.error.message, /no PUBACK for .*t\.a within 5000 ms/);
+      assert.equal(second.settled, false, 'the second waits for its own deadline, 3 s later');
+      t.mock.timers.tick(2_999);
+      await turns();
+      assert.equal(second.settled, false);
+      t.mock.timers.tick(1);
+      await turns();
+      assert.equal((second.error as ParleyError | undefined)?.code, 'UNAVAILABLE');
+    } finally {
+      t.mock.timers.reset();
+      proxy.cut();
+      await b.close();
+      await proxy.close();
+    }
   });
 });

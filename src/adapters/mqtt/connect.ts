@@ -43,6 +43,8 @@ export interface ConnectOverrides {
   onClient?: (client: MqttClient) => void;
 }
 
+const noLog = (): void => {};
+
 export async function connectMqtt(
   url: string,
   log: (message: string) => void,
@@ -64,6 +66,10 @@ export async function connectMqtt(
     connectTimeout: 5000,
     keepalive: 10,
     resubscribe: true,
+    // mqtt.js logs every packet through `debug` (a hundred call sites, each building its argument
+    // list even when nothing prints): a few percent of a busy consumer. Its log stays on where the
+    // process asks for debug output at all (`DEBUG=mqttjs*`).
+    ...(process.env.DEBUG === undefined ? { log: noLog } : {}),
     ...overrides.options,
   };
   if (u.username !== '') {

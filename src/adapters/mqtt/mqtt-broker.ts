@@ -9,7 +9,7 @@
  *   on the server's PUBACK. A topic no session subscribes to drops the message, as on every topic
  *   broker. Topics, groups and the prefix are one topic level each: no `+ # /`, no leading `$`.
  *   The envelope is the JSON payload; the ordering key, the not-before time, the deliveries so far
- *   and a message id travel as MQTT 5 user properties (`names.ts`).
+ *   (absent on a first publish: 0) and a message id travel as MQTT 5 user properties (`names.ts`).
  * - **Groups**: a shared subscription `$share/<group>/<prefix>/t/<topic>` held by a persistent
  *   session per consumer (`mqtt-consumer.ts`): the server queues a member's share while it is
  *   away and sends it when the session resumes. A group exists only while some member's session
@@ -79,7 +79,7 @@ import { DedupeWindow } from '../dedupe.ts';
 import { connectMqtt, type MqttClient } from './connect.ts';
 import { type Letter, MqttDeadLetters } from './dead-letters.ts';
 import { MqttConsumer } from './mqtt-consumer.ts';
-import { ATTEMPT, checkName, ID, KEY, NOT_BEFORE, Publisher, topicOf } from './names.ts';
+import { checkName, ID, KEY, NOT_BEFORE, Publisher, topicOf } from './names.ts';
 
 export interface MqttBrokerOptions {
   /** `mqtt://[user:pass@]host:port` (MQTT 5). */
@@ -155,7 +155,8 @@ export class MqttBroker implements Broker {
   }
 
   private async store(envelope: Envelope, options: BrokerPublishOptions): Promise<void> {
-    const userProperties: Record<string, string> = { [ID]: randomUUID(), [ATTEMPT]: '0' };
+    // No `parley-attempt` on a first publish: absent reads as 0 (one property less to write).
+    const userProperties: Record<string, string> = { [ID]: randomUUID() };
     if (options.key !== undefined) userProperties[KEY] = options.key;
     if ((options.delay ?? 0) > 0) userProperties[NOT_BEFORE] = String(Date.now() + (options.delay ?? 0));
     await this.publisher.send(topicOf(this.prefix, envelope.type), this.codec.encode(envelope), {

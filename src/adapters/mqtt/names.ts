@@ -59,13 +59,27 @@ export interface PublishOptions {
   contentType?: string;
 }
 
+/** A publish awaiting its PUBACK. */
+interface Waiting {
+  readonly deadline: number;
+  readonly topic: string;
+  readonly reject: (error: ParleyError) => void;
+}
+
 /**
  * QoS 1 publishes that resolve on the server's PUBACK. mqtt.js hands its caller the stored
  * PUBLISH, not the PUBACK, so the reason code (16: no subscriber) is read from the PUBACK as it
  * arrives (`packetreceive` comes before the publish's callback).
+ *
+ * Every publish waits the same `timeoutMs`, so deadlines come in the order publishes were sent:
+ * one timer, armed for the oldest waiting publish, serves them all (a timer per publish was a few
+ * percent of a publisher's CPU).
  */
 export class Publisher {
   private readonly reasons = new Map<number, number>();
+  /** Publishes awaiting their PUBACK, oldest first (a Set keeps insertion order). */
+  private readonly waiting = new Set<Waiting>();
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly client: MqttClient,
@@ -84,15 +98,9 @@ export class Publisher {
         ? body
         : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
     return new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(
-        () =>
-          reject(
-            new ParleyError('UNAVAILABLE', `MQTT: no PUBACK for ${topic} within ${this.timeoutMs} ms`, {
-              retryable: true,
-            }),
-          ),
-        this.timeoutMs,
-      );
+      const entry: Waiting = { deadline: Date.now() + this.timeoutMs, topic, reject };
+      this.waiting.add(entry);
+      this.timer ??= setTimeout(this.expire, this.timeoutMs);
       const properties: { userProperties?: Record<string, string>; contentType?: string } = {};
       if (options.userProperties !== undefined) properties.userProperties = options.userProperties;
       if (options.contentType !== undefined) properties.contentType = options.contentType;
@@ -101,7 +109,12 @@ export class Publisher {
         payload,
         { qos: 1, retain: options.retain ?? false, properties },
         (error, packet) => {
-          clearTimeout(timer);
+          // Gone from `waiting`: it timed out, and its caller has its answer already.
+          if (!this.waiting.delete(entry)) return;
+          if (this.waiting.size === 0) {
+            clearTimeout(this.timer);
+            this.timer = undefined;
+          }
           if (error !== undefined && error !== null) {
             reject(mqttError(error, `publishing to ${topic}`));
             return;
@@ -114,4 +127,22 @@ export class Publisher {
       );
     });
   }
+
+  /** Fails the publishes past their deadline, then waits for the next oldest one's. */
+  private readonly expire = (): void => {
+    this.timer = undefined;
+    const now = Date.now();
+    for (const entry of this.waiting) {
+      if (entry.deadline > now) {
+        this.timer = setTimeout(this.expire, entry.deadline - now);
+        return;
+      }
+      this.waiting.delete(entry);
+      entry.reject(
+        new ParleyError('UNAVAILABLE', `MQTT: no PUBACK for ${entry.topic} within ${this.timeoutMs} ms`, {
+          retryable: true,
+        }),
+      );
+    }
+  };
 }
