@@ -9,6 +9,7 @@ import { createConnection } from 'node:net';
 import { loadavg } from 'node:os';
 import { eventSystems } from './events/systems.ts';
 import type { LoadResult } from './lib/load.ts';
+import { mosquittoBinary, type PrivateMosquitto, startMosquitto } from './lib/mosquitto.ts';
 import { type Child, pinned, startChild } from './lib/proc.ts';
 import {
   benchRoot,
@@ -37,7 +38,7 @@ const EXTRA = quick ? 0 : 2;
 const results = new Results();
 const started = Date.now();
 
-const brokers = {
+const brokers: Record<string, boolean> = {
   nats: await reachable(4222),
   redis: await reachable(6379),
   rabbitmq: await reachable(5672),
@@ -213,8 +214,28 @@ if (only === undefined || only === 'events') {
   // Systems take turns run by run, as in the RPC suite: a neighbour's load falls on a Parley row
   // and on the raw row it is divided by alike.
   const items: { label: string; once: () => Promise<void>; spread: () => number[] }[] = [];
+  // Durable events over MQTT run on a Mosquitto of the bench's own (why: bench/lib/mosquitto.ts),
+  // started once for the suite; children find it in their environment.
+  let mosquitto: PrivateMosquitto | undefined;
+  const needsMosquitto = Object.entries(eventSystems).some(([s, d]) => wanted(s) && d.needs === 'mosquitto');
+  const binary = needsMosquitto ? mosquittoBinary() : undefined;
+  if (binary !== undefined) {
+    mosquitto = await startMosquitto(binary);
+    process.env.PARLEY_BENCH_MOSQUITTO = mosquitto.url;
+    log(`events: the bench's own Mosquitto at ${mosquitto.url}`);
+  }
+  // Under CI a missing program fails the run, as an unreachable broker does.
+  if (needsMosquitto) brokers.mosquitto = binary !== undefined;
   for (const [system, def] of Object.entries(eventSystems)) {
     if (!wanted(system)) continue;
+    if (def.needs === 'mosquitto' && mosquitto === undefined) {
+      results.skipped.push({
+        suite: 'events',
+        system,
+        reason: 'no mosquitto program to start a server of its own',
+      });
+      continue;
+    }
     if (def.needs !== 'none' && !brokers[def.needs]) {
       results.skipped.push({ suite: 'events', system, reason: `${def.needs} is not reachable on 127.0.0.1` });
       continue;
@@ -261,7 +282,11 @@ if (only === undefined || only === 'events') {
       });
     }
   }
-  await measureInterleaved(items);
+  try {
+    await measureInterleaved(items);
+  } finally {
+    await mosquitto?.stop();
+  }
 }
 
 // ---------------------------------------------------------------- report

@@ -12,7 +12,8 @@ export interface Subscriber {
 }
 
 export interface EventSystem {
-  needs: 'nats' | 'redis' | 'rabbitmq' | 'none';
+  /** `mosquitto`: the bench's own Mosquitto (`bench/lib/mosquitto.ts`), not the machine's. */
+  needs: 'nats' | 'redis' | 'rabbitmq' | 'mosquitto' | 'none';
   /**
    * Messages per run when not 100,000: the ephemeral rows run at half a million a second, so
    * 100,000 would be a fifth of a second, mostly start-up and JIT warm-up.
@@ -36,6 +37,12 @@ import { join } from 'node:path';
 const NATS = { servers: '127.0.0.1:4222' };
 const AMQP = 'amqp://guest:guest@127.0.0.1:5672';
 const REDIS = { host: '127.0.0.1', port: 6379 };
+/** The bench's own Mosquitto, which `run.ts` starts and names in the environment of its children. */
+function mosquittoUrl(): string {
+  const url = process.env.PARLEY_BENCH_MOSQUITTO;
+  if (url === undefined) throw new Error('PARLEY_BENCH_MOSQUITTO is not set (run.ts starts the server)');
+  return url;
+}
 
 /** Calls `send` `count` times with at most `window` calls awaiting their result at once. */
 async function windowed(count: number, window: number, send: () => Promise<unknown>): Promise<void> {
@@ -299,6 +306,63 @@ const redisStreams = (json: boolean): EventSystem => ({
   },
 });
 
+/**
+ * mqtt.js at QoS 1, used as Parley's MQTT broker uses the server: each group a shared subscription
+ * (`$share/g<n>/<topic>`) held by a persistent session on a connection of its own, with a Receive
+ * Maximum of 500 (the other rows' prefetch); mqtt.js sends each PUBACK after the message handler.
+ * Publishes await their PUBACK, 1,000 at a time. The sessions are named after the topic, so that
+ * `cleanup` can end them.
+ */
+const mqttSession = (topic: string, group: number) => `${topic}-g${group}`;
+
+const mqttRaw: EventSystem = {
+  needs: 'mosquitto',
+  async subscribe(topic, groups, expected) {
+    const { connectAsync } = await import('mqtt');
+    const c = counter(groups, expected);
+    const clients: Awaited<ReturnType<typeof connectAsync>>[] = [];
+    for (let g = 0; g < groups; g++) {
+      const client = await connectAsync(mosquittoUrl(), {
+        protocolVersion: 5,
+        clientId: mqttSession(topic, g),
+        clean: false,
+        properties: { sessionExpiryInterval: 600, receiveMaximum: 500 },
+      });
+      client.on('message', () => c.hit(g));
+      await client.subscribeAsync(`$share/g${g}/${topic}`, { qos: 1 });
+      clients.push(client);
+    }
+    return {
+      done: c.done,
+      received: c.total,
+      close: async () => {
+        for (const client of clients) await client.endAsync();
+      },
+    };
+  },
+  async publish(topic, count, payload, started) {
+    const { connectAsync } = await import('mqtt');
+    const client = await connectAsync(mosquittoUrl(), { protocolVersion: 5 });
+    const body = Buffer.from(payload);
+    started();
+    await windowed(count, 1000, () => client.publishAsync(topic, body, { qos: 1 }));
+    await client.endAsync();
+  },
+  async cleanup(topic, groups) {
+    const { connectAsync } = await import('mqtt');
+    for (let g = 0; g < groups; g++) {
+      // A clean start discards the stored session; expiry 0 keeps none after this connection.
+      const client = await connectAsync(mosquittoUrl(), {
+        protocolVersion: 5,
+        clientId: mqttSession(topic, g),
+        clean: true,
+        properties: { sessionExpiryInterval: 0 },
+      });
+      await client.endAsync();
+    }
+  },
+};
+
 /** Moleculer 0.14 events over NATS: one service per group, balanced events. */
 const moleculerNats: EventSystem = {
   needs: 'nats',
@@ -403,13 +467,16 @@ function payloadData(payload: Uint8Array): PayloadData {
  * prefetch). `cleanup` removes what the adapter made, with the raw client.
  */
 function parleyBroker(
-  needs: 'nats' | 'redis' | 'rabbitmq',
-  base: string,
+  needs: EventSystem['needs'],
+  /** The broker's URL, or a function that reads it when first used (the bench's own Mosquitto). */
+  base: string | (() => string),
   window: number,
   maxInFlight: number,
   cleanup: (prefix: string, groups: number) => Promise<void>,
+  /** What the subscriber removes itself once it is done (MQTT: its sessions, which only it can name). */
+  destroy?: (broker: { destroyAll?: () => Promise<void> }) => Promise<void>,
 ): EventSystem {
-  const url = (topic: string) => `${base}?prefix=${topic}`;
+  const url = (topic: string) => `${typeof base === 'function' ? base() : base}?prefix=${topic}`;
   return {
     needs,
     async subscribe(topic, groups, expected) {
@@ -425,7 +492,11 @@ function parleyBroker(
         services: [parley.implement(contract, { actions: {}, on })],
       });
       await node.start();
-      return { done: c.done, received: c.total, close: () => node.stop() };
+      const close = async () => {
+        await node.stop();
+        await destroy?.(broker as { destroyAll?: () => Promise<void> });
+      };
+      return { done: c.done, received: c.total, close };
     },
     async publish(topic, count, payload, started) {
       const { parley, contract } = await parleyEvents();
@@ -524,6 +595,14 @@ export const eventSystems: Record<string, EventSystem> = {
     cleanupRedis,
   ),
   'parley rabbitmq': parleyBroker('rabbitmq', AMQP, 1000, 500, cleanupRabbit),
+  'parley mqtt': parleyBroker(
+    'mosquitto',
+    mosquittoUrl,
+    1000,
+    500,
+    async () => undefined,
+    async (broker) => broker.destroyAll?.(),
+  ),
   'raw nats': rawNatsSystem(false),
   'raw nats json': rawNatsSystem(true),
   'raw jetstream': jetstream,
@@ -531,5 +610,6 @@ export const eventSystems: Record<string, EventSystem> = {
   'raw amqplib quorum': amqpRaw('quorum'),
   'raw ioredis streams': redisStreams(false),
   'raw ioredis streams json': redisStreams(true),
+  'raw mqtt': mqttRaw,
   'moleculer nats': moleculerNats,
 };
