@@ -7,9 +7,10 @@
  */
 import { createConnection } from 'node:net';
 import { loadavg } from 'node:os';
-import { eventSystems } from './events/systems.ts';
+import { type EventSystem, eventSystems } from './events/systems.ts';
+import { startKafkaMock } from './lib/kafka-mock.ts';
 import type { LoadResult } from './lib/load.ts';
-import { mosquittoBinary, type PrivateMosquitto, startMosquitto } from './lib/mosquitto.ts';
+import { mosquittoBinary, startMosquitto } from './lib/mosquitto.ts';
 import { type Child, pinned, startChild } from './lib/proc.ts';
 import {
   benchRoot,
@@ -214,26 +215,43 @@ if (only === undefined || only === 'events') {
   // Systems take turns run by run, as in the RPC suite: a neighbour's load falls on a Parley row
   // and on the raw row it is divided by alike.
   const items: { label: string; once: () => Promise<void>; spread: () => number[] }[] = [];
-  // Durable events over MQTT run on a Mosquitto of the bench's own (why: bench/lib/mosquitto.ts),
-  // started once for the suite; children find it in their environment.
-  let mosquitto: PrivateMosquitto | undefined;
-  const needsMosquitto = Object.entries(eventSystems).some(([s, d]) => wanted(s) && d.needs === 'mosquitto');
-  const binary = needsMosquitto ? mosquittoBinary() : undefined;
-  if (binary !== undefined) {
-    mosquitto = await startMosquitto(binary);
-    process.env.PARLEY_BENCH_MOSQUITTO = mosquitto.url;
-    log(`events: the bench's own Mosquitto at ${mosquitto.url}`);
+  // Servers the bench starts for itself, once for the suite (why: bench/lib/mosquitto.ts and
+  // bench/lib/kafka-mock.ts); children find them in their environment.
+  const needed = new Set(
+    Object.entries(eventSystems)
+      .filter(([system]) => wanted(system))
+      .map(([, def]) => def.needs),
+  );
+  const own: { stop(): Promise<void> }[] = [];
+  const unavailable = new Map<string, string>();
+  if (needed.has('mosquitto')) {
+    const binary = mosquittoBinary();
+    if (binary === undefined)
+      unavailable.set('mosquitto', 'no mosquitto program to start a server of its own');
+    else {
+      const server = await startMosquitto(binary);
+      own.push(server);
+      process.env.PARLEY_BENCH_MOSQUITTO = server.url;
+      log(`events: the bench's own Mosquitto at ${server.url}`);
+    }
   }
-  // Under CI a missing program fails the run, as an unreachable broker does.
-  if (needsMosquitto) brokers.mosquitto = binary !== undefined;
+  if (needed.has('kafka-mock')) {
+    const cluster = await startKafkaMock();
+    if (typeof cluster === 'string') unavailable.set('kafka-mock', cluster);
+    else {
+      own.push(cluster);
+      process.env.PARLEY_BENCH_KAFKA = cluster.brokers;
+      log(`events: librdkafka's mock cluster at ${cluster.brokers}`);
+    }
+  }
+  // Under CI one that cannot start fails the run, as an unreachable broker does.
+  for (const need of ['mosquitto', 'kafka-mock'])
+    if (needed.has(need as EventSystem['needs'])) brokers[need] = !unavailable.has(need);
   for (const [system, def] of Object.entries(eventSystems)) {
     if (!wanted(system)) continue;
-    if (def.needs === 'mosquitto' && mosquitto === undefined) {
-      results.skipped.push({
-        suite: 'events',
-        system,
-        reason: 'no mosquitto program to start a server of its own',
-      });
+    const why = unavailable.get(def.needs);
+    if (why !== undefined) {
+      results.skipped.push({ suite: 'events', system, reason: why });
       continue;
     }
     if (def.needs !== 'none' && !brokers[def.needs]) {
@@ -285,7 +303,7 @@ if (only === undefined || only === 'events') {
   try {
     await measureInterleaved(items);
   } finally {
-    await mosquitto?.stop();
+    for (const server of own) await server.stop();
   }
 }
 
@@ -312,6 +330,7 @@ const report = {
     'amqplib',
     'ioredis',
     'mqtt',
+    '@confluentinc/kafka-javascript',
     'zod',
   ]),
   skipped: results.skipped,

@@ -12,8 +12,11 @@ export interface Subscriber {
 }
 
 export interface EventSystem {
-  /** `mosquitto`: the bench's own Mosquitto (`bench/lib/mosquitto.ts`), not the machine's. */
-  needs: 'nats' | 'redis' | 'rabbitmq' | 'mosquitto' | 'none';
+  /**
+   * `mosquitto`: the bench's own Mosquitto (`bench/lib/mosquitto.ts`), not the machine's;
+   * `kafka-mock`: librdkafka's mock cluster, which the bench starts (`bench/lib/kafka-mock.ts`).
+   */
+  needs: 'nats' | 'redis' | 'rabbitmq' | 'mosquitto' | 'kafka-mock' | 'none';
   /**
    * Messages per run when not 100,000: the ephemeral rows run at half a million a second, so
    * 100,000 would be a fifth of a second, mostly start-up and JIT warm-up.
@@ -363,6 +366,199 @@ const mqttRaw: EventSystem = {
   },
 };
 
+/** The mock cluster's bootstrap servers, which `run.ts` names in the environment of its children. */
+function kafkaMockBrokers(): string {
+  const brokers = process.env.PARLEY_BENCH_KAFKA;
+  if (brokers === undefined)
+    throw new Error('PARLEY_BENCH_KAFKA is not set (run.ts starts the mock cluster)');
+  return brokers;
+}
+
+/** The slice of `@confluentinc/kafka-javascript` (node-rdkafka style) the raw Kafka row uses. */
+interface RdKafka {
+  Producer: new (
+    config: Record<string, unknown>,
+  ) => {
+    connect(options: object, cb: (err: unknown) => void): void;
+    disconnect(cb: () => void): void;
+    setPollInterval(ms: number): void;
+    getMetadata(
+      options: { topic: string; timeout: number },
+      cb: (err: unknown, md: { topics: { name: string; partitions: unknown[] }[] }) => void,
+    ): void;
+    on(event: 'delivery-report', listener: (err: unknown, report: { opaque: unknown }) => void): void;
+    on(event: 'event.error', listener: () => void): void;
+    produce(
+      topic: string,
+      partition: null,
+      value: Buffer,
+      key: null,
+      timestamp: number,
+      opaque: unknown,
+    ): void;
+  };
+  KafkaConsumer: new (
+    config: Record<string, unknown>,
+    topicConfig: object,
+  ) => {
+    connect(options: object, cb: (err: unknown) => void): void;
+    disconnect(cb: () => void): void;
+    subscribe(topics: string[]): void;
+    assignments(): unknown[];
+    setDefaultConsumeTimeout(ms: number): void;
+    consume(
+      count: number,
+      cb: (err: unknown, messages: { topic: string; partition: number; offset: number }[]) => void,
+    ): void;
+    commit(offsets: { topic: string; partition: number; offset: number }[]): void;
+    on(event: 'event.error', listener: () => void): void;
+  };
+}
+
+async function rdkafka(): Promise<RdKafka> {
+  return ((await import('@confluentinc/kafka-javascript')) as unknown as { default: RdKafka }).default;
+}
+
+const connected = (client: { connect(o: object, cb: (err: unknown) => void): void }) =>
+  new Promise<void>((resolve, reject) => client.connect({}, (err) => (err ? reject(err) : resolve())));
+
+/**
+ * The Kafka client Parley's Kafka broker uses (librdkafka), used the same way against the same
+ * mock cluster: an idempotent producer (`acks=all`, `linger.ms` 2, delivery reports), each publish
+ * awaiting its report, 1,000 at a time; one consumer group per group, manual commits of what was
+ * handled, at most every 20 ms (as Parley's), `consume(100)` with a 25 ms wait, `fetch.wait.max.ms`
+ * 100. The topic is created by asking for its metadata (the mock has no CreateTopics).
+ */
+const kafkaRaw: EventSystem = {
+  needs: 'kafka-mock',
+  async subscribe(topic, groups, expected) {
+    const kafka = await rdkafka();
+    const c = counter(groups, expected);
+    const consumers: InstanceType<RdKafka['KafkaConsumer']>[] = [];
+    let closed = false;
+    const loops: Promise<void>[] = [];
+    for (let g = 0; g < groups; g++) {
+      const consumer = new kafka.KafkaConsumer(
+        {
+          'bootstrap.servers': kafkaMockBrokers(),
+          'group.id': `${topic}.g${g}`,
+          'enable.auto.commit': false,
+          'enable.auto.offset.store': false,
+          'auto.offset.reset': 'earliest',
+          'fetch.wait.max.ms': 100,
+        },
+        {},
+      );
+      consumer.on('event.error', () => undefined);
+      await connected(consumer);
+      consumer.setDefaultConsumeTimeout(25);
+      consumers.push(consumer);
+      if (g === 0) await kafkaTopic(kafka, topic);
+      consumer.subscribe([topic]);
+      const next = new Map<number, number>();
+      let commit: NodeJS.Timeout | undefined;
+      loops.push(
+        (async () => {
+          while (!closed) {
+            const batch = await new Promise<{ topic: string; partition: number; offset: number }[]>(
+              (resolve) => consumer.consume(100, (err, messages) => resolve(err ? [] : messages)),
+            );
+            for (const m of batch) {
+              next.set(m.partition, m.offset + 1);
+              c.hit(g);
+            }
+            if (batch.length > 0 && commit === undefined) {
+              commit = setTimeout(() => {
+                commit = undefined;
+                if (!closed)
+                  consumer.commit([...next].map(([partition, offset]) => ({ topic, partition, offset })));
+              }, 20);
+            }
+          }
+        })(),
+      );
+    }
+    // Ready once every group owns its partitions (the mock holds a new group's first join ~3 s).
+    while (consumers.some((consumer) => consumer.assignments().length === 0)) await sleepMs(20);
+    return {
+      done: c.done,
+      received: c.total,
+      close: async () => {
+        closed = true;
+        await Promise.all(loops);
+        for (const consumer of consumers)
+          await new Promise<void>((resolve) => consumer.disconnect(() => resolve()));
+      },
+    };
+  },
+  async publish(topic, count, payload, started) {
+    const kafka = await rdkafka();
+    const producer = new kafka.Producer({
+      'bootstrap.servers': kafkaMockBrokers(),
+      'enable.idempotence': true,
+      acks: 'all',
+      dr_cb: true,
+      'linger.ms': 2,
+    });
+    producer.on('event.error', () => undefined);
+    const waiting = new Map<number, { resolve(): void; reject(err: unknown): void }>();
+    producer.on('delivery-report', (err, report) => {
+      const w = waiting.get(report.opaque as number);
+      waiting.delete(report.opaque as number);
+      if (err) w?.reject(err);
+      else w?.resolve();
+    });
+    await connected(producer);
+    producer.setPollInterval(5);
+    await kafkaTopic(kafka, topic, producer);
+    const body = Buffer.from(payload);
+    let seq = 0;
+    started();
+    await windowed(
+      count,
+      1000,
+      () =>
+        new Promise<void>((resolve, reject) => {
+          const id = ++seq;
+          waiting.set(id, { resolve, reject });
+          producer.produce(topic, null, body, null, Date.now(), id);
+        }),
+    );
+    await new Promise<void>((resolve) => producer.disconnect(() => resolve()));
+  },
+  async cleanup() {
+    // Topics live in the mock cluster, which ends with the run.
+  },
+};
+
+const sleepMs = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Asks for `topic`'s metadata until it has partitions (the mock creates it on the first ask). */
+async function kafkaTopic(
+  kafka: RdKafka,
+  topic: string,
+  client?: Pick<InstanceType<RdKafka['Producer']>, 'getMetadata'>,
+): Promise<void> {
+  let own: InstanceType<RdKafka['Producer']> | undefined;
+  if (client === undefined) {
+    own = new kafka.Producer({ 'bootstrap.servers': kafkaMockBrokers() });
+    await connected(own);
+  }
+  const asker = client ?? (own as InstanceType<RdKafka['Producer']>);
+  try {
+    for (let tries = 0; tries < 100; tries++) {
+      const md = await new Promise<{ topics: { name: string; partitions: unknown[] }[] }>((resolve, reject) =>
+        asker.getMetadata({ topic, timeout: 10_000 }, (err, m) => (err ? reject(err) : resolve(m))),
+      );
+      if ((md.topics.find((t) => t.name === topic)?.partitions.length ?? 0) > 0) return;
+      await sleepMs(50);
+    }
+    throw new Error(`kafka mock: topic ${topic} has no partitions`);
+  } finally {
+    if (own !== undefined) await new Promise<void>((resolve) => own.disconnect(() => resolve()));
+  }
+}
+
 /** Moleculer 0.14 events over NATS: one service per group, balanced events. */
 const moleculerNats: EventSystem = {
   needs: 'nats',
@@ -468,15 +664,14 @@ function payloadData(payload: Uint8Array): PayloadData {
  */
 function parleyBroker(
   needs: EventSystem['needs'],
-  /** The broker's URL, or a function that reads it when first used (the bench's own Mosquitto). */
-  base: string | (() => string),
+  /** The broker's URL for a run on `topic` (read when first used: the bench's own servers are started later). */
+  url: (topic: string) => string,
   window: number,
   maxInFlight: number,
   cleanup: (prefix: string, groups: number) => Promise<void>,
   /** What the subscriber removes itself once it is done (MQTT: its sessions, which only it can name). */
   destroy?: (broker: { destroyAll?: () => Promise<void> }) => Promise<void>,
 ): EventSystem {
-  const url = (topic: string) => `${typeof base === 'function' ? base() : base}?prefix=${topic}`;
   return {
     needs,
     async subscribe(topic, groups, expected) {
@@ -586,22 +781,36 @@ export const eventSystems: Record<string, EventSystem> = {
   'parley embedded': parleyEmbedded('process'),
   'parley embedded, fsync': parleyEmbedded('power'),
   'parley nats notify': parleyNatsNotify,
-  'parley nats jetstream': parleyBroker('nats', `nats://${NATS.servers}`, 256, 1000, cleanupJetStream),
+  'parley nats jetstream': parleyBroker(
+    'nats',
+    (topic) => `nats://${NATS.servers}?prefix=${topic}`,
+    256,
+    1000,
+    cleanupJetStream,
+  ),
   'parley redis streams': parleyBroker(
     'redis',
-    `redis://${REDIS.host}:${REDIS.port}`,
+    (topic) => `redis://${REDIS.host}:${REDIS.port}?prefix=${topic}`,
     500,
     500,
     cleanupRedis,
   ),
-  'parley rabbitmq': parleyBroker('rabbitmq', AMQP, 1000, 500, cleanupRabbit),
+  'parley rabbitmq': parleyBroker('rabbitmq', (topic) => `${AMQP}?prefix=${topic}`, 1000, 500, cleanupRabbit),
   'parley mqtt': parleyBroker(
     'mosquitto',
-    mosquittoUrl,
+    (topic) => `${mosquittoUrl()}?prefix=${topic}`,
     1000,
     500,
     async () => undefined,
     async (broker) => broker.destroyAll?.(),
+  ),
+  // Topics live in the mock cluster, which ends with the run: nothing to clean up.
+  'parley kafka (mock cluster)': parleyBroker(
+    'kafka-mock',
+    (topic) => `kafka://${kafkaMockBrokers()}?namespace=${topic}&createTopics=metadata`,
+    1000,
+    500,
+    async () => undefined,
   ),
   'raw nats': rawNatsSystem(false),
   'raw nats json': rawNatsSystem(true),
@@ -611,5 +820,6 @@ export const eventSystems: Record<string, EventSystem> = {
   'raw ioredis streams': redisStreams(false),
   'raw ioredis streams json': redisStreams(true),
   'raw mqtt': mqttRaw,
+  'raw kafka (mock cluster)': kafkaRaw,
   'moleculer nats': moleculerNats,
 };

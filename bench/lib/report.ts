@@ -106,6 +106,7 @@ function baselineOf(row: Row): string | undefined {
     if (row.system === 'parley redis streams') return 'raw ioredis streams';
     if (row.system === 'parley rabbitmq') return 'raw amqplib quorum';
     if (row.system === 'parley mqtt') return 'raw mqtt';
+    if (row.system === 'parley kafka (mock cluster)') return 'raw kafka (mock cluster)';
     if (row.system.includes('nats') && !row.system.startsWith('raw')) return 'raw nats';
     return undefined;
   }
