@@ -109,6 +109,9 @@ export class Publisher {
         payload,
         { qos: 1, retain: options.retain ?? false, properties },
         (error, packet) => {
+          const id = packet?.messageId;
+          const reason = id === undefined ? 0 : (this.reasons.get(id) ?? 0);
+          if (id !== undefined) this.reasons.delete(id);
           // Gone from `waiting`: it timed out, and its caller has its answer already.
           if (!this.waiting.delete(entry)) return;
           if (this.waiting.size === 0) {
@@ -119,9 +122,6 @@ export class Publisher {
             reject(mqttError(error, `publishing to ${topic}`));
             return;
           }
-          const id = packet?.messageId;
-          const reason = id === undefined ? 0 : (this.reasons.get(id) ?? 0);
-          if (id !== undefined) this.reasons.delete(id);
           resolve(reason);
         },
       );
