@@ -229,14 +229,20 @@ if (only === undefined || only === 'events') {
     if (binary === undefined)
       unavailable.set('mosquitto', 'no mosquitto program to start a server of its own');
     else {
-      const server = await startMosquitto(binary);
-      own.push(server);
-      process.env.PARLEY_BENCH_MOSQUITTO = server.url;
-      log(`events: the bench's own Mosquitto at ${server.url}`);
+      try {
+        const server = await startMosquitto(binary);
+        own.push(server);
+        process.env.PARLEY_BENCH_MOSQUITTO = server.url;
+        log(`events: the bench's own Mosquitto at ${server.url}`);
+      } catch (error) {
+        unavailable.set('mosquitto', (error as Error).message);
+      }
     }
   }
   if (needed.has('kafka-mock')) {
-    const cluster = await startKafkaMock();
+    const cluster = await startKafkaMock().catch(
+      (error: Error) => `the mock cluster did not start: ${error.message}`,
+    );
     if (typeof cluster === 'string') unavailable.set('kafka-mock', cluster);
     else {
       own.push(cluster);
