@@ -7,8 +7,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, it } from 'node:test';
+import { PAUSE_AFTER_MS } from '../src/adapters/kafka/consumer.ts';
 import { createKafkaBroker, parseKafkaUrl } from '../src/adapters/kafka/kafka-broker.ts';
-import { systemClock } from '../src/index.ts';
+import { kafkaTopicName } from '../src/adapters/kafka/protocol.ts';
+import { createEnvelope, systemClock } from '../src/index.ts';
 import { brokerConformance } from './conformance/broker.ts';
 
 interface MockHost {
@@ -78,6 +80,115 @@ if (typeof cluster === 'string') {
       'a delivery whose consumer stops answering is redelivered when its lease ends': HAND_OVER,
       'extendLease keeps a delivery from going to another consumer while its own works on it': HAND_OVER,
     },
+  });
+
+  /**
+   * Counts `pause` and `resume` calls on the driver's consumers for one Kafka topic (a spy on the
+   * real driver's prototype: the calls go through).
+   */
+  const watchPauses = async (kafkaTopic: string) => {
+    const mod = (await import('@confluentinc/kafka-javascript')) as unknown as {
+      default: {
+        KafkaConsumer: { prototype: Record<'pause' | 'resume', (parts: { topic: string }[]) => void> };
+      };
+    };
+    const proto = mod.default.KafkaConsumer.prototype;
+    const original = { pause: proto.pause, resume: proto.resume };
+    const counts = { pause: 0, resume: 0 };
+    for (const name of ['pause', 'resume'] as const) {
+      proto[name] = function (this: unknown, parts: { topic: string }[]) {
+        if (parts.some((p) => p.topic === kafkaTopic)) counts[name]++;
+        return original[name].call(this, parts);
+      };
+    }
+    return {
+      counts,
+      restore: () => Object.assign(proto, original),
+    };
+  };
+
+  /**
+   * A broker under `namespace`, 600 events on `topic`, and a consumer of them (maxInFlight 4: a
+   * buffer of 256) whose handler runs `handle` first.
+   */
+  const slowConsumer = async (namespace: string, topic: string, handle: () => Promise<void>) => {
+    const b = await createKafkaBroker({
+      brokers: cluster.brokers,
+      namespace,
+      createTopics: 'metadata',
+      pollMs: 20,
+      consumerConfig: { 'session.timeout.ms': 6_000, 'heartbeat.interval.ms': 100, 'fetch.wait.max.ms': 10 },
+    });
+    const seen = new Set<string>();
+    let handled = 0;
+    const consumer = await b.subscribe(
+      { topic, group: 'g', maxInFlight: 4, startFrom: 'beginning' },
+      async (d) => {
+        await handle();
+        seen.add(d.envelope.id);
+        handled++;
+      },
+    );
+    for (let i = 0; i < 600; i += 100)
+      await Promise.all(
+        Array.from({ length: 100 }, (_, j) =>
+          b.publish(createEnvelope({ source: '/t', type: topic, data: i + j })),
+        ),
+      );
+    return { b, consumer, seen, handled: () => handled };
+  };
+
+  const until = async (check: () => boolean, what: string, ms = 20_000): Promise<void> => {
+    const end = Date.now() + ms;
+    while (!check()) {
+      if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+
+  it('kafka backpressure: handlers slower than the fetch keep the partitions fetching (no pause, nothing fetched twice)', async () => {
+    // Each pause drops what librdkafka fetched ahead, and the resume fetches it again: handlers
+    // doing I/O, slower than the fetch, made 50,000 messages take 112 s instead of 13.
+    const namespace = `backpressure-${process.pid}-${++n}`;
+    const watch = await watchPauses(kafkaTopicName(namespace, 'slow'));
+    try {
+      const c = await slowConsumer(namespace, 'slow', () => new Promise((r) => setTimeout(r, 2)));
+      try {
+        await until(() => c.handled() === 600, 'all 600 handled');
+        assert.equal(c.seen.size, 600, 'each once');
+        assert.equal(watch.counts.pause, 0, 'the buffer filled and freed again: no pause');
+      } finally {
+        await c.consumer.close();
+        await c.b.close();
+      }
+    } finally {
+      watch.restore();
+    }
+  });
+
+  it(`kafka backpressure: a buffer full for ${PAUSE_AFTER_MS} ms pauses the partitions, resumes when room frees, and loses nothing`, async () => {
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((r) => {
+      open = r;
+    });
+    const namespace = `backpressure-${process.pid}-${++n}`;
+    const watch = await watchPauses(kafkaTopicName(namespace, 'stuck'));
+    try {
+      const c = await slowConsumer(namespace, 'stuck', () => gate);
+      try {
+        await until(() => watch.counts.pause > 0, 'a pause');
+        assert.equal(c.handled(), 0, 'the handlers are all still held');
+        open();
+        await until(() => c.handled() === 600, 'all 600 handled');
+        assert.equal(c.seen.size, 600, 'each once');
+        assert.ok(watch.counts.resume > 0, 'resumed once room freed');
+      } finally {
+        await c.consumer.close();
+        await c.b.close();
+      }
+    } finally {
+      watch.restore();
+    }
   });
 
   it('kafka URLs: host list and options', () => {
