@@ -7,44 +7,16 @@
  */
 import assert from 'node:assert/strict';
 import { after, it } from 'node:test';
+import { startKafkaMock } from '../bench/lib/kafka-mock.ts';
 import { PAUSE_AFTER_MS } from '../src/adapters/kafka/consumer.ts';
 import { createKafkaBroker, parseKafkaUrl } from '../src/adapters/kafka/kafka-broker.ts';
 import { kafkaTopicName } from '../src/adapters/kafka/protocol.ts';
 import { createEnvelope, systemClock } from '../src/index.ts';
 import { brokerConformance } from './conformance/broker.ts';
 
-interface MockHost {
-  connect(options: object, cb: (err: unknown) => void): void;
-  getMetadata(
-    options: object,
-    cb: (err: unknown, md: { brokers: { host: string; port: number }[] }) => void,
-  ): void;
-  disconnect(cb: () => void): void;
-}
-
-async function startMockCluster(): Promise<{ brokers: string[]; stop(): Promise<void> } | string> {
-  let driver: { Producer: new (config: object) => MockHost };
-  try {
-    const mod = (await import('@confluentinc/kafka-javascript')) as unknown as { default: typeof driver };
-    driver = mod.default;
-  } catch (error) {
-    return `@confluentinc/kafka-javascript does not load (${(error as Error).message}); install it with CKJS_LINKING=dynamic`;
-  }
-  // The mock cluster lives inside this client; every other client connects to it over loopback.
-  const host = new driver.Producer({ 'test.mock.num.brokers': 1, 'client.id': 'parley-mock-cluster' });
-  await new Promise<void>((resolve, reject) => host.connect({}, (err) => (err ? reject(err) : resolve())));
-  const md = await new Promise<{ brokers: { host: string; port: number }[] }>((resolve, reject) =>
-    host.getMetadata({ timeout: 10_000 }, (err, m) => (err ? reject(err) : resolve(m))),
-  );
-  const brokers = md.brokers.map((b) => `${b.host}:${b.port}`);
-  assert.ok(
-    md.brokers.length > 0 && md.brokers.every((b) => b.host === '127.0.0.1'),
-    `mock cluster on loopback: ${brokers}`,
-  );
-  return { brokers, stop: () => new Promise<void>((resolve) => host.disconnect(() => resolve())) };
-}
-
-const cluster = await startMockCluster();
+// The mock cluster lives inside one client in this process (the bench starts it the same way);
+// every other client connects to it over loopback.
+const cluster = await startKafkaMock();
 
 if (typeof cluster === 'string') {
   if (process.env.CI === 'true') it('kafka broker (mock cluster)', () => assert.fail(cluster));
@@ -63,7 +35,7 @@ if (typeof cluster === 'string') {
     clock: systemClock,
     create: () =>
       createKafkaBroker({
-        brokers: cluster.brokers,
+        brokers: cluster.brokers.split(','),
         namespace: `conformance-${process.pid}-${++n}`,
         createTopics: 'metadata',
         pollMs: 20,
@@ -113,7 +85,7 @@ if (typeof cluster === 'string') {
    */
   const slowConsumer = async (namespace: string, topic: string, handle: () => Promise<void>) => {
     const b = await createKafkaBroker({
-      brokers: cluster.brokers,
+      brokers: cluster.brokers.split(','),
       namespace,
       createTopics: 'metadata',
       pollMs: 20,

@@ -1,5 +1,6 @@
 /**
- * librdkafka's built-in mock cluster for the Kafka rows: no Kafka broker runs on these machines.
+ * librdkafka's built-in mock cluster, for the Kafka rows and for `test/kafka-broker.test.ts`: no
+ * Kafka broker runs on these machines.
  * It lives inside one client of `@confluentinc/kafka-javascript` in the bench's own process
  * (`test.mock.num.brokers`), listens on 127.0.0.1 only, and speaks the Kafka protocol for
  * produce, fetch, offsets, consumer groups and the idempotent producer; topics are created when
@@ -28,7 +29,7 @@ export async function startKafkaMock(): Promise<KafkaMock | string> {
     driver = ((await import('@confluentinc/kafka-javascript')) as unknown as { default: typeof driver })
       .default;
   } catch (error) {
-    return `@confluentinc/kafka-javascript does not load (${(error as Error).message})`;
+    return `@confluentinc/kafka-javascript does not load (${(error as Error).message}); install it with CKJS_LINKING=dynamic`;
   }
   const host = new driver.Producer({ 'test.mock.num.brokers': 1, 'client.id': 'parley-bench-mock-cluster' });
   await new Promise<void>((resolve, reject) => host.connect({}, (err) => (err ? reject(err) : resolve())));
