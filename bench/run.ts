@@ -5,12 +5,12 @@
  *   --system=TEXT  only systems whose name contains TEXT
  * Prints a table of medians with min–max and ratios, writes results/latest.json and latest.svg.
  */
-import { createConnection } from 'node:net';
 import { loadavg } from 'node:os';
 import { type EventSystem, eventSystems } from './events/systems.ts';
 import { startKafkaMock } from './lib/kafka-mock.ts';
 import type { LoadResult } from './lib/load.ts';
 import { mosquittoBinary, startMosquitto } from './lib/mosquitto.ts';
+import { reachable } from './lib/net.ts';
 import { type Child, pinned, startChild } from './lib/proc.ts';
 import {
   benchRoot,
@@ -45,19 +45,6 @@ const brokers: Record<string, boolean> = {
   rabbitmq: await reachable(5672),
   mqtt: await reachable(1883),
 };
-
-function reachable(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createConnection({ port, host: '127.0.0.1' });
-    const done = (ok: boolean) => {
-      s.destroy();
-      resolve(ok);
-    };
-    s.setTimeout(1000, () => done(false));
-    s.once('connect', () => done(true));
-    s.once('error', () => done(false));
-  });
-}
 
 function log(message: string): void {
   process.stderr.write(`${message}\n`);

@@ -13,6 +13,7 @@ import { createKafkaBroker, parseKafkaUrl } from '../src/adapters/kafka/kafka-br
 import { kafkaTopicName } from '../src/adapters/kafka/protocol.ts';
 import { createEnvelope, systemClock } from '../src/index.ts';
 import { brokerConformance } from './conformance/broker.ts';
+import { deferred, waitFor } from './helpers.ts';
 
 // The mock cluster lives inside one client in this process (the bench starts it the same way);
 // every other client connects to it over loopback.
@@ -110,14 +111,6 @@ if (typeof cluster === 'string') {
     return { b, consumer, seen, handled: () => handled };
   };
 
-  const until = async (check: () => boolean, what: string, ms = 20_000): Promise<void> => {
-    const end = Date.now() + ms;
-    while (!check()) {
-      if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
-
   it('kafka backpressure: handlers slower than the fetch keep the partitions fetching (no pause, nothing fetched twice)', async () => {
     // Each pause drops what librdkafka fetched ahead, and the resume fetches it again: handlers
     // doing I/O, slower than the fetch, made 50,000 messages take 112 s instead of 13.
@@ -126,7 +119,7 @@ if (typeof cluster === 'string') {
     try {
       const c = await slowConsumer(namespace, 'slow', () => new Promise((r) => setTimeout(r, 2)));
       try {
-        await until(() => c.handled() === 600, 'all 600 handled');
+        await waitFor(() => c.handled() === 600, 20_000, 'all 600 handled');
         assert.equal(c.seen.size, 600, 'each once');
         assert.equal(watch.counts.pause, 0, 'the buffer filled and freed again: no pause');
       } finally {
@@ -139,19 +132,16 @@ if (typeof cluster === 'string') {
   });
 
   it(`kafka backpressure: a buffer full for ${PAUSE_AFTER_MS} ms pauses the partitions, resumes when room frees, and loses nothing`, async () => {
-    let open: () => void = () => undefined;
-    const gate = new Promise<void>((r) => {
-      open = r;
-    });
+    const gate = deferred();
     const namespace = `backpressure-${process.pid}-${++n}`;
     const watch = await watchPauses(kafkaTopicName(namespace, 'stuck'));
     try {
-      const c = await slowConsumer(namespace, 'stuck', () => gate);
+      const c = await slowConsumer(namespace, 'stuck', () => gate.promise);
       try {
-        await until(() => watch.counts.pause > 0, 'a pause');
+        await waitFor(() => watch.counts.pause > 0, 20_000, 'a pause');
         assert.equal(c.handled(), 0, 'the handlers are all still held');
-        open();
-        await until(() => c.handled() === 600, 'all 600 handled');
+        gate.resolve();
+        await waitFor(() => c.handled() === 600, 20_000, 'all 600 handled');
         assert.equal(c.seen.size, 600, 'each once');
         assert.ok(watch.counts.resume > 0, 'resumed once room freed');
       } finally {

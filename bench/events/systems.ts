@@ -36,16 +36,22 @@ export interface EventSystem {
 import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const NATS = { servers: '127.0.0.1:4222' };
 const AMQP = 'amqp://guest:guest@127.0.0.1:5672';
 const REDIS = { host: '127.0.0.1', port: 6379 };
-/** The bench's own Mosquitto, which `run.ts` starts and names in the environment of its children. */
-function mosquittoUrl(): string {
-  const url = process.env.PARLEY_BENCH_MOSQUITTO;
-  if (url === undefined) throw new Error('PARLEY_BENCH_MOSQUITTO is not set (run.ts starts the server)');
-  return url;
+/**
+ * Where a server the bench starts for itself listens (its own Mosquitto, the Kafka mock cluster):
+ * `run.ts` names it in the environment of its children.
+ */
+function ownServer(variable: 'PARLEY_BENCH_MOSQUITTO' | 'PARLEY_BENCH_KAFKA'): string {
+  const value = process.env[variable];
+  if (value === undefined) throw new Error(`${variable} is not set (run.ts starts that server)`);
+  return value;
 }
+const mosquittoUrl = () => ownServer('PARLEY_BENCH_MOSQUITTO');
+const kafkaMockBrokers = () => ownServer('PARLEY_BENCH_KAFKA');
 
 /** Calls `send` `count` times with at most `window` calls awaiting their result at once. */
 async function windowed(count: number, window: number, send: () => Promise<unknown>): Promise<void> {
@@ -281,7 +287,7 @@ const redisStreams = (json: boolean): EventSystem => ({
       received: c.total,
       close: async () => {
         stopped = true;
-        await new Promise((r) => setTimeout(r, 150));
+        await sleep(150);
         for (const r of clients) r.disconnect();
       },
     };
@@ -366,13 +372,10 @@ const mqttRaw: EventSystem = {
   },
 };
 
-/** The mock cluster's bootstrap servers, which `run.ts` names in the environment of its children. */
-function kafkaMockBrokers(): string {
-  const brokers = process.env.PARLEY_BENCH_KAFKA;
-  if (brokers === undefined)
-    throw new Error('PARLEY_BENCH_KAFKA is not set (run.ts starts the mock cluster)');
-  return brokers;
-}
+type Metadata = (
+  options: { topic: string; timeout: number },
+  cb: (err: unknown, md: { topics: { name: string; partitions: unknown[] }[] }) => void,
+) => void;
 
 /** The slice of `@confluentinc/kafka-javascript` (node-rdkafka style) the raw Kafka row uses. */
 interface RdKafka {
@@ -382,10 +385,7 @@ interface RdKafka {
     connect(options: object, cb: (err: unknown) => void): void;
     disconnect(cb: () => void): void;
     setPollInterval(ms: number): void;
-    getMetadata(
-      options: { topic: string; timeout: number },
-      cb: (err: unknown, md: { topics: { name: string; partitions: unknown[] }[] }) => void,
-    ): void;
+    getMetadata: Metadata;
     on(event: 'delivery-report', listener: (err: unknown, report: { opaque: unknown }) => void): void;
     on(event: 'event.error', listener: () => void): void;
     produce(
@@ -437,6 +437,13 @@ const kafkaRaw: EventSystem = {
     const consumers: InstanceType<RdKafka['KafkaConsumer']>[] = [];
     let closed = false;
     const loops: Promise<void>[] = [];
+    // A consumer's metadata request creates no topic (librdkafka's `allow.auto.create.topics` is
+    // off for consumers): a producer's does.
+    const creator = new kafka.Producer({ 'bootstrap.servers': kafkaMockBrokers() });
+    await connected(creator);
+    await kafkaTopic(creator, topic).finally(
+      () => new Promise<void>((resolve) => creator.disconnect(() => resolve())),
+    );
     for (let g = 0; g < groups; g++) {
       const consumer = new kafka.KafkaConsumer(
         {
@@ -453,7 +460,6 @@ const kafkaRaw: EventSystem = {
       await connected(consumer);
       consumer.setDefaultConsumeTimeout(25);
       consumers.push(consumer);
-      if (g === 0) await kafkaTopic(kafka, topic);
       consumer.subscribe([topic]);
       const next = new Map<number, number>();
       let commit: NodeJS.Timeout | undefined;
@@ -479,7 +485,7 @@ const kafkaRaw: EventSystem = {
       );
     }
     // Ready once every group owns its partitions (the mock holds a new group's first join ~3 s).
-    while (consumers.some((consumer) => consumer.assignments().length === 0)) await sleepMs(20);
+    while (consumers.some((consumer) => consumer.assignments().length === 0)) await sleep(20);
     return {
       done: c.done,
       received: c.total,
@@ -510,7 +516,7 @@ const kafkaRaw: EventSystem = {
     });
     await connected(producer);
     producer.setPollInterval(5);
-    await kafkaTopic(kafka, topic, producer);
+    await kafkaTopic(producer, topic);
     const body = Buffer.from(payload);
     let seq = 0;
     started();
@@ -531,32 +537,16 @@ const kafkaRaw: EventSystem = {
   },
 };
 
-const sleepMs = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 /** Asks for `topic`'s metadata until it has partitions (the mock creates it on the first ask). */
-async function kafkaTopic(
-  kafka: RdKafka,
-  topic: string,
-  client?: Pick<InstanceType<RdKafka['Producer']>, 'getMetadata'>,
-): Promise<void> {
-  let own: InstanceType<RdKafka['Producer']> | undefined;
-  if (client === undefined) {
-    own = new kafka.Producer({ 'bootstrap.servers': kafkaMockBrokers() });
-    await connected(own);
+async function kafkaTopic(client: { getMetadata: Metadata }, topic: string): Promise<void> {
+  for (let tries = 0; tries < 100; tries++) {
+    const md = await new Promise<{ topics: { name: string; partitions: unknown[] }[] }>((resolve, reject) =>
+      client.getMetadata({ topic, timeout: 10_000 }, (err, m) => (err ? reject(err) : resolve(m))),
+    );
+    if ((md.topics.find((t) => t.name === topic)?.partitions.length ?? 0) > 0) return;
+    await sleep(50);
   }
-  const asker = client ?? (own as InstanceType<RdKafka['Producer']>);
-  try {
-    for (let tries = 0; tries < 100; tries++) {
-      const md = await new Promise<{ topics: { name: string; partitions: unknown[] }[] }>((resolve, reject) =>
-        asker.getMetadata({ topic, timeout: 10_000 }, (err, m) => (err ? reject(err) : resolve(m))),
-      );
-      if ((md.topics.find((t) => t.name === topic)?.partitions.length ?? 0) > 0) return;
-      await sleepMs(50);
-    }
-    throw new Error(`kafka mock: topic ${topic} has no partitions`);
-  } finally {
-    if (own !== undefined) await new Promise<void>((resolve) => own.disconnect(() => resolve()));
-  }
+  throw new Error(`kafka mock: topic ${topic} has no partitions`);
 }
 
 /** Moleculer 0.14 events over NATS: one service per group, balanced events. */

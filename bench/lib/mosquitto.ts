@@ -11,9 +11,9 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort, reachable } from './net.ts';
 
 export interface PrivateMosquitto {
   readonly url: string;
@@ -28,31 +28,6 @@ export function mosquittoBinary(): string | undefined {
     if (r.error === undefined && /mosquitto version/.test(`${r.stdout}${r.stderr}`)) return candidate;
   }
   return undefined;
-}
-
-/** A port nobody listens on right now (the kernel's pick for port 0, released at once). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const address = s.address();
-      s.close(() =>
-        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
-      );
-    });
-  });
-}
-
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createConnection({ port, host: '127.0.0.1' });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }
 
 /** Starts the server and waits (up to 10 s) until it accepts connections. */
@@ -90,10 +65,12 @@ export async function startMosquitto(binary: string): Promise<PrivateMosquitto> 
       }),
     );
     const deadline = Date.now() + 10_000;
-    while (!exited && Date.now() < deadline && !(await accepts(port))) {
-      await new Promise((r) => setTimeout(r, 50));
+    let up = false;
+    while (!exited && !up && Date.now() < deadline) {
+      up = await reachable(port);
+      if (!up) await new Promise((r) => setTimeout(r, 50));
     }
-    if (!exited && (await accepts(port))) {
+    if (up && !exited) {
       return {
         url: `mqtt://127.0.0.1:${port}`,
         async stop() {

@@ -169,15 +169,16 @@ export class KafkaGroupConsumer {
   private async poll(consumer: Consumer): Promise<void> {
     let fullSince: number | undefined;
     while (!this.closed) {
-      if (this.buffered >= this.maxBuffered && !this.paused) {
-        const now = Date.now();
-        fullSince ??= now;
-        if (now - fullSince < PAUSE_AFTER_MS) {
+      const full = this.buffered >= this.maxBuffered;
+      if (!full) fullSince = undefined;
+      else if (!this.paused) {
+        fullSince ??= Date.now();
+        if (Date.now() - fullSince < PAUSE_AFTER_MS) {
           await new Promise<void>((resolve) => this.waitSettled(resolve, 25));
           continue;
         }
-      } else if (this.buffered < this.maxBuffered) fullSince = undefined;
-      this.applyBackpressure(consumer);
+      }
+      this.applyBackpressure(consumer, full);
       let batch: Message[] = [];
       try {
         batch = await call<Message[]>('consume', (cb) => consumer.consume(100, cb));
@@ -190,8 +191,7 @@ export class KafkaGroupConsumer {
     }
   }
 
-  private applyBackpressure(consumer: Consumer): void {
-    const full = this.buffered >= this.maxBuffered;
+  private applyBackpressure(consumer: Consumer, full: boolean): void {
     if (full === this.paused) return;
     const parts = this.assignment.owned().map((partition) => ({ topic: this.kafkaTopic, partition }));
     try {
