@@ -5,10 +5,14 @@
  */
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { it } from 'node:test';
+import { reachable } from '../bench/lib/net.ts';
 import type { BusTransport, BusTransportOptions } from '../src/adapters/bus-transport.ts';
 import type { ParleyNode, Transport } from '../src/index.ts';
 import { transportConformance } from './conformance/transport.ts';
 import { calcService, testNode, waitFor } from './helpers.ts';
+
+// The bench makes the same check before it uses a broker.
+export { reachable };
 
 export const BROKERS = {
   nats: { port: 4222, url: 'nats://127.0.0.1:4222' },
@@ -18,20 +22,6 @@ export const BROKERS = {
 } as const;
 
 export type BrokerName = keyof typeof BROKERS;
-
-/** Whether something accepts a TCP connection on 127.0.0.1:`port` (within `timeoutMs`). */
-export function reachable(port: number, timeoutMs = 1000): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(timeoutMs, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
-}
 
 /**
  * `false` when the tests may run; otherwise the reason to skip them. Throws under CI=true.
