@@ -11,7 +11,7 @@ import { startKafkaMock } from '../bench/lib/kafka-mock.ts';
 import { PAUSE_AFTER_MS } from '../src/adapters/kafka/consumer.ts';
 import { createKafkaBroker, parseKafkaUrl } from '../src/adapters/kafka/kafka-broker.ts';
 import { kafkaTopicName } from '../src/adapters/kafka/protocol.ts';
-import { createEnvelope, systemClock } from '../src/index.ts';
+import { createEnvelope, ParleyError, systemClock } from '../src/index.ts';
 import { brokerConformance } from './conformance/broker.ts';
 import { deferred, waitFor } from './helpers.ts';
 
@@ -150,6 +150,56 @@ if (typeof cluster === 'string') {
       }
     } finally {
       watch.restore();
+    }
+  });
+
+  it('kafka: many keys deferred to different times each come back when due, in key order, while other keys flow', async () => {
+    // The consumer looks only at queue heads that may be free, and keeps keys whose head waits
+    // for a time apart until its wake timer: every key must come back, each at its own time.
+    const b = await createKafkaBroker({
+      brokers: cluster.brokers.split(','),
+      namespace: `deferred-keys-${process.pid}-${++n}`,
+      createTopics: 'metadata',
+      pollMs: 20,
+      consumerConfig: { 'session.timeout.ms': 6_000, 'heartbeat.interval.ms': 100, 'fetch.wait.max.ms': 10 },
+    });
+    try {
+      const log = new Map<string, number[]>();
+      const deferredAt = new Map<string, number>();
+      const lateBy: number[] = [];
+      let handled = 0;
+      const deferFor = (k: number) => 100 + (k % 5) * 150;
+      await b.subscribe(
+        { topic: 'keys', group: 'g', maxInFlight: 4, maxAttempts: 1, startFrom: 'beginning' },
+        async (d) => {
+          const { k, n: i } = d.envelope.data as { k: number; n: number };
+          const key = `k${k}`;
+          if (k < 20 && i === 0 && !deferredAt.has(key)) {
+            deferredAt.set(key, Date.now());
+            throw new ParleyError('UNAVAILABLE', 'later', { details: { deferMs: deferFor(k) } });
+          }
+          if (k < 20 && i === 0) lateBy.push(Date.now() - (deferredAt.get(key) ?? 0) - deferFor(k));
+          log.set(key, [...(log.get(key) ?? []), i]);
+          handled++;
+        },
+      );
+      // Keys 0–19 are deferred once on their first message; keys 20–39 never are.
+      for (let i = 0; i < 3; i++)
+        await Promise.all(
+          Array.from({ length: 40 }, (_, k) =>
+            b.publish(createEnvelope({ source: '/t', type: 'keys', data: { k, n: i } }), { key: `k${k}` }),
+          ),
+        );
+      await waitFor(() => handled === 120, 20_000, 'all 120 handled');
+      for (const [key, order] of log) assert.deepEqual(order, [0, 1, 2], `order of ${key}`);
+      assert.equal(lateBy.length, 20, 'each deferred key came back once');
+      assert.ok(
+        lateBy.every((ms) => ms >= -5),
+        `none came back before its time: ${lateBy.filter((ms) => ms < -5)}`,
+      );
+      assert.deepEqual(await b.deadLetters.list({ topic: 'keys' }), []);
+    } finally {
+      await b.close();
     }
   });
 

@@ -55,6 +55,14 @@ export class KafkaGroupConsumer {
   private partitionCount = 0;
   private readonly assignment: Assignment;
   private readonly queues = new Map<string, Entry[]>();
+  /**
+   * Keys whose queue head may be waiting for a handler (checked when looked at), in the order they
+   * became so: `dispatch` looks at these only, not at every queue (most heads are running when
+   * maxInFlight is large: walking past them cost O(maxInFlight) per settled message).
+   */
+  private readonly ready = new Set<string>();
+  /** Keys whose head waits for its `notBefore` (a backoff, a deferral); looked at on the wake timer. */
+  private readonly delayed = new Set<string>();
   private buffered = 0;
   private inflight = 0;
   private paused = false;
@@ -92,7 +100,7 @@ export class KafkaGroupConsumer {
       finish: (entry, releases) => this.finish(entry, releases),
       notifySettled: () => this.notifySettled(),
       waitSettled: (ms) => new Promise<void>((r) => this.waitSettled(r, ms)),
-      dispatch: () => this.dispatch(),
+      dispatch: (entry) => this.dispatch(entry),
       assigned: () => {
         this.paused = false;
         this.assigned?.();
@@ -239,22 +247,32 @@ export class KafkaGroupConsumer {
       firstFailureAt: undefined,
     };
     const queue = this.queues.get(entry.queue);
-    if (queue === undefined) this.queues.set(entry.queue, [entry]);
-    else queue.push(entry);
+    if (queue === undefined) {
+      this.queues.set(entry.queue, [entry]);
+      this.ready.add(entry.queue);
+    } else queue.push(entry);
     this.buffered++;
   }
 
-  /** Hands ready queue heads to the handler while there is room; plans the next look. */
-  private dispatch(): void {
+  /**
+   * Hands ready queue heads to the handler while there is room; plans the next look. `freed`: a
+   * message whose handler let go of it (its queue's head may be free again), or that left its
+   * queue (the next one may be).
+   */
+  private dispatch(freed?: Entry): void {
+    if (freed !== undefined && this.queues.has(freed.queue)) this.ready.add(freed.queue);
     if (this.closed) return;
     const now = Date.now();
     let soonest = Number.POSITIVE_INFINITY;
-    for (const queue of this.queues.values()) {
+    for (const key of this.ready) {
       if (this.inflight >= this.maxInFlight) break;
-      const head = queue[0];
+      const head = this.queues.get(key)?.[0];
+      this.ready.delete(key);
       if (head === undefined || head.run !== undefined) continue;
-      if (head.notBefore > now) soonest = Math.min(soonest, head.notBefore);
-      else this.run(head);
+      if (head.notBefore > now) {
+        soonest = Math.min(soonest, head.notBefore);
+        this.delayed.add(key);
+      } else this.run(head);
     }
     if (soonest < this.wakeAt) {
       if (this.wakeTimer !== undefined) clearTimeout(this.wakeTimer);
@@ -263,6 +281,9 @@ export class KafkaGroupConsumer {
         () => {
           this.wakeTimer = undefined;
           this.wakeAt = Number.POSITIVE_INFINITY;
+          // Every waiting key is looked at again; those still early go back, and set the next wake.
+          for (const key of this.delayed) this.ready.add(key);
+          this.delayed.clear();
           this.dispatch();
         },
         Math.max(0, soonest - now),
@@ -320,7 +341,7 @@ export class KafkaGroupConsumer {
       entry.attempt++;
     }
     entry.run = undefined;
-    this.release();
+    this.release(entry);
   }
 
   /** Writes the dead letter, then settles; while Kafka refuses, tries again (the key waits). */
@@ -349,7 +370,7 @@ export class KafkaGroupConsumer {
       }
     }
     if (entry.run === token) entry.run = undefined;
-    this.release();
+    this.release(entry);
   }
 
   /** Settled (acked or dead-lettered): leaves the queue; the commit may move past it. */
@@ -364,8 +385,8 @@ export class KafkaGroupConsumer {
     }
     this.assignment.get(entry.partition)?.outstanding.delete(entry.offset);
     this.assignment.scheduleCommit();
-    if (releases) this.release();
-    else this.dispatch();
+    if (releases) this.release(entry);
+    else this.dispatch(entry);
   }
 
   /** Forgets a message without settling it (its partition is leaving this member). */
@@ -375,15 +396,17 @@ export class KafkaGroupConsumer {
     if (queue !== undefined && i >= 0) {
       queue.splice(i, 1);
       if (queue.length === 0) this.queues.delete(entry.queue);
+      else if (i === 0) this.ready.add(entry.queue);
       this.buffered--;
     }
     this.notifySettled();
   }
 
-  private release(): void {
+  /** A handler's slot is free; `entry`, its message, may have left its queue's head free too. */
+  private release(entry?: Entry): void {
     this.inflight--;
     this.notifySettled();
-    this.dispatch();
+    this.dispatch(entry);
   }
 
   private notifySettled(): void {

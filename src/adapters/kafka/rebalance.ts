@@ -65,8 +65,8 @@ export interface Member {
   notifySettled(): void;
   /** Resolves when a message settles, or after `ms`. */
   waitSettled(ms: number): Promise<void>;
-  /** Hands ready messages to the handler. */
-  dispatch(): void;
+  /** Hands ready messages to the handler; `freed`: a message no handler holds any more. */
+  dispatch(freed?: Entry): void;
   /** Partitions were assigned: reading goes on. */
   assigned(): void;
 }
@@ -111,7 +111,7 @@ export class Assignment {
     }
     entry.attempt++;
     this.handOver(entry);
-    this.member.dispatch();
+    this.member.dispatch(entry);
   }
 
   /**
@@ -145,7 +145,7 @@ export class Assignment {
         () => this.member.finish(entry, false),
         () => {
           entry.run = undefined; // could not hand it on: take it again here
-          this.member.dispatch();
+          this.member.dispatch(entry);
         },
       );
   }
