@@ -26,11 +26,15 @@ if (typeof cluster === 'string') {
   after(() => cluster.stop());
   let n = 0;
 
-  const HAND_OVER =
-    'Kafka hands work over by partition: a lease that ends is re-published to a partition another ' +
-    'member owns, and the second member of this case owns none in time because ' +
-    "librdkafka's mock cluster holds a join to a running group for session.timeout.ms - 1000 ms " +
-    "(5 s here; a shorter session breaks the mock's fixed 3 s first join, settable only in C)";
+  const REVOKED_ANYWAY =
+    'Kafka moves partitions, not messages: when a member joins, the group revokes partitions from ' +
+    'the first, which holds a revoked partition while a handler still works on one of its ' +
+    'messages; the coordinator gives the partition to the new member anyway once the rebalance ' +
+    "times out (seen on librdkafka's mock cluster within seconds; on a real cluster expected " +
+    'after the rebalance timeout, max.poll.interval.ms, not verified), and the new member reads ' +
+    "the message again from the last commit. The case fails whenever the held message's " +
+    'partition is among those revoked (2 of 4 runs here). An extended lease holds within a ' +
+    'member, not across a rebalance that revokes it';
   brokerConformance({
     name: 'kafka (librdkafka mock cluster, real clock)',
     clock: systemClock,
@@ -49,9 +53,12 @@ if (typeof cluster === 'string') {
         },
       }),
     advance: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    // The second member of the lease cases joins a running group: the mock holds that join for
+    // session.timeout.ms - 1000 ms (5 s here; a shorter session breaks the mock's fixed 3 s first
+    // join, settable only in C), so the first member's lease must outlast it.
+    leaseMs: 8_000,
     skip: {
-      'a delivery whose consumer stops answering is redelivered when its lease ends': HAND_OVER,
-      'extendLease keeps a delivery from going to another consumer while its own works on it': HAND_OVER,
+      'extendLease keeps a delivery from going to another consumer while its own works on it': REVOKED_ANYWAY,
     },
   });
 
