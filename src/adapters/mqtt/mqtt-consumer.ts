@@ -68,6 +68,70 @@ export interface ConsumerHost {
 
 type State = 'held' | 'waiting' | 'moving' | 'given' | 'done';
 
+/**
+ * One message handed to the group consumer: its state, its lease timer, and the broker operations
+ * on it, which the consumer carries out (`Settling`, made once per consumer). An object per
+ * delivery instead of six closures and a WeakMap entry, and an ack that returns nothing to wait
+ * for: the subscriber of four groups used 8% less CPU (medians of 8 alternating runs).
+ */
+class Held implements RawMessage {
+  state: State = 'held';
+  lease: NodeJS.Timeout | undefined;
+  readonly body: Uint8Array;
+  readonly key: string | undefined;
+  readonly notBefore: number | undefined;
+
+  constructor(
+    private readonly settling: Settling,
+    readonly client: MqttClient,
+    readonly packet: IPublishPacket,
+    readonly generation: number,
+    readonly id: string,
+    readonly deliveries: number,
+  ) {
+    const props = packet.properties?.userProperties;
+    const notBefore = Number(prop(props, NOT_BEFORE));
+    this.body = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+    this.key = prop(props, KEY);
+    this.notBefore = Number.isFinite(notBefore) ? notBefore : undefined;
+  }
+
+  /** Done at once (the PUBACK is written now): nothing to wait for, unless it failed. */
+  ack(): Promise<void> | undefined {
+    try {
+      this.settling.ack(this);
+      return undefined;
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  retry(delayMs: number): Promise<void> {
+    this.settling.retry(this, delayMs);
+    return DONE;
+  }
+
+  extend(ms: number): Promise<void> {
+    if (this.state === 'held') this.settling.startLease(this, ms > 0 ? ms : undefined);
+    return DONE;
+  }
+}
+
+/** What the consumer does for its `Held` deliveries. */
+interface Settling {
+  ack(h: Held): void;
+  retry(h: Held, delayMs: number): void;
+  /** Starts (again) the lease of `h`: `ms`, or the group's lease. */
+  startLease(h: Held, ms: number | undefined): void;
+}
+
+const DONE: Promise<void> = Promise.resolve();
+
+/** The lease timer's callback: one function for every delivery, the delivery as its argument. */
+function leaseEnded(h: Held, expire: (h: Held) => void): void {
+  expire(h);
+}
+
 export class MqttConsumer {
   readonly group: GroupConsumer;
   private client: MqttClient | undefined;
@@ -83,8 +147,32 @@ export class MqttConsumer {
   private readonly timers = new Set<NodeJS.Timeout>();
   /** Deliveries seen per message id: a resent message (DUP) goes on counting. */
   private readonly seen = new Map<string, number>();
-  /** Whether a delivery is still this consumer's to settle (not handed over by its lease). */
-  private readonly owned = new WeakMap<RawMessage, () => boolean>();
+  private readonly settling: Settling = {
+    ack: (h) => {
+      // Ack first, then free the slot (which may hand it to a waiting message at once).
+      if (h.state === 'held') this.puback(h.client, h.packet, h.generation);
+      this.settle(h);
+      this.seen.delete(h.id);
+    },
+    retry: (h, delay) => {
+      // The message keeps its slot while it waits (it is still unacknowledged).
+      clearTimeout(h.lease);
+      if (h.state !== 'held') {
+        this.settle(h);
+        return;
+      }
+      h.state = 'waiting';
+      this.later(delay, () => {
+        if (h.generation !== this.generation || this.closed || this.group.isClosed) return;
+        this.deliver(h.client, h.packet, h.generation, h.id, h.deliveries + 1);
+      });
+    },
+    startLease: (h, ms) => {
+      clearTimeout(h.lease);
+      h.lease = setTimeout(leaseEnded, ms ?? this.group.lease, h, this.expire);
+      h.lease.unref();
+    },
+  };
   private closed = false;
 
   constructor(
@@ -96,7 +184,8 @@ export class MqttConsumer {
     this.group = new GroupConsumer(spec, handler, {
       codec: createJsonCodec(),
       deadLetter: async (letter, raw) => {
-        if (this.owned.get(raw)?.() === false) {
+        // A message whose lease ended is no longer this consumer's to settle (handed over).
+        if (raw instanceof Held && raw.state !== 'held') {
           host.log(`MQTT: dropped the dead letter of a message whose lease had ended (${raw.id})`);
           return;
         }
@@ -226,78 +315,41 @@ export class MqttConsumer {
   ): void {
     this.seen.set(id, deliveries);
     if (this.seen.size > 10_000) this.seen.delete(this.seen.keys().next().value as string);
-    const props = packet.properties?.userProperties;
-    const notBefore = Number(prop(props, NOT_BEFORE));
-    let state: State = 'held';
-    let lease: NodeJS.Timeout | undefined;
-    const startLease = (ms: number) => {
-      clearTimeout(lease);
-      lease = setTimeout(() => void expire(), ms);
-      lease.unref();
-    };
-    const expire = async () => {
-      if (state !== 'held' || generation !== this.generation) return;
-      state = 'moving';
-      this.host.log(`MQTT: the lease on ${id} ended: handed to group ${this.spec.group} again`);
-      if (!(await this.republish(packet, deliveries))) {
-        if (state === 'moving') {
-          state = 'held';
-          startLease(this.group.lease);
-        }
-        return;
+    const held = new Held(this.settling, client, packet, generation, id, deliveries);
+    this.settling.startLease(held, undefined);
+    this.group.deliver(held);
+  }
+
+  /** The lease ran out: the message goes to the group's own topic, then is acknowledged here. */
+  private readonly expire = async (h: Held): Promise<void> => {
+    if (h.state !== 'held' || h.generation !== this.generation) return;
+    h.state = 'moving';
+    this.host.log(`MQTT: the lease on ${h.id} ended: handed to group ${this.spec.group} again`);
+    if (!(await this.republish(h.packet, h.deliveries))) {
+      if (h.state === 'moving') {
+        h.state = 'held';
+        this.settling.startLease(h, undefined);
       }
-      // The handler may have settled while the copy was on its way (`state` changes across the await).
-      const settled = (state as State) === 'done';
-      state = settled ? 'done' : 'given';
-      this.puback(client, packet, generation);
-      // Its slot is free; a handler still running holds one as an orphan until it ends.
-      if (!settled && generation === this.generation) this.orphans++;
-      this.free(client, generation);
-    };
-    /** The handler is done with it: true when this consumer still owns it (acks it). */
-    const settle = (): boolean => {
-      clearTimeout(lease);
-      const mine = state === 'held';
-      if (state === 'given' && generation === this.generation) {
-        this.orphans--;
-        this.drain(client);
-      }
-      if (mine) this.free(client, generation);
-      state = 'done';
-      return mine;
-    };
-    const raw: RawMessage = {
-      id,
-      body: typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload,
-      key: prop(props, KEY),
-      notBefore: Number.isFinite(notBefore) ? notBefore : undefined,
-      deliveries,
-      ack: async () => {
-        // Ack first, then free the slot (which may hand it to a waiting message at once).
-        if (state === 'held') this.puback(client, packet, generation);
-        settle();
-        this.seen.delete(id);
-      },
-      retry: async (delay) => {
-        // The message keeps its slot while it waits (it is still unacknowledged).
-        clearTimeout(lease);
-        if (state !== 'held') {
-          settle();
-          return;
-        }
-        state = 'waiting';
-        this.later(delay, () => {
-          if (generation !== this.generation || this.closed || this.group.isClosed) return;
-          this.deliver(client, packet, generation, id, deliveries + 1);
-        });
-      },
-      extend: async (ms) => {
-        if (state === 'held') startLease(ms > 0 ? ms : this.group.lease);
-      },
-    };
-    this.owned.set(raw, () => state === 'held');
-    startLease(this.group.lease);
-    this.group.deliver(raw);
+      return;
+    }
+    // The handler may have settled while the copy was on its way (`state` changes across the await).
+    const settled = (h.state as State) === 'done';
+    h.state = settled ? 'done' : 'given';
+    this.puback(h.client, h.packet, h.generation);
+    // Its slot is free; a handler still running holds one as an orphan until it ends.
+    if (!settled && h.generation === this.generation) this.orphans++;
+    this.free(h.client, h.generation);
+  };
+
+  /** The handler is done with it; its slot frees if this consumer still owned it. */
+  private settle(h: Held): void {
+    clearTimeout(h.lease);
+    if (h.state === 'given' && h.generation === this.generation) {
+      this.orphans--;
+      this.drain(h.client);
+    }
+    if (h.state === 'held') this.free(h.client, h.generation);
+    h.state = 'done';
   }
 
   /** Publishes a copy to the group's own topic; true once the server has it. */
