@@ -107,8 +107,12 @@ class Held implements RawMessage {
   }
 
   retry(delayMs: number): Promise<void> {
-    this.settling.retry(this, delayMs);
-    return DONE;
+    try {
+      this.settling.retry(this, delayMs);
+      return DONE;
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   extend(ms: number): Promise<void> {
