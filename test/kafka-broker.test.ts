@@ -26,6 +26,20 @@ if (typeof cluster === 'string') {
   after(() => cluster.stop());
   let n = 0;
 
+  /**
+   * A broker on the mock cluster under `namespace` (one per case). Quick heartbeats and fetches
+   * against the in-process cluster; the session cannot be shorter: the mock holds a new group's
+   * first JoinGroup for 3 s.
+   */
+  const mockBroker = (namespace: string) =>
+    createKafkaBroker({
+      brokers: cluster.brokers.split(','),
+      namespace,
+      createTopics: 'metadata',
+      pollMs: 20,
+      consumerConfig: { 'session.timeout.ms': 6_000, 'heartbeat.interval.ms': 100, 'fetch.wait.max.ms': 10 },
+    });
+
   const REVOKED_ANYWAY =
     'Kafka moves partitions, not messages: when a member joins, the group revokes partitions from ' +
     'the first, which holds a revoked partition while a handler still works on one of its ' +
@@ -38,20 +52,7 @@ if (typeof cluster === 'string') {
   brokerConformance({
     name: 'kafka (librdkafka mock cluster, real clock)',
     clock: systemClock,
-    create: () =>
-      createKafkaBroker({
-        brokers: cluster.brokers.split(','),
-        namespace: `conformance-${process.pid}-${++n}`,
-        createTopics: 'metadata',
-        pollMs: 20,
-        // Quick heartbeats and fetches against the in-process cluster. The session cannot be
-        // shorter: the mock holds a new group's first JoinGroup for 3 s.
-        consumerConfig: {
-          'session.timeout.ms': 6_000,
-          'heartbeat.interval.ms': 100,
-          'fetch.wait.max.ms': 10,
-        },
-      }),
+    create: () => mockBroker(`conformance-${process.pid}-${++n}`),
     advance: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
     // The second member of the lease cases joins a running group: the mock holds that join for
     // session.timeout.ms - 1000 ms (5 s here; a shorter session breaks the mock's fixed 3 s first
@@ -92,13 +93,7 @@ if (typeof cluster === 'string') {
    * buffer of 256) whose handler runs `handle` first.
    */
   const slowConsumer = async (namespace: string, topic: string, handle: () => Promise<void>) => {
-    const b = await createKafkaBroker({
-      brokers: cluster.brokers.split(','),
-      namespace,
-      createTopics: 'metadata',
-      pollMs: 20,
-      consumerConfig: { 'session.timeout.ms': 6_000, 'heartbeat.interval.ms': 100, 'fetch.wait.max.ms': 10 },
-    });
+    const b = await mockBroker(namespace);
     const seen = new Set<string>();
     let handled = 0;
     const consumer = await b.subscribe(
@@ -163,13 +158,7 @@ if (typeof cluster === 'string') {
   it('kafka: many keys deferred to different times each come back when due, once, in key order', async () => {
     // The consumer looks only at queue heads that may be free, and keeps keys whose head waits
     // for a time apart until its wake timer: every key must come back, each at its own time.
-    const b = await createKafkaBroker({
-      brokers: cluster.brokers.split(','),
-      namespace: `deferred-keys-${process.pid}-${++n}`,
-      createTopics: 'metadata',
-      pollMs: 20,
-      consumerConfig: { 'session.timeout.ms': 6_000, 'heartbeat.interval.ms': 100, 'fetch.wait.max.ms': 10 },
-    });
+    const b = await mockBroker(`deferred-keys-${process.pid}-${++n}`);
     try {
       const log = new Map<string, number[]>();
       const deferredAt = new Map<string, number>();

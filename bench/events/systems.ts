@@ -37,6 +37,7 @@ import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { connected } from '../lib/kafka-mock.ts';
 
 const NATS = { servers: '127.0.0.1:4222' };
 const AMQP = 'amqp://guest:guest@127.0.0.1:5672';
@@ -418,9 +419,6 @@ interface RdKafka {
 async function rdkafka(): Promise<RdKafka> {
   return ((await import('@confluentinc/kafka-javascript')) as unknown as { default: RdKafka }).default;
 }
-
-const connected = (client: { connect(o: object, cb: (err: unknown) => void): void }) =>
-  new Promise<void>((resolve, reject) => client.connect({}, (err) => (err ? reject(err) : resolve())));
 
 /**
  * The Kafka client Parley's Kafka broker uses (librdkafka), used the same way against the same

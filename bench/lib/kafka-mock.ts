@@ -22,6 +22,13 @@ interface MockHost {
   disconnect(cb: () => void): void;
 }
 
+/** Connects a client of `@confluentinc/kafka-javascript` (node-rdkafka style callbacks). */
+export function connected(client: {
+  connect(options: object, cb: (err: unknown) => void): void;
+}): Promise<void> {
+  return new Promise((resolve, reject) => client.connect({}, (err) => (err ? reject(err) : resolve())));
+}
+
 /** Starts the cluster, or says why it cannot (the driver is an optional dependency of Parley). */
 export async function startKafkaMock(): Promise<KafkaMock | string> {
   let driver: { Producer: new (config: object) => MockHost };
@@ -32,7 +39,7 @@ export async function startKafkaMock(): Promise<KafkaMock | string> {
     return `@confluentinc/kafka-javascript does not load (${(error as Error).message}); install it with CKJS_LINKING=dynamic`;
   }
   const host = new driver.Producer({ 'test.mock.num.brokers': 1, 'client.id': 'parley-bench-mock-cluster' });
-  await new Promise<void>((resolve, reject) => host.connect({}, (err) => (err ? reject(err) : resolve())));
+  await connected(host);
   const md = await new Promise<{ brokers: { host: string; port: number }[] }>((resolve, reject) =>
     host.getMetadata({ timeout: 10_000 }, (err, m) => (err ? reject(err) : resolve(m))),
   );

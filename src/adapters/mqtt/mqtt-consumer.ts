@@ -131,11 +131,6 @@ interface Settling {
 
 const DONE: Promise<void> = Promise.resolve();
 
-/** The lease timer's callback: one function for every delivery, the delivery as its argument. */
-function leaseEnded(h: Held, expire: (h: Held) => void): void {
-  expire(h);
-}
-
 export class MqttConsumer {
   readonly group: GroupConsumer;
   private client: MqttClient | undefined;
@@ -173,7 +168,8 @@ export class MqttConsumer {
     },
     startLease: (h, ms) => {
       clearTimeout(h.lease);
-      h.lease = setTimeout(leaseEnded, ms ?? this.group.lease, h, this.expire);
+      // One callback for every delivery, the delivery as its argument: no closure per lease.
+      h.lease = setTimeout(this.expire, ms ?? this.group.lease, h);
       h.lease.unref();
     },
   };
