@@ -19,6 +19,7 @@ const made: AmqpBroker[] = [];
 if (skip === false) {
   brokerConformance({
     name: 'rabbitmq',
+    noHistory: "RabbitMQ keeps messages only in the groups' queues: there is no log to read",
     clock: systemClock,
     create: async () => {
       const broker = await createAmqpBroker({

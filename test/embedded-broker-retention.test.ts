@@ -57,6 +57,40 @@ describe('embedded broker', () => {
     await broker.close();
   });
 
+  it('a history reader behind what retention removed is told it has a gap; one ahead of it is not', async () => {
+    const clock = createFakeClock();
+    const broker = createEmbeddedBroker({
+      path: ':memory:',
+      clock,
+      retention: { maxAge: 60_000, interval: 3_600_000 },
+    });
+    const start = await broker.history.latest('h.t');
+    assert.equal(start, '0');
+    await broker.publish(env('h.t', 0));
+    await broker.publish(env('h.t', 1));
+    const read = await broker.history.read('h.t', start);
+    const [first, second] = read.entries.map((e) => e.position);
+    await clock.tick(61_000);
+    await broker.publish(env('h.t', 2));
+    // No group reads the topic: the two old entries go by age, the new one stays.
+    assert.equal(broker.compact(), 2);
+    const behind = await broker.history.read('h.t', start);
+    assert.equal(behind.gap, true, 'entries 0 and 1 are gone');
+    assert.deepEqual(
+      behind.entries.map((e) => e.envelope.data),
+      [2],
+    );
+    assert.equal((await broker.history.read('h.t', first ?? '')).gap, true, 'entry 1 is gone');
+    const caughtUp = await broker.history.read('h.t', second ?? '');
+    assert.equal(caughtUp.gap, false, 'nothing after entry 1 was removed');
+    assert.deepEqual(
+      caughtUp.entries.map((e) => e.envelope.data),
+      [2],
+    );
+    assert.equal(await broker.history.latest('h.t'), caughtUp.next);
+    await broker.close();
+  });
+
   it('what was confirmed is there after the broker is closed and opened again', async () => {
     const path = dir.file('reopen.db');
     const first = createEmbeddedBroker({ path, durability: 'power' });

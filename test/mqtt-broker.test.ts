@@ -42,6 +42,7 @@ after(async () => {
 if (skip === false) {
   brokerConformance({
     name: 'mqtt',
+    noHistory: "MQTT keeps messages only in the subscribers' sessions: there is no log to read",
     clock: systemClock,
     create: () => broker(),
     advance: (ms) => sleep(ms),

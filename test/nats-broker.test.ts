@@ -17,6 +17,7 @@ const made: string[] = [];
 if (skip === false) {
   brokerConformance({
     name: 'nats jetstream',
+    noHistory: 'history reads are not built on JetStream yet (the stream keeps the log; see the README)',
     clock: systemClock,
     create: async () => {
       const prefix = `ptest${process.pid}n${++n}`;

@@ -3,10 +3,11 @@
  * (real time: `advance` waits). Every broker of the run has its own key prefix; its keys are
  * deleted at the end.
  */
+import assert from 'node:assert/strict';
 import { after, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createRedisBroker, type RedisBroker } from '../src/adapters/redis/redis-broker.ts';
-import { systemClock } from '../src/index.ts';
+import { createEnvelope, systemClock } from '../src/index.ts';
 import { BROKERS, needBroker } from './brokers.ts';
 import { brokerConformance } from './conformance/broker.ts';
 
@@ -24,6 +25,32 @@ if (skip === false) {
       return createRedisBroker({ url: BROKERS.redis.url, prefix, log: () => {} });
     },
     advance: (ms) => sleep(ms),
+  });
+
+  it('a history reader behind entries the stream trimmed is told it has a gap; one ahead of it is not', async () => {
+    const prefix = `ptest${process.pid}r${++n}`;
+    made.push(prefix);
+    const b = await createRedisBroker({ url: BROKERS.redis.url, prefix, maxLength: 1, log: () => {} });
+    try {
+      const topic = 'history.trim';
+      const start = await b.history.latest(topic);
+      for (let i = 0; i < 300; i++) await b.publish(createEnvelope({ source: '/t', type: topic, data: i }));
+      // MAXLEN ~ trims whole radix-tree nodes (100 entries by default): the oldest are gone.
+      const behind = await b.history.read(topic, start, { limit: 1000 });
+      assert.equal(behind.gap, true);
+      assert.ok(behind.entries.length < 300, `${behind.entries.length} kept`);
+      const last = behind.entries.at(-1);
+      assert.equal(last?.envelope.data, 299);
+      const kept = behind.entries.at(-2)?.position ?? '';
+      const ahead = await b.history.read(topic, kept);
+      assert.equal(ahead.gap, false);
+      assert.deepEqual(
+        ahead.entries.map((e) => e.envelope.data),
+        [299],
+      );
+    } finally {
+      await b.close();
+    }
   });
   after(async () => {
     for (const prefix of made) {

@@ -2,10 +2,11 @@
  * The hub's embedded broker over TCP (`PARLEY_BROKER=parley://host:port`): the broker conformance
  * suite, unchanged, against a hub serving an embedded broker on a fake clock.
  */
-import { after } from 'node:test';
+import assert from 'node:assert/strict';
+import { after, it } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
 import { createRemoteBroker } from '../src/hub/remote-broker.ts';
-import { createEmbeddedBroker, createFakeClock, createHub, type Hub } from '../src/index.ts';
+import { type Broker, createEmbeddedBroker, createFakeClock, createHub, type Hub } from '../src/index.ts';
 import { createRandom } from '../src/transport/faults.ts';
 import { brokerConformance } from './conformance/broker.ts';
 
@@ -29,4 +30,27 @@ brokerConformance({
     await clock.tick(ms);
     for (let i = 0; i < 5; i++) await tick();
   },
+});
+
+it('a hub whose broker keeps no history gives clients none (not one that fails on use)', async () => {
+  const plain = createEmbeddedBroker({ path: ':memory:', clock, random: createRandom(2) });
+  const withoutHistory: Broker = {
+    publish: (e, o) => plain.publish(e, o),
+    subscribe: (s, h) => plain.subscribe(s, h),
+    deadLetters: plain.deadLetters,
+    close: () => plain.close(),
+  };
+  const other = await createHub({ broker: withoutHistory });
+  const client = await createRemoteBroker(other.url, { log: () => undefined });
+  try {
+    assert.equal(client.history, undefined);
+    hub ??= await createHub({ broker: inner });
+    const full = await createRemoteBroker(hub.url, { log: () => undefined });
+    assert.ok(full.history !== undefined, 'the embedded broker behind the test hub has history');
+    await full.close();
+  } finally {
+    await client.close();
+    await other.close();
+    await plain.close();
+  }
 });

@@ -111,7 +111,68 @@ export interface Broker {
   publish(envelope: Envelope, options?: BrokerPublishOptions): Promise<PublishReceipt>;
   subscribe(spec: ConsumerSpec, handler: ConsumerHandler): Promise<Consumer>;
   readonly deadLetters: DeadLetterStore;
+  /** Reading a topic's retained log without a group, where the broker keeps one. */
+  readonly history?: BrokerHistory;
   close(): Promise<void>;
+}
+
+/** One retained message as a history reader sees it. */
+export interface HistoryEntry {
+  /** Where it is in its topic's log (see `comparePositions`). */
+  readonly position: string;
+  readonly envelope: Envelope;
+}
+
+export interface HistoryPage {
+  /** Oldest first. */
+  readonly entries: HistoryEntry[];
+  /** Where the next read starts: the last entry's position, or the one read after when none came. */
+  readonly next: string;
+  /** Messages after the position read after were removed by retention: the reader has lost some. */
+  readonly gap: boolean;
+}
+
+export interface HistoryReadOptions {
+  /** Entries at most (1 to 1000). Default 100. */
+  limit?: number;
+  /** When nothing is there yet, wait this long (ms) for a first entry. Default 0. */
+  waitMs?: number;
+}
+
+/**
+ * A topic's retained log, read in order without a consumer group: no lease, no ack, nothing
+ * changes for the groups. For readers that keep their own place, such as the gateway's server
+ * push resuming a browser at its `Last-Event-ID`. What is retained, and for how long, is the
+ * broker's retention; a delayed publish is in the log at the place it was stored. Brokers whose
+ * messages live only in the groups' queues (RabbitMQ, MQTT) keep no such log and have none.
+ *
+ * Positions are one or more decimal numbers joined by `-`, growing along the log: the embedded
+ * broker's sequence, a Redis stream entry id. A position the broker does not recognise (another
+ * broker's, or made up) is an INVALID_ARGUMENT error.
+ */
+export interface BrokerHistory {
+  /** The newest position of `topic` (one before every message while it has none): reading after it gives only new ones. */
+  latest(topic: string): Promise<string>;
+  /** The entries of `topic` after `after`, oldest first. */
+  read(topic: string, after: string, options?: HistoryReadOptions): Promise<HistoryPage>;
+}
+
+const POSITION = /^\d{1,16}(?:-\d{1,16})*$/;
+
+/** True for a string shaped like a history position (a broker may still not recognise it). */
+export function isPosition(value: string): boolean {
+  return POSITION.test(value);
+}
+
+/** Orders two positions of one topic: negative when `a` comes first, 0 when equal. */
+export function comparePositions(a: string, b: string): number {
+  const x = a.split('-');
+  const y = b.split('-');
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    const d = BigInt(x[i] ?? '0') - BigInt(y[i] ?? '0');
+    if (d !== 0n) return d < 0n ? -1 : 1;
+  }
+  return 0;
 }
 
 /** The topic of a work queue: one group, every consumer competes, each message handled once. */

@@ -5,7 +5,8 @@
  * `BrokerResult`; each delivery to one of its consumers goes out as a `Deliver` frame and is
  * settled by the client's `Settle` frame: ack, or a nack with the handler's error. The embedded
  * broker keeps every guarantee (leases, retries, dead letters, per-key order, `maxInFlight`); a
- * client that disconnects nacks what it held with UNAVAILABLE, and its consumers close.
+ * client that disconnects nacks what it held with UNAVAILABLE, and its consumers close. History
+ * reads (`history.latest`, `history.read`, a wait bounded to 30 s) go to the broker's history.
  */
 import type { Broker, Consumer, Delivery } from '../broker/broker.ts';
 import { ParleyError, type WireError } from '../errors.ts';
@@ -96,6 +97,13 @@ export class BrokerSession {
         await h.delivery.extendLease(a.ms as number);
         return null;
       }
+      case 'history.latest':
+        return this.history().latest(String(a.topic));
+      case 'history.read':
+        return this.history().read(String(a.topic), String(a.after), {
+          limit: a.limit as number | undefined,
+          waitMs: Math.min(30_000, Number(a.waitMs) || 0),
+        });
       case 'dlq.list':
         return b.deadLetters.list((a.filter ?? {}) as never, a.limit as number | undefined);
       case 'dlq.get':
@@ -107,6 +115,13 @@ export class BrokerSession {
       default:
         throw new ParleyError('UNIMPLEMENTED', `no broker operation ${op}`);
     }
+  }
+
+  private history(): NonNullable<Broker['history']> {
+    if (this.broker.history === undefined) {
+      throw new ParleyError('UNIMPLEMENTED', "the hub's broker keeps no history");
+    }
+    return this.broker.history;
   }
 
   /** The client names the consumer: deliveries may arrive before the answer to `subscribe`. */

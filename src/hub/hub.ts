@@ -161,7 +161,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
         if (brokerSession !== undefined || id !== undefined) return refuse('a second hello');
         brokerSession = new BrokerSession(broker, writer);
         brokerSessions.add(brokerSession);
-        writer.send(FrameType.Welcome, 0, json({}));
+        writer.send(FrameType.Welcome, 0, json(broker.history === undefined ? {} : { history: true }));
         return;
       }
       if (brokerSession !== undefined) return refuse('a broker connection cannot join as a node');

@@ -9,6 +9,7 @@
  */
 import type {
   Broker,
+  BrokerHistory,
   BrokerPublishOptions,
   Consumer,
   ConsumerHandler,
@@ -16,6 +17,8 @@ import type {
   DeadLetter,
   DeadLetterFilter,
   DeadLetterStore,
+  HistoryPage,
+  HistoryReadOptions,
   PublishReceipt,
 } from '../broker/broker.ts';
 import type { Envelope } from '../envelope/envelope.ts';
@@ -74,6 +77,9 @@ class RemoteBroker implements Broker {
   private attempt = 0;
   private reconnectTimer: NodeJS.Timeout | undefined;
   readonly deadLetters: DeadLetterStore;
+  private readonly reader: BrokerHistory;
+  /** The hub said its broker keeps history (in its welcome). */
+  private hubHasHistory = false;
 
   constructor(
     private readonly url: string,
@@ -87,6 +93,15 @@ class RemoteBroker implements Broker {
       replay: (filter?: DeadLetterFilter) => call<number>('dlq.replay', { filter }),
       purge: (filter?: DeadLetterFilter) => call<number>('dlq.purge', { filter }),
     };
+    this.reader = {
+      latest: (topic: string) => call<string>('history.latest', { topic }),
+      read: (topic: string, after: string, options: HistoryReadOptions = {}) =>
+        call<HistoryPage>('history.read', { topic, after, ...options }),
+    };
+  }
+
+  get history(): BrokerHistory | undefined {
+    return this.hubHasHistory ? this.reader : undefined;
   }
 
   private log(message: string): void {
@@ -105,6 +120,12 @@ class RemoteBroker implements Broker {
         (frame) => {
           if (frame.type === FrameType.Welcome && !welcomed) {
             welcomed = true;
+            try {
+              this.hubHasHistory =
+                (JSON.parse(frame.payload.toString('utf8')) as { history?: unknown }).history === true;
+            } catch {
+              this.hubHasHistory = false;
+            }
             this.writer = writer;
             this.attempt = 0;
             resolve();

@@ -7,12 +7,15 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import {
   type Broker,
+  type BrokerHistory,
   type Clock,
   type ConsumerSpec,
+  comparePositions,
   createEnvelope,
   type Delivery,
   defineContract,
   type Envelope,
+  type HistoryPage,
   ParleyError,
   queueTopic,
   send,
@@ -36,6 +39,8 @@ export interface BrokerHarness {
    * joining its group takes longer than that (Kafka: the second member waits out a rebalance).
    */
   leaseMs?: number;
+  /** Why the broker keeps no history (its `history:` cases skip with it); unset: it must keep one. */
+  noHistory?: string;
 }
 
 let topicSeq = 0;
@@ -78,7 +83,7 @@ export function brokerConformance(harness: BrokerHarness): void {
     }
 
     const test = (name: string, fn: () => Promise<void>) => {
-      const reason = harness.skip?.[name];
+      const reason = harness.skip?.[name] ?? (name.startsWith('history:') ? harness.noHistory : undefined);
       if (reason !== undefined) it(name, { skip: reason }, fn);
       else it(name, { timeout: 60_000 }, fn);
     };
@@ -447,6 +452,90 @@ export function brokerConformance(harness: BrokerHarness): void {
       assert.equal(dead[0]?.attempts, 1);
       assert.match(dead[0]?.message ?? '', /sku/);
       assert.deepEqual(got, ['ok']);
+    });
+
+    // History: where the broker keeps a log (`broker.history`); the harness says where it has none.
+    const historyOf = (b: Broker): BrokerHistory => {
+      assert.ok(b.history !== undefined, `${harness.name} keeps history`);
+      return b.history;
+    };
+
+    test('history: a topic read in order after a position, in pages, changes nothing for the groups', async () => {
+      const b = await broker();
+      const h = historyOf(b);
+      const topic = fresh('history');
+      const other = fresh('history-other');
+      const start = await h.latest(topic);
+      for (let i = 0; i < 5; i++) {
+        await b.publish(envelope(topic, i));
+        await b.publish(envelope(other, -i));
+      }
+      const first = await h.read(topic, start, { limit: 3 });
+      assert.deepEqual(
+        first.entries.map((e) => e.envelope.data),
+        [0, 1, 2],
+      );
+      assert.equal(first.gap, false);
+      assert.equal(first.next, first.entries[2]?.position);
+      const second = await h.read(topic, first.next, { limit: 3 });
+      assert.deepEqual(
+        second.entries.map((e) => e.envelope.data),
+        [3, 4],
+      );
+      const positions = [...first.entries, ...second.entries].map((e) => e.position);
+      for (let i = 1; i < positions.length; i++) {
+        assert.ok(comparePositions(positions[i - 1] ?? '', positions[i] ?? '') < 0, `${positions} grow`);
+      }
+      assert.equal(await h.latest(topic), positions.at(-1));
+      const none = await h.read(topic, second.next);
+      assert.deepEqual(none.entries, []);
+      assert.equal(none.next, second.next);
+      // A group made afterwards from the beginning still gets every message: reading took nothing.
+      const got: number[] = [];
+      await consume(b, { topic, group: 'after-reading', startFrom: 'beginning' }, (d) => {
+        got.push(d.envelope.data as number);
+      });
+      await until(harness, () => got.length >= 5, 'five deliveries');
+      assert.deepEqual(
+        got.sort((x, y) => x - y),
+        [0, 1, 2, 3, 4],
+      );
+    });
+
+    test('history: a read with a wait returns when a message comes, or empty when the wait ends', async () => {
+      const b = await broker();
+      const h = historyOf(b);
+      const topic = fresh('history-wait');
+      const start = await h.latest(topic);
+      const pages: HistoryPage[] = [];
+      void h.read(topic, start, { waitMs: 20_000 }).then((p) => pages.push(p));
+      await harness.advance(50);
+      assert.equal(pages.length, 0, 'still waiting: nothing was published');
+      await b.publish(envelope(topic, 'hello'));
+      await until(harness, () => pages.length === 1, 'the waiting read to return', 5_000);
+      const next = pages[0]?.next ?? '';
+      assert.deepEqual(
+        pages[0]?.entries.map((e) => e.envelope.data),
+        ['hello'],
+      );
+      void h.read(topic, next, { waitMs: 300 }).then((p) => pages.push(p));
+      await until(harness, () => pages.length === 2, 'the wait to end', 5_000);
+      assert.deepEqual(pages[1]?.entries, []);
+      assert.equal(pages[1]?.next, next);
+    });
+
+    test('history: a position the broker does not know is refused with INVALID_ARGUMENT', async () => {
+      const b = await broker();
+      const h = historyOf(b);
+      const topic = fresh('history-bad');
+      await b.publish(envelope(topic, 1));
+      for (const bad of ['', 'abc', '1:2', '-1', '1'.repeat(40), '../0']) {
+        await assert.rejects(h.read(topic, bad), (e: unknown) => {
+          assert.ok(e instanceof ParleyError, String(e));
+          assert.equal(e.code, 'INVALID_ARGUMENT', bad);
+          return true;
+        });
+      }
     });
   });
 }

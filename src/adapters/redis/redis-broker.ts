@@ -37,6 +37,8 @@
  * - **Delivery** (acks, leases, attempts, retries, per-key order, delay, backpressure): see
  *   `redis-consumer.ts`.
  * - **Dead letters**: the `dlq` hash; see `dead-letters.ts`.
+ * - **History** (reading a topic without a group, for the gateway's push): the topic's stream,
+ *   positions are entry ids; see `history.ts`.
  *
  * The Lua scripts are in `scripts.ts`.
  *
@@ -64,6 +66,7 @@ import { ParleyError } from '../../errors.ts';
 import { connectRedis, type Redis } from './connect.ts';
 import { type Letter, RedisDeadLetters } from './dead-letters.ts';
 import { isReply, redisError } from './errors.ts';
+import { RedisHistory } from './history.ts';
 import { Publisher } from './publisher.ts';
 import { RedisConsumer } from './redis-consumer.ts';
 
@@ -89,6 +92,7 @@ function part(name: string): string {
 
 export class RedisBroker implements Broker {
   readonly deadLetters: DeadLetterStore;
+  readonly history: RedisHistory;
   private readonly letters: RedisDeadLetters;
   /** @internal */ readonly prefix: string;
   /** @internal */ readonly codec: Codec = createJsonCodec();
@@ -113,6 +117,13 @@ export class RedisBroker implements Broker {
       retentionMs: Math.max(0, Math.round(options.retentionMs ?? 7 * 24 * 3600 * 1000)),
     });
     this.deadLetters = this.letters;
+    this.history = new RedisHistory({
+      redis,
+      codec: this.codec,
+      streamOf: (topic) => this.streamOf(topic),
+      more,
+      isClosed: () => this.closed,
+    });
   }
 
   static async connect(options: RedisBrokerOptions): Promise<RedisBroker> {
@@ -242,6 +253,7 @@ export class RedisBroker implements Broker {
     this.publisher.flush(); // this turn's publishes go before QUIT
     await Promise.all([...this.consumers].map((c) => c.close()));
     this.consumers.clear();
+    this.history.close();
     await this.redis.quit().then(undefined, () => this.redis.disconnect());
   }
 

@@ -14,6 +14,7 @@ import { ParleyError } from '../../errors.ts';
 import { type Clock, systemClock, type TimerHandle } from '../../runtime/clock.ts';
 import type {
   Broker,
+  BrokerHistory,
   BrokerPublishOptions,
   Consumer,
   ConsumerHandler,
@@ -23,6 +24,7 @@ import type {
 } from '../broker.ts';
 import { type ConsumerHost, EmbeddedConsumer } from './consumer.ts';
 import { DeadLetters } from './dead-letters.ts';
+import { EmbeddedHistory } from './history.ts';
 import { type Durability, isBusy, type Leased, type SettleOp, Store, type StoredMessage } from './store.ts';
 
 export interface EmbeddedBrokerOptions {
@@ -41,6 +43,8 @@ export interface EmbeddedBrokerOptions {
 }
 
 export interface EmbeddedBroker extends Broker {
+  /** The log read without a group (`history.ts`). */
+  readonly history: BrokerHistory;
   /** Runs retention now; returns how many log entries were removed. */
   compact(): number;
   /** Rows in the log, pending lists and dead-letter store (for tests and the dashboard). */
@@ -72,6 +76,7 @@ class EmbeddedBrokerImpl implements EmbeddedBroker, ConsumerHost {
   private retentionTimer: TimerHandle | undefined;
   private closed = false;
   readonly deadLetters: DeadLetterStore;
+  readonly history: EmbeddedHistory;
 
   constructor(options: EmbeddedBrokerOptions) {
     this.store = new Store(options.path, options.durability ?? 'process');
@@ -85,6 +90,12 @@ class EmbeddedBrokerImpl implements EmbeddedBroker, ConsumerHost {
       interval: options.retention?.interval ?? 60_000,
     };
     this.deadLetters = new DeadLetters(this);
+    this.history = new EmbeddedHistory({
+      store: this.store,
+      clock: this.clock,
+      pollInterval: this.pollInterval,
+      isClosed: () => this.closed,
+    });
     this.scheduleRetention();
   }
 
@@ -180,6 +191,7 @@ class EmbeddedBrokerImpl implements EmbeddedBroker, ConsumerHost {
     if (failure === undefined && publishes.length > 0) {
       const topics = new Set(publishes.map((p) => p.message.topic));
       for (const c of this.consumers) if (topics.has(c.topic)) c.wake();
+      this.history.wake(topics);
     }
   }
 
@@ -228,6 +240,7 @@ class EmbeddedBrokerImpl implements EmbeddedBroker, ConsumerHost {
     if (this.closed) return;
     this.closed = true;
     this.retentionTimer?.cancel();
+    this.history.wakeAll();
     await Promise.all([...this.consumers].map((c) => c.close()));
     this.consumers.clear();
     // Write what is left; while another process holds the lock, wait for it (bounded).

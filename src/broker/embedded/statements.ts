@@ -61,6 +61,11 @@ CREATE TABLE IF NOT EXISTS dead_letters (
   first_failure_at INTEGER NOT NULL,
   last_failure_at INTEGER NOT NULL
 );
+-- Per topic, the highest sequence retention has removed: a history reader behind it lost messages.
+CREATE TABLE IF NOT EXISTS trimmed (
+  topic TEXT PRIMARY KEY,
+  upto INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency (
   key TEXT PRIMARY KEY,
   message_id TEXT NOT NULL,
@@ -72,6 +77,10 @@ CREATE TABLE IF NOT EXISTS idempotency (
 export type Statements = Record<
   | 'insertMessage'
   | 'restoreMessage'
+  | 'trim'
+  | 'trimmedUpTo'
+  | 'topicLatest'
+  | 'historyAfter'
   | 'idemGet'
   | 'idemPut'
   | 'idemExpire'
@@ -191,7 +200,17 @@ export function prepare(db: Db): Statements {
        DELETE FROM messages WHERE seq IN (
          SELECT m.seq FROM messages m LEFT JOIN low ON low.topic = m.topic
          WHERE (m.published_at < @before OR m.seq <= @upTo) AND m.seq <= coalesce(low.water, m.seq)
-         LIMIT 100000)`,
+         LIMIT 100000)
+       RETURNING topic, seq`,
+    ),
+    trim: db.prepare(
+      `INSERT INTO trimmed (topic, upto) VALUES (?, ?)
+       ON CONFLICT (topic) DO UPDATE SET upto = max(upto, excluded.upto)`,
+    ),
+    trimmedUpTo: db.prepare('SELECT upto FROM trimmed WHERE topic = ?').pluck(),
+    topicLatest: db.prepare('SELECT max(seq) FROM messages WHERE topic = ?').pluck(),
+    historyAfter: db.prepare(
+      'SELECT seq, body FROM messages WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?',
     ),
     counts: db.prepare(
       `SELECT (SELECT count(*) FROM messages) AS messages, (SELECT count(*) FROM pending) AS pending,

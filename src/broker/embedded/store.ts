@@ -274,11 +274,34 @@ export class Store {
   compact(before: number, keep: number, idempotencyBefore: number): number {
     const run = this.db.transaction(() => {
       const max = (this.s.maxSeq.get() as { m: number | null }).m ?? 0;
-      const removed = this.s.compact.run({ before, upTo: max - keep }).changes;
+      const removed = this.s.compact.all({ before, upTo: max - keep }) as { topic: string; seq: number }[];
+      const upTo = new Map<string, number>();
+      for (const r of removed) upTo.set(r.topic, Math.max(r.seq, upTo.get(r.topic) ?? 0));
+      for (const [topic, seq] of upTo) this.s.trim.run(topic, seq);
       this.s.idemExpire.run(idempotencyBefore);
-      return removed;
+      return removed.length;
     });
     return retrying(() => run.immediate());
+  }
+
+  /** The newest sequence of `topic`, counting removed ones; 0 before its first message. */
+  latest(topic: string): number {
+    const kept = (this.s.topicLatest.get(topic) as number | null) ?? 0;
+    return Math.max(kept, (this.s.trimmedUpTo.get(topic) as number | undefined) ?? 0);
+  }
+
+  /** Up to `limit` messages of `topic` after `after`; `gap` when retention removed some after it. */
+  historyAfter(
+    topic: string,
+    after: number,
+    limit: number,
+  ): { rows: { seq: number; body: string }[]; gap: boolean } {
+    return this.db
+      .transaction(() => ({
+        rows: this.s.historyAfter.all(topic, after, limit) as { seq: number; body: string }[],
+        gap: ((this.s.trimmedUpTo.get(topic) as number | undefined) ?? 0) > after,
+      }))
+      .deferred();
   }
 
   counts(): { messages: number; pending: number; dead: number } {
