@@ -6,7 +6,8 @@
  */
 import type { Clock, TimerHandle } from '../../runtime/clock.ts';
 import { Connection, type Wire } from './connection.ts';
-import { EventHistory } from './history.ts';
+import type { Feed } from './feed.ts';
+import { EventHistory, type PushedEvent, type Resume } from './history.ts';
 import type { PushLogger, ResolvedPushOptions, Viewer } from './options.ts';
 
 export interface Refusal {
@@ -32,6 +33,10 @@ export class Fanout {
   private heartbeatTimer: TimerHandle | undefined;
   private closing: Promise<void> | undefined;
   private peakOfClosed = 0;
+  /** Events from the broker's log (`feed.ts`), when the push follows one; else notifications. */
+  private feed: Feed | undefined;
+  /** Connections being given what they missed from the log: live events wait here meanwhile. */
+  private readonly catchingUp = new Map<Connection, PushedEvent[]>();
 
   constructor(
     private readonly options: ResolvedPushOptions,
@@ -55,19 +60,47 @@ export class Fanout {
     return undefined;
   }
 
-  /** An event from the node: kept and delivered, or dropped whole when too large. */
-  publish(type: string, audience: string | undefined, payload: unknown): void {
+  /** From now on events come from `feed`, and their ids are its positions. */
+  useFeed(feed: Feed): void {
+    this.feed = feed;
+  }
+
+  get following(): boolean {
+    return this.feed !== undefined;
+  }
+
+  /** The id of the latest event (where a client that saw everything stands). */
+  latestId(): string {
+    return this.feed?.id() ?? this.history.latestId();
+  }
+
+  /** The payload as JSON, or undefined (logged) when it is larger than `maxEventBytes`. */
+  serialise(type: string, payload: unknown): string | undefined {
     const data = JSON.stringify(payload);
     const bytes = Buffer.byteLength(data);
-    if (bytes > this.options.maxEventBytes) {
-      this.logger().warn(
-        { type, bytes, max: this.options.maxEventBytes },
-        'push: event dropped, larger than maxEventBytes',
-      );
-      return;
+    if (bytes <= this.options.maxEventBytes) return data;
+    this.logger().warn(
+      { type, bytes, max: this.options.maxEventBytes },
+      'push: event dropped, larger than maxEventBytes',
+    );
+    return undefined;
+  }
+
+  /** A notification from the node: kept and delivered, or dropped whole when too large. */
+  publish(type: string, audience: string | undefined, payload: unknown): void {
+    const data = this.serialise(type, payload);
+    if (data === undefined) return;
+    this.deliver(this.history.add(type, audience, data));
+  }
+
+  /** An event with its id already given (from the feed). */
+  deliver(event: PushedEvent): void {
+    for (const c of this.connections) {
+      if (!c.wants(event)) continue;
+      const held = this.catchingUp.get(c);
+      if (held === undefined) c.deliver(event);
+      else held.push(event);
     }
-    const event = this.history.add(type, audience, data);
-    for (const c of this.connections) if (c.wants(event)) c.deliver(event);
   }
 
   /**
@@ -87,17 +120,45 @@ export class Fanout {
     this.connections.add(connection);
     this.perKey.set(key, (this.perKey.get(key) ?? 0) + 1);
     connection.whenClosed(() => this.detach(connection));
+    if (lastEventId !== undefined && this.feed !== undefined) {
+      this.resumeFromLog(this.feed, connection, lastEventId);
+      this.armHeartbeat();
+      return connection;
+    }
     if (lastEventId !== undefined) {
       const resume = this.history.since(lastEventId, (e) => connection.wants(e));
       if (resume.kind === 'reset') {
-        connection.control('reset', { reason: resume.reason }, this.history.latestId());
+        connection.control('reset', { reason: resume.reason }, this.latestId());
       } else {
         for (const event of resume.events) connection.deliver(event);
       }
     }
-    connection.mark(this.history.latestId());
+    connection.mark(this.latestId());
     this.armHeartbeat();
     return connection;
+  }
+
+  /**
+   * Gives a connection what it missed, read from the broker's log up to where the feed stands
+   * now; live events meanwhile wait for it, then follow in order.
+   */
+  private resumeFromLog(feed: Feed, connection: Connection, lastEventId: string): void {
+    const upTo = feed.snapshot();
+    const held: PushedEvent[] = [];
+    this.catchingUp.set(connection, held);
+    void feed
+      .missed(lastEventId, upTo, (e) => connection.wants(e))
+      .catch((error: unknown): Resume => {
+        this.logger().warn({ err: error }, 'push: resume failed');
+        return { kind: 'reset', reason: 'the log could not be read' };
+      })
+      .then((resume) => {
+        if (resume.kind === 'reset') connection.control('reset', { reason: resume.reason }, upTo.join('.'));
+        else for (const event of resume.events) connection.deliver(event);
+        connection.mark(upTo.join('.'));
+        this.catchingUp.delete(connection);
+        for (const event of held) connection.deliver(event);
+      });
   }
 
   stats(): PushStats {
@@ -115,7 +176,7 @@ export class Fanout {
       ws: this.connections.size - sse,
       buffered,
       peakBuffered,
-      lastEventId: this.history.latestId(),
+      lastEventId: this.latestId(),
     };
   }
 
@@ -146,6 +207,7 @@ export class Fanout {
 
   private detach(connection: Connection): void {
     this.connections.delete(connection);
+    this.catchingUp.delete(connection);
     this.peakOfClosed = Math.max(this.peakOfClosed, connection.peakBuffered);
     const n = (this.perKey.get(connection.key) ?? 1) - 1;
     if (n === 0) this.perKey.delete(connection.key);
@@ -157,8 +219,9 @@ export class Fanout {
     if (this.heartbeatTimer !== undefined || this.closing !== undefined) return;
     this.heartbeatTimer = this.clock.setTimeout(() => {
       this.heartbeatTimer = undefined;
-      const id = this.history.latestId();
-      for (const c of this.connections) c.heartbeat(id);
+      const id = this.latestId();
+      // One still catching up is not at the latest id yet: its heartbeat waits.
+      for (const c of this.connections) if (!this.catchingUp.has(c)) c.heartbeat(id);
       if (this.connections.size > 0) this.armHeartbeat();
     }, this.options.heartbeatMs);
     // A pending heartbeat must not keep a process alive on its own.

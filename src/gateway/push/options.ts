@@ -50,8 +50,14 @@ export interface PushOptions {
   sources: readonly PushSource[];
   /** Name of the Parley service that holds the subscriptions (unique on its node). */
   serviceName?: string;
-  /** Events kept for `Last-Event-ID` resume. Default 1000; 0 keeps none (every resume is a reset). */
+  /**
+   * Events kept in this gateway's memory for `Last-Event-ID` resume, when it pushes notifications.
+   * Default 1000; 0 keeps none (every resume is a reset). Unused once the push follows the broker's
+   * log (`Push.follow`): resumes are read from the broker.
+   */
   historySize?: number;
+  /** Log entries one resume from the broker's log may read before it sends a reset instead. Default 10 000. */
+  maxResumeEvents?: number;
   /** SSE comment / WebSocket ping interval, ms. Default 15 000. */
   heartbeatMs?: number;
   /** The reconnect delay SSE clients are told (`retry:`), ms. Default 2000. */
@@ -86,6 +92,7 @@ export interface PushOptions {
 export interface ResolvedPushOptions {
   readonly serviceName: string;
   readonly historySize: number;
+  readonly maxResumeEvents: number;
   readonly heartbeatMs: number;
   readonly retryMs: number;
   readonly maxConnections: number;
@@ -102,6 +109,7 @@ export function resolveOptions(options: PushOptions): ResolvedPushOptions {
   const resolved: ResolvedPushOptions = {
     serviceName: options.serviceName ?? 'gateway-push',
     historySize: options.historySize ?? 1000,
+    maxResumeEvents: options.maxResumeEvents ?? 10_000,
     heartbeatMs: options.heartbeatMs ?? 15_000,
     retryMs: options.retryMs ?? 2000,
     maxConnections: options.maxConnections ?? 10_000,

@@ -5,8 +5,10 @@
  * gateway's node hosts it), and `register` adds the two routes to the gateway's Fastify instance.
  *
  * Guarantee (DESIGN.md): at most once per connection, in arrival order per connection; resumable
- * with `Last-Event-ID` while the event is in this gateway's history ring, else a `reset` event
- * tells the client to refetch its state; the client reconnects.
+ * with `Last-Event-ID` where the broker keeps history (`follow`: the events are read from its log,
+ * on any gateway instance, as far back as its retention), else while the event is in this
+ * gateway's history ring; past that a `reset` event tells the client to refetch its state. The
+ * client reconnects.
  *
  * ```ts
  * const push = createPush({
@@ -19,11 +21,13 @@
  */
 import websocket from '@fastify/websocket';
 import type { FastifyInstance } from 'fastify';
+import type { BrokerHistory } from '../../broker/broker.ts';
 import { defineContract } from '../../contract/contract.ts';
 import { systemClock } from '../../runtime/clock.ts';
 import { implement, type Service, subscribe } from '../../runtime/service.ts';
 import { type Admitted, admit, type PushHooks, Refused, sendRefusal } from './admission.ts';
 import { Fanout, type PushStats } from './fanout.ts';
+import { Feed } from './feed.ts';
 import { type PushLogger, type PushOptions, type PushSource, resolveOptions } from './options.ts';
 import { sseWire } from './sse-wire.ts';
 import { wsWire } from './ws-wire.ts';
@@ -36,6 +40,15 @@ export interface Push {
    * else registers it inside its own scope (so register it before this, or not at all).
    */
   register(fastify: FastifyInstance, hooks: PushHooks): Promise<void>;
+  /**
+   * Takes the sources' events from the broker's log (`broker.history`) instead of notifications;
+   * call it before `register`. Event ids become log positions, which mean the same on every
+   * gateway instance and after a restart: a client reconnecting anywhere with `Last-Event-ID` is
+   * given what it missed, read from the broker, as far back as its retention keeps (else a
+   * `reset`). The services then publish these events durably (`ctx.publish`); notifications of
+   * the same types are no longer pushed.
+   */
+  follow(history: BrokerHistory): Promise<void>;
   /** Sends `bye` to every connection and ends them; new connections get 503 from then on. */
   close(): Promise<void>;
   stats(): PushStats;
@@ -63,20 +76,47 @@ export function createPush(options: PushOptions): Push {
         source.contract,
         source.event,
         (payload: unknown) => {
-          let audience: string | undefined;
-          try {
-            audience = source.audience(payload);
-          } catch (error) {
-            // Without an audience the event could reach the wrong people: it is not pushed.
-            logger.warn({ err: error, type: source.event }, 'push: audience failed, event dropped');
-            return;
-          }
-          fanout.publish(source.event, audience, payload);
+          if (fanout.following) return; // the log brings the events
+          const audience = audienceOf(source, payload);
+          if (audience !== DROP) fanout.publish(source.event, audience, payload);
         },
         { ephemeral: true },
       ),
     ),
   });
+
+  const DROP = Symbol('drop');
+  function audienceOf(source: PushSource, payload: unknown): string | undefined | typeof DROP {
+    try {
+      return source.audience(payload);
+    } catch (error) {
+      // Without an audience the event could reach the wrong people: it is not pushed.
+      logger.warn({ err: error, type: source.event }, 'push: audience failed, event dropped');
+      return DROP;
+    }
+  }
+
+  let feed: Feed | undefined;
+  const follow = async (history: BrokerHistory): Promise<void> => {
+    if (feed !== undefined) throw new TypeError('push already follows a log');
+    const f = new Feed({
+      history,
+      sources: [...sources.values()],
+      clock,
+      logger: () => logger,
+      maxResumeEvents: resolved.maxResumeEvents,
+      accept: (source, payload) => {
+        const audience = audienceOf(source, payload);
+        if (audience === DROP) return undefined;
+        const data = fanout.serialise(source.event, payload);
+        return data === undefined ? undefined : { type: source.event, audience, data };
+      },
+      publish: (event) => fanout.deliver(event),
+    });
+    await f.start();
+    feed = f;
+    fanout.useFeed(f);
+  };
 
   const register = async (fastify: FastifyInstance, hooks: PushHooks): Promise<void> => {
     if (options.logger === undefined) logger = fastify.log;
@@ -132,5 +172,9 @@ export function createPush(options: PushOptions): Push {
     });
   };
 
-  return { service, register, close: () => fanout.close(), stats: () => fanout.stats() };
+  const close = async (): Promise<void> => {
+    feed?.close();
+    await fanout.close();
+  };
+  return { service, follow, register, close, stats: () => fanout.stats() };
 }

@@ -1,0 +1,226 @@
+/**
+ * Server push that follows the broker's log (`push.follow(broker.history)`): event ids are log
+ * positions, so a client resumes with Last-Event-ID on another gateway instance, or on a gateway
+ * started after the events, with exactly what it missed; past the log's retention, past
+ * `maxResumeEvents`, or with an id that is not a position of this log, it gets a reset. Gateways are
+ * real Fastify servers (port 0) over one embedded broker on a fake clock; events are published to
+ * the broker as a service's `ctx.publish` would.
+ */
+import assert from 'node:assert/strict';
+import { describe, it, type TestContext } from 'node:test';
+import Fastify from 'fastify';
+import { catalog, notifications } from '../examples/shop/contracts.ts';
+import { Feed } from '../src/gateway/push/feed.ts';
+import { createPush, type PushOptions, pushSource } from '../src/gateway/push/index.ts';
+import { createEmbeddedBroker, createEnvelope, createFakeClock } from '../src/index.ts';
+import { waitFor } from './helpers.ts';
+import { openSse, type SseClient } from './push-clients.ts';
+import { ORDER_STATUS, orderStatus } from './push-fixture.ts';
+
+const PRICE = 'catalog.price-changed';
+
+const orderIds = (events: { event: string; data: string }[]) =>
+  events
+    .filter((e) => e.event === ORDER_STATUS)
+    .map((e) => (JSON.parse(e.data) as { orderId: string }).orderId);
+
+function setup(t: TestContext) {
+  const clock = createFakeClock();
+  const broker = createEmbeddedBroker({ path: ':memory:', clock, retention: { maxAge: 60_000 } });
+  const clients: SseClient[] = [];
+  const closers: (() => Promise<void>)[] = [];
+  t.after(async () => {
+    for (const c of clients) c.close();
+    for (const close of closers.reverse()) await close();
+    await broker.close();
+  });
+  /** A gateway instance that follows the broker's log; `stop` takes it down as a restart would. */
+  const gateway = async (options: Partial<PushOptions> = {}) => {
+    const push = createPush({
+      sources: [
+        pushSource(notifications, ORDER_STATUS, { audience: (e) => e.customer }),
+        pushSource(catalog, PRICE),
+      ],
+      clock,
+      allowAnonymousAudience: true,
+      logger: { warn: () => undefined, info: () => undefined },
+      ...options,
+    });
+    await push.follow(broker.history);
+    const app = Fastify({ logger: false });
+    await push.register(app, { principalOf: async () => undefined });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const address = app.server.address();
+    const port = typeof address === 'object' && address !== null ? address.port : 0;
+    let stopped = false;
+    const stop = async () => {
+      if (stopped) return;
+      stopped = true;
+      await push.close();
+      await app.close();
+    };
+    closers.push(stop);
+    const connect = async (customer: string, lastEventId?: string) => {
+      const client = await openSse(
+        `http://127.0.0.1:${port}/events?types=${ORDER_STATUS},${PRICE}&customer=${customer}`,
+        lastEventId === undefined ? {} : { 'last-event-id': lastEventId },
+      );
+      clients.push(client);
+      return client;
+    };
+    return { push, connect, stop };
+  };
+  const status = (customer: string, orderId: string) =>
+    broker.publish(
+      createEnvelope({ source: '/notifications', type: ORDER_STATUS, data: orderStatus(customer, orderId) }),
+    );
+  const price = (sku: string) =>
+    broker.publish(createEnvelope({ source: '/catalog', type: PRICE, data: { sku, price: 100 } }));
+  return { clock, broker, gateway, status, price };
+}
+
+describe('push following the broker log', { timeout: 20_000 }, () => {
+  it('events arrive live with log positions as ids; another gateway instance resumes a client with exactly what it missed, then live ones', async (t) => {
+    const { gateway, status, price } = setup(t);
+    const a = await gateway();
+    const b = await gateway();
+    const alice = await a.connect('alice');
+    await status('alice', 'a1');
+    const [first] = await alice.waitForEvents(1);
+    assert.match(first?.id ?? '', /^\d+\.\d+$/, 'one position per source');
+    const last = alice.lastEventId;
+    alice.close();
+    await status('alice', 'a2');
+    await status('bob', 'b1');
+    await price('sku-1');
+    await status('alice', 'a3');
+    // Gateway b never saw alice: it reads what she missed from the broker.
+    const again = await b.connect('alice', last);
+    await again.waitForEvents(3);
+    await status('alice', 'a4');
+    await again.waitForEvents(4);
+    // Two sources merged by event time (within one millisecond either may come first).
+    assert.deepEqual(
+      again.events.map((e) => e.event).sort(),
+      [PRICE, ORDER_STATUS, ORDER_STATUS, ORDER_STATUS].sort(),
+      'no reset; bob’s event not among them',
+    );
+    assert.deepEqual(orderIds(again.events), ['a2', 'a3', 'a4']);
+    // Ids are the same on both instances: a's live stream gives a3 the id b gave it on resume.
+    const watcher = await a.connect('alice', last);
+    await watcher.waitForEvents(4);
+    assert.deepEqual(
+      watcher.events.map((e) => e.id),
+      again.events.map((e) => e.id),
+    );
+  });
+
+  it('a gateway started after the events (a restart) resumes the client from the log', async (t) => {
+    const { gateway, status } = setup(t);
+    const before = await gateway();
+    const alice = await before.connect('alice');
+    await status('alice', 'a1');
+    await alice.waitForEvents(1);
+    const last = alice.lastEventId;
+    alice.close();
+    await before.stop();
+    await status('alice', 'a2');
+    await status('alice', 'a3');
+    const after = await gateway();
+    const again = await after.connect('alice', last);
+    await again.waitForEvents(2);
+    assert.deepEqual(orderIds(again.events), ['a2', 'a3']);
+    assert.ok(
+      again.events.every((e) => e.event === ORDER_STATUS),
+      'no reset',
+    );
+  });
+
+  it('a reset, and nothing replayed, past the retention, past maxResumeEvents, or with an id that is not this log’s', async (t) => {
+    const { clock, broker, gateway, status } = setup(t);
+    const g = await gateway({ maxResumeEvents: 3 });
+    const alice = await g.connect('alice');
+    await status('alice', 'a1');
+    await alice.waitForEvents(1);
+    const old = alice.lastEventId;
+    for (const n of [2, 3, 4, 5]) await status('alice', `a${n}`);
+    await alice.waitForEvents(5);
+    const recent = alice.events[1]?.id ?? '';
+    const tooFar = await g.connect('alice', old); // 4 missed, 3 allowed
+    const madeUp = await g.connect('alice', 'elsewhere-2');
+    const ahead = await g.connect('alice', '999999.999999');
+    const withinReach = await g.connect('alice', recent); // 3 missed
+    await withinReach.waitForEvents(3);
+    assert.deepEqual(orderIds(withinReach.events), ['a3', 'a4', 'a5']);
+    for (const [client, reason] of [
+      [tooFar, 'too many events missed'],
+      [madeUp, 'unknown event id'],
+      [ahead, 'unknown event id'],
+    ] as const) {
+      const [reset] = await client.waitForEvents(1);
+      assert.equal(reset?.event, 'reset');
+      assert.equal((JSON.parse(reset?.data ?? '{}') as { reason?: string }).reason, reason);
+      assert.equal(reset?.id, g.push.stats().lastEventId, 'the reset moves the client to now');
+    }
+    // Retention: the log's entries age out; a client that saw only a1 has lost the rest.
+    await clock.tick(61_000);
+    await status('alice', 'a6');
+    await waitFor(() => alice.events.length === 6, 5000, 'a6 live');
+    assert.ok(broker.compact() >= 5);
+    const late = await g.connect('alice', old);
+    const [reset] = await late.waitForEvents(1);
+    assert.equal(reset?.event, 'reset');
+    assert.equal(
+      (JSON.parse(reset?.data ?? '{}') as { reason?: string }).reason,
+      'events after this id are no longer kept',
+    );
+    // The one that saw a5 lost nothing: a6 is still kept.
+    const fine = await g.connect('alice', alice.events[4]?.id ?? '');
+    await fine.waitForEvents(1);
+    assert.deepEqual(orderIds(fine.events), ['a6']);
+  });
+
+  it('a resume reads up to where the feed stood when the client came back, no further (later events reach it live)', async (t) => {
+    const { broker, status } = setup(t);
+    const sources = [
+      pushSource(notifications, ORDER_STATUS, { audience: (e) => e.customer }),
+      pushSource(catalog, PRICE),
+    ];
+    const feed = new Feed({
+      history: broker.history,
+      sources,
+      clock: createFakeClock(),
+      logger: () => ({ warn: () => undefined, info: () => undefined }),
+      maxResumeEvents: 100,
+      accept: (source, payload) => ({
+        type: source.event,
+        audience: undefined,
+        data: JSON.stringify(payload),
+      }),
+      publish: () => undefined,
+    });
+    const positions: string[] = [];
+    for (const n of [1, 2, 3, 4]) {
+      await status('alice', `a${n}`);
+      positions.push(await broker.history.latest(ORDER_STATUS));
+    }
+    const priceStart = await broker.history.latest(PRICE);
+    const resume = await feed.missed(
+      `${positions[0]}.${priceStart}`,
+      [positions[2] ?? '', priceStart],
+      () => true,
+    );
+    assert.equal(resume.kind, 'events');
+    assert.deepEqual(
+      resume.kind === 'events'
+        ? resume.events.map((e) => (JSON.parse(e.data) as { orderId: string }).orderId)
+        : [],
+      ['a2', 'a3'],
+      'a4 came after the snapshot: it is the live stream’s',
+    );
+    assert.deepEqual(resume.kind === 'events' ? resume.events.map((e) => e.id) : [], [
+      `${positions[1]}.${priceStart}`,
+      `${positions[2]}.${priceStart}`,
+    ]);
+  });
+});
