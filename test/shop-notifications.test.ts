@@ -1,6 +1,7 @@
 /**
  * The shop's notifications service, in process on an embedded broker: each step of an order is
- * stored as before and announced as `notifications.order-status` for the gateway to push;
+ * stored as before and announced as `notifications.order-status` (notified, and published to the
+ * broker's log) for the gateway to push;
  * PENDING is announced but not stored (the stored notifications stay about how orders ended).
  */
 import assert from 'node:assert/strict';
@@ -81,5 +82,13 @@ describe('shop notifications', { timeout: 20_000 }, () => {
     assert.match(heard.find((s) => s.status === 'CONFIRMED')?.text ?? '', /€19\.99 charged/);
     const { notifications: stored } = await node.client(notifications).list({});
     assert.deepEqual(stored.map((n) => n.orderId).sort(), ['o1', 'o2'], 'outcomes only, as before');
+    // Published too: the broker's log holds every announcement, for gateways that resume from it.
+    const log = await broker.history.read('notifications.order-status', '0');
+    assert.deepEqual(
+      log.entries
+        .map((e) => `${(e.envelope.data as Step).orderId} ${(e.envelope.data as Step).status}`)
+        .sort(),
+      heard.map((s) => `${s.orderId} ${s.status}`).sort(),
+    );
   });
 });

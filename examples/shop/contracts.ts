@@ -215,8 +215,9 @@ export const notifications = defineContract({
     },
   },
   events: {
-    // Ephemeral: each step of an order as the customer should see it, for the gateway to push to
-    // their browser. Missed ones are not kept here: the page refetches the order (GET) instead.
+    // Each step of an order as the customer should see it, for the gateway to push to their
+    // browser: published (kept in the broker's log, from which a browser resumes) and notified
+    // (for gateways on brokers that keep no log). Past what is kept, the page refetches the order.
     'notifications.order-status': {
       schema: z.object({
         customer: z.string(),

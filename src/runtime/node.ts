@@ -53,6 +53,8 @@ export interface ParleyNode extends Emitter {
   readonly state: NodeState;
   readonly registry: Registry;
   readonly logger: Logger;
+  /** The node's broker, when it has one: durable events, dead letters, and where it keeps one, its log. */
+  readonly broker: Broker | undefined;
   start(): Promise<void>;
   /** Graceful: leaves discovery, stops taking work, drains in-flight work (bounded), closes. */
   stop(): Promise<void>;
@@ -73,7 +75,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
   private readonly clock: Clock;
   private readonly codec: Codec;
   private readonly transport: Transport;
-  private readonly broker: Broker | undefined;
+  readonly broker: Broker | undefined;
   private readonly services: readonly Service[];
   private readonly server: Server;
   private readonly deadlines: DeadlineWheel;

@@ -30,6 +30,10 @@ export default defineServiceModule({
           host: env.PARLEY_GATEWAY_HOST ?? '127.0.0.1',
           port: Number(env.PARLEY_GATEWAY_PORT ?? 3000),
         });
+        // Where the broker keeps a log, push follows it: a browser resumes where it left off on
+        // any gateway, even after a restart. Else the notifications, resumed from this gateway's memory.
+        const history = node.broker?.history;
+        if (history !== undefined) await push.follow(history);
         await push.register(gateway.fastify, { principalOf: async () => undefined });
         registerStorefront(gateway.fastify, { root: fileURLToPath(new URL('../web/', import.meta.url)) });
         gateway.onClose(() => push.close());

@@ -1,7 +1,7 @@
 /**
  * notifications: hears everything a customer should hear about an order and keeps it for them.
- * Each step is also announced as the ephemeral `notifications.order-status`, which the gateway
- * pushes to the customer's browser. A consumer group: instances share the work, and a redelivered
+ * Each step is also announced as `notifications.order-status`, which the gateway pushes to the
+ * customer's browser. A consumer group: instances share the work, and a redelivered
  * event (already in the inbox) is neither stored nor announced twice.
  */
 import {
@@ -28,16 +28,19 @@ export default defineServiceModule({
     const inbox = createInbox(db);
     const insert = db.prepare('INSERT INTO notifications (customer, order_id, text, at) VALUES (?, ?, ?, ?)');
     const customerOf = db.prepare('SELECT customer FROM notifications WHERE order_id = ? LIMIT 1').pluck();
-    // Announced after the row is committed; a push that reaches nobody is fine (ephemeral).
+    // Announced after the row is committed, twice: published to the broker's log, from which
+    // gateways resume a browser where it left off (on brokers that keep one), and notified, for
+    // gateways on brokers that keep none (RabbitMQ, MQTT). Each gateway pushes one of the two.
     const announce = (
       ctx: Context,
       step: { customer: string; orderId: string; status: Status; text: string; reason?: string },
-    ) =>
-      void ctx
-        .notify(notifications, 'notifications.order-status', { reason: null, ...step, at: Date.now() })
-        .catch((error: unknown) =>
-          ctx.log.warn({ err: error, order: step.orderId }, 'order status not announced'),
-        );
+    ) => {
+      const status = { reason: null, ...step, at: Date.now() };
+      const failed = (error: unknown) =>
+        ctx.log.warn({ err: error, order: step.orderId }, 'order status not announced');
+      void ctx.publish(notifications, 'notifications.order-status', status).catch(failed);
+      void ctx.notify(notifications, 'notifications.order-status', status).catch(failed);
+    };
     const tell = (
       ctx: Context,
       customer: string,
