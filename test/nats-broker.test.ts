@@ -3,10 +3,11 @@
  * (real time: `advance` waits). Every broker of the run has its own prefix; their streams are
  * deleted at the end.
  */
+import assert from 'node:assert/strict';
 import { after, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createNatsBroker, type NatsBroker } from '../src/adapters/nats/nats-broker.ts';
-import { systemClock } from '../src/index.ts';
+import { createEnvelope, ParleyError, systemClock } from '../src/index.ts';
 import { BROKERS, needBroker } from './brokers.ts';
 import { brokerConformance } from './conformance/broker.ts';
 
@@ -17,7 +18,6 @@ const made: string[] = [];
 if (skip === false) {
   brokerConformance({
     name: 'nats jetstream',
-    noHistory: 'history reads are not built on JetStream yet (the stream keeps the log; see the README)',
     clock: systemClock,
     create: async () => {
       const prefix = `ptest${process.pid}n${++n}`;
@@ -34,6 +34,57 @@ if (skip === false) {
         'the lease does not',
     },
   });
+  const fresh = async (options: { maxMessages?: number } = {}) => {
+    const prefix = `ptest${process.pid}n${++n}`;
+    made.push(prefix);
+    return createNatsBroker({ url: BROKERS.nats.url, prefix, storage: 'memory', log: () => {}, ...options });
+  };
+  const event = (data: unknown) => createEnvelope({ source: '/t', type: 'history.t', data });
+
+  it('a history reader behind what the stream limits removed is told it has a gap; one ahead of it is not', async () => {
+    const b = await fresh({ maxMessages: 2 });
+    try {
+      const start = await b.history.latest('history.t');
+      for (let i = 0; i < 5; i++) await b.publish(event(i));
+      const behind = await b.history.read('history.t', start);
+      assert.equal(behind.gap, true);
+      assert.deepEqual(
+        behind.entries.map((e) => e.envelope.data),
+        [3, 4],
+      );
+      const ahead = await b.history.read('history.t', String(Number(behind.entries[0]?.position) - 1));
+      assert.equal(ahead.gap, false);
+      assert.deepEqual(
+        ahead.entries.map((e) => e.envelope.data),
+        [3, 4],
+      );
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('a dead letter replayed to its group is not a new event in the history', async () => {
+    const b = await fresh();
+    try {
+      const c = await b.subscribe({ topic: 'history.t', group: 'g', maxAttempts: 1 }, async () => {
+        throw new ParleyError('INVALID_ARGUMENT', 'no', { retryable: false });
+      });
+      const start = await b.history.latest('history.t');
+      await b.publish(event('once'));
+      for (let i = 0; i < 100 && (await b.deadLetters.list()).length === 0; i++) await sleep(20);
+      await c.close();
+      assert.equal(await b.deadLetters.replay(), 1);
+      const read = await b.history.read('history.t', start);
+      assert.deepEqual(
+        read.entries.map((e) => e.envelope.data),
+        ['once'],
+      );
+      assert.notEqual(read.next, read.entries[0]?.position, 'the read went past the replayed copy');
+    } finally {
+      await b.close();
+    }
+  });
+
   after(async () => {
     for (const prefix of made) {
       const b: NatsBroker = await createNatsBroker({ url: BROKERS.nats.url, prefix });

@@ -22,6 +22,7 @@ if (natsSkip === false) {
   let probe: Awaited<ReturnType<typeof connectNats>>['nc'] | undefined;
   shopScenario({
     name: 'NATS + JetStream',
+    pushLog: true,
     transport: url,
     broker: url,
     testTransport: () => createNatsTransport({ url: BROKERS.nats.url, prefix }),
@@ -57,6 +58,7 @@ if (redisSkip === false) {
   let redis: Awaited<ReturnType<typeof connectRedis>>['redis'] | undefined;
   shopScenario({
     name: 'Redis Streams',
+    pushLog: true,
     transport: url,
     broker: url,
     testTransport: () => createRedisTransport({ url: BROKERS.redis.url, prefix }),
@@ -92,6 +94,7 @@ if (rabbitSkip === false) {
       .filter((cols) => cols[0]?.startsWith(`${prefix}.`));
   shopScenario({
     name: 'RabbitMQ',
+    pushLog: false,
     transport: url,
     broker: url,
     testTransport: () => createAmqpTransport({ url: BROKERS.rabbitmq.url, prefix }),

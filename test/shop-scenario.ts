@@ -28,7 +28,8 @@ import {
   type ParleyNode,
   runDev,
 } from '../src/index.ts';
-import { tempDir } from './helpers.ts';
+import { tempDir, waitFor } from './helpers.ts';
+import { openSse, type SseClient } from './push-clients.ts';
 
 export interface ShopSetup {
   name: string;
@@ -44,6 +45,8 @@ export interface ShopSetup {
   slowChargeMs?: number;
   /** After the run: what the test left on the server. */
   cleanup?: () => Promise<void>;
+  /** The broker keeps a log the gateway's push follows (a reconnect resumes on a restarted gateway). */
+  pushLog: boolean;
 }
 
 export function shopScenario(setup: ShopSetup): void {
@@ -68,7 +71,8 @@ export function shopScenario(setup: ShopSetup): void {
         port: 0,
         dataDir: dir.file('data'),
         print: (line) => void lines.push(line),
-        env: { PARLEY_LOG_LEVEL: 'warn', PARLEY_GATEWAY_PORT: '0' },
+        // Info: the gateway says its URL (port 0) at that level.
+        env: { PARLEY_LOG_LEVEL: 'info', PARLEY_GATEWAY_PORT: '0' },
         ...(setup.transport === undefined ? {} : { transport: setup.transport }),
         ...(setup.broker === undefined ? {} : { broker: setup.broker }),
       });
@@ -201,6 +205,61 @@ export function shopScenario(setup: ShopSetup): void {
         if (placed.every((p) => heard.has(p.id))) break;
         assert.ok(Date.now() < deadline, 'every customer is told how the order ended');
         await sleep(100);
+      }
+    });
+
+    it(`a customer's stream through the gateway; after the gateway is killed and restarted, Last-Event-ID ${
+      setup.pushLog ? "resumes from the broker's log" : 'gets a reset (no log to resume from)'
+    }`, { timeout: 60_000 }, async () => {
+      const gateways = () =>
+        lines
+          .map((l) => /storefront at (http:\/\/127\.0\.0\.1:\d+)\//.exec(l)?.[1])
+          .filter((u) => u !== undefined);
+      await waitFor(() => gateways().length > 0, 20_000, "the gateway's URL");
+      const customer = `push-${process.pid}`;
+      const path = `/events?types=notifications.order-status&customer=${customer}`;
+      const steps = (c: SseClient) =>
+        c.events.map((e) =>
+          e.event === 'reset' ? 'reset' : `${JSON.parse(e.data).orderId} ${JSON.parse(e.data).status}`,
+        );
+      const client = node.client(orders);
+      const place = (id: string) =>
+        client.place({ id, customer, card: GOOD_CARD, lines: [{ sku: 'cable', quantity: 1 }] });
+
+      const live = await openSse(`${gateways().at(-1)}${path}`);
+      await place('order-push-1');
+      await waitFor(() => steps(live).includes('order-push-1 CONFIRMED'), 30_000, 'CONFIRMED, live');
+      // In order (a SHIPPED step may follow: shipping works on its own time).
+      const inOrder = (list: string[], a: string, b: string) =>
+        list.indexOf(a) >= 0 && list.indexOf(a) < list.indexOf(b);
+      assert.ok(inOrder(steps(live), 'order-push-1 PENDING', 'order-push-1 CONFIRMED'), `${steps(live)}`);
+      const seen = live.lastEventId;
+      live.close();
+
+      const gateway = dev.services.find((s) => s.name === 'gateway');
+      assert.ok(gateway?.pid !== undefined, 'the gateway runs');
+      const before = gateways().length;
+      process.kill(gateway.pid, 'SIGKILL');
+      // Meanwhile the customer's second order ends: the browser is not connected anywhere.
+      await place('order-push-2');
+      await waitForFinal(client, ['order-push-2'], 30_000);
+      await waitFor(() => gateways().length > before, 30_000, 'the restarted gateway');
+      const again = await openSse(`${gateways().at(-1)}${path}`, { 'last-event-id': seen });
+      try {
+        if (setup.pushLog) {
+          await waitFor(() => steps(again).includes('order-push-2 CONFIRMED'), 30_000, 'what it missed');
+          assert.ok(
+            inOrder(steps(again), 'order-push-2 PENDING', 'order-push-2 CONFIRMED'),
+            `${steps(again)}`,
+          );
+          const twice = steps(again).filter((step) => steps(live).includes(step));
+          assert.deepEqual(twice, [], 'nothing the stream had already given, no reset');
+        } else {
+          await again.waitForEvents(1);
+          assert.equal(steps(again)[0], 'reset');
+        }
+      } finally {
+        again.close();
       }
     });
 

@@ -7,6 +7,7 @@ import { shopScenario } from './shop-scenario.ts';
 
 shopScenario({
   name: 'hub + embedded broker',
+  pushLog: true,
   held: (dataDir) => {
     const db = new Database(join(dataDir, 'broker.db'), { readonly: true });
     try {

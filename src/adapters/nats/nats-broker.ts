@@ -22,6 +22,8 @@
  *   retried). Competing consumers of one group may interleave a key's messages.
  * - **Delay**: `Parley-Not-Before` header; a message that comes early is nak'ed until its time.
  * - **Backpressure**: each consumer fetches only as many messages as it has room for.
+ * - **History** (reading a topic without a consumer, for the gateway's push): the topic's stream,
+ *   positions are stream sequences; see `history.ts`.
  *
  * Reconnects: nats.js reconnects without end; fetches that fail while the server is away are
  * retried every second; unacked messages are redelivered when their lease ends.
@@ -51,6 +53,7 @@ import { GroupConsumer, type NewDeadLetter, type RawMessage } from '../group-con
 import { Wakeup } from '../wakeup.ts';
 import { connectNats, type NatsConnection } from './connect.ts';
 import { natsError } from './errors.ts';
+import { JetStreamHistory } from './history.ts';
 
 type JsModule = typeof import('@nats-io/jetstream');
 type JetStreamClient = ReturnType<JsModule['jetstream']>;
@@ -95,6 +98,7 @@ export class NatsBroker implements Broker {
   private readonly ready = new Map<string, Promise<void>>();
   private readonly consumers = new Set<{ close(): Promise<void> }>();
   private closed = false;
+  readonly history: JetStreamHistory;
   /** @internal Publishes and acks of one turn, sent together. */
   readonly turn = new TurnBatch();
 
@@ -109,6 +113,14 @@ export class NatsBroker implements Broker {
     this.streamPrefix = this.prefix.replace(/[^A-Za-z0-9_-]/g, '_').toUpperCase();
     this.log = options.log ?? ((m) => process.stderr.write(`parley nats broker: ${m}\n`));
     this.deadLetters = new NatsDeadLetters(this);
+    this.history = new JetStreamHistory({
+      nc,
+      codec: this.codec,
+      manager: () => this.jsm,
+      streamOf: (topic) => this.streamOf(topic),
+      subjectOf: (topic) => this.subjectOf(topic),
+      isClosed: () => this.closed,
+    });
   }
 
   static async connect(options: NatsBrokerOptions): Promise<NatsBroker> {
