@@ -6,7 +6,14 @@ import assert from 'node:assert/strict';
 import { after, it } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
 import { createRemoteBroker } from '../src/hub/remote-broker.ts';
-import { type Broker, createEmbeddedBroker, createFakeClock, createHub, type Hub } from '../src/index.ts';
+import {
+  type Broker,
+  createEmbeddedBroker,
+  createEnvelope,
+  createFakeClock,
+  createHub,
+  type Hub,
+} from '../src/index.ts';
 import { createRandom } from '../src/transport/faults.ts';
 import { brokerConformance } from './conformance/broker.ts';
 
@@ -52,5 +59,42 @@ it('a hub whose broker keeps no history gives clients none (not one that fails o
     await client.close();
     await other.close();
     await plain.close();
+  }
+});
+
+it('a history page too large for one frame comes in parts; an entry larger than any frame is passed over', async () => {
+  const small = createEmbeddedBroker({ path: ':memory:', clock, random: createRandom(3) });
+  const other = await createHub({ broker: small, maxPayload: 16 * 1024 });
+  const client = await createRemoteBroker(other.url, { log: () => undefined, maxPayload: 16 * 1024 });
+  try {
+    const history = client.history;
+    assert.ok(history !== undefined);
+    const topic = 'history.big';
+    const start = await history.latest(topic);
+    const pad = 'x'.repeat(2000);
+    for (let i = 0; i < 10; i++) {
+      await client.publish(createEnvelope({ source: '/t', type: topic, data: { i, pad } }));
+    }
+    // Written to the file directly (another process could): too large for any frame of this hub.
+    await small.publish(
+      createEnvelope({ source: '/t', type: topic, data: { i: 'huge', pad: pad.repeat(10) } }),
+    );
+    await client.publish(createEnvelope({ source: '/t', type: topic, data: { i: 10, pad } }));
+    const got: unknown[] = [];
+    let at = start;
+    let pages = 0;
+    for (;;) {
+      const page = await history.read(topic, at, { limit: 100 });
+      pages++;
+      if (page.next === at) break;
+      got.push(...page.entries.map((e) => (e.envelope.data as { i: unknown }).i));
+      at = page.next;
+    }
+    assert.deepEqual(got, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert.ok(pages >= 3, `${pages} pages`);
+  } finally {
+    await client.close();
+    await other.close();
+    await small.close();
   }
 });

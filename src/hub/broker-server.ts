@@ -8,9 +8,10 @@
  * client that disconnects nacks what it held with UNAVAILABLE, and its consumers close. History
  * reads (`history.latest`, `history.read`, a wait bounded to 30 s) go to the broker's history.
  */
-import type { Broker, Consumer, Delivery } from '../broker/broker.ts';
+import type { Broker, Consumer, Delivery, HistoryPage } from '../broker/broker.ts';
 import { ParleyError, type WireError } from '../errors.ts';
 import { FrameType, type FrameWriter } from '../transport/tcp/frames.ts';
+import { DEFAULT_MAX_PAYLOAD } from '../transport/transport.ts';
 
 interface Held {
   delivery: Delivery;
@@ -28,6 +29,8 @@ export class BrokerSession {
   constructor(
     private readonly broker: Broker,
     private readonly writer: FrameWriter,
+    /** The largest frame: a history page is cut to fit in one answer. */
+    private readonly maxPayload: number = DEFAULT_MAX_PAYLOAD,
   ) {}
 
   /** A `BrokerCall` frame: runs it, answers with `BrokerResult` under the same id. */
@@ -100,10 +103,12 @@ export class BrokerSession {
       case 'history.latest':
         return this.history().latest(String(a.topic));
       case 'history.read':
-        return this.history().read(String(a.topic), String(a.after), {
-          limit: a.limit as number | undefined,
-          waitMs: Math.min(30_000, Number(a.waitMs) || 0),
-        });
+        return this.fit(
+          await this.history().read(String(a.topic), String(a.after), {
+            limit: a.limit as number | undefined,
+            waitMs: Math.min(30_000, Number(a.waitMs) || 0),
+          }),
+        );
       case 'dlq.list':
         return b.deadLetters.list((a.filter ?? {}) as never, a.limit as number | undefined);
       case 'dlq.get':
@@ -115,6 +120,24 @@ export class BrokerSession {
       default:
         throw new ParleyError('UNIMPLEMENTED', `no broker operation ${op}`);
     }
+  }
+
+  /**
+   * A page whose answer would not fit in one frame keeps the entries that do (the reader asks
+   * again from the last one). An entry too large for any frame could not have been published
+   * through the hub; one written to the file by another process is passed over.
+   */
+  private fit(page: HistoryPage): HistoryPage {
+    const room = this.maxPayload - 4096;
+    let used = Buffer.byteLength(JSON.stringify({ ok: true, value: { ...page, entries: [] } }));
+    for (const [i, entry] of page.entries.entries()) {
+      used += Buffer.byteLength(JSON.stringify(entry)) + 1;
+      if (used > room) {
+        const kept = page.entries.slice(0, i);
+        return { entries: kept, next: kept.at(-1)?.position ?? entry.position, gap: page.gap };
+      }
+    }
+    return page;
   }
 
   private history(): NonNullable<Broker['history']> {

@@ -159,7 +159,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
       if (hello.role === 'broker') {
         if (broker === undefined) return refuse('this hub serves no broker');
         if (brokerSession !== undefined || id !== undefined) return refuse('a second hello');
-        brokerSession = new BrokerSession(broker, writer);
+        brokerSession = new BrokerSession(broker, writer, maxPayload);
         brokerSessions.add(brokerSession);
         writer.send(FrameType.Welcome, 0, json(broker.history === undefined ? {} : { history: true }));
         return;
