@@ -14,7 +14,7 @@ import { Feed } from '../src/gateway/push/feed.ts';
 import { createPush, type PushOptions, pushSource } from '../src/gateway/push/index.ts';
 import { createEmbeddedBroker, createEnvelope, createFakeClock } from '../src/index.ts';
 import { waitFor } from './helpers.ts';
-import { openSse, type SseClient } from './push-clients.ts';
+import { openSse, openWs, type SseClient } from './push-clients.ts';
 import { ORDER_STATUS, orderStatus } from './push-fixture.ts';
 
 const PRICE = 'catalog.price-changed';
@@ -68,7 +68,7 @@ function setup(t: TestContext) {
       clients.push(client);
       return client;
     };
-    return { push, connect, stop };
+    return { push, connect, stop, port };
   };
   const status = (customer: string, orderId: string) =>
     broker.publish(
@@ -222,5 +222,29 @@ describe('push following the broker log', { timeout: 20_000 }, () => {
       `${positions[1]}.${priceStart}`,
       `${positions[2]}.${priceStart}`,
     ]);
+  });
+
+  it('a WebSocket resumes from the log too (?lastEventId=), on another instance', async (t) => {
+    const { gateway, status } = setup(t);
+    const a = await gateway();
+    const b = await gateway();
+    const alice = await a.connect('alice');
+    await status('alice', 'a1');
+    await alice.waitForEvents(1);
+    const last = alice.lastEventId;
+    await status('alice', 'a2');
+    await status('bob', 'b1');
+    const ws = await openWs(
+      `ws://127.0.0.1:${b.port}/ws?types=${ORDER_STATUS}&customer=alice&lastEventId=${encodeURIComponent(last)}`,
+    );
+    t.after(() => ws.socket.close());
+    await waitFor(() => ws.messages.some((m) => m.type === 'ready'), 5000, 'caught up');
+    await status('alice', 'a3');
+    await waitFor(() => ws.messages.filter((m) => m.type === ORDER_STATUS).length === 2, 5000, 'a3 live');
+    assert.deepEqual(
+      ws.messages.filter((m) => m.type === ORDER_STATUS).map((m) => (m.data as { orderId: string }).orderId),
+      ['a2', 'a3'],
+    );
+    assert.ok(!ws.messages.some((m) => m.type === 'reset'), 'no reset');
   });
 });
