@@ -12,7 +12,7 @@ import Fastify from 'fastify';
 import { catalog, notifications } from '../examples/shop/contracts.ts';
 import { Feed } from '../src/gateway/push/feed.ts';
 import { createPush, type PushOptions, pushSource } from '../src/gateway/push/index.ts';
-import { createEmbeddedBroker, createEnvelope, createFakeClock } from '../src/index.ts';
+import { type BrokerHistory, createEmbeddedBroker, createEnvelope, createFakeClock } from '../src/index.ts';
 import { waitFor } from './helpers.ts';
 import { openSse, openWs, type SseClient } from './push-clients.ts';
 import { ORDER_STATUS, orderStatus } from './push-fixture.ts';
@@ -35,7 +35,7 @@ function setup(t: TestContext) {
     await broker.close();
   });
   /** A gateway instance that follows the broker's log; `stop` takes it down as a restart would. */
-  const gateway = async (options: Partial<PushOptions> = {}) => {
+  const gateway = async (options: Partial<PushOptions> = {}, history: BrokerHistory = broker.history) => {
     const push = createPush({
       sources: [
         pushSource(notifications, ORDER_STATUS, { audience: (e) => e.customer }),
@@ -46,7 +46,7 @@ function setup(t: TestContext) {
       logger: { warn: () => undefined, info: () => undefined },
       ...options,
     });
-    await push.follow(broker.history);
+    await push.follow(history);
     const app = Fastify({ logger: false });
     await push.register(app, { principalOf: async () => undefined });
     await app.listen({ port: 0, host: '127.0.0.1' });
@@ -246,5 +246,41 @@ describe('push following the broker log', { timeout: 20_000 }, () => {
       ['a2', 'a3'],
     );
     assert.ok(!ws.messages.some((m) => m.type === 'reset'), 'no reset');
+  });
+
+  it('live events wait while a client catches up, then follow in order; past maxBufferedBytes waiting, it is cut off', async (t) => {
+    const { broker, gateway, status } = setup(t);
+    // Resume reads (no wait) are held at a gate; the gateways' own followers (with a wait) are not.
+    let open: () => void = () => undefined;
+    let gate = new Promise<void>((resolve) => (open = resolve));
+    const gated: BrokerHistory = {
+      latest: (topic) => broker.history.latest(topic),
+      read: async (topic, after, options) => {
+        if ((options?.waitMs ?? 0) === 0) await gate;
+        return broker.history.read(topic, after, options);
+      },
+    };
+    const roomy = await gateway({}, gated);
+    const tight = await gateway({ maxBufferedBytes: 600 }, gated);
+    const alice = await roomy.connect('alice');
+    await status('alice', 'a1');
+    await alice.waitForEvents(1);
+    const last = alice.lastEventId;
+    await status('alice', 'a2');
+    const again = await roomy.connect('alice', last);
+    const cut = await tight.connect('alice', last);
+    for (let n = 3; n <= 12; n++) await status('alice', `a${n}`);
+    await waitFor(() => alice.events.length === 12, 5000, 'the live stream');
+    await cut.waitForEnd();
+    assert.deepEqual(cut.events, [], 'cut off before anything was sent');
+    assert.deepEqual(again.events, [], 'nothing yet: its resume is held');
+    open();
+    gate = Promise.resolve();
+    await again.waitForEvents(11);
+    assert.deepEqual(
+      orderIds(again.events),
+      ['a2', 'a3', 'a4', 'a5', 'a6', 'a7', 'a8', 'a9', 'a10', 'a11', 'a12'],
+      'what it missed, then the live events that waited, once each',
+    );
   });
 });

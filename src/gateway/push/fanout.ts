@@ -26,6 +26,12 @@ export interface PushStats {
   readonly lastEventId: string;
 }
 
+/** Live events waiting for a connection that is catching up from the log. */
+interface Held {
+  readonly events: PushedEvent[];
+  bytes: number;
+}
+
 export class Fanout {
   readonly history: EventHistory;
   private readonly connections = new Set<Connection>();
@@ -36,7 +42,7 @@ export class Fanout {
   /** Events from the broker's log (`feed.ts`), when the push follows one; else notifications. */
   private feed: Feed | undefined;
   /** Connections being given what they missed from the log: live events wait here meanwhile. */
-  private readonly catchingUp = new Map<Connection, PushedEvent[]>();
+  private readonly catchingUp = new Map<Connection, Held>();
 
   constructor(
     private readonly options: ResolvedPushOptions,
@@ -98,8 +104,21 @@ export class Fanout {
     for (const c of this.connections) {
       if (!c.wants(event)) continue;
       const held = this.catchingUp.get(c);
-      if (held === undefined) c.deliver(event);
-      else held.push(event);
+      if (held === undefined) {
+        c.deliver(event);
+        continue;
+      }
+      held.events.push(event);
+      held.bytes += event.data.length;
+      if (held.bytes > this.options.maxBufferedBytes) {
+        // Its catching up takes too long for the events coming in: as a slow client, cut off.
+        this.catchingUp.delete(c);
+        this.logger().warn(
+          { protocol: c.wire.protocol, viewer: c.key, why: `${held.bytes} bytes of live events held` },
+          'push: slow client cut off; it will reconnect and resume',
+        );
+        c.destroy();
+      }
     }
   }
 
@@ -144,7 +163,7 @@ export class Fanout {
    */
   private resumeFromLog(feed: Feed, connection: Connection, lastEventId: string): void {
     const upTo = feed.snapshot();
-    const held: PushedEvent[] = [];
+    const held: Held = { events: [], bytes: 0 };
     this.catchingUp.set(connection, held);
     void feed
       .missed(lastEventId, upTo, (e) => connection.wants(e))
@@ -157,7 +176,7 @@ export class Fanout {
         else for (const event of resume.events) connection.deliver(event);
         connection.mark(upTo.join('.'));
         this.catchingUp.delete(connection);
-        for (const event of held) connection.deliver(event);
+        for (const event of held.events) connection.deliver(event);
       });
   }
 
