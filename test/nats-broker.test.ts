@@ -52,6 +52,13 @@ if (skip === false) {
         behind.entries.map((e) => e.envelope.data),
         [3, 4],
       );
+      // Far behind, in small pages: the first page starts at the first kept message, not past it.
+      const small = await b.history.read('history.t', start, { limit: 1 });
+      assert.equal(small.gap, true);
+      assert.deepEqual(
+        small.entries.map((e) => e.envelope.data),
+        [3],
+      );
       const ahead = await b.history.read('history.t', String(Number(behind.entries[0]?.position) - 1));
       assert.equal(ahead.gap, false);
       assert.deepEqual(

@@ -58,6 +58,8 @@ export class JetStreamHistory implements BrokerHistory {
     let wake: () => void = () => undefined;
     const published = new Promise<void>((resolve) => (wake = resolve));
     const sub = this.host.nc.subscribe(this.host.subjectOf(topic), { max: 1, callback: () => wake() });
+    // Also woken when the connection closes (the broker closes): a wait never outlives it.
+    void sub.closed.then(wake, wake);
     const timer = setTimeout(wake, waitMs);
     try {
       await this.host.nc.flush();
@@ -93,7 +95,7 @@ export class JetStreamHistory implements BrokerHistory {
     if (state === undefined) return { entries: [], next: after, gap: false };
     const gap = from < state.first - 1;
     const start = Math.max(from + 1, state.first);
-    const end = Math.min(from + limit, state.last);
+    const end = Math.min(start + limit - 1, state.last);
     if (end < start) return { entries: [], next: gap ? String(Math.max(from, state.last)) : after, gap };
     const stream = this.host.streamOf(topic);
     const subject = this.host.subjectOf(topic);
