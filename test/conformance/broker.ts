@@ -341,18 +341,29 @@ export function brokerConformance(harness: BrokerHarness): void {
         await b.publish(envelope(topic, 'kept'));
         await until(harness, () => seen.length === 2, 'both taken');
         assert.ok(extend, `the first consumer holds both: ${seen}`);
+        // Keeping `kept` is what the `kept` case checks. In the other, a broker may say the lease
+        // was lost (FAILED_PRECONDITION: Kafka hands a revoked partition's messages on in a
+        // rebalance); that is the Delivery contract's own answer, and extending stops there.
+        const keep = async () => {
+          try {
+            await extend?.extendLease(lease);
+          } catch (error) {
+            if (kept || !(error instanceof ParleyError && error.code === 'FAILED_PRECONDITION')) throw error;
+            extend = undefined;
+          }
+        };
         // Extended at once, and again once the live consumer is there: setting that up can take
         // a good part of the lease on a real broker.
-        await extend?.extendLease(lease);
+        await keep();
         await consume(b, { topic, group: 'g', lease }, (d) => void seen.push(`alive:${d.envelope.data}`));
-        await extend?.extendLease(lease);
+        await keep();
         // Then every 400 ms, until the lost one comes back (a busy machine may take longer than
         // the lease to redeliver; 10 s of broker time past the lease at most), and for three
         // turns after that.
         for (let spent = 0, after = 0; after < 3; spent += 400) {
           if (spent > 10_000 + lease) assert.fail(`not redelivered after the lease: ${seen}`);
           await harness.advance(400);
-          await extend?.extendLease(lease);
+          await keep();
           if (seen.includes('alive:lost')) after++;
         }
         if (kept) assert.ok(!seen.includes('alive:kept'), `an extended lease is kept: ${seen}`);
