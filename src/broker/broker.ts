@@ -19,7 +19,7 @@
  * - at most `maxInFlight` deliveries per consumer at a time (backpressure).
  */
 import { createEnvelope, type Envelope } from '../envelope/envelope.ts';
-import type { ErrorCode } from '../errors.ts';
+import { type ErrorCode, ParleyError } from '../errors.ts';
 
 export interface BrokerPublishOptions {
   /** Ordering key: same key, same group → handled one after another. */
@@ -162,6 +162,24 @@ const POSITION = /^\d{1,16}(?:-\d{1,16})*$/;
 /** True for a string shaped like a history position (a broker may still not recognise it). */
 export function isPosition(value: string): boolean {
   return POSITION.test(value);
+}
+
+/** For brokers: a read's `limit`, 1 to 1000 (default 100). */
+export function historyLimit(limit: number | undefined): number {
+  return Math.min(1000, Math.max(1, Math.floor(limit ?? 100) || 1));
+}
+
+const SEQUENCE = /^\d{1,15}$/;
+
+/**
+ * For brokers whose positions are one sequence number (the embedded broker, JetStream): `after`
+ * as that number, or INVALID_ARGUMENT naming the broker.
+ */
+export function sequenceOf(after: string, broker: string): number {
+  if (!SEQUENCE.test(after)) {
+    throw new ParleyError('INVALID_ARGUMENT', `not a position of the ${broker}: ${after.slice(0, 40)}`);
+  }
+  return Number(after);
 }
 
 /** Orders two positions of one topic: negative when `a` comes first, 0 when equal. */

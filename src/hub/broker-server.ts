@@ -13,6 +13,11 @@ import { ParleyError, type WireError } from '../errors.ts';
 import { FrameType, type FrameWriter } from '../transport/tcp/frames.ts';
 import { DEFAULT_MAX_PAYLOAD } from '../transport/transport.ts';
 
+/** A result already in JSON: sent as it is. */
+class Serialised {
+  constructor(readonly json: string) {}
+}
+
 interface Held {
   delivery: Delivery;
   resolve(): void;
@@ -46,7 +51,10 @@ export class BrokerSession {
       return;
     }
     this.run(String(request?.op), (request?.args ?? {}) as Record<string, unknown>).then(
-      (value) => this.answer(id, { ok: true, value: value ?? null }),
+      (value) =>
+        value instanceof Serialised
+          ? this.send(id, `{"ok":true,"value":${value.json}}`)
+          : this.answer(id, { ok: true, value: value ?? null }),
       (error: unknown) => this.answer(id, { ok: false, error: ParleyError.from(error).toWire() }),
     );
   }
@@ -78,7 +86,11 @@ export class BrokerSession {
   }
 
   private answer(id: number, result: unknown): void {
-    if (!this.closed) this.writer.send(FrameType.BrokerResult, id, Buffer.from(JSON.stringify(result)));
+    this.send(id, JSON.stringify(result));
+  }
+
+  private send(id: number, json: string): void {
+    if (!this.closed) this.writer.send(FrameType.BrokerResult, id, Buffer.from(json));
   }
 
   private async run(op: string, a: Record<string, unknown>): Promise<unknown> {
@@ -123,21 +135,27 @@ export class BrokerSession {
   }
 
   /**
-   * A page whose answer would not fit in one frame keeps the entries that do (the reader asks
-   * again from the last one). An entry too large for any frame could not have been published
+   * The page as JSON, each entry serialised once: as many entries as fit in one frame (the reader
+   * asks again from the last one). An entry too large for any frame could not have been published
    * through the hub; one written to the file by another process is passed over.
    */
-  private fit(page: HistoryPage): HistoryPage {
+  private fit(page: HistoryPage): Serialised {
     const room = this.maxPayload - 4096;
-    let used = Buffer.byteLength(JSON.stringify({ ok: true, value: { ...page, entries: [] } }));
-    for (const [i, entry] of page.entries.entries()) {
-      used += Buffer.byteLength(JSON.stringify(entry)) + 1;
+    const parts: string[] = [];
+    let used = 0;
+    let next = page.next;
+    for (const entry of page.entries) {
+      const json = JSON.stringify(entry);
+      used += Buffer.byteLength(json) + 1;
       if (used > room) {
-        const kept = page.entries.slice(0, i);
-        return { entries: kept, next: kept.at(-1)?.position ?? entry.position, gap: page.gap };
+        next = page.entries[parts.length - 1]?.position ?? entry.position;
+        break;
       }
+      parts.push(json);
     }
-    return page;
+    return new Serialised(
+      `{"entries":[${parts.join(',')}],"next":${JSON.stringify(next)},"gap":${page.gap}}`,
+    );
   }
 
   private history(): NonNullable<Broker['history']> {

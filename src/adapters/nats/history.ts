@@ -14,14 +14,18 @@
  */
 import type { JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
-import type { BrokerHistory, HistoryEntry, HistoryPage, HistoryReadOptions } from '../../broker/broker.ts';
-import { historyLimit } from '../../broker/embedded/history.ts';
+import {
+  type BrokerHistory,
+  type HistoryEntry,
+  type HistoryPage,
+  type HistoryReadOptions,
+  historyLimit,
+  sequenceOf,
+} from '../../broker/broker.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { assertEnvelope, type Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { natsError } from './errors.ts';
-
-const SEQ = /^\d{1,15}$/;
 
 export interface HistoryHost {
   readonly nc: NatsConnection;
@@ -42,14 +46,8 @@ export class JetStreamHistory implements BrokerHistory {
   }
 
   async read(topic: string, after: string, options: HistoryReadOptions = {}): Promise<HistoryPage> {
-    if (!SEQ.test(after)) {
-      throw new ParleyError(
-        'INVALID_ARGUMENT',
-        `not a position of the JetStream broker: ${after.slice(0, 40)}`,
-      );
-    }
+    const from = sequenceOf(after, 'JetStream broker');
     this.open();
-    const from = Number(after);
     const limit = historyLimit(options.limit);
     const waitMs = Math.max(0, Math.round(options.waitMs ?? 0));
     const page = await this.page(topic, from, limit);

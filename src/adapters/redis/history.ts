@@ -14,11 +14,16 @@
  * passed over; so is an entry whose body is not an envelope (another writer's), which the groups
  * still get and dead-letter with the reason.
  */
-import type { BrokerHistory, HistoryEntry, HistoryPage, HistoryReadOptions } from '../../broker/broker.ts';
-import { comparePositions } from '../../broker/broker.ts';
-import { historyLimit } from '../../broker/embedded/history.ts';
+import {
+  type BrokerHistory,
+  comparePositions,
+  type HistoryEntry,
+  type HistoryPage,
+  type HistoryReadOptions,
+  historyLimit,
+} from '../../broker/broker.ts';
 import type { Codec } from '../../codec/codec.ts';
-import type { Envelope } from '../../envelope/envelope.ts';
+import { assertEnvelope, type Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import type { Redis } from './connect.ts';
 import { redisError } from './errors.ts';
@@ -137,11 +142,7 @@ export class RedisHistory implements BrokerHistory {
     }
     if (body === undefined) return undefined;
     try {
-      const envelope = this.host.codec.decodeText?.(body) ?? this.host.codec.decode(Buffer.from(body));
-      const e = envelope as Partial<Envelope> | null;
-      return typeof e === 'object' && e !== null && typeof e.id === 'string' && typeof e.type === 'string'
-        ? (e as Envelope)
-        : undefined;
+      return assertEnvelope(this.host.codec.decodeText?.(body) ?? this.host.codec.decode(Buffer.from(body)));
     } catch {
       return undefined;
     }

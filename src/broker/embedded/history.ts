@@ -8,7 +8,13 @@
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import type { Clock } from '../../runtime/clock.ts';
-import type { BrokerHistory, HistoryPage, HistoryReadOptions } from '../broker.ts';
+import {
+  type BrokerHistory,
+  type HistoryPage,
+  type HistoryReadOptions,
+  historyLimit,
+  sequenceOf,
+} from '../broker.ts';
 import type { Store } from './store.ts';
 
 export interface HistoryHost {
@@ -16,12 +22,6 @@ export interface HistoryHost {
   readonly clock: Clock;
   readonly pollInterval: number;
   isClosed(): boolean;
-}
-
-const SEQ = /^\d{1,15}$/;
-
-export function historyLimit(limit: number | undefined): number {
-  return Math.min(1000, Math.max(1, Math.floor(limit ?? 100) || 1));
 }
 
 export class EmbeddedHistory implements BrokerHistory {
@@ -36,13 +36,7 @@ export class EmbeddedHistory implements BrokerHistory {
   }
 
   async read(topic: string, after: string, options: HistoryReadOptions = {}): Promise<HistoryPage> {
-    if (!SEQ.test(after)) {
-      throw new ParleyError(
-        'INVALID_ARGUMENT',
-        `not a position of the embedded broker: ${after.slice(0, 40)}`,
-      );
-    }
-    const from = Number(after);
+    const from = sequenceOf(after, 'embedded broker');
     const limit = historyLimit(options.limit);
     const until = this.host.clock.now() + Math.max(0, options.waitMs ?? 0);
     for (;;) {

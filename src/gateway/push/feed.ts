@@ -10,6 +10,7 @@
 import { type BrokerHistory, comparePositions, type HistoryEntry, isPosition } from '../../broker/broker.ts';
 import { validate } from '../../contract/validate.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
+import { backoffDelay } from '../../resilience/backoff.ts';
 import type { Clock } from '../../runtime/clock.ts';
 import type { PushedEvent, Resume } from './history.ts';
 import type { PushLogger, PushSource } from './options.ts';
@@ -38,6 +39,8 @@ export interface FeedDeps {
 const PAGE = 200;
 /** How long a follower's read waits for news before asking again, ms. */
 const WAIT_MS = 10_000;
+/** A follower whose reads fail tries again after these delays (ms). */
+const RETRY = { initial: 100, max: 5000, multiplier: 2 };
 
 export class Feed {
   /** Where each source's follower stands: the ids of live events are made of these. */
@@ -172,7 +175,7 @@ export class Feed {
             .warn({ err: error, type: source.event }, 'push: reading the log failed; retrying');
         }
         await new Promise<void>((resolve) =>
-          this.deps.clock.setTimeout(resolve, Math.min(5000, 100 * 2 ** Math.min(failures, 6))),
+          this.deps.clock.setTimeout(resolve, backoffDelay(RETRY, failures)),
         );
         continue;
       }
