@@ -137,6 +137,11 @@ export interface HistoryReadOptions {
   limit?: number;
   /** When nothing is there yet, wait this long (ms) for a first entry. Default 0. */
   waitMs?: number;
+  /**
+   * Read no further than this position: no entry after it is returned (on a partitioned log, no
+   * partition is read past its part of it). Default: no bound.
+   */
+  until?: string;
 }
 
 /**
@@ -147,8 +152,11 @@ export interface HistoryReadOptions {
  * messages live only in the groups' queues (RabbitMQ, MQTT) keep no such log and have none.
  *
  * Positions are one or more decimal numbers joined by `-`, growing along the log: the embedded
- * broker's sequence, a Redis stream entry id. A position the broker does not recognise (another
- * broker's, or made up) is an INVALID_ARGUMENT error.
+ * broker's sequence, a Redis stream entry id. A partitioned log (Kafka) has no order across its
+ * partitions: its position is one number per partition joined by `_` (the offset each partition
+ * was read up to), and of two positions one comes first only when it is behind or level on every
+ * partition (see `comparePositions`). A position the broker does not recognise (another broker's,
+ * or made up) is an INVALID_ARGUMENT error.
  */
 export interface BrokerHistory {
   /** The newest position of `topic` (one before every message while it has none): reading after it gives only new ones. */
@@ -157,7 +165,7 @@ export interface BrokerHistory {
   read(topic: string, after: string, options?: HistoryReadOptions): Promise<HistoryPage>;
 }
 
-const POSITION = /^\d{1,16}(?:-\d{1,16})*$/;
+const POSITION = /^\d{1,16}(?:(?:-\d{1,16})*|(?:_\d{1,16})+)$/;
 
 /** True for a string shaped like a history position (a broker may still not recognise it). */
 export function isPosition(value: string): boolean {
@@ -182,15 +190,40 @@ export function sequenceOf(after: string, broker: string): number {
   return Number(after);
 }
 
-/** Orders two positions of one topic: negative when `a` comes first, 0 when equal. */
+/**
+ * Orders two positions of one topic: negative when `a` comes first, 0 when equal, positive when
+ * `b` does. Partitioned positions (`_`) are ordered only when one is behind or level with the
+ * other on every partition (a missing part is 0); otherwise, and for positions of two kinds, NaN:
+ * neither comes first, so test `c <= 0`, never `!(c > 0)`.
+ */
 export function comparePositions(a: string, b: string): number {
-  const x = a.split('-');
-  const y = b.split('-');
+  const partitioned = a.includes('_') || b.includes('_');
+  if (partitioned && (a.includes('-') || b.includes('-'))) return Number.NaN;
+  const x = a.split(partitioned ? '_' : '-');
+  const y = b.split(partitioned ? '_' : '-');
+  let behind = false;
+  let ahead = false;
   for (let i = 0; i < Math.max(x.length, y.length); i++) {
     const d = BigInt(x[i] ?? '0') - BigInt(y[i] ?? '0');
-    if (d !== 0n) return d < 0n ? -1 : 1;
+    if (d === 0n) continue;
+    if (!partitioned) return d < 0n ? -1 : 1;
+    if (d < 0n) behind = true;
+    else ahead = true;
   }
-  return 0;
+  if (behind && ahead) return Number.NaN;
+  return behind ? -1 : ahead ? 1 : 0;
+}
+
+/**
+ * For brokers whose log has one order: `page` without its entries after `until` (when given),
+ * `next` then being the last entry kept, or `after` when none was.
+ */
+export function boundPage(page: HistoryPage, after: string, until: string | undefined): HistoryPage {
+  if (until === undefined) return page;
+  const keep = page.entries.findIndex((e) => !(comparePositions(e.position, until) <= 0));
+  if (keep === -1) return page;
+  const entries = page.entries.slice(0, keep);
+  return { entries, next: entries.at(-1)?.position ?? after, gap: page.gap };
 }
 
 /** The topic of a work queue: one group, every consumer competes, each message handled once. */

@@ -119,6 +119,7 @@ export class BrokerSession {
           await this.history().read(String(a.topic), String(a.after), {
             limit: a.limit as number | undefined,
             waitMs: Math.min(30_000, Number(a.waitMs) || 0),
+            ...(a.until === undefined || a.until === null ? {} : { until: String(a.until) }),
           }),
         );
       case 'dlq.list':

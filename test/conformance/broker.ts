@@ -535,6 +535,34 @@ export function brokerConformance(harness: BrokerHarness): void {
       assert.equal(pages[1]?.next, next);
     });
 
+    test('history: a read bounded by `until` returns nothing after it', async () => {
+      const b = await broker();
+      const h = historyOf(b);
+      const topic = fresh('history-until');
+      const start = await h.latest(topic);
+      for (let i = 0; i < 4; i++) await b.publish(envelope(topic, i));
+      const all = await h.read(topic, start, { limit: 10 });
+      assert.deepEqual(
+        all.entries.map((e) => e.envelope.data),
+        [0, 1, 2, 3],
+      );
+      const cut = all.entries[1]?.position ?? '';
+      const bounded = await h.read(topic, start, { until: cut });
+      assert.deepEqual(
+        bounded.entries.map((e) => e.envelope.data),
+        [0, 1],
+      );
+      assert.equal(bounded.next, cut);
+      const atBound = await h.read(topic, cut, { until: cut });
+      assert.deepEqual(atBound.entries, []);
+      assert.equal(atBound.next, cut);
+      const rest = await h.read(topic, cut, { until: await h.latest(topic) });
+      assert.deepEqual(
+        rest.entries.map((e) => e.envelope.data),
+        [2, 3],
+      );
+    });
+
     test('history: a position the broker does not know is refused with INVALID_ARGUMENT', async () => {
       const b = await broker();
       const h = historyOf(b);

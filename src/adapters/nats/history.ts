@@ -47,10 +47,11 @@ export class JetStreamHistory implements BrokerHistory {
 
   async read(topic: string, after: string, options: HistoryReadOptions = {}): Promise<HistoryPage> {
     const from = sequenceOf(after, 'JetStream broker');
+    const until = options.until === undefined ? undefined : sequenceOf(options.until, 'JetStream broker');
     this.open();
     const limit = historyLimit(options.limit);
     const waitMs = Math.max(0, Math.round(options.waitMs ?? 0));
-    const page = await this.page(topic, from, limit);
+    const page = await this.page(topic, from, limit, until);
     if (page.entries.length > 0 || page.gap || page.next !== after || waitMs === 0) return page;
     // Nothing yet: wait for the next event on the topic, then look again.
     let wake: () => void = () => undefined;
@@ -61,10 +62,10 @@ export class JetStreamHistory implements BrokerHistory {
     const timer = setTimeout(wake, waitMs);
     try {
       await this.host.nc.flush();
-      const again = await this.page(topic, from, limit);
+      const again = await this.page(topic, from, limit, until);
       if (again.entries.length > 0 || again.gap || again.next !== after) return again;
       await published;
-      return await this.page(topic, from, limit);
+      return await this.page(topic, from, limit, until);
     } finally {
       clearTimeout(timer);
       sub.unsubscribe();
@@ -87,14 +88,21 @@ export class JetStreamHistory implements BrokerHistory {
     }
   }
 
-  private async page(topic: string, from: number, limit: number): Promise<HistoryPage> {
+  private async page(
+    topic: string,
+    from: number,
+    limit: number,
+    until = Number.MAX_SAFE_INTEGER,
+  ): Promise<HistoryPage> {
     const after = String(from);
     const state = await this.state(topic);
     if (state === undefined) return { entries: [], next: after, gap: false };
     const gap = from < state.first - 1;
     const start = Math.max(from + 1, state.first);
-    const end = Math.min(start + limit - 1, state.last);
-    if (end < start) return { entries: [], next: gap ? String(Math.max(from, state.last)) : after, gap };
+    const end = Math.min(start + limit - 1, state.last, until);
+    if (end < start) {
+      return { entries: [], next: gap ? String(Math.max(from, Math.min(state.last, until))) : after, gap };
+    }
     const stream = this.host.streamOf(topic);
     const subject = this.host.subjectOf(topic);
     const jsm = this.host.manager();

@@ -16,6 +16,7 @@
  */
 import {
   type BrokerHistory,
+  boundPage,
   comparePositions,
   type HistoryEntry,
   type HistoryPage,
@@ -54,8 +55,13 @@ export class RedisHistory implements BrokerHistory {
   }
 
   async read(topic: string, after: string, options: HistoryReadOptions = {}): Promise<HistoryPage> {
-    if (!ID.test(after)) {
-      throw new ParleyError('INVALID_ARGUMENT', `not a position of the Redis broker: ${after.slice(0, 40)}`);
+    for (const position of options.until === undefined ? [after] : [after, options.until]) {
+      if (!ID.test(position)) {
+        throw new ParleyError(
+          'INVALID_ARGUMENT',
+          `not a position of the Redis broker: ${position.slice(0, 40)}`,
+        );
+      }
     }
     this.open();
     const stream = this.host.streamOf(topic);
@@ -66,7 +72,14 @@ export class RedisHistory implements BrokerHistory {
       raw =
         waitMs > 0
           ? await this.blocking(stream, after, limit, waitMs)
-          : ((await this.host.redis.call('XRANGE', stream, `(${after}`, '+', 'COUNT', limit)) as RawEntry[]);
+          : ((await this.host.redis.call(
+              'XRANGE',
+              stream,
+              `(${after}`,
+              options.until ?? '+',
+              'COUNT',
+              limit,
+            )) as RawEntry[]);
     } catch (error) {
       throw redisError(error, `reading the history of ${topic}`);
     }
@@ -77,7 +90,8 @@ export class RedisHistory implements BrokerHistory {
       const envelope = this.envelopeOf(fields);
       if (envelope !== undefined) entries.push({ position: id, envelope });
     }
-    return { entries, next: raw.at(-1)?.[0] ?? after, gap };
+    // A blocking read has no end bound: what it got past `until` is dropped.
+    return boundPage({ entries, next: raw.at(-1)?.[0] ?? after, gap }, after, options.until);
   }
 
   /** Closes the blocking connections (with the broker). */

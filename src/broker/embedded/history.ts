@@ -10,6 +10,7 @@ import { ParleyError } from '../../errors.ts';
 import type { Clock } from '../../runtime/clock.ts';
 import {
   type BrokerHistory,
+  boundPage,
   type HistoryPage,
   type HistoryReadOptions,
   historyLimit,
@@ -37,6 +38,7 @@ export class EmbeddedHistory implements BrokerHistory {
 
   async read(topic: string, after: string, options: HistoryReadOptions = {}): Promise<HistoryPage> {
     const from = sequenceOf(after, 'embedded broker');
+    if (options.until !== undefined) sequenceOf(options.until, 'embedded broker');
     const limit = historyLimit(options.limit);
     const until = this.host.clock.now() + Math.max(0, options.waitMs ?? 0);
     for (;;) {
@@ -45,7 +47,7 @@ export class EmbeddedHistory implements BrokerHistory {
       const left = until - this.host.clock.now();
       if (rows.length > 0 || gap || left <= 0) {
         const entries = rows.map((r) => ({ position: String(r.seq), envelope: parse(r.body, r.seq) }));
-        return { entries, next: entries.at(-1)?.position ?? after, gap };
+        return boundPage({ entries, next: entries.at(-1)?.position ?? after, gap }, after, options.until);
       }
       await this.wait(topic, Math.min(left, this.host.pollInterval));
     }
