@@ -8,75 +8,19 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
-import Fastify from 'fastify';
 import { catalog, notifications } from '../examples/shop/contracts.ts';
 import { Feed } from '../src/gateway/push/feed.ts';
-import { createPush, type PushOptions, pushSource } from '../src/gateway/push/index.ts';
-import { type BrokerHistory, createEmbeddedBroker, createEnvelope, createFakeClock } from '../src/index.ts';
+import { pushSource } from '../src/gateway/push/index.ts';
+import { type BrokerHistory, createEmbeddedBroker, createFakeClock } from '../src/index.ts';
 import { waitFor } from './helpers.ts';
-import { openSse, openWs, type SseClient } from './push-clients.ts';
-import { ORDER_STATUS, orderStatus } from './push-fixture.ts';
-
-const PRICE = 'catalog.price-changed';
-
-const orderIds = (events: { event: string; data: string }[]) =>
-  events
-    .filter((e) => e.event === ORDER_STATUS)
-    .map((e) => (JSON.parse(e.data) as { orderId: string }).orderId);
+import { openWs } from './push-clients.ts';
+import { ORDER_STATUS } from './push-fixture.ts';
+import { orderIds, PRICE, pushLogSetup } from './push-log-fixture.ts';
 
 function setup(t: TestContext) {
   const clock = createFakeClock();
   const broker = createEmbeddedBroker({ path: ':memory:', clock, retention: { maxAge: 60_000 } });
-  const clients: SseClient[] = [];
-  const closers: (() => Promise<void>)[] = [];
-  t.after(async () => {
-    for (const c of clients) c.close();
-    for (const close of closers.reverse()) await close();
-    await broker.close();
-  });
-  /** A gateway instance that follows the broker's log; `stop` takes it down as a restart would. */
-  const gateway = async (options: Partial<PushOptions> = {}, history: BrokerHistory = broker.history) => {
-    const push = createPush({
-      sources: [
-        pushSource(notifications, ORDER_STATUS, { audience: (e) => e.customer }),
-        pushSource(catalog, PRICE),
-      ],
-      clock,
-      allowAnonymousAudience: true,
-      logger: { warn: () => undefined, info: () => undefined },
-      ...options,
-    });
-    await push.follow(history);
-    const app = Fastify({ logger: false });
-    await push.register(app, { principalOf: async () => undefined });
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    const address = app.server.address();
-    const port = typeof address === 'object' && address !== null ? address.port : 0;
-    let stopped = false;
-    const stop = async () => {
-      if (stopped) return;
-      stopped = true;
-      await push.close();
-      await app.close();
-    };
-    closers.push(stop);
-    const connect = async (customer: string, lastEventId?: string) => {
-      const client = await openSse(
-        `http://127.0.0.1:${port}/events?types=${ORDER_STATUS},${PRICE}&customer=${customer}`,
-        lastEventId === undefined ? {} : { 'last-event-id': lastEventId },
-      );
-      clients.push(client);
-      return client;
-    };
-    return { push, connect, stop, port };
-  };
-  const status = (customer: string, orderId: string) =>
-    broker.publish(
-      createEnvelope({ source: '/notifications', type: ORDER_STATUS, data: orderStatus(customer, orderId) }),
-    );
-  const price = (sku: string) =>
-    broker.publish(createEnvelope({ source: '/catalog', type: PRICE, data: { sku, price: 100 } }));
-  return { clock, broker, gateway, status, price };
+  return pushLogSetup(t, broker, clock);
 }
 
 describe('push following the broker log', { timeout: 20_000 }, () => {
@@ -282,5 +226,45 @@ describe('push following the broker log', { timeout: 20_000 }, () => {
       ['a2', 'a3', 'a4', 'a5', 'a6', 'a7', 'a8', 'a9', 'a10', 'a11', 'a12'],
       'what it missed, then the live events that waited, once each',
     );
+  });
+
+  it('a client that saw further than this instance (it read the log later) is resumed once this instance gets there: no reset, nothing twice', async (t) => {
+    const { broker, gateway, status } = setup(t);
+    // Instance b's follower reads the log only when let through (as if far slower than a's).
+    let lets = 0;
+    const waiting: (() => void)[] = [];
+    const slow: BrokerHistory = {
+      latest: (topic) => broker.history.latest(topic),
+      read: async (topic, after, options) => {
+        if ((options?.waitMs ?? 0) === 0 || topic !== ORDER_STATUS)
+          return broker.history.read(topic, after, options);
+        if (lets === 0) await new Promise<void>((r) => waiting.push(r));
+        else lets--;
+        return broker.history.read(topic, after, options);
+      },
+    };
+    const a = await gateway();
+    const b = await gateway({}, slow);
+    const alice = await a.connect('alice');
+    await status('alice', 'a1');
+    await status('alice', 'a2');
+    await alice.waitForEvents(2);
+    const last = alice.lastEventId;
+    alice.close();
+    const again = await b.connect('alice', last);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(again.events.length, 0, 'b waits: it has not read as far as the client saw');
+    // b reads on: a1 and a2 reach it, then a3 comes.
+    lets = 10;
+    for (const w of waiting.splice(0)) w();
+    await status('alice', 'a3');
+    await again.waitForEvents(1);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(
+      again.events.map((e) => e.event),
+      [ORDER_STATUS],
+      'no reset',
+    );
+    assert.deepEqual(orderIds(again.events), ['a3'], 'a1 and a2 not again');
   });
 });

@@ -26,6 +26,13 @@ export interface PushStats {
   readonly lastEventId: string;
 }
 
+/**
+ * How long a resume waits for this instance to reach a client's `Last-Event-ID` when the client
+ * saw further (on an instance that read the log sooner), ms; then the resume goes on, with a
+ * reset if the id is still ahead.
+ */
+const REACH_MS = 5_000;
+
 /** Live events waiting for a connection that is catching up from the log. */
 interface Held {
   readonly events: PushedEvent[];
@@ -162,22 +169,32 @@ export class Fanout {
    * now; live events meanwhile wait for it, then follow in order.
    */
   private resumeFromLog(feed: Feed, connection: Connection, lastEventId: string): void {
-    const upTo = feed.snapshot();
     const held: Held = { events: [], bytes: 0 };
     this.catchingUp.set(connection, held);
-    void feed
-      .missed(lastEventId, upTo, (e) => connection.wants(e))
-      .catch((error: unknown): Resume => {
-        this.logger().warn({ err: error }, 'push: resume failed');
-        return { kind: 'reset', reason: 'the log could not be read' };
-      })
-      .then((resume) => {
-        if (resume.kind === 'reset') connection.control('reset', { reason: resume.reason }, upTo.join('.'));
-        else for (const event of resume.events) connection.deliver(event);
-        connection.mark(upTo.join('.'));
-        this.catchingUp.delete(connection);
-        for (const event of held.events) connection.deliver(event);
-      });
+    void feed.reach(lastEventId, REACH_MS).then(() => {
+      // Closed, or cut off for holding too much, meanwhile.
+      if (this.catchingUp.get(connection) !== held) return;
+      // Everything held so far is up to the snapshot: read from the log, or seen already.
+      held.events.length = 0;
+      held.bytes = 0;
+      const upTo = feed.snapshot();
+      return feed
+        .missed(lastEventId, upTo, (e) => connection.wants(e))
+        .catch((error: unknown): Resume => {
+          this.logger().warn({ err: error }, 'push: resume failed');
+          return { kind: 'reset', reason: 'the log could not be read' };
+        })
+        .then((resume) => {
+          if (resume.kind === 'reset') {
+            connection.control('reset', { reason: resume.reason }, upTo.join('.'));
+          } else {
+            for (const event of resume.events) connection.deliver(event);
+          }
+          connection.mark(upTo.join('.'));
+          this.catchingUp.delete(connection);
+          for (const event of held.events) connection.deliver(event);
+        });
+    });
   }
 
   stats(): PushStats {

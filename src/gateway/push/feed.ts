@@ -45,6 +45,8 @@ const RETRY = { initial: 100, max: 5000, multiplier: 2 };
 export class Feed {
   /** Where each source's follower stands: the ids of live events are made of these. */
   private readonly positions: string[] = [];
+  /** Checked each time the followers move on (see `reach`). */
+  private readonly reachers = new Set<() => void>();
   private closed = false;
 
   constructor(private readonly deps: FeedDeps) {}
@@ -68,6 +70,40 @@ export class Feed {
    */
   close(): void {
     this.closed = true;
+    for (const r of [...this.reachers]) r();
+  }
+
+  /**
+   * Waits, at most `maxWaitMs`, until the feed stands at or past `lastEventId` on every source:
+   * a client that saw further than this instance (it was on another one, which read the log
+   * sooner) is then resumed from here without a reset. Returns at once when the feed is there
+   * already, or when the id is not one the log has reached (`missed` answers it with a reset).
+   */
+  async reach(lastEventId: string, maxWaitMs: number): Promise<void> {
+    const from = this.parse(lastEventId);
+    if (from === undefined || this.covers(from)) return;
+    const { history, sources } = this.deps;
+    let latest: string[];
+    try {
+      latest = await Promise.all(sources.map((s) => history.latest(s.event)));
+    } catch {
+      return;
+    }
+    if (!from.every((p, i) => comparePositions(p, latest[i] ?? '0') <= 0)) return;
+    await new Promise<void>((resolve) => {
+      const check = () => {
+        if (!this.closed && !this.covers(from)) return;
+        timer.cancel();
+        this.reachers.delete(check);
+        resolve();
+      };
+      const timer = this.deps.clock.setTimeout(() => {
+        this.reachers.delete(check);
+        resolve();
+      }, maxWaitMs);
+      this.reachers.add(check);
+      check();
+    });
   }
 
   /**
@@ -87,19 +123,23 @@ export class Feed {
     for (const [i, source] of this.deps.sources.entries()) {
       const end = upTo[i] ?? '0';
       let at = from[i] ?? '0';
-      if (comparePositions(at, end) > 0) return { kind: 'reset', reason: 'unknown event id' };
+      // Ahead of where the feed stands, or (partitioned logs) neither behind nor ahead of it.
+      if (!(comparePositions(at, end) <= 0)) return { kind: 'reset', reason: 'unknown event id' };
       const list: Missed[] = [];
       while (comparePositions(at, end) < 0) {
         let page: Awaited<ReturnType<BrokerHistory['read']>>;
         try {
-          page = await this.deps.history.read(source.event, at, { limit: Math.min(PAGE, budget + 1) });
+          page = await this.deps.history.read(source.event, at, {
+            limit: Math.min(PAGE, budget + 1),
+            until: end,
+          });
         } catch (error) {
           this.deps.logger().warn({ err: error, type: source.event }, 'push: resume could not read the log');
           return { kind: 'reset', reason: 'the log could not be read' };
         }
         if (page.gap) return { kind: 'reset', reason: 'events after this id are no longer kept' };
         for (const entry of page.entries) {
-          if (comparePositions(entry.position, end) > 0) break;
+          if (!(comparePositions(entry.position, end) <= 0)) break;
           if (--budget < 0) return { kind: 'reset', reason: 'too many events missed' };
           const accepted = this.accept(source, entry.envelope);
           if (accepted !== undefined) list.push({ entry, accepted });
@@ -132,6 +172,11 @@ export class Feed {
   /** Where the feed stands, for a resume to read up to. */
   snapshot(): string[] {
     return [...this.positions];
+  }
+
+  /** The feed stands at or past `from` on every source. */
+  private covers(from: readonly string[]): boolean {
+    return from.every((p, i) => comparePositions(p, this.positions[i] ?? '0') <= 0);
   }
 
   private parse(id: string): string[] | undefined {
@@ -192,6 +237,7 @@ export class Feed {
         if (accepted !== undefined) this.deps.publish({ seq: 0, id: this.id(), ...accepted });
       }
       this.positions[i] = page.next;
+      if (this.reachers.size > 0) for (const r of [...this.reachers]) r();
     }
   }
 }
