@@ -31,6 +31,8 @@ export interface Metadata {
 export type Headers = Record<string, string | Buffer>[];
 export interface Message extends TopicPartitionOffset {
   value: Buffer | null;
+  /** The record's timestamp, epoch ms (the producer's, unless the topic stamps append time). */
+  timestamp?: number;
   key?: Buffer | string | null;
   headers?: Headers;
 }
@@ -66,11 +68,16 @@ export interface Consumer extends Client {
   subscribe(topics: string[]): void;
   unsubscribe(): void;
   assign(assignments: TopicPartitionOffset[]): void;
+  unassign(): void;
+  /** The offset after the last message handed out per partition (past control records). */
+  position(partitions: TopicPartition[]): Partial<TopicPartitionOffset>[];
   incrementalAssign(assignments: TopicPartition[]): void;
   incrementalUnassign(assignments: TopicPartition[]): void;
   assignments(): TopicPartition[];
   consume(count: number, cb: Callback<Message[]>): void;
   setDefaultConsumeTimeout(ms: number): void;
+  /** true: `consume(n)` waits only for the first message, then takes what is already fetched. */
+  setDefaultIsTimeoutOnlyForFirstMessage?(only: boolean): void;
   commitSync(offsets: TopicPartitionOffset[]): void;
   commit(offsets: TopicPartitionOffset[]): void;
   committed(

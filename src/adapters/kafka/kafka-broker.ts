@@ -56,6 +56,7 @@ import {
   type Producer,
 } from './driver.ts';
 import { kafkaError } from './errors.ts';
+import { KafkaHistory } from './history.ts';
 import { type DeadRecord, headers, kafkaTopicName } from './protocol.ts';
 
 export interface KafkaBrokerOptions {
@@ -132,6 +133,7 @@ class KafkaBrokerImpl implements KafkaBroker {
   readonly random: () => number;
   readonly pollMs: number;
   readonly deadLetters: KafkaDeadLetters;
+  readonly history: KafkaHistory;
   private readonly bootstrap: string;
   private readonly producer: Producer;
   private admin: Admin | undefined;
@@ -174,6 +176,7 @@ class KafkaBrokerImpl implements KafkaBroker {
       ...options.producerConfig,
     });
     this.deadLetters = new KafkaDeadLetters(this);
+    this.history = new KafkaHistory(this);
   }
 
   async open(): Promise<void> {
@@ -306,15 +309,26 @@ class KafkaBrokerImpl implements KafkaBroker {
     };
   }
 
+  /** A consumer for partitions assigned by hand (it never joins its group nor commits). */
   async reader(): Promise<DriverConsumer> {
     const reader = new this.driver.KafkaConsumer({
-      ...this.consumerConfig(`_dead-letter-reader.${randomUUID()}`),
+      ...this.consumerConfig(`_reader.${randomUUID()}`),
       'enable.partition.eof': false,
     });
     reader.on('event.error', () => undefined);
-    await connect(reader, 'connect dead-letter reader');
+    await connect(reader, 'connect reader');
     reader.setDefaultConsumeTimeout(this.pollMs * 4);
     return reader;
+  }
+
+  watermarks(topic: string, partition: number): Promise<{ lowOffset: number; highOffset: number }> {
+    return call(`watermarks of ${topic}`, (cb) =>
+      this.producer.queryWatermarkOffsets(topic, partition, 10_000, cb),
+    );
+  }
+
+  isClosed(): boolean {
+    return this.closed;
   }
 
   deadLetter(record: DeadRecord): Promise<number> {
@@ -345,6 +359,7 @@ class KafkaBrokerImpl implements KafkaBroker {
     await Promise.all([...this.consumers].map((c) => c.close()));
     this.consumers.clear();
     await this.deadLetters.close();
+    await this.history.close();
     await new Promise<void>((resolve) => this.producer.flush(5_000, () => resolve()));
     this.closed = true;
     for (const d of this.deliveries.values()) d.reject(new ParleyError('UNAVAILABLE', 'broker is closed'));
