@@ -14,7 +14,7 @@ import { kafkaTopicName } from '../src/adapters/kafka/protocol.ts';
 import { comparePositions, createEnvelope, createFakeClock, ParleyError, systemClock } from '../src/index.ts';
 import { brokerConformance } from './conformance/broker.ts';
 import { deferred, waitFor } from './helpers.ts';
-import { orderIds, pushLogSetup } from './push-log-fixture.ts';
+import { orderIds, pushLogSetup, resumeOnAnotherInstance } from './push-log-fixture.ts';
 
 // The mock cluster lives inside one client in this process (the bench starts it the same way);
 // every other client connects to it over loopback.
@@ -305,23 +305,10 @@ if (typeof cluster === 'string') {
     const b = await mockBroker(`history-push-${process.pid}`);
     const history = b.history;
     assert.ok(history !== undefined);
-    const { gateway, status, price } = pushLogSetup(t, Object.assign(b, { history }), createFakeClock());
-    const one = await gateway();
-    const two = await gateway();
-    const alice = await one.connect('alice');
-    await status('alice', 'a1');
-    const [first] = await alice.waitForEvents(1);
+    const { one, first, again } = await resumeOnAnotherInstance(
+      pushLogSetup(t, Object.assign(b, { history }), createFakeClock()),
+    );
     assert.match(first?.id ?? '', /^\d+(_\d+)+\.\d+(_\d+)+$/, 'a part per partition, per source');
-    const last = alice.lastEventId;
-    alice.close();
-    await status('alice', 'a2');
-    await status('bob', 'b1');
-    await price('sku-1');
-    await status('alice', 'a3');
-    const again = await two.connect('alice', last);
-    await again.waitForEvents(3);
-    await status('alice', 'a4');
-    await again.waitForEvents(4);
     assert.deepEqual(orderIds(again.events), ['a2', 'a3', 'a4']);
     assert.equal(again.events.filter((e) => e.event === 'reset').length, 0, 'no reset');
     // Each id the second instance gave means the same on the first: resuming there from it gives

@@ -76,3 +76,27 @@ export function pushLogSetup<B extends Broker & { readonly history: BrokerHistor
     broker.publish(createEnvelope({ source: '/catalog', type: PRICE, data: { sku, price: 100 } }));
   return { clock, broker, gateway, status, price };
 }
+
+/**
+ * Alice sees a1 on gateway `one`, is away while a2, bob's b1, a price change and a3 are published,
+ * and reconnects to gateway `two` (which never saw her) with her last id; a4 then comes live.
+ */
+export async function resumeOnAnotherInstance(setup: ReturnType<typeof pushLogSetup>) {
+  const { gateway, status, price } = setup;
+  const one = await gateway();
+  const two = await gateway();
+  const alice = await one.connect('alice');
+  await status('alice', 'a1');
+  const [first] = await alice.waitForEvents(1);
+  const last = alice.lastEventId;
+  alice.close();
+  await status('alice', 'a2');
+  await status('bob', 'b1');
+  await price('sku-1');
+  await status('alice', 'a3');
+  const again = await two.connect('alice', last);
+  await again.waitForEvents(3);
+  await status('alice', 'a4');
+  await again.waitForEvents(4);
+  return { one, two, first, last, again };
+}

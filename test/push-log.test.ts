@@ -15,7 +15,7 @@ import { type BrokerHistory, createEmbeddedBroker, createFakeClock } from '../sr
 import { waitFor } from './helpers.ts';
 import { openWs } from './push-clients.ts';
 import { ORDER_STATUS } from './push-fixture.ts';
-import { orderIds, PRICE, pushLogSetup } from './push-log-fixture.ts';
+import { orderIds, PRICE, pushLogSetup, resumeOnAnotherInstance } from './push-log-fixture.ts';
 
 function setup(t: TestContext) {
   const clock = createFakeClock();
@@ -25,24 +25,8 @@ function setup(t: TestContext) {
 
 describe('push following the broker log', { timeout: 20_000 }, () => {
   it('events arrive live with log positions as ids; another gateway instance resumes a client with exactly what it missed, then live ones', async (t) => {
-    const { gateway, status, price } = setup(t);
-    const a = await gateway();
-    const b = await gateway();
-    const alice = await a.connect('alice');
-    await status('alice', 'a1');
-    const [first] = await alice.waitForEvents(1);
+    const { one: a, first, last, again } = await resumeOnAnotherInstance(setup(t));
     assert.match(first?.id ?? '', /^\d+\.\d+$/, 'one position per source');
-    const last = alice.lastEventId;
-    alice.close();
-    await status('alice', 'a2');
-    await status('bob', 'b1');
-    await price('sku-1');
-    await status('alice', 'a3');
-    // Gateway b never saw alice: it reads what she missed from the broker.
-    const again = await b.connect('alice', last);
-    await again.waitForEvents(3);
-    await status('alice', 'a4');
-    await again.waitForEvents(4);
     // Two sources merged by event time (within one millisecond either may come first).
     assert.deepEqual(
       again.events.map((e) => e.event).sort(),
