@@ -123,7 +123,11 @@ export class KafkaHistory implements BrokerHistory {
       }
     } catch (error) {
       reader.cursor = undefined;
-      reader.consumer.unassign();
+      try {
+        reader.consumer.unassign();
+      } catch {
+        // disconnected (the broker closed): nothing is assigned any more
+      }
       throw error;
     } finally {
       this.release(reader);
@@ -261,7 +265,11 @@ export class KafkaHistory implements BrokerHistory {
     // Not asked to go on soon: stop fetching.
     reader.idleTimer = setTimeout(() => {
       reader.cursor = undefined;
-      reader.consumer.unassign();
+      try {
+        reader.consumer.unassign();
+      } catch {
+        // disconnected meanwhile
+      }
     }, IDLE_MS);
     reader.idleTimer.unref?.();
   }
