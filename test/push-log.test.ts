@@ -212,21 +212,31 @@ describe('push following the broker log', { timeout: 20_000 }, () => {
     );
   });
 
-  it('a client that saw further than this instance (it read the log later) is resumed once this instance gets there: no reset, nothing twice', async (t) => {
-    const { broker, gateway, status } = setup(t);
-    // Instance b's follower reads the log only when let through (as if far slower than a's).
+  /** A log whose order-status follower (a read that may wait) reads only when let through. */
+  const slowFollower = (history: BrokerHistory) => {
     let lets = 0;
     const waiting: (() => void)[] = [];
     const slow: BrokerHistory = {
-      latest: (topic) => broker.history.latest(topic),
+      latest: (topic) => history.latest(topic),
       read: async (topic, after, options) => {
-        if ((options?.waitMs ?? 0) === 0 || topic !== ORDER_STATUS)
-          return broker.history.read(topic, after, options);
-        if (lets === 0) await new Promise<void>((r) => waiting.push(r));
-        else lets--;
-        return broker.history.read(topic, after, options);
+        if ((options?.waitMs ?? 0) > 0 && topic === ORDER_STATUS) {
+          if (lets === 0) await new Promise<void>((r) => waiting.push(r));
+          else lets--;
+        }
+        return history.read(topic, after, options);
       },
     };
+    const letThrough = (reads: number) => {
+      lets = reads;
+      for (const w of waiting.splice(0)) w();
+    };
+    return { slow, letThrough };
+  };
+
+  it('a client that saw further than this instance (it read the log later) is resumed once this instance gets there: no reset, nothing twice', async (t) => {
+    const { broker, gateway, status } = setup(t);
+    // Instance b's follower reads the log only when let through (as if far slower than a's).
+    const { slow, letThrough } = slowFollower(broker.history);
     const a = await gateway();
     const b = await gateway({}, slow);
     const alice = await a.connect('alice');
@@ -239,8 +249,7 @@ describe('push following the broker log', { timeout: 20_000 }, () => {
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(again.events.length, 0, 'b waits: it has not read as far as the client saw');
     // b reads on: a1 and a2 reach it, then a3 comes.
-    lets = 10;
-    for (const w of waiting.splice(0)) w();
+    letThrough(10);
     await status('alice', 'a3');
     await again.waitForEvents(1);
     await new Promise((r) => setTimeout(r, 50));
@@ -250,5 +259,25 @@ describe('push following the broker log', { timeout: 20_000 }, () => {
       'no reset',
     );
     assert.deepEqual(orderIds(again.events), ['a3'], 'a1 and a2 not again');
+  });
+
+  it('a client still ahead of this instance when the wait ends gets a reset', async (t) => {
+    const { broker, clock, gateway, status } = setup(t);
+    const { slow } = slowFollower(broker.history);
+    const a = await gateway();
+    const b = await gateway({}, slow);
+    const alice = await a.connect('alice');
+    await status('alice', 'a1');
+    await alice.waitForEvents(1);
+    const again = await b.connect('alice', alice.lastEventId);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(again.events.length, 0, 'held while b may still get there');
+    clock.advance(4_999);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(again.events.length, 0, 'held for up to 5 s');
+    clock.advance(1);
+    const [reset] = await again.waitForEvents(1);
+    assert.equal(reset?.event, 'reset');
+    assert.deepEqual(JSON.parse(reset?.data ?? '{}'), { reason: 'unknown event id' });
   });
 });
