@@ -11,8 +11,9 @@
  * its position. Messages published one after another therefore come back in that order; records
  * stamped within the same millisecond on two partitions come in partition order. Two readers that
  * take the same position see the same sequence, except where a record lands after a later-stamped
- * one on another partition was read (a slow producer): their positions may then be unordered, and
- * the gateway's push answers such an id with a reset.
+ * one on another partition was read (a slow producer): their positions may then be unordered. A
+ * position still says exactly which records were handed out (those below it on each partition),
+ * so the gateway's push resumes such an id once it has read past it on every partition.
  *
  * Reads use consumers of their own with partitions assigned by hand (no group join, no commits),
  * kept in a small pool between reads. Gaps: retention removes whole segments from the head of a
