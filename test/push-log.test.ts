@@ -11,7 +11,14 @@ import { describe, it, type TestContext } from 'node:test';
 import { catalog, notifications } from '../examples/shop/contracts.ts';
 import { Feed } from '../src/gateway/push/feed.ts';
 import { pushSource } from '../src/gateway/push/index.ts';
-import { type BrokerHistory, createEmbeddedBroker, createFakeClock } from '../src/index.ts';
+import {
+  type BrokerHistory,
+  createEmbeddedBroker,
+  createEnvelope,
+  createFakeClock,
+  type Envelope,
+  type HistoryEntry,
+} from '../src/index.ts';
 import { waitFor } from './helpers.ts';
 import { openWs } from './push-clients.ts';
 import { ORDER_STATUS } from './push-fixture.ts';
@@ -279,5 +286,83 @@ describe('push following the broker log', { timeout: 20_000 }, () => {
     const [reset] = await again.waitForEvents(1);
     assert.equal(reset?.event, 'reset');
     assert.deepEqual(JSON.parse(reset?.data ?? '{}'), { reason: 'unknown event id' });
+  });
+
+  it('a partitioned position neither behind nor ahead of this instance is resumed once the instance has read past it on every partition', async () => {
+    // A log of two partitions kept in memory, shaped as Kafka's history (positions `p0_p1`), so
+    // that the two instances' views can be set up exactly; the follower reads only when let in.
+    const parts: { time: number; env: Envelope }[][] = [[], []];
+    let letIn: (() => void) | undefined;
+    const price = (partition: number, time: number, sku: string) =>
+      parts[partition]?.push({
+        time,
+        env: createEnvelope({ source: '/catalog', type: PRICE, data: { sku, price: 1 } }),
+      });
+    const history: BrokerHistory = {
+      latest: async () => parts.map((p) => p.length).join('_'),
+      read: async (_topic, after, options = {}) => {
+        if ((options.waitMs ?? 0) > 0) await new Promise<void>((r) => (letIn = r));
+        const at = after.split('_').map(Number);
+        const stop = (options.until ?? '9_9').split('_').map(Number);
+        const entries: HistoryEntry[] = [];
+        for (;;) {
+          let pick: number | undefined;
+          for (const p of [0, 1]) {
+            const o = at[p] as number;
+            const record = parts[p]?.[o];
+            if (record === undefined || o >= (stop[p] as number)) continue;
+            if (pick === undefined || record.time < (parts[pick]?.[at[pick] as number]?.time ?? 0)) pick = p;
+          }
+          if (pick === undefined || entries.length === (options.limit ?? 100)) break;
+          const env = parts[pick]?.[at[pick] as number]?.env as Envelope;
+          at[pick] = (at[pick] as number) + 1;
+          entries.push({ position: at.join('_'), envelope: env });
+        }
+        return { entries, next: entries.at(-1)?.position ?? after, gap: false };
+      },
+    };
+    const feed = new Feed({
+      history,
+      sources: [pushSource(catalog, PRICE)],
+      clock: createFakeClock(),
+      logger: () => ({ warn: () => undefined, info: () => undefined }),
+      maxResumeEvents: 100,
+      accept: (source, payload) => ({
+        type: source.event,
+        audience: undefined,
+        data: JSON.stringify(payload),
+      }),
+      publish: () => undefined,
+    });
+    await feed.start();
+    // The instance reads x0..x2 (partition 1) before r0 and r1 (partition 0, stamped later) exist.
+    for (const [i, sku] of ['x0', 'x1', 'x2'].entries()) price(1, i + 1, sku);
+    await waitFor(() => letIn !== undefined, 1000, 'the follower to wait');
+    letIn?.();
+    await waitFor(() => feed.snapshot()[0] === '0_3', 1000, 'the instance to read partition 1');
+    price(0, 10, 'r0');
+    price(0, 11, 'r1');
+    // A client that saw r0 and r1 only (elsewhere): neither behind nor ahead of this instance.
+    const id = '2_0';
+    assert.deepEqual(await feed.missed(id, feed.snapshot(), () => true), {
+      kind: 'reset',
+      reason: 'unknown event id',
+    });
+    let reached = false;
+    const reaching = feed.reach(id, 5_000).then(() => (reached = true));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(reached, false, 'waits: the instance has not read partition 0');
+    await waitFor(() => letIn !== undefined, 1000, 'the follower to wait again');
+    letIn?.();
+    await reaching;
+    assert.deepEqual(feed.snapshot(), ['2_3']);
+    const resume = await feed.missed(id, feed.snapshot(), () => true);
+    assert.equal(resume.kind, 'events');
+    assert.deepEqual(
+      resume.kind === 'events' ? resume.events.map((e) => (JSON.parse(e.data) as { sku: string }).sku) : [],
+      ['x0', 'x1', 'x2'],
+      'exactly what it had not seen',
+    );
+    feed.close();
   });
 });
