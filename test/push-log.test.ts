@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
 import { catalog, notifications } from '../examples/shop/contracts.ts';
 import { Feed } from '../src/gateway/push/feed.ts';
-import { pushSource } from '../src/gateway/push/index.ts';
+import { type PushSource, pushSource } from '../src/gateway/push/index.ts';
 import {
   type BrokerHistory,
   createEmbeddedBroker,
@@ -29,6 +29,18 @@ function setup(t: TestContext) {
   const broker = createEmbeddedBroker({ path: ':memory:', clock, retention: { maxAge: 60_000 } });
   return pushLogSetup(t, broker, clock);
 }
+
+/** A feed on `history` that pushes nothing live: for calling `missed` and `reach` directly. */
+const testFeed = (history: BrokerHistory, sources: PushSource[]) =>
+  new Feed({
+    history,
+    sources,
+    clock: createFakeClock(),
+    logger: () => ({ warn: () => undefined, info: () => undefined }),
+    maxResumeEvents: 100,
+    accept: (source, payload) => ({ type: source.event, audience: undefined, data: JSON.stringify(payload) }),
+    publish: () => undefined,
+  });
 
 describe('push following the broker log', { timeout: 20_000 }, () => {
   it('events arrive live with log positions as ids; another gateway instance resumes a client with exactly what it missed, then live ones', async (t) => {
@@ -121,19 +133,7 @@ describe('push following the broker log', { timeout: 20_000 }, () => {
       pushSource(notifications, ORDER_STATUS, { audience: (e) => e.customer }),
       pushSource(catalog, PRICE),
     ];
-    const feed = new Feed({
-      history: broker.history,
-      sources,
-      clock: createFakeClock(),
-      logger: () => ({ warn: () => undefined, info: () => undefined }),
-      maxResumeEvents: 100,
-      accept: (source, payload) => ({
-        type: source.event,
-        audience: undefined,
-        data: JSON.stringify(payload),
-      }),
-      publish: () => undefined,
-    });
+    const feed = testFeed(broker.history, sources);
     const positions: string[] = [];
     for (const n of [1, 2, 3, 4]) {
       await status('alice', `a${n}`);
@@ -321,19 +321,7 @@ describe('push following the broker log', { timeout: 20_000 }, () => {
         return { entries, next: entries.at(-1)?.position ?? after, gap: false };
       },
     };
-    const feed = new Feed({
-      history,
-      sources: [pushSource(catalog, PRICE)],
-      clock: createFakeClock(),
-      logger: () => ({ warn: () => undefined, info: () => undefined }),
-      maxResumeEvents: 100,
-      accept: (source, payload) => ({
-        type: source.event,
-        audience: undefined,
-        data: JSON.stringify(payload),
-      }),
-      publish: () => undefined,
-    });
+    const feed = testFeed(history, [pushSource(catalog, PRICE)]);
     await feed.start();
     // The instance reads x0..x2 (partition 1) before r0 and r1 (partition 0, stamped later) exist.
     for (const [i, sku] of ['x0', 'x1', 'x2'].entries()) price(1, i + 1, sku);
