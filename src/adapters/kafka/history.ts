@@ -162,6 +162,7 @@ export class KafkaHistory implements BrokerHistory {
     limit: number,
   ): Promise<HistoryPage> {
     const { at, fetched, buffers } = cursor;
+    const started = at.join('_');
     const marks = await this.marks(cursor.name, at.length);
     let gap = false;
     let reassign = false;
@@ -215,7 +216,9 @@ export class KafkaHistory implements BrokerHistory {
       const envelope = envelopeOf(m);
       if (envelope !== undefined) entries.push({ position: at.join('_'), envelope });
     }
-    const next = at.join('_') === offsetsOf(after, at.length).join('_') ? after : at.join('_');
+    const reached = at.join('_');
+    // Nothing handed out nor passed over: `after` as given (a short one stays short).
+    const next = reached === started ? after : reached;
     cursor.next = next;
     return { entries, next, gap };
   }

@@ -10,7 +10,6 @@ import { ParleyError } from '../../errors.ts';
 import type { Clock } from '../../runtime/clock.ts';
 import {
   type BrokerHistory,
-  boundPage,
   type HistoryPage,
   type HistoryReadOptions,
   historyLimit,
@@ -38,16 +37,17 @@ export class EmbeddedHistory implements BrokerHistory {
 
   async read(topic: string, after: string, options: HistoryReadOptions = {}): Promise<HistoryPage> {
     const from = sequenceOf(after, 'embedded broker');
-    if (options.until !== undefined) sequenceOf(options.until, 'embedded broker');
+    const bound =
+      options.until === undefined ? Number.MAX_SAFE_INTEGER : sequenceOf(options.until, 'embedded broker');
     const limit = historyLimit(options.limit);
     const until = this.host.clock.now() + Math.max(0, options.waitMs ?? 0);
     for (;;) {
       this.open();
-      const { rows, gap } = this.host.store.historyAfter(topic, from, limit);
+      const { rows, gap } = this.host.store.historyAfter(topic, from, bound, limit);
       const left = until - this.host.clock.now();
       if (rows.length > 0 || gap || left <= 0) {
         const entries = rows.map((r) => ({ position: String(r.seq), envelope: parse(r.body, r.seq) }));
-        return boundPage({ entries, next: entries.at(-1)?.position ?? after, gap }, after, options.until);
+        return { entries, next: entries.at(-1)?.position ?? after, gap };
       }
       await this.wait(topic, Math.min(left, this.host.pollInterval));
     }

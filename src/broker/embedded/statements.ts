@@ -210,7 +210,7 @@ export function prepare(db: Db): Statements {
     trimmedUpTo: db.prepare('SELECT upto FROM trimmed WHERE topic = ?').pluck(),
     topicLatest: db.prepare('SELECT max(seq) FROM messages WHERE topic = ?').pluck(),
     historyAfter: db.prepare(
-      'SELECT seq, body FROM messages WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?',
+      'SELECT seq, body FROM messages WHERE topic = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?',
     ),
     counts: db.prepare(
       `SELECT (SELECT count(*) FROM messages) AS messages, (SELECT count(*) FROM pending) AS pending,

@@ -290,15 +290,19 @@ export class Store {
     return Math.max(kept, (this.s.trimmedUpTo.get(topic) as number | undefined) ?? 0);
   }
 
-  /** Up to `limit` messages of `topic` after `after`; `gap` when retention removed some after it. */
+  /**
+   * Up to `limit` messages of `topic` after `after` and up to `until`; `gap` when retention removed
+   * some after `after`.
+   */
   historyAfter(
     topic: string,
     after: number,
+    until: number,
     limit: number,
   ): { rows: { seq: number; body: string }[]; gap: boolean } {
     return this.db
       .transaction(() => ({
-        rows: this.s.historyAfter.all(topic, after, limit) as { seq: number; body: string }[],
+        rows: this.s.historyAfter.all(topic, after, until, limit) as { seq: number; body: string }[],
         gap: ((this.s.trimmedUpTo.get(topic) as number | undefined) ?? 0) > after,
       }))
       .deferred();

@@ -89,7 +89,7 @@ export class Feed {
     } catch {
       return;
     }
-    if (!from.every((p, i) => comparePositions(p, latest[i] ?? '0') <= 0)) return;
+    if (!atOrBefore(from, latest)) return;
     await new Promise<void>((resolve) => {
       const check = () => {
         if (!this.closed && !this.covers(from)) return;
@@ -176,7 +176,7 @@ export class Feed {
 
   /** The feed stands at or past `from` on every source. */
   private covers(from: readonly string[]): boolean {
-    return from.every((p, i) => comparePositions(p, this.positions[i] ?? '0') <= 0);
+    return atOrBefore(from, this.positions);
   }
 
   private parse(id: string): string[] | undefined {
@@ -250,4 +250,9 @@ interface Missed {
 function timeOf(item: Missed): number {
   const t = Date.parse(item.entry.envelope.time ?? '');
   return Number.isNaN(t) ? 0 : t;
+}
+
+/** Each source's position in `a` is at or before its position in `b`. */
+function atOrBefore(a: readonly string[], b: readonly string[]): boolean {
+  return a.every((p, i) => comparePositions(p, b[i] ?? '0') <= 0);
 }
