@@ -34,59 +34,170 @@ if (skip === false) {
         'the lease does not',
     },
   });
-  const fresh = async (options: { maxMessages?: number } = {}) => {
+  // Every history page read through an ordered consumer, however short (the other harness reads
+  // the cases' short pages by message-gets).
+  brokerConformance({
+    name: 'nats jetstream, history through consumers',
+    clock: systemClock,
+    create: async () => {
+      const prefix = `ptest${process.pid}n${++n}`;
+      made.push(prefix);
+      return createNatsBroker({
+        url: BROKERS.nats.url,
+        prefix,
+        storage: 'memory',
+        historyConsumerFrom: 0,
+        log: () => {},
+      });
+    },
+    advance: (ms) => sleep(ms),
+    only: (name) => name.startsWith('history:'),
+  });
+  const fresh = async (options: { maxMessages?: number; historyConsumerFrom?: number } = {}) => {
     const prefix = `ptest${process.pid}n${++n}`;
     made.push(prefix);
     return createNatsBroker({ url: BROKERS.nats.url, prefix, storage: 'memory', log: () => {}, ...options });
   };
   const event = (data: unknown) => createEnvelope({ source: '/t', type: 'history.t', data });
 
-  it('a history reader behind what the stream limits removed is told it has a gap; one ahead of it is not', async () => {
-    const b = await fresh({ maxMessages: 2 });
+  for (const [how, historyConsumerFrom] of [
+    ['by message-gets', undefined],
+    ['through consumers', 0],
+  ] as const) {
+    it(`a history reader behind what the stream limits removed is told it has a gap; one ahead of it is not (${how})`, async () => {
+      const b = await fresh({ maxMessages: 2, historyConsumerFrom });
+      try {
+        const start = await b.history.latest('history.t');
+        for (let i = 0; i < 5; i++) await b.publish(event(i));
+        const behind = await b.history.read('history.t', start);
+        assert.equal(behind.gap, true);
+        assert.deepEqual(
+          behind.entries.map((e) => e.envelope.data),
+          [3, 4],
+        );
+        // Far behind, in small pages: the first page starts at the first kept message, not past it.
+        const small = await b.history.read('history.t', start, { limit: 1 });
+        assert.equal(small.gap, true);
+        assert.deepEqual(
+          small.entries.map((e) => e.envelope.data),
+          [3],
+        );
+        const ahead = await b.history.read('history.t', String(Number(behind.entries[0]?.position) - 1));
+        assert.equal(ahead.gap, false);
+        assert.deepEqual(
+          ahead.entries.map((e) => e.envelope.data),
+          [3, 4],
+        );
+      } finally {
+        await b.close();
+      }
+    });
+
+    it(`a dead letter replayed to its group is not a new event in the history (${how})`, async () => {
+      const b = await fresh({ historyConsumerFrom });
+      try {
+        const c = await b.subscribe({ topic: 'history.t', group: 'g', maxAttempts: 1 }, async () => {
+          throw new ParleyError('INVALID_ARGUMENT', 'no', { retryable: false });
+        });
+        const start = await b.history.latest('history.t');
+        await b.publish(event('once'));
+        for (let i = 0; i < 100 && (await b.deadLetters.list()).length === 0; i++) await sleep(20);
+        await c.close();
+        assert.equal(await b.deadLetters.replay(), 1);
+        const read = await b.history.read('history.t', start);
+        assert.deepEqual(
+          read.entries.map((e) => e.envelope.data),
+          ['once'],
+        );
+        assert.notEqual(read.next, read.entries[0]?.position, 'the read went past the replayed copy');
+      } finally {
+        await b.close();
+      }
+    });
+  }
+
+  /** The consumers on `topic`'s stream of `b`, as the server lists them to `to` (default `b`). */
+  const consumersOn = async (b: NatsBroker, topic: string, to: NatsBroker = b) => {
+    const names: string[] = [];
+    for await (const c of to.manager().consumers.list(b.streamOf(topic))) names.push(c.name);
+    return names;
+  };
+
+  it('a long history read goes through one ordered consumer, kept between its pages and deleted at close', async () => {
+    const b = await fresh();
+    const start = await b.history.latest('history.t');
+    for (let i = 0; i < 150; i++) await b.publish(event(i));
+    const seen: number[] = [];
+    const positions: string[] = [];
+    let at = start;
+    for (let pages = 0; pages < 10; pages++) {
+      const page = await b.history.read('history.t', at, { limit: 40 });
+      if (page.entries.length === 0) break;
+      for (const e of page.entries) {
+        seen.push(e.envelope.data as number);
+        positions.push(e.position);
+      }
+      assert.equal(page.next, page.entries.at(-1)?.position);
+      assert.equal((await consumersOn(b, 'history.t')).length, 1, `one consumer after page ${pages + 1}`);
+      at = page.next;
+    }
+    assert.deepEqual(
+      seen,
+      Array.from({ length: 150 }, (_, i) => i),
+    );
+    assert.deepEqual(
+      positions.map(Number),
+      Array.from({ length: 150 }, (_, i) => Number(start) + 1 + i),
+    );
+    // Events published after the reader had them all: the kept reader asks the server again.
+    for (let i = 150; i < 155; i++) await b.publish(event(i));
+    const later = await b.history.read('history.t', at, { limit: 40 });
+    assert.deepEqual(
+      later.entries.map((e) => e.envelope.data),
+      [150, 151, 152, 153, 154],
+    );
+    assert.equal((await consumersOn(b, 'history.t')).length, 1);
+    const other = await fresh();
+    try {
+      await b.close();
+      // The same stream, seen from another connection: the reader's consumer is gone.
+      assert.deepEqual(await consumersOn(b, 'history.t', other), []);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('a history reader left idle is deleted on the server', async () => {
+    const b = await fresh();
     try {
       const start = await b.history.latest('history.t');
-      for (let i = 0; i < 5; i++) await b.publish(event(i));
-      const behind = await b.history.read('history.t', start);
-      assert.equal(behind.gap, true);
-      assert.deepEqual(
-        behind.entries.map((e) => e.envelope.data),
-        [3, 4],
-      );
-      // Far behind, in small pages: the first page starts at the first kept message, not past it.
-      const small = await b.history.read('history.t', start, { limit: 1 });
-      assert.equal(small.gap, true);
-      assert.deepEqual(
-        small.entries.map((e) => e.envelope.data),
-        [3],
-      );
-      const ahead = await b.history.read('history.t', String(Number(behind.entries[0]?.position) - 1));
-      assert.equal(ahead.gap, false);
-      assert.deepEqual(
-        ahead.entries.map((e) => e.envelope.data),
-        [3, 4],
-      );
+      for (let i = 0; i < 40; i++) await b.publish(event(i));
+      const page = await b.history.read('history.t', start);
+      assert.equal(page.entries.length, 40);
+      assert.equal((await consumersOn(b, 'history.t')).length, 1);
+      // Idle for a second, then deleted: polled for at most 5 s of real time.
+      for (let i = 0; i < 50 && (await consumersOn(b, 'history.t')).length > 0; i++) await sleep(100);
+      assert.deepEqual(await consumersOn(b, 'history.t'), []);
     } finally {
       await b.close();
     }
   });
 
-  it('a dead letter replayed to its group is not a new event in the history', async () => {
+  it('long history reads beyond the readers at work at once each read every event', async () => {
     const b = await fresh();
     try {
-      const c = await b.subscribe({ topic: 'history.t', group: 'g', maxAttempts: 1 }, async () => {
-        throw new ParleyError('INVALID_ARGUMENT', 'no', { retryable: false });
-      });
       const start = await b.history.latest('history.t');
-      await b.publish(event('once'));
-      for (let i = 0; i < 100 && (await b.deadLetters.list()).length === 0; i++) await sleep(20);
-      await c.close();
-      assert.equal(await b.deadLetters.replay(), 1);
-      const read = await b.history.read('history.t', start);
-      assert.deepEqual(
-        read.entries.map((e) => e.envelope.data),
-        ['once'],
+      for (let i = 0; i < 100; i++) await b.publish(event(i));
+      const pages = await Promise.all(
+        Array.from({ length: 12 }, () => b.history.read('history.t', start, { limit: 100 })),
       );
-      assert.notEqual(read.next, read.entries[0]?.position, 'the read went past the replayed copy');
+      for (const page of pages) {
+        assert.deepEqual(
+          page.entries.map((e) => e.envelope.data),
+          Array.from({ length: 100 }, (_, i) => i),
+        );
+      }
+      assert.ok((await consumersOn(b, 'history.t')).length <= 4, 'at most four readers are kept');
     } finally {
       await b.close();
     }

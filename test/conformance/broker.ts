@@ -41,6 +41,8 @@ export interface BrokerHarness {
   leaseMs?: number;
   /** Why the broker keeps no history (its `history:` cases skip with it); unset: it must keep one. */
   noHistory?: string;
+  /** Runs only the cases this accepts (a second harness of one broker, set up another way). */
+  only?: (name: string) => boolean;
 }
 
 let topicSeq = 0;
@@ -83,6 +85,7 @@ export function brokerConformance(harness: BrokerHarness): void {
     }
 
     const test = (name: string, fn: () => Promise<void>) => {
+      if (harness.only !== undefined && !harness.only(name)) return;
       const reason = harness.skip?.[name] ?? (name.startsWith('history:') ? harness.noHistory : undefined);
       if (reason !== undefined) it(name, { skip: reason }, fn);
       else it(name, { timeout: 60_000 }, fn);

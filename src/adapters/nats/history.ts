@@ -1,18 +1,31 @@
 /**
  * @module adapters/nats/history
- * The JetStream broker's topic streams read without a consumer (`BrokerHistory`): positions are
- * stream sequences. A page asks for each sequence after the position (up to the stream's last)
- * with one message-get request each, all in flight together (one round trip for the page, no
- * consumer made on the server), and keeps the events (`<prefix>.t.<token>.all`): a dead letter
- * replayed to one group (`….to.<group>`) is not a new event, and is passed over like a message
- * that is not an envelope. A read that may wait subscribes to the events' subject, flushes (so
- * the server has the subscription before the read looks again) and waits for one to be published.
+ * The JetStream broker's topic streams read without a group's consumer (`BrokerHistory`):
+ * positions are stream sequences. Only the events (`<prefix>.t.<token>.all`) are read: a dead
+ * letter replayed to one group (`….to.<group>`) is not a new event, and is passed over like a
+ * message that is not an envelope.
+ *
+ * Two ways to read a page, both after one stream-info request (first and last sequence):
+ * - **Message-gets**, for a short page: one get per sequence, all in flight together (one round
+ *   trip, nothing made on the server). What a follower at the head of the log reads.
+ * - **An ordered consumer kept between pages**, for a long one (more than `consumerFrom`
+ *   sequences: a client resuming after a long gap): an ephemeral, in-memory, unacknowledged
+ *   consumer filtered on the events, made at the page's first sequence, which streams the
+ *   messages in order. It is kept with what it fetched and how many events the server said it
+ *   still had, so the next page goes on from there without another one being made. At most
+ *   {@link MAX_READERS} are at work at once (more long reads use message-gets: a reconnect storm
+ *   makes a bounded number of consumers on the server), {@link IDLE_READERS} wait for a next
+ *   page, and one idle for {@link IDLE_MS} is deleted; the broker's `close` deletes the rest.
+ *   A fetch asks for no more messages than the server said it has, so it returns at once.
+ *
+ * A read that may wait subscribes to the events' subject, flushes (so the server has the
+ * subscription before the read looks again) and waits for one to be published.
  *
  * Gaps: limits (`retentionMs`, `maxMessages`) remove messages from the head of the stream and
  * sequences never repeat, so a reader whose position is below the first kept sequence less one
  * has lost messages.
  */
-import type { JetStreamManager } from '@nats-io/jetstream';
+import type { Consumer, JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
 import {
   type BrokerHistory,
@@ -31,12 +44,42 @@ export interface HistoryHost {
   readonly nc: NatsConnection;
   readonly codec: Codec;
   manager(): JetStreamManager;
+  client(): JetStreamClient;
   streamOf(topic: string): string;
   subjectOf(topic: string): string;
   isClosed(): boolean;
+  /** Pages of more sequences than this are read through an ordered consumer. Default 32. */
+  consumerFrom?: number;
+}
+
+/** Readers at work at once. */
+const MAX_READERS = 8;
+/** Readers kept for a next page. */
+const IDLE_READERS = 4;
+/** An idle reader's consumer is deleted after this long, ms. */
+const IDLE_MS = 1_000;
+/** The longest a fetch waits (the least nats.js takes); it asks only for what the server has. */
+const FETCH_EXPIRES_MS = 1_000;
+
+/** An ordered consumer on one topic's events, and where it stands. See the module comment. */
+interface Reader {
+  readonly topic: string;
+  readonly consumer: Consumer;
+  /** The position the last page read through it ended at: a page from there goes on here. */
+  next: number;
+  /** Messages fetched and not handed out yet, in sequence order, from `head`. */
+  fetched: { seq: number; data: Uint8Array }[];
+  head: number;
+  /** Events the server said it still had after the last fetched one. */
+  pending: number;
+  idleTimer: ReturnType<typeof setTimeout> | undefined;
 }
 
 export class JetStreamHistory implements BrokerHistory {
+  private readonly idle: Reader[] = [];
+  private busy = 0;
+  private closed = false;
+
   constructor(private readonly host: HistoryHost) {}
 
   async latest(topic: string): Promise<string> {
@@ -72,6 +115,12 @@ export class JetStreamHistory implements BrokerHistory {
     }
   }
 
+  /** Deletes the idle readers' consumers (the broker closes); readers at work go when done. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.idle.splice(0).map((r) => this.dispose(r)));
+  }
+
   private open(): void {
     if (this.host.isClosed()) throw new ParleyError('UNAVAILABLE', 'the broker is closed');
   }
@@ -103,6 +152,18 @@ export class JetStreamHistory implements BrokerHistory {
     if (end < start) {
       return { entries: [], next: gap ? String(Math.max(from, Math.min(state.last, until))) : after, gap };
     }
+    const waiting = this.idle.findIndex((r) => r.topic === topic && r.next === from);
+    if (waiting !== -1 || (end - start + 1 > (this.host.consumerFrom ?? 32) && this.busy < MAX_READERS)) {
+      // A consumer reads as far as the stream's last sequence (or `until`), not only this page's
+      // sequences: it passes over what is not an event without a request for each.
+      const last = Math.min(state.last, until);
+      return this.consumerPage(topic, from, start, last, limit, gap, waiting);
+    }
+    return this.gets(topic, start, end, gap);
+  }
+
+  /** A page by message-gets of the sequences `start` to `end`. */
+  private async gets(topic: string, start: number, end: number, gap: boolean): Promise<HistoryPage> {
     const stream = this.host.streamOf(topic);
     const subject = this.host.subjectOf(topic);
     const jsm = this.host.manager();
@@ -121,6 +182,126 @@ export class JetStreamHistory implements BrokerHistory {
       if (envelope !== undefined) entries.push({ position: String(m.seq), envelope });
     }
     return { entries, next: String(end), gap };
+  }
+
+  /**
+   * A page through a reader: up to `limit` events after `from`, none after `last`. The server's
+   * count of what it still has is taken after the stream's state was, so when it says none and
+   * nothing fetched is left, no event up to `last` remains: the page ends at `last`.
+   */
+  private async consumerPage(
+    topic: string,
+    from: number,
+    start: number,
+    last: number,
+    limit: number,
+    gap: boolean,
+    waiting: number,
+  ): Promise<HistoryPage> {
+    this.busy += 1;
+    let reader: Reader | undefined;
+    try {
+      // A new reader's count comes with it; a kept one's may be older than the state read above.
+      let fresh = waiting === -1;
+      reader = fresh ? await this.reader(topic, from, start) : (this.idle.splice(waiting, 1)[0] as Reader);
+      clearTimeout(reader.idleTimer);
+      const entries: HistoryEntry[] = [];
+      let at = from;
+      let next: number | undefined;
+      let emptyFetches = 0;
+      while (next === undefined) {
+        while (reader.head < reader.fetched.length && entries.length < limit) {
+          const m = reader.fetched[reader.head] as { seq: number; data: Uint8Array };
+          if (m.seq > last) break;
+          reader.head += 1;
+          at = m.seq;
+          const envelope = this.envelopeOf(m.data);
+          if (envelope !== undefined) entries.push({ position: String(m.seq), envelope });
+        }
+        // Full; or what is left fetched is after `last`; or fetch; or ask how many are left.
+        if (entries.length >= limit) next = at;
+        else if (reader.head < reader.fetched.length) next = last;
+        else if (reader.pending > 0) {
+          const got = await this.fetch(reader, Math.min(limit - entries.length, reader.pending));
+          // None of what the server said it had (removed by limits meanwhile?): ask it again; after
+          // a second empty fetch the page ends where it got to, claiming nothing past it.
+          fresh = got > 0;
+          if (got === 0 && ++emptyFetches >= 2) next = at;
+        } else if (fresh) next = last;
+        else {
+          reader.pending = (await reader.consumer.info()).num_pending;
+          fresh = true;
+        }
+      }
+      reader.next = next;
+      const kept = reader;
+      reader = undefined;
+      this.keep(kept);
+      return { entries, next: String(next), gap };
+    } catch (error) {
+      throw natsError(error, `reading the history of ${topic}`);
+    } finally {
+      this.busy -= 1;
+      if (reader !== undefined) void this.dispose(reader);
+    }
+  }
+
+  /** A new reader of `topic`'s events from sequence `start` (its page begins after `from`). */
+  private async reader(topic: string, from: number, start: number): Promise<Reader> {
+    const consumer = await this.host.client().consumers.get(this.host.streamOf(topic), {
+      filter_subjects: this.host.subjectOf(topic),
+      opt_start_seq: start,
+    });
+    // The consumer's info from its creation: how many events there are from `start`.
+    const info = await consumer.info(true);
+    return {
+      topic,
+      consumer,
+      next: from,
+      fetched: [],
+      head: 0,
+      pending: info.num_pending,
+      idleTimer: undefined,
+    };
+  }
+
+  /** Fetches up to `max` messages into the reader; how many came. */
+  private async fetch(reader: Reader, max: number): Promise<number> {
+    if (reader.head === reader.fetched.length) {
+      reader.fetched = [];
+      reader.head = 0;
+    }
+    const messages = await reader.consumer.fetch({ max_messages: max, expires: FETCH_EXPIRES_MS });
+    let got = 0;
+    reader.pending = 0;
+    for await (const m of messages) {
+      reader.fetched.push({ seq: m.seq, data: m.data });
+      reader.pending = m.info.pending;
+      got += 1;
+    }
+    return got;
+  }
+
+  /** Keeps a reader for a next page, or deletes its consumer when enough are kept. */
+  private keep(reader: Reader): void {
+    if (this.closed || this.host.isClosed() || this.idle.length >= IDLE_READERS) {
+      void this.dispose(reader);
+      return;
+    }
+    this.idle.push(reader);
+    reader.idleTimer = setTimeout(() => {
+      const i = this.idle.indexOf(reader);
+      if (i === -1) return;
+      this.idle.splice(i, 1);
+      void this.dispose(reader);
+    }, IDLE_MS);
+    reader.idleTimer.unref?.();
+  }
+
+  private async dispose(reader: Reader): Promise<void> {
+    clearTimeout(reader.idleTimer);
+    // The server deletes it itself after a while without use, should this fail.
+    await reader.consumer.delete().catch(() => false);
   }
 
   private envelopeOf(data: Uint8Array): Envelope | undefined {

@@ -71,6 +71,11 @@ export interface NatsBrokerOptions {
   maxMessages?: number;
   /** `file` (default: survives a server restart) or `memory`. */
   storage?: 'file' | 'memory';
+  /**
+   * History pages of more sequences than this are read through an ordered consumer kept between
+   * pages, shorter ones by message-gets (`history.ts`). Default 32; 0 reads every page through one.
+   */
+  historyConsumerFrom?: number;
   log?: (message: string) => void;
 }
 
@@ -117,9 +122,11 @@ export class NatsBroker implements Broker {
       nc,
       codec: this.codec,
       manager: () => this.jsm,
+      client: () => this.js,
       streamOf: (topic) => this.streamOf(topic),
       subjectOf: (topic) => this.subjectOf(topic),
       isClosed: () => this.closed,
+      ...(options.historyConsumerFrom === undefined ? {} : { consumerFrom: options.historyConsumerFrom }),
     });
   }
 
@@ -327,7 +334,7 @@ export class NatsBroker implements Broker {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await Promise.all([...this.consumers].map((c) => c.close()));
+    await Promise.all([...[...this.consumers].map((c) => c.close()), this.history.close()]);
     this.turn.flush();
     await this.nc.drain().catch(() => this.nc.close());
   }
