@@ -16,14 +16,16 @@ let n = 0;
 const made: string[] = [];
 
 if (skip === false) {
+  /** A broker with a prefix of its own (its streams are deleted at the end). */
+  const fresh = async (options: { maxMessages?: number; historyConsumerFrom?: number } = {}) => {
+    const prefix = `ptest${process.pid}n${++n}`;
+    made.push(prefix);
+    return createNatsBroker({ url: BROKERS.nats.url, prefix, storage: 'memory', log: () => {}, ...options });
+  };
   brokerConformance({
     name: 'nats jetstream',
     clock: systemClock,
-    create: async () => {
-      const prefix = `ptest${process.pid}n${++n}`;
-      made.push(prefix);
-      return createNatsBroker({ url: BROKERS.nats.url, prefix, storage: 'memory', log: () => {} });
-    },
+    create: () => fresh(),
     advance: (ms) => sleep(ms),
     skip: {
       'extendLease keeps a delivery from going to another consumer while its own works on it':
@@ -39,25 +41,10 @@ if (skip === false) {
   brokerConformance({
     name: 'nats jetstream, history through consumers',
     clock: systemClock,
-    create: async () => {
-      const prefix = `ptest${process.pid}n${++n}`;
-      made.push(prefix);
-      return createNatsBroker({
-        url: BROKERS.nats.url,
-        prefix,
-        storage: 'memory',
-        historyConsumerFrom: 0,
-        log: () => {},
-      });
-    },
+    create: () => fresh({ historyConsumerFrom: 0 }),
     advance: (ms) => sleep(ms),
     only: (name) => name.startsWith('history:'),
   });
-  const fresh = async (options: { maxMessages?: number; historyConsumerFrom?: number } = {}) => {
-    const prefix = `ptest${process.pid}n${++n}`;
-    made.push(prefix);
-    return createNatsBroker({ url: BROKERS.nats.url, prefix, storage: 'memory', log: () => {}, ...options });
-  };
   const event = (data: unknown) => createEnvelope({ source: '/t', type: 'history.t', data });
 
   for (const [how, historyConsumerFrom] of [
