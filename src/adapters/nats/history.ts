@@ -13,11 +13,11 @@
  *   consumer filtered on the events, made at the page's first sequence, which streams the
  *   messages in order. It is kept with what it fetched and how many events the server said it
  *   still had, so the next page, however short, goes on from there without another one being
- *   made. At most {@link MAX_READERS} are at work at once (more long reads use message-gets: a
- *   reconnect storm makes a bounded number of consumers on the server), {@link IDLE_READERS}
- *   wait for a next page, and one idle for {@link IDLE_MS} is deleted; the broker's `close`
- *   deletes the rest. A fetch asks for no more messages than the server said it has, so it
- *   returns at once.
+ *   made. A new one is made only while fewer than {@link MAX_READERS} are at work (other long
+ *   reads use message-gets: a reconnect storm makes a bounded number of consumers on the
+ *   server), {@link IDLE_READERS} wait for a next page, and one idle for {@link IDLE_MS} is
+ *   deleted; the broker's `close` deletes the rest. A fetch asks for no more messages than the
+ *   server said it has, so it returns at once.
  *
  * A read that may wait subscribes to the events' subject, flushes (so the server has the
  * subscription before the read looks again) and waits for one to be published.
@@ -53,7 +53,7 @@ export interface HistoryHost {
   consumerFrom?: number;
 }
 
-/** Readers at work at once. */
+/** Readers at work at once beyond which no new one is made. */
 const MAX_READERS = 8;
 /** Readers kept for a next page. */
 const IDLE_READERS = 4;
