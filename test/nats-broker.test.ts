@@ -112,44 +112,45 @@ if (skip === false) {
 
   it('a long history read goes through one ordered consumer, kept between its pages and deleted at close', async () => {
     const b = await fresh();
-    const start = await b.history.latest('history.t');
-    for (let i = 0; i < 150; i++) await b.publish(event(i));
-    const seen: number[] = [];
-    const positions: string[] = [];
-    let at = start;
-    for (let pages = 0; pages < 10; pages++) {
-      const page = await b.history.read('history.t', at, { limit: 40 });
-      if (page.entries.length === 0) break;
-      for (const e of page.entries) {
-        seen.push(e.envelope.data as number);
-        positions.push(e.position);
-      }
-      assert.equal(page.next, page.entries.at(-1)?.position);
-      assert.equal((await consumersOn(b, 'history.t')).length, 1, `one consumer after page ${pages + 1}`);
-      at = page.next;
-    }
-    assert.deepEqual(
-      seen,
-      Array.from({ length: 150 }, (_, i) => i),
-    );
-    assert.deepEqual(
-      positions.map(Number),
-      Array.from({ length: 150 }, (_, i) => Number(start) + 1 + i),
-    );
-    // Events published after the reader had them all: the kept reader asks the server again.
-    for (let i = 150; i < 155; i++) await b.publish(event(i));
-    const later = await b.history.read('history.t', at, { limit: 40 });
-    assert.deepEqual(
-      later.entries.map((e) => e.envelope.data),
-      [150, 151, 152, 153, 154],
-    );
-    assert.equal((await consumersOn(b, 'history.t')).length, 1);
     const other = await fresh();
     try {
+      const start = await b.history.latest('history.t');
+      for (let i = 0; i < 150; i++) await b.publish(event(i));
+      const seen: number[] = [];
+      const positions: string[] = [];
+      let at = start;
+      for (let pages = 0; pages < 10; pages++) {
+        const page = await b.history.read('history.t', at, { limit: 40 });
+        if (page.entries.length === 0) break;
+        for (const e of page.entries) {
+          seen.push(e.envelope.data as number);
+          positions.push(e.position);
+        }
+        assert.equal(page.next, page.entries.at(-1)?.position);
+        assert.equal((await consumersOn(b, 'history.t')).length, 1, `one consumer after page ${pages + 1}`);
+        at = page.next;
+      }
+      assert.deepEqual(
+        seen,
+        Array.from({ length: 150 }, (_, i) => i),
+      );
+      assert.deepEqual(
+        positions.map(Number),
+        Array.from({ length: 150 }, (_, i) => Number(start) + 1 + i),
+      );
+      // Events published after the reader had them all: the kept reader asks the server again.
+      for (let i = 150; i < 155; i++) await b.publish(event(i));
+      const later = await b.history.read('history.t', at, { limit: 40 });
+      assert.deepEqual(
+        later.entries.map((e) => e.envelope.data),
+        [150, 151, 152, 153, 154],
+      );
+      assert.equal((await consumersOn(b, 'history.t')).length, 1);
       await b.close();
       // The same stream, seen from another connection: the reader's consumer is gone.
       assert.deepEqual(await consumersOn(b, 'history.t', other), []);
     } finally {
+      await b.close();
       await other.close();
     }
   });
