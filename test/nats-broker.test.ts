@@ -110,12 +110,23 @@ if (skip === false) {
     return names;
   };
 
-  it('a long history read goes through one ordered consumer, kept between its pages and deleted at close', async () => {
+  /**
+   * A fresh broker with `count` events on `history.t` (`start`: the position before them),
+   * closed once `body` ends.
+   */
+  const withEvents = async (count: number, body: (b: NatsBroker, start: string) => Promise<void>) => {
     const b = await fresh();
-    const other = await fresh();
     try {
       const start = await b.history.latest('history.t');
-      for (let i = 0; i < 150; i++) await b.publish(event(i));
+      for (let i = 0; i < count; i++) await b.publish(event(i));
+      await body(b, start);
+    } finally {
+      await b.close();
+    }
+  };
+
+  it('a long history read goes through one ordered consumer, kept between its pages and deleted at close', () =>
+    withEvents(150, async (b, start) => {
       const seen: number[] = [];
       const positions: string[] = [];
       let at = start;
@@ -146,36 +157,28 @@ if (skip === false) {
         [150, 151, 152, 153, 154],
       );
       assert.equal((await consumersOn(b, 'history.t')).length, 1);
-      await b.close();
-      // The same stream, seen from another connection: the reader's consumer is gone.
-      assert.deepEqual(await consumersOn(b, 'history.t', other), []);
-    } finally {
-      await b.close();
-      await other.close();
-    }
-  });
+      const other = await fresh();
+      try {
+        await b.close();
+        // The same stream, seen from another connection: the reader's consumer is gone.
+        assert.deepEqual(await consumersOn(b, 'history.t', other), []);
+      } finally {
+        await other.close();
+      }
+    }));
 
-  it('a history reader left idle is deleted on the server', async () => {
-    const b = await fresh();
-    try {
-      const start = await b.history.latest('history.t');
-      for (let i = 0; i < 40; i++) await b.publish(event(i));
+  it('a history reader left idle is deleted on the server', () =>
+    withEvents(40, async (b, start) => {
       const page = await b.history.read('history.t', start);
       assert.equal(page.entries.length, 40);
       assert.equal((await consumersOn(b, 'history.t')).length, 1);
       // Idle for a second, then deleted: polled for at most 5 s of real time.
       for (let i = 0; i < 50 && (await consumersOn(b, 'history.t')).length > 0; i++) await sleep(100);
       assert.deepEqual(await consumersOn(b, 'history.t'), []);
-    } finally {
-      await b.close();
-    }
-  });
+    }));
 
-  it('long history reads beyond the readers at work at once each read every event', async () => {
-    const b = await fresh();
-    try {
-      const start = await b.history.latest('history.t');
-      for (let i = 0; i < 100; i++) await b.publish(event(i));
+  it('long history reads beyond the readers at work at once each read every event', () =>
+    withEvents(100, async (b, start) => {
       const pages = await Promise.all(
         Array.from({ length: 12 }, () => b.history.read('history.t', start, { limit: 100 })),
       );
@@ -186,10 +189,7 @@ if (skip === false) {
         );
       }
       assert.ok((await consumersOn(b, 'history.t')).length <= 4, 'at most four readers are kept');
-    } finally {
-      await b.close();
-    }
-  });
+    }));
 
   after(async () => {
     for (const prefix of made) {
