@@ -30,6 +30,7 @@ import {
 } from '../../broker/broker.ts';
 import { assertEnvelope, type Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
+import { IdlePool } from '../idle-pool.ts';
 import {
   type Consumer,
   call,
@@ -66,7 +67,6 @@ const READ_TIMEOUT_MS = 10_000;
 interface Reader {
   readonly consumer: Consumer;
   cursor: Cursor | undefined;
-  idleTimer: ReturnType<typeof setTimeout> | undefined;
 }
 
 interface Cursor {
@@ -82,7 +82,7 @@ interface Cursor {
 }
 
 export class KafkaHistory implements BrokerHistory {
-  private readonly idle: Reader[] = [];
+  private readonly idle = new IdlePool<Reader>(IDLE_READERS, IDLE_MS);
   private readonly busy = new Set<Reader>();
   private closed = false;
 
@@ -138,10 +138,8 @@ export class KafkaHistory implements BrokerHistory {
   /** Disconnects the readers (with the broker); reads in progress fail. */
   async close(): Promise<void> {
     this.closed = true;
-    const all = [...this.idle, ...this.busy];
-    this.idle.length = 0;
+    const all = [...this.idle.drain(), ...this.busy];
     this.busy.clear();
-    for (const r of all) clearTimeout(r.idleTimer);
     await Promise.all(all.map((r) => disconnect(r.consumer)));
   }
 
@@ -246,37 +244,33 @@ export class KafkaHistory implements BrokerHistory {
 
   private async acquire(name: string, after: string): Promise<Reader> {
     // One that stands where this read starts, else any, else a new one.
-    const i = this.idle.findIndex((r) => r.cursor?.name === name && r.cursor.next === after);
-    let reader = i === -1 ? this.idle.pop() : this.idle.splice(i, 1)[0];
+    let reader = this.idle.take((r) => r.cursor?.name === name && r.cursor.next === after, true);
     if (reader === undefined) {
       const consumer = await this.host.reader();
       // A page takes what has been fetched without waiting for `limit` records to come.
       consumer.setDefaultIsTimeoutOnlyForFirstMessage?.(true);
-      reader = { consumer, cursor: undefined, idleTimer: undefined };
+      reader = { consumer, cursor: undefined };
     }
-    clearTimeout(reader.idleTimer);
     this.busy.add(reader);
     return reader;
   }
 
   private release(reader: Reader): void {
     this.busy.delete(reader);
-    if (this.closed || this.idle.length >= IDLE_READERS) {
-      void disconnect(reader.consumer);
-      return;
-    }
-    this.idle.push(reader);
-    // Not asked to go on soon: stop fetching.
-    reader.idleTimer = setTimeout(() => {
-      reader.cursor = undefined;
-      try {
-        reader.consumer.unassign();
-      } catch {
-        // disconnected meanwhile
-      }
-    }, IDLE_MS);
-    reader.idleTimer.unref?.();
+    // Not asked to go on soon: it stops fetching (its partitions unassigned), kept idle.
+    if (this.closed || !this.idle.keep(reader, unassign)) void disconnect(reader.consumer);
   }
+}
+
+/** An idle reader stops fetching; it stays kept. */
+function unassign(reader: Reader): boolean {
+  reader.cursor = undefined;
+  try {
+    reader.consumer.unassign();
+  } catch {
+    // disconnected meanwhile
+  }
+  return true;
 }
 
 /** Assigns every partition of the cursor's topic at the offset it expects next. */

@@ -39,6 +39,7 @@ import {
 import type { Codec } from '../../codec/codec.ts';
 import { assertEnvelope, type Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
+import { IdlePool } from '../idle-pool.ts';
 import { natsError } from './errors.ts';
 
 export interface HistoryHost {
@@ -73,11 +74,10 @@ interface Reader {
   head: number;
   /** Events the server said it still had after the last fetched one. */
   pending: number;
-  idleTimer: ReturnType<typeof setTimeout> | undefined;
 }
 
 export class JetStreamHistory implements BrokerHistory {
-  private readonly idle: Reader[] = [];
+  private readonly idle = new IdlePool<Reader>(IDLE_READERS, IDLE_MS);
   private busy = 0;
   private closed = false;
 
@@ -119,7 +119,7 @@ export class JetStreamHistory implements BrokerHistory {
   /** Deletes the idle readers' consumers (the broker closes); readers at work go when done. */
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all(this.idle.splice(0).map((r) => this.dispose(r)));
+    await Promise.all(this.idle.drain().map((r) => this.dispose(r)));
   }
 
   private open(): void {
@@ -153,12 +153,12 @@ export class JetStreamHistory implements BrokerHistory {
     if (end < start) {
       return { entries: [], next: gap ? String(Math.max(from, Math.min(state.last, until))) : after, gap };
     }
-    const waiting = this.idle.findIndex((r) => r.topic === topic && r.next === from);
-    if (waiting !== -1 || (end - start + 1 > (this.host.consumerFrom ?? 32) && this.busy < MAX_READERS)) {
+    const kept = this.idle.take((r) => r.topic === topic && r.next === from);
+    if (kept !== undefined || (end - start + 1 > (this.host.consumerFrom ?? 32) && this.busy < MAX_READERS)) {
       // A consumer reads as far as the stream's last sequence (or `until`), not only this page's
       // sequences: it passes over what is not an event without a request for each.
       const last = Math.min(state.last, until);
-      return this.consumerPage(topic, from, start, last, limit, gap, waiting);
+      return this.consumerPage(topic, from, start, last, limit, gap, kept);
     }
     return this.gets(topic, start, end, gap);
   }
@@ -197,15 +197,14 @@ export class JetStreamHistory implements BrokerHistory {
     last: number,
     limit: number,
     gap: boolean,
-    waiting: number,
+    kept: Reader | undefined,
   ): Promise<HistoryPage> {
     this.busy += 1;
     let reader: Reader | undefined;
     try {
       // A new reader's count comes with it; a kept one's may be older than the state read above.
-      let fresh = waiting === -1;
-      reader = fresh ? await this.reader(topic, from, start) : (this.idle.splice(waiting, 1)[0] as Reader);
-      clearTimeout(reader.idleTimer);
+      let fresh = kept === undefined;
+      reader = kept ?? (await this.reader(topic, from, start));
       const entries: HistoryEntry[] = [];
       let at = from;
       let next: number | undefined;
@@ -235,9 +234,9 @@ export class JetStreamHistory implements BrokerHistory {
         }
       }
       reader.next = next;
-      const kept = reader;
+      const done = reader;
       reader = undefined;
-      this.keep(kept);
+      this.keep(done);
       return { entries, next: String(next), gap };
     } catch (error) {
       throw natsError(error, `reading the history of ${topic}`);
@@ -262,7 +261,6 @@ export class JetStreamHistory implements BrokerHistory {
       fetched: [],
       head: 0,
       pending: info.num_pending,
-      idleTimer: undefined,
     };
   }
 
@@ -283,24 +281,16 @@ export class JetStreamHistory implements BrokerHistory {
     return got;
   }
 
-  /** Keeps a reader for a next page, or deletes its consumer when enough are kept. */
+  /** Keeps a reader for a next page (deleted once idle), or deletes its consumer at once. */
   private keep(reader: Reader): void {
-    if (this.closed || this.host.isClosed() || this.idle.length >= IDLE_READERS) {
-      void this.dispose(reader);
-      return;
-    }
-    this.idle.push(reader);
-    reader.idleTimer = setTimeout(() => {
-      const i = this.idle.indexOf(reader);
-      if (i === -1) return;
-      this.idle.splice(i, 1);
-      void this.dispose(reader);
-    }, IDLE_MS);
-    reader.idleTimer.unref?.();
+    const dispose = (r: Reader) => {
+      void this.dispose(r);
+      return false;
+    };
+    if (this.closed || this.host.isClosed() || !this.idle.keep(reader, dispose)) dispose(reader);
   }
 
   private async dispose(reader: Reader): Promise<void> {
-    clearTimeout(reader.idleTimer);
     // The server deletes it itself after a while without use, should this fail.
     await reader.consumer.delete().catch(() => false);
   }
