@@ -11,7 +11,14 @@ import { startKafkaMock } from '../bench/lib/kafka-mock.ts';
 import { PAUSE_AFTER_MS } from '../src/adapters/kafka/consumer.ts';
 import { createKafkaBroker, parseKafkaUrl } from '../src/adapters/kafka/kafka-broker.ts';
 import { kafkaTopicName } from '../src/adapters/kafka/protocol.ts';
-import { comparePositions, createEnvelope, createFakeClock, ParleyError, systemClock } from '../src/index.ts';
+import {
+  type BrokerHistory,
+  comparePositions,
+  createEnvelope,
+  createFakeClock,
+  ParleyError,
+  systemClock,
+} from '../src/index.ts';
 import { brokerConformance } from './conformance/broker.ts';
 import { deferred, waitFor } from './helpers.ts';
 import { orderIds, pushLogSetup, resumeOnAnotherInstance } from './push-log-fixture.ts';
@@ -40,6 +47,21 @@ if (typeof cluster === 'string') {
       pollMs: 20,
       consumerConfig: { 'session.timeout.ms': 6_000, 'heartbeat.interval.ms': 100, 'fetch.wait.max.ms': 10 },
     });
+
+  /** A mock-cluster broker's history under `namespace`, for `body`; the broker closed after. */
+  const withHistory = async (
+    namespace: string,
+    body: (b: Awaited<ReturnType<typeof mockBroker>>, h: BrokerHistory) => Promise<void>,
+  ) => {
+    const b = await mockBroker(namespace);
+    try {
+      const h = b.history;
+      assert.ok(h !== undefined);
+      await body(b, h);
+    } finally {
+      await b.close();
+    }
+  };
 
   const REVOKED_ANYWAY =
     'Kafka moves partitions, not messages: when a member joins, the group revokes partitions from ' +
@@ -200,11 +222,8 @@ if (typeof cluster === 'string') {
     }
   });
 
-  it('kafka history: keys on several partitions come back in publish order, each position one offset per partition', async () => {
-    const b = await mockBroker(`history-order-${process.pid}`);
-    try {
-      const h = b.history;
-      assert.ok(h !== undefined);
+  it('kafka history: keys on several partitions come back in publish order, each position one offset per partition', () =>
+    withHistory(`history-order-${process.pid}`, async (b, h) => {
       const topic = 'history.keys';
       const start = await h.latest(topic);
       assert.match(start, /^0(_0)+$/, 'a part per partition, nothing in them');
@@ -266,18 +285,12 @@ if (typeof cluster === 'string') {
       // More parts than the topic has partitions is not a position of it.
       await assert.rejects(h.read(topic, `${start}_0`), { code: 'INVALID_ARGUMENT' });
       assert.ok(partitions > 1);
-    } finally {
-      await b.close();
-    }
-  });
+    }));
 
   // Not tested here: a gap (records removed by retention). The mock cluster keeps every record and
   // answers DeleteRecords with "Required feature not supported by broker".
-  it('kafka history: a dead letter replayed to its group is not a new event', async () => {
-    const b = await mockBroker(`history-replay-${process.pid}`);
-    try {
-      const h = b.history;
-      assert.ok(h !== undefined);
+  it('kafka history: a dead letter replayed to its group is not a new event', () =>
+    withHistory(`history-replay-${process.pid}`, async (b, h) => {
       const topic = 'history.replay';
       const start = await h.latest(topic);
       const c = await b.subscribe({ topic, group: 'g', maxAttempts: 1, startFrom: 'beginning' }, async () => {
@@ -296,10 +309,44 @@ if (typeof cluster === 'string') {
       const replayed = await h.read(topic, before);
       assert.deepEqual(replayed.entries, []);
       assert.notEqual(replayed.next, before, 'the read went past the replayed copies');
-    } finally {
-      await b.close();
-    }
-  });
+    }));
+
+  it('kafka: a record whose JSON names `__proto__` is refused by the JSON codec: not an event in the history, dead-lettered by a group', () =>
+    withHistory(`history-proto-${process.pid}`, async (b, h) => {
+      const topic = 'history.proto';
+      const start = await h.latest(topic);
+      await b.publish(createEnvelope({ source: '/t', type: topic, data: 'before' }));
+      // An own `__proto__` key, as JSON.parse makes it: written as such by JSON.stringify.
+      const tainted = JSON.parse('{"__proto__": {"polluted": true}}') as unknown;
+      await b.publish(createEnvelope({ source: '/t', type: topic, data: tainted }));
+      await b.publish(createEnvelope({ source: '/t', type: topic, data: 'after' }));
+      const page = await h.read(topic, start);
+      assert.deepEqual(
+        page.entries.map((e) => e.envelope.data),
+        ['before', 'after'],
+      );
+      assert.equal(({} as Record<string, unknown>).polluted, undefined);
+      // A group given it dead-letters it with the reason, and handles the others.
+      const handled: unknown[] = [];
+      const c = await b.subscribe({ topic, group: 'g', startFrom: 'beginning' }, async (d) => {
+        handled.push(d.envelope.data);
+      });
+      try {
+        let letters = await b.deadLetters.list({ topic });
+        for (let i = 0; i < 400 && letters.length === 0; i++) {
+          await new Promise((r) => setTimeout(r, 50));
+          letters = await b.deadLetters.list({ topic });
+        }
+        assert.equal(letters.length, 1, 'one dead letter');
+        const [letter] = letters;
+        assert.equal(letter?.code, 'INVALID_ARGUMENT');
+        assert.match(letter?.message ?? '', /not an envelope/);
+        await waitFor(() => handled.length === 2, 20_000, 'the two others handled');
+        assert.deepEqual(handled.sort(), ['after', 'before']);
+      } finally {
+        await c.close();
+      }
+    }));
 
   it('kafka history: push resumes a client on another gateway instance with exactly what it missed, with the same ids', async (t) => {
     const b = await mockBroker(`history-push-${process.pid}`);

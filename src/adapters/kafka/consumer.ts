@@ -13,13 +13,13 @@
  */
 import type { ConsumerHandler, ConsumerSpec, Delivery } from '../../broker/broker.ts';
 import { runHandler } from '../../broker/outcome.ts';
-import { createEnvelope, type Envelope, assertEnvelope as parseEnvelope } from '../../envelope/envelope.ts';
+import { createEnvelope, type Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { backoffDelay } from '../../resilience/backoff.ts';
 import { type Config, type Consumer, call, connect, type Driver, header, type Message } from './driver.ts';
 import { kafkaError } from './errors.ts';
 import type { DeadRecord } from './protocol.ts';
-import { HEADER, type headers } from './protocol.ts';
+import { envelopeOfRecord, HEADER, type headers } from './protocol.ts';
 import { Assignment, type Entry } from './rebalance.ts';
 
 /** What a consumer needs from its broker. */
@@ -225,7 +225,7 @@ export class KafkaGroupConsumer {
     let envelope: Envelope | undefined;
     let bad: ParleyError | undefined;
     try {
-      envelope = parseEnvelope(JSON.parse(m.value?.toString('utf8') ?? ''));
+      envelope = envelopeOfRecord(m.value);
     } catch (error) {
       bad = new ParleyError(
         'INVALID_ARGUMENT',

@@ -28,7 +28,7 @@ import {
   type HistoryReadOptions,
   historyLimit,
 } from '../../broker/broker.ts';
-import { assertEnvelope, type Envelope } from '../../envelope/envelope.ts';
+import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { IdlePool } from '../idle-pool.ts';
 import {
@@ -39,7 +39,7 @@ import {
   type Message,
   type TopicPartitionOffset,
 } from './driver.ts';
-import { HEADER } from './protocol.ts';
+import { envelopeOfRecord, HEADER } from './protocol.ts';
 
 export interface KafkaHistoryHost {
   kafkaTopic(topic: string): string;
@@ -317,7 +317,7 @@ function offsetsOf(position: string, partitions: number): number[] {
 function envelopeOf(m: Message): Envelope | undefined {
   if (header(m.headers, HEADER.group) !== undefined) return undefined;
   try {
-    return assertEnvelope(JSON.parse(m.value?.toString('utf8') ?? ''));
+    return envelopeOfRecord(m.value);
   } catch {
     return undefined;
   }

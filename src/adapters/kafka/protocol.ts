@@ -5,6 +5,8 @@
  */
 import { createHash } from 'node:crypto';
 import type { DeadLetter } from '../../broker/broker.ts';
+import { createJsonCodec } from '../../codec/json.ts';
+import { assertEnvelope, type Envelope } from '../../envelope/envelope.ts';
 import type { Headers } from './driver.ts';
 
 /** Record headers (Kafka headers are bytes; ours are ASCII). */
@@ -24,6 +26,17 @@ export function headers(values: Partial<Record<keyof typeof HEADER, string | num
   for (const [name, value] of Object.entries(values))
     if (value !== undefined) out.push({ [HEADER[name as keyof typeof HEADER]]: String(value) });
   return out;
+}
+
+const json = createJsonCodec();
+
+/**
+ * A record's value as an envelope, decoded by Parley's JSON codec like every other broker's
+ * messages (UTF-8 checked; `__proto__` and `constructor.prototype` keys refused); throws
+ * INVALID_ARGUMENT saying why when it is not one.
+ */
+export function envelopeOfRecord(value: Buffer | null | undefined): Envelope {
+  return assertEnvelope(json.decode(value ?? Buffer.alloc(0)));
 }
 
 /**
