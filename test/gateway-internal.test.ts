@@ -205,4 +205,28 @@ describe('gateway multipart limits', async () => {
     ]);
     assert.equal(empty.status, 400);
   });
+
+  it('answers a malformed form 400 with the parser’s reason, before and after the file began', async () => {
+    const cases: [string, string, RegExp][] = [
+      ['multipart/form-data', '{"name":"pen"}', /Boundary not found/],
+      [`multipart/form-data; boundary=${boundary}`, '{"name":"pen"}', /Unexpected end/],
+      // The service has begun reading the file when the form breaks off.
+      [`multipart/form-data; boundary=${boundary}`, `${head('cut.bin')}abc`, /terminated early/],
+    ];
+    for (const [type, body, reason] of cases) {
+      const r = await raw(url, {
+        method: 'POST',
+        path: '/api/uploads',
+        headers: { 'content-type': type },
+        body,
+      });
+      assert.equal(r.status, 400, `${type} ${body}: ${r.body}`);
+      const problem = problemOf(r);
+      assert.equal(problem.code, 'INVALID_ARGUMENT');
+      assert.match(String(problem.detail), /^The multipart body is malformed: /);
+      assert.match(String(problem.detail), reason);
+    }
+    const ok = await upload(url, [Buffer.from(`${head('fine.txt')}fine${tail}`)]);
+    assert.equal(ok.status, 200, 'the upload route still works');
+  });
 });

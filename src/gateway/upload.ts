@@ -44,7 +44,12 @@ export async function callWithUpload(init: UploadInit): Promise<unknown> {
   if (!request.isMultipart()) {
     throw new HttpProblem(415, 'INVALID_ARGUMENT', 'Send the file as multipart/form-data.');
   }
-  const part = await request.file({ limits: { fileSize: limit, files: 1, fields: 20, fieldSize: 4096 } });
+  let part: Awaited<ReturnType<FastifyRequest['file']>>;
+  try {
+    part = await request.file({ limits: { fileSize: limit, files: 1, fields: 20, fieldSize: 4096 } });
+  } catch (error) {
+    throw malformed(error);
+  }
   if (part === undefined) throw new ParleyError('INVALID_ARGUMENT', 'the form has no file part');
   const file = part.file;
   // Cancels the call when the file passes the limit, as well as when the client goes away.
@@ -57,10 +62,21 @@ export async function callWithUpload(init: UploadInit): Promise<unknown> {
     overLimit = true;
     controller.abort(new ParleyError('CANCELLED', 'the upload passed its limit'));
   });
+  /** The client's form broke off or was malformed while the service was reading it. */
+  let broken: { error: unknown } | undefined;
   async function* chunks(): AsyncGenerator<UploadChunk> {
     let offset = 0;
-    for await (const piece of file as AsyncIterable<Buffer>) {
-      if (overLimit) break;
+    const pieces = (file as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+    for (;;) {
+      let next: IteratorResult<Buffer>;
+      try {
+        next = await pieces.next();
+      } catch (error) {
+        broken = { error: malformed(error) };
+        throw broken.error;
+      }
+      if (next.done === true || overLimit) break;
+      const piece = next.value;
       yield {
         filename: part?.filename ?? '',
         contentType: part?.mimetype ?? '',
@@ -75,11 +91,22 @@ export async function callWithUpload(init: UploadInit): Promise<unknown> {
     return await init.invoker.call({ ...init.common, signal: controller.signal, input: chunks() });
   } catch (error) {
     if (overLimit || file.truncated) throw tooLarge(limit);
+    if (broken !== undefined) throw broken.error;
     throw error;
   } finally {
     // Whatever the service left unread is drained so the connection can answer.
     if (!file.readableEnded) file.resume();
   }
+}
+
+/**
+ * The form parser's refusal of the body (no boundary, a part cut short, a malformed part header):
+ * the client's to fix, 400. Its messages are fixed texts that quote nothing of the request.
+ */
+function malformed(error: unknown): unknown {
+  if (error instanceof ParleyError || error instanceof HttpProblem) return error;
+  const reason = error instanceof Error ? error.message : String(error);
+  return new HttpProblem(400, 'INVALID_ARGUMENT', `The multipart body is malformed: ${reason}.`);
 }
 
 function tooLarge(limit: number): HttpProblem {
