@@ -35,6 +35,62 @@ export async function waitFor(check: () => boolean, timeoutMs = 5000, what = 'co
   }
 }
 
+/**
+ * A seeded generator (mulberry32) for fuzz tests: the same seed gives the same inputs on every
+ * run, so a failure names the seed that reproduces it.
+ */
+export function seeded(seed: number) {
+  let state = seed >>> 0;
+  const next = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const int = (n: number) => Math.floor(next() * n);
+  const pick = <T>(list: readonly T[]): T => list[int(list.length)] as T;
+  return { next, int, pick, chance: (p: number) => next() < p };
+}
+export type Seeded = ReturnType<typeof seeded>;
+
+/** Values that break naive handling, for fuzz tests to put where a valid value was. */
+export const ODD_VALUES: readonly unknown[] = [
+  null,
+  true,
+  0,
+  -0,
+  1e308,
+  -1e308,
+  Number.MAX_SAFE_INTEGER + 2,
+  0.1,
+  '',
+  'x'.repeat(5000),
+  '\u0000',
+  '\ud800',
+  '\u202e',
+  [],
+  [[[[]]]],
+  {},
+  { __proto__x: 1 },
+];
+
+/** `value` with some fields dropped, changed to odd values or added, at any depth up to 3. */
+export function mutate(g: Seeded, value: unknown, depth = 0): unknown {
+  if (depth > 3 || g.chance(0.3)) return g.pick(ODD_VALUES);
+  if (Array.isArray(value)) return value.map((v) => mutate(g, v, depth + 1));
+  if (typeof value === 'object' && value !== null) {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) {
+      if (g.chance(0.15)) continue; // a missing field
+      out[k] = g.chance(0.5) ? mutate(g, v, depth + 1) : v;
+    }
+    if (g.chance(0.2)) out[g.pick(Object.keys(value).concat('extra'))] = g.pick(ODD_VALUES);
+    return out;
+  }
+  return g.pick(ODD_VALUES);
+}
+
 /** A promise with its resolve exposed. */
 export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
   let resolve: (value: T) => void = () => undefined;

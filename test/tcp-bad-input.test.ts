@@ -1,15 +1,31 @@
 /**
  * Bad input on the hub's port and on a node's call port: random bytes, a truncated frame, an
  * oversized length prefix, a wrong protocol version, a frame before hello. Each connection is
- * closed with a logged reason; the process keeps serving everyone else.
+ * closed with a logged reason; the process keeps serving everyone else. And well-formed frames
+ * whose requests are generated from a seed (mutated envelopes, odd types and deadlines, bytes
+ * that are no JSON, cancels of anything): each gets exactly one answer with a known code.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createConnection, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { createHub, createTcpTransport, type Hub, type ParleyNode, type TcpTransport } from '../src/index.ts';
-import { encodeFrame, FrameType, PROTOCOL_VERSION } from '../src/transport/tcp/frames.ts';
-import { calc, calcService, testNode, waitFor } from './helpers.ts';
+import { createMsgpackCodec } from '../src/codec/msgpack.ts';
+import {
+  createHub,
+  createTcpTransport,
+  errorCodes,
+  type Hub,
+  type ParleyNode,
+  type TcpTransport,
+} from '../src/index.ts';
+import {
+  encodeFrame,
+  type Frame,
+  FrameReader,
+  FrameType,
+  PROTOCOL_VERSION,
+} from '../src/transport/tcp/frames.ts';
+import { calc, calcService, mutate, seeded, testNode, waitFor } from './helpers.ts';
 
 const MAX = 64 * 1024;
 let hub: Hub;
@@ -166,6 +182,116 @@ describe('bad input on a node call port', () => {
       true,
     );
     await once(socket, 'close');
+    await stillServes();
+  });
+});
+
+describe('generated requests on a node call port', () => {
+  const SEED = Number(process.env.PARLEY_FUZZ_SEED ?? 20261130);
+  const COUNT = Number(process.env.PARLEY_FUZZ_COUNT ?? 600);
+
+  it(`${COUNT} requests (seed ${SEED}): one answer each, with a known code, on an open connection`, async (t) => {
+    const g = seeded(SEED);
+    const valid = () => ({
+      specversion: '1.0',
+      id: `fuzz-${g.int(1e9)}`,
+      source: '/fuzz',
+      type: 'calc.add',
+      deadline: Date.now() + 5000,
+      data: { a: g.int(100), b: g.int(100), note: 'n' },
+    });
+    const payload = (): { bytes: Buffer; sent: unknown } => {
+      const kind = g.int(10);
+      if (kind === 0)
+        return { bytes: Buffer.from(Array.from({ length: g.int(64) }, () => g.int(256))), sent: 0 };
+      if (kind === 1) return { bytes: Buffer.alloc(0), sent: 0 };
+      if (kind === 2) {
+        const env = {
+          ...valid(),
+          type: g.pick(['calc.nope', '', 'x'.repeat(300), '__proto__', 'calc.echo']),
+        };
+        return { bytes: Buffer.from(JSON.stringify(env)), sent: env };
+      }
+      if (kind === 3) {
+        const env = {
+          ...valid(),
+          deadline: g.pick([0, -1, 1e300, Date.now() - 1000, '2026-01-01T00:00:00Z']),
+        };
+        return { bytes: Buffer.from(JSON.stringify(env)), sent: env };
+      }
+      if (kind === 4) {
+        const text = JSON.stringify(valid());
+        return { bytes: Buffer.from(text.replace('"source"', '"__proto__":{"x":1},"source"')), sent: 0 };
+      }
+      const env = kind < 7 ? valid() : mutate(g, valid());
+      return { bytes: Buffer.from(JSON.stringify(env)), sent: env };
+    };
+
+    const socket = await send(nodePort(), hello(PROTOCOL_VERSION));
+    const answers = new Map<number, Frame[]>();
+    let closed = false;
+    socket.on('close', () => (closed = true));
+    const reader = new FrameReader(
+      MAX * 2,
+      (frame) => {
+        const list = answers.get(frame.id) ?? [];
+        list.push({ ...frame, payload: Buffer.from(frame.payload) });
+        answers.set(frame.id, list);
+      },
+      (reason) => assert.fail(`the node's answer is not a frame: ${reason}`),
+    );
+    socket.on('data', (chunk: Buffer) => reader.push(chunk));
+
+    const sent = new Map<number, unknown>();
+    const frames: Buffer[] = [];
+    for (let id = 1; id <= COUNT; id++) {
+      const p = payload();
+      sent.set(id, p.sent);
+      frames.push(encodeFrame(FrameType.Request, id, p.bytes));
+      // Cancels of calls in flight, of calls done, of calls that never were.
+      if (g.chance(0.1))
+        frames.push(encodeFrame(FrameType.Cancel, g.pick([id, id - 1, 0, 0xffffffff]), Buffer.alloc(0)));
+      if (frames.length >= 16) socket.write(Buffer.concat(frames.splice(0)));
+    }
+    socket.write(Buffer.concat(frames));
+    await waitFor(() => answers.size >= COUNT || closed, 10_000, 'an answer to every request');
+    assert.equal(closed, false, 'the connection stays open: these are well-formed frames');
+
+    const known = new Set<string>(errorCodes);
+    const msgpack = createMsgpackCodec();
+    const codes = new Map<string, number>();
+    for (let id = 1; id <= COUNT; id++) {
+      const got = answers.get(id) ?? [];
+      assert.equal(got.length, 1, `request ${id} has one answer, not ${got.length}`);
+      const frame = got[0] as Frame;
+      // Answered in the codec the request seems to be in (its first byte), as for any caller.
+      const body = (
+        frame.payload[0] === 0x7b ? JSON.parse(frame.payload.toString('utf8')) : msgpack.decode(frame.payload)
+      ) as {
+        ok?: boolean;
+        data?: { sum?: unknown };
+        error?: { code?: string };
+        code?: string;
+      };
+      if (frame.type === FrameType.Reply && body.ok === true) {
+        codes.set('ok', (codes.get('ok') ?? 0) + 1);
+        const env = sent.get(id) as { data: { a: number; b: number } };
+        assert.equal(body.data?.sum, env.data.a + env.data.b, `request ${id} adds what it sent`);
+        continue;
+      }
+      const code = frame.type === FrameType.Reply ? body.error?.code : body.code;
+      assert.ok(
+        frame.type === FrameType.Reply || frame.type === FrameType.Failure,
+        `frame type ${frame.type}`,
+      );
+      assert.ok(known.has(String(code)), `request ${id}: code ${String(code)}`);
+      codes.set(String(code), (codes.get(String(code)) ?? 0) + 1);
+    }
+    t.diagnostic(`answers: ${JSON.stringify([...codes])}`);
+    // The generator reaches the handler as well as every refusal.
+    assert.ok((codes.get('ok') ?? 0) > COUNT / 10, JSON.stringify([...codes]));
+    assert.ok((codes.get('INVALID_ARGUMENT') ?? 0) > COUNT / 10, JSON.stringify([...codes]));
+    socket.destroy();
     await stillServes();
   });
 });
