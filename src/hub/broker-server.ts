@@ -8,7 +8,9 @@
  * client that disconnects nacks what it held with UNAVAILABLE, and its consumers close. History
  * reads (`history.latest`, `history.read`, a wait bounded to 30 s) go to the broker's history.
  */
-import type { Broker, Consumer, Delivery, HistoryPage } from '../broker/broker.ts';
+
+import type { Broker, BrokerPublishOptions, Consumer, Delivery, HistoryPage } from '../broker/broker.ts';
+import { checkPublish } from '../broker/check.ts';
 import { ParleyError, type WireError } from '../errors.ts';
 import { FrameType, type FrameWriter } from '../transport/tcp/frames.ts';
 import { DEFAULT_MAX_PAYLOAD } from '../transport/transport.ts';
@@ -97,7 +99,10 @@ export class BrokerSession {
     const b = this.broker;
     switch (op) {
       case 'publish':
-        return b.publish(a.envelope as never, (a.options ?? {}) as never);
+        // A client of the hub is any program on the network: what it sends is checked here,
+        // whatever broker the hub serves.
+        checkPublish(a.envelope, a.options ?? undefined);
+        return b.publish(a.envelope, (a.options ?? {}) as BrokerPublishOptions);
       case 'subscribe':
         return this.subscribe(a.consumer, a.spec as never);
       case 'unsubscribe': {

@@ -194,6 +194,46 @@ export function brokerConformance(harness: BrokerHarness): void {
       assert.ok(d.firstFailureAt <= d.lastFailureAt);
     });
 
+    test('a publish of what is no envelope, or with options of the wrong type, is refused alone, and nothing of it stored', async () => {
+      const b = await broker();
+      const topic = fresh('refused');
+      const got: unknown[] = [];
+      await consume(b, { topic, group: 'g', maxAttempts: 1 }, (d) => void got.push(d.envelope.data));
+      const good = envelope(topic, 'good');
+      const bad: [unknown, unknown][] = [
+        [null, undefined],
+        [5, undefined],
+        [{ type: topic, data: 1 }, undefined],
+        [{ ...envelope(topic, 1), id: 5 }, undefined],
+        [{ ...envelope(topic, 1), specversion: '0.3' }, undefined],
+        [{ ...envelope(topic, 1), deadline: 'soon' }, undefined],
+        [{ ...envelope(topic, 1), type: { topic } }, undefined],
+        [envelope(topic, 1), { delay: 'x' }],
+        [envelope(topic, 1), { delay: -1 }],
+        [envelope(topic, 1), { delay: Number.NaN }],
+        [envelope(topic, 1), { delay: 1e300 }],
+        [envelope(topic, 1), { key: { k: 1 } }],
+        [envelope(topic, 1), 'fast'],
+      ];
+      // In one turn with a good one: a broker that stores a turn's publishes together must not
+      // fail the good one with them.
+      const results = await Promise.allSettled([
+        ...bad.map(([e, o]) => b.publish(e as Envelope, o as never)),
+        b.publish(good),
+      ]);
+      for (const [i, r] of results.slice(0, bad.length).entries()) {
+        assert.equal(r.status, 'rejected', `publish ${i} refused`);
+        const e = (r as PromiseRejectedResult).reason as ParleyError;
+        assert.equal(e.code, 'INVALID_ARGUMENT', `publish ${i}: ${e.message}`);
+        assert.equal(e.retryable, false);
+      }
+      assert.equal(results.at(-1)?.status, 'fulfilled', 'the good publish is stored');
+      await until(harness, () => got.length >= 1, 'the good one delivered');
+      await harness.advance(300);
+      assert.deepEqual(got, ['good'], 'nothing of the refused publishes was delivered');
+      assert.deepEqual(await b.deadLetters.list({ topic }), [], 'nor dead-lettered');
+    });
+
     test('an error with details.deferMs puts the message back after that delay without spending an attempt', async () => {
       const b = await broker();
       const topic = fresh('defer');

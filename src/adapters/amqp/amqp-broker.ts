@@ -42,6 +42,7 @@
  * then fails with UNAVAILABLE; a publish whose confirm is lost with the connection fails too
  * (UNAVAILABLE, retryable: it may have been stored).
  */
+
 import { randomBytes } from 'node:crypto';
 import type { Options } from 'amqplib';
 import type {
@@ -53,6 +54,7 @@ import type {
   DeadLetterStore,
   PublishReceipt,
 } from '../../broker/broker.ts';
+import { checkPublish } from '../../broker/check.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
@@ -278,6 +280,7 @@ export class AmqpBroker implements Broker {
   publish(envelope: Envelope, options: BrokerPublishOptions = {}): Promise<PublishReceipt> {
     if (this.closed) return Promise.reject(new ParleyError('UNAVAILABLE', 'the broker is closed'));
     try {
+      checkPublish(envelope, options); // before the turn's corked writes: refused alone
       this.checkTopicOnce(envelope.type);
     } catch (error) {
       return Promise.reject(error);

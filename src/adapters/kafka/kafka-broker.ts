@@ -27,6 +27,7 @@
  *   which has no CreateTopics).
  * - Time is the wall clock: Kafka's does not follow a fake clock.
  */
+
 import { randomUUID } from 'node:crypto';
 import type {
   Broker,
@@ -36,6 +37,7 @@ import type {
   ConsumerSpec,
   PublishReceipt,
 } from '../../broker/broker.ts';
+import { checkPublish } from '../../broker/check.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { DedupeWindow } from '../dedupe.ts';
@@ -213,6 +215,7 @@ class KafkaBrokerImpl implements KafkaBroker {
 
   async publish(envelope: Envelope, options: BrokerPublishOptions = {}): Promise<PublishReceipt> {
     if (this.closed) throw new ParleyError('UNAVAILABLE', 'broker is closed');
+    checkPublish(envelope, options);
     const now = Date.now();
     return this.dedupe.publish(envelope.idempotencykey, envelope.id, now, async () => {
       const topic = this.kafkaTopic(envelope.type);

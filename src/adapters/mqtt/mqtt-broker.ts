@@ -61,6 +61,7 @@
  *   (mqtt.js retries every 250 ms) plus one SUBSCRIBE round trip; `test/broker-restart.test.ts`
  *   measures it (a few messages at full publishing speed) and asserts nothing is lost outside it.
  */
+
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type {
   Broker,
@@ -71,6 +72,7 @@ import type {
   DeadLetterStore,
   PublishReceipt,
 } from '../../broker/broker.ts';
+import { checkPublish } from '../../broker/check.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
@@ -148,6 +150,7 @@ export class MqttBroker implements Broker {
 
   async publish(envelope: Envelope, options: BrokerPublishOptions = {}): Promise<PublishReceipt> {
     if (this.closed) throw new ParleyError('UNAVAILABLE', 'the broker is closed');
+    checkPublish(envelope, options);
     checkName('topic', envelope.type);
     return this.dedupe.publish(envelope.idempotencykey, envelope.id, Date.now(), () =>
       this.store(envelope, options),

@@ -42,6 +42,7 @@ import type {
   DeadLetterStore,
   PublishReceipt,
 } from '../../broker/broker.ts';
+import { checkPublish } from '../../broker/check.ts';
 import { letterMatches } from '../../broker/outcome.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec } from '../../codec/json.ts';
@@ -198,6 +199,7 @@ export class NatsBroker implements Broker {
 
   async publish(envelope: Envelope, options: BrokerPublishOptions = {}): Promise<PublishReceipt> {
     if (this.closed) throw new ParleyError('UNAVAILABLE', 'the broker is closed');
+    checkPublish(envelope, options);
     await this.ensureTopic(envelope.type);
     return this.store(
       this.subjectOf(envelope.type),

@@ -59,6 +59,7 @@ import type {
   DeadLetterStore,
   PublishReceipt,
 } from '../../broker/broker.ts';
+import { checkPublish } from '../../broker/check.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec, encodeJsonText } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
@@ -145,6 +146,11 @@ export class RedisBroker implements Broker {
   }
 
   publish(envelope: Envelope, options: BrokerPublishOptions = {}): Promise<PublishReceipt> {
+    try {
+      checkPublish(envelope, options); // before the turn's batch: one bad publish must not fail the others
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const fields: (string | Buffer)[] = [];
     if (options.key !== undefined) fields.push('key', options.key);
     if (options.delay !== undefined && options.delay > 0)

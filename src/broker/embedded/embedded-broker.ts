@@ -9,6 +9,7 @@
  * survives a crash of any process, not a power loss or kernel crash, which may lose the last
  * commits. With `power` (`synchronous=FULL`) every confirmed publish survives those too.
  */
+
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { type Clock, systemClock, type TimerHandle } from '../../runtime/clock.ts';
@@ -22,6 +23,7 @@ import type {
   DeadLetterStore,
   PublishReceipt,
 } from '../broker.ts';
+import { checkPublish } from '../check.ts';
 import { type ConsumerHost, EmbeddedConsumer } from './consumer.ts';
 import { DeadLetters } from './dead-letters.ts';
 import { EmbeddedHistory } from './history.ts';
@@ -101,6 +103,11 @@ class EmbeddedBrokerImpl implements EmbeddedBroker, ConsumerHost {
 
   publish(envelope: Envelope, options: BrokerPublishOptions = {}): Promise<PublishReceipt> {
     if (this.closed) return Promise.reject(new ParleyError('UNAVAILABLE', 'broker is closed'));
+    try {
+      checkPublish(envelope, options); // before the batch: one bad publish must not fail the others
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const now = this.clock.now();
     const message: StoredMessage = {
       id: envelope.id,
