@@ -31,6 +31,11 @@ if (skip === false) {
       return broker;
     },
     advance: (ms) => sleep(ms),
+    // As another client publishes: persistent, and no message id or header of Parley's.
+    inject: (broker, topic, body) =>
+      (broker as AmqpBroker).publishConfirmed((broker as AmqpBroker).topicsExchange, topic, body, {
+        persistent: true,
+      }),
     skip: {
       'a new group starts from now, or from the beginning when asked':
         'RabbitMQ: a queue holds only what arrived after it was bound; a group created later cannot start from the beginning (only a stream could)',

@@ -9,4 +9,5 @@ brokerConformance({
   clock,
   create: () => createEmbeddedBroker({ path: ':memory:', clock, random: createRandom(1) }),
   advance: (ms) => clock.tick(ms),
+  noInject: 'the embedded broker lives inside its process: only Parley writes to it',
 });

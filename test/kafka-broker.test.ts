@@ -77,6 +77,16 @@ if (typeof cluster === 'string') {
     clock: systemClock,
     create: () => mockBroker(`conformance-${process.pid}-${++n}`),
     advance: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    // A record as another producer writes it: the value alone, no key or header of Parley's.
+    inject: async (broker, topic, body) => {
+      const b = broker as unknown as {
+        kafkaTopic(topic: string): string;
+        ensureTopic(name: string): Promise<number>;
+        produce(name: string, value: Buffer, options: object): Promise<unknown>;
+      };
+      await b.ensureTopic(b.kafkaTopic(topic));
+      await b.produce(b.kafkaTopic(topic), body, {});
+    },
     // The second member of the lease cases joins a running group: the mock holds that join for
     // session.timeout.ms - 1000 ms (5 s here; a shorter session breaks the mock's fixed 3 s first
     // join, settable only in C), so the first member's lease must outlast it.

@@ -10,6 +10,7 @@ import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mqtt from 'mqtt';
 import { createMqttBroker, MqttBroker, type MqttBrokerOptions } from '../src/adapters/mqtt/mqtt-broker.ts';
+import { topicOf } from '../src/adapters/mqtt/names.ts';
 import { BrokerRegistry } from '../src/broker/from-url.ts';
 import { createEnvelope, ParleyError, systemClock } from '../src/index.ts';
 import { BROKERS, cuttableProxy, needBroker } from './brokers.ts';
@@ -46,6 +47,14 @@ if (skip === false) {
     clock: systemClock,
     create: () => broker(),
     advance: (ms) => sleep(ms),
+    inject: async (b, topic, body) => {
+      const raw = await mqtt.connectAsync(BROKERS.mqtt.url, { protocolVersion: 5 });
+      try {
+        await raw.publishAsync(topicOf((b as MqttBroker).prefix, topic), body, { qos: 1 });
+      } finally {
+        await raw.endAsync();
+      }
+    },
     skip: {
       'a new group starts from now, or from the beginning when asked':
         'MQTT keeps no history: a shared subscription gets only what is published after it exists (retained messages keep one per topic, not a log)',

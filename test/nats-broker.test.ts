@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { JetStreamClient } from '@nats-io/jetstream';
 import { createNatsBroker, type NatsBroker } from '../src/adapters/nats/nats-broker.ts';
 import { createEnvelope, ParleyError, systemClock } from '../src/index.ts';
 import { BROKERS, needBroker } from './brokers.ts';
@@ -27,6 +28,10 @@ if (skip === false) {
     clock: systemClock,
     create: () => fresh(),
     advance: (ms) => sleep(ms),
+    inject: async (broker, topic, body) => {
+      const b = broker as NatsBroker;
+      await (b as unknown as { js: JetStreamClient }).js.publish(b.subjectOf(topic), body);
+    },
     skip: {
       'extendLease keeps a delivery from going to another consumer while its own works on it':
         'nats-server 2.9 sometimes hands a message whose lease is being extended (`working()` every ' +

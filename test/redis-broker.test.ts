@@ -25,6 +25,10 @@ if (skip === false) {
       return createRedisBroker({ url: BROKERS.redis.url, prefix, log: () => {} });
     },
     advance: (ms) => sleep(ms),
+    inject: async (broker, topic, body) => {
+      const b = broker as RedisBroker;
+      await b.redis.xadd(b.streamOf(topic), '*', 'body', body);
+    },
   });
 
   it('a history reader behind entries the stream trimmed is told it has a gap; one ahead of it is not', async () => {

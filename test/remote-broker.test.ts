@@ -37,6 +37,9 @@ brokerConformance({
     await clock.tick(ms);
     for (let i = 0; i < 5; i++) await tick();
   },
+  noInject:
+    "a client publishes to the hub's broker as an envelope inside a frame of Parley's protocol, " +
+    "checked by the hub (the suite's `refused alone` case), never as bare bytes",
 });
 
 it('a hub whose broker keeps no history gives clients none (not one that fails on use)', async () => {

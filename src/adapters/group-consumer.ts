@@ -322,15 +322,20 @@ function decodeBody(codec: Codec, body: Uint8Array | string): unknown {
   return codec.decodeText !== undefined ? codec.decodeText(body) : codec.decode(Buffer.from(body, 'utf8'));
 }
 
-/** What a dead letter records for a body that is not an envelope: its bytes, base64. */
 function undecodable(raw: RawMessage, topic: string): Envelope {
+  return undecodableEnvelope(raw.id, topic, raw.body);
+}
+
+/**
+ * What a dead letter records for a stored body that is not an envelope, on every broker: its
+ * bytes, base64, under the broker's id of the message, so nothing of it is lost.
+ */
+export function undecodableEnvelope(id: string, topic: string, body: Uint8Array | string): Envelope {
   return {
     specversion: '1.0',
-    id: raw.id,
+    id,
     source: '/parley/undecodable',
     type: topic,
-    data: (typeof raw.body === 'string' ? Buffer.from(raw.body, 'utf8') : Buffer.from(raw.body)).toString(
-      'base64',
-    ),
+    data: (typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body)).toString('base64'),
   };
 }

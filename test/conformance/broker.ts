@@ -22,7 +22,7 @@ import {
   subscribe,
   z,
 } from '../../src/index.ts';
-import { calcService, testNode } from '../helpers.ts';
+import { calcService, mutate, type Seeded, seeded, testNode } from '../helpers.ts';
 
 export interface BrokerHarness {
   name: string;
@@ -43,6 +43,13 @@ export interface BrokerHarness {
   noHistory?: string;
   /** Runs only the cases this accepts (a second harness of one broker, set up another way). */
   only?: (name: string) => boolean;
+  /**
+   * Writes `body` where the broker's publishes of `topic` go, as another client of the broker
+   * would (bare bytes: no Parley header or property). Without it, `noInject` says why no other
+   * writer can reach the broker (its `foreign:` case skips with that).
+   */
+  inject?(broker: Broker, topic: string, body: Buffer): Promise<void>;
+  noInject?: string;
 }
 
 let topicSeq = 0;
@@ -86,7 +93,10 @@ export function brokerConformance(harness: BrokerHarness): void {
 
     const test = (name: string, fn: () => Promise<void>) => {
       if (harness.only !== undefined && !harness.only(name)) return;
-      const reason = harness.skip?.[name] ?? (name.startsWith('history:') ? harness.noHistory : undefined);
+      const reason =
+        harness.skip?.[name] ??
+        (name.startsWith('history:') ? harness.noHistory : undefined) ??
+        (name.startsWith('foreign:') ? harness.noInject : undefined);
       if (reason !== undefined) it(name, { skip: reason }, fn);
       else it(name, { timeout: 60_000 }, fn);
     };
@@ -192,6 +202,48 @@ export function brokerConformance(harness: BrokerHarness): void {
       assert.equal(d.group, 'g');
       assert.equal(d.envelope.id, env.id);
       assert.ok(d.firstFailureAt <= d.lastFailureAt);
+    });
+
+    test('foreign: what other writers put on a topic is delivered as the envelope it holds, or dead-lettered with its bytes', async () => {
+      const inject = harness.inject;
+      assert.ok(inject !== undefined, 'the harness gives inject, or noInject with the reason');
+      const b = await broker();
+      const topic = fresh('foreign');
+      const delivered = new Map<string, unknown[]>();
+      await consume(b, { topic, group: 'g', maxAttempts: 1 }, (d) => {
+        const list = delivered.get(d.envelope.id) ?? [];
+        list.push(d.envelope);
+        delivered.set(d.envelope.id, list);
+      });
+      const seed = Number(process.env.PARLEY_FUZZ_SEED ?? 20261130);
+      const bodies = foreignBodies(seeded(seed), topic, 24);
+      for (const { body } of bodies) await inject(b, topic, body);
+      const valid = bodies.filter((x) => x.envelope !== undefined);
+      const invalid = bodies.filter((x) => x.envelope === undefined).map((x) => x.body.toString('base64'));
+      const lettered = async () =>
+        new Set(
+          (await b.deadLetters.list({ topic }, 1000)).map((l) => {
+            assert.equal(l.code, 'INVALID_ARGUMENT', l.message);
+            assert.equal(l.envelope.source, '/parley/undecodable', 'the letter holds the bytes');
+            return l.envelope.data as string;
+          }),
+        );
+      await until(
+        harness,
+        async () => {
+          const letters = await lettered();
+          return valid.every((x) => delivered.has(x.id)) && invalid.every((x) => letters.has(x));
+        },
+        `${valid.length} envelopes delivered and ${invalid.length} bodies dead-lettered`,
+      );
+      await harness.advance(200);
+      for (const x of valid) {
+        for (const got of delivered.get(x.id) ?? [])
+          assert.deepEqual(got, x.envelope, `seed ${seed}: ${x.id}`);
+      }
+      const letters = await lettered();
+      assert.equal(letters.size, invalid.length, `seed ${seed}: only the bodies that are no envelope`);
+      assert.equal(delivered.size, valid.length, `seed ${seed}: nothing else was delivered`);
     });
 
     test('a publish of what is no envelope, or with options of the wrong type, is refused alone, and nothing of it stored', async () => {
@@ -620,4 +672,81 @@ export function brokerConformance(harness: BrokerHarness): void {
       }
     });
   });
+}
+
+/**
+ * Bodies another writer might put on `topic`, generated from `g`: `count` of them, about half
+ * envelopes (odd data, optional attributes) that must arrive as they are (`envelope` is their
+ * JSON, parsed back), the rest no envelope at all: bytes, text that is not UTF-8 or not JSON,
+ * JSON that is not an object, attributes missing or of the wrong type, prototype keys.
+ */
+function foreignBodies(
+  g: Seeded,
+  topic: string,
+  count: number,
+): { body: Buffer; id: string; envelope: Envelope | undefined }[] {
+  const out: { body: Buffer; id: string; envelope: Envelope | undefined }[] = [];
+  for (let i = 0; i < count; i++) {
+    const env: Record<string, unknown> = {
+      ...createEnvelope({
+        source: '/foreign',
+        type: topic,
+        data: mutate(g, { n: i, note: 'x', tags: ['a'] }),
+      }),
+    };
+    if (g.chance(0.3)) env.subject = `k${g.int(5)}`;
+    if (g.chance(0.3)) env.idempotencykey = `idem-${i}`;
+    if (g.chance(0.2)) env.deadline = Date.now() + 60_000;
+    const text = JSON.stringify(env);
+    if (g.chance(0.5)) {
+      out.push({ body: Buffer.from(text), id: env.id as string, envelope: JSON.parse(text) as Envelope });
+      continue;
+    }
+    let body: Buffer;
+    switch (g.int(9)) {
+      case 0:
+        body = Buffer.from(Array.from({ length: 1 + g.int(64) }, () => g.int(256)));
+        break;
+      case 1: {
+        body = Buffer.from(text);
+        body[body.indexOf('/foreign') + 1] = 0xff; // not UTF-8
+        break;
+      }
+      case 2:
+        body = Buffer.from(`not json ${i}`);
+        break;
+      case 3:
+        body = Buffer.from(text.slice(0, 1 + g.int(text.length - 2)));
+        break;
+      case 4:
+        body = Buffer.from(g.pick([`[${i}]`, `"s${i}"`, `${i}`]));
+        break;
+      case 5: {
+        const broken = { ...env };
+        delete broken[g.pick(['id', 'source', 'type', 'specversion'])];
+        body = Buffer.from(JSON.stringify(broken));
+        break;
+      }
+      case 6:
+        body = Buffer.from(JSON.stringify({ ...env, specversion: g.pick(['0.3', 1, '']) }));
+        break;
+      case 7: {
+        // Each of these must be a string when present (a deadline a number): 5 is a valid deadline.
+        const name = g.pick(['time', 'subject', 'traceparent', 'deadline']);
+        body = Buffer.from(
+          JSON.stringify({ ...env, [name]: g.pick(name === 'deadline' ? [{}, 'soon'] : [5, {}]) }),
+        );
+        break;
+      }
+      default:
+        body = Buffer.from(
+          text.replace(
+            '"data":',
+            g.pick(['"__proto__":{"p":1},"data":', '"data":{"__proto__":{"p":1}},"x":']),
+          ),
+        );
+    }
+    out.push({ body, id: env.id as string, envelope: undefined });
+  }
+  return out;
 }

@@ -16,6 +16,7 @@ import { runHandler } from '../../broker/outcome.ts';
 import { createEnvelope, type Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { backoffDelay } from '../../resilience/backoff.ts';
+import { undecodableEnvelope } from '../group-consumer.ts';
 import { type Config, type Consumer, call, connect, type Driver, header, type Message } from './driver.ts';
 import { kafkaError } from './errors.ts';
 import type { DeadRecord } from './protocol.ts';
@@ -224,6 +225,7 @@ export class KafkaGroupConsumer {
     const key = header(m.headers, HEADER.key) ?? (m.key == null ? null : String(m.key));
     let envelope: Envelope | undefined;
     let bad: ParleyError | undefined;
+    let undecodable: Envelope | undefined;
     try {
       envelope = envelopeOfRecord(m.value);
     } catch (error) {
@@ -231,6 +233,7 @@ export class KafkaGroupConsumer {
         'INVALID_ARGUMENT',
         `stored message is not an envelope: ${ParleyError.from(error).message}`,
       );
+      undecodable = undecodableEnvelope(`${m.partition}:${m.offset}`, this.topic, m.value ?? Buffer.alloc(0));
     }
     const spent = Number(header(m.headers, HEADER.attempts) ?? 0);
     const entry: Entry = {
@@ -240,6 +243,7 @@ export class KafkaGroupConsumer {
       key,
       envelope,
       bad,
+      undecodable,
       attempt: (Number.isFinite(spent) ? spent : 0) + 1,
       notBefore: Number(header(m.headers, HEADER.notBefore) ?? 0) || 0,
       run: undefined,
@@ -352,7 +356,10 @@ export class KafkaGroupConsumer {
       topic: this.topic,
       group: this.group,
       key: entry.key,
-      envelope: entry.envelope ?? createEnvelope({ source: '/parley/kafka', type: this.topic, data: null }),
+      envelope:
+        entry.envelope ??
+        entry.undecodable ??
+        createEnvelope({ source: '/parley/kafka', type: this.topic, data: null }),
       code: error.code,
       message: error.message,
       retryable: error.retryable,

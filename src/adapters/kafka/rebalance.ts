@@ -23,6 +23,8 @@ export interface Entry {
   key: string | null;
   envelope: Envelope | undefined;
   bad: ParleyError | undefined;
+  /** What the dead letter of a record that is no envelope holds (its bytes), when `bad`. */
+  undecodable: Envelope | undefined;
   attempt: number;
   notBefore: number;
   /** Set while a handler holds the message; a late result from an older run is ignored. */
