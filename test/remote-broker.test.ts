@@ -101,3 +101,57 @@ it('a history page too large for one frame comes in parts; an entry larger than 
     await small.close();
   }
 });
+
+it('the hub checks what its clients send, whatever broker it serves: nothing malformed reaches it', async () => {
+  // A broker that checks nothing and records every call it gets.
+  const seen: string[] = [];
+  const record = <T>(what: string, result: T) => {
+    seen.push(what);
+    return Promise.resolve(result);
+  };
+  const letters = {
+    list: (f: unknown) => record(`list ${JSON.stringify(f)}`, []),
+    get: (id: unknown) => record(`get ${String(id)}`, undefined),
+    replay: (f: unknown) => record(`replay ${JSON.stringify(f)}`, 0),
+    purge: (f: unknown) => record(`purge ${JSON.stringify(f)}`, 0),
+  };
+  const trusting: Broker = {
+    publish: (e) => record(`publish ${e.id}`, { id: e.id, duplicate: false }),
+    subscribe: (s) => record(`subscribe ${s.topic}`, { close: async () => undefined }),
+    deadLetters: letters as Broker['deadLetters'],
+    history: {
+      latest: (t: string) => record(`latest ${t}`, '0'),
+      read: async () => ({ entries: [], next: '0', gap: false }),
+    },
+    close: async () => undefined,
+  };
+  const other = await createHub({ broker: trusting });
+  const client = await createRemoteBroker(other.url, { log: () => undefined });
+  const refused = (p: Promise<unknown>, what: string) =>
+    assert.rejects(p, (e: unknown) => (e as { code?: string }).code === 'INVALID_ARGUMENT', what);
+  try {
+    await refused(client.publish({ type: 't' } as never), 'a publish of no envelope');
+    await refused(
+      client.publish(createEnvelope({ source: '/t', type: 't', data: 1 }), { delay: -1 }),
+      'delay',
+    );
+    await refused(
+      client.subscribe({ topic: 't', group: 'g', lease: 'x' } as never, async () => undefined),
+      'lease',
+    );
+    await refused(client.deadLetters.list({ ids: 'all' } as never), 'filter');
+    await refused(client.deadLetters.list({}, 0), 'limit');
+    await refused(client.deadLetters.get('x' as never), 'id');
+    await refused(client.deadLetters.replay({ topic: 5 } as never), 'replay filter');
+    await refused(client.deadLetters.purge({ ids: [{}] } as never), 'purge filter');
+    await refused((client.history as NonNullable<Broker['history']>).latest({} as never), 'history topic');
+    assert.deepEqual(seen, [], 'nothing malformed reached the broker');
+    const env = createEnvelope({ source: '/t', type: 't', data: 1 });
+    await client.publish(env, { key: 'k', delay: 5 });
+    await client.deadLetters.list({ topic: 't', ids: [1] }, 10);
+    assert.deepEqual(seen, [`publish ${env.id}`, 'list {"topic":"t","ids":[1]}']);
+  } finally {
+    await client.close();
+    await other.close();
+  }
+});

@@ -1,7 +1,8 @@
 /**
  * @module broker/check
  * What every broker refuses before it stores anything: a value that is not an envelope, and
- * publish options of the wrong type. Typed callers never send these; untyped ones (JavaScript,
+ * publish options of the wrong type; a subscription whose settings are not what they must be
+ * (and the hub, a dead-letter filter from one of its TCP clients). Typed callers never send these; untyped ones (JavaScript,
  * a client of the hub's broker over TCP) can, and without this check one broker would store
  * what its consumers then dead-letter, another fail a whole batch of other publishers' messages
  * with it (the embedded broker writes a turn's publishes in one transaction), and a third wait
@@ -9,7 +10,7 @@
  */
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
-import type { BrokerPublishOptions } from './broker.ts';
+import type { BrokerPublishOptions, ConsumerSpec, DeadLetterFilter } from './broker.ts';
 
 /** The longest delay a publish may ask for, ms: the most a timer can wait (about 24.8 days). */
 export const MAX_DELAY_MS = 2 ** 31 - 1;
@@ -17,12 +18,63 @@ export const MAX_DELAY_MS = 2 ** 31 - 1;
 export function checkPublish(envelope: unknown, options: unknown): asserts envelope is Envelope {
   assertEnvelope(envelope);
   if (options === undefined) return;
-  if (typeof options !== 'object' || options === null || Array.isArray(options))
-    throw invalid('publish options must be an object');
+  if (!isRecord(options)) throw invalid('publish options must be an object');
   const { key, delay } = options as BrokerPublishOptions;
   if (key !== undefined && typeof key !== 'string') throw invalid('the ordering key must be a string');
   if (delay !== undefined && !(typeof delay === 'number' && delay >= 0 && delay <= MAX_DELAY_MS))
     throw invalid(`delay must be a number of ms from 0 to ${MAX_DELAY_MS}`);
+}
+
+/** The most deliveries one consumer may hold at once. */
+export const MAX_IN_FLIGHT = 1_000_000;
+
+/** Refuses a subscription a broker could not honour (a topic that is no name, a lease of 'x'). */
+export function checkSpec(spec: unknown): asserts spec is ConsumerSpec {
+  if (!isRecord(spec)) throw invalid('a subscription must be an object');
+  const { topic, group, maxAttempts, maxInFlight, lease, startFrom, backoff } = spec;
+  if (typeof topic !== 'string' || topic === '') throw invalid('topic must be a non-empty string');
+  if (typeof group !== 'string' || group === '') throw invalid('group must be a non-empty string');
+  whole('maxAttempts', maxAttempts, 1_000_000);
+  whole('maxInFlight', maxInFlight, MAX_IN_FLIGHT);
+  if (lease !== undefined && !(typeof lease === 'number' && lease > 0 && lease <= MAX_DELAY_MS))
+    throw invalid(`lease must be a number of ms above 0 and at most ${MAX_DELAY_MS}`);
+  if (startFrom !== undefined && startFrom !== 'beginning' && startFrom !== 'now')
+    throw invalid("startFrom must be 'beginning' or 'now'");
+  if (backoff === undefined) return;
+  if (!isRecord(backoff)) throw invalid('backoff must be an object');
+  for (const name of ['initial', 'max'] as const) {
+    const v = backoff[name];
+    if (v !== undefined && !(typeof v === 'number' && v >= 0 && v <= MAX_DELAY_MS))
+      throw invalid(`backoff.${name} must be a number of ms from 0 to ${MAX_DELAY_MS}`);
+  }
+  const m = backoff.multiplier;
+  if (m !== undefined && !(typeof m === 'number' && m >= 1 && m <= 1000))
+    throw invalid('backoff.multiplier must be a number from 1 to 1000');
+}
+
+/** Refuses a dead-letter filter whose fields are not what they must be. */
+export function checkFilter(filter: unknown): asserts filter is DeadLetterFilter {
+  if (filter === undefined) return;
+  if (!isRecord(filter)) throw invalid('a dead-letter filter must be an object');
+  for (const name of ['topic', 'group', 'code'] as const) {
+    if (filter[name] !== undefined && typeof filter[name] !== 'string')
+      throw invalid(`filter.${name} must be a string`);
+  }
+  const { ids } = filter;
+  if (ids !== undefined && !(Array.isArray(ids) && ids.every((id) => Number.isSafeInteger(id))))
+    throw invalid('filter.ids must be a list of dead-letter ids');
+}
+
+function whole(name: string, value: unknown, most: number): void {
+  if (
+    value !== undefined &&
+    !(Number.isSafeInteger(value) && (value as number) >= 1 && (value as number) <= most)
+  )
+    throw invalid(`${name} must be a whole number from 1 to ${most}`);
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 function invalid(message: string): ParleyError {

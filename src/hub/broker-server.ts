@@ -9,8 +9,15 @@
  * reads (`history.latest`, `history.read`, a wait bounded to 30 s) go to the broker's history.
  */
 
-import type { Broker, BrokerPublishOptions, Consumer, Delivery, HistoryPage } from '../broker/broker.ts';
-import { checkPublish } from '../broker/check.ts';
+import type {
+  Broker,
+  BrokerPublishOptions,
+  Consumer,
+  DeadLetterFilter,
+  Delivery,
+  HistoryPage,
+} from '../broker/broker.ts';
+import { checkFilter, checkPublish, checkSpec, MAX_DELAY_MS } from '../broker/check.ts';
 import { ParleyError, type WireError } from '../errors.ts';
 import { FrameType, type FrameWriter } from '../transport/tcp/frames.ts';
 import { DEFAULT_MAX_PAYLOAD } from '../transport/transport.ts';
@@ -104,7 +111,7 @@ export class BrokerSession {
         checkPublish(a.envelope, a.options ?? undefined);
         return b.publish(a.envelope, (a.options ?? {}) as BrokerPublishOptions);
       case 'subscribe':
-        return this.subscribe(a.consumer, a.spec as never);
+        return this.subscribe(a.consumer, a.spec);
       case 'unsubscribe': {
         const consumer = this.consumers.get(a.consumer as number);
         this.consumers.delete(a.consumer as number);
@@ -114,27 +121,39 @@ export class BrokerSession {
       case 'extendLease': {
         const h = this.held.get(a.delivery as number);
         if (h === undefined) throw new ParleyError('FAILED_PRECONDITION', 'the lease was lost');
-        await h.delivery.extendLease(a.ms as number);
+        const ms = a.ms;
+        if (!(typeof ms === 'number' && ms > 0 && ms <= MAX_DELAY_MS))
+          throw new ParleyError(
+            'INVALID_ARGUMENT',
+            `a lease is a number of ms above 0 and at most ${MAX_DELAY_MS}`,
+          );
+        await h.delivery.extendLease(ms);
         return null;
       }
       case 'history.latest':
-        return this.history().latest(String(a.topic));
+        return this.history().latest(topicOf(a.topic));
       case 'history.read':
         return this.fit(
-          await this.history().read(String(a.topic), String(a.after), {
+          await this.history().read(topicOf(a.topic), String(a.after), {
             limit: a.limit as number | undefined,
             waitMs: Math.min(30_000, Number(a.waitMs) || 0),
             ...(a.until === undefined || a.until === null ? {} : { until: String(a.until) }),
           }),
         );
-      case 'dlq.list':
-        return b.deadLetters.list((a.filter ?? {}) as never, a.limit as number | undefined);
+      case 'dlq.list': {
+        const limit = a.limit ?? undefined;
+        if (limit !== undefined && !(Number.isSafeInteger(limit) && (limit as number) >= 1))
+          throw new ParleyError('INVALID_ARGUMENT', 'limit must be a whole number from 1');
+        return b.deadLetters.list(filterOf(a.filter), limit as number | undefined);
+      }
       case 'dlq.get':
+        if (!Number.isSafeInteger(a.id))
+          throw new ParleyError('INVALID_ARGUMENT', 'a dead-letter id is a whole number');
         return (await b.deadLetters.get(a.id as number)) ?? null;
       case 'dlq.replay':
-        return b.deadLetters.replay((a.filter ?? {}) as never);
+        return b.deadLetters.replay(filterOf(a.filter));
       case 'dlq.purge':
-        return b.deadLetters.purge((a.filter ?? {}) as never);
+        return b.deadLetters.purge(filterOf(a.filter));
       default:
         throw new ParleyError('UNIMPLEMENTED', `no broker operation ${op}`);
     }
@@ -172,10 +191,11 @@ export class BrokerSession {
   }
 
   /** The client names the consumer: deliveries may arrive before the answer to `subscribe`. */
-  private async subscribe(id: unknown, spec: Parameters<Broker['subscribe']>[0]): Promise<null> {
+  private async subscribe(id: unknown, spec: unknown): Promise<null> {
     if (typeof id !== 'number' || !Number.isInteger(id) || this.consumers.has(id)) {
       throw new ParleyError('INVALID_ARGUMENT', 'subscribe needs a new integer consumer id');
     }
+    checkSpec(spec);
     const consumerId = id;
     const consumer = await this.broker.subscribe(spec, (delivery) => {
       if (this.closed) return Promise.reject(new ParleyError('UNAVAILABLE', 'the broker client went away'));
@@ -190,4 +210,17 @@ export class BrokerSession {
     this.consumers.set(consumerId, consumer);
     return null;
   }
+}
+
+/** A client's dead-letter filter, checked (absent: every letter). */
+function filterOf(filter: unknown): DeadLetterFilter {
+  const f = filter ?? {};
+  checkFilter(f);
+  return f;
+}
+
+function topicOf(topic: unknown): string {
+  if (typeof topic !== 'string' || topic === '')
+    throw new ParleyError('INVALID_ARGUMENT', 'topic must be a non-empty string');
+  return topic;
 }

@@ -204,6 +204,38 @@ export function brokerConformance(harness: BrokerHarness): void {
       assert.ok(d.firstFailureAt <= d.lastFailureAt);
     });
 
+    test('a subscription with settings no broker can honour is refused with INVALID_ARGUMENT', async () => {
+      const b = await broker();
+      const topic = fresh('badspec');
+      const specs: unknown[] = [
+        null,
+        { group: 'g' },
+        { topic, group: '' },
+        { topic: 5, group: 'g' },
+        { topic, group: 'g', maxInFlight: 0 },
+        { topic, group: 'g', maxInFlight: 'x' },
+        { topic, group: 'g', maxAttempts: 1.5 },
+        { topic, group: 'g', lease: -1 },
+        { topic, group: 'g', lease: Number.NaN },
+        { topic, group: 'g', startFrom: 'yesterday' },
+        { topic, group: 'g', backoff: { initial: 'x' } },
+        { topic, group: 'g', backoff: { multiplier: 0 } },
+      ];
+      for (const spec of specs) {
+        await assert.rejects(
+          b.subscribe(spec as ConsumerSpec, async () => undefined),
+          (e: unknown) => e instanceof ParleyError && e.code === 'INVALID_ARGUMENT',
+          JSON.stringify(spec),
+        );
+      }
+      // The broker is none the worse: a good subscription on the same topic works.
+      const got: unknown[] = [];
+      await consume(b, { topic, group: 'g' }, (d) => void got.push(d.envelope.data));
+      await b.publish(envelope(topic, 'fine'));
+      await until(harness, () => got.length >= 1, 'a delivery');
+      assert.deepEqual(got, ['fine']);
+    });
+
     test('foreign: what other writers put on a topic is delivered as the envelope it holds, or dead-lettered with its bytes', async () => {
       const inject = harness.inject;
       assert.ok(inject !== undefined, 'the harness gives inject, or noInject with the reason');

@@ -54,7 +54,7 @@ import type {
   DeadLetterStore,
   PublishReceipt,
 } from '../../broker/broker.ts';
-import { checkPublish } from '../../broker/check.ts';
+import { checkPublish, checkSpec } from '../../broker/check.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
@@ -349,6 +349,7 @@ export class AmqpBroker implements Broker {
 
   async subscribe(spec: ConsumerSpec, handler: ConsumerHandler): Promise<Consumer> {
     if (this.closed) throw new ParleyError('UNAVAILABLE', 'the broker is closed');
+    checkSpec(spec);
     checkTopic(spec.topic);
     const queue = await this.ensureGroup(spec.topic, spec.group);
     const consumer = new AmqpConsumer(this, queue, spec, handler);

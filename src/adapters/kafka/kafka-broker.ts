@@ -37,7 +37,7 @@ import type {
   ConsumerSpec,
   PublishReceipt,
 } from '../../broker/broker.ts';
-import { checkPublish } from '../../broker/check.ts';
+import { checkPublish, checkSpec } from '../../broker/check.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { DedupeWindow } from '../dedupe.ts';
@@ -340,6 +340,7 @@ class KafkaBrokerImpl implements KafkaBroker {
 
   async subscribe(spec: ConsumerSpec, handler: ConsumerHandler): Promise<Consumer> {
     if (this.closed) throw new ParleyError('UNAVAILABLE', 'broker is closed');
+    checkSpec(spec);
     const consumer = new KafkaGroupConsumer(this, spec, handler);
     this.consumers.add(consumer);
     try {

@@ -72,7 +72,7 @@ import type {
   DeadLetterStore,
   PublishReceipt,
 } from '../../broker/broker.ts';
-import { checkPublish } from '../../broker/check.ts';
+import { checkPublish, checkSpec } from '../../broker/check.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
@@ -175,6 +175,7 @@ export class MqttBroker implements Broker {
 
   async subscribe(spec: ConsumerSpec, handler: ConsumerHandler): Promise<Consumer & { crash(): void }> {
     if (this.closed) throw new ParleyError('UNAVAILABLE', 'the broker is closed');
+    checkSpec(spec);
     checkName('topic', spec.topic);
     checkName('group', spec.group);
     // A session per (member, topic, group, slot): the lowest free slot, so a restart resumes it.

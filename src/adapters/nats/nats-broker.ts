@@ -42,7 +42,7 @@ import type {
   DeadLetterStore,
   PublishReceipt,
 } from '../../broker/broker.ts';
-import { checkPublish } from '../../broker/check.ts';
+import { checkPublish, checkSpec } from '../../broker/check.ts';
 import { letterMatches } from '../../broker/outcome.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec } from '../../codec/json.ts';
@@ -253,6 +253,7 @@ export class NatsBroker implements Broker {
 
   async subscribe(spec: ConsumerSpec, handler: ConsumerHandler): Promise<Consumer> {
     if (this.closed) throw new ParleyError('UNAVAILABLE', 'the broker is closed');
+    checkSpec(spec);
     await this.ensureTopic(spec.topic);
     const stream = this.streamOf(spec.topic);
     const durable = tokenOf(spec.group);

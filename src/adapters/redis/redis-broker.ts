@@ -59,7 +59,7 @@ import type {
   DeadLetterStore,
   PublishReceipt,
 } from '../../broker/broker.ts';
-import { checkPublish } from '../../broker/check.ts';
+import { checkPublish, checkSpec } from '../../broker/check.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec, encodeJsonText } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
@@ -219,6 +219,7 @@ export class RedisBroker implements Broker {
 
   async subscribe(spec: ConsumerSpec, handler: ConsumerHandler): Promise<Consumer> {
     if (this.closed) throw new ParleyError('UNAVAILABLE', 'the broker is closed');
+    checkSpec(spec);
     await this.ensureGroup(spec);
     const name = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
     const reader = await this.more(`parley-consumer-${name}`);

@@ -23,7 +23,7 @@ import type {
   DeadLetterStore,
   PublishReceipt,
 } from '../broker.ts';
-import { checkPublish } from '../check.ts';
+import { checkPublish, checkSpec } from '../check.ts';
 import { type ConsumerHost, EmbeddedConsumer } from './consumer.ts';
 import { DeadLetters } from './dead-letters.ts';
 import { EmbeddedHistory } from './history.ts';
@@ -204,6 +204,7 @@ class EmbeddedBrokerImpl implements EmbeddedBroker, ConsumerHost {
 
   async subscribe(spec: ConsumerSpec, handler: ConsumerHandler): Promise<Consumer> {
     if (this.closed) throw new ParleyError('UNAVAILABLE', 'broker is closed');
+    checkSpec(spec);
     const consumer = new EmbeddedConsumer(this, spec, handler);
     this.store.ensureGroup(spec.group, spec.topic, spec.startFrom ?? 'now', this.clock.now());
     this.consumers.add(consumer);
