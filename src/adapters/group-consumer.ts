@@ -326,6 +326,18 @@ function undecodable(raw: RawMessage, topic: string): Envelope {
   return undecodableEnvelope(raw.id, topic, raw.body);
 }
 
+/** The source of the envelope a dead letter holds for a body that was no envelope. */
+export const UNDECODABLE = '/parley/undecodable';
+
+/**
+ * Whether a dead letter may be replayed: not one that holds the bytes of a body that was no
+ * envelope (its wrapper is no event of the topic, and the bytes would only be dead-lettered
+ * again). Replays pass over these; they stay listed until purged.
+ */
+export function replayable(letter: { envelope: Envelope }): boolean {
+  return letter.envelope.source !== UNDECODABLE;
+}
+
 /**
  * What a dead letter records for a stored body that is not an envelope, on every broker: its
  * bytes, base64, under the broker's id of the message, so nothing of it is lost.
@@ -334,7 +346,7 @@ export function undecodableEnvelope(id: string, topic: string, body: Uint8Array 
   return {
     specversion: '1.0',
     id,
-    source: '/parley/undecodable',
+    source: UNDECODABLE,
     type: topic,
     data: (typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body)).toString('base64'),
   };

@@ -236,7 +236,7 @@ export function brokerConformance(harness: BrokerHarness): void {
       assert.deepEqual(got, ['fine']);
     });
 
-    test('foreign: what other writers put on a topic is delivered as the envelope it holds, or dead-lettered with its bytes', async () => {
+    test('foreign: what other writers put on a topic is delivered as the envelope it holds, or dead-lettered with its bytes (not replayed)', async () => {
       const inject = harness.inject;
       assert.ok(inject !== undefined, 'the harness gives inject, or noInject with the reason');
       const b = await broker();
@@ -276,6 +276,12 @@ export function brokerConformance(harness: BrokerHarness): void {
       const letters = await lettered();
       assert.equal(letters.size, invalid.length, `seed ${seed}: only the bodies that are no envelope`);
       assert.equal(delivered.size, valid.length, `seed ${seed}: nothing else was delivered`);
+      // A replay passes over them: their wrapper is no event of the topic. They stay until purged.
+      assert.equal(await b.deadLetters.replay({ topic }), 0);
+      await harness.advance(300);
+      assert.equal(delivered.size, valid.length, 'a replay delivered nothing');
+      assert.equal((await lettered()).size, invalid.length, 'the letters are kept');
+      assert.equal(await b.deadLetters.purge({ topic }), invalid.length);
     });
 
     test('a publish of what is no envelope, or with options of the wrong type, is refused alone, and nothing of it stored', async () => {

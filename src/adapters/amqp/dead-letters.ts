@@ -15,7 +15,7 @@ import type { DeadLetter, DeadLetterFilter, DeadLetterStore } from '../../broker
 import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
-import type { NewDeadLetter } from '../group-consumer.ts';
+import { type NewDeadLetter, replayable } from '../group-consumer.ts';
 import type { AmqpChannel, AmqpLink } from './connect.ts';
 import { amqpError } from './errors.ts';
 import { header, MARK, RECORD } from './names.ts';
@@ -191,7 +191,7 @@ export class AmqpDeadLetters implements DeadLetterStore {
 
   async replay(filter?: DeadLetterFilter): Promise<number> {
     let n = 0;
-    for (const letter of await this.matching(filter)) {
+    for (const letter of (await this.matching(filter)).filter(replayable)) {
       // To its group only, as a new message; then the tombstone (a crash between replays it twice).
       await this.broker.sendToGroup(letter.topic, letter.group, letter.envelope, letter.key);
       await this.append('gone', [letter.id]);

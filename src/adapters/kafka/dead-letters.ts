@@ -11,6 +11,7 @@
 import type { DeadLetter, DeadLetterFilter, DeadLetterStore } from '../../broker/broker.ts';
 import { letterMatches } from '../../broker/outcome.ts';
 import { ParleyError } from '../../errors.ts';
+import { replayable } from '../group-consumer.ts';
 import { type Consumer, call, type Headers, type Message } from './driver.ts';
 import { type DeadLetterRecord, type DeadRecord, deadLetterTopicName, headers } from './protocol.ts';
 
@@ -63,7 +64,7 @@ export class KafkaDeadLetters implements DeadLetterStore {
 
   async replay(filter: DeadLetterFilter = {}): Promise<number> {
     await this.sync();
-    const found = this.matching(filter);
+    const found = this.matching(filter).filter(replayable);
     for (const d of found) {
       const r = this.live.get(d.id) as DeadRecord;
       const target = this.host.topicName(r.topic);

@@ -20,7 +20,7 @@ import type { DeadLetter, DeadLetterFilter, DeadLetterStore } from '../../broker
 import { letterMatches } from '../../broker/outcome.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import { ParleyError } from '../../errors.ts';
-import type { NewDeadLetter } from '../group-consumer.ts';
+import { type NewDeadLetter, replayable } from '../group-consumer.ts';
 import type { MqttClient } from './connect.ts';
 import { mqttError, NO_MATCHING_SUBSCRIBERS } from './errors.ts';
 import { ATTEMPT, deadLetterTopic, groupTopicOf, ID, KEY, type Publisher } from './names.ts';
@@ -129,7 +129,7 @@ export class MqttDeadLetters implements DeadLetterStore {
 
   async replay(filter?: DeadLetterFilter): Promise<number> {
     let n = 0;
-    for (const letter of await this.matching(filter)) {
+    for (const letter of (await this.matching(filter)).filter(replayable)) {
       const userProperties: Record<string, string> = { [ID]: randomUUID(), [ATTEMPT]: '0' };
       if (letter.key !== undefined) userProperties[KEY] = letter.key;
       const reason = await this.publisher.send(

@@ -50,7 +50,7 @@ import type { Envelope } from '../../envelope/envelope.ts';
 import { assertEnvelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { loadDriver, TurnBatch } from '../driver.ts';
-import { GroupConsumer, type NewDeadLetter, type RawMessage } from '../group-consumer.ts';
+import { GroupConsumer, type NewDeadLetter, type RawMessage, replayable } from '../group-consumer.ts';
 import { Wakeup } from '../wakeup.ts';
 import { connectNats, type NatsConnection } from './connect.ts';
 import { natsError } from './errors.ts';
@@ -438,7 +438,7 @@ class NatsDeadLetters implements DeadLetterStore {
 
   async replay(filter?: DeadLetterFilter): Promise<number> {
     let n = 0;
-    for (const letter of await this.all(filter)) {
+    for (const letter of (await this.all(filter)).filter(replayable)) {
       const key = (letter as { key?: string }).key;
       // To its group only, as a new message (attempts start again), without dedupe.
       await this.broker.store(

@@ -15,7 +15,7 @@ import type { DeadLetter, DeadLetterFilter, DeadLetterStore, PublishReceipt } fr
 import { letterMatches } from '../../broker/outcome.ts';
 import type { Codec } from '../../codec/codec.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
-import type { NewDeadLetter } from '../group-consumer.ts';
+import { type NewDeadLetter, replayable } from '../group-consumer.ts';
 import type { Redis } from './connect.ts';
 import { redisError } from './errors.ts';
 import { DEAD_LETTER } from './scripts.ts';
@@ -110,7 +110,7 @@ export class RedisDeadLetters implements DeadLetterStore {
 
   async replay(filter?: DeadLetterFilter): Promise<number> {
     let n = 0;
-    for (const letter of await this.all(filter)) {
+    for (const letter of (await this.all(filter)).filter(replayable)) {
       const key = (letter as { key?: string }).key;
       const fields = ['to', letter.group, ...(key === undefined ? [] : ['key', key])];
       // To its group only, as a new entry (attempts start again), without dedupe; the letter is
