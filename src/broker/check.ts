@@ -1,12 +1,13 @@
 /**
  * @module broker/check
- * What every broker refuses before it stores anything: a value that is not an envelope, and
- * publish options of the wrong type; a subscription whose settings are not what they must be
- * (and the hub, a dead-letter filter from one of its TCP clients). Typed callers never send these; untyped ones (JavaScript,
- * a client of the hub's broker over TCP) can, and without this check one broker would store
- * what its consumers then dead-letter, another fail a whole batch of other publishers' messages
- * with it (the embedded broker writes a turn's publishes in one transaction), and a third wait
- * forever on a delay of `NaN`. Refused with INVALID_ARGUMENT (not retryable): nothing is stored.
+ * What every broker refuses before it stores anything: a value that is not an envelope, publish
+ * options of the wrong type, a subscription whose settings are not what they must be (and, for
+ * the hub, a dead-letter filter from one of its TCP clients). Typed callers never send these;
+ * untyped ones (JavaScript, a client of the hub's broker over TCP) can. Unchecked, the embedded
+ * broker stored envelopes its consumers then dead-lettered, or failed a whole turn of other
+ * publishers' messages with a retryable UNAVAILABLE (it writes a turn's publishes in one
+ * transaction); the other brokers handed them to their clients unchecked. Refused with
+ * INVALID_ARGUMENT (not retryable): nothing is stored.
  */
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';

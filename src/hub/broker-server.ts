@@ -8,7 +8,6 @@
  * client that disconnects nacks what it held with UNAVAILABLE, and its consumers close. History
  * reads (`history.latest`, `history.read`, a wait bounded to 30 s) go to the broker's history.
  */
-
 import type {
   Broker,
   BrokerPublishOptions,

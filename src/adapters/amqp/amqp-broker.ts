@@ -42,7 +42,6 @@
  * then fails with UNAVAILABLE; a publish whose confirm is lost with the connection fails too
  * (UNAVAILABLE, retryable: it may have been stored).
  */
-
 import { randomBytes } from 'node:crypto';
 import type { Options } from 'amqplib';
 import type {

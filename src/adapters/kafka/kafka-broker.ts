@@ -27,7 +27,6 @@
  *   which has no CreateTopics).
  * - Time is the wall clock: Kafka's does not follow a fake clock.
  */
-
 import { randomUUID } from 'node:crypto';
 import type {
   Broker,

@@ -61,7 +61,6 @@
  *   (mqtt.js retries every 250 ms) plus one SUBSCRIBE round trip; `test/broker-restart.test.ts`
  *   measures it (a few messages at full publishing speed) and asserts nothing is lost outside it.
  */
-
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type {
   Broker,

@@ -9,7 +9,6 @@
  * survives a crash of any process, not a power loss or kernel crash, which may lose the last
  * commits. With `power` (`synchronous=FULL`) every confirmed publish survives those too.
  */
-
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { type Clock, systemClock, type TimerHandle } from '../../runtime/clock.ts';
