@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
 import { ParleyError } from '../errors.ts';
 import {
   assertEnvelope,
@@ -48,6 +49,32 @@ describe('envelope', () => {
     },
     Date.UTC(2029, 0, 1),
   );
+
+  it('createEnvelope: one hidden class for envelopes made alike; extensions copied, __proto__ never', () => {
+    // The engine's own answer: a shape per envelope made every reader of them megamorphic.
+    setFlagsFromString('--allow-natives-syntax');
+    const sameMap = new Function('a', 'b', 'return %HaveSameMap(a, b)') as (
+      a: unknown,
+      b: unknown,
+    ) => boolean;
+    const made = Array.from({ length: 200 }, (_, i) =>
+      createEnvelope({ source: '/t', type: 't', data: { i } }),
+    );
+    assert.ok(
+      made.every((e) => sameMap(e, made[0])),
+      'every envelope has the first one’s map',
+    );
+    const init = JSON.parse(
+      '{"source":"/t","type":"t","data":1,"subject":"s","myext":"x","__proto__":{"p":1}}',
+    );
+    const env = createEnvelope(init);
+    assert.equal(env.subject, 's');
+    assert.equal((env as unknown as Record<string, unknown>).myext, 'x');
+    assert.equal(Object.getPrototypeOf(env), Object.prototype);
+    assert.equal(Object.hasOwn(env, '__proto__'), false);
+    assert.equal(({} as Record<string, unknown>).p, undefined);
+    assert.equal(createEnvelope({ source: '/t', type: 't', data: 1, id: 'given' }).id, 'given');
+  });
 
   it('has the CloudEvents 1.0 required attributes', () => {
     assert.equal(env.specversion, '1.0');
