@@ -48,6 +48,7 @@ function head(
 describe('push fuzz', { timeout: 60_000 }, () => {
   it(`${COUNT} generated subscriptions (seed ${SEED}): a stream or a problem, never a 5xx; viewers still get only theirs`, async (t) => {
     const f = await startPush(t, { allowAnonymousAudience: true });
+    const prototypeKeys = Object.getOwnPropertyNames(Object.prototype).sort();
     const g = seeded(SEED);
     const failures: string[] = [];
     const statuses = new Map<number, number>();
@@ -94,7 +95,9 @@ describe('push fuzz', { timeout: 60_000 }, () => {
     t.diagnostic(`statuses: ${JSON.stringify([...statuses].sort((a, b) => a[0] - b[0]))}`);
     assert.deepEqual(failures, [], `seed ${SEED}`);
     assert.ok((statuses.get(200) ?? 0) > COUNT / 20, 'the generator opens streams too');
+    // Nothing the requests carried (a `__proto__` type, odd values) reached Object.prototype.
     assert.equal(Object.hasOwn(Object.prototype, '__proto__x'), false);
+    assert.deepEqual(Object.getOwnPropertyNames(Object.prototype).sort(), prototypeKeys);
     // Every stream the generator dropped is let go: none is left counted against the limits.
     await waitFor(() => f.push.stats().connections === 0, 5000, 'the dropped streams to close');
     // Push still works, for the right viewer only.

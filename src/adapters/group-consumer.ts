@@ -25,7 +25,7 @@
  */
 
 import type { ConsumerHandler, ConsumerSpec, DeadLetter } from '../broker/broker.ts';
-import { badBody, deferOf, permanent, runHandler } from '../broker/outcome.ts';
+import { badBody, deferOf, permanent, runHandler, undecodableEnvelope } from '../broker/outcome.ts';
 import type { Codec } from '../codec/codec.ts';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
@@ -157,7 +157,7 @@ export class GroupConsumer {
         raw,
         e.code === 'INVALID_ARGUMENT' ? e : badBody(e),
         attempt,
-        undecodable(raw, this.spec.topic),
+        undecodableEnvelope(raw.id, this.spec.topic, raw.body),
       );
       return;
     }
@@ -320,34 +320,4 @@ export class GroupConsumer {
 function decodeBody(codec: Codec, body: Uint8Array | string): unknown {
   if (typeof body !== 'string') return codec.decode(body);
   return codec.decodeText !== undefined ? codec.decodeText(body) : codec.decode(Buffer.from(body, 'utf8'));
-}
-
-function undecodable(raw: RawMessage, topic: string): Envelope {
-  return undecodableEnvelope(raw.id, topic, raw.body);
-}
-
-/** The source of the envelope a dead letter holds for a body that was no envelope. */
-export const UNDECODABLE = '/parley/undecodable';
-
-/**
- * Whether a dead letter may be replayed: not one that holds the bytes of a body that was no
- * envelope (its wrapper is no event of the topic, and the bytes would only be dead-lettered
- * again). Replays pass over these; they stay listed until purged.
- */
-export function replayable(letter: { envelope: Envelope }): boolean {
-  return letter.envelope.source !== UNDECODABLE;
-}
-
-/**
- * What a dead letter records for a stored body that is not an envelope, on every broker: its
- * bytes, base64, under the broker's id of the message, so nothing of it is lost.
- */
-export function undecodableEnvelope(id: string, topic: string, body: Uint8Array | string): Envelope {
-  return {
-    specversion: '1.0',
-    id,
-    source: UNDECODABLE,
-    type: topic,
-    data: (typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body)).toString('base64'),
-  };
 }

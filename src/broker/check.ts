@@ -35,10 +35,9 @@ export function checkSpec(spec: unknown): asserts spec is ConsumerSpec {
   const { topic, group, maxAttempts, maxInFlight, lease, startFrom, backoff } = spec;
   if (typeof topic !== 'string' || topic === '') throw invalid('topic must be a non-empty string');
   if (typeof group !== 'string' || group === '') throw invalid('group must be a non-empty string');
-  whole('maxAttempts', maxAttempts, 1_000_000);
-  whole('maxInFlight', maxInFlight, MAX_IN_FLIGHT);
-  if (lease !== undefined && !(typeof lease === 'number' && lease > 0 && lease <= MAX_DELAY_MS))
-    throw invalid(`lease must be a number of ms above 0 and at most ${MAX_DELAY_MS}`);
+  if (maxAttempts !== undefined) checkWhole('maxAttempts', maxAttempts, 1, 1_000_000);
+  if (maxInFlight !== undefined) checkWhole('maxInFlight', maxInFlight, 1, MAX_IN_FLIGHT);
+  if (lease !== undefined) checkLease(lease);
   if (startFrom !== undefined && startFrom !== 'beginning' && startFrom !== 'now')
     throw invalid("startFrom must be 'beginning' or 'now'");
   if (backoff === undefined) return;
@@ -66,12 +65,21 @@ export function checkFilter(filter: unknown): asserts filter is DeadLetterFilter
     throw invalid('filter.ids must be a list of dead-letter ids');
 }
 
-function whole(name: string, value: unknown, most: number): void {
-  if (
-    value !== undefined &&
-    !(Number.isSafeInteger(value) && (value as number) >= 1 && (value as number) <= most)
-  )
-    throw invalid(`${name} must be a whole number from 1 to ${most}`);
+/** A lease, or a lease extension: ms above 0, at most what a timer can wait. */
+export function checkLease(ms: unknown): asserts ms is number {
+  if (!(typeof ms === 'number' && ms > 0 && ms <= MAX_DELAY_MS))
+    throw invalid(`a lease is a number of ms above 0 and at most ${MAX_DELAY_MS}`);
+}
+
+/** A count, a limit (from 1) or an id (from 0: a RabbitMQ or Kafka offset): a whole number. */
+export function checkWhole(
+  name: string,
+  value: unknown,
+  least = 1,
+  most = Number.MAX_SAFE_INTEGER,
+): asserts value is number {
+  if (!(Number.isSafeInteger(value) && (value as number) >= least && (value as number) <= most))
+    throw invalid(`${name} must be a whole number from ${least} to ${most}`);
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

@@ -1,8 +1,10 @@
 /**
  * @module broker/outcome
  * What a failed delivery becomes, the same for every broker: put back without spending an attempt
- * (`details.deferMs`), dead-lettered at once (a failure someone declared permanent), or retried.
+ * (`details.deferMs`), dead-lettered at once (a failure someone declared permanent), or retried;
+ * and what the dead letter of a body that was no envelope holds, and that it is not replayed.
  */
+import type { Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
 
 /** `details.deferMs` on a handler's error: put the message back after that long, attempt unspent. */
@@ -48,4 +50,30 @@ export function letterMatches(
     (filter.group === undefined || letter.group === filter.group) &&
     (filter.code === undefined || letter.code === filter.code)
   );
+}
+
+/** The source of the envelope a dead letter holds for a body that was no envelope. */
+export const UNDECODABLE = '/parley/undecodable';
+
+/**
+ * Whether a dead letter may be replayed: not one that holds the bytes of a body that was no
+ * envelope (its wrapper is no event of the topic, and the bytes would only be dead-lettered
+ * again). Replays pass over these; they stay listed until purged.
+ */
+export function replayable(letter: { envelope: Envelope }): boolean {
+  return letter.envelope.source !== UNDECODABLE;
+}
+
+/**
+ * What a dead letter records for a stored body that is not an envelope, on every broker: its
+ * bytes, base64, under the broker's id of the message, so nothing of it is lost.
+ */
+export function undecodableEnvelope(id: string, topic: string, body: Uint8Array | string): Envelope {
+  return {
+    specversion: '1.0',
+    id,
+    source: UNDECODABLE,
+    type: topic,
+    data: (typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body)).toString('base64'),
+  };
 }

@@ -16,7 +16,7 @@ import type {
   Delivery,
   HistoryPage,
 } from '../broker/broker.ts';
-import { checkFilter, checkPublish, checkSpec, MAX_DELAY_MS } from '../broker/check.ts';
+import { checkFilter, checkLease, checkPublish, checkSpec, checkWhole } from '../broker/check.ts';
 import { ParleyError, type WireError } from '../errors.ts';
 import { FrameType, type FrameWriter } from '../transport/tcp/frames.ts';
 import { DEFAULT_MAX_PAYLOAD } from '../transport/transport.ts';
@@ -104,11 +104,13 @@ export class BrokerSession {
   private async run(op: string, a: Record<string, unknown>): Promise<unknown> {
     const b = this.broker;
     switch (op) {
-      case 'publish':
+      case 'publish': {
         // A client of the hub is any program on the network: what it sends is checked here,
         // whatever broker the hub serves.
-        checkPublish(a.envelope, a.options ?? undefined);
-        return b.publish(a.envelope, (a.options ?? {}) as BrokerPublishOptions);
+        const options = a.options ?? undefined;
+        checkPublish(a.envelope, options);
+        return b.publish(a.envelope, options as BrokerPublishOptions | undefined);
+      }
       case 'subscribe':
         return this.subscribe(a.consumer, a.spec);
       case 'unsubscribe': {
@@ -120,13 +122,8 @@ export class BrokerSession {
       case 'extendLease': {
         const h = this.held.get(a.delivery as number);
         if (h === undefined) throw new ParleyError('FAILED_PRECONDITION', 'the lease was lost');
-        const ms = a.ms;
-        if (!(typeof ms === 'number' && ms > 0 && ms <= MAX_DELAY_MS))
-          throw new ParleyError(
-            'INVALID_ARGUMENT',
-            `a lease is a number of ms above 0 and at most ${MAX_DELAY_MS}`,
-          );
-        await h.delivery.extendLease(ms);
+        checkLease(a.ms);
+        await h.delivery.extendLease(a.ms);
         return null;
       }
       case 'history.latest':
@@ -141,14 +138,12 @@ export class BrokerSession {
         );
       case 'dlq.list': {
         const limit = a.limit ?? undefined;
-        if (limit !== undefined && !(Number.isSafeInteger(limit) && (limit as number) >= 1))
-          throw new ParleyError('INVALID_ARGUMENT', 'limit must be a whole number from 1');
-        return b.deadLetters.list(filterOf(a.filter), limit as number | undefined);
+        if (limit !== undefined) checkWhole('limit', limit);
+        return b.deadLetters.list(filterOf(a.filter), limit);
       }
       case 'dlq.get':
-        if (!Number.isSafeInteger(a.id))
-          throw new ParleyError('INVALID_ARGUMENT', 'a dead-letter id is a whole number');
-        return (await b.deadLetters.get(a.id as number)) ?? null;
+        checkWhole('a dead-letter id', a.id, 0);
+        return (await b.deadLetters.get(a.id)) ?? null;
       case 'dlq.replay':
         return b.deadLetters.replay(filterOf(a.filter));
       case 'dlq.purge':

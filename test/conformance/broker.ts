@@ -252,6 +252,7 @@ export function brokerConformance(harness: BrokerHarness): void {
       for (const { body } of bodies) await inject(b, topic, body);
       const valid = bodies.filter((x) => x.envelope !== undefined);
       const invalid = bodies.filter((x) => x.envelope === undefined).map((x) => x.body.toString('base64'));
+      assert.ok(valid.length > 0 && invalid.length > 0, `seed ${seed} makes bodies of both kinds`);
       const lettered = async () =>
         new Set(
           (await b.deadLetters.list({ topic }, 1000)).map((l) => {

@@ -12,10 +12,11 @@
 import { randomUUID } from 'node:crypto';
 import type { ConsumeMessage, Options } from 'amqplib';
 import type { DeadLetter, DeadLetterFilter, DeadLetterStore } from '../../broker/broker.ts';
+import { replayable } from '../../broker/outcome.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
-import { type NewDeadLetter, replayable } from '../group-consumer.ts';
+import type { NewDeadLetter } from '../group-consumer.ts';
 import type { AmqpChannel, AmqpLink } from './connect.ts';
 import { amqpError } from './errors.ts';
 import { header, MARK, RECORD } from './names.ts';

@@ -12,11 +12,10 @@
  * Leases, rebalances and commits: `rebalance.ts`.
  */
 import type { ConsumerHandler, ConsumerSpec, Delivery } from '../../broker/broker.ts';
-import { runHandler } from '../../broker/outcome.ts';
-import { createEnvelope, type Envelope } from '../../envelope/envelope.ts';
+import { badBody, runHandler, undecodableEnvelope } from '../../broker/outcome.ts';
+import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { backoffDelay } from '../../resilience/backoff.ts';
-import { undecodableEnvelope } from '../group-consumer.ts';
 import { type Config, type Consumer, call, connect, type Driver, header, type Message } from './driver.ts';
 import { kafkaError } from './errors.ts';
 import type { DeadRecord } from './protocol.ts';
@@ -223,17 +222,13 @@ export class KafkaGroupConsumer {
     }
     ps.outstanding.add(m.offset);
     const key = header(m.headers, HEADER.key) ?? (m.key == null ? null : String(m.key));
-    let envelope: Envelope | undefined;
+    let envelope: Envelope;
     let bad: ParleyError | undefined;
-    let undecodable: Envelope | undefined;
     try {
       envelope = envelopeOfRecord(m.value);
     } catch (error) {
-      bad = new ParleyError(
-        'INVALID_ARGUMENT',
-        `stored message is not an envelope: ${ParleyError.from(error).message}`,
-      );
-      undecodable = undecodableEnvelope(`${m.partition}:${m.offset}`, this.topic, m.value ?? Buffer.alloc(0));
+      bad = badBody(ParleyError.from(error));
+      envelope = undecodableEnvelope(`${m.partition}:${m.offset}`, this.topic, m.value ?? Buffer.alloc(0));
     }
     const spent = Number(header(m.headers, HEADER.attempts) ?? 0);
     const entry: Entry = {
@@ -243,7 +238,6 @@ export class KafkaGroupConsumer {
       key,
       envelope,
       bad,
-      undecodable,
       attempt: (Number.isFinite(spent) ? spent : 0) + 1,
       notBefore: Number(header(m.headers, HEADER.notBefore) ?? 0) || 0,
       run: undefined,
@@ -299,8 +293,8 @@ export class KafkaGroupConsumer {
     const token = {};
     entry.run = token;
     this.inflight++;
-    if (entry.envelope === undefined) {
-      void this.deadLetter(entry, token, entry.bad ?? new ParleyError('INVALID_ARGUMENT', 'no envelope'));
+    if (entry.bad !== undefined) {
+      void this.deadLetter(entry, token, entry.bad);
       return;
     }
     entry.lease = setTimeout(() => this.assignment.leaseEnded(entry, token), this.leaseMs);
@@ -356,10 +350,7 @@ export class KafkaGroupConsumer {
       topic: this.topic,
       group: this.group,
       key: entry.key,
-      envelope:
-        entry.envelope ??
-        entry.undecodable ??
-        createEnvelope({ source: '/parley/kafka', type: this.topic, data: null }),
+      envelope: entry.envelope,
       code: error.code,
       message: error.message,
       retryable: error.retryable,

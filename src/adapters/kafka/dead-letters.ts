@@ -9,9 +9,8 @@
  */
 
 import type { DeadLetter, DeadLetterFilter, DeadLetterStore } from '../../broker/broker.ts';
-import { letterMatches } from '../../broker/outcome.ts';
+import { letterMatches, replayable } from '../../broker/outcome.ts';
 import { ParleyError } from '../../errors.ts';
-import { replayable } from '../group-consumer.ts';
 import { type Consumer, call, type Headers, type Message } from './driver.ts';
 import { type DeadLetterRecord, type DeadRecord, deadLetterTopicName, headers } from './protocol.ts';
 

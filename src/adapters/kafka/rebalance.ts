@@ -21,10 +21,10 @@ export interface Entry {
   offset: number;
   queue: string;
   key: string | null;
-  envelope: Envelope | undefined;
+  /** The record's envelope; when `bad`, what its dead letter holds (its bytes, `undecodableEnvelope`). */
+  envelope: Envelope;
+  /** Why the record is no envelope, when it is not one. */
   bad: ParleyError | undefined;
-  /** What the dead letter of a record that is no envelope holds (its bytes), when `bad`. */
-  undecodable: Envelope | undefined;
   attempt: number;
   notBefore: number;
   /** Set while a handler holds the message; a late result from an older run is ignored. */
@@ -122,7 +122,7 @@ export class Assignment {
    * shortly, and meanwhile takes the message itself if it has room.
    */
   private handOver(entry: Entry): void {
-    if (this.member.closed() || entry.run !== undefined || entry.envelope === undefined) return;
+    if (this.member.closed() || entry.run !== undefined || entry.bad !== undefined) return;
     const ps = this.partitions.get(entry.partition);
     if (ps === undefined || ps.revoking || !this.member.queued(entry)) return;
     const owned = new Set(this.partitions.keys());

@@ -17,10 +17,10 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { DeadLetter, DeadLetterFilter, DeadLetterStore } from '../../broker/broker.ts';
-import { letterMatches } from '../../broker/outcome.ts';
+import { letterMatches, replayable } from '../../broker/outcome.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import { ParleyError } from '../../errors.ts';
-import { type NewDeadLetter, replayable } from '../group-consumer.ts';
+import type { NewDeadLetter } from '../group-consumer.ts';
 import type { MqttClient } from './connect.ts';
 import { mqttError, NO_MATCHING_SUBSCRIBERS } from './errors.ts';
 import { ATTEMPT, deadLetterTopic, groupTopicOf, ID, KEY, type Publisher } from './names.ts';

@@ -43,14 +43,14 @@ import type {
   PublishReceipt,
 } from '../../broker/broker.ts';
 import { checkPublish, checkSpec } from '../../broker/check.ts';
-import { letterMatches } from '../../broker/outcome.ts';
+import { letterMatches, replayable } from '../../broker/outcome.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { assertEnvelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { loadDriver, TurnBatch } from '../driver.ts';
-import { GroupConsumer, type NewDeadLetter, type RawMessage, replayable } from '../group-consumer.ts';
+import { GroupConsumer, type NewDeadLetter, type RawMessage } from '../group-consumer.ts';
 import { Wakeup } from '../wakeup.ts';
 import { connectNats, type NatsConnection } from './connect.ts';
 import { natsError } from './errors.ts';

@@ -12,10 +12,10 @@
 
 import { Buffer } from 'node:buffer';
 import type { DeadLetter, DeadLetterFilter, DeadLetterStore, PublishReceipt } from '../../broker/broker.ts';
-import { letterMatches } from '../../broker/outcome.ts';
+import { letterMatches, replayable } from '../../broker/outcome.ts';
 import type { Codec } from '../../codec/codec.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
-import { type NewDeadLetter, replayable } from '../group-consumer.ts';
+import type { NewDeadLetter } from '../group-consumer.ts';
 import type { Redis } from './connect.ts';
 import { redisError } from './errors.ts';
 import { DEAD_LETTER } from './scripts.ts';
