@@ -68,7 +68,7 @@ describe('mqtt transport: bad input', { skip }, () => {
     assert.equal(logs.filter((l) => /^dropped .* on inbox$/.test(l)).length, 3, logs.join('\n'));
     assert.equal(logs.filter((l) => /^dropped .* on presence$/.test(l)).length, 3, logs.join('\n'));
     assert.ok(
-      logs.some((l) => l === 'dropped a hello from x: not valid node info'),
+      logs.some((l) => l === 'dropped a hello from x: not JSON'),
       logs.join('\n'),
     );
     // The node is still known and still answers.
@@ -76,7 +76,7 @@ describe('mqtt transport: bad input', { skip }, () => {
     assert.deepEqual(await client.client(calc).add({ a: 2, b: 3 }), { sum: 5 });
     // The client saw the presence garbage too, and dropped it the same way.
     assert.ok(
-      clientLogs.some((l) => l === 'dropped a hello from x: not valid node info'),
+      clientLogs.some((l) => l === 'dropped a hello from x: not JSON'),
       clientLogs.join('\n'),
     );
   });

@@ -113,8 +113,40 @@ const stillServes = async () => {
   assert.deepEqual(hub.nodes().sort(), ['caller', 'server']);
 };
 
+/** A hello that would be sent on to every node: refused with the reason instead. */
+const badInfo = (info: unknown) =>
+  encodeFrame(
+    FrameType.Hello,
+    0,
+    Buffer.from(JSON.stringify({ version: PROTOCOL_VERSION, info, address: '127.0.0.1:1' })),
+  );
+const node = { id: 'forger', status: 'up', codec: 'json' };
+
 describe('bad input on the hub port', () => {
-  for (const c of cases) {
+  for (const c of [
+    ...cases,
+    {
+      name: 'a hello whose node info lists a service that is null',
+      bytes: () => badInfo({ ...node, services: [null] }),
+      reason: /no valid node info: node forger: service 0 is not an object/,
+    },
+    {
+      name: 'a hello whose service actions are not a list',
+      bytes: () =>
+        badInfo({ ...node, services: [{ name: 'calc', version: '1', actions: 'add', notifications: [] }] }),
+      reason: /no valid node info: node forger: service calc's actions is not a list/,
+    },
+    {
+      name: 'a hello without an address',
+      bytes: () =>
+        encodeFrame(
+          FrameType.Hello,
+          0,
+          Buffer.from(JSON.stringify({ version: PROTOCOL_VERSION, info: { ...node, services: [] } })),
+        ),
+      reason: /hello has no address/,
+    },
+  ]) {
     it(`${c.name}: closed with a logged reason, the hub keeps serving`, async () => {
       const before = hubLog.length;
       await closedByPeer(await send(hub.port, c.bytes()));

@@ -21,6 +21,7 @@
  * UNAVAILABLE. A node that stops says bye, so its peers know at once.
  */
 import { ParleyError } from '../errors.ts';
+import { nodeInfoOf } from '../transport/node-info.ts';
 import { frameTooLarge, RequestAbort, worthTelling } from '../transport/pending.ts';
 import type {
   NodeInfo,
@@ -282,19 +283,17 @@ export class BusTransport implements Transport {
     if (m.kind === WHO) this.hello();
     else if (m.kind === BYE) this.drop(m.from, `node ${m.from} left`);
     else if (m.kind === HELLO) {
-      let info: NodeInfo;
+      let parsed: unknown;
       try {
-        info = JSON.parse(decoder.decode(m.payload)) as NodeInfo;
-        if (
-          typeof info !== 'object' ||
-          info === null ||
-          info.id !== m.from ||
-          !Array.isArray(info.services)
-        ) {
-          throw new Error('not node info');
-        }
+        parsed = JSON.parse(decoder.decode(m.payload));
       } catch {
-        this.log(`dropped a hello from ${m.from}: not valid node info`);
+        this.log(`dropped a hello from ${m.from}: not JSON`);
+        return;
+      }
+      const info = nodeInfoOf(parsed);
+      if (typeof info === 'string' || info.id !== m.from) {
+        const why = typeof info === 'string' ? info : `it names node ${info.id}`;
+        this.log(`dropped a hello from ${m.from}: ${why}`);
         return;
       }
       const known = this.peers.get(m.from);

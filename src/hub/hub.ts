@@ -17,6 +17,7 @@ import type { Server, Socket } from 'node:net';
 import { resolve } from 'node:path';
 import type { Broker } from '../broker/broker.ts';
 import { createEmbeddedBroker, type EmbeddedBroker } from '../broker/embedded/embedded-broker.ts';
+import { nodeInfoOf } from '../transport/node-info.ts';
 import {
   type Frame,
   FrameReader,
@@ -90,7 +91,7 @@ interface Hello {
   token?: unknown;
   /** `broker`: a broker client, not a node. */
   role?: unknown;
-  info?: NodeInfo;
+  info?: unknown;
   address?: unknown;
 }
 
@@ -165,14 +166,10 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
         return;
       }
       if (brokerSession !== undefined) return refuse('a broker connection cannot join as a node');
-      const info = hello.info;
-      if (
-        typeof info?.id !== 'string' ||
-        !Array.isArray(info.services) ||
-        typeof hello.address !== 'string'
-      ) {
-        return refuse('hello lacks node info or address');
-      }
+      // Checked here, before it is kept and sent to every other node.
+      const info = nodeInfoOf(hello.info);
+      if (typeof info === 'string') return refuse(`hello has no valid node info: ${info}`);
+      if (typeof hello.address !== 'string') return refuse('hello has no address');
       if (id !== undefined && id !== info.id) return refuse('a connection cannot change its node id');
       const first = id === undefined;
       id = info.id;

@@ -13,6 +13,7 @@ import type { ActionDef, AnyContract, EventName, PayloadInputOf } from '../contr
 import { randomHex } from '../envelope/ids.ts';
 import { ParleyError } from '../errors.ts';
 import { createMemoryNetwork } from '../transport/memory.ts';
+import { nodeInfoOf } from '../transport/node-info.ts';
 import type { NodeInfo, Transport } from '../transport/transport.ts';
 import { type Balancer, createBalancer } from './balancer.ts';
 import { type Client, createClient } from './client.ts';
@@ -197,7 +198,12 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       await this.transport.start(self, {
         onRequest: (frame, _from, signal) => this.server.onRequest(frame, signal),
         onBroadcast: (frame, from) => this.server.onBroadcast(frame, from),
-        onNodeUp: (info) => this.registry.upsert(info),
+        onNodeUp: (info) => {
+          // Transports check what they receive; this holds for one written elsewhere too.
+          const checked = nodeInfoOf(info);
+          if (typeof checked === 'string') this.logger.warn(`ignored a node's info: ${checked}`);
+          else this.registry.upsert(checked);
+        },
         onNodeDown: (nodeId) => this.registry.remove(nodeId),
       });
       const broker = this.broker;

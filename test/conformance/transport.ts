@@ -9,6 +9,7 @@ import { after, afterEach, describe, it } from 'node:test';
 import {
   defineContract,
   implement,
+  type NodeInfo,
   ParleyError,
   type ParleyNode,
   type Transport,
@@ -34,7 +35,8 @@ export type ConformanceCase =
   | 'deadline expiry'
   | 'payload at and over the maximum'
   | 'peer gone mid-request'
-  | 'node leaving the registry';
+  | 'node leaving the registry'
+  | 'malformed node info';
 
 const MAX = 128 * 1024;
 
@@ -201,6 +203,59 @@ export function transportConformance(harness: TransportHarness): void {
         assert.equal(e.code, 'UNAVAILABLE');
         return true;
       });
+    });
+
+    test('malformed node info', async () => {
+      const { server, client } = await pair();
+      // A node whose transport announces what it is given, as a buggy or hostile process would.
+      const forger = await harness.create({ maxPayload: MAX });
+      const id = `forger-${server.id}`;
+      const good = (round: string): NodeInfo => ({
+        id,
+        status: 'up',
+        codec: 'json',
+        services: [{ name: 'sentinel', version: '1.0.0', actions: ['ping'], notifications: [] }],
+        labels: { round },
+      });
+      const handler = {
+        onRequest: () => Promise.reject(new ParleyError('UNAVAILABLE', 'a forger serves nothing')),
+        onBroadcast: () => undefined,
+        onNodeUp: () => undefined,
+        onNodeDown: () => undefined,
+      };
+      try {
+        await forger.start(good('1'), handler);
+        await waitFor(() => client.registry.node(id) !== undefined, 5000, 'the forger to be known');
+        const forged: unknown[] = [
+          { ...good('x'), services: [null] },
+          {
+            ...good('x'),
+            services: [{ name: 'conformance', version: '1.0.0', actions: 'echo', notifications: [] }],
+          },
+          { ...good('x'), services: 'all' },
+          { ...good('x'), status: 'sideways' },
+          { ...good('x'), labels: { zone: 5 } },
+        ];
+        for (const info of forged) await forger.announce(info as NodeInfo);
+        // Sent after the forged ones by the same node: once it is seen, they were dealt with
+        // (dropped by the peers, or refused by a hub, which turns the node away until it says
+        // something valid).
+        await forger.announce(good('2'));
+        await waitFor(() => client.registry.node(id)?.labels?.round === '2', 10_000, 'the valid info');
+        for (const node of [client, server]) {
+          for (const info of node.registry.list()) {
+            assert.ok(Array.isArray(info.services) && info.services.every((s) => Array.isArray(s.actions)));
+            assert.notEqual(info.labels?.round, 'x', `${node.id} took a forged info`);
+          }
+          assert.deepEqual(
+            node.registry.endpoints('conformance').map((e) => e.nodeId),
+            [server.id],
+          );
+        }
+        assert.deepEqual(await client.client(svc).echo({ pad: 'still' }), { length: 5 });
+      } finally {
+        await forger.stop();
+      }
     });
   });
 }

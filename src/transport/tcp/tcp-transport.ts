@@ -18,6 +18,7 @@ import { once } from 'node:events';
 import type { Server, Socket } from 'node:net';
 import { ParleyError } from '../../errors.ts';
 import { backoffDelay } from '../../resilience/backoff.ts';
+import { nodeInfoOf } from '../node-info.ts';
 import { frameTooLarge, RequestAbort, worthTelling } from '../pending.ts';
 import {
   DEFAULT_MAX_PAYLOAD,
@@ -210,27 +211,53 @@ class TcpTransportImpl implements TcpTransport {
     }, delay);
   }
 
+  /**
+   * A frame from the hub. One that does not parse, or a node-up without valid node info, is
+   * logged and dropped: a hub of another version (or a bug) must not take this node down.
+   */
   private fromHub(frame: Frame, welcome: () => void): void {
+    if (frame.type === FrameType.Broadcast) {
+      this.handler?.onBroadcast(frame.payload, '');
+      return;
+    }
+    if (
+      frame.type !== FrameType.NodeUp &&
+      frame.type !== FrameType.NodeDown &&
+      frame.type !== FrameType.Welcome
+    )
+      return;
+    let body: Record<string, unknown>;
+    try {
+      const parsed: unknown = JSON.parse(frame.payload.toString('utf8'));
+      if (typeof parsed !== 'object' || parsed === null) throw new Error('not an object');
+      body = parsed as Record<string, unknown>;
+    } catch {
+      this.log(`dropped a frame of type ${frame.type} from the hub: not a JSON object`);
+      return;
+    }
     if (frame.type === FrameType.NodeUp) {
-      const { info, address } = JSON.parse(frame.payload.toString('utf8')) as {
-        info: NodeInfo;
-        address: string;
-      };
+      const info = nodeInfoOf(body.info);
+      const address = body.address;
+      if (typeof info === 'string' || typeof address !== 'string') {
+        this.log(`dropped a node-up from the hub: ${typeof info === 'string' ? info : 'no address'}`);
+        return;
+      }
       const known = this.peers.get(info.id);
       // The same id at a new address is a restarted process: calls to the old one cannot finish.
       if (known !== undefined && known !== address) this.dropConn(info.id, `node ${info.id} restarted`);
       this.peers.set(info.id, address);
       this.handler?.onNodeUp(info);
     } else if (frame.type === FrameType.NodeDown) {
-      const { id } = JSON.parse(frame.payload.toString('utf8')) as { id: string };
+      const id = body.id;
+      if (typeof id !== 'string') {
+        this.log('dropped a node-down from the hub: no id');
+        return;
+      }
       this.peers.delete(id);
       this.dropConn(id, `node ${id} left`);
       this.handler?.onNodeDown(id);
-    } else if (frame.type === FrameType.Broadcast) {
-      this.handler?.onBroadcast(frame.payload, '');
-    } else if (frame.type === FrameType.Welcome) {
-      const body = JSON.parse(frame.payload.toString('utf8')) as { broker?: string };
-      this.hubBroker = body.broker;
+    } else {
+      this.hubBroker = typeof body.broker === 'string' ? body.broker : undefined;
       welcome();
     }
   }
