@@ -12,7 +12,7 @@
  * Leases, rebalances and commits: `rebalance.ts`.
  */
 import type { ConsumerHandler, ConsumerSpec, Delivery } from '../../broker/broker.ts';
-import { badBody, runHandler, undecodableEnvelope } from '../../broker/outcome.ts';
+import { badBody, deferOf, permanent, runHandler, undecodableEnvelope } from '../../broker/outcome.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { backoffDelay } from '../../resilience/backoff.ts';
@@ -441,15 +441,4 @@ export class KafkaGroupConsumer {
     for (const e of [...this.queues.values()].flat()) if (e.lease !== undefined) clearTimeout(e.lease);
     await new Promise<void>((r) => consumer.disconnect(() => r()));
   }
-}
-
-/** `details.deferMs` on a handler's error: put the message back after that long, attempt unspent. */
-function deferOf(e: ParleyError): number | undefined {
-  const ms = e.details?.deferMs;
-  return typeof ms === 'number' && Number.isFinite(ms) && ms >= 0 ? Math.min(ms, 3_600_000) : undefined;
-}
-
-/** Dead-letter at once only when someone decided the failure is permanent (as the embedded broker). */
-function permanent(e: ParleyError): boolean {
-  return !e.retryable && !e.unexpected && e.code !== 'DEADLINE_EXCEEDED' && e.code !== 'CANCELLED';
 }
