@@ -17,8 +17,8 @@ import type {
   HistoryPage,
 } from '../broker/broker.ts';
 import { checkFilter, checkLease, checkPublish, checkSpec, checkWhole } from '../broker/check.ts';
-import { ParleyError, type WireError } from '../errors.ts';
-import { FrameType, type FrameWriter } from '../transport/tcp/frames.ts';
+import { ParleyError } from '../errors.ts';
+import { FrameType, type FrameWriter, jsonObjectOf } from '../transport/tcp/frames.ts';
 import { DEFAULT_MAX_PAYLOAD } from '../transport/transport.ts';
 
 /** A result already in JSON: sent as it is. */
@@ -48,17 +48,17 @@ export class BrokerSession {
 
   /** A `BrokerCall` frame: runs it, answers with `BrokerResult` under the same id. */
   call(id: number, payload: Buffer): void {
-    let request: { op?: unknown; args?: unknown };
-    try {
-      request = JSON.parse(payload.toString('utf8')) as typeof request;
-    } catch {
+    const request = jsonObjectOf(payload);
+    if (request === undefined) {
       this.answer(id, {
         ok: false,
-        error: new ParleyError('INVALID_ARGUMENT', 'broker call is not JSON').toWire(),
+        error: new ParleyError('INVALID_ARGUMENT', 'broker call is not a JSON object').toWire(),
       });
       return;
     }
-    this.run(String(request?.op), (request?.args ?? {}) as Record<string, unknown>).then(
+    const args = request.args;
+    const known = typeof args === 'object' && args !== null && !Array.isArray(args);
+    this.run(String(request.op), (known ? args : {}) as Record<string, unknown>).then(
       (value) =>
         value instanceof Serialised
           ? this.send(id, `{"ok":true,"value":${value.json}}`)
@@ -72,13 +72,11 @@ export class BrokerSession {
     const h = this.held.get(id);
     if (h === undefined) return; // the client answered after it lost the delivery
     this.held.delete(id);
-    let outcome: { ok?: unknown; error?: WireError };
-    try {
-      outcome = JSON.parse(payload.toString('utf8')) as typeof outcome;
-    } catch {
-      outcome = { ok: false, error: new ParleyError('INTERNAL', 'unreadable settle frame').toWire() };
-    }
-    if (outcome.ok === true) h.resolve();
+    // Anything but `{ ok: true }` puts the delivery back. An unreadable outcome says nothing of
+    // the message: retried like a lost lease, not dead-lettered for it.
+    const outcome = jsonObjectOf(payload);
+    if (outcome === undefined) h.reject(new ParleyError('UNAVAILABLE', 'unreadable settle frame'));
+    else if (outcome.ok === true) h.resolve();
     else h.reject(ParleyError.fromWire(outcome.error));
   }
 

@@ -21,13 +21,14 @@ import type {
   HistoryReadOptions,
   PublishReceipt,
 } from '../broker/broker.ts';
-import type { Envelope } from '../envelope/envelope.ts';
-import { ParleyError, type WireError } from '../errors.ts';
+import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
+import { ParleyError } from '../errors.ts';
 import { backoffDelay } from '../resilience/backoff.ts';
 import {
   FrameReader,
   FrameType,
   FrameWriter,
+  jsonObjectOf,
   PROTOCOL_VERSION,
   parseHubUrl,
 } from '../transport/tcp/frames.ts';
@@ -120,12 +121,7 @@ class RemoteBroker implements Broker {
         (frame) => {
           if (frame.type === FrameType.Welcome && !welcomed) {
             welcomed = true;
-            try {
-              this.hubHasHistory =
-                (JSON.parse(frame.payload.toString('utf8')) as { history?: unknown }).history === true;
-            } catch {
-              this.hubHasHistory = false;
-            }
+            this.hubHasHistory = jsonObjectOf(frame.payload)?.history === true;
             this.writer = writer;
             this.attempt = 0;
             resolve();
@@ -135,14 +131,9 @@ class RemoteBroker implements Broker {
             const c = this.calls.get(frame.id);
             if (c === undefined) return;
             this.calls.delete(frame.id);
-            let result: { ok: boolean; value?: unknown; error?: WireError };
-            try {
-              result = JSON.parse(frame.payload.toString('utf8')) as typeof result;
-            } catch {
-              c.reject(new ParleyError('INTERNAL', 'unreadable broker result'));
-              return;
-            }
-            if (result.ok) c.resolve(result.value);
+            const result = jsonObjectOf(frame.payload);
+            if (result === undefined) c.reject(new ParleyError('INTERNAL', 'unreadable broker result'));
+            else if (result.ok === true) c.resolve(result.value);
             else c.reject(ParleyError.fromWire(result.error));
           } else if (frame.type === FrameType.Deliver) {
             this.deliver(writer, frame.id, frame.payload);
@@ -243,23 +234,31 @@ class RemoteBroker implements Broker {
   }
 
   private deliver(writer: FrameWriter, id: number, payload: Buffer): void {
-    let body: { consumer: number; envelope: Envelope; attempt: number };
-    try {
-      body = JSON.parse(payload.toString('utf8')) as typeof body;
-    } catch {
-      return; // unreadable: the lease ends and the hub delivers it again
-    }
-    const local = [...this.consumers].find((c) => c.id === body.consumer);
     const settle = (outcome: unknown) =>
       writer.send(FrameType.Settle, id, Buffer.from(JSON.stringify(outcome)));
+    const body = jsonObjectOf(payload);
+    // Unreadable: handed back at once, retryable (the hub delivers it again, or dead-letters it
+    // once its attempts are spent). An envelope that is not one is refused for good below.
+    if (body === undefined) {
+      settle({ ok: false, error: new ParleyError('UNAVAILABLE', 'unreadable delivery').toWire() });
+      return;
+    }
+    const local = [...this.consumers].find((c) => c.id === body.consumer);
     if (local === undefined) {
       settle({ ok: false, error: new ParleyError('UNAVAILABLE', 'consumer is closed').toWire() });
       return;
     }
+    let envelope: Envelope;
+    try {
+      envelope = assertEnvelope(body.envelope);
+    } catch (error) {
+      settle({ ok: false, error: ParleyError.from(error, 'INVALID_ARGUMENT').toWire() });
+      return;
+    }
     local.running++;
     const delivery = {
-      envelope: body.envelope,
-      attempt: body.attempt,
+      envelope,
+      attempt: typeof body.attempt === 'number' && body.attempt >= 1 ? Math.floor(body.attempt) : 1,
       extendLease: async (ms: number) => {
         await this.call('extendLease', { delivery: id, ms });
       },

@@ -110,6 +110,22 @@ export class FrameReader {
   }
 }
 
+/**
+ * A frame's payload as a JSON object (not null, not an array), or undefined when it is not one:
+ * what a peer sends is read inside a socket handler, where a throw would end the process.
+ */
+export function jsonObjectOf(payload: Uint8Array): Record<string, unknown> | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+    ? (value as Record<string, unknown>)
+    : undefined;
+}
+
 export function encodeFrame(type: FrameType, id: number, payload: Uint8Array): Buffer {
   const out = Buffer.allocUnsafe(HEADER + payload.byteLength);
   out.writeUInt32BE(HEADER - 4 + payload.byteLength, 0);

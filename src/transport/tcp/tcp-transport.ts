@@ -27,7 +27,15 @@ import {
   type Transport,
   type TransportHandler,
 } from '../transport.ts';
-import { type Frame, FrameReader, FrameType, FrameWriter, PROTOCOL_VERSION, parseHubUrl } from './frames.ts';
+import {
+  type Frame,
+  FrameReader,
+  FrameType,
+  FrameWriter,
+  jsonObjectOf,
+  PROTOCOL_VERSION,
+  parseHubUrl,
+} from './frames.ts';
 import { connect, listen, type ParleyTlsOptions } from './sockets.ts';
 
 export interface TcpTransportOptions {
@@ -226,12 +234,8 @@ class TcpTransportImpl implements TcpTransport {
       frame.type !== FrameType.Welcome
     )
       return;
-    let body: Record<string, unknown>;
-    try {
-      const parsed: unknown = JSON.parse(frame.payload.toString('utf8'));
-      if (typeof parsed !== 'object' || parsed === null) throw new Error('not an object');
-      body = parsed as Record<string, unknown>;
-    } catch {
+    const body = jsonObjectOf(frame.payload);
+    if (body === undefined) {
       this.log(`dropped a frame of type ${frame.type} from the hub: not a JSON object`);
       return;
     }
@@ -384,7 +388,8 @@ class TcpTransportImpl implements TcpTransport {
         conn.inFlight--;
         if (frame.type === FrameType.Reply) p.resolve(frame.payload);
         else if (frame.type === FrameType.Failure) {
-          p.reject(ParleyError.fromWire(JSON.parse(frame.payload.toString('utf8'))));
+          // Unreadable: UNKNOWN, "malformed error on the wire" (the call still settles).
+          p.reject(ParleyError.fromWire(jsonObjectOf(frame.payload)));
         } else p.reject(new ParleyError('INTERNAL', `unexpected frame type ${frame.type} from ${nodeId}`));
       },
       (reason) => {
