@@ -2,10 +2,11 @@
  * @module broker/embedded/dead-letters
  * The embedded broker's dead-letter store: list, inspect, replay into the group, purge.
  */
-import type { Envelope } from '../../envelope/envelope.ts';
+import { assertEnvelope, type Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import type { Clock } from '../../runtime/clock.ts';
 import type { DeadLetter, DeadLetterFilter, DeadLetterStore } from '../broker.ts';
+import { undecodableEnvelope } from '../outcome.ts';
 import type { DeadRow, Store } from './store.ts';
 
 export class DeadLetters implements DeadLetterStore {
@@ -31,18 +32,13 @@ export class DeadLetters implements DeadLetterStore {
 }
 
 function toDeadLetter(r: DeadRow): DeadLetter {
+  // A row whose body is no envelope (another program's write to the log, dead-lettered for it)
+  // is listed with its bytes, as every broker lists one, and replays pass over it.
   let envelope: Envelope;
   try {
-    envelope = JSON.parse(r.body) as Envelope;
+    envelope = assertEnvelope(JSON.parse(r.body));
   } catch {
-    envelope = {
-      specversion: '1.0',
-      id: `unreadable-${r.id}`,
-      source: '',
-      type: r.topic,
-      time: '',
-      data: r.body,
-    };
+    envelope = undecodableEnvelope(`unreadable-${r.id}`, r.topic, r.body);
   }
   return {
     id: r.id,

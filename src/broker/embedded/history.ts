@@ -5,11 +5,12 @@
  * never sees a later message before an earlier one. A read that finds nothing waits: woken at once
  * by a publish in this process, and looking again every poll interval for other processes' writes.
  */
-import type { Envelope } from '../../envelope/envelope.ts';
+import { assertEnvelope, type Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import type { Clock } from '../../runtime/clock.ts';
 import {
   type BrokerHistory,
+  type HistoryEntry,
   type HistoryPage,
   type HistoryReadOptions,
   historyLimit,
@@ -46,8 +47,14 @@ export class EmbeddedHistory implements BrokerHistory {
       const { rows, gap } = this.host.store.historyAfter(topic, from, bound, limit);
       const left = until - this.host.clock.now();
       if (rows.length > 0 || gap || left <= 0) {
-        const entries = rows.map((r) => ({ position: String(r.seq), envelope: parse(r.body, r.seq) }));
-        return { entries, next: entries.at(-1)?.position ?? after, gap };
+        // A row that holds no envelope (written by another program or version) is passed over, as
+        // the other brokers' histories pass over foreign entries; the position moves past it.
+        const entries: HistoryEntry[] = [];
+        for (const r of rows) {
+          const envelope = envelopeOf(r.body);
+          if (envelope !== undefined) entries.push({ position: String(r.seq), envelope });
+        }
+        return { entries, next: rows.length > 0 ? String(rows[rows.length - 1]?.seq) : after, gap };
       }
       await this.wait(topic, Math.min(left, this.host.pollInterval));
     }
@@ -90,10 +97,10 @@ export class EmbeddedHistory implements BrokerHistory {
   }
 }
 
-function parse(body: string, seq: number): Envelope {
+function envelopeOf(body: string): Envelope | undefined {
   try {
-    return JSON.parse(body) as Envelope;
+    return assertEnvelope(JSON.parse(body));
   } catch {
-    throw new ParleyError('DATA_LOSS', `log entry ${seq} is not a readable envelope`);
+    return undefined;
   }
 }

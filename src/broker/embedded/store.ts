@@ -7,6 +7,7 @@
  */
 import { createRequire } from 'node:module';
 import type Database from 'better-sqlite3';
+import { assertEnvelope } from '../../envelope/envelope.ts';
 import { prepare, READY, SCHEMA, type Statements, WAITING } from './statements.ts';
 
 type Db = Database.Database;
@@ -247,17 +248,22 @@ export class Store {
         .all(...params) as (DeadRow & {
         key: string | null;
       })[];
+      let replayed = 0;
       for (const r of rows) {
+        // A letter whose body is no envelope (another program's write) stays listed: replayed, it
+        // would only be dead-lettered again (every broker's replay passes over these).
+        const id = envelopeIdOf(r.body);
+        if (id === undefined) continue;
+        replayed++;
         // Retention may have removed the log entry meanwhile: bring it back from the dead letter.
         if (this.s.body.get(r.seq) === undefined) {
-          const env = JSON.parse(r.body) as { id: string };
-          this.s.restoreMessage.run(r.seq, env.id, r.topic, r.key, r.body, now, now);
+          this.s.restoreMessage.run(r.seq, id, r.topic, r.key, r.body, now, now);
         }
         const waiting = r.key !== null && this.s.keyBusy.get(r.grp, r.topic, r.key) !== undefined;
         this.s.insertPendingOrIgnore.run(r.grp, r.topic, r.seq, r.key, waiting ? WAITING : READY, now);
         this.s.deleteDead.run(r.id);
       }
-      return rows.length;
+      return replayed;
     });
     return retrying(() => run.immediate());
   }
@@ -370,4 +376,13 @@ function deadWhere(w: DeadWhere): { sql: string; params: unknown[] } {
     params.push(...w.ids);
   }
   return { sql: clauses.length === 0 ? '' : `WHERE ${clauses.join(' AND ')}`, params };
+}
+
+/** The id of the envelope a stored body holds, or undefined when it holds none. */
+function envelopeIdOf(body: string): string | undefined {
+  try {
+    return assertEnvelope(JSON.parse(body)).id;
+  } catch {
+    return undefined;
+  }
 }
