@@ -33,7 +33,7 @@ export {
 export type { Durability } from './broker/embedded/store.ts';
 export { type BrokerFactory, type BrokerFactoryOptions, BrokerRegistry } from './broker/from-url.ts';
 export { createInbox, type Inbox, type InboxOptions } from './broker/inbox.ts';
-export { createOutbox, type Outbox, type OutboxOptions } from './broker/outbox.ts';
+export { createOutbox, type Outbox, type OutboxOptions, type RejectedRow } from './broker/outbox.ts';
 export { type Dev, type DevOptions, type DevProcess, runDev } from './cli/dev.ts';
 export {
   defineServiceModule,

@@ -186,4 +186,95 @@ describe('outbox', () => {
     await consumer.close();
     await broker.close();
   });
+  it('a row the broker can never take is set aside with the reason; the rows behind it are published in order', async () => {
+    const broker = createEmbeddedBroker({ path: ':memory:' });
+    const db = new Database(':memory:');
+    const outbox = createOutbox(db);
+    const good = (n: number) =>
+      createEnvelope({ source: '/test', type: 'order.placed', data: { id: `o${n}` } });
+    const raw = db.prepare('INSERT INTO parley_outbox (envelope, msg_key, delay) VALUES (?, ?, ?)');
+    // What another program, or an older version that did not check, may have left in the table.
+    const first = good(1);
+    outbox.write(first);
+    raw.run('not json', null, null);
+    raw.run(JSON.stringify({ specversion: '1.0', id: 'x', type: 'order.placed' }), null, null);
+    raw.run(JSON.stringify(good(9)), null, -5);
+    const last = good(2);
+    outbox.write(last);
+    const got: string[] = [];
+    const consumer = await broker.subscribe(
+      { topic: 'order.placed', group: 'g', startFrom: 'beginning' },
+      async (d) => void got.push(d.envelope.id),
+    );
+    try {
+      assert.equal(await outbox.flush(broker), 2);
+      assert.equal(outbox.waiting(), 0, 'nothing left behind the bad rows');
+      const rejected = outbox.rejected();
+      assert.deepEqual(
+        rejected.map((r) => [r.id, r.code, r.message]),
+        [
+          [2, 'INVALID_ARGUMENT', 'the outbox row is not JSON'],
+          [3, 'INVALID_ARGUMENT', 'envelope attribute "source" is missing or not a string'],
+          [4, 'INVALID_ARGUMENT', 'delay must be a number of ms from 0 to 2147483647'],
+        ],
+      );
+      assert.equal(rejected[0]?.envelope, 'not json', 'kept as it was stored');
+      assert.equal(rejected[2]?.delay, -5);
+      for (let i = 0; i < 100 && got.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual(got, [first.id, last.id]);
+    } finally {
+      await consumer.close();
+      await broker.close();
+    }
+  });
+
+  it('write checks what it is given as a publish would: a bad envelope or delay throws there', () => {
+    const outbox = createOutbox(new Database(':memory:'));
+    const env = createEnvelope({ source: '/test', type: 'order.placed', data: { id: 'o1' } });
+    const refused = (f: () => void) =>
+      assert.throws(f, (e: unknown) => e instanceof ParleyError && e.code === 'INVALID_ARGUMENT');
+    refused(() => outbox.write({ ...env, source: undefined } as never));
+    refused(() => outbox.write(env, { delay: -1 }));
+    refused(() => outbox.write(env, { key: 7 } as never));
+    assert.equal(outbox.waiting(), 0);
+  });
+
+  it('a broker that refuses for now: the rows wait in order, logged once when it starts and once when it ends', async () => {
+    const clock = createFakeClock();
+    const outbox = createOutbox(new Database(':memory:'));
+    const envs = [1, 2, 3].map((n) =>
+      createEnvelope({ source: '/t', type: 'order.placed', data: { id: `o${n}` } }),
+    );
+    for (const e of envs) outbox.write(e);
+    const published: string[] = [];
+    let down = true;
+    const broker = {
+      publish: async (e: { id: string }) => {
+        if (down) throw new ParleyError('UNAVAILABLE', 'the broker is restarting');
+        published.push(e.id);
+        return { id: e.id, duplicate: false };
+      },
+    } as unknown as Parameters<typeof outbox.flush>[0];
+    const log: string[] = [];
+    const relay = outbox.startRelay(broker, { clock, interval: 50, log: (m) => void log.push(m) });
+    const turns = async () => {
+      for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    };
+    for (let i = 0; i < 10; i++) {
+      await turns();
+      await clock.tick(50);
+    }
+    assert.equal(outbox.waiting(), 3);
+    assert.deepEqual(outbox.rejected(), [], 'a transient failure sets nothing aside');
+    assert.deepEqual(log, ['rows wait: the broker is restarting']);
+    down = false;
+    await clock.tick(50);
+    await turns();
+    assert.deepEqual(
+      published,
+      envs.map((e) => e.id),
+    );
+    assert.deepEqual(log, ['rows wait: the broker is restarting', 'publishing again']);
+    await relay.stop();
+  });
 });

@@ -211,7 +211,9 @@ class NodeImpl implements ParleyNode, ContextRuntime {
         for (const service of this.services) {
           this.consumers.push(...(await subscribeDurable(broker, this.server, service, this.clock)));
         }
-        this.relays = this.outboxes.map((o) => o.startRelay(broker, { clock: this.clock }));
+        this.relays = this.outboxes.map((o) =>
+          o.startRelay(broker, { clock: this.clock, log: (m) => this.logger.warn(`outbox: ${m}`) }),
+        );
       }
     } catch (error) {
       this.server.accepting = false;
