@@ -36,6 +36,12 @@ if (skip === false) {
       (broker as AmqpBroker).publishConfirmed((broker as AmqpBroker).topicsExchange, topic, body, {
         persistent: true,
       }),
+    // Marked as a letter record, as the store marks its own (other records are not letters).
+    injectLetter: (broker, body) =>
+      (broker as AmqpBroker).publishConfirmed('', (broker as AmqpBroker).dlq, body, {
+        persistent: true,
+        headers: { 'x-parley-record': 'letter' },
+      }),
     skip: {
       'a new group starts from now, or from the beginning when asked':
         'RabbitMQ: a queue holds only what arrived after it was bound; a group created later cannot start from the beginning (only a stream could)',

@@ -10,4 +10,7 @@ brokerConformance({
   create: () => createEmbeddedBroker({ path: ':memory:', clock, random: createRandom(1) }),
   advance: (ms) => clock.tick(ms),
   noInject: 'the embedded broker lives inside its process: only Parley writes to it',
+  noInjectLetter:
+    "this harness's broker is in memory: only its process writes its dead letters (a shared file's " +
+    'foreign rows: test/embedded-foreign-rows.test.ts)',
 });

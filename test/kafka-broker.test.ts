@@ -10,7 +10,7 @@ import { after, it } from 'node:test';
 import { startKafkaMock } from '../bench/lib/kafka-mock.ts';
 import { PAUSE_AFTER_MS } from '../src/adapters/kafka/consumer.ts';
 import { createKafkaBroker, parseKafkaUrl } from '../src/adapters/kafka/kafka-broker.ts';
-import { kafkaTopicName } from '../src/adapters/kafka/protocol.ts';
+import { deadLetterTopicName, kafkaTopicName } from '../src/adapters/kafka/protocol.ts';
 import {
   type BrokerHistory,
   comparePositions,
@@ -86,6 +86,15 @@ if (typeof cluster === 'string') {
       };
       await b.ensureTopic(b.kafkaTopic(topic));
       await b.produce(b.kafkaTopic(topic), body, {});
+    },
+    injectLetter: async (broker, body) => {
+      const b = broker as unknown as {
+        namespace: string;
+        ensureTopic(name: string): Promise<number>;
+        produce(name: string, value: Buffer, options: object): Promise<unknown>;
+      };
+      await b.ensureTopic(deadLetterTopicName(b.namespace));
+      await b.produce(deadLetterTopicName(b.namespace), body, { partition: 0 });
     },
     // The second member of the lease cases joins a running group: the mock holds that join for
     // session.timeout.ms - 1000 ms (5 s here; a shorter session breaks the mock's fixed 3 s first

@@ -10,7 +10,7 @@ import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mqtt from 'mqtt';
 import { createMqttBroker, MqttBroker, type MqttBrokerOptions } from '../src/adapters/mqtt/mqtt-broker.ts';
-import { topicOf } from '../src/adapters/mqtt/names.ts';
+import { deadLetterTopic, topicOf } from '../src/adapters/mqtt/names.ts';
 import { BrokerRegistry } from '../src/broker/from-url.ts';
 import { createEnvelope, ParleyError, systemClock } from '../src/index.ts';
 import { BROKERS, cuttableProxy, needBroker } from './brokers.ts';
@@ -51,6 +51,15 @@ if (skip === false) {
       const raw = await mqtt.connectAsync(BROKERS.mqtt.url, { protocolVersion: 5 });
       try {
         await raw.publishAsync(topicOf((b as MqttBroker).prefix, topic), body, { qos: 1 });
+      } finally {
+        await raw.endAsync();
+      }
+    },
+    injectLetter: async (b, body) => {
+      const raw = await mqtt.connectAsync(BROKERS.mqtt.url, { protocolVersion: 5 });
+      try {
+        const id = 1 + Math.floor(Math.random() * 2 ** 40);
+        await raw.publishAsync(deadLetterTopic((b as MqttBroker).prefix, id), body, { qos: 1, retain: true });
       } finally {
         await raw.endAsync();
       }

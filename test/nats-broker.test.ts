@@ -32,6 +32,10 @@ if (skip === false) {
       const b = broker as NatsBroker;
       await (b as unknown as { js: JetStreamClient }).js.publish(b.subjectOf(topic), body);
     },
+    injectLetter: async (broker, body) => {
+      const b = broker as NatsBroker;
+      await (b as unknown as { js: JetStreamClient }).js.publish(`${b.prefix}.dlq.foreign.writer`, body);
+    },
     skip: {
       'extendLease keeps a delivery from going to another consumer while its own works on it':
         'nats-server 2.9 sometimes hands a message whose lease is being extended (`working()` every ' +

@@ -29,6 +29,11 @@ if (skip === false) {
       const b = broker as RedisBroker;
       await b.redis.xadd(b.streamOf(topic), '*', 'body', body);
     },
+    injectLetter: async (broker, body) => {
+      const b = broker as RedisBroker;
+      const id = await b.redis.incr(b.key('dlq:seq'));
+      await b.redis.hset(b.key('dlq'), String(id), body);
+    },
   });
 
   it('a history reader behind entries the stream trimmed is told it has a gap; one ahead of it is not', async () => {

@@ -40,6 +40,7 @@ brokerConformance({
   noInject:
     "a client publishes to the hub's broker as an envelope inside a frame of Parley's protocol, " +
     "checked by the hub (the suite's `refused alone` case), never as bare bytes",
+  noInjectLetter: "the hub's dead letters are its embedded broker's, which only the hub writes",
 });
 
 it('a hub whose broker keeps no history gives clients none (not one that fails on use)', async () => {

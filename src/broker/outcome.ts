@@ -4,8 +4,10 @@
  * (`details.deferMs`), dead-lettered at once (a failure someone declared permanent), or retried;
  * and what the dead letter of a body that was no envelope holds, and that it is not replayed.
  */
-import type { Envelope } from '../envelope/envelope.ts';
+import { Buffer } from 'node:buffer';
+import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
+import type { DeadLetter } from './broker.ts';
 
 /** `details.deferMs` on a handler's error: put the message back after that long, attempt unspent. */
 export function deferOf(e: ParleyError): number | undefined {
@@ -76,4 +78,76 @@ export function undecodableEnvelope(id: string, topic: string, body: Uint8Array 
     type: topic,
     data: (typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body)).toString('base64'),
   };
+}
+
+/** A dead letter as a store keeps it: the letter and the key its message had. */
+export type StoredLetter = DeadLetter & { key?: string };
+
+const isText = (v: unknown): v is string => typeof v === 'string';
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+
+/**
+ * A dead letter read back from a store, checked. What this store wrote passes as it was; what
+ * another program or version left there is still listed, never dropped from view nor thrown on:
+ * a letter whose envelope is none holds that envelope's text as an undecodable one (replays pass
+ * over it), and a record that is no letter at all (not decodable, or missing its topic, group,
+ * code, message, counts) is an unreadable letter, `DATA_LOSS`, with its whole text, so that it
+ * can be seen and purged by id.
+ */
+export function storedLetter(
+  id: number,
+  bytes: Uint8Array | string,
+  decode: (bytes: Uint8Array) => unknown,
+): StoredLetter {
+  const data = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes;
+  let value: unknown;
+  try {
+    value = decode(data);
+  } catch {
+    value = undefined;
+  }
+  const l = (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>;
+  if (
+    !isText(l.topic) ||
+    !isText(l.group) ||
+    !isText(l.code) ||
+    !isText(l.message) ||
+    typeof l.retryable !== 'boolean' ||
+    !isCount(l.attempts) ||
+    !isCount(l.firstFailureAt) ||
+    !isCount(l.lastFailureAt)
+  ) {
+    return {
+      id,
+      topic: '',
+      group: '',
+      envelope: undecodableEnvelope(`letter-${id}`, '', data),
+      code: 'DATA_LOSS',
+      message: 'the stored dead letter is not readable: its bytes are kept as the envelope',
+      retryable: false,
+      attempts: 0,
+      firstFailureAt: 0,
+      lastFailureAt: 0,
+    };
+  }
+  let envelope: Envelope;
+  try {
+    envelope = assertEnvelope(l.envelope);
+  } catch {
+    envelope = undecodableEnvelope(`letter-${id}`, l.topic, JSON.stringify(l.envelope) ?? '');
+  }
+  const letter: StoredLetter = {
+    id,
+    topic: l.topic,
+    group: l.group,
+    envelope,
+    code: ParleyError.fromWire({ code: l.code }).code,
+    message: l.message,
+    retryable: l.retryable,
+    attempts: l.attempts,
+    firstFailureAt: l.firstFailureAt,
+    lastFailureAt: l.lastFailureAt,
+  };
+  if (isText(l.key)) letter.key = l.key;
+  return letter;
 }

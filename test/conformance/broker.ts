@@ -50,6 +50,13 @@ export interface BrokerHarness {
    */
   inject?(broker: Broker, topic: string, body: Buffer): Promise<void>;
   noInject?: string;
+  /**
+   * Writes `body` into the broker's dead-letter store as one record, as another program or an
+   * older version might have (after the store was first used). Without it, `noInjectLetter` says
+   * why nothing else can write there (its `letters:` case skips with that).
+   */
+  injectLetter?(broker: Broker, body: Buffer): Promise<void>;
+  noInjectLetter?: string;
 }
 
 let topicSeq = 0;
@@ -96,7 +103,8 @@ export function brokerConformance(harness: BrokerHarness): void {
       const reason =
         harness.skip?.[name] ??
         (name.startsWith('history:') ? harness.noHistory : undefined) ??
-        (name.startsWith('foreign:') ? harness.noInject : undefined);
+        (name.startsWith('foreign:') ? harness.noInject : undefined) ??
+        (name.startsWith('letters:') ? harness.noInjectLetter : undefined);
       if (reason !== undefined) it(name, { skip: reason }, fn);
       else it(name, { timeout: 60_000 }, fn);
     };
@@ -283,6 +291,51 @@ export function brokerConformance(harness: BrokerHarness): void {
       assert.equal(delivered.size, valid.length, 'a replay delivered nothing');
       assert.equal((await lettered()).size, invalid.length, 'the letters are kept');
       assert.equal(await b.deadLetters.purge({ topic }), invalid.length);
+    });
+
+    test('letters: a stored record that is no dead letter is listed as an unreadable one with its bytes; replay passes over it, purge removes it', async () => {
+      const injectLetter = harness.injectLetter;
+      assert.ok(
+        injectLetter !== undefined,
+        'the harness gives injectLetter, or noInjectLetter with the reason',
+      );
+      const b = await broker();
+      const topic = fresh('letters');
+      // One letter of this store's own, from a handler that fails for good.
+      const failing = await consume(b, { topic, group: 'g', maxAttempts: 1 }, () => {
+        throw new ParleyError('FAILED_PRECONDITION', 'no such customer');
+      });
+      const own = envelope(topic, 'own');
+      await b.publish(own);
+      await until(harness, async () => (await b.deadLetters.list({ topic })).length === 1, 'its own letter');
+      const foreign = ['null', 'not json', '{"topic":5,"envelope":null}', '[]'];
+      for (const body of foreign) await injectLetter(b, Buffer.from(body));
+      const unreadable = async () =>
+        (await b.deadLetters.list({}, 1000)).filter((l) => l.code === 'DATA_LOSS' && l.topic === '');
+      await until(
+        harness,
+        async () => (await unreadable()).length === foreign.length,
+        'the foreign records listed',
+      );
+      const listed = await unreadable();
+      assert.deepEqual(
+        listed.map((l) => Buffer.from(String(l.envelope.data), 'base64').toString()).sort(),
+        [...foreign].sort(),
+        'each keeps its bytes',
+      );
+      for (const l of listed) {
+        assert.equal(l.envelope.source, '/parley/undecodable');
+        assert.deepEqual(await b.deadLetters.get(l.id), l, 'found by id');
+      }
+      // A replay of everything replays the store's own letter only (it used to throw on the others).
+      const got: string[] = [];
+      await failing.close();
+      await consume(b, { topic, group: 'g' }, (d) => void got.push(d.envelope.id));
+      assert.equal(await b.deadLetters.replay(), 1);
+      await until(harness, () => got.includes(own.id), 'the replayed letter');
+      assert.equal((await unreadable()).length, foreign.length, 'kept until purged');
+      assert.equal(await b.deadLetters.purge({ ids: listed.map((l) => l.id) }), foreign.length);
+      assert.deepEqual(await unreadable(), []);
     });
 
     test('a publish of what is no envelope, or with options of the wrong type, is refused alone, and nothing of it stored', async () => {

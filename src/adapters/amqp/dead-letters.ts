@@ -12,7 +12,7 @@
 import { randomUUID } from 'node:crypto';
 import type { ConsumeMessage, Options } from 'amqplib';
 import type { DeadLetter, DeadLetterFilter, DeadLetterStore } from '../../broker/broker.ts';
-import { replayable } from '../../broker/outcome.ts';
+import { replayable, storedLetter } from '../../broker/outcome.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
@@ -157,10 +157,14 @@ export class AmqpDeadLetters implements DeadLetterStore {
     const record = header(m, RECORD);
     try {
       if (record === 'letter') {
-        const letter = this.codec.decode(m.content) as Letter;
-        this.index.set(offset, { ...letter, id: offset });
+        this.index.set(
+          offset,
+          storedLetter(offset, m.content, (b) => this.codec.decode(b)),
+        );
       } else if (record === 'gone') {
-        for (const id of this.codec.decode(m.content) as number[]) this.index.delete(id);
+        const ids: unknown = this.codec.decode(m.content);
+        if (!Array.isArray(ids)) throw new Error('not a list');
+        for (const id of ids) if (typeof id === 'number') this.index.delete(id);
       }
     } catch {
       this.broker.log(`skipped an unreadable record at ${offset} of ${this.broker.dlq}`);

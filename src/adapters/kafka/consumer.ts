@@ -238,7 +238,8 @@ export class KafkaGroupConsumer {
       key,
       envelope,
       bad,
-      attempt: (Number.isFinite(spent) ? spent : 0) + 1,
+      // A header from elsewhere may say anything: attempts spent are a whole number from 0.
+      attempt: (Number.isSafeInteger(spent) && spent > 0 ? spent : 0) + 1,
       notBefore: Number(header(m.headers, HEADER.notBefore) ?? 0) || 0,
       run: undefined,
       lease: undefined,

@@ -9,7 +9,7 @@
  */
 
 import type { DeadLetter, DeadLetterFilter, DeadLetterStore } from '../../broker/broker.ts';
-import { letterMatches, replayable } from '../../broker/outcome.ts';
+import { letterMatches, replayable, storedLetter } from '../../broker/outcome.ts';
 import { ParleyError } from '../../errors.ts';
 import { type Consumer, call, type Headers, type Message } from './driver.ts';
 import { type DeadLetterRecord, type DeadRecord, deadLetterTopicName, headers } from './protocol.ts';
@@ -145,21 +145,36 @@ export class KafkaDeadLetters implements DeadLetterStore {
     }
   }
 
+  /**
+   * One record of the dead-letter partition. It never throws: a record that threw here would stop
+   * the partition's reading at it, and every later read with it. A removal lists numbers; any
+   * other record is a letter, checked (`storedLetter`): one that is no letter is listed as an
+   * unreadable one, to be seen and purged, not skipped unseen.
+   */
   private apply(id: number, value: Buffer | null): void {
-    let record: DeadLetterRecord;
+    const bytes = value ?? Buffer.alloc(0);
+    let record: unknown;
     try {
-      record = JSON.parse(value?.toString('utf8') ?? '') as DeadLetterRecord;
+      record = JSON.parse(bytes.toString('utf8'));
     } catch {
-      return; // not ours: the topic is shared only with other Parley brokers, but be tolerant
+      record = undefined;
     }
-    if (record.kind === 'dead') {
-      if (!this.removed.has(id)) this.live.set(id, record);
-    } else if (record.kind === 'removed') {
-      for (const gone of record.ids) {
+    const r = (typeof record === 'object' && record !== null ? record : {}) as Record<string, unknown>;
+    if (r.kind === 'removed' && Array.isArray(r.ids)) {
+      for (const gone of r.ids) {
+        if (typeof gone !== 'number') continue;
         this.live.delete(gone);
         this.removed.add(gone);
       }
+      return;
     }
+    if (this.removed.has(id)) return;
+    const {
+      id: _id,
+      key,
+      ...letter
+    } = storedLetter(id, bytes, (b) => JSON.parse(Buffer.from(b).toString('utf8')));
+    this.live.set(id, { kind: 'dead', ...letter, key: key ?? null });
   }
 
   /** Ids removed so far, so that a record read after its removal was applied stays removed. */

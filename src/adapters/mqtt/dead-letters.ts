@@ -17,7 +17,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { DeadLetter, DeadLetterFilter, DeadLetterStore } from '../../broker/broker.ts';
-import { letterMatches, replayable } from '../../broker/outcome.ts';
+import { letterMatches, replayable, storedLetter } from '../../broker/outcome.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import { ParleyError } from '../../errors.ts';
 import type { NewDeadLetter } from '../group-consumer.ts';
@@ -44,7 +44,6 @@ export class MqttDeadLetters implements DeadLetterStore {
     private readonly client: MqttClient,
     private readonly publisher: Publisher,
     private readonly prefix: string,
-    private readonly log: (message: string) => void,
   ) {}
 
   async add(letter: Letter): Promise<void> {
@@ -87,11 +86,10 @@ export class MqttDeadLetters implements DeadLetterStore {
           letters.delete(id);
           return;
         }
-        try {
-          letters.set(id, { ...(this.codec.decode(payload) as Letter), id });
-        } catch {
-          this.log(`MQTT: skipped an unreadable dead letter at ${topic}`);
-        }
+        letters.set(
+          id,
+          storedLetter(id, payload, (b) => this.codec.decode(b)),
+        );
       };
     });
     const listener = onMessage as (topic: string, payload: Buffer) => void;

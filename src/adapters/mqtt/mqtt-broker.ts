@@ -130,7 +130,7 @@ export class MqttBroker implements Broker {
     this.publishTimeoutMs = options.publishTimeoutMs ?? 10_000;
     this.publisher = new Publisher(client, this.publishTimeoutMs);
     this.dedupe = new DedupeWindow(options.dedupeWindowMs ?? 120_000, options.dedupeMaxKeys ?? 100_000);
-    this.letters = new MqttDeadLetters(client, this.publisher, prefix, log);
+    this.letters = new MqttDeadLetters(client, this.publisher, prefix);
     this.deadLetters = this.letters;
   }
 
@@ -232,7 +232,7 @@ export class MqttBroker implements Broker {
       options: { reconnectPeriod: 0 },
     });
     try {
-      await new MqttDeadLetters(client, new Publisher(client, 10_000), this.prefix, this.log).purge();
+      await new MqttDeadLetters(client, new Publisher(client, 10_000), this.prefix).purge();
     } finally {
       await client.endAsync(true);
     }

@@ -43,7 +43,7 @@ import type {
   PublishReceipt,
 } from '../../broker/broker.ts';
 import { checkPublish, checkSpec } from '../../broker/check.ts';
-import { letterMatches, replayable } from '../../broker/outcome.ts';
+import { letterMatches, replayable, storedLetter } from '../../broker/outcome.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
@@ -419,12 +419,7 @@ class NatsDeadLetters implements DeadLetterStore {
       .streams.getMessage(this.broker.dlqStream, { seq })
       .catch(() => null);
     if (m === null) return undefined;
-    try {
-      const letter = this.codec.decode(m.data) as Letter;
-      return { ...letter, id: seq };
-    } catch {
-      return undefined;
-    }
+    return storedLetter(seq, m.data, (b) => this.codec.decode(b));
   }
 
   list(filter?: DeadLetterFilter, limit = 100): Promise<DeadLetter[]> {

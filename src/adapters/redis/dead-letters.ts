@@ -12,7 +12,7 @@
 
 import { Buffer } from 'node:buffer';
 import type { DeadLetter, DeadLetterFilter, DeadLetterStore, PublishReceipt } from '../../broker/broker.ts';
-import { letterMatches, replayable } from '../../broker/outcome.ts';
+import { letterMatches, replayable, type StoredLetter, storedLetter } from '../../broker/outcome.ts';
 import type { Codec } from '../../codec/codec.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import type { NewDeadLetter } from '../group-consumer.ts';
@@ -57,13 +57,8 @@ export class RedisDeadLetters implements DeadLetterStore {
     }
   }
 
-  private parse(id: string, json: string): (DeadLetter & { key?: string }) | undefined {
-    try {
-      const letter = this.broker.codec.decode(Buffer.from(json, 'utf8')) as Letter;
-      return { ...letter, id: Number(id) };
-    } catch {
-      return undefined;
-    }
+  private parse(id: string, json: string): StoredLetter {
+    return storedLetter(Number(id), json, (b) => this.broker.codec.decode(b));
   }
 
   private async all(filter: DeadLetterFilter = {}, limit = Number.POSITIVE_INFINITY): Promise<DeadLetter[]> {
@@ -81,7 +76,6 @@ export class RedisDeadLetters implements DeadLetterStore {
     for (const id of ids) {
       if (out.length >= limit) break;
       const letter = this.parse(id, stored[id] as string);
-      if (letter === undefined) continue;
       if (!letterMatches(letter, filter)) continue;
       out.push(letter);
     }
@@ -111,7 +105,7 @@ export class RedisDeadLetters implements DeadLetterStore {
   async replay(filter?: DeadLetterFilter): Promise<number> {
     let n = 0;
     for (const letter of (await this.all(filter)).filter(replayable)) {
-      const key = (letter as { key?: string }).key;
+      const key = (letter as StoredLetter).key;
       const fields = ['to', letter.group, ...(key === undefined ? [] : ['key', key])];
       // To its group only, as a new entry (attempts start again), without dedupe; the letter is
       // deleted by the same script.

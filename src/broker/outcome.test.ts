@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { createEnvelope } from '../envelope/envelope.ts';
+import { replayable, storedLetter, UNDECODABLE } from './outcome.ts';
+
+const json = (b: Uint8Array) => JSON.parse(Buffer.from(b).toString('utf8'));
+const envelope = createEnvelope({ source: '/t', type: 'orders.placed', data: { n: 1 } });
+const letter = {
+  topic: 'orders.placed',
+  group: 'mail',
+  envelope,
+  code: 'INTERNAL',
+  message: 'boom',
+  retryable: false,
+  attempts: 5,
+  firstFailureAt: 10,
+  lastFailureAt: 20,
+};
+const text = (v: unknown) => JSON.stringify(v);
+const bytesOf = (l: { envelope: { data: unknown } }) =>
+  Buffer.from(String(l.envelope.data), 'base64').toString();
+
+describe('storedLetter', () => {
+  it("passes a store's own letter as it was, with its key", () => {
+    const read = storedLetter(7, text({ ...letter, key: 'k1' }), json);
+    assert.deepEqual(read, { ...letter, id: 7, key: 'k1' });
+    assert.equal(replayable(read), true);
+  });
+
+  it('a letter whose envelope is none keeps its fields; the envelope is kept as text and not replayed', () => {
+    const read = storedLetter(8, text({ ...letter, envelope: null }), json);
+    assert.equal(read.topic, 'orders.placed');
+    assert.equal(read.code, 'INTERNAL');
+    assert.equal(read.envelope.source, UNDECODABLE);
+    assert.equal(bytesOf(read), 'null');
+    assert.equal(replayable(read), false);
+  });
+
+  it('a record that is no letter is an unreadable letter (DATA_LOSS) holding all its bytes', () => {
+    for (const raw of [
+      'null',
+      'not json',
+      text({ ...letter, topic: 5 }),
+      text({ ...letter, attempts: '5' }),
+      '',
+    ]) {
+      const read = storedLetter(9, raw, json);
+      assert.equal(read.id, 9);
+      assert.equal(read.code, 'DATA_LOSS', raw);
+      assert.equal(read.topic, '');
+      assert.equal(read.envelope.source, UNDECODABLE);
+      assert.equal(bytesOf(read), raw, 'every byte kept');
+      assert.equal(replayable(read), false);
+    }
+  });
+
+  it('an unknown code becomes UNKNOWN, as on the wire', () => {
+    assert.equal(storedLetter(1, text({ ...letter, code: 'MELTDOWN' }), json).code, 'UNKNOWN');
+  });
+});
