@@ -367,6 +367,47 @@ if (typeof cluster === 'string') {
       }
     }));
 
+  it('kafka: an attempts header from elsewhere that is negative or no whole number counts as none spent', async () => {
+    const b = await mockBroker(`attempts-${process.pid}`);
+    const topic = 'attempts.forged';
+    const raw = b as unknown as {
+      kafkaTopic(topic: string): string;
+      ensureTopic(name: string): Promise<number>;
+      produce(name: string, value: Buffer, options: object): Promise<unknown>;
+    };
+    const seen = new Map<string, number[]>();
+    const c = await b.subscribe(
+      { topic, group: 'g', maxAttempts: 2, startFrom: 'beginning', backoff: { initial: 10, max: 20 } },
+      async (d) => {
+        seen.set(d.envelope.id, [...(seen.get(d.envelope.id) ?? []), d.attempt]);
+        throw new ParleyError('UNAVAILABLE', 'always fails');
+      },
+    );
+    try {
+      await raw.ensureTopic(raw.kafkaTopic(topic));
+      const forged = ['-1000000000000000', '2.5', 'NaN', '1e400'];
+      const ids: string[] = [];
+      for (const attempts of forged) {
+        const env = createEnvelope({ source: '/t', type: topic, data: attempts });
+        ids.push(env.id);
+        await raw.produce(raw.kafkaTopic(topic), Buffer.from(JSON.stringify(env)), {
+          headers: [{ 'parley-attempts': attempts }],
+        });
+      }
+      // Each dead-lettered after its 2 attempts: a forged count never keeps a message retrying.
+      let letters = await b.deadLetters.list({ topic });
+      for (let i = 0; i < 600 && letters.length < forged.length; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        letters = await b.deadLetters.list({ topic });
+      }
+      assert.equal(letters.length, forged.length);
+      for (const id of ids) assert.deepEqual(seen.get(id), [1, 2], id);
+    } finally {
+      await c.close();
+      await b.close();
+    }
+  });
+
   it('kafka history: push resumes a client on another gateway instance with exactly what it missed, with the same ids', async (t) => {
     const b = await mockBroker(`history-push-${process.pid}`);
     const history = b.history;
