@@ -317,3 +317,60 @@ describe('streams: idle sessions', () => {
     await server.stop();
   });
 });
+
+describe('streams: a peer that answers with something that is no page', () => {
+  /** The caller's transport, with each stream page's `data` from the server rewritten by `tamper`. */
+  const tampering = (inner: Transport, tamper: (page: Record<string, unknown>) => unknown): Transport => ({
+    get maxPayload() {
+      return inner.maxPayload;
+    },
+    start: (self, handler) => inner.start(self, handler),
+    announce: (self) => inner.announce(self),
+    async request(nodeId, frame, options) {
+      const reply = JSON.parse(Buffer.from(await inner.request(nodeId, frame, options)).toString()) as {
+        ok: boolean;
+        data?: Record<string, unknown>;
+      };
+      if (reply.ok && typeof reply.data === 'object' && reply.data !== null && 'chunks' in reply.data)
+        reply.data = tamper(reply.data) as Record<string, unknown>;
+      return Buffer.from(JSON.stringify(reply));
+    },
+    broadcast: (frame) => inner.broadcast(frame),
+    stop: () => inner.stop(),
+  });
+
+  const pages: [string, (p: Record<string, unknown>) => unknown][] = [
+    ['chunks as a string', (p) => ({ ...p, chunks: 'abc' })],
+    ['no done', (p) => ({ ...p, done: undefined })],
+    ['no session', (p) => ({ ...p, session: 7 })],
+    ['null', () => null],
+  ];
+  for (const [name, tamper] of pages) {
+    it(`${name}: the stream fails with INTERNAL, nothing is yielded`, async () => {
+      const net = createMemoryNetwork();
+      const server = testNode({ id: 'server', transport: net.transport(), services: [filesService] });
+      const caller = testNode({ id: 'caller', transport: tampering(net.transport(), tamper) });
+      await server.start();
+      await caller.start();
+      try {
+        await waitFor(() => caller.registry.endpoints('files').length > 0, 5000, 'server known');
+        const got: unknown[] = [];
+        await assert.rejects(
+          (async () => {
+            for await (const chunk of caller.client(files).count({ to: 3 })) got.push(chunk);
+          })(),
+          (e: unknown) => {
+            assert.ok(e instanceof ParleyError);
+            assert.equal(e.code, 'INTERNAL');
+            assert.match(e.message, /no page/);
+            return true;
+          },
+        );
+        assert.deepEqual(got, []);
+      } finally {
+        await caller.stop();
+        await server.stop();
+      }
+    });
+  }
+});

@@ -29,7 +29,20 @@ function op(
     options: NO_OPTIONS,
     parent: call.parent,
     tried: [],
-  }) as Promise<Page>;
+  }).then((page) => pageOf(page, target));
+}
+
+/**
+ * A peer's answer as a page: a stream session, a list of chunks and whether it is done. Anything
+ * else is refused (a string's characters are not chunks, nor does a page without `done` go on).
+ */
+function pageOf(value: unknown, target: string): Page {
+  const p = (typeof value === 'object' && value !== null ? value : {}) as Partial<
+    Record<keyof Page, unknown>
+  >;
+  if (typeof p.session !== 'string' || !Array.isArray(p.chunks) || typeof p.done !== 'boolean')
+    throw new ParleyError('INTERNAL', `node ${target} answered a stream call with something that is no page`);
+  return value as Page;
 }
 
 /** Opens an output stream on `target`; resolves to its iterator once the first page is in. */
@@ -38,7 +51,7 @@ export async function openRemoteOutput(
   target: string,
   call: OutboundCall,
 ): Promise<AsyncIterableIterator<unknown>> {
-  const first = (await callRemote(deps, target, call)) as Page;
+  const first = pageOf(await callRemote(deps, target, call), target);
   return new RemoteOutput(deps, target, call, first);
 }
 
