@@ -107,6 +107,24 @@ describe('push over WebSocket', { timeout: 20_000 }, () => {
     assert.ok(f.logs.some((l) => l.includes('larger than maxEventBytes')));
   });
 
+  it('a client message over 4 KiB closes its socket (1009), not buffered; smaller ones are ignored; the others go on', async (t) => {
+    const f = await startPush(t);
+    const alice = await openWs(wsUrl(f.base, `types=${ORDER_STATUS}`), auth('alice'));
+    const bob = await openWs(wsUrl(f.base, `types=${ORDER_STATUS}`), auth('bob'));
+    t.after(() => {
+      alice.socket.terminate();
+      bob.socket.terminate();
+    });
+    bob.socket.send('hello');
+    alice.socket.send('x'.repeat(64 * 1024));
+    await alice.waitForClose();
+    assert.equal(alice.closeCode, 1009);
+    await f.status('bob', 'b1');
+    await bob.waitForMessages(2);
+    assert.deepEqual(orderIds(bob.messages), ['b1']);
+    assert.equal(bob.closeCode, undefined);
+  });
+
   it('close() sends bye and a going-away close frame to every socket', async (t) => {
     const f = await startPush(t);
     const alice = await openWs(wsUrl(f.base, `types=${ORDER_STATUS}`), auth('alice'));

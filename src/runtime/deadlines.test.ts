@@ -39,6 +39,32 @@ describe('DeadlineWheel', () => {
     assert.deepEqual(seen(), ['c', 'a']);
   });
 
+  it('a deadline weeks away arms a timer Node keeps (at most 2^31 - 1 ms), re-armed until it is due', () => {
+    const inner = createFakeClock(0);
+    const delays: number[] = [];
+    const clock = {
+      now: () => inner.now(),
+      setTimeout: (fn: () => void, ms: number) => {
+        delays.push(ms);
+        return inner.setTimeout(fn, ms);
+      },
+    };
+    const wheel = new DeadlineWheel(clock);
+    const fired: number[] = [];
+    const far = 60 * 24 * 3600 * 1000; // 60 days
+    wheel.track(far, () => fired.push(inner.now()));
+    assert.ok(
+      delays.every((d) => d <= 2_147_483_647),
+      `delays ${delays.join(', ')}`,
+    );
+    inner.advance(2_147_483_647);
+    assert.deepEqual(fired, [], 'not due yet: re-armed');
+    assert.equal(delays.length, 2);
+    inner.advance(far - 2_147_483_647);
+    assert.deepEqual(fired, [far]);
+    assert.ok(delays.every((d) => d <= 2_147_483_647));
+  });
+
   it('matches a simple reference model over 3,000 random operations', () => {
     for (let seed = 1; seed <= 5; seed++) {
       const random = createRandom(seed);

@@ -7,6 +7,9 @@
  */
 import type { Clock, TimerHandle } from './clock.ts';
 
+/** The longest delay a Node timer takes as it is (2³¹ − 1 ms, about 24.8 days). */
+const LONGEST_TIMER = 2_147_483_647;
+
 export interface DeadlineEntry {
   /** Stops tracking; the callback will not run. Safe to call more than once. */
   cancel(): void;
@@ -160,7 +163,9 @@ export class DeadlineWheel {
   private arm(key: number): void {
     this.timer?.cancel();
     this.armedFor = key;
-    this.timer = this.clock.setTimeout(() => this.fire(), key - this.clock.now());
+    // Node runs a longer timer after 1 ms (with a warning): a deadline weeks away, which a peer
+    // may send, would spin the wheel every millisecond. A timer that ends early just re-arms.
+    this.timer = this.clock.setTimeout(() => this.fire(), Math.min(key - this.clock.now(), LONGEST_TIMER));
   }
 
   private fire(): void {

@@ -32,6 +32,9 @@ import { type PushLogger, type PushOptions, type PushSource, resolveOptions } fr
 import { sseWire } from './sse-wire.ts';
 import { wsWire } from './ws-wire.ts';
 
+/** The largest message a push WebSocket client may send (it is read by nobody). */
+const CLIENT_MESSAGE_LIMIT = 4096;
+
 export interface Push {
   /** Host it on the gateway's node: its ephemeral subscriptions feed every connection. */
   readonly service: Service;
@@ -130,7 +133,10 @@ export function createPush(options: PushOptions): Push {
     // Admission of WebSocket upgrades, kept per request until the socket is open.
     const admitted = new WeakMap<object, Admitted>();
     await fastify.register(async (scope) => {
-      if (!scope.hasDecorator('websocketServer')) await scope.register(websocket);
+      // Clients send nothing on this socket (server push only): a message over 4 KiB closes it
+      // (1009) instead of being buffered up to ws's default of 100 MiB; smaller ones are ignored.
+      if (!scope.hasDecorator('websocketServer'))
+        await scope.register(websocket, { options: { maxPayload: CLIENT_MESSAGE_LIMIT } });
 
       scope.get('/events', { exposeHeadRoute: false }, async (request, reply) => {
         let admission: Admitted;
