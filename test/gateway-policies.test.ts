@@ -162,6 +162,55 @@ describe('gateway with rate limits', async () => {
     assert.equal(spoofed.status, 429);
   });
 
+  it('an API key the request merely carries is no bucket of its own: a new one per request is still limited', async () => {
+    const { edge } = await system();
+    const limiter = createRateLimiter({
+      store: createMemoryStore(),
+      policy: { capacity: 3, refillPerSecond: 0.01 },
+    });
+    const gateway = createGateway({ node: edge, contracts: [shop], ...gatewayRateLimit({ limiter }) });
+    gateways.push(gateway);
+    const { url } = await gateway.listen();
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++)
+      statuses.push((await fetch(`${url}/api/whoami`, { headers: { 'x-api-key': `junk-${i}` } })).status);
+    assert.deepEqual(statuses, [200, 200, 200, 429, 429]);
+  });
+
+  it('refused credentials spend tokens too: guessing is limited like any request', async () => {
+    const { edge } = await system();
+    const { publicKey } = await generateKeyPair('RS256');
+    const jwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'RS256' };
+    const authenticator = createAuthenticator({
+      jwt: {
+        algorithms: ['RS256'],
+        keys: { type: 'jwks', jwks: { keys: [jwk] } },
+        issuer: ISS,
+        audience: AUD,
+      },
+    });
+    const limiter = createRateLimiter({
+      store: createMemoryStore(),
+      policy: { capacity: 3, refillPerSecond: 0.01 },
+    });
+    const gateway = createGateway({
+      node: edge,
+      contracts: [shop],
+      ...gatewayAuth({ authenticator }),
+      ...gatewayRateLimit({ limiter }),
+    });
+    gateways.push(gateway);
+    const { url } = await gateway.listen();
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++)
+      statuses.push(
+        (await fetch(`${url}/api/whoami`, { headers: { authorization: `Bearer guess-${i}` } })).status,
+      );
+    assert.deepEqual(statuses, [401, 401, 401, 429, 429]);
+    // The same client without credentials shares that bucket (it is the client's, not the guess's).
+    assert.equal((await fetch(`${url}/api/whoami`)).status, 429);
+  });
+
   const redisSkip = await needBroker('redis');
   it('two gateway instances share one limit through Redis', { skip: redisSkip }, async () => {
     const { edge } = await system();

@@ -18,7 +18,7 @@ import { assertAllowed } from './auth/access.ts';
 import type { Authenticator } from './auth/authenticator.ts';
 import type { GatewayOptions, GatewayRequest, GatewayRoute, RateLimitDecision } from './options.ts';
 import { rateLimitHeaders } from './rate-limit/headers.ts';
-import { byApiKey, byClientAddress, type RateLimitKey, type RequestLike } from './rate-limit/keys.ts';
+import { byClientAddress, type RateLimitKey, type RequestLike } from './rate-limit/keys.ts';
 import { type RateLimiter, refuse } from './rate-limit/limiter.ts';
 
 export interface GatewayAuthOptions {
@@ -40,14 +40,17 @@ export interface GatewayRateLimitOptions {
   limiter: RateLimiter;
   /** Proxies whose `X-Forwarded-For` is believed (CIDRs). Default: none. */
   trustedProxies?: readonly string[];
-  /** The bucket key of a request; default: the principal's subject, else the API key, else the address. */
+  /**
+   * The bucket key of a request; default: the principal's subject, else the client's address. (Not
+   * an API key the request merely carries: unverified, a new one per request would be a new
+   * bucket each time; a verified one is a principal.)
+   */
   key?: (request: GatewayRequest, principal: Principal | undefined) => string | undefined;
 }
 
 /** A `rateLimit` hook for `createGateway`. */
 export function gatewayRateLimit(options: GatewayRateLimitOptions): Pick<GatewayOptions, 'rateLimit'> {
   const { limiter } = options;
-  const apiKey: RateLimitKey<RequestLike> = byApiKey();
   const address: RateLimitKey<RequestLike> = byClientAddress({
     trustedProxies: options.trustedProxies ?? [],
   });
@@ -55,8 +58,7 @@ export function gatewayRateLimit(options: GatewayRateLimitOptions): Pick<Gateway
     options.key ??
     ((request: GatewayRequest, principal: Principal | undefined) => {
       if (principal !== undefined) return `user:${principal.kind}:${principal.subject}`;
-      const like = { remoteAddress: request.ip, headers: request.headers };
-      return apiKey(like) ?? address(like);
+      return address({ remoteAddress: request.ip, headers: request.headers });
     });
   return {
     async rateLimit(request: GatewayRequest, route: GatewayRoute, principal): Promise<RateLimitDecision> {

@@ -50,14 +50,23 @@ export function registerPublicRoutes(init: PublicRoutesInit): void {
   for (const route of init.routes) {
     const admit = async (request: FastifyRequest, reply: FastifyReply) => {
       const view = gatewayRequest(request);
-      const principal = await options.authenticate?.(view);
-      options.authorize?.(principal, route);
-      if (principal !== undefined) principals.set(request, principal);
+      let principal: Principal | undefined;
+      let unauthenticated: unknown;
+      try {
+        principal = await options.authenticate?.(view);
+      } catch (error) {
+        unauthenticated = error;
+      }
+      // Refused credentials are counted too (in the bucket of the client, as anonymous): guessing
+      // tokens or keys spends the same tokens as any request.
       if (options.rateLimit !== undefined) {
         const decision = await options.rateLimit(view, route, principal);
         reply.headers(decision.headers);
         if (decision.refused !== undefined) throw decision.refused;
       }
+      if (unauthenticated !== undefined) throw unauthenticated;
+      options.authorize?.(principal, route);
+      if (principal !== undefined) principals.set(request, principal);
     };
     const admits =
       options.authenticate !== undefined ||
