@@ -95,6 +95,36 @@ describe('rate limits in Redis', { skip, timeout: 60_000 }, () => {
     assert.ok(admitted >= 10 + Math.floor(20 * 0.8), `admitted ${admitted}: the rate is delivered`);
   });
 
+  it('a bucket key holding what another writer left is a new, full bucket: never open for good, never shut for good', async () => {
+    const p = `${prefix}poison:`;
+    const limiter = createRateLimiter({
+      store: createRedisStore({ redis: a, prefix: p }),
+      policy: { capacity: 10, refillPerSecond: 5 },
+    });
+    await limiter.take({ route: 'r', key: 'k' });
+    const [key] = await a.keys(`${p}*`);
+    assert.ok(key !== undefined);
+    const now = Date.now();
+    const poisons: [string, () => Promise<unknown>][] = [
+      ['a string', () => a.set(key, 'x')],
+      ['tokens that are no number', () => a.hset(key, 't', 'abc', 'l', String(now))],
+      ['infinite tokens', () => a.hset(key, 't', 'inf', 'l', String(now))],
+      ['nan', () => a.hset(key, 't', 'nan', 'l', String(now))],
+      ['tokens far below zero', () => a.hset(key, 't', '-1000000000000000000', 'l', String(now))],
+      ['a last refill a year ahead', () => a.hset(key, 't', '0', 'l', String(now + 365 * 24 * 3600 * 1000))],
+    ];
+    for (const [what, poison] of poisons) {
+      await a.del(key);
+      await poison();
+      const d = await limiter.take({ route: 'r', key: 'k' });
+      assert.equal(d.allowed, true, what);
+      assert.equal(d.degraded, undefined, `${what}: counted, not let through for a store error`);
+      assert.equal(d.remaining, 9, what);
+      const ttl = await a.pttl(key);
+      assert.ok(ttl > 0 && ttl <= 1200, `${what}: pttl ${ttl}`);
+    }
+  });
+
   it('buckets expire once they would be full again', async () => {
     const store = createRedisStore({ redis: a, prefix: `${prefix}ttl:` });
     const limiter = createRateLimiter({ store, policy: { capacity: 10, refillPerSecond: 5 } });

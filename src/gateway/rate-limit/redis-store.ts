@@ -36,12 +36,17 @@ if ARGV[4] == '' then
 else
   now = tonumber(ARGV[4])
 end
+-- What another writer left under the key (another type, fields that are no numbers, inf or nan,
+-- tokens out of range, a last refill far ahead) is no bucket: it starts again, full.
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
 local s = redis.call('HMGET', KEYS[1], 't', 'l')
 local tokens = cap
 local last = now
-if s[1] and s[2] then
-  tokens = tonumber(s[1])
-  last = tonumber(s[2])
+local t, l = tonumber(s[1]), tonumber(s[2])
+if t and l and t == t and l == l and t >= 0 and t <= cap and l >= 0 and l <= now + 60000 then
+  tokens = t
+  last = l
   if now > last then
     local elapsed = math.min(now - last, math.ceil((cap - tokens) / rate))
     tokens = math.min(cap, tokens + elapsed * rate)
