@@ -115,6 +115,9 @@ function toParleyError(error: unknown): ParleyError {
   // jose throws TypeError when the token's algorithm does not fit the key we hold (ES256 against an
   // RSA key, say): whatever the token says, we have no key for it.
   if (error instanceof TypeError) return authFailure('unknown_key');
+  // A key of the set that cannot be imported (a malformed member the IdP published): no key for it.
+  if ((error as { name?: unknown } | null)?.name === 'DataError' || e?.code === 'ERR_JWKS_INVALID')
+    return authFailure('unknown_key');
   return ParleyError.from(error);
 }
 

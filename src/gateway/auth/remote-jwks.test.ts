@@ -154,6 +154,26 @@ describe('remote JWKS', () => {
     assert.equal(server.fetches - base, 0);
   });
 
+  it('members that are no public key are left out, not a reason to refuse the set', async () => {
+    const { privateKey } = await generateKeyPair('ES256', { extractable: true });
+    const leaked = { ...(await exportJWK(privateKey)), kid: 'leaked', alg: 'ES256' };
+    reset([null, { kid: 'no-kty' }, leaked, k1.jwk] as unknown as JWK[]);
+    const v = verifier();
+    assert.equal(await outcome(v, await sign(k1)), 'ok:signed-by-k1');
+  });
+
+  it('a member that cannot be imported refuses its tokens as unknown_key (401), not a 500', async () => {
+    reset([{ ...k1.jwk, x: {} } as unknown as JWK]);
+    assert.equal(await outcome(verifier(), await sign(k1)), 'UNAUTHENTICATED:unknown_key');
+  });
+
+  it('a document with no list of keys, or none usable, is no set: 503 keys_unavailable', async () => {
+    for (const keys of [{ nope: 1 }, [null]] as unknown as JWK[][]) {
+      reset(keys);
+      assert.equal(await outcome(verifier(), await sign(k1)), 'UNAVAILABLE:keys_unavailable');
+    }
+  });
+
   it('needs https unless http is asked for', () => {
     assert.throws(
       () =>

@@ -15,6 +15,7 @@ import {
   createLocalJWKSet,
   type FlattenedJWSInput,
   type JSONWebKeySet,
+  type JWK,
   type JWSHeaderParameters,
   type LocalJWKSet,
 } from 'jose';
@@ -123,8 +124,30 @@ async function fetchJwks(url: URL, limits: { timeoutMs: number; maxBytes: number
     throw new Error(`JWKS fetch: HTTP ${response.status}`);
   }
   const text = await readBounded(response, limits.maxBytes);
-  // createLocalJWKSet validates the shape; a bad set fails the fetch and keeps the old one.
-  return JSON.parse(text) as JSONWebKeySet;
+  return usableKeys(JSON.parse(text));
+}
+
+/** Members a public key set may hold only in a private key (or a shared secret). */
+const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
+
+/**
+ * The set's public keys. One member that is no key (null, no `kty`) or a private key (published by
+ * mistake) is left out, not a reason to refuse the whole set, which would refuse every token; a set
+ * with no usable key at all fails the fetch (the old set, if any, stays).
+ */
+function usableKeys(value: unknown): JSONWebKeySet {
+  const keys = (value as { keys?: unknown } | null)?.keys;
+  if (!Array.isArray(keys)) throw new Error('JWKS: no list of keys');
+  const usable = keys.filter(
+    (k): k is JWK =>
+      typeof k === 'object' &&
+      k !== null &&
+      !Array.isArray(k) &&
+      typeof (k as JWK).kty === 'string' &&
+      PRIVATE_MEMBERS.every((m) => !(m in k)),
+  );
+  if (usable.length === 0) throw new Error('JWKS: no usable public key');
+  return { keys: usable };
 }
 
 async function readBounded(response: Response, maxBytes: number): Promise<string> {
