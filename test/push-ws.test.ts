@@ -16,15 +16,21 @@ const orderIds = (messages: WsMessage[]) =>
   messages.filter((m) => m.type === ORDER_STATUS).map((m) => (m.data as { orderId: string }).orderId);
 const refusedWith = (status: number) => (e: unknown) => (e as { status?: number }).status === status;
 
+/** Alice and Bob, each on a socket for order status, closed when the test ends. */
+async function aliceAndBob(base: string, t: { after(fn: () => void): void }) {
+  const alice = await openWs(wsUrl(base, `types=${ORDER_STATUS}`), auth('alice'));
+  const bob = await openWs(wsUrl(base, `types=${ORDER_STATUS}`), auth('bob'));
+  t.after(() => {
+    alice.socket.terminate();
+    bob.socket.terminate();
+  });
+  return { alice, bob };
+}
+
 describe('push over WebSocket', { timeout: 20_000 }, () => {
   it('a client gets only its types and its own audience; another customer’s events never arrive', async (t) => {
     const f = await startPush(t);
-    const alice = await openWs(wsUrl(f.base, `types=${ORDER_STATUS}`), auth('alice'));
-    const bob = await openWs(wsUrl(f.base, `types=${ORDER_STATUS}`), auth('bob'));
-    t.after(() => {
-      alice.socket.terminate();
-      bob.socket.terminate();
-    });
+    const { alice, bob } = await aliceAndBob(f.base, t);
     await f.status('alice', 'a1');
     await f.status('bob', 'b1');
     await f.status('alice', 'a2');
@@ -109,12 +115,7 @@ describe('push over WebSocket', { timeout: 20_000 }, () => {
 
   it('a client message over 4 KiB closes its socket (1009), not buffered; smaller ones are ignored; the others go on', async (t) => {
     const f = await startPush(t);
-    const alice = await openWs(wsUrl(f.base, `types=${ORDER_STATUS}`), auth('alice'));
-    const bob = await openWs(wsUrl(f.base, `types=${ORDER_STATUS}`), auth('bob'));
-    t.after(() => {
-      alice.socket.terminate();
-      bob.socket.terminate();
-    });
+    const { alice, bob } = await aliceAndBob(f.base, t);
     bob.socket.send('hello');
     alice.socket.send('x'.repeat(64 * 1024));
     await alice.waitForClose();
