@@ -239,6 +239,22 @@ describe('outbox', () => {
     assert.equal(outbox.waiting(), 0);
   });
 
+  it('a broker that refuses every row (a wrong credential) is its own state: the rows wait, none is set aside', async () => {
+    const outbox = createOutbox(new Database(':memory:'));
+    outbox.write(createEnvelope({ source: '/t', type: 'order.placed', data: { id: 'o1' } }));
+    const broker = {
+      publish: async () => {
+        throw new ParleyError('PERMISSION_DENIED', 'this user may not publish');
+      },
+    } as unknown as Parameters<typeof outbox.flush>[0];
+    await assert.rejects(
+      outbox.flush(broker),
+      (e: unknown) => (e as ParleyError).code === 'PERMISSION_DENIED',
+    );
+    assert.equal(outbox.waiting(), 1);
+    assert.deepEqual(outbox.rejected(), []);
+  });
+
   it('a broker that refuses for now: the rows wait in order, logged once when it starts and once when it ends', async () => {
     const clock = createFakeClock();
     const outbox = createOutbox(new Database(':memory:'));

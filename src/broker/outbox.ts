@@ -11,7 +11,7 @@
  * writes to the outbox; outside a transaction it publishes directly.
  *
  * A row the broker can never take (it holds no envelope: another program wrote it, or it was
- * written before `write` checked; or the broker refused it for good, a permanent error) would
+ * written before `write` checked; or the broker refused it as invalid) would
  * stop the relay at it forever, every row behind it waiting. It is moved to `<table>_rejected`
  * with the error's code and message and logged, and the relay goes on; `rejected()` lists them.
  * A broker that is unreachable (a retryable error) is waited for: the rows stay, in order.
@@ -23,7 +23,6 @@ import type { Clock, TimerHandle } from '../runtime/clock.ts';
 import { systemClock } from '../runtime/clock.ts';
 import type { Broker, BrokerPublishOptions } from './broker.ts';
 import { checkPublish } from './check.ts';
-import { permanent } from './outcome.ts';
 
 export interface OutboxOptions {
   /** Table name. Default `parley_outbox`. */
@@ -65,10 +64,14 @@ export interface RejectedRow {
   rejectedAt: number;
 }
 
-/** Why a row can never be published, or undefined when it may be (or its error is transient). */
+/**
+ * Why a row can never be published, or undefined when it may be. Only a refusal of the row itself
+ * (INVALID_ARGUMENT) sets it aside; any other error (the broker down, or refusing everyone, as a
+ * wrong credential would) is the broker's state, and every row waits for it to change.
+ */
 function rejection(error: unknown): ParleyError | undefined {
   const e = ParleyError.from(error);
-  return permanent(e) ? e : undefined;
+  return e.code === 'INVALID_ARGUMENT' && !e.unexpected ? e : undefined;
 }
 
 /** A stored row as a publish: parsed and checked as `broker.publish` would (throws if it is none). */
