@@ -169,11 +169,8 @@ export class KafkaDeadLetters implements DeadLetterStore {
       return;
     }
     if (this.removed.has(id)) return;
-    const {
-      id: _id,
-      key,
-      ...letter
-    } = storedLetter(id, bytes, (b) => JSON.parse(Buffer.from(b).toString('utf8')));
+    // Checked as a letter from the record parsed above (not parsed a second time).
+    const { id: _id, key, ...letter } = storedLetter(id, bytes, () => record);
     this.live.set(id, { kind: 'dead', ...letter, key: key ?? null });
   }
 

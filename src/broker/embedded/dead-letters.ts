@@ -2,12 +2,11 @@
  * @module broker/embedded/dead-letters
  * The embedded broker's dead-letter store: list, inspect, replay into the group, purge.
  */
-import { assertEnvelope, type Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import type { Clock } from '../../runtime/clock.ts';
 import type { DeadLetter, DeadLetterFilter, DeadLetterStore } from '../broker.ts';
 import { undecodableEnvelope } from '../outcome.ts';
-import type { DeadRow, Store } from './store.ts';
+import { type DeadRow, type Store, storedEnvelope } from './store.ts';
 
 export class DeadLetters implements DeadLetterStore {
   constructor(private readonly broker: { readonly store: Store; readonly clock: Clock; wakeAll(): void }) {}
@@ -34,12 +33,7 @@ export class DeadLetters implements DeadLetterStore {
 function toDeadLetter(r: DeadRow): DeadLetter {
   // A row whose body is no envelope (another program's write to the log, dead-lettered for it)
   // is listed with its bytes, as every broker lists one, and replays pass over it.
-  let envelope: Envelope;
-  try {
-    envelope = assertEnvelope(JSON.parse(r.body));
-  } catch {
-    envelope = undecodableEnvelope(`unreadable-${r.id}`, r.topic, r.body);
-  }
+  const envelope = storedEnvelope(r.body) ?? undecodableEnvelope(`unreadable-${r.id}`, r.topic, r.body);
   return {
     id: r.id,
     topic: r.topic,

@@ -5,7 +5,6 @@
  * never sees a later message before an earlier one. A read that finds nothing waits: woken at once
  * by a publish in this process, and looking again every poll interval for other processes' writes.
  */
-import { assertEnvelope, type Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import type { Clock } from '../../runtime/clock.ts';
 import {
@@ -16,7 +15,7 @@ import {
   historyLimit,
   sequenceOf,
 } from '../broker.ts';
-import type { Store } from './store.ts';
+import { type Store, storedEnvelope } from './store.ts';
 
 export interface HistoryHost {
   readonly store: Store;
@@ -51,7 +50,7 @@ export class EmbeddedHistory implements BrokerHistory {
         // the other brokers' histories pass over foreign entries; the position moves past it.
         const entries: HistoryEntry[] = [];
         for (const r of rows) {
-          const envelope = envelopeOf(r.body);
+          const envelope = storedEnvelope(r.body);
           if (envelope !== undefined) entries.push({ position: String(r.seq), envelope });
         }
         return { entries, next: rows.length > 0 ? String(rows[rows.length - 1]?.seq) : after, gap };
@@ -94,13 +93,5 @@ export class EmbeddedHistory implements BrokerHistory {
       const timer = this.host.clock.setTimeout(done, ms);
       set.add(done);
     });
-  }
-}
-
-function envelopeOf(body: string): Envelope | undefined {
-  try {
-    return assertEnvelope(JSON.parse(body));
-  } catch {
-    return undefined;
   }
 }

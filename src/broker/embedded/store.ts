@@ -7,7 +7,7 @@
  */
 import { createRequire } from 'node:module';
 import type Database from 'better-sqlite3';
-import { assertEnvelope } from '../../envelope/envelope.ts';
+import { assertEnvelope, type Envelope } from '../../envelope/envelope.ts';
 import { prepare, READY, SCHEMA, type Statements, WAITING } from './statements.ts';
 
 type Db = Database.Database;
@@ -252,7 +252,7 @@ export class Store {
       for (const r of rows) {
         // A letter whose body is no envelope (another program's write) stays listed: replayed, it
         // would only be dead-lettered again (every broker's replay passes over these).
-        const id = envelopeIdOf(r.body);
+        const id = storedEnvelope(r.body)?.id;
         if (id === undefined) continue;
         replayed++;
         // Retention may have removed the log entry meanwhile: bring it back from the dead letter.
@@ -378,10 +378,13 @@ function deadWhere(w: DeadWhere): { sql: string; params: unknown[] } {
   return { sql: clauses.length === 0 ? '' : `WHERE ${clauses.join(' AND ')}`, params };
 }
 
-/** The id of the envelope a stored body holds, or undefined when it holds none. */
-function envelopeIdOf(body: string): string | undefined {
+/**
+ * The envelope a stored body holds, or undefined when it holds none (a row another program or
+ * version wrote): history reads, dead-letter listings and replays all pass such rows over.
+ */
+export function storedEnvelope(body: string): Envelope | undefined {
   try {
-    return assertEnvelope(JSON.parse(body)).id;
+    return assertEnvelope(JSON.parse(body));
   } catch {
     return undefined;
   }
