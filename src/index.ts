@@ -32,7 +32,7 @@ export {
 } from './broker/embedded/embedded-broker.ts';
 export type { Durability } from './broker/embedded/store.ts';
 export { type BrokerFactory, type BrokerFactoryOptions, BrokerRegistry } from './broker/from-url.ts';
-export { createInbox, type Inbox, type InboxOptions } from './broker/inbox.ts';
+export { createInbox, type Inbox, type InboxMessage, type InboxOptions } from './broker/inbox.ts';
 export { createOutbox, type Outbox, type OutboxOptions, type RejectedRow } from './broker/outbox.ts';
 export { type Dev, type DevOptions, type DevProcess, runDev } from './cli/dev.ts';
 export {

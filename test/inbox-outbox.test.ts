@@ -94,6 +94,91 @@ describe('inbox', () => {
   }
 });
 
+describe('inbox keys', () => {
+  it('the same id from two sources is two messages (CloudEvents: source + id is unique), each once', async () => {
+    const clock = createFakeClock();
+    const broker = createEmbeddedBroker({ path: ':memory:', clock });
+    const db = new Database(':memory:');
+    db.exec('CREATE TABLE effects (source TEXT, order_id TEXT)');
+    const inbox = createInbox(db);
+    const effect = db.prepare('INSERT INTO effects (source, order_id) VALUES (?, ?)');
+    let seen = 0;
+    const consumer = implement(defineContract({ name: 'billing', version: '1', actions: {} }), {
+      actions: {},
+      on: [
+        subscribe(shop, 'order.placed', (order, ctx) => {
+          seen++;
+          inbox.once(ctx, () => effect.run(ctx.source, order.id));
+        }),
+      ],
+    });
+    const node = testNode({ clock, broker, services: [consumer] });
+    await node.start();
+    // Two producers that number their events themselves, and a redelivery of the first one's.
+    const placed = (source: string, order: string) =>
+      createEnvelope({ id: '1', source, type: 'order.placed', data: { id: order } });
+    await broker.publish(placed('/erp', 'a'));
+    await broker.publish(placed('/crm', 'b'));
+    await broker.publish(placed('/erp', 'a'));
+    for (let i = 0; i < 200 && seen < 3; i++) await clock.tick(10);
+    assert.equal(seen, 3);
+    const rows = db.prepare('SELECT source, order_id FROM effects ORDER BY source').all();
+    assert.deepEqual(rows, [
+      { source: '/crm', order_id: 'b' },
+      { source: '/erp', order_id: 'a' },
+    ]);
+    const stopping = node.stop();
+    await clock.tick(20_000);
+    await stopping;
+  });
+
+  it('keeps an inbox made before sources were kept: its ids stay handled until pruned', () => {
+    const db = new Database(':memory:');
+    // The table as earlier versions made it: keyed on consumer and id.
+    db.exec(`CREATE TABLE parley_inbox (
+      consumer TEXT NOT NULL, message_id TEXT NOT NULL, handled_at INTEGER NOT NULL,
+      PRIMARY KEY (consumer, message_id)) WITHOUT ROWID`);
+    db.prepare('INSERT INTO parley_inbox VALUES (?, ?, ?)').run('billing', 'old-1', 1_000);
+    const inbox = createInbox(db);
+    let runs = 0;
+    const work = () => void runs++;
+    const erp = (service: string, id: string) => ({ service, source: '/erp', id });
+    assert.equal(inbox.once(erp('billing', 'old-1'), work), false, 'handled before');
+    assert.equal(inbox.once(erp('shipping', 'old-1'), work), true, 'another consumer');
+    assert.equal(inbox.once(erp('billing', 'new-1'), work), true);
+    assert.equal(inbox.once(erp('billing', 'new-1'), work), false);
+    assert.equal(runs, 2);
+    // Opening it again finds the new table and the legacy records as they were.
+    const again = createInbox(db);
+    assert.equal(again.once({ service: 'billing', source: '/crm', id: 'old-1' }, work), false);
+    // Pruning past the old record removes it and the legacy table with it.
+    assert.equal(again.prune(1_000, 5_000), 1);
+    const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all();
+    assert.deepEqual(tables, [{ name: 'parley_inbox' }]);
+    assert.equal(again.once(erp('billing', 'old-1'), work), true, 'forgotten');
+    assert.equal(runs, 3);
+  });
+
+  it('a local call has no source; its id is recorded under none', () => {
+    const db = new Database(':memory:');
+    const inbox = createInbox(db);
+    let runs = 0;
+    assert.equal(
+      inbox.once({ service: 's', id: 'x' }, () => void runs++),
+      true,
+    );
+    assert.equal(
+      inbox.once({ service: 's', id: 'x' }, () => void runs++),
+      false,
+    );
+    assert.equal(
+      inbox.once({ service: 's', source: '/n', id: 'x' }, () => void runs++),
+      true,
+    );
+    assert.equal(runs, 2);
+  });
+});
+
 describe('outbox', () => {
   it('an invalid payload published inside a transaction throws there and rolls the transaction back', async () => {
     const db = ordersDb(':memory:');

@@ -1,8 +1,8 @@
 /**
  * @module broker/inbox
  * Effectively-once handling on top of at-least-once delivery. The consumer's own SQLite database
- * records each handled message id in the same transaction as the handler's writes, so a
- * redelivered message finds its id there and changes nothing twice.
+ * records each handled message, by its sender and id, in the same transaction as the handler's
+ * writes, so a redelivered message finds its record there and changes nothing twice.
  *
  * ```ts
  * const inbox = createInbox(db);
@@ -18,36 +18,78 @@ export interface InboxOptions {
   table?: string;
 }
 
+/** What the inbox reads of a handler's context: a message is (`source`, `id`), per `service`. */
+export interface InboxMessage {
+  id: string;
+  service: string;
+  /** The envelope's `source`; undefined for a local call. */
+  source?: string | undefined;
+}
+
 export interface Inbox {
   /**
-   * Runs `work` in a transaction with the record of message `ctx.id` for `ctx.service`, unless
-   * that message was handled before. Returns whether `work` ran. `work` must be synchronous
-   * (better-sqlite3 transactions are), and should use the same database.
+   * Runs `work` in a transaction with the record of message (`ctx.source`, `ctx.id`) for
+   * `ctx.service`, unless that message was handled before. Returns whether `work` ran. `work`
+   * must be synchronous (better-sqlite3 transactions are), and should use the same database.
    */
-  once(ctx: { id: string; service: string }, work: () => void): boolean;
+  once(ctx: InboxMessage, work: () => void): boolean;
   /** Forgets records older than `ms` (keep longer than any redelivery can take). Returns how many. */
   prune(ms: number, now?: number): number;
 }
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
+/**
+ * CloudEvents makes `source` + `id` unique, not `id` alone: two producers may both send id `1`.
+ * Records made before the inbox kept sources (one table keyed on consumer and id) are moved, on
+ * first open, to `<table>_legacy` as they are, and a message whose id is there counts as handled
+ * whatever its source, until `prune` has removed them all and drops that table.
+ */
 export function createInbox(db: Database.Database, options: InboxOptions = {}): Inbox {
   const table = options.table ?? 'parley_inbox';
   if (!NAME.test(table)) throw new Error(`invalid inbox table name ${table}`);
-  db.exec(`CREATE TABLE IF NOT EXISTS ${table} (
-    consumer TEXT NOT NULL, message_id TEXT NOT NULL, handled_at INTEGER NOT NULL,
-    PRIMARY KEY (consumer, message_id)) WITHOUT ROWID`);
+  const legacyTable = `${table}_legacy`;
+  db.transaction(() => {
+    const columns = db.pragma(`table_info(${table})`) as { name: string }[];
+    const legacy = columns.length > 0 && !columns.some((c) => c.name === 'source');
+    if (legacy) db.exec(`ALTER TABLE ${table} RENAME TO ${legacyTable}`);
+    db.exec(`CREATE TABLE IF NOT EXISTS ${table} (
+      consumer TEXT NOT NULL, source TEXT NOT NULL, message_id TEXT NOT NULL, handled_at INTEGER NOT NULL,
+      PRIMARY KEY (consumer, source, message_id)) WITHOUT ROWID`);
+  }).immediate();
   const record = db.prepare(
-    `INSERT OR IGNORE INTO ${table} (consumer, message_id, handled_at) VALUES (?, ?, ?)`,
+    `INSERT OR IGNORE INTO ${table} (consumer, source, message_id, handled_at) VALUES (?, ?, ?, ?)`,
   );
   const prune = db.prepare(`DELETE FROM ${table} WHERE handled_at < ?`);
-  const run = db.transaction((ctx: { id: string; service: string }, work: () => void) => {
-    if (record.run(ctx.service, ctx.id, Date.now()).changes === 0) return false;
+
+  let legacy: { handled: Database.Statement; prune: Database.Statement } | undefined;
+  if (db.prepare('SELECT 1 FROM sqlite_master WHERE type = ? AND name = ?').get('table', legacyTable)) {
+    legacy = {
+      handled: db.prepare(`SELECT 1 FROM ${legacyTable} WHERE consumer = ? AND message_id = ?`),
+      prune: db.prepare(`DELETE FROM ${legacyTable} WHERE handled_at < ?`),
+    };
+  }
+
+  const run = db.transaction((ctx: InboxMessage, work: () => void) => {
+    if (legacy?.handled.get(ctx.service, ctx.id) !== undefined) return false;
+    // A local call has no source: '' is none that CloudEvents allows (it must be non-empty).
+    if (record.run(ctx.service, ctx.source ?? '', ctx.id, Date.now()).changes === 0) return false;
     work();
     return true;
   });
+  const pruneAll = db.transaction((before: number) => {
+    let removed = prune.run(before).changes;
+    if (legacy !== undefined) {
+      removed += legacy.prune.run(before).changes;
+      if (db.prepare(`SELECT 1 FROM ${legacyTable} LIMIT 1`).get() === undefined) {
+        db.exec(`DROP TABLE ${legacyTable}`);
+        legacy = undefined;
+      }
+    }
+    return removed;
+  });
   return {
     once: (ctx, work) => run.immediate(ctx, work),
-    prune: (ms, now = Date.now()) => prune.run(now - ms).changes,
+    prune: (ms, now = Date.now()) => pruneAll.immediate(now - ms),
   };
 }

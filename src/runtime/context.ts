@@ -105,6 +105,11 @@ export interface Emitter {
 export interface Context<Reason extends string = string> extends Emitter {
   /** This request's id (UUIDv7). */
   readonly id: string;
+  /**
+   * Who sent the request or event: the envelope's `source` (CloudEvents), undefined for a local
+   * call. Unique together with `id` (CloudEvents: a producer makes `source` + `id` unique).
+   */
+  readonly source: string | undefined;
   readonly service: string;
   /** The action, or for an event handler the event type. */
   readonly action: string;
@@ -176,8 +181,8 @@ export class CallContext implements Context {
   readonly deadline: number;
   readonly idempotencyKey: string | undefined;
   readonly delivery: Delivery | undefined;
+  readonly source: string | undefined;
   private _caller: Caller | undefined;
-  private readonly source: string | undefined;
   /** The principal as it travels (JSON), decoded into `caller` only when asked for. */
   private readonly principalText: string | undefined;
   private principalRead = false;
