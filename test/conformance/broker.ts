@@ -498,6 +498,40 @@ export function brokerConformance(harness: BrokerHarness): void {
       assert.deepEqual(got, [first.id]);
     });
 
+    test('without a key, the same id from two sources is two messages, both delivered (CloudEvents: source + id)', async () => {
+      const b = await broker();
+      const topic = fresh('ids');
+      const got: string[] = [];
+      await consume(
+        b,
+        { topic, group: 'g' },
+        (d) => void got.push(`${d.envelope.source} ${d.envelope.data}`),
+      );
+      const erp = envelope(topic, 'a', { id: '1', source: '/erp' });
+      const crm = envelope(topic, 'b', { id: '1', source: '/crm' });
+      assert.deepEqual(await b.publish(erp), { id: '1', duplicate: false });
+      assert.deepEqual(await b.publish(crm), { id: '1', duplicate: false });
+      await until(harness, () => got.length >= 2, 'two deliveries');
+      await harness.advance(300);
+      assert.deepEqual(got.sort(), ['/crm b', '/erp a']);
+    });
+
+    test('an id and an idempotency key with line breaks in them are taken as they are, and dedupe', async () => {
+      const b = await broker();
+      const topic = fresh('crlf');
+      const got: string[] = [];
+      await consume(b, { topic, group: 'g' }, (d) => void got.push(d.envelope.id));
+      const first = envelope(topic, 1, { id: 'a\r\nb', idempotencykey: 'k\r\n1' });
+      const again = envelope(topic, 1, { idempotencykey: 'k\r\n1' });
+      const other = envelope(topic, 2, { id: 'c\nd' });
+      assert.deepEqual(await b.publish(first), { id: 'a\r\nb', duplicate: false });
+      assert.deepEqual(await b.publish(again), { id: 'a\r\nb', duplicate: true });
+      assert.deepEqual(await b.publish(other), { id: 'c\nd', duplicate: false });
+      await until(harness, () => got.length >= 2, 'two deliveries');
+      await harness.advance(300);
+      assert.deepEqual(got.sort(), ['a\r\nb', 'c\nd']);
+    });
+
     /**
      * Two consumers of one group: the first takes two messages and never finishes (it has died, as
      * far as the broker knows); one lease runs out and goes to the second, the other is kept by

@@ -9,8 +9,9 @@
  *   published on `<prefix>.t.<token>.all`; a dead letter replayed to one group on
  *   `<prefix>.t.<token>.to.<group token>` (other groups ack and skip it).
  * - **Publish** waits for JetStream's ack (stored, replicated as the stream is). **Dedupe**: the
- *   `Nats-Msg-Id` is the envelope's idempotency key, else its id, within the stream's duplicate
- *   window (`dedupeWindowMs`, default 2 min); a duplicate returns the first envelope's id.
+ *   `Nats-Msg-Id` is the envelope's idempotency key, else its source and id (`msgIdOf`), within
+ *   the stream's duplicate window (`dedupeWindowMs`, default 2 min); a duplicate returns the
+ *   first envelope's id.
  * - **Groups** are durable pull consumers with explicit acks; `ack_wait` is the lease, refreshed
  *   by `working()` (`extendLease`); consumers of a group compete; `startFrom` picks the deliver
  *   policy when the group is created.
@@ -93,6 +94,18 @@ export function tokenOf(name: string): string {
 
 interface Letter extends NewDeadLetter {
   key?: string;
+}
+
+/**
+ * The `Nats-Msg-Id` JetStream dedupes on: the idempotency key, else the source and the id, which
+ * CloudEvents makes unique together (the id alone is not: two producers may both send id `1`,
+ * and the second would be dropped as a duplicate). As JSON text, so the two forms cannot meet and
+ * a CR or LF, which a header value may not hold, is escaped rather than refused.
+ */
+export function msgIdOf(envelope: Envelope): string {
+  return envelope.idempotencykey !== undefined
+    ? JSON.stringify(envelope.idempotencykey)
+    : JSON.stringify([envelope.source, envelope.id]);
 }
 
 export class NatsBroker implements Broker {
@@ -201,12 +214,7 @@ export class NatsBroker implements Broker {
     if (this.closed) throw new ParleyError('UNAVAILABLE', 'the broker is closed');
     checkPublish(envelope, options);
     await this.ensureTopic(envelope.type);
-    return this.store(
-      this.subjectOf(envelope.type),
-      envelope,
-      options,
-      envelope.idempotencykey ?? envelope.id,
-    );
+    return this.store(this.subjectOf(envelope.type), envelope, options, msgIdOf(envelope));
   }
 
   /** @internal Publishes bytes as they are and waits for JetStream to have them. */
