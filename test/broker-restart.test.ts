@@ -17,10 +17,8 @@
  * That window is the case's `gap`: what is lost in it is counted apart, lost = 0 holds outside it.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -31,7 +29,16 @@ import { createRedisBroker } from '../src/adapters/redis/redis-broker.ts';
 import type { Broker, Consumer } from '../src/broker/broker.ts';
 import { ParleyError } from '../src/errors.ts';
 import { createEnvelope } from '../src/index.ts';
-import { BROKERS, needBroker, reachable } from './brokers.ts';
+import { BROKERS, needBroker } from './brokers.ts';
+import {
+  cleanupPrivateServers,
+  freePort,
+  MOSQUITTO,
+  mosquittoConfig,
+  needBinary,
+  PrivateServer,
+  waitForPort,
+} from './private-server.ts';
 
 /** Messages per case. */
 const COUNT = 2000;
@@ -43,18 +50,14 @@ const CASE_TIMEOUT = 90_000;
 
 // --- processes and ports ---
 
-const children = new Set<ChildProcess>();
-const dirs: string[] = [];
 let rabbitStopped = false;
 /** The cases still running: a case the runner ended early (an unhandled rejection) still cleans up. */
 const running = new Set<Promise<unknown>>();
 
 after(async () => {
   await Promise.race([Promise.allSettled(running), sleep(60_000, undefined, { ref: false })]);
-  for (const c of children) c.kill('SIGKILL');
-  children.clear();
+  cleanupPrivateServers();
   if (rabbitStopped) await rabbitmqctl('start_app').catch(() => undefined);
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 /** Runs a case's body, known to `after` until it has finished (cleanup included). */
@@ -63,97 +66,6 @@ function tracked(body: () => Promise<void>): Promise<void> {
   running.add(run);
   void run.catch(() => undefined).finally(() => running.delete(run));
   return run;
-}
-
-/** A port nobody listens on now (listen on 0, close). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-async function waitForPort(port: number, ms: number): Promise<void> {
-  const until = Date.now() + ms;
-  while (!(await reachable(port))) {
-    if (Date.now() > until) throw new Error(`nothing answers on 127.0.0.1:${port} after ${ms} ms`);
-    await sleep(50);
-  }
-}
-
-/** `false` when `bin` runs; otherwise why the case is skipped (a failure under CI=true). */
-function needBinary(bin: string, versionArg: string): false | string {
-  const r = spawnSync(bin, [versionArg], { stdio: 'ignore', timeout: 10_000 });
-  if (r.error === undefined) return false;
-  const why = `${bin} cannot be run (${r.error.message})`;
-  if (process.env.CI === 'true') throw new Error(`CI: ${why}`);
-  return `${why}: skipped`;
-}
-
-/** A broker server of this test's own: a free loopback port, a data directory in a temp dir. */
-class PrivateServer {
-  readonly dir: string;
-  readonly logFile: string;
-  private proc: ChildProcess | undefined;
-
-  constructor(
-    private readonly bin: string,
-    private readonly args: (port: number, dir: string) => string[],
-    readonly port: number,
-    name: string,
-  ) {
-    this.dir = mkdtempSync(join(tmpdir(), `parley-restart-${name}-`));
-    dirs.push(this.dir);
-    this.logFile = join(this.dir, 'server.log');
-  }
-
-  async start(): Promise<void> {
-    const fd = openSync(this.logFile, 'a');
-    try {
-      const proc = spawn(this.bin, this.args(this.port, this.dir), { stdio: ['ignore', fd, fd] });
-      children.add(proc);
-      proc.once('exit', () => children.delete(proc));
-      this.proc = proc;
-    } finally {
-      closeSync(fd);
-    }
-    await waitForPort(this.port, 15_000);
-  }
-
-  /** Stops the process (SIGTERM: a clean shutdown) and waits for it to exit. */
-  async stop(): Promise<void> {
-    const proc = this.proc;
-    this.proc = undefined;
-    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
-    const exited = new Promise((resolve) => proc.once('exit', resolve));
-    proc.kill('SIGTERM');
-    const killer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
-    await exited;
-    clearTimeout(killer);
-  }
-
-  async restart(): Promise<void> {
-    await this.stop();
-    await sleep(DOWN_MS);
-    await this.start();
-  }
-
-  async dispose(): Promise<void> {
-    await this.stop();
-    rmSync(this.dir, { recursive: true, force: true });
-  }
-
-  tail(lines = 30): string {
-    try {
-      return readFileSync(this.logFile, 'utf8').split('\n').slice(-lines).join('\n');
-    } catch {
-      return '';
-    }
-  }
 }
 
 function rabbitmqctl(...args: string[]): Promise<string> {
@@ -330,9 +242,7 @@ async function mosquittoServer(): Promise<PrivateServer> {
   );
   writeFileSync(
     join(server.dir, 'mosquitto.conf'),
-    [
-      `listener ${server.port} 127.0.0.1`,
-      'allow_anonymous true',
+    mosquittoConfig(server.port, [
       'persistence true',
       `persistence_location ${server.dir}/`,
       // The autosave only matters for a crash (a clean stop always saves); keep it off the hot path.
@@ -341,23 +251,13 @@ async function mosquittoServer(): Promise<PrivateServer> {
       'max_queued_messages 0',
       // `persistent_client_expiration` stays unset: sessions expire by their own MQTT 5 interval
       // only (the adapter's default, 1 h).
-      // As root Mosquitto would switch to the `mosquitto` user, who cannot write the temp dir.
-      ...(process.getuid?.() === 0 ? ['user root'] : []),
-      'log_dest stderr',
-      'log_type error',
-      'log_type warning',
-      'log_type notice',
-      'log_type information',
-      '',
-    ].join('\n'),
+    ]),
   );
   return server;
 }
 
 const natsSkip = needBinary('nats-server', '--version');
 const redisSkip = needBinary('redis-server', '--version');
-/** Where Debian's package puts it (sbin: often not on a user's PATH). */
-const MOSQUITTO = '/usr/sbin/mosquitto';
 const mosquittoSkip = needBinary(MOSQUITTO, '-h');
 const rabbitSkip = (await needBroker('rabbitmq')) || needBinary('rabbitmqctl', 'help');
 
@@ -387,7 +287,7 @@ describe('a broker restart during traffic: lost = 0, unexpected = 0, duplicates 
                 storage: 'file',
                 log,
               }),
-            restart: () => server.restart(),
+            restart: () => server.restart(DOWN_MS),
             context: () => `nats-server log:\n${server.tail()}`,
           });
         } finally {
@@ -431,7 +331,7 @@ describe('a broker restart during traffic: lost = 0, unexpected = 0, duplicates 
             name: 'redis',
             connect: (log) =>
               createRedisBroker({ url: `redis://127.0.0.1:${server.port}`, prefix: 'restart', log }),
-            restart: () => server.restart(),
+            restart: () => server.restart(DOWN_MS),
             context: () => `redis-server log:\n${server.tail()}`,
           });
         } finally {
@@ -462,7 +362,7 @@ describe('a broker restart during traffic: lost = 0, unexpected = 0, duplicates 
                 member: who,
                 log,
               }),
-            restart: () => server.restart(),
+            restart: () => server.restart(DOWN_MS),
             context: () => `mosquitto log:\n${server.tail()}`,
             gap: {
               // The consumers' log line when their resumed session has its subscriptions again.
@@ -550,7 +450,7 @@ describe('mqtt: a restarted mosquitto', { skip: mosquittoSkip }, () => {
           const first = Date.now() + 5000;
           while (!got.includes('before') && Date.now() < first) await sleep(20);
           assert.deepEqual(got, ['before']);
-          await server.restart();
+          await server.restart(DOWN_MS);
           // The connections come back on their own; until the member's SUBSCRIBE, a publish is
           // dropped (no subscriber), so publish until one arrives. Without the new subscription
           // none ever would.

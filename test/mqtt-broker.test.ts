@@ -6,16 +6,27 @@
  * are deleted at the end.
  */
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mqtt from 'mqtt';
+import { connectMqtt } from '../src/adapters/mqtt/connect.ts';
 import { createMqttBroker, MqttBroker, type MqttBrokerOptions } from '../src/adapters/mqtt/mqtt-broker.ts';
-import { deadLetterTopic, topicOf } from '../src/adapters/mqtt/names.ts';
+import { deadLetterTopic, Publisher, publishPacketSize, topicOf } from '../src/adapters/mqtt/names.ts';
 import { BrokerRegistry } from '../src/broker/from-url.ts';
 import { createEnvelope, ParleyError, systemClock } from '../src/index.ts';
 import { BROKERS, cuttableProxy, needBroker } from './brokers.ts';
 import { brokerConformance } from './conformance/broker.ts';
 import { waitFor } from './helpers.ts';
+import {
+  cleanupPrivateServers,
+  freePort,
+  MOSQUITTO,
+  mosquittoConfig,
+  needBinary,
+  PrivateServer,
+} from './private-server.ts';
 
 const skip = await needBroker('mqtt');
 let n = 0;
@@ -255,6 +266,67 @@ describe('mqtt broker: publish timeout', { skip }, () => {
       proxy.cut();
       await b.close();
       await proxy.close();
+    }
+  });
+});
+
+describe('mqtt broker: the server’s maximum packet size', {
+  skip: skip || needBinary(MOSQUITTO, '-h'),
+}, () => {
+  const LIMIT = 4096;
+  let server: PrivateServer | undefined;
+  after(async () => {
+    await server?.dispose();
+    cleanupPrivateServers();
+  });
+
+  it('a publish over it is refused with INVALID_ARGUMENT, one at it goes through, the connection stays', async () => {
+    server = new PrivateServer(
+      MOSQUITTO,
+      (_port, dir) => ['-c', join(dir, 'mosquitto.conf')],
+      await freePort(),
+      'mqtt-small',
+    );
+    writeFileSync(
+      join(server.dir, 'mosquitto.conf'),
+      mosquittoConfig(server.port, ['persistence false', `max_packet_size ${LIMIT}`]),
+    );
+    await server.start();
+    const url = `mqtt://127.0.0.1:${server.port}`;
+    const b = await createMqttBroker({ url, prefix: `ptest${process.pid}size`, log: () => {} });
+    const conn = await connectMqtt(url, () => {});
+    try {
+      const got: unknown[] = [];
+      await b.subscribe({ topic: 'big.t', group: 'g' }, async (d) => void got.push(d.envelope.data));
+      // Before: sent, it made the server end the connection (reason 149); mqtt.js sent it again on
+      // each reconnect, and no publish got through at all.
+      const big = b.publish(env('big.t', 'x'.repeat(LIMIT)));
+      await assert.rejects(big, (e: unknown) => {
+        assert.ok(e instanceof ParleyError);
+        assert.equal(e.code, 'INVALID_ARGUMENT');
+        assert.equal(e.retryable, false);
+        assert.match(e.message, /of \d+ bytes is over the server's maximum packet size of 4096/);
+        return true;
+      });
+      await b.publish(env('big.t', 'small'));
+      await waitFor(() => got.length === 1, 5000, 'the small one');
+      assert.deepEqual(got, ['small']);
+
+      // The size is counted exactly: a packet of LIMIT bytes is taken, one byte more is refused.
+      const publisher = new Publisher(conn, 5_000);
+      const topic = `ptest${process.pid}size/exact`;
+      const options = { userProperties: { 'parley-id': 'x' }, contentType: 'application/json' };
+      const overhead = publishPacketSize(topic, '', options);
+      // The Remaining Length takes one byte more than in the empty packet.
+      const at = 'y'.repeat(LIMIT - overhead - 1);
+      assert.equal(publishPacketSize(topic, at, options), LIMIT);
+      assert.equal(await publisher.send(topic, at, options), 16, 'taken (no subscriber: reason 16)');
+      await assert.rejects(publisher.send(topic, `${at}y`, options), /over the server's maximum packet size/);
+      assert.equal(await publisher.send(topic, 'z', options), 16, 'the connection is still up');
+    } finally {
+      await conn.client.endAsync(true);
+      await b.close();
+      await b.destroyAll();
     }
   });
 });

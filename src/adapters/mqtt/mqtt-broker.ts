@@ -77,7 +77,7 @@ import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { DedupeWindow } from '../dedupe.ts';
-import { connectMqtt, type MqttClient } from './connect.ts';
+import { connectMqtt, type MqttClient, type MqttConnection } from './connect.ts';
 import { type Letter, MqttDeadLetters } from './dead-letters.ts';
 import { MqttConsumer } from './mqtt-consumer.ts';
 import { checkName, ID, KEY, NOT_BEFORE, Publisher, topicOf } from './names.ts';
@@ -117,20 +117,23 @@ export class MqttBroker implements Broker {
   private readonly clientIds = new Set<string>();
   private closed = false;
 
+  private readonly client: MqttClient;
+
   private constructor(
-    private readonly client: MqttClient,
+    connection: MqttConnection,
     private readonly options: MqttBrokerOptions,
     prefix: string,
     log: (message: string) => void,
   ) {
+    this.client = connection.client;
     this.prefix = prefix;
     this.log = log;
     this.member = options.member ?? randomBytes(4).toString('hex');
     this.sessionExpirySeconds = options.sessionExpirySeconds ?? 3600;
     this.publishTimeoutMs = options.publishTimeoutMs ?? 10_000;
-    this.publisher = new Publisher(client, this.publishTimeoutMs);
+    this.publisher = new Publisher(connection, this.publishTimeoutMs);
     this.dedupe = new DedupeWindow(options.dedupeWindowMs ?? 120_000, options.dedupeMaxKeys ?? 100_000);
-    this.letters = new MqttDeadLetters(client, this.publisher, prefix);
+    this.letters = new MqttDeadLetters(connection.client, this.publisher, prefix);
     this.deadLetters = this.letters;
   }
 
@@ -143,8 +146,7 @@ export class MqttBroker implements Broker {
     checkName('prefix', prefix);
     if (options.member !== undefined) checkName('member', options.member);
     const log = options.log ?? ((m: string) => process.stderr.write(`parley mqtt broker: ${m}\n`));
-    const { client } = await connectMqtt(options.url, log);
-    return new MqttBroker(client, options, prefix, log);
+    return new MqttBroker(await connectMqtt(options.url, log), options, prefix, log);
   }
 
   async publish(envelope: Envelope, options: BrokerPublishOptions = {}): Promise<PublishReceipt> {
@@ -228,11 +230,12 @@ export class MqttBroker implements Broker {
    */
   async destroyAll(): Promise<void> {
     await this.destroySessions();
-    const { client } = await connectMqtt(this.options.url, () => undefined, {
+    const connection = await connectMqtt(this.options.url, () => undefined, {
       options: { reconnectPeriod: 0 },
     });
+    const { client } = connection;
     try {
-      await new MqttDeadLetters(client, new Publisher(client, 10_000), this.prefix).purge();
+      await new MqttDeadLetters(client, new Publisher(connection, 10_000), this.prefix).purge();
     } finally {
       await client.endAsync(true);
     }

@@ -196,7 +196,7 @@ export class MqttConsumer {
   }
 
   async open(): Promise<void> {
-    const { client } = await connectMqtt(this.host.url, this.host.log, {
+    const connection = await connectMqtt(this.host.url, this.host.log, {
       options: {
         clean: false,
         clientId: this.clientId,
@@ -224,12 +224,13 @@ export class MqttConsumer {
         });
       },
     });
+    const { client } = connection;
     if (typeof (client as unknown as Partial<PacketWriter>)._sendPacket !== 'function') {
       client.end(true);
       throw new ParleyError('FAILED_PRECONDITION', 'MQTT: this mqtt.js has no _sendPacket: cannot ack late');
     }
     this.client = client;
-    this.publisher = new Publisher(client, this.host.publishTimeoutMs);
+    this.publisher = new Publisher(connection, this.host.publishTimeoutMs);
     const { topic, group } = this.spec;
     try {
       await client.subscribeAsync(this.filters(), { qos: 1 });

@@ -5,7 +5,7 @@
  * server's PUBACK with its reason code. See `mqtt-broker.ts` for what each is for.
  */
 import { ParleyError } from '../../errors.ts';
-import type { MqttClient } from './connect.ts';
+import type { MqttConnection } from './connect.ts';
 import { mqttError } from './errors.ts';
 
 /** User properties (MQTT 5) of a stored message. */
@@ -59,6 +59,28 @@ export interface PublishOptions {
   contentType?: string;
 }
 
+/** MQTT's largest packet: a Remaining Length of at most 268,435,455 bytes, after its 5-byte header. */
+const MQTT_MAX_PACKET = 268_435_455 + 5;
+
+/** Bytes of a Variable Byte Integer holding `n`. */
+function varIntBytes(n: number): number {
+  return n < 128 ? 1 : n < 16_384 ? 2 : n < 2_097_152 ? 3 : 4;
+}
+
+/**
+ * The size of the QoS 1 PUBLISH packet (MQTT 5) that `send` makes: fixed header, topic, packet
+ * id, properties (each user property and the content type as UTF-8 strings), payload.
+ */
+export function publishPacketSize(topic: string, payload: Buffer | string, options: PublishOptions): number {
+  let properties = 0;
+  for (const [k, v] of Object.entries(options.userProperties ?? {}))
+    properties += 1 + 2 + Buffer.byteLength(k) + 2 + Buffer.byteLength(v);
+  if (options.contentType !== undefined) properties += 1 + 2 + Buffer.byteLength(options.contentType);
+  const rest =
+    2 + Buffer.byteLength(topic) + 2 + varIntBytes(properties) + properties + Buffer.byteLength(payload);
+  return 1 + varIntBytes(rest) + rest;
+}
+
 /** A publish awaiting its PUBACK. */
 interface Waiting {
   readonly deadline: number;
@@ -80,23 +102,47 @@ export class Publisher {
   /** Publishes awaiting their PUBACK, oldest first (a Set keeps insertion order). */
   private readonly waiting = new Set<Waiting>();
   private timer: NodeJS.Timeout | undefined;
+  private readonly client: MqttConnection['client'];
+  /** The server's Maximum Packet Size (its CONNACK, again at each reconnect), else MQTT's own. */
+  private maxPacket: number;
 
   constructor(
-    private readonly client: MqttClient,
+    connection: MqttConnection,
     private readonly timeoutMs: number,
   ) {
+    const client = connection.client;
+    this.client = client;
+    this.maxPacket = connection.connack.properties?.maximumPacketSize ?? MQTT_MAX_PACKET;
+    client.on('connect', (connack) => {
+      this.maxPacket = connack.properties?.maximumPacketSize ?? MQTT_MAX_PACKET;
+    });
     client.on('packetreceive', (packet) => {
       if (packet.cmd === 'puback' && packet.messageId !== undefined)
         this.reasons.set(packet.messageId, packet.reasonCode ?? 0);
     });
   }
 
-  /** Resolves with the PUBACK's reason code; UNAVAILABLE (retryable: it may yet be sent) after the timeout. */
+  /**
+   * Resolves with the PUBACK's reason code; UNAVAILABLE (retryable: it may yet be sent) after the
+   * timeout. A publish over the server's Maximum Packet Size is refused here (INVALID_ARGUMENT):
+   * sent, the server would end the connection (reason 149), and mqtt.js would send it again on
+   * every reconnect, taking the connection down for every other publish with it.
+   */
   send(topic: string, body: Uint8Array | string, options: PublishOptions = {}): Promise<number> {
     const payload =
       typeof body === 'string' || Buffer.isBuffer(body)
         ? body
         : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+    const size = publishPacketSize(topic, payload, options);
+    if (size > this.maxPacket) {
+      return Promise.reject(
+        new ParleyError(
+          'INVALID_ARGUMENT',
+          `MQTT: a publish to ${topic} of ${size} bytes is over the server's maximum packet size of ${this.maxPacket}`,
+          { details: { size, maxPacketSize: this.maxPacket } },
+        ),
+      );
+    }
     return new Promise<number>((resolve, reject) => {
       const entry: Waiting = { deadline: Date.now() + this.timeoutMs, topic, reject };
       this.waiting.add(entry);
