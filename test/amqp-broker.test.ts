@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type AmqpBroker, createAmqpBroker } from '../src/adapters/amqp/amqp-broker.ts';
-import { createEnvelope, systemClock } from '../src/index.ts';
+import { createEnvelope, ParleyError, systemClock } from '../src/index.ts';
 import { BROKERS, cuttableProxy, needBroker } from './brokers.ts';
 import { brokerConformance } from './conformance/broker.ts';
 import { waitFor } from './helpers.ts';
@@ -219,5 +219,51 @@ describe('rabbitmq broker: batched acks', { skip }, () => {
       await broker.destroyAll().catch(() => undefined);
       await broker.close();
     }
+  });
+});
+
+describe('rabbitmq broker: the server’s max_message_size', { skip }, () => {
+  it('a message over it is refused with INVALID_ARGUMENT before it is sent; the publishes around it are confirmed', async () => {
+    const broker = await createAmqpBroker({
+      url: BROKERS.rabbitmq.url,
+      prefix: `ptest${process.pid}size`,
+      maxMessageBytes: 2048,
+      log: () => {},
+    });
+    made.push(broker);
+    const got: unknown[] = [];
+    await broker.subscribe({ topic: 'size.t', group: 'g' }, async (d) => void got.push(d.envelope.data));
+    // Before: sent, RabbitMQ closed the publishing channel (406), and this publish and every
+    // other in flight on it failed as UNAVAILABLE, retryable: an outbox sent it again for ever.
+    const results = await Promise.allSettled([
+      broker.publish(createEnvelope({ source: '/t', type: 'size.t', data: 1 })),
+      broker.publish(createEnvelope({ source: '/t', type: 'size.t', data: 'x'.repeat(2048) })),
+      broker.publish(createEnvelope({ source: '/t', type: 'size.t', data: 3 })),
+    ]);
+    assert.deepEqual(
+      results.map((r) => r.status),
+      ['fulfilled', 'rejected', 'fulfilled'],
+    );
+    const error = (results[1] as PromiseRejectedResult).reason;
+    assert.ok(error instanceof ParleyError);
+    assert.equal(error.code, 'INVALID_ARGUMENT');
+    assert.equal(error.retryable, false);
+    assert.match(error.message, /a message of \d+ bytes is over the server's max_message_size of 2048/);
+    await waitFor(() => got.length === 2, 10_000, 'the two small ones');
+    assert.deepEqual(got.sort(), [1, 3]);
+  });
+
+  it('by default the limit is RabbitMQ’s own default, 128 MiB', async () => {
+    const broker = await createAmqpBroker({
+      url: BROKERS.rabbitmq.url,
+      prefix: `ptest${process.pid}size2`,
+      log: () => {},
+    });
+    made.push(broker);
+    const data = 'x'.repeat(128 * 1024 * 1024);
+    await assert.rejects(broker.publish(createEnvelope({ source: '/t', type: 'size.t', data })), {
+      code: 'INVALID_ARGUMENT',
+      message: /over the server's max_message_size of 134217728/,
+    });
   });
 });

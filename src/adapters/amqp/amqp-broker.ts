@@ -83,6 +83,11 @@ export interface AmqpBrokerOptions {
   deadLetterMaxAge?: string;
   /** How long a publish waits for a lost connection to come back. Default 10 000. */
   publishTimeoutMs?: number;
+  /**
+   * The server's `max_message_size` (RabbitMQ does not announce it): a larger message is refused
+   * before it is sent. Default 134 217 728 (128 MiB, RabbitMQ's default since 3.8).
+   */
+  maxMessageBytes?: number;
   log?: (message: string) => void;
 }
 
@@ -119,7 +124,12 @@ export class AmqpBroker implements Broker {
     this.log = log;
     this.quorum = (options.queueType ?? 'quorum') === 'quorum';
     this.dedupe = new DedupeWindow(options.dedupeWindowMs ?? 120_000, options.dedupeMaxKeys ?? 100_000);
-    this.publisher = new ConfirmPublisher(link, options.publishTimeoutMs ?? 10_000, log);
+    this.publisher = new ConfirmPublisher(
+      link,
+      options.publishTimeoutMs ?? 10_000,
+      log,
+      options.maxMessageBytes ?? 128 * 1024 * 1024,
+    );
     this.letters = new AmqpDeadLetters(this);
     this.deadLetters = this.letters;
   }

@@ -16,6 +16,7 @@
  * the publish). Should the order ever differ, the writes simply go out one by one, as without it.
  */
 import type { Options } from 'amqplib';
+import { ParleyError } from '../../errors.ts';
 import type { AmqpConfirmChannel, AmqpLink, ChannelModel } from './connect.ts';
 import { amqpError } from './errors.ts';
 
@@ -41,10 +42,26 @@ export class ConfirmPublisher {
     /** How long a publish waits for a lost connection to come back. */
     private readonly timeoutMs: number,
     private readonly log: (message: string) => void,
+    /** The server's `max_message_size`: RabbitMQ does not say it, so it is configured. */
+    private readonly maxMessageBytes: number,
   ) {}
 
-  /** Publishes and waits for the server's confirm (UNAVAILABLE if the channel closes first). */
+  /**
+   * Publishes and waits for the server's confirm (UNAVAILABLE if the channel closes first). A body
+   * over `maxMessageBytes` is refused here (INVALID_ARGUMENT): sent, RabbitMQ closes the channel
+   * (406), which fails every publish in flight on it as UNAVAILABLE, this one included, and a
+   * retry (an outbox's) would send it again for ever.
+   */
   publish(exchange: string, routingKey: string, body: Uint8Array, options: Options.Publish): Promise<void> {
+    if (body.byteLength > this.maxMessageBytes) {
+      return Promise.reject(
+        new ParleyError(
+          'INVALID_ARGUMENT',
+          `RabbitMQ: a message of ${body.byteLength} bytes is over the server's max_message_size of ${this.maxMessageBytes}`,
+          { details: { size: body.byteLength, maxMessageBytes: this.maxMessageBytes } },
+        ),
+      );
+    }
     const content = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
     const props = options.persistent === undefined ? { ...options, persistent: true } : options;
     const ch = this.open?.ready;
