@@ -3,13 +3,23 @@
  * shrugs off garbage published on its topics by anyone on the broker.
  */
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import { Socket } from 'node:net';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { connectMqtt } from '../src/adapters/mqtt/connect.ts';
 import { createMqttTransport } from '../src/adapters/mqtt/mqtt-transport.ts';
-import type { ParleyNode } from '../src/index.ts';
+import { defineContract, type ParleyNode, subscribe, z } from '../src/index.ts';
 import { BROKERS, busConformance, calcPair, cuttableProxy, needBroker } from './brokers.ts';
 import { calc, calcService, testNode, waitFor } from './helpers.ts';
+import {
+  cleanupPrivateServers,
+  freePort,
+  MOSQUITTO,
+  mosquittoConfig,
+  needBinary,
+  PrivateServer,
+} from './private-server.ts';
 
 const skip = await needBroker('mqtt');
 const prefix = `parley-test-${process.pid}`;
@@ -200,5 +210,78 @@ describe('mqtt connection: Nagle', { skip }, () => {
       await client?.endAsync(true);
       await proxy.close();
     }
+  });
+});
+
+describe('mqtt transport: the server’s maximum packet size', {
+  skip: skip || needBinary(MOSQUITTO, '-h'),
+}, () => {
+  const LIMIT = 4096;
+  const notes = defineContract({
+    name: 'notes',
+    version: '1.0.0',
+    actions: {},
+    events: { 'note.made': { schema: z.object({ text: z.string() }), version: 1 } },
+  });
+  const nodes: ParleyNode[] = [];
+  let server: PrivateServer | undefined;
+  after(async () => {
+    await Promise.allSettled(nodes.map((n) => n.stop()));
+    await server?.dispose();
+    cleanupPrivateServers();
+  });
+
+  it('a message over it is dropped with a log line, not sent; the connection and everything else go on', async () => {
+    server = new PrivateServer(
+      MOSQUITTO,
+      (_port, dir) => ['-c', join(dir, 'mosquitto.conf')],
+      await freePort(),
+      'mqtt-transport-small',
+    );
+    writeFileSync(
+      join(server.dir, 'mosquitto.conf'),
+      mosquittoConfig(server.port, ['persistence false', `max_packet_size ${LIMIT}`]),
+    );
+    await server.start();
+    const url = `mqtt://127.0.0.1:${server.port}`;
+    const own = `${prefix}-size`;
+    const got: string[] = [];
+    const logs: string[] = [];
+    const callee = testNode({
+      transport: createMqttTransport({ url, prefix: own, maxPayload: 2048, log: () => {} }),
+      services: [
+        calcService({}, [subscribe(notes, 'note.made', (p) => void got.push(p.text), { ephemeral: true })]),
+      ],
+      stopTimeout: 200,
+    });
+    // A maxPayload above what the server takes: logged at start, and each message over it dropped.
+    const caller = testNode({
+      transport: createMqttTransport({ url, prefix: own, log: (m) => logs.push(m) }),
+    });
+    nodes.push(callee, caller);
+    await callee.start();
+    await caller.start();
+    await waitFor(() => caller.registry.endpoints('calc').length > 0, 5000, 'discovery');
+    assert.ok(
+      logs.some((l) => /the broker takes packets up to 4096 bytes/.test(l)),
+      logs.join('\n'),
+    );
+
+    // A notification at QoS 1: before, the server ended the connection for it and mqtt.js sent it
+    // again on every reconnect, so nothing after it arrived.
+    await caller.notify(notes, 'note.made', { text: 'x'.repeat(LIMIT) });
+    await new Promise((r) => setImmediate(r));
+    await caller.notify(notes, 'note.made', { text: 'small' });
+    await waitFor(() => got.length > 0, 5000, 'the small note');
+    assert.deepEqual(got, ['small']);
+    // A call at QoS 0: lost as on a lost connection, it fails at its deadline.
+    await assert.rejects(caller.client(calc).echo({ text: 'y'.repeat(LIMIT) }, { timeout: 500 }), {
+      code: 'DEADLINE_EXCEEDED',
+    });
+    assert.deepEqual(await caller.client(calc).echo({ text: 'ok' }), { text: 'ok', length: 2 });
+    const drops = logs.filter((l) =>
+      /^MQTT: dropped a message of \d+ bytes on .*: over the server's maximum packet size of 4096/.test(l),
+    );
+    assert.equal(drops.length, 2, logs.join('\n'));
   });
 });

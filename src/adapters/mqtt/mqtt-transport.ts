@@ -38,8 +38,9 @@
  * Payload size: the transport's `maxPayload` (default 1 MiB − 1 KiB) must stay below the broker's
  * largest packet less the topic and headers. Mosquitto's `max_packet_size` is unset by default
  * (no limit short of MQTT's 256 MiB); a broker that announces a smaller maximum in its CONNACK is
- * logged at start when it is below `maxPayload` plus 1 KiB, since the broker would disconnect the
- * client on a larger packet.
+ * logged at start when it is below `maxPayload` plus 1 KiB; a message over the broker's maximum
+ * is then dropped with a log line instead of being sent (the broker would end the connection,
+ * and mqtt.js would send a QoS 1 packet again on every reconnect).
  *
  * What MQTT does not guarantee here:
  * - A request, cancel or reply lost with a connection (QoS 0) is not sent again: the call fails
@@ -62,6 +63,7 @@ import { ParleyError } from '../../errors.ts';
 import { type Bus, BusTransport, type BusTransportOptions } from '../bus-transport.ts';
 import { connectMqtt, type MqttClient } from './connect.ts';
 import { mqttError } from './errors.ts';
+import { MQTT_MAX_PACKET, publishPacketSize } from './names.ts';
 
 export interface MqttTransportOptions extends BusTransportOptions {
   url: string;
@@ -113,15 +115,30 @@ export function createMqttTransport(options: MqttTransportOptions): BusTransport
           'larger frames will cost the connection; lower maxPayload',
       );
     }
-    return mqttBus(client, `${topicOf(options.prefix ?? 'parley')}/reply/${client.options.clientId}`, log);
+    return mqttBus(
+      client,
+      `${topicOf(options.prefix ?? 'parley')}/reply/${client.options.clientId}`,
+      limit ?? MQTT_MAX_PACKET,
+      log,
+    );
   }, options);
 }
 
 type OnMessage = (message: Uint8Array, replyTo?: string) => void;
 
-function mqttBus(client: MqttClient, replyTopic: string, log: (message: string) => void): Bus {
+function mqttBus(
+  client: MqttClient,
+  replyTopic: string,
+  maxPacketSize: number,
+  log: (message: string) => void,
+): Bus {
   const handlers = new Map<string, Set<OnMessage>>();
   let ended = false;
+  // The server's limit, again at each reconnect (its CONNACK may say another).
+  let maxPacket = maxPacketSize;
+  client.on('connect', (connack) => {
+    maxPacket = connack.properties?.maximumPacketSize ?? MQTT_MAX_PACKET;
+  });
 
   client.on('message', (topic, payload, packet) => {
     const set = handlers.get(topic);
@@ -137,8 +154,27 @@ function mqttBus(client: MqttClient, replyTopic: string, log: (message: string) 
   });
 
   function send(topic: string, message: Uint8Array, qos: 0 | 1, responseTopic?: string): void {
+    const payload = asBuffer(message);
+    // Counted exactly only near the limit: below this bound no packet can be over it (16 bytes
+    // of headers, lengths, packet id and property id at most; 3 bytes per UTF-16 unit at most).
+    if (payload.byteLength + 3 * (topic.length + (responseTopic?.length ?? 0)) + 16 > maxPacket) {
+      const size = publishPacketSize(
+        topic,
+        payload,
+        responseTopic === undefined ? { qos } : { qos, responseTopic },
+      );
+      if (size > maxPacket) {
+        // Sent, the server would end the connection (reason 149), and mqtt.js would send a QoS 1
+        // packet again on every reconnect: nothing else would get through. Its frames are lost
+        // as on a lost connection: calls fail at their deadlines, notifications are at most once.
+        log(
+          `MQTT: dropped a message of ${size} bytes on ${topic}: over the server's maximum packet size of ${maxPacket} (lower maxPayload)`,
+        );
+        return;
+      }
+    }
     const options = responseTopic === undefined ? { qos } : { qos, properties: { responseTopic } };
-    client.publish(topic, asBuffer(message), options, (error) => {
+    client.publish(topic, payload, options, (error) => {
       if (error !== undefined && error !== null && !ended)
         log(mqttError(error, `publishing on ${topic}`).message);
     });

@@ -60,7 +60,7 @@ export interface PublishOptions {
 }
 
 /** MQTT's largest packet: a Remaining Length of at most 268,435,455 bytes, after its 5-byte header. */
-const MQTT_MAX_PACKET = 268_435_455 + 5;
+export const MQTT_MAX_PACKET = 268_435_455 + 5;
 
 /** Bytes of a Variable Byte Integer holding `n`. */
 function varIntBytes(n: number): number {
@@ -68,16 +68,27 @@ function varIntBytes(n: number): number {
 }
 
 /**
- * The size of the QoS 1 PUBLISH packet (MQTT 5) that `send` makes: fixed header, topic, packet
- * id, properties (each user property and the content type as UTF-8 strings), payload.
+ * The size of a QoS 1 PUBLISH packet (MQTT 5): fixed header, topic, packet id, properties (each
+ * user property, the content type and the response topic as UTF-8 strings), payload; at QoS 0,
+ * no packet id.
  */
-export function publishPacketSize(topic: string, payload: Buffer | string, options: PublishOptions): number {
+export function publishPacketSize(
+  topic: string,
+  payload: Buffer | string,
+  options: PublishOptions & { responseTopic?: string; qos?: 0 | 1 },
+): number {
   let properties = 0;
+  if (options.responseTopic !== undefined) properties += 1 + 2 + Buffer.byteLength(options.responseTopic);
   for (const [k, v] of Object.entries(options.userProperties ?? {}))
     properties += 1 + 2 + Buffer.byteLength(k) + 2 + Buffer.byteLength(v);
   if (options.contentType !== undefined) properties += 1 + 2 + Buffer.byteLength(options.contentType);
   const rest =
-    2 + Buffer.byteLength(topic) + 2 + varIntBytes(properties) + properties + Buffer.byteLength(payload);
+    2 +
+    Buffer.byteLength(topic) +
+    (options.qos === 0 ? 0 : 2) +
+    varIntBytes(properties) +
+    properties +
+    Buffer.byteLength(payload);
   return 1 + varIntBytes(rest) + rest;
 }
 
