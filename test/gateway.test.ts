@@ -286,6 +286,43 @@ describe('gateway hooks', async () => {
   });
 });
 
+describe('gateway: a principal too large to travel', () => {
+  // Claims that fit a token (8 KiB by default) but not an envelope's principal (8 KiB as JSON):
+  // roles are read from the claims, so they are there twice.
+  const roles = Array.from({ length: 400 }, (_, i) => `role-${i}`);
+  const big: Principal = { kind: 'user', subject: 'bob', roles, scopes: [], claims: { roles } };
+  const alice: Principal = { kind: 'user', subject: 'alice', roles: ['customer'], scopes: [] };
+  const broken = { kind: 'user', subject: 'eve' } as unknown as Principal;
+  const authenticate = async (request: { headers: Record<string, string | string[] | undefined> }) =>
+    ({ 'Bearer bob': big, 'Bearer alice': alice, 'Bearer eve': broken })[
+      String(request.headers.authorization)
+    ];
+
+  for (const inProcess of [true, false]) {
+    it(`is a refused credential (401), the service ${inProcess ? 'in process' : 'behind a transport'}`, async () => {
+      const { url } = await startGateway({ authenticate }, { inProcess });
+      const call = (token: string) =>
+        asRaw(
+          fetch(`${url}/api/items/whoami`, {
+            ...json({}),
+            headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          }),
+        );
+      // Before: 400 INVALID_ARGUMENT "principal over 8192 bytes", as if the request were
+      // malformed, and a hook's broken principal was a 400 too.
+      const r = await call('bob');
+      assert.equal(r.status, 401);
+      assert.equal(problemOf(r).code, 'UNAUTHENTICATED');
+      assert.equal(problemOf(r).detail, 'invalid credentials');
+      const bad = await call('eve');
+      assert.equal(bad.status, 500, "the hook returned no principal: our bug, not the client's");
+      const ok = await call('alice');
+      assert.equal(ok.status, 200);
+      assert.deepEqual((JSON.parse(ok.body) as { principal: unknown }).principal, alice);
+    });
+  }
+});
+
 describe('gateway CORS', async () => {
   const { url } = await startGateway({ cors: { origins: ['https://shop.example'] } });
 

@@ -6,7 +6,8 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ParleyError } from '../errors.ts';
-import type { Principal } from '../runtime/principal.ts';
+import { encodePrincipal, type Principal } from '../runtime/principal.ts';
+import { authFailure } from './auth/failure.ts';
 import { idempotencyKeyOf, scopedIdempotencyKey } from './idempotency.ts';
 import { disconnectSignal, type Invoker, sendResult } from './invoke.ts';
 import type { GatewayOptions, GatewayRequest } from './options.ts';
@@ -42,6 +43,23 @@ export function gatewayRequest(request: FastifyRequest): GatewayRequest {
   };
 }
 
+/**
+ * Refuses, where credentials are checked, a principal that could not travel in an envelope: the
+ * call would fail later as INVALID_ARGUMENT (a 400, as if the request were malformed). Too large
+ * (a token with more claims than fit): the credential is refused (401, `too_large`), and counted
+ * by the rate limit as any refused credential. Not a principal at all: the `authenticate` hook's
+ * bug (500).
+ */
+function carriable(principal: Principal): void {
+  try {
+    encodePrincipal(principal);
+  } catch (error) {
+    const e = ParleyError.from(error);
+    if (e.details?.reason === 'too_large') throw authFailure('too_large');
+    throw new ParleyError('INTERNAL', `authenticate returned an unusable principal: ${e.message}`);
+  }
+}
+
 export function registerPublicRoutes(init: PublicRoutesInit): void {
   const { fastify, invoker, options } = init;
   // Per gateway, not per module: who each in-flight request acts for.
@@ -54,7 +72,9 @@ export function registerPublicRoutes(init: PublicRoutesInit): void {
       let unauthenticated: unknown;
       try {
         principal = await options.authenticate?.(view);
+        if (principal !== undefined) carriable(principal);
       } catch (error) {
+        principal = undefined;
         unauthenticated = error;
       }
       // Refused credentials are counted too (in the bucket of the client, as anonymous): guessing

@@ -41,8 +41,11 @@ export function encodePrincipal(p: Principal): string {
     scopes: p.scopes,
     ...(p.claims === undefined ? {} : { claims: p.claims }),
   });
-  if (Buffer.byteLength(wire) > MAX_PRINCIPAL_BYTES) {
-    throw new ParleyError('INVALID_ARGUMENT', `principal over ${MAX_PRINCIPAL_BYTES} bytes`);
+  const bytes = Buffer.byteLength(wire);
+  if (bytes > MAX_PRINCIPAL_BYTES) {
+    throw new ParleyError('INVALID_ARGUMENT', `principal over ${MAX_PRINCIPAL_BYTES} bytes`, {
+      details: { reason: 'too_large', bytes },
+    });
   }
   return wire;
 }
