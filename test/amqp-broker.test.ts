@@ -230,27 +230,35 @@ describe('rabbitmq broker: the server’s max_message_size', { skip }, () => {
       maxMessageBytes: 2048,
       log: () => {},
     });
-    made.push(broker);
-    const got: unknown[] = [];
-    await broker.subscribe({ topic: 'size.t', group: 'g' }, async (d) => void got.push(d.envelope.data));
-    // Before: sent, RabbitMQ closed the publishing channel (406), and this publish and every
-    // other in flight on it failed as UNAVAILABLE, retryable: an outbox sent it again for ever.
-    const results = await Promise.allSettled([
-      broker.publish(createEnvelope({ source: '/t', type: 'size.t', data: 1 })),
-      broker.publish(createEnvelope({ source: '/t', type: 'size.t', data: 'x'.repeat(2048) })),
-      broker.publish(createEnvelope({ source: '/t', type: 'size.t', data: 3 })),
-    ]);
-    assert.deepEqual(
-      results.map((r) => r.status),
-      ['fulfilled', 'rejected', 'fulfilled'],
-    );
-    const error = (results[1] as PromiseRejectedResult).reason;
-    assert.ok(error instanceof ParleyError);
-    assert.equal(error.code, 'INVALID_ARGUMENT');
-    assert.equal(error.retryable, false);
-    assert.match(error.message, /a message of \d+ bytes is over the server's max_message_size of 2048/);
-    await waitFor(() => got.length === 2, 10_000, 'the two small ones');
-    assert.deepEqual(got.sort(), [1, 3]);
+    try {
+      const got: unknown[] = [];
+      const consumer = await broker.subscribe(
+        { topic: 'size.t', group: 'g' },
+        async (d) => void got.push(d.envelope.data),
+      );
+      // Before: sent, RabbitMQ closed the publishing channel (406), and this publish and every
+      // other in flight on it failed as UNAVAILABLE, retryable: an outbox sent it again for ever.
+      const results = await Promise.allSettled([
+        broker.publish(createEnvelope({ source: '/t', type: 'size.t', data: 1 })),
+        broker.publish(createEnvelope({ source: '/t', type: 'size.t', data: 'x'.repeat(2048) })),
+        broker.publish(createEnvelope({ source: '/t', type: 'size.t', data: 3 })),
+      ]);
+      assert.deepEqual(
+        results.map((r) => r.status),
+        ['fulfilled', 'rejected', 'fulfilled'],
+      );
+      const error = (results[1] as PromiseRejectedResult).reason;
+      assert.ok(error instanceof ParleyError);
+      assert.equal(error.code, 'INVALID_ARGUMENT');
+      assert.equal(error.retryable, false);
+      assert.match(error.message, /a message of \d+ bytes is over the server's max_message_size of 2048/);
+      await waitFor(() => got.length === 2, 10_000, 'the two small ones');
+      assert.deepEqual(got.sort(), [1, 3]);
+      await consumer.close();
+    } finally {
+      await broker.destroyAll().catch(() => undefined);
+      await broker.close();
+    }
   });
 
   it('by default the limit is RabbitMQ’s own default, 128 MiB', async () => {
@@ -259,11 +267,15 @@ describe('rabbitmq broker: the server’s max_message_size', { skip }, () => {
       prefix: `ptest${process.pid}size2`,
       log: () => {},
     });
-    made.push(broker);
-    const data = 'x'.repeat(128 * 1024 * 1024);
-    await assert.rejects(broker.publish(createEnvelope({ source: '/t', type: 'size.t', data })), {
-      code: 'INVALID_ARGUMENT',
-      message: /over the server's max_message_size of 134217728/,
-    });
+    try {
+      const data = 'x'.repeat(128 * 1024 * 1024);
+      await assert.rejects(broker.publish(createEnvelope({ source: '/t', type: 'size.t', data })), {
+        code: 'INVALID_ARGUMENT',
+        message: /over the server's max_message_size of 134217728/,
+      });
+    } finally {
+      await broker.destroyAll().catch(() => undefined);
+      await broker.close();
+    }
   });
 });
