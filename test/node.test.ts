@@ -451,7 +451,14 @@ describe('context propagation', () => {
   it('nested calls share the trace and correlation; causation points at the parent', async () => {
     const seen: Record<
       string,
-      { traceId: string; correlationId: string; causationId?: string; id: string; caller?: string }
+      {
+        traceId: string;
+        correlationId: string;
+        causationId?: string;
+        id: string;
+        caller?: string;
+        source?: string;
+      }
     > = {};
     const record = (ctx: Parameters<Parameters<typeof implement<typeof calc>>[1]['actions']['add']>[1]) => ({
       traceId: ctx.traceId,
@@ -459,6 +466,7 @@ describe('context propagation', () => {
       id: ctx.id,
       ...(ctx.causationId === undefined ? {} : { causationId: ctx.causationId }),
       ...(ctx.caller?.service === undefined ? {} : { caller: ctx.caller.service }),
+      ...(ctx.source === undefined ? {} : { source: ctx.source }),
     });
     const inner = calcService({
       add: (_i, ctx) => {
@@ -488,6 +496,8 @@ describe('context propagation', () => {
       assert.equal(add.correlationId, echo.correlationId, `${path}: same correlation`);
       assert.equal(add.causationId, echo.id, `${path}: caused by the echo request`);
       assert.equal(add.caller, 'calc', `${path}: caller service`);
+      // ctx.source is the envelope's: none for a call in process, the sending node otherwise.
+      assert.equal(echo.source, path === 'local' ? undefined : `/parley/${path}-b`, `${path}: source`);
     }
   });
 });
