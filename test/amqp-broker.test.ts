@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type AmqpBroker, createAmqpBroker } from '../src/adapters/amqp/amqp-broker.ts';
+import { MAX_LETTER_MESSAGE } from '../src/broker/check.ts';
 import { createEnvelope, ParleyError, systemClock } from '../src/index.ts';
 import { BROKERS, cuttableProxy, needBroker } from './brokers.ts';
 import { brokerConformance } from './conformance/broker.ts';
@@ -227,7 +228,7 @@ describe('rabbitmq broker: the server’s max_message_size', { skip }, () => {
     const broker = await createAmqpBroker({
       url: BROKERS.rabbitmq.url,
       prefix: `ptest${process.pid}size`,
-      maxMessageBytes: 2048,
+      maxMessageBytes: 10_240,
       log: () => {},
     });
     try {
@@ -251,10 +252,36 @@ describe('rabbitmq broker: the server’s max_message_size', { skip }, () => {
       assert.ok(error instanceof ParleyError);
       assert.equal(error.code, 'INVALID_ARGUMENT');
       assert.equal(error.retryable, false);
-      assert.match(error.message, /a message of \d+ bytes is over the server's max_message_size of 2048/);
+      assert.match(
+        error.message,
+        /a message of \d+ bytes is over the largest this broker takes, 2048 \(max_message_size 10240 less 8192/,
+      );
       await waitFor(() => got.length === 2, 10_000, 'the two small ones');
       assert.deepEqual(got.sort(), [1, 3]);
       await consumer.close();
+
+      // One just within the room fails into a dead letter, the failure's text cut.
+      const dying = await broker.subscribe({ topic: 'dead.t', group: 'g', maxAttempts: 1 }, async () => {
+        throw new ParleyError('FAILED_PRECONDITION', 'e'.repeat(5000), { retryable: false });
+      });
+      const empty = JSON.stringify(createEnvelope({ source: '/t', type: 'dead.t', data: '' })).length;
+      const data = 'x'.repeat(2048 - empty);
+      await broker.publish(createEnvelope({ source: '/t', type: 'dead.t', data }));
+      await assert.rejects(
+        broker.publish(createEnvelope({ source: '/t', type: 'dead.t', data: `${data}x` })),
+        {
+          code: 'INVALID_ARGUMENT',
+        },
+      );
+      let letters = await broker.deadLetters.list({ topic: 'dead.t' });
+      for (let i = 0; i < 100 && letters.length === 0; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        letters = await broker.deadLetters.list({ topic: 'dead.t' });
+      }
+      assert.equal(letters.length, 1);
+      assert.equal(letters[0]?.envelope.data, data);
+      assert.equal(letters[0]?.message, `${'e'.repeat(MAX_LETTER_MESSAGE)}… (5000 characters)`);
+      await dying.close();
     } finally {
       await broker.destroyAll().catch(() => undefined);
       await broker.close();
@@ -271,7 +298,7 @@ describe('rabbitmq broker: the server’s max_message_size', { skip }, () => {
       const data = 'x'.repeat(128 * 1024 * 1024);
       await assert.rejects(broker.publish(createEnvelope({ source: '/t', type: 'size.t', data })), {
         code: 'INVALID_ARGUMENT',
-        message: /over the server's max_message_size of 134217728/,
+        message: /over the largest this broker takes, 134209536 \(max_message_size 134217728 less 8192/,
       });
     } finally {
       await broker.destroyAll().catch(() => undefined);

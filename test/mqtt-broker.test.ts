@@ -6,6 +6,7 @@
  * are deleted at the end.
  */
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -14,6 +15,7 @@ import mqtt from 'mqtt';
 import { connectMqtt } from '../src/adapters/mqtt/connect.ts';
 import { createMqttBroker, MqttBroker, type MqttBrokerOptions } from '../src/adapters/mqtt/mqtt-broker.ts';
 import { deadLetterTopic, Publisher, publishPacketSize, topicOf } from '../src/adapters/mqtt/names.ts';
+import { LETTER_ROOM, MAX_LETTER_MESSAGE } from '../src/broker/check.ts';
 import { BrokerRegistry } from '../src/broker/from-url.ts';
 import { createEnvelope, ParleyError, systemClock } from '../src/index.ts';
 import { BROKERS, cuttableProxy, needBroker } from './brokers.ts';
@@ -273,14 +275,14 @@ describe('mqtt broker: publish timeout', { skip }, () => {
 describe('mqtt broker: the server’s maximum packet size', {
   skip: skip || needBinary(MOSQUITTO, '-h'),
 }, () => {
-  const LIMIT = 4096;
+  const LIMIT = 16_384;
   let server: PrivateServer | undefined;
   after(async () => {
     await server?.dispose();
     cleanupPrivateServers();
   });
 
-  it('a publish over it is refused with INVALID_ARGUMENT, one at it goes through, the connection stays', async () => {
+  it('a publish with no room for its dead letter under it is refused; one with room fails into a letter; the connection stays', async () => {
     server = new PrivateServer(
       MOSQUITTO,
       (_port, dir) => ['-c', join(dir, 'mosquitto.conf')],
@@ -305,14 +307,38 @@ describe('mqtt broker: the server’s maximum packet size', {
         assert.ok(e instanceof ParleyError);
         assert.equal(e.code, 'INVALID_ARGUMENT');
         assert.equal(e.retryable, false);
-        assert.match(e.message, /of \d+ bytes is over the server's maximum packet size of 4096/);
+        assert.match(
+          e.message,
+          /of \d+ bytes is over the largest this broker takes, 8192 \(the server's maximum packet size 16384 less 8192/,
+        );
         return true;
       });
       await b.publish(env('big.t', 'small'));
       await waitFor(() => got.length === 1, 5000, 'the small one');
       assert.deepEqual(got, ['small']);
 
-      // The size is counted exactly: a packet of LIMIT bytes is taken, one byte more is refused.
+      // A message just within the room: its dead letter fits, with the failure's text cut.
+      const runs: number[] = [];
+      await b.subscribe({ topic: 'dead.t', group: 'g', maxAttempts: 1 }, async (d) => {
+        runs.push(String(d.envelope.data).length);
+        throw new ParleyError('FAILED_PRECONDITION', 'e'.repeat(5000), { retryable: false });
+      });
+      const props = {
+        userProperties: { 'parley-id': randomUUID() },
+        contentType: 'application/json',
+      };
+      const empty = publishPacketSize(`${b.prefix}/t/dead.t`, JSON.stringify(env('dead.t', '')), props);
+      // Both Remaining Lengths take two bytes: the packet grows by the data's length.
+      const data = 'x'.repeat(LIMIT - LETTER_ROOM - empty);
+      await b.publish(env('dead.t', data));
+      await assert.rejects(b.publish(env('dead.t', `${data}x`)), { code: 'INVALID_ARGUMENT' });
+      await untilLetters(b, 'dead.t', 1);
+      const [letter] = await b.deadLetters.list({ topic: 'dead.t' });
+      assert.deepEqual(runs, [data.length]);
+      assert.equal(letter?.message, `${'e'.repeat(MAX_LETTER_MESSAGE)}… (5000 characters)`);
+      assert.equal(letter?.envelope.data, data);
+
+      // The Publisher counts a packet exactly: one of LIMIT bytes is taken, one byte more refused.
       const publisher = new Publisher(conn, 5_000);
       const topic = `ptest${process.pid}size/exact`;
       const options = { userProperties: { 'parley-id': 'x' }, contentType: 'application/json' };

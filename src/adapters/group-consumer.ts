@@ -25,6 +25,7 @@
  */
 
 import type { ConsumerHandler, ConsumerSpec, DeadLetter } from '../broker/broker.ts';
+import { letterMessage } from '../broker/check.ts';
 import { badBody, deferOf, permanent, runHandler, undecodableEnvelope } from '../broker/outcome.ts';
 import type { Codec } from '../codec/codec.ts';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
@@ -190,7 +191,7 @@ export class GroupConsumer {
       group: this.spec.group,
       envelope,
       code: e.code,
-      message: e.message,
+      message: letterMessage(e.message),
       retryable: e.retryable,
       attempts,
       firstFailureAt: this.firstFailure.get(raw.id) ?? now,

@@ -53,7 +53,7 @@ import type {
   DeadLetterStore,
   PublishReceipt,
 } from '../../broker/broker.ts';
-import { checkPublish, checkSpec } from '../../broker/check.ts';
+import { checkLetterRoom, checkPublish, checkSpec } from '../../broker/check.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
@@ -104,6 +104,8 @@ export class AmqpBroker implements Broker {
   private readonly consumers = new Set<AmqpConsumer>();
   private readonly dedupe: DedupeWindow;
   private readonly publisher: ConfirmPublisher;
+  /** The server's `max_message_size` (`maxMessageBytes`). */
+  private readonly maxMessageBytes: number;
   /** Topics already checked (bounded; cleared when full). */
   private readonly topicsChecked = new Set<string>();
   /** `true` once the topic exchange is declared (until `destroyAll`): publishes skip the await. */
@@ -124,11 +126,12 @@ export class AmqpBroker implements Broker {
     this.log = log;
     this.quorum = (options.queueType ?? 'quorum') === 'quorum';
     this.dedupe = new DedupeWindow(options.dedupeWindowMs ?? 120_000, options.dedupeMaxKeys ?? 100_000);
+    this.maxMessageBytes = options.maxMessageBytes ?? 128 * 1024 * 1024;
     this.publisher = new ConfirmPublisher(
       link,
       options.publishTimeoutMs ?? 10_000,
       log,
-      options.maxMessageBytes ?? 128 * 1024 * 1024,
+      this.maxMessageBytes,
     );
     this.letters = new AmqpDeadLetters(this);
     this.deadLetters = this.letters;
@@ -313,6 +316,14 @@ export class AmqpBroker implements Broker {
 
   private store(envelope: Envelope, options: BrokerPublishOptions): Promise<void> {
     const body = this.codec.encode(envelope);
+    // Its dead letter (the body, its key and the letter's fields) must fit max_message_size too.
+    const bytes =
+      options.key === undefined ? body.byteLength : body.byteLength + Buffer.byteLength(options.key);
+    try {
+      checkLetterRoom(bytes, this.maxMessageBytes, 'RabbitMQ', 'max_message_size');
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const delay = options.delay ?? 0;
     // No `x-parley-attempt` header on a first publish: absent counts as 0, and every header
     // costs encoding here, parsing in RabbitMQ and decoding in the consumer.

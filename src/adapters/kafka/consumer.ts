@@ -12,6 +12,7 @@
  * Leases, rebalances and commits: `rebalance.ts`.
  */
 import type { ConsumerHandler, ConsumerSpec, Delivery } from '../../broker/broker.ts';
+import { letterMessage } from '../../broker/check.ts';
 import { badBody, deferOf, permanent, runHandler, undecodableEnvelope } from '../../broker/outcome.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
@@ -353,7 +354,7 @@ export class KafkaGroupConsumer {
       key: entry.key,
       envelope: entry.envelope,
       code: error.code,
-      message: error.message,
+      message: letterMessage(error.message),
       retryable: error.retryable,
       attempts: entry.attempt,
       firstFailureAt: entry.firstFailureAt ?? now,

@@ -36,7 +36,7 @@ import type {
   ConsumerSpec,
   PublishReceipt,
 } from '../../broker/broker.ts';
-import { checkPublish, checkSpec } from '../../broker/check.ts';
+import { checkLetterRoom, checkPublish, checkSpec } from '../../broker/check.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { DedupeWindow } from '../dedupe.ts';
@@ -137,6 +137,8 @@ class KafkaBrokerImpl implements KafkaBroker {
   readonly history: KafkaHistory;
   private readonly bootstrap: string;
   private readonly producer: Producer;
+  /** The producer's `message.max.bytes` (librdkafka's default 1 000 000): the largest record. */
+  private readonly maxRecordBytes: number;
   private admin: Admin | undefined;
   private readonly topics = new Map<string, Promise<number>>();
   /** Topics known to exist: a publish to one goes straight to the producer. */
@@ -176,6 +178,10 @@ class KafkaBrokerImpl implements KafkaBroker {
       ...options.config,
       ...options.producerConfig,
     });
+    const max = Number(
+      options.producerConfig?.['message.max.bytes'] ?? options.config?.['message.max.bytes'] ?? 1_000_000,
+    );
+    this.maxRecordBytes = Number.isFinite(max) && max > 0 ? max : 1_000_000;
     this.deadLetters = new KafkaDeadLetters(this);
     this.history = new KafkaHistory(this);
   }
@@ -220,7 +226,11 @@ class KafkaBrokerImpl implements KafkaBroker {
       const topic = this.kafkaTopic(envelope.type);
       if (!this.ready.has(topic)) await this.ensureTopic(topic);
       const delay = Math.max(0, options.delay ?? 0);
-      await this.produce(topic, Buffer.from(JSON.stringify(envelope)), {
+      const value = Buffer.from(JSON.stringify(envelope));
+      // Its dead letter (value, key and the letter's fields) must fit a record too.
+      const bytes = value.byteLength + (options.key === undefined ? 0 : Buffer.byteLength(options.key));
+      checkLetterRoom(bytes, this.maxRecordBytes, 'Kafka', 'message.max.bytes');
+      await this.produce(topic, value, {
         key: options.key ?? null,
         headers: headers({ notBefore: delay > 0 ? now + delay : undefined }),
       });

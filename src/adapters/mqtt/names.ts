@@ -74,7 +74,7 @@ function varIntBytes(n: number): number {
  */
 export function publishPacketSize(
   topic: string,
-  payload: Buffer | string,
+  payload: Uint8Array | string,
   options: PublishOptions & { responseTopic?: string; qos?: 0 | 1 },
 ): number {
   let properties = 0;
@@ -131,6 +131,11 @@ export class Publisher {
       if (packet.cmd === 'puback' && packet.messageId !== undefined)
         this.reasons.set(packet.messageId, packet.reasonCode ?? 0);
     });
+  }
+
+  /** The server's Maximum Packet Size as last announced. */
+  get maxPacketSize(): number {
+    return this.maxPacket;
   }
 
   /**

@@ -43,7 +43,7 @@ import type {
   DeadLetterStore,
   PublishReceipt,
 } from '../../broker/broker.ts';
-import { checkPublish, checkSpec } from '../../broker/check.ts';
+import { checkLetterRoom, checkPublish, checkSpec } from '../../broker/check.ts';
 import { letterMatches, replayable, storedLetter } from '../../broker/outcome.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec } from '../../codec/json.ts';
@@ -107,6 +107,9 @@ export function msgIdOf(envelope: Envelope): string {
     ? JSON.stringify(envelope.idempotencykey)
     : JSON.stringify([envelope.source, envelope.id]);
 }
+
+/** nats-server's default `max_payload`, for a connection that has not said its own. */
+const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 
 export class NatsBroker implements Broker {
   readonly deadLetters: DeadLetterStore;
@@ -240,6 +243,10 @@ export class NatsBroker implements Broker {
     let ack: Awaited<ReturnType<JetStreamClient['publish']>>;
     try {
       const body = this.codec.encode(envelope);
+      // Its dead letter (body, key and the letter's fields) must fit the server's max_payload too.
+      const bytes =
+        options.key === undefined ? body.byteLength : body.byteLength + Buffer.byteLength(options.key);
+      checkLetterRoom(bytes, this.nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD, 'NATS', 'max_payload');
       // With the turn's other publishes: one write for all of them (see TurnBatch).
       ack = await this.turn.call(() =>
         this.js.publish(subject, body, { headers: h, ...(msgID === undefined ? {} : { msgID }) }),
