@@ -8,6 +8,7 @@ import { Buffer } from 'node:buffer';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
 import type { DeadLetter } from './broker.ts';
+import { letterMessage } from './check.ts';
 
 /** `details.deferMs` on a handler's error: put the message back after that long, attempt unspent. */
 export function deferOf(e: ParleyError): number | undefined {
@@ -24,8 +25,9 @@ export function permanent(e: ParleyError): boolean {
   return !e.retryable && !e.unexpected && e.code !== 'DEADLINE_EXCEEDED' && e.code !== 'CANCELLED';
 }
 
+/** A failure as a stored message keeps it (its text cut as a dead letter's is). */
 export function failure(e: ParleyError): { code: string; message: string; retryable: boolean } {
-  return { code: e.code, message: e.message, retryable: e.retryable };
+  return { code: e.code, message: letterMessage(e.message), retryable: e.retryable };
 }
 
 /** A stored body that is not an envelope. */

@@ -418,6 +418,24 @@ export function brokerConformance(harness: BrokerHarness): void {
       assert.deepEqual(dead, ['permanent:FAILED_PRECONDITION:1', 'plain:INTERNAL:4']);
     });
 
+    test('a dead letter keeps the first 1,000 characters of a long failure message, marked', async () => {
+      const b = await broker();
+      const topic = fresh('longreason');
+      await consume(b, { topic, group: 'g', maxAttempts: 1 }, () => {
+        throw new ParleyError('FAILED_PRECONDITION', `${'é'.repeat(999)}${'x'.repeat(99_001)}`, {
+          retryable: false,
+        });
+      });
+      await b.publish(envelope(topic, 'long'));
+      let letters: Awaited<ReturnType<typeof b.deadLetters.list>> = [];
+      await until(
+        harness,
+        async () => (letters = await b.deadLetters.list({ topic })).length > 0,
+        'the dead letter',
+      );
+      assert.equal(letters[0]?.message, `${'é'.repeat(999)}x… (100000 characters)`);
+    });
+
     test('a poison message does not block other keys', async () => {
       const b = await broker();
       const topic = fresh('poison');
