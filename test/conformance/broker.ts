@@ -430,7 +430,10 @@ export function brokerConformance(harness: BrokerHarness): void {
       let letters: Awaited<ReturnType<typeof b.deadLetters.list>> = [];
       await until(
         harness,
-        async () => (letters = await b.deadLetters.list({ topic })).length > 0,
+        async () => {
+          letters = await b.deadLetters.list({ topic });
+          return letters.length > 0;
+        },
         'the dead letter',
       );
       assert.equal(letters[0]?.message, `${'é'.repeat(999)}x… (100000 characters)`);
