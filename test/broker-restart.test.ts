@@ -18,7 +18,6 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -34,9 +33,9 @@ import {
   cleanupPrivateServers,
   freePort,
   MOSQUITTO,
-  mosquittoConfig,
   needBinary,
   PrivateServer,
+  privateMosquitto,
   waitForPort,
 } from './private-server.ts';
 
@@ -233,27 +232,17 @@ async function restartDuringTraffic(t: TestContext, setup: Setup): Promise<void>
  * start. Mosquitto 2.0 does not write shared subscriptions (the consumer subscribes again on a
  * resumed session: `mqtt-consumer.ts`).
  */
-async function mosquittoServer(): Promise<PrivateServer> {
-  const server = new PrivateServer(
-    MOSQUITTO,
-    (_port, dir) => ['-c', join(dir, 'mosquitto.conf')],
-    await freePort(),
-    'mqtt',
-  );
-  writeFileSync(
-    join(server.dir, 'mosquitto.conf'),
-    mosquittoConfig(server.port, [
-      'persistence true',
-      `persistence_location ${server.dir}/`,
-      // The autosave only matters for a crash (a clean stop always saves); keep it off the hot path.
-      'autosave_interval 60',
-      // A member's share queues while it is away: no cap, so nothing is dropped for a full queue.
-      'max_queued_messages 0',
-      // `persistent_client_expiration` stays unset: sessions expire by their own MQTT 5 interval
-      // only (the adapter's default, 1 h).
-    ]),
-  );
-  return server;
+function mosquittoServer(): Promise<PrivateServer> {
+  return privateMosquitto('mqtt', (dir) => [
+    'persistence true',
+    `persistence_location ${dir}/`,
+    // The autosave only matters for a crash (a clean stop always saves); keep it off the hot path.
+    'autosave_interval 60',
+    // A member's share queues while it is away: no cap, so nothing is dropped for a full queue.
+    'max_queued_messages 0',
+    // `persistent_client_expiration` stays unset: sessions expire by their own MQTT 5 interval
+    // only (the adapter's default, 1 h).
+  ]);
 }
 
 const natsSkip = needBinary('nats-server', '--version');

@@ -7,8 +7,6 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mqtt from 'mqtt';
@@ -23,11 +21,10 @@ import { brokerConformance } from './conformance/broker.ts';
 import { waitFor } from './helpers.ts';
 import {
   cleanupPrivateServers,
-  freePort,
   MOSQUITTO,
-  mosquittoConfig,
   needBinary,
-  PrivateServer,
+  type PrivateServer,
+  privateMosquitto,
 } from './private-server.ts';
 
 const skip = await needBroker('mqtt');
@@ -283,16 +280,7 @@ describe('mqtt broker: the server’s maximum packet size', {
   });
 
   it('a publish with no room for its dead letter under it is refused; one with room fails into a letter; the connection stays', async () => {
-    server = new PrivateServer(
-      MOSQUITTO,
-      (_port, dir) => ['-c', join(dir, 'mosquitto.conf')],
-      await freePort(),
-      'mqtt-small',
-    );
-    writeFileSync(
-      join(server.dir, 'mosquitto.conf'),
-      mosquittoConfig(server.port, ['persistence false', `max_packet_size ${LIMIT}`]),
-    );
+    server = await privateMosquitto('mqtt-small', () => ['persistence false', `max_packet_size ${LIMIT}`]);
     await server.start();
     const url = `mqtt://127.0.0.1:${server.port}`;
     const b = await createMqttBroker({ url, prefix: `ptest${process.pid}size`, log: () => {} });

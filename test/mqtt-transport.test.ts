@@ -3,9 +3,7 @@
  * shrugs off garbage published on its topics by anyone on the broker.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
 import { Socket } from 'node:net';
-import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { connectMqtt } from '../src/adapters/mqtt/connect.ts';
 import { createMqttTransport } from '../src/adapters/mqtt/mqtt-transport.ts';
@@ -14,11 +12,10 @@ import { BROKERS, busConformance, calcPair, cuttableProxy, needBroker } from './
 import { calc, calcService, testNode, waitFor } from './helpers.ts';
 import {
   cleanupPrivateServers,
-  freePort,
   MOSQUITTO,
-  mosquittoConfig,
   needBinary,
-  PrivateServer,
+  type PrivateServer,
+  privateMosquitto,
 } from './private-server.ts';
 
 const skip = await needBroker('mqtt');
@@ -232,16 +229,10 @@ describe('mqtt transport: the server’s maximum packet size', {
   });
 
   it('a message over it is dropped with a log line, not sent; the connection and everything else go on', async () => {
-    server = new PrivateServer(
-      MOSQUITTO,
-      (_port, dir) => ['-c', join(dir, 'mosquitto.conf')],
-      await freePort(),
-      'mqtt-transport-small',
-    );
-    writeFileSync(
-      join(server.dir, 'mosquitto.conf'),
-      mosquittoConfig(server.port, ['persistence false', `max_packet_size ${LIMIT}`]),
-    );
+    server = await privateMosquitto('mqtt-transport-small', () => [
+      'persistence false',
+      `max_packet_size ${LIMIT}`,
+    ]);
     await server.start();
     const url = `mqtt://127.0.0.1:${server.port}`;
     const own = `${prefix}-size`;

@@ -4,7 +4,7 @@
  * `cleanupPrivateServers()` in an `after` hook kills what is left and removes the dirs.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -53,8 +53,26 @@ export function needBinary(bin: string, versionArg: string): false | string {
 /** Where Debian's package puts Mosquitto (sbin: often not on a user's PATH). */
 export const MOSQUITTO = '/usr/sbin/mosquitto';
 
+/**
+ * A private Mosquitto (not started yet) on a free port, its config the listener, anonymous
+ * access and its log, plus `extra` lines, which may name its directory (`dir`).
+ */
+export async function privateMosquitto(
+  name: string,
+  extra: (dir: string) => string[],
+): Promise<PrivateServer> {
+  const server = new PrivateServer(
+    MOSQUITTO,
+    (_port, dir) => ['-c', join(dir, 'mosquitto.conf')],
+    await freePort(),
+    name,
+  );
+  writeFileSync(join(server.dir, 'mosquitto.conf'), mosquittoConfig(server.port, extra(server.dir)));
+  return server;
+}
+
 /** The lines of a private Mosquitto's config: its listener, anonymous access, its log on stderr. */
-export function mosquittoConfig(port: number, extra: string[]): string {
+function mosquittoConfig(port: number, extra: string[]): string {
   return [
     `listener ${port} 127.0.0.1`,
     'allow_anonymous true',
