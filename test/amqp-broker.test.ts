@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type AmqpBroker, createAmqpBroker } from '../src/adapters/amqp/amqp-broker.ts';
-import { MAX_LETTER_MESSAGE } from '../src/broker/check.ts';
+import { MAX_LETTER_MESSAGE } from '../src/broker/outcome.ts';
 import { createEnvelope, ParleyError, systemClock } from '../src/index.ts';
 import { BROKERS, cuttableProxy, needBroker } from './brokers.ts';
 import { brokerConformance } from './conformance/broker.ts';

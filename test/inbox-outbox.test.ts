@@ -56,30 +56,45 @@ function shopService(db: Database.Database) {
   });
 }
 
+/**
+ * A `billing` node on an embedded broker (fake clock) whose one subscription to `order.placed`
+ * runs `handler`; `stop` ends it.
+ */
+async function billingNode(handler: Parameters<typeof subscribe<typeof shop, 'order.placed'>>[2]) {
+  const clock = createFakeClock();
+  const broker = createEmbeddedBroker({ path: ':memory:', clock });
+  const consumer = implement(defineContract({ name: 'billing', version: '1', actions: {} }), {
+    actions: {},
+    on: [subscribe(shop, 'order.placed', handler)],
+  });
+  const node = testNode({ clock, broker, services: [consumer] });
+  await node.start();
+  return {
+    clock,
+    broker,
+    async stop() {
+      const stopping = node.stop();
+      await clock.tick(20_000);
+      await stopping;
+    },
+  };
+}
+
 describe('inbox', () => {
   for (const withInbox of [true, false]) {
     it(`${withInbox ? 'one effect' : 'without it, two effects'} when a message is redelivered after its effect committed`, async () => {
-      const clock = createFakeClock();
-      const broker = createEmbeddedBroker({ path: ':memory:', clock });
       const db = new Database(':memory:');
       db.exec('CREATE TABLE effects (order_id TEXT)');
       const inbox = createInbox(db);
       const effect = db.prepare('INSERT INTO effects (order_id) VALUES (?)');
       let attempts = 0;
-      const consumer = implement(defineContract({ name: 'billing', version: '1', actions: {} }), {
-        actions: {},
-        on: [
-          subscribe(shop, 'order.placed', (order, ctx) => {
-            attempts++;
-            if (withInbox) inbox.once(ctx, () => effect.run(order.id));
-            else effect.run(order.id);
-            // The process "dies" after its transaction committed, before the ack.
-            if (attempts === 1) throw new ParleyError('UNAVAILABLE', 'crashed before the ack');
-          }),
-        ],
+      const { clock, broker, stop } = await billingNode((order, ctx) => {
+        attempts++;
+        if (withInbox) inbox.once(ctx, () => effect.run(order.id));
+        else effect.run(order.id);
+        // The process "dies" after its transaction committed, before the ack.
+        if (attempts === 1) throw new ParleyError('UNAVAILABLE', 'crashed before the ack');
       });
-      const node = testNode({ clock, broker, services: [consumer] });
-      await node.start();
       await broker.publish(createEnvelope({ source: '/test', type: 'order.placed', data: { id: 'o1' } }));
       for (let i = 0; i < 200 && attempts < 2; i++) await clock.tick(10);
       await clock.tick(50);
@@ -87,33 +102,22 @@ describe('inbox', () => {
       const effects = (db.prepare('SELECT count(*) AS n FROM effects').get() as { n: number }).n;
       assert.equal(effects, withInbox ? 1 : 2);
       assert.equal(broker.stats().pending, 0, 'acked in the end');
-      const stopping = node.stop();
-      await clock.tick(20_000);
-      await stopping;
+      await stop();
     });
   }
 });
 
 describe('inbox keys', () => {
   it('the same id from two sources is two messages (CloudEvents: source + id is unique), each once', async () => {
-    const clock = createFakeClock();
-    const broker = createEmbeddedBroker({ path: ':memory:', clock });
     const db = new Database(':memory:');
     db.exec('CREATE TABLE effects (source TEXT, order_id TEXT)');
     const inbox = createInbox(db);
     const effect = db.prepare('INSERT INTO effects (source, order_id) VALUES (?, ?)');
     let seen = 0;
-    const consumer = implement(defineContract({ name: 'billing', version: '1', actions: {} }), {
-      actions: {},
-      on: [
-        subscribe(shop, 'order.placed', (order, ctx) => {
-          seen++;
-          inbox.once(ctx, () => effect.run(ctx.source, order.id));
-        }),
-      ],
+    const { clock, broker, stop } = await billingNode((order, ctx) => {
+      seen++;
+      inbox.once(ctx, () => effect.run(ctx.source, order.id));
     });
-    const node = testNode({ clock, broker, services: [consumer] });
-    await node.start();
     // Two producers that number their events themselves, and a redelivery of the first one's.
     const placed = (source: string, order: string) =>
       createEnvelope({ id: '1', source, type: 'order.placed', data: { id: order } });
@@ -127,9 +131,7 @@ describe('inbox keys', () => {
       { source: '/crm', order_id: 'b' },
       { source: '/erp', order_id: 'a' },
     ]);
-    const stopping = node.stop();
-    await clock.tick(20_000);
-    await stopping;
+    await stop();
   });
 
   it('keeps an inbox made before sources were kept: its ids stay handled until pruned', () => {

@@ -11,7 +11,8 @@ import { startKafkaMock } from '../bench/lib/kafka-mock.ts';
 import { PAUSE_AFTER_MS } from '../src/adapters/kafka/consumer.ts';
 import { createKafkaBroker, parseKafkaUrl } from '../src/adapters/kafka/kafka-broker.ts';
 import { deadLetterTopicName, kafkaTopicName } from '../src/adapters/kafka/protocol.ts';
-import { LETTER_ROOM, MAX_LETTER_MESSAGE } from '../src/broker/check.ts';
+import { LETTER_ROOM } from '../src/broker/check.ts';
+import { MAX_LETTER_MESSAGE } from '../src/broker/outcome.ts';
 import {
   type BrokerHistory,
   comparePositions,

@@ -118,6 +118,32 @@ describe('principal', () => {
     });
   }
 
+  it('a frozen principal is encoded once, however often it travels; another each time', () => {
+    let reads = 0;
+    const counted = () => ({
+      kind: 'user',
+      subject: 'ann',
+      roles: [],
+      scopes: [],
+      claims: {
+        tenant: {
+          toJSON: () => {
+            reads++;
+            return 't1';
+          },
+        },
+      },
+    });
+    const frozen: Principal = Object.freeze(counted());
+    assert.equal(encodePrincipal(frozen), encodePrincipal(frozen));
+    assert.equal(reads, 1, 'the gateway checks it and the call sends it: one encoding');
+    const open: Principal = counted();
+    encodePrincipal(open);
+    encodePrincipal(open);
+    assert.equal(reads, 3, 'one that may change is encoded each time');
+    assert.match(encodePrincipal(frozen), /"claims":\{"tenant":"t1"\}/);
+  });
+
   it('claims reach the callee as given', async () => {
     let claims: unknown;
     const node = testNode({

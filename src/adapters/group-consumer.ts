@@ -25,8 +25,7 @@
  */
 
 import type { ConsumerHandler, ConsumerSpec, DeadLetter } from '../broker/broker.ts';
-import { letterMessage } from '../broker/check.ts';
-import { badBody, deferOf, permanent, runHandler, undecodableEnvelope } from '../broker/outcome.ts';
+import { badBody, deferOf, failure, permanent, runHandler, undecodableEnvelope } from '../broker/outcome.ts';
 import type { Codec } from '../codec/codec.ts';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
@@ -190,9 +189,7 @@ export class GroupConsumer {
       topic: this.spec.topic,
       group: this.spec.group,
       envelope,
-      code: e.code,
-      message: letterMessage(e.message),
-      retryable: e.retryable,
+      ...failure(e),
       attempts,
       firstFailureAt: this.firstFailure.get(raw.id) ?? now,
       lastFailureAt: now,

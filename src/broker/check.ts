@@ -28,21 +28,11 @@ export function checkPublish(envelope: unknown, options: unknown): asserts envel
 
 /**
  * Room a dead letter needs besides the message it holds (topic, group, code, counts, times, and
- * the failure's text cut to {@link MAX_LETTER_MESSAGE} characters, even if every one is escaped).
+ * the failure's text as `failure` in `outcome.ts` cuts it, even if every character is escaped).
  * A broker whose messages have a size limit refuses a publish that leaves less than this under
  * it: stored, such a message could never be dead-lettered, and would come back for ever.
  */
 export const LETTER_ROOM = 8 * 1024;
-
-/** The most characters of a failure's message a dead letter keeps. */
-export const MAX_LETTER_MESSAGE = 1000;
-
-/** A failure's message as a dead letter keeps it: cut at {@link MAX_LETTER_MESSAGE}, and marked. */
-export function letterMessage(message: string): string {
-  return message.length <= MAX_LETTER_MESSAGE
-    ? message
-    : `${message.slice(0, MAX_LETTER_MESSAGE)}… (${message.length} characters)`;
-}
 
 /**
  * INVALID_ARGUMENT for a message of `bytes` on a broker that takes at most `limit`, when a dead

@@ -6,9 +6,8 @@
  */
 import { Buffer } from 'node:buffer';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
-import { ParleyError } from '../errors.ts';
+import { type ErrorCode, ParleyError } from '../errors.ts';
 import type { DeadLetter } from './broker.ts';
-import { letterMessage } from './check.ts';
 
 /** `details.deferMs` on a handler's error: put the message back after that long, attempt unspent. */
 export function deferOf(e: ParleyError): number | undefined {
@@ -25,9 +24,20 @@ export function permanent(e: ParleyError): boolean {
   return !e.retryable && !e.unexpected && e.code !== 'DEADLINE_EXCEEDED' && e.code !== 'CANCELLED';
 }
 
-/** A failure as a stored message keeps it (its text cut as a dead letter's is). */
-export function failure(e: ParleyError): { code: string; message: string; retryable: boolean } {
-  return { code: e.code, message: letterMessage(e.message), retryable: e.retryable };
+/** The most characters of a failure's message a stored failure (a dead letter) keeps. */
+export const MAX_LETTER_MESSAGE = 1000;
+
+/**
+ * A failure as every broker stores it with the message (a dead letter, a retry): its text cut at
+ * {@link MAX_LETTER_MESSAGE} characters and marked, so a letter's size is bounded whatever a
+ * handler throws (see `LETTER_ROOM` in `check.ts`).
+ */
+export function failure(e: ParleyError): { code: ErrorCode; message: string; retryable: boolean } {
+  const message =
+    e.message.length <= MAX_LETTER_MESSAGE
+      ? e.message
+      : `${e.message.slice(0, MAX_LETTER_MESSAGE)}… (${e.message.length} characters)`;
+  return { code: e.code, message, retryable: e.retryable };
 }
 
 /** A stored body that is not an envelope. */

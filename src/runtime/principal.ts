@@ -24,8 +24,17 @@ export const MAX_PRINCIPAL_BYTES = 8 * 1024;
 
 const strings = (v: unknown): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string');
 
-/** The wire form of a principal; INVALID_ARGUMENT when it is not one or is too large. */
+/** Wire forms of frozen principals, made once each (see `encodePrincipal`). */
+const encoded = new WeakMap<Principal, string>();
+
+/**
+ * The wire form of a principal; INVALID_ARGUMENT when it is not one or is too large. A frozen
+ * principal (the gateway's are) is encoded once: the gateway's check when it authenticates, the
+ * call it then makes and that call's retries share one text.
+ */
 export function encodePrincipal(p: Principal): string {
+  const known = typeof p === 'object' && p !== null ? encoded.get(p) : undefined;
+  if (known !== undefined) return known;
   if (
     typeof p?.kind !== 'string' ||
     typeof p.subject !== 'string' ||
@@ -47,6 +56,7 @@ export function encodePrincipal(p: Principal): string {
       details: { reason: 'too_large', bytes },
     });
   }
+  if (Object.isFrozen(p)) encoded.set(p, wire);
   return wire;
 }
 

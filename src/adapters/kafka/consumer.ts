@@ -12,8 +12,14 @@
  * Leases, rebalances and commits: `rebalance.ts`.
  */
 import type { ConsumerHandler, ConsumerSpec, Delivery } from '../../broker/broker.ts';
-import { letterMessage } from '../../broker/check.ts';
-import { badBody, deferOf, permanent, runHandler, undecodableEnvelope } from '../../broker/outcome.ts';
+import {
+  badBody,
+  deferOf,
+  failure,
+  permanent,
+  runHandler,
+  undecodableEnvelope,
+} from '../../broker/outcome.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { backoffDelay } from '../../resilience/backoff.ts';
@@ -353,9 +359,7 @@ export class KafkaGroupConsumer {
       group: this.group,
       key: entry.key,
       envelope: entry.envelope,
-      code: error.code,
-      message: letterMessage(error.message),
-      retryable: error.retryable,
+      ...failure(error),
       attempts: entry.attempt,
       firstFailureAt: entry.firstFailureAt ?? now,
       lastFailureAt: now,

@@ -71,7 +71,7 @@ import type {
   DeadLetterStore,
   PublishReceipt,
 } from '../../broker/broker.ts';
-import { checkLetterRoom, checkPublish, checkSpec } from '../../broker/check.ts';
+import { checkPublish, checkSpec } from '../../broker/check.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
@@ -80,7 +80,7 @@ import { DedupeWindow } from '../dedupe.ts';
 import { connectMqtt, type MqttClient, type MqttConnection } from './connect.ts';
 import { type Letter, MqttDeadLetters } from './dead-letters.ts';
 import { MqttConsumer } from './mqtt-consumer.ts';
-import { checkName, ID, KEY, NOT_BEFORE, Publisher, publishPacketSize, topicOf } from './names.ts';
+import { checkName, ID, KEY, NOT_BEFORE, Publisher, topicOf } from './names.ts';
 
 export interface MqttBrokerOptions {
   /** `mqtt://[user:pass@]host:port` (MQTT 5). */
@@ -163,13 +163,12 @@ export class MqttBroker implements Broker {
     const userProperties: Record<string, string> = { [ID]: randomUUID() };
     if (options.key !== undefined) userProperties[KEY] = options.key;
     if ((options.delay ?? 0) > 0) userProperties[NOT_BEFORE] = String(Date.now() + (options.delay ?? 0));
-    const topic = topicOf(this.prefix, envelope.type);
-    const body = this.codec.encode(envelope);
-    const props = { userProperties, contentType: this.codec.contentType };
     // Its dead letter (a retained message holding it) must fit the server's maximum too.
-    const size = publishPacketSize(topic, body, props);
-    checkLetterRoom(size, this.publisher.maxPacketSize, 'MQTT', "the server's maximum packet size");
-    await this.publisher.send(topic, body, props);
+    await this.publisher.send(topicOf(this.prefix, envelope.type), this.codec.encode(envelope), {
+      userProperties,
+      contentType: this.codec.contentType,
+      needsLetterRoom: true,
+    });
   }
 
   /** @internal Stores a consumer's dead letter. */

@@ -4,6 +4,7 @@
  * message carries, what a topic or group name may hold, and a QoS 1 publish that resolves on the
  * server's PUBACK with its reason code. See `mqtt-broker.ts` for what each is for.
  */
+import { checkLetterRoom } from '../../broker/check.ts';
 import { ParleyError } from '../../errors.ts';
 import type { MqttConnection } from './connect.ts';
 import { mqttError } from './errors.ts';
@@ -57,6 +58,11 @@ export interface PublishOptions {
   retain?: boolean;
   userProperties?: Record<string, string>;
   contentType?: string;
+  /**
+   * A new message (not a letter, a retry or a hand-over): refused unless its dead letter would fit
+   * under the server's maximum too (`checkLetterRoom`).
+   */
+  needsLetterRoom?: boolean;
 }
 
 /** MQTT's largest packet: a Remaining Length of at most 268,435,455 bytes, after its 5-byte header. */
@@ -133,11 +139,6 @@ export class Publisher {
     });
   }
 
-  /** The server's Maximum Packet Size as last announced. */
-  get maxPacketSize(): number {
-    return this.maxPacket;
-  }
-
   /**
    * Resolves with the PUBACK's reason code; UNAVAILABLE (retryable: it may yet be sent) after the
    * timeout. A publish over the server's Maximum Packet Size is refused here (INVALID_ARGUMENT):
@@ -150,7 +151,13 @@ export class Publisher {
         ? body
         : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
     const size = publishPacketSize(topic, payload, options);
-    if (size > this.maxPacket) {
+    if (options.needsLetterRoom === true) {
+      try {
+        checkLetterRoom(size, this.maxPacket, 'MQTT', "the server's maximum packet size");
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    } else if (size > this.maxPacket) {
       return Promise.reject(
         new ParleyError(
           'INVALID_ARGUMENT',
