@@ -161,6 +161,33 @@ describe('inbox keys', () => {
     assert.equal(runs, 3);
   });
 
+  it('an inbox open in another process goes on when the legacy table is dropped under it', () => {
+    const file = dir.file('legacy-shared.db');
+    const first = new Database(file);
+    first.exec(`CREATE TABLE parley_inbox (
+      consumer TEXT NOT NULL, message_id TEXT NOT NULL, handled_at INTEGER NOT NULL,
+      PRIMARY KEY (consumer, message_id)) WITHOUT ROWID`);
+    first.prepare('INSERT INTO parley_inbox VALUES (?, ?, ?)').run('billing', 'old-1', 1_000);
+    // Two processes on one database, both opened while the legacy table was there.
+    const second = new Database(file);
+    const a = createInbox(first);
+    const b = createInbox(second);
+    let runs = 0;
+    const work = () => void runs++;
+    const msg = (id: string) => ({ service: 'billing', source: '/erp', id });
+    assert.equal(b.once(msg('old-1'), work), false, 'handled before');
+    assert.equal(a.prune(1_000, 5_000), 1, 'the one that prunes drops the legacy table');
+    // The other one neither fails its messages nor its pruning for the table it had seen.
+    assert.equal(b.once(msg('new-1'), work), true);
+    assert.equal(b.once(msg('new-1'), work), false);
+    assert.equal(b.once(msg('old-1'), work), true, 'forgotten, as on the side that pruned');
+    assert.equal(b.prune(1_000, 5_000), 0);
+    assert.equal(a.once(msg('new-1'), work), false, 'both see one table');
+    assert.equal(runs, 2);
+    first.close();
+    second.close();
+  });
+
   it('a local call has no source; its id is recorded under none', () => {
     const db = new Database(':memory:');
     const inbox = createInbox(db);

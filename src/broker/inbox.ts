@@ -43,7 +43,9 @@ const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
  * CloudEvents makes `source` + `id` unique, not `id` alone: two producers may both send id `1`.
  * Records made before the inbox kept sources (one table keyed on consumer and id) are moved, on
  * first open, to `<table>_legacy` as they are, and a message whose id is there counts as handled
- * whatever its source, until `prune` has removed them all and drops that table.
+ * whatever its source, until `prune` has removed them all and drops that table. Another inbox on
+ * the same database (another process) that opened while the table was there finds it gone on its
+ * next message and goes on without it, as the one that dropped it does.
  */
 export function createInbox(db: Database.Database, options: InboxOptions = {}): Inbox {
   const table = options.table ?? 'parley_inbox';
@@ -70,8 +72,21 @@ export function createInbox(db: Database.Database, options: InboxOptions = {}): 
     };
   }
 
+  // The legacy table's statements, until it is found dropped (by this inbox or another).
+  const fromLegacy = <T>(use: (l: NonNullable<typeof legacy>) => T, none: T): T => {
+    if (legacy === undefined) return none;
+    try {
+      return use(legacy);
+    } catch (error) {
+      if (!(error instanceof Error) || !error.message.startsWith(`no such table: ${legacyTable}`))
+        throw error;
+      legacy = undefined;
+      return none;
+    }
+  };
+
   const run = db.transaction((ctx: InboxMessage, work: () => void) => {
-    if (legacy?.handled.get(ctx.service, ctx.id) !== undefined) return false;
+    if (fromLegacy((l) => l.handled.get(ctx.service, ctx.id) !== undefined, false)) return false;
     // A local call has no source: '' is none that CloudEvents allows (it must be non-empty).
     if (record.run(ctx.service, ctx.source ?? '', ctx.id, Date.now()).changes === 0) return false;
     work();
@@ -79,12 +94,10 @@ export function createInbox(db: Database.Database, options: InboxOptions = {}): 
   });
   const pruneAll = db.transaction((before: number) => {
     let removed = prune.run(before).changes;
-    if (legacy !== undefined) {
-      removed += legacy.prune.run(before).changes;
-      if (db.prepare(`SELECT 1 FROM ${legacyTable} LIMIT 1`).get() === undefined) {
-        db.exec(`DROP TABLE ${legacyTable}`);
-        legacy = undefined;
-      }
+    removed += fromLegacy((l) => l.prune.run(before).changes, 0);
+    if (legacy !== undefined && db.prepare(`SELECT 1 FROM ${legacyTable} LIMIT 1`).get() === undefined) {
+      db.exec(`DROP TABLE ${legacyTable}`);
+      legacy = undefined;
     }
     return removed;
   });
