@@ -228,7 +228,7 @@ describe('mqtt transport: the server’s maximum packet size', {
     cleanupPrivateServers();
   });
 
-  it('a message over it is dropped with a log line, not sent; the connection and everything else go on', async () => {
+  it('frames and batches are kept within it: over it fails at once, the rest all arrive', async () => {
     server = await privateMosquitto('mqtt-transport-small', () => [
       'persistence false',
       `max_packet_size ${LIMIT}`,
@@ -238,41 +238,59 @@ describe('mqtt transport: the server’s maximum packet size', {
     const own = `${prefix}-size`;
     const got: string[] = [];
     const logs: string[] = [];
+    const log = (m: string) => void logs.push(m);
+    const calleeTransport = createMqttTransport({ url, prefix: own, log });
     const callee = testNode({
-      transport: createMqttTransport({ url, prefix: own, maxPayload: 2048, log: () => {} }),
+      transport: calleeTransport,
       services: [
         calcService({}, [subscribe(notes, 'note.made', (p) => void got.push(p.text), { ephemeral: true })]),
       ],
       stopTimeout: 200,
     });
-    // A maxPayload above what the server takes: logged at start, and each message over it dropped.
-    const caller = testNode({
-      transport: createMqttTransport({ url, prefix: own, log: (m) => logs.push(m) }),
-    });
+    // The default maxPayload (1 MiB − 1 KiB) is far above what this server takes.
+    const callerTransport = createMqttTransport({ url, prefix: own, log });
+    const caller = testNode({ transport: callerTransport });
     nodes.push(callee, caller);
     await callee.start();
     await caller.start();
     await waitFor(() => caller.registry.endpoints('calc').length > 0, 5000, 'discovery');
-    assert.ok(
-      logs.some((l) => /the broker takes packets up to 4096 bytes/.test(l)),
-      logs.join('\n'),
-    );
+    const lowered = logs
+      .map((l) =>
+        /^the server takes messages up to (\d+) bytes: maxPayload lowered from 1047552 to (\d+)$/.exec(l),
+      )
+      .filter((m) => m !== null);
+    assert.equal(lowered.length, 2, logs.join('\n'));
+    const max = callerTransport.maxPayload;
+    assert.equal(calleeTransport.maxPayload, max);
+    assert.equal(Number(lowered[0]?.[2]), max);
+    assert.ok(max > LIMIT / 2 && max + 262 + 1024 <= LIMIT, `maxPayload ${max}`);
 
-    // A notification at QoS 1: before, the server ended the connection for it and mqtt.js sent it
-    // again on every reconnect, so nothing after it arrived.
-    await caller.notify(notes, 'note.made', { text: 'x'.repeat(LIMIT) });
-    await new Promise((r) => setImmediate(r));
-    await caller.notify(notes, 'note.made', { text: 'small' });
-    await waitFor(() => got.length > 0, 5000, 'the small note');
-    assert.deepEqual(got, ['small']);
-    // A call at QoS 0: lost as on a lost connection, it fails at its deadline.
-    await assert.rejects(caller.client(calc).echo({ text: 'y'.repeat(LIMIT) }, { timeout: 500 }), {
-      code: 'DEADLINE_EXCEEDED',
+    // Over it: refused at once, before anything is sent. Before, the notification (QoS 1) cost the
+    // connection and came back on every reconnect, and the call waited for its deadline.
+    await assert.rejects(async () => caller.notify(notes, 'note.made', { text: 'x'.repeat(LIMIT) }), {
+      code: 'RESOURCE_EXHAUSTED',
     });
-    assert.deepEqual(await caller.client(calc).echo({ text: 'ok' }), { text: 'ok', length: 2 });
-    const drops = logs.filter((l) =>
-      /^MQTT: dropped a message of \d+ bytes on .*: over the server's maximum packet size of 4096/.test(l),
+    await assert.rejects(caller.client(calc).echo({ text: 'y'.repeat(LIMIT) }, { timeout: 60_000 }), {
+      code: 'RESOURCE_EXHAUSTED',
+    });
+    // Many small ones in one turn: batched within the server's limit. Before, 16 calls of 300
+    // characters left in one message over it, which the transport dropped: every one of them
+    // failed at its deadline; and so were the ten notifications.
+    const texts = Array.from({ length: 16 }, (_, i) => `${i}`.padEnd(300, 'z'));
+    const replies = await Promise.all(
+      texts.map((text) => caller.client(calc).echo({ text }, { timeout: 5000 })),
     );
-    assert.equal(drops.length, 2, logs.join('\n'));
+    assert.deepEqual(
+      replies.map((r) => r.text),
+      texts,
+    );
+    const notes10 = Array.from({ length: 10 }, (_, i) => `${i}`.padEnd(400, 'n'));
+    for (const text of notes10) await caller.notify(notes, 'note.made', { text });
+    await waitFor(() => got.length >= 10, 5000, 'ten notes');
+    assert.deepEqual(got, notes10);
+    assert.deepEqual(
+      logs.filter((l) => /dropped/.test(l)),
+      [],
+    );
   });
 });

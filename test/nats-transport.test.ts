@@ -1,6 +1,7 @@
 /**
  * The NATS transport passes the transport conformance suite against the machine's NATS server,
- * packs a burst of calls into batches, and shrugs off malformed batches published on its inbox.
+ * packs a burst of calls into batches, shrugs off malformed batches published on its inbox, and
+ * keeps its frames within a server's smaller `max_payload`.
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
@@ -8,7 +9,14 @@ import { decodeMessage, Kind } from '../src/adapters/bus-frames.ts';
 import { createNatsTransport } from '../src/adapters/nats/nats-transport.ts';
 import type { ParleyNode } from '../src/index.ts';
 import { BROKERS, busConformance, calcPair, needBroker } from './brokers.ts';
-import { calc, waitFor } from './helpers.ts';
+import { calc, calcService, testNode, waitFor } from './helpers.ts';
+import {
+  cleanupPrivateServers,
+  NATS_SERVER,
+  needBinary,
+  type PrivateServer,
+  privateNats,
+} from './private-server.ts';
 
 const skip = await needBroker('nats');
 const prefix = `parley-test-${process.pid}`;
@@ -81,5 +89,57 @@ describe('nats transport: batches', { skip }, () => {
       ],
     );
     assert.deepEqual(await client.client(calc).add({ a: 2, b: 3 }), { sum: 5 });
+  });
+});
+
+describe('nats transport: a server with a small max_payload', {
+  skip: skip || needBinary(NATS_SERVER, '--version'),
+}, () => {
+  const LIMIT = 4096;
+  const nodes: ParleyNode[] = [];
+  let server: PrivateServer | undefined;
+  after(async () => {
+    await Promise.allSettled(nodes.map((n) => n.stop()));
+    await server?.dispose();
+    cleanupPrivateServers();
+  });
+
+  it('lowers maxPayload to it: a call over it fails at once, a burst of small ones all get through', async () => {
+    server = await privateNats('nats-transport-small', [`max_payload: ${LIMIT}`]);
+    await server.start();
+    const url = `nats://127.0.0.1:${server.port}`;
+    const logs: string[] = [];
+    const transport = () => createNatsTransport({ url, prefix, log: (m) => logs.push(m) });
+    const callee = testNode({ transport: transport(), services: [calcService()], stopTimeout: 200 });
+    const callerTransport = transport();
+    const caller = testNode({ transport: callerTransport });
+    nodes.push(callee, caller);
+    await callee.start();
+    await caller.start();
+    await waitFor(() => caller.registry.endpoints('calc').length > 0, 5000, 'discovery');
+    assert.equal(callerTransport.maxPayload, LIMIT - 262);
+    assert.ok(
+      logs.includes(
+        `the server takes messages up to ${LIMIT} bytes: maxPayload lowered from 1047552 to ${LIMIT - 262}`,
+      ),
+      logs.join('\n'),
+    );
+    // Before, nats.js refused the publish (logged), and the call waited for its deadline.
+    await assert.rejects(caller.client(calc).echo({ text: 'y'.repeat(LIMIT) }, { timeout: 60_000 }), {
+      code: 'RESOURCE_EXHAUSTED',
+    });
+    // Before, these left in one batch over max_payload, and every call failed at its deadline.
+    const texts = Array.from({ length: 16 }, (_, i) => `${i}`.padEnd(400, 'z'));
+    const replies = await Promise.all(
+      texts.map((text) => caller.client(calc).echo({ text }, { timeout: 5000 })),
+    );
+    assert.deepEqual(
+      replies.map((r) => r.text),
+      texts,
+    );
+    assert.deepEqual(
+      logs.filter((l) => /failed/.test(l)),
+      [],
+    );
   });
 });

@@ -88,6 +88,21 @@ function mosquittoConfig(port: number, extra: string[]): string {
   ].join('\n');
 }
 
+/** Where Debian's package puts nats-server. */
+export const NATS_SERVER = '/usr/sbin/nats-server';
+
+/** A private nats-server (not started yet) on a free port, its config the listener plus `extra` lines. */
+export async function privateNats(name: string, extra: string[]): Promise<PrivateServer> {
+  const server = new PrivateServer(
+    NATS_SERVER,
+    (_port, dir) => ['-c', join(dir, 'nats.conf')],
+    await freePort(),
+    name,
+  );
+  writeFileSync(join(server.dir, 'nats.conf'), [`listen: 127.0.0.1:${server.port}`, ...extra, ''].join('\n'));
+  return server;
+}
+
 export class PrivateServer {
   readonly dir: string;
   readonly logFile: string;

@@ -126,9 +126,14 @@ export class FrameWriter {
 
   constructor(
     private readonly publish: (subject: string, message: Uint8Array) => void,
-    private readonly maxBatchBytes: number,
+    private maxBatchBytes: number,
     private readonly maxBatchFrames: number,
   ) {}
+
+  /** Batches from now on hold frames of at most `bytes` in all (a server that takes less). */
+  setMaxBatchBytes(bytes: number): void {
+    this.maxBatchBytes = bytes;
+  }
 
   /** The sender id written into every message from now on. */
   setSender(from: Uint8Array): void {

@@ -14,7 +14,11 @@
  * the frames one turn of the event loop sends to one subject after its first leave together
  * (`bus-frames.ts`). Anything that does not parse (anyone can publish on a shared bus) is logged
  * and dropped; a request over `maxPayload` is refused before it leaves (RESOURCE_EXHAUSTED), and
- * so is one that arrives over it.
+ * so is one that arrives over it. A bus whose server says how large a message it takes
+ * (`Bus.maxMessage`: MQTT's Maximum Packet Size, NATS's `max_payload`) lowers `maxPayload` and the
+ * batches to fit it at start, with a log line: a larger message would be refused by the server
+ * (MQTT ends the connection), so a call over it fails at once instead of at its deadline, and
+ * small frames are never batched into a message the server refuses.
  *
  * Discovery is by heartbeat: a node says hello every `heartbeatMs` (default 2 s); a peer not heard
  * for `heartbeatTimeoutMs` (default 10 s) is gone, and calls in flight to it fail with
@@ -44,6 +48,8 @@ const EMPTY = new Uint8Array(0);
 const BATCH_BYTES = 64 * 1024;
 /** Frames after which a batch leaves without waiting for the end of the turn. */
 const BATCH_FRAMES = 16;
+/** The most a message adds to the frames it carries: the batch header and the sender id (≤ 255 bytes). */
+const MESSAGE_ROOM = 262;
 /** Marks a frame writer subject as a bus reply address (no subject starts with NUL). */
 const REPLY_ROUTE = '\u0000reply:';
 
@@ -66,7 +72,10 @@ function safeId(id: string): string {
 }
 
 export class BusTransport implements Transport {
-  readonly maxPayload: number;
+  /** The largest frame received (`options.maxPayload`): what arrives is bounded by the server. */
+  private readonly accepted: number;
+  /** The largest frame sent: `accepted`, lowered to what the server takes. */
+  private limit: number;
   private readonly prefix: string;
   /** Subjects that start with it are nodes' inboxes. */
   private readonly inboxPrefix: string;
@@ -96,15 +105,21 @@ export class BusTransport implements Transport {
   ) {
     this.prefix = options.prefix ?? 'parley';
     this.inboxPrefix = `${this.prefix}.node.`;
-    this.maxPayload = options.maxPayload ?? 1024 * 1024 - 1024;
+    this.accepted = options.maxPayload ?? 1024 * 1024 - 1024;
+    this.limit = this.accepted;
     this.heartbeatMs = options.heartbeatMs ?? 2000;
     this.heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? 10_000;
     this.log = options.log ?? ((m) => process.stderr.write(`parley bus: ${m}\n`));
     this.out = new FrameWriter(
       (subject, message) => this.publish(subject, message),
-      Math.min(BATCH_BYTES, this.maxPayload),
+      Math.min(BATCH_BYTES, this.limit),
       BATCH_FRAMES,
     );
+  }
+
+  /** The largest frame this transport sends (requests, replies, notifications). */
+  get maxPayload(): number {
+    return this.limit;
   }
 
   private inbox(nodeId: string): string {
@@ -125,6 +140,7 @@ export class BusTransport implements Transport {
     this.handler = handler;
     const bus = await this.connect();
     this.bus = bus;
+    this.fitServer(bus.maxMessage);
     if (bus.replies !== undefined) {
       this.unsubscribe.push(await bus.replies.listen((m) => this.onInbox(m, undefined)));
     }
@@ -135,6 +151,17 @@ export class BusTransport implements Transport {
     this.send(`${this.prefix}.presence`, WHO, 0, new Uint8Array(0));
     this.heartbeat = setInterval(() => this.tick(), this.heartbeatMs);
     this.heartbeat.unref();
+  }
+
+  /** Lowers the frames sent to what the server takes, when it says (read once, at start). */
+  private fitServer(maxMessage: number | undefined): void {
+    if (maxMessage === undefined || maxMessage - MESSAGE_ROOM >= this.limit) return;
+    const lowered = Math.max(0, maxMessage - MESSAGE_ROOM);
+    this.log(
+      `the server takes messages up to ${maxMessage} bytes: maxPayload lowered from ${this.limit} to ${lowered}`,
+    );
+    this.limit = lowered;
+    this.out.setMaxBatchBytes(Math.min(BATCH_BYTES, lowered));
   }
 
   async announce(self: NodeInfo): Promise<void> {
@@ -262,7 +289,7 @@ export class BusTransport implements Transport {
 
   /** The frames of a message; logged and dropped (undefined) when it does not parse. */
   private parse(message: Uint8Array, where: string): BusMessage[] | undefined {
-    if (message.byteLength > this.maxPayload + 262) {
+    if (message.byteLength > this.accepted + MESSAGE_ROOM) {
       this.log(`dropped a message of ${message.byteLength} bytes on ${where}: over the maximum`);
       return undefined;
     }
@@ -348,8 +375,8 @@ export class BusTransport implements Transport {
     const handler = this.handler;
     if (handler === undefined || this.stopped) return;
     const { from, id } = m;
-    if (m.payload.byteLength > this.maxPayload) {
-      this.fail(route, id, frameTooLarge(m.payload.byteLength, this.maxPayload));
+    if (m.payload.byteLength > this.accepted) {
+      this.fail(route, id, frameTooLarge(m.payload.byteLength, this.accepted));
       return;
     }
     let calls = this.running.get(from);

@@ -26,6 +26,11 @@ export interface Bus {
     /** Starts taking replies (before the first request is sent); the function stops it. */
     listen(onReply: (message: Uint8Array) => void): Promise<() => void>;
   };
+  /**
+   * The largest message the server takes, where it says (read once connected): the transport
+   * keeps its frames and batches within it.
+   */
+  readonly maxMessage?: number | undefined;
   /** Drains what was published, then disconnects. */
   close(): Promise<void>;
   /** Disconnects at once, without a word (a crash, for tests). */

@@ -39,7 +39,7 @@ export class EventsOut {
       deps.codec.name === 'json'
         ? new NotificationBatcher(
             (frame) => deps.transport.broadcast(frame),
-            deps.transport.maxPayload,
+            () => deps.transport.maxPayload,
             (error) => deps.logger.warn({ err: error }, 'notifications lost: the transport refused a batch'),
           )
         : undefined;

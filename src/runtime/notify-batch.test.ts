@@ -30,7 +30,7 @@ function capture(maxPayload = 1024 * 1024) {
       sizes.push(frame.byteLength);
       frames.push(assertEnvelope(codec.decode(frame)));
     },
-    maxPayload,
+    () => maxPayload,
     (error) => void failures.push(error),
   );
   return { batcher, frames, sizes, failures };
@@ -98,7 +98,7 @@ describe('notification batches', () => {
       () => {
         throw new Error('socket gone');
       },
-      1024 * 1024,
+      () => 1024 * 1024,
       (error) => void failures.push(error),
     );
     batcher.add(event({ n: 1 }));

@@ -65,7 +65,8 @@ export class NotificationBatcher {
 
   constructor(
     private readonly broadcast: (frame: Uint8Array) => void,
-    private readonly maxPayload: number,
+    /** The transport's largest frame, read per notification (a bus lowers it once connected). */
+    private readonly maxPayload: () => number,
     /** A frame the transport refused to take (it is lost: notifications are at most once). */
     private readonly failed: (error: unknown) => void,
   ) {}
@@ -77,10 +78,11 @@ export class NotificationBatcher {
     // A frame holding it alone can be no larger than this: the header, its id and every attribute.
     let bound = dataBytes + 128 + jsonBound(env.type) + jsonBound(env.dataschema) + jsonBound(env.source);
     for (const key of MORE) bound += jsonBound(env[key]);
-    if (bound > this.maxPayload) {
+    const max = this.maxPayload();
+    if (bound > max) {
       throw new ParleyError(
         'RESOURCE_EXHAUSTED',
-        `notification of up to ${bound} bytes exceeds the maximum of ${this.maxPayload}`,
+        `notification of up to ${bound} bytes exceeds the maximum of ${max}`,
       );
     }
     const bytes = data.length + 64 + env.type.length + (env.dataschema?.length ?? 0);
@@ -94,12 +96,13 @@ export class NotificationBatcher {
 
   /** A turn's notifications, in frames closed near {@link BATCH_BYTES} and within `maxPayload`. */
   private sendTurn(items: Item[]): void {
+    const max = this.maxPayload();
     let start = 0;
     let bytes = 0;
     let bound = 0;
     for (let i = 0; i < items.length; i++) {
       const item = items[i] as Item;
-      if (i > start && (bytes + item.bytes > BATCH_BYTES || bound + item.bound > this.maxPayload)) {
+      if (i > start && (bytes + item.bytes > BATCH_BYTES || bound + item.bound > max)) {
         this.send(items, start, i);
         start = i;
         bytes = 0;

@@ -68,7 +68,10 @@ export interface RequestOptions {
 }
 
 export interface Transport {
-  /** Largest frame, in bytes, this transport sends or accepts. */
+  /**
+   * Largest frame, in bytes, this transport sends or accepts. Read when needed, not kept: a
+   * transport may lower it in `start`, to what its server takes.
+   */
   readonly maxPayload: number;
   /** Joins the network as `self`. Known peers are reported through `handler.onNodeUp`. */
   start(self: NodeInfo, handler: TransportHandler): Promise<void>;

@@ -35,12 +35,13 @@
  * travel in one message (the bus transport's batches), each frame carrying its own id, which is
  * what correlates a reply.
 
- * Payload size: the transport's `maxPayload` (default 1 MiB − 1 KiB) must stay below the broker's
- * largest packet less the topic and headers. Mosquitto's `max_packet_size` is unset by default
- * (no limit short of MQTT's 256 MiB); a broker that announces a smaller maximum in its CONNACK is
- * logged at start when it is below `maxPayload` plus 1 KiB; a message over the broker's maximum
- * is then dropped with a log line instead of being sent (the broker would end the connection,
- * and mqtt.js would send a QoS 1 packet again on every reconnect).
+ * Payload size: Mosquitto's `max_packet_size` is unset by default (no limit short of MQTT's
+ * 256 MiB). A broker that announces a smaller Maximum Packet Size in its CONNACK gets frames that
+ * fit it: at start the transport lowers its `maxPayload` (default 1 MiB − 1 KiB) and its batches
+ * to that size less room for the topics and headers (at least 1 KiB), with a log line, so a call
+ * or notification over it fails at once with RESOURCE_EXHAUSTED. Should a later CONNACK announce
+ * less, a message over it is dropped with a log line instead of being sent (the broker would end
+ * the connection, and mqtt.js would send a QoS 1 packet again on every reconnect).
  *
  * What MQTT does not guarantee here:
  * - A request, cancel or reply lost with a connection (QoS 0) is not sent again: the call fails
@@ -71,7 +72,7 @@ export interface MqttTransportOptions extends BusTransportOptions {
 
 /** How long `close()` waits for the broker to acknowledge what is in flight before it drops the socket. */
 const CLOSE_MS = 2000;
-/** Room for the frame header, the topic and the MQTT headers around `maxPayload`. */
+/** Least room left in a packet for the topics and the MQTT headers around a message. */
 const HEADROOM = 1024;
 
 /** Wildcards, the level separator (subjects use `.`), NUL, and `$` (the broker's) first. */
@@ -107,20 +108,12 @@ export function createMqttTransport(options: MqttTransportOptions): BusTransport
   const log = options.log ?? ((m: string) => process.stderr.write(`parley: ${m}\n`));
   return new BusTransport(async () => {
     const { client, connack } = await connectMqtt(options.url, log);
-    const limit = connack.properties?.maximumPacketSize;
-    const maxPayload = options.maxPayload ?? 1024 * 1024 - 1024;
-    if (limit !== undefined && limit < maxPayload + HEADROOM) {
-      log(
-        `MQTT: the broker takes packets up to ${limit} bytes, less than maxPayload ${maxPayload} plus ${HEADROOM}: ` +
-          'larger frames will cost the connection; lower maxPayload',
-      );
-    }
-    return mqttBus(
-      client,
-      `${topicOf(options.prefix ?? 'parley')}/reply/${client.options.clientId}`,
-      limit ?? MQTT_MAX_PACKET,
-      log,
-    );
+    const prefix = topicOf(options.prefix ?? 'parley');
+    const replyTopic = `${prefix}/reply/${client.options.clientId}`;
+    // The longest topic sent to is a peer's inbox (node ids are at most 255 bytes), with this
+    // connection's Response Topic; counted as `send` bounds a packet.
+    const room = Math.max(HEADROOM, 16 + 3 * (prefix.length + '/node/'.length + 255 + replyTopic.length));
+    return mqttBus(client, replyTopic, connack.properties?.maximumPacketSize ?? MQTT_MAX_PACKET, room, log);
   }, options);
 }
 
@@ -130,6 +123,8 @@ function mqttBus(
   client: MqttClient,
   replyTopic: string,
   maxPacketSize: number,
+  /** Room for the topics and headers: the largest message is the largest packet less this. */
+  room: number,
   log: (message: string) => void,
 ): Bus {
   const handlers = new Map<string, Set<OnMessage>>();
@@ -210,6 +205,10 @@ function mqttBus(
   }
 
   return {
+    get maxMessage() {
+      return Math.max(0, maxPacket - room);
+    },
+
     publish: (subject, message) => send(topicOf(subject), message, 1),
 
     replies: {
