@@ -8,11 +8,10 @@ import { after, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { JetStreamClient } from '@nats-io/jetstream';
 import { createNatsBroker, type NatsBroker } from '../src/adapters/nats/nats-broker.ts';
-import { LETTER_ROOM } from '../src/broker/check.ts';
-import { MAX_LETTER_MESSAGE } from '../src/broker/outcome.ts';
 import { createEnvelope, ParleyError, systemClock } from '../src/index.ts';
 import { BROKERS, needBroker } from './brokers.ts';
 import { brokerConformance } from './conformance/broker.ts';
+import { letterRoomCase } from './letter-room.ts';
 
 const skip = await needBroker('nats');
 let n = 0;
@@ -212,41 +211,8 @@ if (skip === false) {
 
   it('a message too large for its dead letter is refused; one that fits fails into a dead letter, reason cut', async () => {
     const b = await fresh();
-    const max = 1024 * 1024 - LETTER_ROOM; // nats-server's default max_payload, less the room
     try {
-      const runs: number[] = [];
-      const consumer = await b.subscribe({ topic: 'big.t', group: 'g', maxAttempts: 1 }, async (d) => {
-        runs.push(String(d.envelope.data).length);
-        throw new ParleyError('FAILED_PRECONDITION', 'e'.repeat(5000), { retryable: false });
-      });
-      // An envelope whose body and key together are `bytes` long (ids and times have fixed lengths).
-      const empty = Buffer.byteLength(
-        JSON.stringify(createEnvelope({ source: '/t', type: 'big.t', data: '' })),
-      );
-      const sized = (bytes: number, key: string) =>
-        createEnvelope({ source: '/t', type: 'big.t', data: 'x'.repeat(bytes - empty - key.length) });
-      // Before: stored, it failed, its dead letter was over max_payload, and it came back for ever.
-      await assert.rejects(b.publish(sized(max + 1, 'k1'), { key: 'k1' }), (e: unknown) => {
-        assert.ok(e instanceof ParleyError);
-        assert.equal(e.code, 'INVALID_ARGUMENT');
-        assert.match(
-          e.message,
-          /over the largest this broker takes, 1040384 \(max_payload 1048576 less 8192/,
-        );
-        return true;
-      });
-      await b.publish(sized(max, 'k1'), { key: 'k1' });
-      let letters: Awaited<ReturnType<typeof b.deadLetters.list>> = [];
-      for (let i = 0; i < 100 && letters.length === 0; i++) {
-        await sleep(100);
-        letters = await b.deadLetters.list({ topic: 'big.t' });
-      }
-      assert.equal(letters.length, 1);
-      assert.deepEqual(runs, [max - empty - 2], 'handled once, then dead-lettered');
-      const letter = letters[0];
-      assert.equal(letter?.code, 'FAILED_PRECONDITION');
-      assert.equal(letter?.message, `${'e'.repeat(MAX_LETTER_MESSAGE)}… (5000 characters)`);
-      await consumer.close();
+      await letterRoomCase(b, 'big.t', 1024 * 1024, 'max_payload'); // nats-server's default max_payload
     } finally {
       await b.close();
     }

@@ -103,6 +103,16 @@ export async function privateNats(name: string, extra: string[]): Promise<Privat
   return server;
 }
 
+/** A private redis-server (not started yet) on a free port, keeping nothing on disk, plus `extra` arguments. */
+export async function privateRedis(name: string, extra: string[]): Promise<PrivateServer> {
+  return new PrivateServer(
+    'redis-server',
+    (port, dir) => ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', ...extra],
+    await freePort(),
+    name,
+  );
+}
+
 export class PrivateServer {
   readonly dir: string;
   readonly logFile: string;

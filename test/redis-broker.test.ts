@@ -10,6 +10,8 @@ import { createRedisBroker, type RedisBroker } from '../src/adapters/redis/redis
 import { createEnvelope, systemClock } from '../src/index.ts';
 import { BROKERS, needBroker } from './brokers.ts';
 import { brokerConformance } from './conformance/broker.ts';
+import { letterRoomCase } from './letter-room.ts';
+import { cleanupPrivateServers, needBinary, privateRedis } from './private-server.ts';
 
 const skip = await needBroker('redis');
 let n = 0;
@@ -61,6 +63,30 @@ if (skip === false) {
       await b.close();
     }
   });
+  it('a message over proto-max-bulk-len (read from the server) is refused alone; one within the room fails into a dead letter', {
+    skip: needBinary('redis-server', '--version'),
+  }, async () => {
+    const limit = 1024 * 1024; // the least proto-max-bulk-len Redis allows
+    const server = await privateRedis('redis-bulk', ['--proto-max-bulk-len', String(limit)]);
+    await server.start();
+    const b = await createRedisBroker({ url: `redis://127.0.0.1:${server.port}`, log: () => {} });
+    try {
+      // Before: Redis answered the turn's call with a protocol error and dropped the connection,
+      // failing the small publish beside it too, both as INTERNAL (an outbox would retry for ever).
+      const big = createEnvelope({ source: '/t', type: 'bulk.t', data: 'x'.repeat(limit) });
+      const small = createEnvelope({ source: '/t', type: 'bulk.t', data: 'small' });
+      const [bigResult, smallResult] = await Promise.allSettled([b.publish(big), b.publish(small)]);
+      assert.equal(bigResult.status, 'rejected');
+      assert.equal((bigResult as PromiseRejectedResult).reason.code, 'INVALID_ARGUMENT');
+      assert.equal(smallResult.status, 'fulfilled');
+      await letterRoomCase(b, 'room.t', limit, 'proto-max-bulk-len');
+    } finally {
+      await b.close();
+      await server.dispose();
+      cleanupPrivateServers();
+    }
+  });
+
   after(async () => {
     for (const prefix of made) {
       const b: RedisBroker = await createRedisBroker({ url: BROKERS.redis.url, prefix, log: () => {} });

@@ -24,6 +24,9 @@
  *   of the event loop go in one call (`publisher.ts`), each with its own receipt or error.
  *   Resolves once Redis has the entry (in memory: durability is the server's persistence setting
  *   — AOF `appendfsync` — not Parley's).
+ * - **Size**: an entry's body and field values, with 8 KiB for its dead letter, must fit the
+ *   server's `proto-max-bulk-len` (read at connect); a larger publish is refused alone with
+ *   INVALID_ARGUMENT.
  * - **Retention**: XADD trims with `MAXLEN ~ maxLength` when set, then `XTRIM MINID ~` (at most
  *   once a second per topic and publishing process) drops entries older than `retentionMs`
  *   (default 7 days; Redis keeps streams in memory, so bound them). Trimming is not aware of
@@ -47,7 +50,7 @@
  * is redelivered when its lease ends.
  */
 
-import type { Buffer } from 'node:buffer';
+import { Buffer } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type {
@@ -59,7 +62,7 @@ import type {
   DeadLetterStore,
   PublishReceipt,
 } from '../../broker/broker.ts';
-import { checkPublish, checkSpec } from '../../broker/check.ts';
+import { checkLetterRoom, checkPublish, checkSpec, LETTER_ROOM } from '../../broker/check.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec, encodeJsonText } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
@@ -83,6 +86,12 @@ export interface RedisBrokerOptions {
   maxLength?: number;
   /** Longest a blocking read waits, ms; also how often retries due from other processes are looked for. Default 1000. */
   blockMs?: number;
+  /**
+   * The largest argument the server takes (`proto-max-bulk-len`): read from the server at connect
+   * (`CONFIG GET`); this when the server refuses CONFIG (a managed Redis), default 512 MiB,
+   * Redis's own default.
+   */
+  maxMessageBytes?: number;
   log?: (message: string) => void;
 }
 
@@ -108,6 +117,8 @@ export class RedisBroker implements Broker {
     /** @internal */ readonly redis: Redis,
     private readonly more: (name: string) => Promise<Redis>,
     private readonly options: RedisBrokerOptions,
+    /** The server's `proto-max-bulk-len`: an entry's body (and a letter holding it) must fit. */
+    private readonly maxBulk: number,
   ) {
     this.prefix = options.prefix ?? 'parley';
     this.log = options.log ?? ((m) => process.stderr.write(`parley redis broker: ${m}\n`));
@@ -130,7 +141,7 @@ export class RedisBroker implements Broker {
   static async connect(options: RedisBrokerOptions): Promise<RedisBroker> {
     const log = options.log ?? ((m: string) => process.stderr.write(`parley redis broker: ${m}\n`));
     const { redis, more } = await connectRedis(options.url, 'parley-broker', log);
-    return new RedisBroker(redis, more, options);
+    return new RedisBroker(redis, more, options, await maxBulkOf(redis, options.maxMessageBytes));
   }
 
   /** @internal */ streamOf(topic: string): string {
@@ -175,6 +186,7 @@ export class RedisBroker implements Broker {
     let body: string;
     try {
       body = encodeJsonText(envelope);
+      this.checkSize(body, fields);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -199,6 +211,22 @@ export class RedisBroker implements Broker {
         reject,
       }),
     );
+  }
+
+  /**
+   * INVALID_ARGUMENT unless the body, and the dead letter that would hold it with its fields, fit
+   * `proto-max-bulk-len`. Sent, an argument over it is a protocol error: Redis drops the connection,
+   * failing the turn's other publishes with it (as INTERNAL, which an outbox would send again for ever).
+   */
+  private checkSize(body: string, fields: (string | Buffer)[]): void {
+    // UTF-8 takes at most 3 bytes per UTF-16 unit: counted exactly only near the limit.
+    // The fields' values (the key, …) go into the letter too; their names do not.
+    let bound = 3 * body.length;
+    for (let i = 1; i < fields.length; i += 2) bound += sizeBound(fields[i] as string | Buffer);
+    if (bound + LETTER_ROOM <= this.maxBulk) return;
+    let bytes = Buffer.byteLength(body);
+    for (let i = 1; i < fields.length; i += 2) bytes += Buffer.byteLength(fields[i] as string | Buffer);
+    checkLetterRoom(bytes, this.maxBulk, 'Redis', 'proto-max-bulk-len');
   }
 
   /** Creates the group (and the stream) unless it exists. */
@@ -273,6 +301,23 @@ export class RedisBroker implements Broker {
       cursor = next;
       if (keys.length > 0) await this.redis.unlink(...keys);
     } while (cursor !== '0');
+  }
+}
+
+const sizeBound = (f: string | Buffer) => (typeof f === 'string' ? 3 * f.length : f.byteLength);
+
+/** Redis's default `proto-max-bulk-len`. */
+const DEFAULT_MAX_BULK = 512 * 1024 * 1024;
+
+/** `maxMessageBytes` when given, else the server's `proto-max-bulk-len`, else Redis's default. */
+async function maxBulkOf(redis: Redis, given: number | undefined): Promise<number> {
+  if (given !== undefined) return given;
+  try {
+    const reply = (await redis.call('CONFIG', 'GET', 'proto-max-bulk-len')) as unknown;
+    const value = Array.isArray(reply) ? Number(reply[1]) : Number.NaN;
+    return Number.isSafeInteger(value) && value > 0 ? value : DEFAULT_MAX_BULK;
+  } catch {
+    return DEFAULT_MAX_BULK; // CONFIG refused (ACLs, a managed Redis): the default, or set maxMessageBytes
   }
 }
 
