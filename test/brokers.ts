@@ -3,13 +3,14 @@
  * it with a clear message when the broker is unreachable, except under CI=true, where an
  * unreachable broker is a failure.
  */
+import assert from 'node:assert/strict';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { it } from 'node:test';
 import { reachable } from '../bench/lib/net.ts';
 import type { BusTransport, BusTransportOptions } from '../src/adapters/bus-transport.ts';
 import type { ParleyNode, Transport } from '../src/index.ts';
 import { transportConformance } from './conformance/transport.ts';
-import { calcService, testNode, waitFor } from './helpers.ts';
+import { calc, calcService, testNode, waitFor } from './helpers.ts';
 
 // The bench makes the same check before it uses a broker.
 export { reachable };
@@ -122,4 +123,48 @@ export async function calcPair(
   await client.start();
   await waitFor(() => client.registry.endpoints('calc').length > 0, 5000, 'discovery');
   return { server, client };
+}
+
+/**
+ * A bus transport on a private server that takes messages of at most `limit` bytes, made with
+ * `maxPayload` above that (`make` passes it and the log on): both nodes lower `maxPayload` to the
+ * limit less the message header at start, saying so; a call over it fails at once with
+ * RESOURCE_EXHAUSTED (before, it was sent, the server refused it, and the call waited for its
+ * deadline); and a turn's burst of 16 calls of `each` characters all get through (before, they
+ * could leave in one batch over the limit, and all wait for their deadlines).
+ */
+export async function serverLimitCase(
+  make: (log: (m: string) => void) => Transport,
+  limit: number,
+  configured: number,
+  nodes: ParleyNode[],
+  each: number,
+): Promise<void> {
+  const logs: string[] = [];
+  const { client } = await calcPair(() => make((m) => logs.push(m)), nodes);
+  const lowered = limit - 262;
+  assert.deepEqual(
+    logs.filter((l) => /maxPayload lowered/.test(l)),
+    Array.from(
+      { length: 2 },
+      () =>
+        `the server takes messages up to ${limit} bytes: maxPayload lowered from ${configured} to ${lowered}`,
+    ),
+  );
+  await assert.rejects(client.client(calc).echo({ text: 'y'.repeat(limit) }, { timeout: 60_000 }), {
+    code: 'RESOURCE_EXHAUSTED',
+    message: new RegExp(`exceeds the maximum of ${lowered}$`),
+  });
+  const texts = Array.from({ length: 16 }, (_, i) => `${i}`.padEnd(each, 'z'));
+  const replies = await Promise.all(
+    texts.map((text) => client.client(calc).echo({ text }, { timeout: 5000 })),
+  );
+  assert.deepEqual(
+    replies.map((r) => r.text),
+    texts,
+  );
+  assert.deepEqual(
+    logs.filter((l) => /failed|dropped/.test(l)),
+    [],
+  );
 }

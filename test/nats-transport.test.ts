@@ -8,8 +8,8 @@ import { after, describe, it } from 'node:test';
 import { decodeMessage, Kind } from '../src/adapters/bus-frames.ts';
 import { createNatsTransport } from '../src/adapters/nats/nats-transport.ts';
 import type { ParleyNode } from '../src/index.ts';
-import { BROKERS, busConformance, calcPair, needBroker } from './brokers.ts';
-import { calc, calcService, testNode, waitFor } from './helpers.ts';
+import { BROKERS, busConformance, calcPair, needBroker, serverLimitCase } from './brokers.ts';
+import { calc, waitFor } from './helpers.ts';
 import {
   cleanupPrivateServers,
   NATS_SERVER,
@@ -108,38 +108,12 @@ describe('nats transport: a server with a small max_payload', {
     server = await privateNats('nats-transport-small', [`max_payload: ${LIMIT}`]);
     await server.start();
     const url = `nats://127.0.0.1:${server.port}`;
-    const logs: string[] = [];
-    const transport = () => createNatsTransport({ url, prefix, log: (m) => logs.push(m) });
-    const callee = testNode({ transport: transport(), services: [calcService()], stopTimeout: 200 });
-    const callerTransport = transport();
-    const caller = testNode({ transport: callerTransport });
-    nodes.push(callee, caller);
-    await callee.start();
-    await caller.start();
-    await waitFor(() => caller.registry.endpoints('calc').length > 0, 5000, 'discovery');
-    assert.equal(callerTransport.maxPayload, LIMIT - 262);
-    assert.ok(
-      logs.includes(
-        `the server takes messages up to ${LIMIT} bytes: maxPayload lowered from 1047552 to ${LIMIT - 262}`,
-      ),
-      logs.join('\n'),
-    );
-    // Before, nats.js refused the publish (logged), and the call waited for its deadline.
-    await assert.rejects(caller.client(calc).echo({ text: 'y'.repeat(LIMIT) }, { timeout: 60_000 }), {
-      code: 'RESOURCE_EXHAUSTED',
-    });
-    // Before, these left in one batch over max_payload, and every call failed at its deadline.
-    const texts = Array.from({ length: 16 }, (_, i) => `${i}`.padEnd(400, 'z'));
-    const replies = await Promise.all(
-      texts.map((text) => caller.client(calc).echo({ text }, { timeout: 5000 })),
-    );
-    assert.deepEqual(
-      replies.map((r) => r.text),
-      texts,
-    );
-    assert.deepEqual(
-      logs.filter((l) => /failed/.test(l)),
-      [],
+    await serverLimitCase(
+      (log) => createNatsTransport({ url, prefix, log }),
+      LIMIT,
+      1024 * 1024 - 1024,
+      nodes,
+      400,
     );
   });
 });

@@ -86,3 +86,21 @@ export async function connectRedis(
   };
   return { redis: await open(name, true), more: (more) => open(more) };
 }
+
+/** Redis's default `proto-max-bulk-len`. */
+const DEFAULT_MAX_BULK = 512 * 1024 * 1024;
+
+/**
+ * The server's `proto-max-bulk-len`, the largest argument of a command it takes (a larger one is
+ * a protocol error, and Redis drops the connection); Redis's default when CONFIG is refused
+ * (ACLs, a managed Redis).
+ */
+export async function maxBulkOf(redis: Redis): Promise<number> {
+  try {
+    const reply = (await redis.call('CONFIG', 'GET', 'proto-max-bulk-len')) as unknown;
+    const value = Array.isArray(reply) ? Number(reply[1]) : Number.NaN;
+    return Number.isSafeInteger(value) && value > 0 ? value : DEFAULT_MAX_BULK;
+  } catch {
+    return DEFAULT_MAX_BULK;
+  }
+}

@@ -67,7 +67,7 @@ import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec, encodeJsonText } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
-import { connectRedis, type Redis } from './connect.ts';
+import { connectRedis, maxBulkOf, type Redis } from './connect.ts';
 import { type Letter, RedisDeadLetters } from './dead-letters.ts';
 import { isReply, redisError } from './errors.ts';
 import { RedisHistory } from './history.ts';
@@ -141,7 +141,8 @@ export class RedisBroker implements Broker {
   static async connect(options: RedisBrokerOptions): Promise<RedisBroker> {
     const log = options.log ?? ((m: string) => process.stderr.write(`parley redis broker: ${m}\n`));
     const { redis, more } = await connectRedis(options.url, 'parley-broker', log);
-    return new RedisBroker(redis, more, options, await maxBulkOf(redis, options.maxMessageBytes));
+    const maxBulk = options.maxMessageBytes ?? (await maxBulkOf(redis));
+    return new RedisBroker(redis, more, options, maxBulk);
   }
 
   /** @internal */ streamOf(topic: string): string {
@@ -304,22 +305,8 @@ export class RedisBroker implements Broker {
   }
 }
 
+/** The most bytes a field value takes: 3 per UTF-16 unit of a string. */
 const sizeBound = (f: string | Buffer) => (typeof f === 'string' ? 3 * f.length : f.byteLength);
-
-/** Redis's default `proto-max-bulk-len`. */
-const DEFAULT_MAX_BULK = 512 * 1024 * 1024;
-
-/** `maxMessageBytes` when given, else the server's `proto-max-bulk-len`, else Redis's default. */
-async function maxBulkOf(redis: Redis, given: number | undefined): Promise<number> {
-  if (given !== undefined) return given;
-  try {
-    const reply = (await redis.call('CONFIG', 'GET', 'proto-max-bulk-len')) as unknown;
-    const value = Array.isArray(reply) ? Number(reply[1]) : Number.NaN;
-    return Number.isSafeInteger(value) && value > 0 ? value : DEFAULT_MAX_BULK;
-  } catch {
-    return DEFAULT_MAX_BULK; // CONFIG refused (ACLs, a managed Redis): the default, or set maxMessageBytes
-  }
-}
 
 export function createRedisBroker(options: RedisBrokerOptions): Promise<RedisBroker> {
   return RedisBroker.connect(options);

@@ -9,6 +9,9 @@
  * Two connections per transport: one in subscriber mode (a subscribed Redis connection can run
  * nothing else) and one for publishing, so messages from one publisher keep their order per
  * channel. Payloads travel as bytes (`messageBuffer` events, Buffers published as they are).
+ * Frames are kept within the server's `proto-max-bulk-len` (`bus-transport.ts` lowers
+ * `maxPayload` to it at start): a larger PUBLISH would be a protocol error that drops the
+ * connection.
  *
  * Reconnects (`connect.ts`): ioredis reconnects without end and resubscribes; publishes made
  * meanwhile are queued and sent on reconnect, or dropped after a few failed reconnects; messages
@@ -18,7 +21,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { type Bus, BusTransport, type BusTransportOptions } from '../bus-transport.ts';
-import { connectRedis, type Redis } from './connect.ts';
+import { connectRedis, maxBulkOf, type Redis } from './connect.ts';
 import { redisError } from './errors.ts';
 
 export interface RedisTransportOptions extends BusTransportOptions {
@@ -43,7 +46,9 @@ export function createRedisTransport(options: RedisTransportOptions): BusTranspo
     let gone = false; // closed or destroyed: later publishes (a crashed node's last replies) are dropped
     const quiet = (p: Promise<unknown>, what: string) =>
       void p.catch((error: unknown) => log(`${what}: ${redisError(error, what).message}`));
+    const maxMessage = await maxBulkOf(pub);
     const bus: Bus = {
+      maxMessage,
       publish: (subject, message) => {
         if (gone) return;
         const bytes = Buffer.isBuffer(message)
