@@ -19,7 +19,10 @@ const risky = (text: string) =>
  * would otherwise copy the bytes again (ioredis writes a command of strings as one string, but
  * one Buffer argument turns the whole command into a list of buffers).
  */
-export function encodeJsonText(value: unknown): string {
+export function encodeJsonText(value: unknown): string;
+/** With `omittable`, undefined for a value JSON leaves out (undefined, a function, a symbol). */
+export function encodeJsonText(value: unknown, omittable: true): string | undefined;
+export function encodeJsonText(value: unknown, omittable = false): string | undefined {
   let text: string | undefined;
   try {
     text = JSON.stringify(value);
@@ -27,7 +30,7 @@ export function encodeJsonText(value: unknown): string {
     // Cycles and BigInt land here: the sender's bug, caught before anything is sent.
     throw codecError('json', 'value cannot be encoded as JSON', error);
   }
-  if (text === undefined) throw codecError('json', 'value cannot be encoded as JSON');
+  if (text === undefined && !omittable) throw codecError('json', 'value cannot be encoded as JSON');
   return text;
 }
 

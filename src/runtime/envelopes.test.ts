@@ -4,8 +4,9 @@ import { z } from 'zod';
 import { createJsonCodec } from '../codec/json.ts';
 import { createMsgpackCodec } from '../codec/msgpack.ts';
 import { defineContract } from '../contract/contract.ts';
+import { assertEnvelope } from '../envelope/envelope.ts';
 import type { Context } from './context.ts';
-import { eventEnvelope } from './envelopes.ts';
+import { callEnvelope, callEnvelopeJson, eventEnvelope } from './envelopes.ts';
 
 const contract = defineContract({
   name: 'shop',
@@ -60,5 +61,79 @@ describe('event envelopes', () => {
       () => eventEnvelope({ ...base, payload: { id: 1 }, parent: undefined, codec: createJsonCodec() }),
       (e: unknown) => (e as { code?: string }).code === 'INVALID_ARGUMENT',
     );
+  });
+});
+
+describe('call envelopes as JSON text', () => {
+  const now = Date.UTC(2026, 0, 1);
+  /** What JSON.stringify makes of callEnvelope's envelope with the key and principal, id aside. */
+  function expected(
+    parent: Context | undefined,
+    data: unknown,
+    deadline: number,
+    key?: string,
+    principal?: string,
+    nodeId = 'n1',
+    type = 'calc.add',
+  ): unknown {
+    const env = callEnvelope(nodeId, parent, type, data, now, deadline);
+    if (key !== undefined) env.idempotencykey = key;
+    if (principal !== undefined) env.principal = principal;
+    return { ...JSON.parse(JSON.stringify(env)), id: 'id' };
+  }
+  function written(
+    parent: Context | undefined,
+    data: unknown,
+    deadline: number,
+    key?: string,
+    principal?: string,
+    nodeId = 'n1',
+    type = 'calc.add',
+  ): unknown {
+    const text = callEnvelopeJson(nodeId, parent, type, data, now, deadline, key, principal);
+    const value = JSON.parse(text) as Record<string, unknown>;
+    assert.match(String(value.id), /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    if (Number.isFinite(deadline)) assertEnvelope(value);
+    return { ...value, id: 'id' };
+  }
+  const parent = {
+    service: 'orders',
+    traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+    correlationId: 'corr "1"',
+    id: 'req-1',
+  } as unknown as Context;
+
+  it('holds what JSON.stringify of the envelope holds', () => {
+    const deadline = now + 5000;
+    const cases: [Context | undefined, unknown, number, string?, string?, string?, string?][] = [
+      [undefined, { a: 1, b: 2 }, deadline],
+      [parent, { text: 'é "quoted" \\ \n\u2028 😀' }, deadline, 'key "k"\r\n', '{"sub":"ada"}'],
+      [parent, [1, 'two', null], deadline, undefined, undefined, 'node "x"\u0001', 'svc.act"ion'],
+      [undefined, 'a string', deadline],
+      [undefined, 0, deadline],
+      [undefined, null, deadline],
+      [undefined, new Date(now), deadline],
+      // No data (an action without input): the attribute is left out, as JSON.stringify leaves it.
+      [undefined, undefined, deadline],
+      [undefined, () => 1, deadline],
+      // A deadline JSON has no number for is null, as JSON.stringify writes it.
+      [undefined, {}, Number.POSITIVE_INFINITY],
+    ];
+    for (const c of cases) assert.deepEqual(written(...c), expected(...c), JSON.stringify(c[1]));
+    // The source follows the caller's service and node.
+    assert.deepEqual(written(undefined, 1, deadline), expected(undefined, 1, deadline));
+  });
+
+  it('data with no JSON (a cycle, a BigInt) is INVALID_ARGUMENT', () => {
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    for (const data of [cyclic, { n: 1n }]) {
+      assert.throws(
+        () => callEnvelopeJson('n1', undefined, 'calc.add', data, now, now + 1, undefined, undefined),
+        {
+          code: 'INVALID_ARGUMENT',
+        },
+      );
+    }
   });
 });

@@ -4,6 +4,7 @@
  * carry the trace, correlation and causation of the context they are sent from.
  */
 import type { Codec } from '../codec/codec.ts';
+import { encodeJsonText } from '../codec/json.ts';
 import type { AnyContract, EventDef } from '../contract/contract.ts';
 import { validate } from '../contract/validate.ts';
 import { baseEnvelope, type Envelope } from '../envelope/envelope.ts';
@@ -41,6 +42,46 @@ export function callEnvelope(
     data,
   };
 }
+
+/**
+ * The JSON text of {@link callEnvelope}'s envelope, with the call's idempotency key and principal
+ * when it has them: the same attributes as JSON.stringify of that envelope (in another order),
+ * written directly, without the object. The hot path of a remote call on a JSON node: encoding
+ * a call made outside a handler took 1,057 ns through the object and 798 ns this way (1.32×; with
+ * a parent and a principal 1.07×; `node --import tsx bench/envelope-text.mts`), and a call over
+ * the TCP transport in one process 4.9 µs instead of 4.55. The id is a UUID and needs no
+ * escaping; the source's text is kept between calls; every other string goes through
+ * JSON.stringify. Throws as the JSON codec does for data that has no JSON.
+ */
+export function callEnvelopeJson(
+  nodeId: string,
+  parent: Context | undefined,
+  type: string,
+  data: unknown,
+  now: number,
+  deadline: number,
+  idempotencyKey: string | undefined,
+  principal: string | undefined,
+): string {
+  const source = sourceOf(nodeId, parent?.service);
+  if (source !== lastSourceText.source) lastSourceText = { source, text: JSON.stringify(source) };
+  let text = `{"specversion":"1.0","id":"${uuidv7(now)}","source":${lastSourceText.text},"type":${JSON.stringify(type)},"deadline":${Number.isFinite(deadline) ? String(deadline) : 'null'}`;
+  if (parent !== undefined) {
+    text += attribute('traceparent', parent.traceparent);
+    text += attribute('correlationid', parent.correlationId);
+    text += attribute('causationid', parent.id);
+  }
+  text += attribute('idempotencykey', idempotencyKey);
+  text += attribute('principal', principal);
+  // Data that JSON leaves out (undefined, a function) leaves the attribute out, as JSON.stringify does.
+  const dataText = data === undefined ? undefined : encodeJsonText(data, true);
+  return dataText === undefined ? `${text}}` : `${text},"data":${dataText}}`;
+}
+
+let lastSourceText = { source: '', text: '""' };
+
+const attribute = (name: string, value: string | undefined): string =>
+  value === undefined ? '' : `,"${name}":${JSON.stringify(value)}`;
 
 export interface EventEnvelopeInit {
   nodeId: string;

@@ -3,6 +3,7 @@
  * A call to another node: envelope, encode, send with the deadline and the caller's cancellation
  * wired to the transport's abort signal, decode the reply or the error it carries.
  */
+import { Buffer } from 'node:buffer';
 import type { Codec } from '../codec/codec.ts';
 import { ParleyError } from '../errors.ts';
 import type { RequestSignal, Transport } from '../transport/transport.ts';
@@ -10,7 +11,7 @@ import { onAbort } from './abort.ts';
 import type { Clock } from './clock.ts';
 import { principalWireOf } from './context.ts';
 import { type DeadlineWheel, Expiring } from './deadlines.ts';
-import { callEnvelope } from './envelopes.ts';
+import { callEnvelope, callEnvelopeJson } from './envelopes.ts';
 import type { AttemptPermit, OutboundCall } from './pipeline.ts';
 import { encodePrincipal } from './principal.ts';
 import { decodeReply } from './wire.ts';
@@ -42,11 +43,28 @@ export function callRemote(
   let frame: Uint8Array;
   const name = `${call.service}.${call.action}`;
   try {
-    const env = callEnvelope(deps.nodeId, call.parent, name, call.input, deps.clock.now(), call.deadline);
-    if (call.options.idempotencyKey !== undefined) env.idempotencykey = call.options.idempotencyKey;
+    const now = deps.clock.now();
+    const key = call.options.idempotencyKey;
     const principal = principalOfCall(call);
-    if (principal !== undefined) env.principal = principal;
-    frame = deps.codec.encode(env);
+    if (deps.codec.name === 'json') {
+      // The envelope's text written directly, without the object (see callEnvelopeJson).
+      const text = callEnvelopeJson(
+        deps.nodeId,
+        call.parent,
+        name,
+        call.input,
+        now,
+        call.deadline,
+        key,
+        principal,
+      );
+      frame = Buffer.from(text, 'utf8');
+    } else {
+      const env = callEnvelope(deps.nodeId, call.parent, name, call.input, now, call.deadline);
+      if (key !== undefined) env.idempotencykey = key;
+      if (principal !== undefined) env.principal = principal;
+      frame = deps.codec.encode(env);
+    }
   } catch (error) {
     return Promise.resolve(error).then(failed);
   }
