@@ -1,10 +1,13 @@
 /**
  * The hub's embedded broker over TCP (`PARLEY_BROKER=parley://host:port`): the broker conformance
- * suite, unchanged, against a hub serving an embedded broker on a fake clock.
+ * suite, unchanged, against a hub serving an embedded broker on a fake clock; what the hub checks
+ * of its clients; and frames kept within the hub's largest.
  */
 import assert from 'node:assert/strict';
 import { after, it } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
+import { LETTER_ROOM } from '../src/broker/check.ts';
+import { MAX_LETTER_MESSAGE } from '../src/broker/outcome.ts';
 import { createRemoteBroker } from '../src/hub/remote-broker.ts';
 import {
   type Broker,
@@ -13,9 +16,11 @@ import {
   createFakeClock,
   createHub,
   type Hub,
+  ParleyError,
 } from '../src/index.ts';
 import { createRandom } from '../src/transport/faults.ts';
 import { brokerConformance } from './conformance/broker.ts';
+import { waitFor } from './helpers.ts';
 
 const clock = createFakeClock();
 let hub: Hub | undefined;
@@ -156,5 +161,80 @@ it('the hub checks what its clients send, whatever broker it serves: nothing mal
   } finally {
     await client.close();
     await other.close();
+  }
+});
+
+it("frames over the hub's largest are never sent: a typed error or a dead letter, and the connection goes on", async () => {
+  const MAX = 32 * 1024;
+  const small = createEmbeddedBroker({ path: ':memory:', clock, random: createRandom(4) });
+  const other = await createHub({ broker: small, maxPayload: MAX });
+  // The client's own maximum is the default (1 MiB): it takes the hub's smaller one from its welcome.
+  const client = await createRemoteBroker(other.url, { log: () => undefined });
+  const topic = 'size.t';
+  const env = (data: { n: string; fail?: boolean }) => createEnvelope({ source: '/t', type: topic, data });
+  const seen: string[] = [];
+  const huge = 'e'.repeat(100_000);
+  const consumer = await client.subscribe({ topic, group: 'g', maxAttempts: 1 }, async (d) => {
+    const data = d.envelope.data as { n: string; fail?: boolean };
+    seen.push(data.n.slice(0, 10));
+    // A failure larger than any frame, details and all.
+    if (data.fail) throw new ParleyError('FAILED_PRECONDITION', huge, { details: { more: huge } });
+  });
+  try {
+    // Before: the publish was sent, the hub's reader refused the frame and closed the connection,
+    // and both publishes (and all else on it) failed as UNAVAILABLE, which an outbox retries.
+    const [big, fine] = await Promise.allSettled([
+      client.publish(env({ n: 'x'.repeat(MAX) })),
+      client.publish(env({ n: 'small' })),
+    ]);
+    assert.equal(big.status, 'rejected');
+    assert.equal((big as PromiseRejectedResult).reason.code, 'INVALID_ARGUMENT');
+    assert.match(
+      (big as PromiseRejectedResult).reason.message,
+      new RegExp(`over the largest this broker takes, ${MAX - LETTER_ROOM} \\(its largest frame ${MAX} less`),
+    );
+    assert.equal(fine.status, 'fulfilled');
+    await waitFor(() => seen.includes('small'), 5000, 'the small one');
+
+    // A failure's settle frame carries its text cut: before, it was over the hub's frame, the
+    // connection closed, and the letter said only that the client went away.
+    for (let i = 0; i < 3; i++)
+      await client.publish(env({ n: `${i}${'f'.repeat(MAX - LETTER_ROOM - 400)}`, fail: true }));
+    let letters: Awaited<ReturnType<typeof small.deadLetters.list>> = [];
+    await waitFor(() => seen.length === 4, 5000, 'three failures');
+    for (let i = 0; i < 100 && letters.length < 3; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      letters = await small.deadLetters.list({ topic });
+    }
+    assert.equal(letters.length, 3);
+    for (const letter of letters) {
+      assert.equal(letter.code, 'FAILED_PRECONDITION');
+      assert.equal(letter.message, `${'e'.repeat(MAX_LETTER_MESSAGE)}… (100000 characters)`);
+    }
+    // Three letters of ~24 KiB do not fit one answer: an error saying so, not a lost connection.
+    await assert.rejects(client.deadLetters.list({ topic }), {
+      code: 'RESOURCE_EXHAUSTED',
+      message: /is over the largest frame, 32768: ask for less/,
+    });
+    assert.equal((await client.deadLetters.list({ topic }, 1)).length, 1);
+
+    // A message put in the broker another way, too large to deliver in a frame: dead-lettered
+    // with the reason, never sent (before, the client's reader closed the connection, and the
+    // message came back on the next one).
+    await small.publish(env({ n: `direct${'d'.repeat(MAX)}` }));
+    for (let i = 0; i < 100 && letters.length < 4; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      letters = await small.deadLetters.list({ topic });
+    }
+    const refused = letters.find((l) => l.code === 'INVALID_ARGUMENT');
+    assert.match(refused?.message ?? '', /^a delivery of \d+ bytes is over the largest frame, 32768$/);
+    assert.ok(!seen.includes('directdddd'));
+    await client.publish(env({ n: 'after' }));
+    await waitFor(() => seen.includes('after'), 5000, 'one more after all that');
+  } finally {
+    await consumer.close();
+    await client.close();
+    await other.close();
+    await small.close();
   }
 });

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createEnvelope } from '../envelope/envelope.ts';
-import { replayable, storedLetter, UNDECODABLE } from './outcome.ts';
+import { ParleyError } from '../errors.ts';
+import { failure, MAX_LETTER_MESSAGE, replayable, storedLetter, UNDECODABLE } from './outcome.ts';
 
 const json = (b: Uint8Array) => JSON.parse(Buffer.from(b).toString('utf8'));
 const envelope = createEnvelope({ source: '/t', type: 'orders.placed', data: { n: 1 } });
@@ -56,5 +57,31 @@ describe('storedLetter', () => {
 
   it('an unknown code becomes UNKNOWN, as on the wire', () => {
     assert.equal(storedLetter(1, text({ ...letter, code: 'MELTDOWN' }), json).code, 'UNKNOWN');
+  });
+});
+
+describe('failure', () => {
+  const e = (message: string) => new ParleyError('FAILED_PRECONDITION', message);
+
+  it('cuts a long text once, marking the length it had; a text cut already is kept as it is', () => {
+    const once = failure(e('e'.repeat(5000))).message;
+    assert.equal(once, `${'e'.repeat(MAX_LETTER_MESSAGE)}… (5000 characters)`);
+    // A hub's client cuts before it settles, and the hub's broker stores it: still 5000.
+    assert.equal(failure(e(once)).message, once);
+    assert.equal(failure(e('short')).message, 'short');
+    assert.equal(failure(e('e'.repeat(MAX_LETTER_MESSAGE))).message, 'e'.repeat(MAX_LETTER_MESSAGE));
+  });
+
+  it('a text that only looks cut (the mark elsewhere, or too long after it) is cut again', () => {
+    const shifted = `${'e'.repeat(MAX_LETTER_MESSAGE + 1)}… (5000 characters)`;
+    assert.equal(
+      failure(e(shifted)).message,
+      `${'e'.repeat(MAX_LETTER_MESSAGE)}… (${shifted.length} characters)`,
+    );
+    const trailing = `${'e'.repeat(MAX_LETTER_MESSAGE)}… (5000 characters) and more`;
+    assert.equal(
+      failure(e(trailing)).message,
+      `${'e'.repeat(MAX_LETTER_MESSAGE)}… (${trailing.length} characters)`,
+    );
   });
 });

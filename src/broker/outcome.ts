@@ -33,11 +33,21 @@ export const MAX_LETTER_MESSAGE = 1000;
  * handler throws (see `LETTER_ROOM` in `check.ts`).
  */
 export function failure(e: ParleyError): { code: ErrorCode; message: string; retryable: boolean } {
-  const message =
-    e.message.length <= MAX_LETTER_MESSAGE
-      ? e.message
-      : `${e.message.slice(0, MAX_LETTER_MESSAGE)}… (${e.message.length} characters)`;
-  return { code: e.code, message, retryable: e.retryable };
+  return { code: e.code, message: cutMessage(e.message), retryable: e.retryable };
+}
+
+/** The end of a cut message: `… (<its length> characters)`. */
+const CUT_MARK = /^… \(\d{4,16} characters\)$/;
+
+/**
+ * A failure's text as stored: at most {@link MAX_LETTER_MESSAGE} characters, then the mark of
+ * the cut. A text cut already (by a hub's client, on its way to the hub's broker) is kept as it
+ * is, with the length it had before.
+ */
+function cutMessage(message: string): string {
+  if (message.length <= MAX_LETTER_MESSAGE) return message;
+  if (CUT_MARK.test(message.slice(MAX_LETTER_MESSAGE))) return message;
+  return `${message.slice(0, MAX_LETTER_MESSAGE)}… (${message.length} characters)`;
 }
 
 /** A stored body that is not an envelope. */

@@ -16,7 +16,14 @@ import type {
   Delivery,
   HistoryPage,
 } from '../broker/broker.ts';
-import { checkFilter, checkLease, checkPublish, checkSpec, checkWhole } from '../broker/check.ts';
+import {
+  checkFilter,
+  checkLease,
+  checkLetterRoom,
+  checkPublish,
+  checkSpec,
+  checkWhole,
+} from '../broker/check.ts';
 import { ParleyError } from '../errors.ts';
 import { FrameType, type FrameWriter, jsonObjectOf } from '../transport/tcp/frames.ts';
 import { DEFAULT_MAX_PAYLOAD } from '../transport/transport.ts';
@@ -58,7 +65,7 @@ export class BrokerSession {
     }
     const args = request.args;
     const known = typeof args === 'object' && args !== null && !Array.isArray(args);
-    this.run(String(request.op), (known ? args : {}) as Record<string, unknown>).then(
+    this.run(String(request.op), (known ? args : {}) as Record<string, unknown>, payload.byteLength).then(
       (value) =>
         value instanceof Serialised
           ? this.send(id, `{"ok":true,"value":${value.json}}`)
@@ -96,17 +103,36 @@ export class BrokerSession {
   }
 
   private send(id: number, json: string): void {
-    if (!this.closed) this.writer.send(FrameType.BrokerResult, id, Buffer.from(json));
+    if (this.closed) return;
+    const frame = Buffer.from(json);
+    // An answer over the largest frame would cost the client its connection (its reader refuses
+    // it): a list of many large dead letters, say. It gets an error saying so instead.
+    if (frame.byteLength > this.maxPayload) {
+      const error = new ParleyError(
+        'RESOURCE_EXHAUSTED',
+        `the answer of ${frame.byteLength} bytes is over the largest frame, ${this.maxPayload}: ask for less (a limit)`,
+        { details: { size: frame.byteLength, max: this.maxPayload } },
+      );
+      this.writer.send(
+        FrameType.BrokerResult,
+        id,
+        Buffer.from(JSON.stringify({ ok: false, error: error.toWire() })),
+      );
+      return;
+    }
+    this.writer.send(FrameType.BrokerResult, id, frame);
   }
 
-  private async run(op: string, a: Record<string, unknown>): Promise<unknown> {
+  private async run(op: string, a: Record<string, unknown>, size: number): Promise<unknown> {
     const b = this.broker;
     switch (op) {
       case 'publish': {
         // A client of the hub is any program on the network: what it sends is checked here,
-        // whatever broker the hub serves.
+        // whatever broker the hub serves. Its delivery and its dead letter travel in frames of
+        // the same maximum, with a little more around the envelope than its publish frame has.
         const options = a.options ?? undefined;
         checkPublish(a.envelope, options);
+        checkLetterRoom(size, this.maxPayload, 'the hub', 'its largest frame');
         return b.publish(a.envelope, options as BrokerPublishOptions | undefined);
       }
       case 'subscribe':
@@ -196,7 +222,21 @@ export class BrokerSession {
       return new Promise<void>((resolve, reject) => {
         this.held.set(id, { delivery, resolve, reject });
         const body = { consumer: consumerId, envelope: delivery.envelope, attempt: delivery.attempt };
-        this.writer.send(FrameType.Deliver, id, Buffer.from(JSON.stringify(body)));
+        const frame = Buffer.from(JSON.stringify(body));
+        if (frame.byteLength > this.maxPayload) {
+          // Sent, it would cost the client its connection, and come back on the next one for
+          // ever: dead-lettered instead, saying why (a message put in the broker another way).
+          this.held.delete(id);
+          reject(
+            new ParleyError(
+              'INVALID_ARGUMENT',
+              `a delivery of ${frame.byteLength} bytes is over the largest frame, ${this.maxPayload}`,
+              { retryable: false },
+            ),
+          );
+          return;
+        }
+        this.writer.send(FrameType.Deliver, id, frame);
       });
     });
     this.consumers.set(consumerId, consumer);

@@ -162,7 +162,12 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
         if (brokerSession !== undefined || id !== undefined) return refuse('a second hello');
         brokerSession = new BrokerSession(broker, writer, maxPayload);
         brokerSessions.add(brokerSession);
-        writer.send(FrameType.Welcome, 0, json(broker.history === undefined ? {} : { history: true }));
+        // Its largest frame, so that a client refuses what the hub would not read.
+        writer.send(
+          FrameType.Welcome,
+          0,
+          json(broker.history === undefined ? { maxPayload } : { history: true, maxPayload }),
+        );
         return;
       }
       if (brokerSession !== undefined) return refuse('a broker connection cannot join as a node');

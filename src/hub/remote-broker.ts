@@ -21,9 +21,13 @@ import type {
   HistoryReadOptions,
   PublishReceipt,
 } from '../broker/broker.ts';
+import { checkLetterRoom } from '../broker/check.ts';
+import { failure } from '../broker/outcome.ts';
+import { encodeJsonText } from '../codec/json.ts';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
 import { backoffDelay } from '../resilience/backoff.ts';
+import { frameTooLarge } from '../transport/pending.ts';
 import {
   FrameReader,
   FrameType,
@@ -81,12 +85,18 @@ class RemoteBroker implements Broker {
   private readonly reader: BrokerHistory;
   /** The hub said its broker keeps history (in its welcome). */
   private hubHasHistory = false;
+  /** This client's largest frame (`maxPayload`). */
+  private readonly ownMax: number;
+  /** The largest frame sent: `ownMax`, or the hub's when it said a smaller one. */
+  private maxFrame: number;
 
   constructor(
     private readonly url: string,
     private readonly options: RemoteBrokerOptions,
   ) {
     this.target = parseHubUrl(url);
+    this.ownMax = options.maxPayload ?? DEFAULT_MAX_PAYLOAD;
+    this.maxFrame = this.ownMax;
     const call = <T>(op: string, args: unknown) => this.call(op, args) as Promise<T>;
     this.deadLetters = {
       list: (filter?: DeadLetterFilter, limit?: number) => call<DeadLetter[]>('dlq.list', { filter, limit }),
@@ -117,11 +127,18 @@ class RemoteBroker implements Broker {
     return new Promise<void>((resolve, reject) => {
       let welcomed = false;
       const reader = new FrameReader(
-        this.options.maxPayload ?? DEFAULT_MAX_PAYLOAD,
+        this.ownMax,
         (frame) => {
           if (frame.type === FrameType.Welcome && !welcomed) {
             welcomed = true;
-            this.hubHasHistory = jsonObjectOf(frame.payload)?.history === true;
+            const welcome = jsonObjectOf(frame.payload);
+            this.hubHasHistory = welcome?.history === true;
+            // The hub's largest frame, when it says (older hubs do not): the smaller one counts.
+            const hubMax = welcome?.maxPayload;
+            this.maxFrame =
+              typeof hubMax === 'number' && Number.isSafeInteger(hubMax) && hubMax > 0
+                ? Math.min(hubMax, this.ownMax)
+                : this.ownMax;
             this.writer = writer;
             this.attempt = 0;
             resolve();
@@ -181,22 +198,36 @@ class RemoteBroker implements Broker {
     }, delay);
   }
 
-  private call(op: string, args: unknown): Promise<unknown> {
+  /**
+   * Sends a call. Its frame must fit the hub's largest frame: sent, a larger one would cost the
+   * connection, and every call and delivery in flight on it (UNAVAILABLE, which an outbox retries
+   * for ever). A publish (`letterRoom`) must also leave room for what its delivery and its dead
+   * letter add around the envelope.
+   */
+  private call(op: string, args: unknown, letterRoom = false): Promise<unknown> {
     const writer = this.writer;
     if (this.closed) return Promise.reject(new ParleyError('UNAVAILABLE', 'broker is closed'));
     if (writer === undefined) {
       return Promise.reject(new ParleyError('UNAVAILABLE', `broker ${this.url}: not connected`));
     }
+    let frame: Buffer;
+    try {
+      frame = Buffer.from(encodeJsonText({ op, args }));
+      if (letterRoom) checkLetterRoom(frame.byteLength, this.maxFrame, 'the hub', 'its largest frame');
+      else if (frame.byteLength > this.maxFrame) throw frameTooLarge(frame.byteLength, this.maxFrame);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     this.seq = this.seq >= 0xffffffff ? 1 : this.seq + 1;
     const id = this.seq;
     return new Promise((resolve, reject) => {
       this.calls.set(id, { resolve, reject });
-      writer.send(FrameType.BrokerCall, id, Buffer.from(JSON.stringify({ op, args })));
+      writer.send(FrameType.BrokerCall, id, frame);
     });
   }
 
   publish(envelope: Envelope, options: BrokerPublishOptions = {}): Promise<PublishReceipt> {
-    return this.call('publish', { envelope, options }) as Promise<PublishReceipt>;
+    return this.call('publish', { envelope, options }, true) as Promise<PublishReceipt>;
   }
 
   async subscribe(spec: ConsumerSpec, handler: ConsumerHandler): Promise<Consumer> {
@@ -277,7 +308,19 @@ class RemoteBroker implements Broker {
           const wire = e.toWire();
           // Nobody decided an unexpected error is permanent: the broker retries it, as locally.
           if (e.unexpected) wire.retryable = true;
-          settle({ ok: false, error: wire });
+          // What a broker reads of a failure (its text cut, of its details only `deferMs`): a
+          // settle frame stays small whatever the handler threw. Over the hub's largest frame it
+          // would cost the connection, and the message would come back "the broker client went away".
+          const { details, ...kept } = wire;
+          const deferMs = details?.deferMs;
+          settle({
+            ok: false,
+            error: {
+              ...kept,
+              message: failure(e).message,
+              ...(deferMs === undefined ? {} : { details: { deferMs } }),
+            },
+          });
         },
       )
       .finally(() => {
