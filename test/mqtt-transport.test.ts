@@ -10,13 +10,7 @@ import { createMqttTransport } from '../src/adapters/mqtt/mqtt-transport.ts';
 import { defineContract, type ParleyNode, subscribe, z } from '../src/index.ts';
 import { BROKERS, busConformance, calcPair, cuttableProxy, needBroker } from './brokers.ts';
 import { calc, calcService, testNode, waitFor } from './helpers.ts';
-import {
-  cleanupPrivateServers,
-  MOSQUITTO,
-  needBinary,
-  type PrivateServer,
-  privateMosquitto,
-} from './private-server.ts';
+import { MOSQUITTO, needBinary, privateMosquitto, privateServerScope } from './private-server.ts';
 
 const skip = await needBroker('mqtt');
 const prefix = `parley-test-${process.pid}`;
@@ -220,19 +214,12 @@ describe('mqtt transport: the server’s maximum packet size', {
     actions: {},
     events: { 'note.made': { schema: z.object({ text: z.string() }), version: 1 } },
   });
-  const nodes: ParleyNode[] = [];
-  let server: PrivateServer | undefined;
-  after(async () => {
-    await Promise.allSettled(nodes.map((n) => n.stop()));
-    await server?.dispose();
-    cleanupPrivateServers();
-  });
+  const { nodes, use } = privateServerScope();
 
   it('frames and batches are kept within it: over it fails at once, the rest all arrive', async () => {
-    server = await privateMosquitto('mqtt-transport-small', () => [
-      'persistence false',
-      `max_packet_size ${LIMIT}`,
-    ]);
+    const server = use(
+      await privateMosquitto('mqtt-transport-small', () => ['persistence false', `max_packet_size ${LIMIT}`]),
+    );
     await server.start();
     const url = `mqtt://127.0.0.1:${server.port}`;
     const own = `${prefix}-size`;

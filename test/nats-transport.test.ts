@@ -10,13 +10,7 @@ import { createNatsTransport } from '../src/adapters/nats/nats-transport.ts';
 import type { ParleyNode } from '../src/index.ts';
 import { BROKERS, busConformance, calcPair, needBroker, serverLimitCase } from './brokers.ts';
 import { calc, waitFor } from './helpers.ts';
-import {
-  cleanupPrivateServers,
-  NATS_SERVER,
-  needBinary,
-  type PrivateServer,
-  privateNats,
-} from './private-server.ts';
+import { NATS_SERVER, needBinary, privateNats, privateServerScope } from './private-server.ts';
 
 const skip = await needBroker('nats');
 const prefix = `parley-test-${process.pid}`;
@@ -96,16 +90,10 @@ describe('nats transport: a server with a small max_payload', {
   skip: skip || needBinary(NATS_SERVER, '--version'),
 }, () => {
   const LIMIT = 4096;
-  const nodes: ParleyNode[] = [];
-  let server: PrivateServer | undefined;
-  after(async () => {
-    await Promise.allSettled(nodes.map((n) => n.stop()));
-    await server?.dispose();
-    cleanupPrivateServers();
-  });
+  const { nodes, use } = privateServerScope();
 
   it('lowers maxPayload to it: a call over it fails at once, a burst of small ones all get through', async () => {
-    server = await privateNats('nats-transport-small', [`max_payload: ${LIMIT}`]);
+    const server = use(await privateNats('nats-transport-small', [`max_payload: ${LIMIT}`]));
     await server.start();
     const url = `nats://127.0.0.1:${server.port}`;
     await serverLimitCase(

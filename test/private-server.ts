@@ -8,11 +8,34 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync }
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { ParleyNode } from '../src/index.ts';
 import { reachable } from './brokers.ts';
 
 const children = new Set<ChildProcess>();
 const dirs: string[] = [];
+
+/**
+ * The nodes and the private server of one `describe` block: after it, the nodes are stopped, the
+ * server disposed of, and whatever private server is left killed.
+ */
+export function privateServerScope(): { nodes: ParleyNode[]; use(server: PrivateServer): PrivateServer } {
+  const nodes: ParleyNode[] = [];
+  const servers: PrivateServer[] = [];
+  after(async () => {
+    await Promise.allSettled(nodes.map((n) => n.stop()));
+    for (const server of servers) await server.dispose();
+    cleanupPrivateServers();
+  });
+  return {
+    nodes,
+    use(server) {
+      servers.push(server);
+      return server;
+    },
+  };
+}
 
 /** Kills every private server still running and removes their dirs. */
 export function cleanupPrivateServers(): void {

@@ -3,11 +3,10 @@
  * server, and keeps its frames within a server's smaller `proto-max-bulk-len`. Every run has its
  * own channel prefix.
  */
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { createRedisTransport } from '../src/adapters/redis/redis-transport.ts';
-import type { ParleyNode } from '../src/index.ts';
 import { BROKERS, busConformance, needBroker, serverLimitCase } from './brokers.ts';
-import { cleanupPrivateServers, needBinary, type PrivateServer, privateRedis } from './private-server.ts';
+import { needBinary, privateRedis, privateServerScope } from './private-server.ts';
 
 const skip = await needBroker('redis');
 const prefix = `parley-test-${process.pid}`;
@@ -22,17 +21,11 @@ busConformance(
 describe('redis transport: a server with a small proto-max-bulk-len', {
   skip: skip || needBinary('redis-server', '--version'),
 }, () => {
-  const nodes: ParleyNode[] = [];
-  let server: PrivateServer | undefined;
-  after(async () => {
-    await Promise.allSettled(nodes.map((n) => n.stop()));
-    await server?.dispose();
-    cleanupPrivateServers();
-  });
+  const { nodes, use } = privateServerScope();
 
   it('lowers a larger maxPayload to it: a call over it fails at once instead of costing the connection', async () => {
     const limit = 1024 * 1024; // the least Redis allows
-    server = await privateRedis('redis-transport-bulk', ['--proto-max-bulk-len', String(limit)]);
+    const server = use(await privateRedis('redis-transport-bulk', ['--proto-max-bulk-len', String(limit)]));
     await server.start();
     const url = `redis://127.0.0.1:${server.port}`;
     const configured = 2 * limit;

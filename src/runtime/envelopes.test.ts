@@ -66,34 +66,37 @@ describe('event envelopes', () => {
 
 describe('call envelopes as JSON text', () => {
   const now = Date.UTC(2026, 0, 1);
+  interface Case {
+    parent?: Context;
+    data: unknown;
+    deadline: number;
+    key?: string;
+    principal?: string;
+    nodeId?: string;
+    type?: string;
+  }
   /** What JSON.stringify makes of callEnvelope's envelope with the key and principal, id aside. */
-  function expected(
-    parent: Context | undefined,
-    data: unknown,
-    deadline: number,
-    key?: string,
-    principal?: string,
-    nodeId = 'n1',
-    type = 'calc.add',
-  ): unknown {
-    const env = callEnvelope(nodeId, parent, type, data, now, deadline);
-    if (key !== undefined) env.idempotencykey = key;
-    if (principal !== undefined) env.principal = principal;
+  function expected(c: Case): unknown {
+    const env = callEnvelope(c.nodeId ?? 'n1', c.parent, c.type ?? 'calc.add', c.data, now, c.deadline);
+    if (c.key !== undefined) env.idempotencykey = c.key;
+    if (c.principal !== undefined) env.principal = c.principal;
     return { ...JSON.parse(JSON.stringify(env)), id: 'id' };
   }
-  function written(
-    parent: Context | undefined,
-    data: unknown,
-    deadline: number,
-    key?: string,
-    principal?: string,
-    nodeId = 'n1',
-    type = 'calc.add',
-  ): unknown {
-    const text = callEnvelopeJson(nodeId, parent, type, data, now, deadline, key, principal);
+  /** What callEnvelopeJson writes, id aside (checked to be a UUIDv7). */
+  function written(c: Case): unknown {
+    const text = callEnvelopeJson(
+      c.nodeId ?? 'n1',
+      c.parent,
+      c.type ?? 'calc.add',
+      c.data,
+      now,
+      c.deadline,
+      c.key,
+      c.principal,
+    );
     const value = JSON.parse(text) as Record<string, unknown>;
     assert.match(String(value.id), /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
-    if (Number.isFinite(deadline)) assertEnvelope(value);
+    if (Number.isFinite(c.deadline)) assertEnvelope(value);
     return { ...value, id: 'id' };
   }
   const parent = {
@@ -105,23 +108,29 @@ describe('call envelopes as JSON text', () => {
 
   it('holds what JSON.stringify of the envelope holds', () => {
     const deadline = now + 5000;
-    const cases: [Context | undefined, unknown, number, string?, string?, string?, string?][] = [
-      [undefined, { a: 1, b: 2 }, deadline],
-      [parent, { text: 'é "quoted" \\ \n\u2028 😀' }, deadline, 'key "k"\r\n', '{"sub":"ada"}'],
-      [parent, [1, 'two', null], deadline, undefined, undefined, 'node "x"\u0001', 'svc.act"ion'],
-      [undefined, 'a string', deadline],
-      [undefined, 0, deadline],
-      [undefined, null, deadline],
-      [undefined, new Date(now), deadline],
+    const cases: Case[] = [
+      { data: { a: 1, b: 2 }, deadline },
+      {
+        parent,
+        data: { text: 'é "quoted" \\ \n\u2028 😀' },
+        deadline,
+        key: 'key "k"\r\n',
+        principal: '{"sub":"ada"}',
+      },
+      { parent, data: [1, 'two', null], deadline, nodeId: 'node "x"\u0001', type: 'svc.act"ion' },
+      { data: 'a string', deadline },
+      { data: 0, deadline },
+      { data: null, deadline },
+      { data: new Date(now), deadline },
       // No data (an action without input): the attribute is left out, as JSON.stringify leaves it.
-      [undefined, undefined, deadline],
-      [undefined, () => 1, deadline],
+      { data: undefined, deadline },
+      { data: () => 1, deadline },
       // A deadline JSON has no number for is null, as JSON.stringify writes it.
-      [undefined, {}, Number.POSITIVE_INFINITY],
+      { data: {}, deadline: Number.POSITIVE_INFINITY },
+      // The source follows the caller's service and node.
+      { data: 1, deadline },
     ];
-    for (const c of cases) assert.deepEqual(written(...c), expected(...c), JSON.stringify(c[1]));
-    // The source follows the caller's service and node.
-    assert.deepEqual(written(undefined, 1, deadline), expected(undefined, 1, deadline));
+    for (const c of cases) assert.deepEqual(written(c), expected(c), JSON.stringify(c.data));
   });
 
   it('data with no JSON (a cycle, a BigInt) is INVALID_ARGUMENT', () => {
