@@ -15,10 +15,11 @@
  * (`bus-frames.ts`). Anything that does not parse (anyone can publish on a shared bus) is logged
  * and dropped; a request over `maxPayload` is refused before it leaves (RESOURCE_EXHAUSTED), and
  * so is one that arrives over it. A bus whose server says how large a message it takes
- * (`Bus.maxMessage`: MQTT's Maximum Packet Size, NATS's `max_payload`) lowers `maxPayload` and the
- * batches to fit it at start, with a log line: a larger message would be refused by the server
- * (MQTT ends the connection), so a call over it fails at once instead of at its deadline, and
- * small frames are never batched into a message the server refuses.
+ * (`Bus.maxMessage`: MQTT's Maximum Packet Size, NATS's `max_payload`, Redis's
+ * `proto-max-bulk-len`) lowers `maxPayload` and the batches to fit it at start, with a log line:
+ * a larger message would be refused by the server (MQTT and Redis end the connection), so a call
+ * over it fails at once instead of at its deadline, and small frames are never batched into a
+ * message the server refuses.
  *
  * Discovery is by heartbeat: a node says hello every `heartbeatMs` (default 2 s); a peer not heard
  * for `heartbeatTimeoutMs` (default 10 s) is gone, and calls in flight to it fail with

@@ -127,7 +127,7 @@ describe('call envelopes as JSON text', () => {
       { data: () => 1, deadline },
       // A deadline JSON has no number for is null, as JSON.stringify writes it.
       { data: {}, deadline: Number.POSITIVE_INFINITY },
-      // The source follows the caller's service and node.
+      // Back to node n1 after another node's call: the source's kept text follows.
       { data: 1, deadline },
     ];
     for (const c of cases) assert.deepEqual(written(c), expected(c), JSON.stringify(c.data));
