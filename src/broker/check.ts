@@ -9,6 +9,7 @@
  * transaction); the other brokers handed them to their clients unchecked. Refused with
  * INVALID_ARGUMENT (not retryable): nothing is stored.
  */
+import { Buffer } from 'node:buffer';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
 import type { BrokerPublishOptions, ConsumerSpec, DeadLetterFilter } from './broker.ts';
@@ -35,10 +36,17 @@ export function checkPublish(envelope: unknown, options: unknown): asserts envel
 export const LETTER_ROOM = 8 * 1024;
 
 /**
- * INVALID_ARGUMENT for a message of `bytes` on a broker that takes at most `limit`, when a dead
- * letter holding it would not fit ({@link LETTER_ROOM}).
+ * INVALID_ARGUMENT for a message of `bytes` (and its `key`, which its dead letter holds too) on a
+ * broker that takes at most `limit`, when a dead letter holding it would not fit ({@link LETTER_ROOM}).
  */
-export function checkLetterRoom(bytes: number, limit: number, broker: string, limitName: string): void {
+export function checkLetterRoom(
+  body: number,
+  limit: number,
+  broker: string,
+  limitName: string,
+  key?: string,
+): void {
+  const bytes = key === undefined ? body : body + Buffer.byteLength(key);
   if (bytes + LETTER_ROOM <= limit) return;
   throw new ParleyError(
     'INVALID_ARGUMENT',

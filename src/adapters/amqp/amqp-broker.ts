@@ -317,10 +317,8 @@ export class AmqpBroker implements Broker {
   private store(envelope: Envelope, options: BrokerPublishOptions): Promise<void> {
     const body = this.codec.encode(envelope);
     // Its dead letter (the body, its key and the letter's fields) must fit max_message_size too.
-    const bytes =
-      options.key === undefined ? body.byteLength : body.byteLength + Buffer.byteLength(options.key);
     try {
-      checkLetterRoom(bytes, this.maxMessageBytes, 'RabbitMQ', 'max_message_size');
+      checkLetterRoom(body.byteLength, this.maxMessageBytes, 'RabbitMQ', 'max_message_size', options.key);
     } catch (error) {
       return Promise.reject(error);
     }

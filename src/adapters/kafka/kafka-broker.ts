@@ -228,8 +228,7 @@ class KafkaBrokerImpl implements KafkaBroker {
       const delay = Math.max(0, options.delay ?? 0);
       const value = Buffer.from(JSON.stringify(envelope));
       // Its dead letter (value, key and the letter's fields) must fit a record too.
-      const bytes = value.byteLength + (options.key === undefined ? 0 : Buffer.byteLength(options.key));
-      checkLetterRoom(bytes, this.maxRecordBytes, 'Kafka', 'message.max.bytes');
+      checkLetterRoom(value.byteLength, this.maxRecordBytes, 'Kafka', 'message.max.bytes', options.key);
       await this.produce(topic, value, {
         key: options.key ?? null,
         headers: headers({ notBefore: delay > 0 ? now + delay : undefined }),

@@ -75,6 +75,13 @@ const CLOSE_MS = 2000;
 /** Least room left in a packet for the topics and the MQTT headers around a message. */
 const HEADROOM = 1024;
 
+/**
+ * The most a publish packet adds around its payload for topics of these lengths (UTF-16 units):
+ * 16 bytes of headers, lengths, packet id and property id at most, and 3 bytes per unit at most.
+ */
+const aroundPayload = (topicLength: number, responseTopicLength: number) =>
+  16 + 3 * (topicLength + responseTopicLength);
+
 /** Wildcards, the level separator (subjects use `.`), NUL, and `$` (the broker's) first. */
 function unsafe(text: string): boolean {
   return /[+#/]/.test(text) || text.includes('\u0000') || text.startsWith('$');
@@ -111,8 +118,8 @@ export function createMqttTransport(options: MqttTransportOptions): BusTransport
     const prefix = topicOf(options.prefix ?? 'parley');
     const replyTopic = `${prefix}/reply/${client.options.clientId}`;
     // The longest topic sent to is a peer's inbox (node ids are at most 255 bytes), with this
-    // connection's Response Topic; counted as `send` bounds a packet.
-    const room = Math.max(HEADROOM, 16 + 3 * (prefix.length + '/node/'.length + 255 + replyTopic.length));
+    // connection's Response Topic.
+    const room = Math.max(HEADROOM, aroundPayload(prefix.length + '/node/'.length + 255, replyTopic.length));
     return mqttBus(client, replyTopic, connack.properties?.maximumPacketSize ?? MQTT_MAX_PACKET, room, log);
   }, options);
 }
@@ -150,9 +157,8 @@ function mqttBus(
 
   function send(topic: string, message: Uint8Array, qos: 0 | 1, responseTopic?: string): void {
     const payload = asBuffer(message);
-    // Counted exactly only near the limit: below this bound no packet can be over it (16 bytes
-    // of headers, lengths, packet id and property id at most; 3 bytes per UTF-16 unit at most).
-    if (payload.byteLength + 3 * (topic.length + (responseTopic?.length ?? 0)) + 16 > maxPacket) {
+    // Counted exactly only near the limit: below this bound no packet can be over it.
+    if (payload.byteLength + aroundPayload(topic.length, responseTopic?.length ?? 0) > maxPacket) {
       const size = publishPacketSize(
         topic,
         payload,

@@ -244,9 +244,8 @@ export class NatsBroker implements Broker {
     try {
       const body = this.codec.encode(envelope);
       // Its dead letter (body, key and the letter's fields) must fit the server's max_payload too.
-      const bytes =
-        options.key === undefined ? body.byteLength : body.byteLength + Buffer.byteLength(options.key);
-      checkLetterRoom(bytes, this.nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD, 'NATS', 'max_payload');
+      const max = this.nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
+      checkLetterRoom(body.byteLength, max, 'NATS', 'max_payload', options.key);
       // With the turn's other publishes: one write for all of them (see TurnBatch).
       ack = await this.turn.call(() =>
         this.js.publish(subject, body, { headers: h, ...(msgID === undefined ? {} : { msgID }) }),
