@@ -23,6 +23,7 @@ import {
   type Transport,
   z,
 } from '../src/index.ts';
+import { composeOutbound, type OutboundCall } from '../src/runtime/pipeline.ts';
 import { createRandom } from '../src/transport/faults.ts';
 import { testNode, waitFor } from './helpers.ts';
 
@@ -145,6 +146,53 @@ describe('retry', () => {
         assert.ok(Math.abs(share - 0.25) < 0.02, `quarter ${q}: ${share}`);
       }
     }
+  });
+
+  it('hands every call the same recover function, told which call failed', async () => {
+    // A closure per call stored on the call made calls with the retry 35% dearer (see
+    // OutboundCall.recover); the shared function must still retry the call it is told.
+    const clock = createFakeClock();
+    const handed: unknown[] = [];
+    const attempts = new Map<string, number>();
+    const dispatch = (call: OutboundCall): Promise<unknown> => {
+      const recover = call.recover;
+      call.recover = undefined; // taken, as the node's dispatch takes it
+      const id = (call.input as { id: string }).id;
+      const n = (attempts.get(id) ?? 0) + 1;
+      attempts.set(id, n);
+      if (n === 1) {
+        handed.push(recover);
+        assert.ok(recover !== undefined, 'a first attempt right before the dispatch gets recover');
+        return recover(new ParleyError('UNAVAILABLE', `${id} failed once`), call);
+      }
+      assert.equal(recover, undefined, 'a retry goes through the promise path');
+      return Promise.resolve(`${id} answered`);
+    };
+    const call = composeOutbound(
+      [retry({ clock, maxAttempts: 3, budget: false, random: () => 0 })],
+      dispatch,
+    );
+    const make = (id: string): OutboundCall => ({
+      service: 'flaky',
+      action: 'get',
+      input: { id },
+      deadline: clock.now() + 1000,
+      idempotent: true,
+      options: {},
+      parent: undefined,
+      tried: [],
+      recover: undefined,
+    });
+    assert.deepEqual(await Promise.all([call(make('a')), call(make('b'))]), ['a answered', 'b answered']);
+    assert.deepEqual(
+      [...attempts],
+      [
+        ['a', 2],
+        ['b', 2],
+      ],
+    );
+    assert.equal(handed.length, 2);
+    assert.equal(handed[0], handed[1], 'one function for both calls');
   });
 
   it('under 100% failure the budget keeps retries within ratio × calls + floor', async () => {

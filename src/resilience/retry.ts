@@ -167,6 +167,12 @@ export function retry(options: RetryOptions = {}): Middleware & { readonly budge
           }
         }
       };
+      // One function for every call (see OutboundCall.recover): the policy is found again, from
+      // the caches, on a failure.
+      const recover = (error: unknown, call: OutboundCall): Promise<unknown> => {
+        const policy = policyOf(call);
+        return policy === undefined ? Promise.reject(error) : again(call, policy, error);
+      };
       return (call) => {
         budget?.recordCall();
         const safe = call.idempotent || call.options.idempotencyKey !== undefined;
@@ -175,7 +181,7 @@ export function retry(options: RetryOptions = {}): Middleware & { readonly budge
         if (policy === undefined || policy.maxAttempts === 1) return next(call);
         // The loop is entered only on a failure; the first attempt costs a `catch` at most.
         if (fused) {
-          call.recover = (error: unknown) => again(call, policy, error);
+          call.recover = recover;
           return next(call);
         }
         return next(call).catch((error: unknown) => again(call, policy, error));

@@ -339,7 +339,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
   private dispatch(call: OutboundCall): Promise<unknown> {
     const recover = call.recover;
     if (recover !== undefined) call.recover = undefined; // taken: a re-dispatch does not see it
-    const fail = (error: Error) => (recover === undefined ? Promise.reject(error) : recover(error));
+    const fail = (error: Error) => (recover === undefined ? Promise.reject(error) : recover(error, call));
     if (this.hasOutboundMiddleware && call.deadline <= this.clock.now()) {
       return fail(
         new ParleyError('DEADLINE_EXCEEDED', `${call.service}.${call.action}: no time left, not sent`),
@@ -408,7 +408,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       );
     }
     if (failover) sent = this.failover(call, endpoint.nodeId, sent);
-    return recover === undefined ? sent : sent.catch(recover);
+    return recover === undefined ? sent : sent.catch((error: unknown) => recover(error, call));
   }
 
   private failover(call: OutboundCall, from: string, sent: Promise<unknown>): Promise<unknown> {

@@ -33,11 +33,11 @@ export function callRemote(
   target: string,
   call: OutboundCall,
   permit?: AttemptPermit,
-  recover?: (error: unknown) => Promise<unknown>,
+  recover?: OutboundCall['recover'],
 ): Promise<unknown> {
   const failed = (error: unknown): Promise<unknown> => {
     permit?.error(error);
-    if (recover !== undefined) return recover(error);
+    if (recover !== undefined) return recover(error, call);
     throw error;
   };
   let frame: Uint8Array;
