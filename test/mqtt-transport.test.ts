@@ -8,9 +8,22 @@ import { after, describe, it } from 'node:test';
 import { connectMqtt } from '../src/adapters/mqtt/connect.ts';
 import { createMqttTransport } from '../src/adapters/mqtt/mqtt-transport.ts';
 import { defineContract, type ParleyNode, subscribe, z } from '../src/index.ts';
-import { BROKERS, busConformance, calcPair, cuttableProxy, needBroker } from './brokers.ts';
+import {
+  BROKERS,
+  busConformance,
+  calcPair,
+  cuttableProxy,
+  needBroker,
+  serverLimitRestartCase,
+} from './brokers.ts';
 import { calc, calcService, testNode, waitFor } from './helpers.ts';
-import { MOSQUITTO, needBinary, privateMosquitto, privateServerScope } from './private-server.ts';
+import {
+  MOSQUITTO,
+  needBinary,
+  privateMosquitto,
+  privateServerScope,
+  reconfigureMosquitto,
+} from './private-server.ts';
 
 const skip = await needBroker('mqtt');
 const prefix = `parley-test-${process.pid}`;
@@ -278,6 +291,22 @@ describe('mqtt transport: the server’s maximum packet size', {
     assert.deepEqual(
       logs.filter((l) => /dropped/.test(l)),
       [],
+    );
+  });
+  it('a restart with another limit is followed: down at once, and back up', async () => {
+    const server = use(await privateMosquitto('mqtt-transport-resize', () => ['persistence false']));
+    await server.start();
+    const url = `mqtt://127.0.0.1:${server.port}`;
+    await serverLimitRestartCase(
+      (log) => createMqttTransport({ url, prefix: `${prefix}-resize`, log }),
+      LIMIT,
+      1024 * 1024 - 1024,
+      nodes,
+      async (limit) => {
+        const small = limit === undefined ? [] : [`max_packet_size ${limit}`];
+        reconfigureMosquitto(server, ['persistence false', ...small]);
+        await server.restart(100);
+      },
     );
   });
 });

@@ -8,9 +8,22 @@ import { after, describe, it } from 'node:test';
 import { decodeMessage, Kind } from '../src/adapters/bus-frames.ts';
 import { createNatsTransport } from '../src/adapters/nats/nats-transport.ts';
 import type { ParleyNode } from '../src/index.ts';
-import { BROKERS, busConformance, calcPair, needBroker, serverLimitCase } from './brokers.ts';
+import {
+  BROKERS,
+  busConformance,
+  calcPair,
+  needBroker,
+  serverLimitCase,
+  serverLimitRestartCase,
+} from './brokers.ts';
 import { calc, waitFor } from './helpers.ts';
-import { NATS_SERVER, needBinary, privateNats, privateServerScope } from './private-server.ts';
+import {
+  NATS_SERVER,
+  needBinary,
+  privateNats,
+  privateServerScope,
+  reconfigureNats,
+} from './private-server.ts';
 
 const skip = await needBroker('nats');
 const prefix = `parley-test-${process.pid}`;
@@ -102,6 +115,22 @@ describe('nats transport: a server with a small max_payload', {
       1024 * 1024 - 1024,
       nodes,
       400,
+    );
+  });
+
+  it('a restart with another limit is followed: down at once, and back up', async () => {
+    const server = use(await privateNats('nats-transport-resize', []));
+    await server.start();
+    const url = `nats://127.0.0.1:${server.port}`;
+    await serverLimitRestartCase(
+      (log) => createNatsTransport({ url, prefix: `${prefix}-resize`, log }),
+      LIMIT,
+      1024 * 1024 - 1024,
+      nodes,
+      async (limit) => {
+        reconfigureNats(server, limit === undefined ? [] : [`max_payload: ${limit}`]);
+        await server.restart(100);
+      },
     );
   });
 });

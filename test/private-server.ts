@@ -94,6 +94,11 @@ export async function privateMosquitto(
   return server;
 }
 
+/** Writes a private Mosquitto's config again with other `extra` lines: read at its next (re)start. */
+export function reconfigureMosquitto(server: PrivateServer, extra: string[]): void {
+  writeFileSync(join(server.dir, 'mosquitto.conf'), mosquittoConfig(server.port, extra));
+}
+
 /** The lines of a private Mosquitto's config: its listener, anonymous access, its log on stderr. */
 function mosquittoConfig(port: number, extra: string[]): string {
   return [
@@ -122,8 +127,13 @@ export async function privateNats(name: string, extra: string[]): Promise<Privat
     await freePort(),
     name,
   );
-  writeFileSync(join(server.dir, 'nats.conf'), [`listen: 127.0.0.1:${server.port}`, ...extra, ''].join('\n'));
+  reconfigureNats(server, extra);
   return server;
+}
+
+/** Writes a private nats-server's config (its listener plus `extra` lines): read at its next (re)start. */
+export function reconfigureNats(server: PrivateServer, extra: string[]): void {
+  writeFileSync(join(server.dir, 'nats.conf'), [`listen: 127.0.0.1:${server.port}`, ...extra, ''].join('\n'));
 }
 
 /** A private redis-server (not started yet) on a free port, keeping nothing on disk, plus `extra` arguments. */

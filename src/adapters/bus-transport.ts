@@ -16,10 +16,12 @@
  * and dropped; a request over `maxPayload` is refused before it leaves (RESOURCE_EXHAUSTED), and
  * so is one that arrives over it. A bus whose server says how large a message it takes
  * (`Bus.maxMessage`: MQTT's Maximum Packet Size, NATS's `max_payload`, Redis's
- * `proto-max-bulk-len`) lowers `maxPayload` and the batches to fit it at start, with a log line:
- * a larger message would be refused by the server (MQTT and Redis end the connection), so a call
- * over it fails at once instead of at its deadline, and small frames are never batched into a
- * message the server refuses.
+ * `proto-max-bulk-len`) lowers `maxPayload` and the batches to fit it, with a log line: a larger
+ * message would be refused by the server (MQTT and Redis end the connection), so a call over it
+ * fails at once instead of at its deadline, and small frames are never batched into a message the
+ * server refuses. The limit is read again whenever `maxPayload` is (every request and reply): a
+ * server that comes back from a restart with another limit (MQTT's CONNACK, NATS's INFO) is
+ * followed, down or back up to `maxPayload` as configured.
  *
  * Discovery is by heartbeat: a node says hello every `heartbeatMs` (default 2 s); a peer not heard
  * for `heartbeatTimeoutMs` (default 10 s) is gone, and calls in flight to it fail with
@@ -77,6 +79,8 @@ export class BusTransport implements Transport {
   private readonly accepted: number;
   /** The largest frame sent: `accepted`, lowered to what the server takes. */
   private limit: number;
+  /** The server's limit `limit` was last fitted to (`Bus.maxMessage`). */
+  private serverMax: number | undefined;
   private readonly prefix: string;
   /** Subjects that start with it are nodes' inboxes. */
   private readonly inboxPrefix: string;
@@ -120,6 +124,8 @@ export class BusTransport implements Transport {
 
   /** The largest frame this transport sends (requests, replies, notifications). */
   get maxPayload(): number {
+    const server = this.bus?.maxMessage;
+    if (server !== undefined && server !== this.serverMax) this.fitServer(server);
     return this.limit;
   }
 
@@ -141,7 +147,7 @@ export class BusTransport implements Transport {
     this.handler = handler;
     const bus = await this.connect();
     this.bus = bus;
-    this.fitServer(bus.maxMessage);
+    if (bus.maxMessage !== undefined) this.fitServer(bus.maxMessage);
     if (bus.replies !== undefined) {
       this.unsubscribe.push(await bus.replies.listen((m) => this.onInbox(m, undefined)));
     }
@@ -154,15 +160,19 @@ export class BusTransport implements Transport {
     this.heartbeat.unref();
   }
 
-  /** Lowers the frames sent to what the server takes, when it says (read once, at start). */
-  private fitServer(maxMessage: number | undefined): void {
-    if (maxMessage === undefined || maxMessage - MESSAGE_ROOM >= this.limit) return;
-    const lowered = Math.max(0, maxMessage - MESSAGE_ROOM);
+  /**
+   * Fits the frames sent to what the server takes (`maxMessage`, which it said at start or at its
+   * last reconnect): never above `accepted`, the configured `maxPayload`.
+   */
+  private fitServer(maxMessage: number): void {
+    this.serverMax = maxMessage;
+    const fit = Math.min(this.accepted, Math.max(0, maxMessage - MESSAGE_ROOM));
+    if (fit === this.limit) return;
     this.log(
-      `the server takes messages up to ${maxMessage} bytes: maxPayload lowered from ${this.limit} to ${lowered}`,
+      `the server takes messages up to ${maxMessage} bytes: maxPayload ${fit < this.limit ? 'lowered' : 'raised'} from ${this.limit} to ${fit}`,
     );
-    this.limit = lowered;
-    this.out.setMaxBatchBytes(Math.min(BATCH_BYTES, lowered));
+    this.limit = fit;
+    this.out.setMaxBatchBytes(Math.min(BATCH_BYTES, fit));
   }
 
   async announce(self: NodeInfo): Promise<void> {

@@ -27,8 +27,9 @@ export interface Bus {
     listen(onReply: (message: Uint8Array) => void): Promise<() => void>;
   };
   /**
-   * The largest message the server takes, where it says (read once connected): the transport
-   * keeps its frames and batches within it.
+   * The largest message the server takes, where it says (read at every request and reply, so a
+   * getter may follow what the server said at its last reconnect; undefined while unknown keeps
+   * the last value): the transport keeps its frames and batches within it.
    */
   readonly maxMessage?: number | undefined;
   /** Drains what was published, then disconnects. */

@@ -33,9 +33,11 @@ export interface OutboundCall {
    * a failure of this attempt to it, and the call's promise follows what it returns. The first
    * attempt then costs no promise of its own. The dispatch takes it (clears it) when it starts.
    * It is made once per middleware and told the call, not made per call. With a new closure per
-   * call stored here, young-generation collections kept much of each finished call (the heap
-   * grew 2 MB a scavenge, and full collections followed), and a call over TCP in one process with
-   * `resilience()` cost 8.8 µs of CPU at c = 64 instead of 6.7 (6.5 without policies).
+   * call stored here, V8's allocation-site pretenuring moved the calls' objects to the old
+   * generation, where they died (the heap grew 2 MB a scavenge, and full collections followed;
+   * with `--no-allocation-site-pretenuring` the same code ran at full speed), and a call over TCP
+   * in one process with `resilience()` cost 8.8 µs of CPU at c = 64 instead of 6.7 (6.5 without
+   * policies).
    */
   recover?: ((error: unknown, call: OutboundCall) => Promise<unknown>) | undefined;
 }

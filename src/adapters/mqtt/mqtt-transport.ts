@@ -37,11 +37,12 @@
 
  * Payload size: Mosquitto's `max_packet_size` is unset by default (no limit short of MQTT's
  * 256 MiB). A broker that announces a smaller Maximum Packet Size in its CONNACK gets frames that
- * fit it: at start the transport lowers its `maxPayload` (default 1 MiB − 1 KiB) and its batches
- * to that size less room for the topics and headers (at least 1 KiB), with a log line, so a call
- * or notification over it fails at once with RESOURCE_EXHAUSTED. Should a later CONNACK announce
- * less, a message over it is dropped with a log line instead of being sent (the broker would end
- * the connection, and mqtt.js would send a QoS 1 packet again on every reconnect).
+ * fit it: the transport lowers its `maxPayload` (default 1 MiB − 1 KiB) and its batches to that
+ * size less room for the topics and headers (at least 1 KiB), with a log line, so a call or
+ * notification over it fails at once with RESOURCE_EXHAUSTED. A later CONNACK (a reconnect) is
+ * followed, down or back up. A message already batched or queued over the limit when it fell is
+ * dropped with a log line instead of being sent (the broker would end the connection, and
+ * mqtt.js would send a QoS 1 packet again on every reconnect).
  *
  * What MQTT does not guarantee here:
  * - A request, cancel or reply lost with a connection (QoS 0) is not sent again: the call fails

@@ -6,7 +6,7 @@
  * cancels and notifications are those of every bus transport (`adapters/bus-transport.ts`).
  *
  * Size: frames are kept within the server's `max_payload` (1 MiB by default): a server set lower
- * lowers the transport's `maxPayload` at start (`bus-transport.ts`).
+ * lowers the transport's `maxPayload`, at start and after a reconnect (`bus-transport.ts`).
  *
  * Reconnects: nats.js reconnects without end and resubscribes; messages published meanwhile are
  * buffered by the client. Calls in flight while the server is away fail at their deadline, or
@@ -24,8 +24,11 @@ export function createNatsTransport(options: NatsTransportOptions): BusTransport
     // A node drops its own broadcasts and presence anyway: the server need not send them back.
     const { nc } = await connectNats(options.url, 'parley-transport', { noEcho: true });
     const bus: Bus = {
-      // The server's max_payload, from its INFO (a message over it is refused by nats.js).
-      maxMessage: nc.info?.max_payload,
+      // The server's max_payload, from its last INFO (a message over it is refused by nats.js);
+      // undefined while reconnecting.
+      get maxMessage() {
+        return nc.info?.max_payload;
+      },
       publish: (subject, message) => nc.publish(subject, message),
       async subscribe(subject, onMessage) {
         const sub = nc.subscribe(subject, {
