@@ -601,9 +601,11 @@ export function brokerConformance(harness: BrokerHarness): void {
         await keep();
         // Then every 400 ms, until the lost one comes back (a busy machine may take longer than
         // the lease to redeliver; 10 s of broker time past the lease at most), and for three
-        // turns after that.
+        // turns after that. The bound is on the wait only: a redelivery late in it still gets its
+        // three turns (in CI on 2026-12-01 one came in time and the turns after it ran past the
+        // bound, which failed the case as "not redelivered" with `alive:lost` in `seen`).
         for (let spent = 0, after = 0; after < 3; spent += 400) {
-          if (spent > 10_000 + lease) assert.fail(`not redelivered after the lease: ${seen}`);
+          if (after === 0 && spent > 10_000 + lease) assert.fail(`not redelivered after the lease: ${seen}`);
           await harness.advance(400);
           await keep();
           if (seen.includes('alive:lost')) after++;
