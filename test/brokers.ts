@@ -11,6 +11,7 @@ import type { BusTransport, BusTransportOptions } from '../src/adapters/bus-tran
 import type { ParleyNode, Transport } from '../src/index.ts';
 import { transportConformance } from './conformance/transport.ts';
 import { calc, calcService, testNode, waitFor } from './helpers.ts';
+import type { PrivateServer } from './private-server.ts';
 
 // The bench makes the same check before it uses a broker.
 export { reachable };
@@ -133,60 +134,6 @@ export async function calcPair(
  * deadline); and a turn's burst of 16 calls of `each` characters all get through (before, they
  * could leave in one batch over the limit, and all wait for their deadlines).
  */
-/**
- * A bus transport on a private server without a limit that restarts (`restart(limit)`, the same
- * port) taking messages of at most `limit` bytes, then (`restart(undefined)`) without it again:
- * `maxPayload` follows the server down and back up to `configured`, saying so. Before, the limit
- * was read at start only: after the first restart a call over it was dropped by the client (MQTT)
- * or refused by the driver (NATS), and waited for its deadline.
- */
-export async function serverLimitRestartCase(
-  make: (log: (m: string) => void) => BusTransport,
-  limit: number,
-  configured: number,
-  nodes: ParleyNode[],
-  restart: (limit: number | undefined) => Promise<void>,
-): Promise<void> {
-  const logs: string[] = [];
-  const log = (m: string) => void logs.push(m);
-  const callerTransport = make(log);
-  const callee = testNode({ transport: make(log), services: [calcService()], stopTimeout: 200 });
-  const caller = testNode({ transport: callerTransport });
-  nodes.push(callee, caller);
-  await callee.start();
-  await caller.start();
-  await waitFor(() => caller.registry.endpoints('calc').length > 0, 5000, 'discovery');
-  const echo = (text: string, timeout = 5000) => caller.client(calc).echo({ text }, { timeout });
-  // Both sides back on the restarted server (the callee subscribed again): a small call answers.
-  const reconnected = async () => {
-    for (let i = 0; i < 60; i++) {
-      const answered = await echo('ping', 500).then(
-        () => true,
-        () => false,
-      );
-      if (answered) return;
-    }
-    assert.fail('no answer after the restart');
-  };
-  const big = 'b'.repeat(2 * limit);
-  assert.equal((await echo(big)).text, big, 'no limit at first');
-
-  await restart(limit);
-  await reconnected();
-  await assert.rejects(echo(big), { code: 'RESOURCE_EXHAUSTED' });
-  const fits = 'f'.repeat(limit / 2);
-  assert.equal((await echo(fits)).text, fits);
-  assert.ok(callerTransport.maxPayload + 262 <= limit, `maxPayload ${callerTransport.maxPayload}`);
-
-  await restart(undefined);
-  await reconnected();
-  assert.equal((await echo(big)).text, big, 'raised again');
-  assert.equal(callerTransport.maxPayload, configured);
-  const said = (how: RegExp) => logs.some((l) => how.test(l));
-  assert.ok(said(new RegExp(`maxPayload lowered from ${configured} to \\d+$`)), logs.join('\n'));
-  assert.ok(said(new RegExp(`maxPayload raised from \\d+ to ${configured}$`)), logs.join('\n'));
-}
-
 export async function serverLimitCase(
   make: (log: (m: string) => void) => Transport,
   limit: number,
@@ -221,4 +168,65 @@ export async function serverLimitCase(
     logs.filter((l) => /failed|dropped/.test(l)),
     [],
   );
+}
+
+/**
+ * A bus transport on a private `server` without a limit that restarts (the same port) taking
+ * messages of at most `limit` bytes (`reconfigure(limit)` writes its config), then without it
+ * again (`reconfigure(undefined)`): `maxPayload` follows the server down and back up to
+ * `configured`, saying so. Before, the limit was read at start only: after the first restart a
+ * call over it was dropped by the client (MQTT) or refused by the driver (NATS), and waited for
+ * its deadline.
+ */
+export async function serverLimitRestartCase(
+  server: PrivateServer,
+  reconfigure: (limit: number | undefined) => void,
+  make: (log: (m: string) => void) => BusTransport,
+  limit: number,
+  configured: number,
+  nodes: ParleyNode[],
+): Promise<void> {
+  const restart = async (to: number | undefined) => {
+    reconfigure(to);
+    await server.restart(100);
+  };
+  await server.start();
+  const logs: string[] = [];
+  // calcPair makes the callee's transport, then the caller's: both log here.
+  const made: BusTransport[] = [];
+  const { client: caller } = await calcPair(() => {
+    const t = make((m) => logs.push(m));
+    made.push(t);
+    return t;
+  }, nodes);
+  const callerTransport = made[1] as BusTransport;
+  const echo = (text: string, timeout = 5000) => caller.client(calc).echo({ text }, { timeout });
+  // Both sides back on the restarted server (the callee subscribed again): a small call answers.
+  const reconnected = async () => {
+    for (let i = 0; i < 60; i++) {
+      const answered = await echo('ping', 500).then(
+        () => true,
+        () => false,
+      );
+      if (answered) return;
+    }
+    assert.fail('no answer after the restart');
+  };
+  const big = 'b'.repeat(2 * limit);
+  assert.equal((await echo(big)).text, big, 'no limit at first');
+
+  await restart(limit);
+  await reconnected();
+  await assert.rejects(echo(big), { code: 'RESOURCE_EXHAUSTED' });
+  const fits = 'f'.repeat(limit / 2);
+  assert.equal((await echo(fits)).text, fits);
+  assert.ok(callerTransport.maxPayload + 262 <= limit, `maxPayload ${callerTransport.maxPayload}`);
+
+  await restart(undefined);
+  await reconnected();
+  assert.equal((await echo(big)).text, big, 'raised again');
+  assert.equal(callerTransport.maxPayload, configured);
+  const said = (how: RegExp) => logs.some((l) => how.test(l));
+  assert.ok(said(new RegExp(`maxPayload lowered from ${configured} to \\d+$`)), logs.join('\n'));
+  assert.ok(said(new RegExp(`maxPayload raised from \\d+ to ${configured}$`)), logs.join('\n'));
 }

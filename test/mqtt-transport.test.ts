@@ -295,18 +295,15 @@ describe('mqtt transport: the server’s maximum packet size', {
   });
   it('a restart with another limit is followed: down at once, and back up', async () => {
     const server = use(await privateMosquitto('mqtt-transport-resize', () => ['persistence false']));
-    await server.start();
     const url = `mqtt://127.0.0.1:${server.port}`;
     await serverLimitRestartCase(
+      server,
+      (limit) =>
+        reconfigureMosquitto(server, ['persistence false', ...(limit ? [`max_packet_size ${limit}`] : [])]),
       (log) => createMqttTransport({ url, prefix: `${prefix}-resize`, log }),
       LIMIT,
       1024 * 1024 - 1024,
       nodes,
-      async (limit) => {
-        const small = limit === undefined ? [] : [`max_packet_size ${limit}`];
-        reconfigureMosquitto(server, ['persistence false', ...small]);
-        await server.restart(100);
-      },
     );
   });
 });

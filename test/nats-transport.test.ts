@@ -120,17 +120,14 @@ describe('nats transport: a server with a small max_payload', {
 
   it('a restart with another limit is followed: down at once, and back up', async () => {
     const server = use(await privateNats('nats-transport-resize', []));
-    await server.start();
     const url = `nats://127.0.0.1:${server.port}`;
     await serverLimitRestartCase(
+      server,
+      (limit) => reconfigureNats(server, limit ? [`max_payload: ${limit}`] : []),
       (log) => createNatsTransport({ url, prefix: `${prefix}-resize`, log }),
       LIMIT,
       1024 * 1024 - 1024,
       nodes,
-      async (limit) => {
-        reconfigureNats(server, limit === undefined ? [] : [`max_payload: ${limit}`]);
-        await server.restart(100);
-      },
     );
   });
 });

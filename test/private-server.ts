@@ -90,7 +90,7 @@ export async function privateMosquitto(
     await freePort(),
     name,
   );
-  writeFileSync(join(server.dir, 'mosquitto.conf'), mosquittoConfig(server.port, extra(server.dir)));
+  reconfigureMosquitto(server, extra(server.dir));
   return server;
 }
 
