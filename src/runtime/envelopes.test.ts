@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { z } from 'zod';
 import { createJsonCodec } from '../codec/json.ts';
 import { createMsgpackCodec } from '../codec/msgpack.ts';
-import { defineContract } from '../contract/contract.ts';
+import { type AnyContract, defineContract } from '../contract/contract.ts';
 import { assertEnvelope } from '../envelope/envelope.ts';
 import type { Context } from './context.ts';
 import { callEnvelope, callEnvelopeJson, eventEnvelope } from './envelopes.ts';
@@ -36,6 +36,33 @@ describe('event envelopes', () => {
     ]);
     assert.equal(env.dataschema, 'urn:parley:shop:order.placed:v2');
     assert.equal(env.time, '2026-01-01T00:00:00.000Z');
+  });
+
+  it('names the dataschema of each event sent, in any order (it is kept for the last one sent)', () => {
+    // Another contract with an event of the same name, and one of another name.
+    const other = defineContract({
+      name: 'billing',
+      version: '1.0.0',
+      actions: {},
+      events: {
+        'order.placed': { schema: z.object({ id: z.string() }), version: 1 },
+        'invoice.sent': { schema: z.object({ id: z.string() }), version: 3 },
+      },
+    });
+    const schemaOf = (c: AnyContract, event: string) =>
+      eventEnvelope({ ...base, contract: c, event, parent: undefined, codec: createJsonCodec() }).dataschema;
+    for (let round = 0; round < 2; round++) {
+      assert.equal(schemaOf(contract, 'order.placed'), 'urn:parley:shop:order.placed:v2');
+      assert.equal(schemaOf(contract, 'order.placed'), 'urn:parley:shop:order.placed:v2');
+      assert.equal(schemaOf(other, 'order.placed'), 'urn:parley:billing:order.placed:v1');
+      assert.equal(schemaOf(other, 'invoice.sent'), 'urn:parley:billing:invoice.sent:v3');
+    }
+    // A definition's version changed in place (a contract is frozen, its events' definitions are not).
+    const shared = { schema: z.object({ id: z.string() }), version: 1 };
+    const mutable = defineContract({ name: 'm', version: '1.0.0', actions: {}, events: { 'm.e': shared } });
+    assert.equal(schemaOf(mutable, 'm.e'), 'urn:parley:m:m.e:v1');
+    shared.version = 2;
+    assert.equal(schemaOf(mutable, 'm.e'), 'urn:parley:m:m.e:v2');
   });
 
   it('names a codec other than JSON', () => {

@@ -106,7 +106,7 @@ export function eventEnvelope(init: EventEnvelopeInit): Envelope {
     throw new ParleyError('INVALID_ARGUMENT', `contract ${contract.name} has no event ${event}`);
   const data = validate(def.schema, init.payload, `payload of ${event}`);
   const env = baseEnvelope(sourceOf(init.nodeId, parent?.service), event, data, init.now);
-  env.dataschema = `urn:parley:${contract.name}:${event}:v${def.version}`;
+  env.dataschema = dataschemaOf(contract, event, def.version);
   if (init.codec.contentType !== JSON_TYPE) env.datacontenttype = init.codec.contentType;
   if (parent !== undefined) {
     env.traceparent = parent.traceparent;
@@ -119,3 +119,15 @@ export function eventEnvelope(init: EventEnvelopeInit): Envelope {
 }
 
 const JSON_TYPE = 'application/json';
+
+// A sender mostly sends one event over and over: its dataschema is made once, not once a message,
+// and comparing two of them (a batch names a run of one type once) finds the same string.
+let lastSchema = { contract: undefined as AnyContract | undefined, event: '', version: 0, text: '' };
+
+function dataschemaOf(contract: AnyContract, event: string, version: number): string {
+  const last = lastSchema;
+  if (last.contract === contract && last.event === event && last.version === version) return last.text;
+  const text = `urn:parley:${contract.name}:${event}:v${version}`;
+  lastSchema = { contract, event, version, text };
+  return text;
+}
