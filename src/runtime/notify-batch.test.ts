@@ -163,6 +163,38 @@ describe('notification batches', () => {
     );
   });
 
+  it("a run that shares its attributes (one handler's notifications) comes back with each one's own", async () => {
+    const { batcher, frames } = capture();
+    const handler = {
+      traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+      correlationid: 'c-1',
+      causationid: 'e-9',
+    };
+    // Each of the attributes an item may state, changed alone from the run before it, then the
+    // run again; and values JSON must escape.
+    const changes: Partial<Envelope>[] = [
+      { source: '/parley/n2/orders' },
+      { time: '2026-12-01T00:00:00.000Z' },
+      { subject: 'order "7"\n\u2028' },
+      { datacontenttype: 'application/json; charset=utf-8' },
+      { traceparent: '00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' },
+      { tracestate: 'vendor=a\\b' },
+      { correlationid: 'c-2' },
+      { causationid: 'e-10' },
+      { principal: '{"kind":"user","subject":"zoë","roles":[],"scopes":[]}' },
+    ];
+    const sent: Envelope[] = [event({ n: 0 }), event({ n: 1 }, handler), event({ n: 2 }, handler)];
+    for (const [k, change] of changes.entries()) {
+      sent.push(event({ n: 10 * k }, { ...handler, ...change }));
+      sent.push(event({ n: 10 * k + 1 }, handler));
+    }
+    sent.push(event({ n: 99 }));
+    for (const e of sent) batcher.add(e);
+    await tick();
+    assert.equal(frames.length, 1);
+    assert.deepEqual(unbatch(frames[0] as Envelope, all, none).map(defined), sent.map(defined));
+  });
+
   it('skips the types nobody listens to, before building them', async () => {
     const { batcher, frames } = capture();
     batcher.add(event({ n: 1 }));
