@@ -28,6 +28,15 @@ describe('ids', () => {
     assert.equal(uuidv7Time(uuidv7(now + 20_000)), now + 20_000);
   });
 
+  it('UUIDv7 from a time between two milliseconds: the millisecond it is in', () => {
+    // Later than the test above: ids never go back in time.
+    const at = Date.UTC(2031, 0, 2) + 0.75;
+    const id = uuidv7(at);
+    assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.equal(uuidv7Time(id), Math.floor(at));
+    assert.ok(uuidv7(at + 0.1) > id, 'later in the same millisecond: still increasing');
+  });
+
   it('randomHex gives the asked length', () => {
     assert.match(randomHex(16), /^[0-9a-f]{32}$/);
     assert.match(randomHex(3), /^[0-9a-f]{6}$/);

@@ -23,7 +23,9 @@ function randomBytes8(): number {
 }
 
 /** A new UUIDv7 string. `now` is injectable for tests. */
-export function uuidv7(now: number = Date.now()): string {
+export function uuidv7(time: number = Date.now()): string {
+  // Whole milliseconds (a fake clock may be anywhere between two).
+  const now = Math.floor(time);
   if (now <= lastMs) {
     counter++;
     if (counter > 0xfff) {
