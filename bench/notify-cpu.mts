@@ -1,8 +1,9 @@
 /**
- * What a notification costs in CPU, sender and receiver in one process on the memory network
- * (every frame through the codec as on a wire, no socket): sent outside any handler, and sent by
- * a handler (so it carries the handler's trace, correlation and causation), 1,000 a turn and
- * each turn's received before the next. Medians of 5 rounds of 200,000 after one of warm-up.
+ * What a notification costs in CPU on the memory network (every frame through the codec as on a
+ * wire, no socket): the sender alone (a node with nobody to hear it), and sender and receiver in
+ * one process, sent outside any handler and sent by a handler (so it carries the handler's trace,
+ * correlation and causation); 1,000 a turn, each turn's received before the next. Medians of 5
+ * rounds of 200,000 after one of warm-up.
  *   node --import tsx bench/notify-cpu.mts
  */
 import { createMemoryNetwork, createNode, defineContract, implement, subscribe, z } from '../src/index.ts';
@@ -43,16 +44,26 @@ const receiver = createNode({
     }),
   ],
 });
+// A node alone on a network of its own: what sending costs, with nothing received.
+const alone = createNode({ logLevel: 'silent', transport: createMemoryNetwork().transport() });
+await alone.start();
 await sender.start();
 await receiver.start();
 const client = sender.client(contract);
 const tick = () => new Promise((r) => setImmediate(r));
 
-async function round(inside: boolean): Promise<number> {
+type Way = 'sender alone' | 'outside a handler' | 'by a handler';
+
+async function round(way: Way): Promise<number> {
   received = 0;
   const start = process.cpuUsage();
   for (let turn = 0; turn < N / PER_TURN; turn++) {
-    if (inside) await client.burst({ n: PER_TURN });
+    if (way === 'sender alone') {
+      for (let i = 0; i < PER_TURN; i++) await alone.notify(contract, 'bench.tick', data);
+      await tick();
+      continue;
+    }
+    if (way === 'by a handler') await client.burst({ n: PER_TURN });
     else for (let i = 0; i < PER_TURN; i++) await sender.notify(contract, 'bench.tick', data);
     while (received < (turn + 1) * PER_TURN) await tick();
   }
@@ -60,13 +71,15 @@ async function round(inside: boolean): Promise<number> {
   return (used.user + used.system) / N;
 }
 
-process.stdout.write('| sent | µs of CPU per notification, both sides |\n| --- | --- |\n');
-for (const inside of [false, true]) {
-  await round(inside);
+process.stdout.write('| sent | µs of CPU per notification |\n| --- | --- |\n');
+for (const way of ['sender alone', 'outside a handler', 'by a handler'] as const) {
+  await round(way);
   const rounds: number[] = [];
-  for (let r = 0; r < 5; r++) rounds.push(await round(inside));
+  for (let r = 0; r < 5; r++) rounds.push(await round(way));
   const median = rounds.sort((a, b) => a - b)[2] as number;
-  process.stdout.write(`| ${inside ? 'by a handler' : 'outside a handler'} | ${median.toFixed(2)} |\n`);
+  const who = way === 'sender alone' ? 'outside a handler, the sender alone' : `${way}, both sides`;
+  process.stdout.write(`| ${who} | ${median.toFixed(2)} |\n`);
 }
+await alone.stop();
 await sender.stop();
 await receiver.stop();
