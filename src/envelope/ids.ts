@@ -109,11 +109,7 @@ export function randomHex(bytes: number): string {
   for (let i = 0; i < bytes; i += 8) {
     const r = randomBytes8();
     const n = Math.min(8, bytes - i);
-    for (let j = 0; j < n; j++) {
-      const byte = pool[r + j] as number;
-      hexScratch[2 * (i + j)] = HEX_CODES[byte >>> 4] as number;
-      hexScratch[2 * (i + j) + 1] = HEX_CODES[byte & 0x0f] as number;
-    }
+    for (let j = 0; j < n; j++) putHexAt(hexScratch, 2 * (i + j), pool[r + j] as number);
   }
   return hexScratch.toString('latin1', 0, 2 * bytes);
 }

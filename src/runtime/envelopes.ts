@@ -80,7 +80,8 @@ export function callEnvelopeJson(
 
 let lastSourceText = { source: '', text: '""' };
 
-const attribute = (name: string, value: string | undefined): string =>
+/** `,"name":"value"` for an attribute written into envelope text, or nothing when it is unset. */
+export const attribute = (name: string, value: string | undefined): string =>
   value === undefined ? '' : `,"${name}":${JSON.stringify(value)}`;
 
 export interface EventEnvelopeInit {

@@ -21,6 +21,7 @@ import { encodeJsonText } from '../codec/json.ts';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { uuidv7 } from '../envelope/ids.ts';
 import { ParleyError } from '../errors.ts';
+import { attribute } from './envelopes.ts';
 import { TurnQueue } from './turn-queue.ts';
 
 /** The type of a batch envelope (`$`: no contract event can be named so). */
@@ -164,29 +165,14 @@ function batchFrame(items: Item[], from: number, to: number): Uint8Array {
 
 /**
  * What `env` does not share with the batch's first notification, as the end of its item: `]`, or
- * `,{…}]` with those attributes. Each attribute is read by name (this runs for every notification).
+ * `,{…}]` with those attributes, each read by name.
  */
 function moreTextOf(env: Envelope, first: Envelope): string {
-  const source = env.source === first.source ? undefined : env.source;
-  const time = env.time === first.time ? undefined : env.time;
-  // The usual notification (sent outside a handler, alongside the batch's first) has nothing.
-  if (
-    source === undefined &&
-    time === undefined &&
-    env.subject === undefined &&
-    env.datacontenttype === undefined &&
-    env.traceparent === undefined &&
-    env.tracestate === undefined &&
-    env.correlationid === undefined &&
-    env.causationid === undefined &&
-    env.principal === undefined
-  ) {
-    return ']';
-  }
-  // In the order above; JSON.stringify escapes each value.
+  // In the order above; `attribute` escapes each value. Made once per run of items that share
+  // these attributes (`sameMore`), not once per item.
   const text =
-    attribute('source', source) +
-    attribute('time', time) +
+    attribute('source', env.source === first.source ? undefined : env.source) +
+    attribute('time', env.time === first.time ? undefined : env.time) +
     attribute('subject', env.subject) +
     attribute('datacontenttype', env.datacontenttype) +
     attribute('traceparent', env.traceparent) +
@@ -194,11 +180,8 @@ function moreTextOf(env: Envelope, first: Envelope): string {
     attribute('correlationid', env.correlationid) +
     attribute('causationid', env.causationid) +
     attribute('principal', env.principal);
-  return `,{${text.slice(1)}}]`;
+  return text === '' ? ']' : `,{${text.slice(1)}}]`;
 }
-
-const attribute = (name: string, value: string | undefined): string =>
-  value === undefined ? '' : `,"${name}":${JSON.stringify(value)}`;
 
 /** Whether `a` and `b` have the same attributes beyond id, type, dataschema and data. */
 function sameMore(a: Envelope, b: Envelope): boolean {
