@@ -162,6 +162,9 @@ export { createNode, type NodeOptions, type NodeState, type ParleyNode } from '.
 export type {
   AttemptGate,
   AttemptPermit,
+  EventCall,
+  EventCallHandler,
+  EventMiddleware,
   InboundCall,
   InboundHandler,
   InboundMiddleware,

@@ -5,7 +5,9 @@
  * client bulkhead plug in here); inbound middleware wraps every call it serves, local or remote,
  * before validation and the handler (auth, server bulkhead, idempotency). Circuit breakers are not
  * wrappers: they admit instances to the balancer and hand out a permit per attempt, which the node
- * settles where the attempt's outcome is known, so they add no promise to a call.
+ * settles where the attempt's outcome is known, so they add no promise to a call. Event middleware
+ * wraps every event handler the node runs (notifications and durable deliveries), before the
+ * payload is validated (metrics and tracing plug in there).
  */
 import { ParleyError } from '../errors.ts';
 import type { CallOptions, Context } from './context.ts';
@@ -55,6 +57,21 @@ export interface InboundCall {
 export type InboundHandler = (call: InboundCall) => Promise<unknown>;
 export type InboundMiddleware = (next: InboundHandler) => InboundHandler;
 
+/**
+ * One event handled by a subscription: `ctx.service` is the subscribing service, `ctx.action` the
+ * event type, `ctx.delivery` the broker's delivery when `durable`.
+ */
+export interface EventCall {
+  readonly ctx: Context;
+  /** The payload, not validated yet. */
+  readonly input: unknown;
+  /** A durable subscription's delivery (the broker redelivers on failure), not a notification. */
+  readonly durable: boolean;
+}
+
+export type EventCallHandler = (call: EventCall) => Promise<unknown>;
+export type EventMiddleware = (next: EventCallHandler) => EventCallHandler;
+
 /** Leave for one attempt on the chosen instance: told the attempt's outcome exactly once. */
 export interface AttemptPermit {
   success(): void;
@@ -79,6 +96,8 @@ export interface Middleware {
   readonly outbound?: OutboundMiddleware;
   /** Around every call this node serves (bulkheads, rate limits). */
   readonly inbound?: InboundMiddleware;
+  /** Around every event handler this node runs (metrics). */
+  readonly event?: EventMiddleware;
   /** Before each attempt on a chosen instance (circuit breakers). */
   readonly permit?: AttemptGate;
   /** May the balancer choose `nodeId` for this call now? (An open breaker says no.) */
@@ -141,6 +160,20 @@ export function composeInbound(middleware: readonly Middleware[], terminal: Inbo
   let next = terminal;
   for (let i = middleware.length - 1; i >= 0; i--) {
     const wrap = middleware[i]?.inbound;
+    if (wrap !== undefined) next = wrap(next);
+  }
+  return next;
+}
+
+/** The event middleware around `terminal`, outermost first; `undefined` when there is none. */
+export function composeEvents(
+  middleware: readonly Middleware[],
+  terminal: EventCallHandler,
+): EventCallHandler | undefined {
+  if (!middleware.some((m) => m.event !== undefined)) return undefined;
+  let next = terminal;
+  for (let i = middleware.length - 1; i >= 0; i--) {
+    const wrap = middleware[i]?.event;
     if (wrap !== undefined) next = wrap(next);
   }
   return next;

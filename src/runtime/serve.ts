@@ -19,7 +19,13 @@ import type { Clock } from './clock.ts';
 import { CallContext, type ContextRuntime } from './context.ts';
 import { type DeadlineWheel, Expiring } from './deadlines.ts';
 import { NOTIFICATION_BATCH, unbatch } from './notify-batch.ts';
-import { composeInbound, type InboundCall, type Middleware } from './pipeline.ts';
+import {
+  composeEvents,
+  composeInbound,
+  type EventCallHandler,
+  type InboundCall,
+  type Middleware,
+} from './pipeline.ts';
 import type { Service, Subscription } from './service.ts';
 import { checked, PAGE, StreamHost } from './streams.ts';
 import { encodeReply, splitType } from './wire.ts';
@@ -48,6 +54,8 @@ export interface ServerDeps {
 export class Server {
   private readonly actions = new Map<string, Map<string, LocalAction>>();
   private readonly ephemeral = new Map<string, { sub: Subscription; owner: string }[]>();
+  /** Each subscription's handler inside the event middleware, when there is any. */
+  private readonly eventChains = new Map<Subscription, EventCallHandler>();
   private readonly known = { json: createJsonCodec(), msgpack: createMsgpackCodec() };
   readonly streams: StreamHost;
   private inflight = 0;
@@ -120,6 +128,12 @@ export class Server {
     }
     this.actions.set(contract.name, table);
     for (const sub of service.subscriptions) {
+      const def = sub.contract.events[sub.event] as { schema: ActionDef['input'] };
+      const payloadWhat = `payload of ${sub.event}`;
+      const chain = composeEvents(this.deps.middleware, async (call) =>
+        sub.handler(validate(def.schema, call.input, payloadWhat), call.ctx),
+      );
+      if (chain !== undefined) this.eventChains.set(sub, chain);
       if (!sub.options.ephemeral) continue;
       const list = this.ephemeral.get(sub.event) ?? [];
       list.push({ sub, owner: contract.name });
@@ -359,8 +373,12 @@ export class Server {
     const def = sub.contract.events[sub.event] as { schema: ActionDef['input'] };
     const deadline = this.deps.clock.now() + (sub.options.timeout ?? this.deps.defaultTimeout);
     const ctx = this.contextOf(env, { service, action: env.type, deadline, errors: undefined }, delivery);
-    const work = this.run(ctx, () =>
-      sub.handler(validate(def.schema, env.data, `payload of ${env.type}`), ctx),
+    const chain = this.eventChains.get(sub);
+    const work = this.run(
+      ctx,
+      chain === undefined
+        ? () => sub.handler(validate(def.schema, env.data, `payload of ${env.type}`), ctx)
+        : () => chain({ ctx, input: env.data, durable: !sub.options.ephemeral }),
     );
     if (!sub.options.ephemeral) return work;
     return work.catch((error: unknown) => {
