@@ -90,6 +90,7 @@ export {
   type KeySource,
 } from './gateway/auth/index.ts';
 export { createGateway, type Gateway } from './gateway/gateway.ts';
+export { instrumentPush } from './gateway/metrics.ts';
 export type {
   GatewayOptions,
   GatewayRequest,
@@ -124,6 +125,13 @@ export { UploadChunk } from './gateway/upload.ts';
 export { queryHub } from './hub/client.ts';
 export { createHub, type Hub, type HubMember, type HubOptions, type HubSnapshot } from './hub/hub.ts';
 export { createRemoteBroker, type RemoteBrokerOptions } from './hub/remote-broker.ts';
+export {
+  DEFAULT_BUCKETS,
+  type MetricsMiddleware,
+  type MetricsOptions,
+  metrics,
+} from './observe/metrics.ts';
+export { type MetricsServer, type MetricsServerOptions, serveMetrics } from './observe/metrics-server.ts';
 export { backoffDelay } from './resilience/backoff.ts';
 export {
   type BreakerChange,

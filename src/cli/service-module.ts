@@ -16,6 +16,7 @@
  */
 import type { Logger } from 'pino';
 import type { Outbox } from '../broker/outbox.ts';
+import type { MetricsMiddleware } from '../observe/metrics.ts';
 import type { ParleyNode } from '../runtime/node.ts';
 import type { Service } from '../runtime/service.ts';
 
@@ -25,6 +26,11 @@ export interface ServiceModuleContext {
   /** The process environment, for the service's own settings. */
   env: Readonly<Record<string, string | undefined>>;
   logger: Logger;
+  /**
+   * The node's metrics when they are on (`PARLEY_METRICS_PORT`): give it to a gateway
+   * (`createGateway({ metrics })`) so its HTTP requests are counted on the same registry.
+   */
+  metrics?: MetricsMiddleware | undefined;
 }
 
 export interface ServiceModuleParts {

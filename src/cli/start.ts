@@ -14,6 +14,8 @@ import type { Outbox } from '../broker/outbox.ts';
 import { ParleyError } from '../errors.ts';
 import { queryHub } from '../hub/client.ts';
 import { createRemoteBroker } from '../hub/remote-broker.ts';
+import { type MetricsMiddleware, metrics } from '../observe/metrics.ts';
+import { type MetricsServer, type MetricsServerOptions, serveMetrics } from '../observe/metrics-server.ts';
 import { createNode, type ParleyNode } from '../runtime/node.ts';
 import { TransportRegistry } from '../transport/from-url.ts';
 import { type ParleyTlsOptions, tlsFromEnv } from '../transport/tcp/sockets.ts';
@@ -30,10 +32,19 @@ export interface StartOptions {
   /** Node id; default `<first module>-<pid>`. */
   id?: string;
   labels?: Record<string, string>;
+  /**
+   * Prometheus metrics for the node (calls, events, and a gateway's HTTP requests), served at
+   * `GET /metrics` on this port (0: a free one). Default from `PARLEY_METRICS_PORT`,
+   * `PARLEY_METRICS_HOST` (127.0.0.1) and `PARLEY_METRICS_TOKEN` (a bearer token scrapes must
+   * carry); off when no port is set.
+   */
+  metrics?: MetricsServerOptions | false;
 }
 
 export interface RunningServices {
   readonly node: ParleyNode;
+  /** The scrape URL, when metrics are on. */
+  readonly metricsUrl: string | undefined;
   /** Graceful: stops the node (drains), then closes what the modules opened. */
   stop(): Promise<void>;
 }
@@ -92,6 +103,10 @@ export async function startServices(options: StartOptions): Promise<RunningServi
   const dataDir = resolve(options.dataDir ?? env.PARLEY_DATA_DIR ?? '.parley');
   mkdirSync(dataDir, { recursive: true });
 
+  const id = options.id ?? `${modules[0]?.name}-${process.pid}`;
+  const metricsAt = options.metrics ?? metricsFromEnv(env);
+  const observed: MetricsMiddleware | undefined =
+    metricsAt === false ? undefined : metrics({ labels: { node: id } });
   const parts: ServiceModuleParts[] = [];
   let broker: Broker | undefined;
   const closeAll = async () => {
@@ -99,7 +114,9 @@ export async function startServices(options: StartOptions): Promise<RunningServi
   };
   try {
     for (const m of modules) {
-      parts.push(await m.setup({ dataDir, env, logger: logger.child({ service: m.name }) }));
+      parts.push(
+        await m.setup({ dataDir, env, logger: logger.child({ service: m.name }), metrics: observed }),
+      );
     }
     if (brokerUrl !== undefined) broker = await brokerRegistry(access).open(brokerUrl);
   } catch (error) {
@@ -110,17 +127,23 @@ export async function startServices(options: StartOptions): Promise<RunningServi
   const transport = new TransportRegistry().open(transportUrl, { ...access, log });
   const outboxes = parts.flatMap((p) => (p.outbox === undefined ? [] : [p.outbox])) as Outbox[];
   const node = createNode({
-    id: options.id ?? `${modules[0]?.name}-${process.pid}`,
+    id,
     transport,
+    ...(observed === undefined ? {} : { middleware: [observed] }),
     ...(broker === undefined ? {} : { broker }),
     outbox: outboxes,
     services: parts.flatMap((p) => p.services),
     logger,
     labels: { pid: String(process.pid), ...options.labels },
   });
+  let scrape: MetricsServer | undefined;
   try {
     await node.start();
     for (const p of parts) await p.started?.(node);
+    if (observed !== undefined && metricsAt !== false) {
+      scrape = await serveMetrics(observed.registry, metricsAt);
+      logger.info({ url: scrape.url }, `metrics at ${scrape.url}`);
+    }
   } catch (error) {
     for (const p of parts) await Promise.resolve(p.stopping?.()).catch(() => undefined);
     await node.stop().catch(() => undefined);
@@ -130,14 +153,35 @@ export async function startServices(options: StartOptions): Promise<RunningServi
   let stopping: Promise<void> | undefined;
   return {
     node,
+    metricsUrl: scrape?.url,
     stop() {
       stopping ??= (async () => {
         // Edges first (a gateway drains its requests while the node can still serve them).
         for (const p of [...parts].reverse()) await p.stopping?.();
         await node.stop();
+        await scrape?.close();
         await closeAll();
       })();
       return stopping;
     },
+  };
+}
+
+/** Metrics settings from `PARLEY_METRICS_PORT` / `_HOST` / `_TOKEN`; false when no port is set. */
+export function metricsFromEnv(
+  env: Readonly<Record<string, string | undefined>>,
+): MetricsServerOptions | false {
+  const port = env.PARLEY_METRICS_PORT;
+  if (port === undefined || port === '') return false;
+  if (!/^\d{1,5}$/.test(port) || Number(port) > 65535) {
+    throw new ParleyError(
+      'INVALID_ARGUMENT',
+      `PARLEY_METRICS_PORT must be a port number (0 for a free one), got ${port}`,
+    );
+  }
+  return {
+    port: Number(port),
+    ...(env.PARLEY_METRICS_HOST === undefined ? {} : { host: env.PARLEY_METRICS_HOST }),
+    ...(env.PARLEY_METRICS_TOKEN === undefined ? {} : { token: env.PARLEY_METRICS_TOKEN }),
   };
 }

@@ -2,7 +2,8 @@
  * @module gateway/gateway
  * The HTTP edge: Fastify with routes planned from contracts, checks every request passes before
  * its body is read (target, headers, declared length, CORS), errors as problem+json, a request id
- * on every response, OpenAPI and docs, health, an internal JSON endpoint, and a graceful close.
+ * on every response, OpenAPI and docs, health, metrics, an internal JSON endpoint, and a graceful
+ * close.
  */
 import type { AddressInfo } from 'node:net';
 import multipart from '@fastify/multipart';
@@ -28,6 +29,7 @@ import {
 import { registerHealth } from './health.ts';
 import { registerInternal } from './internal.ts';
 import { Invoker } from './invoke.ts';
+import { registerGatewayMetrics } from './metrics.ts';
 import { buildOpenApi } from './openapi.ts';
 import type { GatewayOptions, GatewayRoute } from './options.ts';
 import { HttpProblem, PROBLEM_TYPE, toProblem } from './problem.ts';
@@ -103,6 +105,17 @@ export function createGateway(options: GatewayOptions): Gateway {
   fastify.removeContentTypeParser('text/plain');
   if (routes.some((r) => r.input === 'upload')) {
     fastify.register(multipart, { limits: { fileSize: uploadLimit, files: 1 } });
+  }
+
+  if (options.metrics !== undefined) {
+    // First, so its onRequest hook times the checks below too.
+    const wanted = options.metricsEndpoint ?? 'internal';
+    const tokens = options.internal?.tokens ?? [];
+    registerGatewayMetrics({
+      fastify,
+      metrics: options.metrics,
+      endpoint: wanted === 'internal' ? (tokens.length === 0 ? 'none' : { tokens }) : wanted,
+    });
   }
 
   let closing = false;

@@ -12,7 +12,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { AnyContract } from '../contract/contract.ts';
 import { ParleyError } from '../errors.ts';
 import type { Principal } from '../runtime/principal.ts';
-import { matchSecret, sha256 } from './auth/secrets.ts';
+import { bearerCheck } from './auth/secrets.ts';
 import { idempotencyKeyOf, scopedIdempotencyKey } from './idempotency.ts';
 import { disconnectSignal, type Invoker, sendResult } from './invoke.ts';
 
@@ -25,12 +25,8 @@ const SERVICE_PRINCIPAL: Principal = Object.freeze({
 
 /** True when the request carries one of the tokens. */
 export function createTokenCheck(tokens: readonly string[]): (request: FastifyRequest) => boolean {
-  const entries = tokens.map((token) => ({ digest: sha256(token), value: true }));
-  return (request) => {
-    const header = request.headers.authorization;
-    if (typeof header !== 'string' || !header.startsWith('Bearer ')) return false;
-    return matchSecret(header.slice(7), entries) === true;
-  };
+  const check = bearerCheck(tokens);
+  return (request) => check(request.headers.authorization);
 }
 
 export interface InternalInit {

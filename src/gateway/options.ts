@@ -8,6 +8,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { Logger } from 'pino';
 import type { ActionDef, AnyContract } from '../contract/contract.ts';
 import type { ParleyError } from '../errors.ts';
+import type { MetricsMiddleware } from '../observe/metrics.ts';
 import type { ParleyNode } from '../runtime/node.ts';
 import type { Principal } from '../runtime/principal.ts';
 
@@ -84,6 +85,17 @@ export interface GatewayOptions {
   securitySchemes?: Record<string, Record<string, unknown>>;
   /** Default: a child of the node's logger. */
   logger?: Logger;
+  /**
+   * Prometheus metrics (the node's `metrics()` middleware): HTTP requests by route and status on
+   * its registry, and `GET /metrics` for scrapers.
+   */
+  metrics?: MetricsMiddleware;
+  /**
+   * Who may read `GET /metrics`. Default `internal`: holders of `internal.tokens` (no endpoint
+   * when there are none). `public`: anyone, for a gateway only reachable from inside. `none`: no
+   * endpoint (serve the registry elsewhere, e.g. with `serveMetrics`).
+   */
+  metricsEndpoint?: 'internal' | 'public' | 'none';
 }
 
 declare module 'fastify' {

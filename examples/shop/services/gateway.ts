@@ -5,22 +5,25 @@
  * `/openapi.json` and its docs at `/docs`.
  *
  * Settings: `PARLEY_GATEWAY_PORT` (default 3000; 0 picks a free port), `PARLEY_GATEWAY_HOST`
- * (default 127.0.0.1). The shop has no login: the storefront names its customer, and the push
- * endpoints take `?customer=` (the push module's demo switch, off by default elsewhere).
+ * (default 127.0.0.1); with `PARLEY_METRICS_PORT`, requests and push connections are counted on
+ * the process's metrics (served on that port). The shop has no login: the storefront names its
+ * customer, and the push endpoints take `?customer=` (the push module's demo switch, off by default
+ * elsewhere).
  */
 import { fileURLToPath } from 'node:url';
 import { createPush, pushSource, registerStorefront } from '../../../src/gateway/push/index.ts';
-import { createGateway, defineServiceModule, type Gateway } from '../../../src/index.ts';
+import { createGateway, defineServiceModule, type Gateway, instrumentPush } from '../../../src/index.ts';
 import { catalog, notifications, orders } from '../contracts.ts';
 
 export default defineServiceModule({
   name: 'gateway',
-  setup({ env, logger }) {
+  setup({ env, logger, metrics }) {
     const push = createPush({
       sources: [pushSource(notifications, 'notifications.order-status', { audience: (p) => p.customer })],
       allowAnonymousAudience: true,
     });
     let gateway: Gateway | undefined;
+    if (metrics !== undefined) instrumentPush(push, metrics);
     return {
       services: [push.service],
       async started(node) {
@@ -29,6 +32,9 @@ export default defineServiceModule({
           contracts: [catalog, orders],
           host: env.PARLEY_GATEWAY_HOST ?? '127.0.0.1',
           port: Number(env.PARLEY_GATEWAY_PORT ?? 3000),
+          // With PARLEY_METRICS_PORT set, requests are counted on the node's registry, which
+          // the metrics port serves; the public port does not.
+          ...(metrics === undefined ? {} : { metrics, metricsEndpoint: 'none' as const }),
         });
         // Where the broker keeps a log, push follows it: a browser resumes where it left off on
         // any gateway, even after a restart. Else the notifications, resumed from this gateway's memory.

@@ -22,3 +22,12 @@ export function matchSecret<T>(
   }
   return found;
 }
+
+/** True when an `Authorization` header carries one of `tokens` as `Bearer <token>`. */
+export function bearerCheck(tokens: readonly string[]): (authorization: unknown) => boolean {
+  const entries = tokens.map((token) => ({ digest: sha256(token), value: true }));
+  return (header) =>
+    typeof header === 'string' &&
+    header.startsWith('Bearer ') &&
+    matchSecret(header.slice(7), entries) === true;
+}
