@@ -1,7 +1,10 @@
 /**
  * In-process calls, one system per process: a call to a service in the same process, with and
  * without input validation, awaited one at a time and with 100 in flight.
- *   inprocess.ts <parley|parley + policies|moleculer> <validate: 0|1> <sync|async> <calls>
+ *   inprocess.ts <parley|parley + policies|parley + metrics|moleculer|moleculer + metrics>
+ *     <validate: 0|1> <sync|async> <calls>
+ * `+ metrics`: each framework's own metrics collected (Parley's `metrics()`, Moleculer's
+ * `metrics: { enabled: true }`), nothing scraping them.
  */
 import { say } from './lib/proc.ts';
 
@@ -10,9 +13,9 @@ type Add = (input: { a: number; b: number; note: string }) => Promise<unknown>;
 async function parley(
   validate: boolean,
   asyncHandler: boolean,
-  policies: boolean,
+  extra: 'policies' | 'metrics' | undefined,
 ): Promise<{ add: Add; stop(): Promise<void> }> {
-  const { createNode, defineContract, implement, resilience, z } = await import('parley');
+  const { createNode, defineContract, implement, metrics, resilience, z } = await import('parley');
   const calc = defineContract({
     name: 'calc',
     version: '1.0.0',
@@ -27,7 +30,8 @@ async function parley(
     logLevel: 'silent',
     validateInput: validate,
     // The default policy stack: budgeted retries of safe calls, a breaker per instance.
-    ...(policies ? { middleware: resilience() } : {}),
+    ...(extra === 'policies' ? { middleware: resilience() } : {}),
+    ...(extra === 'metrics' ? { middleware: [metrics()] } : {}),
     services: [
       implement(calc, {
         actions: {
@@ -44,9 +48,14 @@ async function parley(
 async function moleculer(
   validate: boolean,
   asyncHandler: boolean,
+  withMetrics: boolean,
 ): Promise<{ add: Add; stop(): Promise<void> }> {
   const { ServiceBroker } = await import('moleculer');
-  const broker = new ServiceBroker({ logger: false, validator: validate } as never);
+  const broker = new ServiceBroker({
+    logger: false,
+    validator: validate,
+    ...(withMetrics ? { metrics: { enabled: true } } : {}),
+  } as never);
   broker.createService({
     name: 'calc',
     actions: {
@@ -66,10 +75,14 @@ const [system, validateArg, handlerKind, callsArg] = process.argv.slice(2);
 const validate = validateArg === '1';
 const asyncHandler = handlerKind === 'async';
 const calls = Number(callsArg ?? 1_000_000);
-const target =
-  system === 'moleculer'
-    ? await moleculer(validate, asyncHandler)
-    : await parley(validate, asyncHandler, system === 'parley + policies');
+const extra = system?.endsWith(' + policies')
+  ? 'policies'
+  : system?.endsWith(' + metrics')
+    ? 'metrics'
+    : undefined;
+const target = system?.startsWith('moleculer')
+  ? await moleculer(validate, asyncHandler, extra === 'metrics')
+  : await parley(validate, asyncHandler, extra);
 const input = { a: 1, b: 2, note: 'a note of about twenty' };
 
 for (let i = 0; i < Math.min(50_000, calls); i++) await target.add(input);

@@ -87,7 +87,13 @@ async function measureInterleaved(
 // ---------------------------------------------------------------- in-process
 if (only === undefined || only === 'in-process') {
   const calls = quick ? 20_000 : 1_000_000;
-  for (const system of ['parley', 'parley + policies', 'moleculer']) {
+  for (const system of [
+    'parley',
+    'parley + policies',
+    'parley + metrics',
+    'moleculer',
+    'moleculer + metrics',
+  ]) {
     if (!wanted(system)) continue;
     for (const validate of [false, true]) {
       for (const handler of ['sync', 'async'] as const) {

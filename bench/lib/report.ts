@@ -88,8 +88,10 @@ export class Results {
 
 /** What each row is compared with: the near-physical limit, the best-known peer, or the raw client. */
 function baselineOf(row: Row): string | undefined {
-  // The policy stack is measured against the same system without it.
-  if (row.system.endsWith(' + policies')) return row.system.slice(0, -' + policies'.length);
+  // The policy stack and metrics are measured against the same system without them.
+  for (const extra of [' + policies', ' + metrics']) {
+    if (row.system.endsWith(extra)) return row.system.slice(0, -extra.length);
+  }
   if (row.suite === 'in-process') return 'moleculer';
   // RPC over a broker beside that broker's raw client doing request/reply on the same server.
   if (row.suite === 'rpc' && row.system === 'parley nats') return 'raw nats request';

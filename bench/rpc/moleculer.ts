@@ -22,6 +22,8 @@ export async function moleculerBroker(options: {
   nodeID: string;
   transporter: unknown;
   addService?: boolean;
+  /** Moleculer's built-in metrics collected (no reporter: nothing serves them). */
+  metrics?: boolean;
   setup?: (broker: MoleculerBroker) => void;
 }): Promise<{ broker: MoleculerBroker; port: number | undefined }> {
   const { ServiceBroker } = await import('moleculer');
@@ -29,6 +31,7 @@ export async function moleculerBroker(options: {
     nodeID: options.nodeID,
     transporter: options.transporter,
     logger: false,
+    ...(options.metrics === true ? { metrics: { enabled: true } } : {}),
   } as never);
   const local = (
     broker as unknown as {

@@ -24,10 +24,15 @@ type Bench = Awaited<ReturnType<typeof parleyBench>>;
 type NodeOptions = NonNullable<Parameters<Bench['parley']['createNode']>[0]>;
 
 /** A node serving `bench.add` over `transport` (the caller starts it). */
-export function addServer({ parley, contract }: Bench, transport: NodeOptions['transport']) {
+export function addServer(
+  { parley, contract }: Bench,
+  transport: NodeOptions['transport'],
+  middleware: NodeOptions['middleware'] = [],
+) {
   return parley.createNode({
     logLevel: 'silent',
     transport,
+    middleware,
     services: [parley.implement(contract, { actions: { add: ({ a, b }) => ({ sum: a + b }) } })],
   });
 }

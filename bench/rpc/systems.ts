@@ -177,7 +177,8 @@ const grpc: RpcSystem = {
   },
 };
 
-function moleculer(kind: 'tcp' | 'nats'): RpcSystem {
+/** `metrics`: Moleculer's own metrics on both sides (`metrics: { enabled: true }`, no reporter). */
+function moleculer(kind: 'tcp' | 'nats', metrics = false): RpcSystem {
   const transporter = (port?: number) =>
     kind === 'nats' ? NATS : tcpTransporter(port === undefined ? [] : [`${HOST}:${port}/bench-server`]);
   return {
@@ -187,6 +188,7 @@ function moleculer(kind: 'tcp' | 'nats'): RpcSystem {
         nodeID: 'bench-server',
         transporter: transporter(),
         addService: true,
+        metrics,
       });
       return { port: kind === 'tcp' ? (port ?? 0) : 0, close: () => broker.stop() };
     },
@@ -194,6 +196,7 @@ function moleculer(kind: 'tcp' | 'nats'): RpcSystem {
       const { broker } = await moleculerBroker({
         nodeID: `bench-client-${process.pid}`,
         transporter: transporter(port),
+        metrics,
       });
       await broker.waitForServices(['bench'], 10_000);
       return { call: (req) => broker.call('bench.add', req), close: () => broker.stop() };
@@ -257,14 +260,28 @@ async function freePort(): Promise<number> {
 }
 
 /** Parley's TCP transport: a hub for discovery, calls straight from node to node. */
-const parleyTcp: RpcSystem = parleyTcpWith(false);
+const parleyTcp: RpcSystem = parleyTcpWith({});
 
-function parleyTcpWith(policies: boolean): RpcSystem {
+/**
+ * `policies`: the default policy stack on the calling side. `metrics`: Prometheus metrics on both
+ * sides (calls counted and timed; process metrics on), nothing scraping them.
+ */
+function parleyTcpWith({
+  policies = false,
+  metrics = false,
+}: {
+  policies?: boolean;
+  metrics?: boolean;
+}): RpcSystem {
   return {
     async serve() {
       const bench = await parleyBench();
       const hub = await bench.parley.createHub();
-      const node = addServer(bench, bench.parley.createTcpTransport({ hub: hub.url }));
+      const node = addServer(
+        bench,
+        bench.parley.createTcpTransport({ hub: hub.url }),
+        metrics ? [bench.parley.metrics()] : [],
+      );
       await node.start();
       return {
         port: hub.port,
@@ -280,7 +297,7 @@ function parleyTcpWith(policies: boolean): RpcSystem {
         logLevel: 'silent',
         transport: parley.createTcpTransport({ hub: `parley://${HOST}:${port}` }),
         // The default policy stack on the calling side: budgeted retries, a breaker per instance.
-        ...(policies ? { middleware: parley.resilience() } : {}),
+        middleware: [...(metrics ? [parley.metrics()] : []), ...(policies ? parley.resilience() : [])],
       });
       await node.start();
       while (node.registry.endpoints('bench').length === 0) await new Promise((r) => setTimeout(r, 5));
@@ -500,7 +517,8 @@ const rawMqttRequest: RpcSystem = {
 
 export const rpcSystems: Record<string, RpcSystem> = {
   'parley tcp': parleyTcp,
-  'parley tcp + policies': parleyTcpWith(true),
+  'parley tcp + policies': parleyTcpWith({ policies: true }),
+  'parley tcp + metrics': parleyTcpWith({ metrics: true }),
   'parley nats': parleyBus('nats', `${NATS}?prefix=parley-bench`),
   'parley redis': parleyBus('redis', 'redis://127.0.0.1:6379?prefix=parley-bench'),
   'parley rabbitmq': parleyBus('rabbitmq', `${AMQP}?prefix=parley-bench`),
@@ -516,6 +534,7 @@ export const rpcSystems: Record<string, RpcSystem> = {
   'moleculer-web': moleculerWeb,
   'grpc-js': grpc,
   'moleculer tcp': moleculer('tcp'),
+  'moleculer tcp + metrics': moleculer('tcp', true),
   'moleculer nats': moleculer('nats'),
   'nestjs tcp': nest('tcp'),
   'nestjs nats': nest('nats'),
