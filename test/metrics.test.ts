@@ -74,6 +74,32 @@ const calc = defineContract({
 });
 
 describe('node metrics', () => {
+  it('counts a middleware that throws before returning a promise, and leaves nothing in flight', async (t) => {
+    const observed = metrics({ defaultMetrics: false });
+    const refuse = {
+      name: 'refuse',
+      inbound: () => () => {
+        throw new ParleyError('PERMISSION_DENIED', 'refused before any promise');
+      },
+    };
+    const node = testNode({
+      middleware: [observed, refuse],
+      services: [implement(calc, { actions: { add: ({ a, b }) => ({ sum: a + b }), hold: () => ({}) } })],
+    });
+    t.after(() => node.stop());
+    await node.start();
+    await assert.rejects(
+      node.client(calc).add({ a: 1, b: 2 }),
+      (e: ParleyError) => e.code === 'PERMISSION_DENIED',
+    );
+    const text = await observed.registry.metrics();
+    const key = { service: 'calc', action: 'add' };
+    assert.equal(value(text, 'parley_server_calls_total', { ...key, code: 'PERMISSION_DENIED' }), 1);
+    assert.equal(value(text, 'parley_server_calls_total', { ...key, code: 'OK' }), undefined);
+    assert.equal(value(text, 'parley_server_calls_in_flight', key), 0);
+    assert.equal(value(text, 'parley_client_calls_total', { ...key, code: 'PERMISSION_DENIED' }), 1);
+  });
+
   it('counts calls made and served by outcome code, with durations on the given clock', async (t) => {
     const clock = createFakeClock();
     const net = createMemoryNetwork();

@@ -10,7 +10,9 @@ import type { Registry } from 'prom-client';
 
 /** What one pair of names (e.g. service, action) has seen. */
 export class Slot {
-  /** Outcomes by code (or HTTP status). */
+  /** Successes (code `OK`), kept apart from the map: the common case is one addition. */
+  ok = 0;
+  /** Other outcomes by code (or HTTP status). */
   readonly outcomes = new Map<string, number>();
   /** Observations per bucket, not cumulative; the last counts those above every bound. */
   readonly counts: Float64Array;
@@ -117,6 +119,7 @@ function register(
 export function outcomeCounter(family: Family, codeLabel: string): void {
   register(family, 'counter', (source, out) => {
     for (const [a, b, slot] of source.table.entries()) {
+      if (slot.ok > 0) out.push({ value: slot.ok, labels: { ...source.labels(a, b), [codeLabel]: 'OK' } });
       for (const [code, value] of slot.outcomes) {
         out.push({ value, labels: { ...source.labels(a, b), [codeLabel]: code } });
       }
