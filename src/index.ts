@@ -132,6 +132,7 @@ export {
   metrics,
 } from './observe/metrics.ts';
 export { type MetricsServer, type MetricsServerOptions, serveMetrics } from './observe/metrics-server.ts';
+export { type TracingOptions, tracing } from './observe/tracing.ts';
 export { backoffDelay } from './resilience/backoff.ts';
 export {
   type BreakerChange,

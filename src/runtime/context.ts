@@ -195,6 +195,7 @@ export class CallContext implements Context {
   private _id: string | undefined;
   private _traceId: string | undefined;
   private _spanId: string | undefined;
+  private _flags = '01';
   private _log: Logger | undefined;
   private controller: AbortController | undefined;
   private abortReason: ParleyError | undefined;
@@ -256,7 +257,25 @@ export class CallContext implements Context {
 
   get traceparent(): string {
     this._spanId ??= randomHex(8);
-    return `00-${this.traceId}-${this._spanId}-01`;
+    return `00-${this.traceId}-${this._spanId}-${this._flags}`;
+  }
+
+  /**
+   * @internal The `traceparent` this request came with: the envelope's, or a local call's (its
+   * client span's, else the calling context's). Undefined when it starts a trace.
+   */
+  get incomingTraceparent(): string | undefined {
+    return this.remoteTraceparent ?? this.parent?.traceparent;
+  }
+
+  /**
+   * @internal Takes a tracer's span as this request's own (tracing middleware, before the handler
+   * runs): what the handler sends then carries that span as parent.
+   */
+  adoptSpan(traceId: string, spanId: string, sampled: boolean): void {
+    this._traceId = traceId;
+    this._spanId = spanId;
+    this._flags = sampled ? '01' : '00';
   }
 
   get signal(): AbortSignal {

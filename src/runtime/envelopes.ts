@@ -17,6 +17,7 @@ import { sourceOf } from './wire.ts';
  * The envelope of a call: the fewest attributes that do the job, since it is made and parsed once
  * per call. No `time` (the deadline says what matters). A call made outside any handler carries no
  * trace context: the callee starts the trace, and pays for its ids only if it reads them.
+ * `traceparent`, when given (a client span's), replaces the parent's.
  */
 export function callEnvelope(
   nodeId: string,
@@ -25,10 +26,13 @@ export function callEnvelope(
   data: unknown,
   now: number,
   deadline: number,
+  traceparent?: string,
 ): Envelope {
   const source = sourceOf(nodeId, parent?.service);
   if (parent === undefined) {
-    return { specversion: '1.0', id: uuidv7(now), source, type, deadline, data };
+    const env: Envelope = { specversion: '1.0', id: uuidv7(now), source, type, deadline, data };
+    if (traceparent !== undefined) env.traceparent = traceparent;
+    return env;
   }
   return {
     specversion: '1.0',
@@ -36,7 +40,7 @@ export function callEnvelope(
     source,
     type,
     deadline,
-    traceparent: parent.traceparent,
+    traceparent: traceparent ?? parent.traceparent,
     correlationid: parent.correlationId,
     causationid: parent.id,
     data,
@@ -62,14 +66,17 @@ export function callEnvelopeJson(
   deadline: number,
   idempotencyKey: string | undefined,
   principal: string | undefined,
+  traceparent?: string,
 ): string {
   const source = sourceOf(nodeId, parent?.service);
   if (source !== lastSourceText.source) lastSourceText = { source, text: JSON.stringify(source) };
   let text = `{"specversion":"1.0","id":"${uuidv7(now)}","source":${lastSourceText.text},"type":${JSON.stringify(type)},"deadline":${Number.isFinite(deadline) ? String(deadline) : 'null'}`;
   if (parent !== undefined) {
-    text += attribute('traceparent', parent.traceparent);
+    text += attribute('traceparent', traceparent ?? parent.traceparent);
     text += attribute('correlationid', parent.correlationId);
     text += attribute('causationid', parent.id);
+  } else if (traceparent !== undefined) {
+    text += attribute('traceparent', traceparent);
   }
   text += attribute('idempotencykey', idempotencyKey);
   text += attribute('principal', principal);

@@ -325,6 +325,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       stream: def.stream,
       options: opts,
       parent,
+      traceparent: undefined,
       tried: NONE_TRIED,
       recover: undefined,
     };
@@ -445,6 +446,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       caller: { node: this.id, service: call.parent?.service },
       principal: principalOfCall(call),
       parent: call.parent,
+      traceparent: call.traceparent,
       idempotencyKey: call.options.idempotencyKey,
       errors: action.def.errors,
     });

@@ -26,6 +26,11 @@ export interface OutboundCall {
   /** The context this call is made from, when made inside a handler. */
   readonly parent: Context | undefined;
   /**
+   * The W3C `traceparent` the call carries, when middleware made a span for it (tracing's client
+   * span); else it carries its parent's, or none outside a handler.
+   */
+  traceparent?: string | undefined;
+  /**
    * Endpoints already tried by this call (retries prefer another). Recorded only when more than
    * one endpoint could serve the call.
    */

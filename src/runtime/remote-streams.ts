@@ -28,6 +28,7 @@ function op(
     idempotent: false,
     options: NO_OPTIONS,
     parent: call.parent,
+    traceparent: call.traceparent,
     tried: [],
   }).then((page) => pageOf(page, target));
 }

@@ -57,10 +57,19 @@ export function callRemote(
         call.deadline,
         key,
         principal,
+        call.traceparent,
       );
       frame = Buffer.from(text, 'utf8');
     } else {
-      const env = callEnvelope(deps.nodeId, call.parent, name, call.input, now, call.deadline);
+      const env = callEnvelope(
+        deps.nodeId,
+        call.parent,
+        name,
+        call.input,
+        now,
+        call.deadline,
+        call.traceparent,
+      );
       if (key !== undefined) env.idempotencykey = key;
       if (principal !== undefined) env.principal = principal;
       frame = deps.codec.encode(env);

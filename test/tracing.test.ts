@@ -1,0 +1,360 @@
+/**
+ * Tracing: the spans `tracing()` makes through the OpenTelemetry API, recorded by the SDK's
+ * in-memory exporter: client and server spans linked across nodes and through a handler's own
+ * calls, the span active in the handler, failures with their code, event handlers as consumer
+ * spans of the publishing handler (a redelivery too), and the API without an SDK.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import {
+  AlwaysOffSampler,
+  BasicTracerProvider,
+  InMemorySpanExporter,
+  type ReadableSpan,
+  SimpleSpanProcessor,
+} from '@opentelemetry/sdk-trace-base';
+import {
+  createEmbeddedBroker,
+  createFakeClock,
+  createMemoryNetwork,
+  defineContract,
+  implement,
+  ParleyError,
+  subscribe,
+  tracing,
+  z,
+} from '../src/index.ts';
+import { testNode, waitFor } from './helpers.ts';
+
+const calc = defineContract({
+  name: 'calc',
+  version: '1.0.0',
+  actions: {
+    add: {
+      input: z.object({ a: z.number(), b: z.number() }),
+      output: z.object({ sum: z.number() }),
+      errors: { TOO_BIG: 'OUT_OF_RANGE' },
+    },
+  },
+  events: { 'calc.added': { version: 1, schema: z.object({ sum: z.number() }) } },
+});
+
+const front = defineContract({
+  name: 'front',
+  version: '1.0.0',
+  actions: {
+    total: { input: z.object({ a: z.number(), b: z.number() }), output: z.object({ sum: z.number() }) },
+  },
+});
+
+const spanIdOf = (traceparent: string) => traceparent.split('-')[2];
+
+describe('tracing', () => {
+  const exporter = new InMemorySpanExporter();
+  const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+  const tracer = provider.getTracer('test');
+  const contextManager = new AsyncLocalStorageContextManager();
+  before(() => {
+    context.setGlobalContextManager(contextManager.enable());
+  });
+  after(() => {
+    context.disable();
+  });
+
+  const spans = (): ReadableSpan[] => exporter.getFinishedSpans();
+  const one = (name: string, kind: SpanKind): ReadableSpan => {
+    const found = spans().filter((s) => s.name === name && s.kind === kind);
+    assert.equal(found.length, 1, `${found.length} ${SpanKind[kind]} spans named ${name}`);
+    return found[0] as ReadableSpan;
+  };
+  const parentOf = (span: ReadableSpan) => span.parentSpanContext?.spanId;
+
+  it('links client and server spans across nodes, through a handler’s own call, under the active span', async (t) => {
+    exporter.reset();
+    const net = createMemoryNetwork();
+    const seen: { traceparent: string; active: string | undefined }[] = [];
+    const calcNode = testNode({
+      transport: net.transport(),
+      middleware: [tracing({ tracer })],
+      services: [
+        implement(calc, {
+          actions: {
+            add: ({ a, b }, ctx) => {
+              seen.push({
+                traceparent: ctx.traceparent,
+                active: trace.getActiveSpan()?.spanContext().spanId,
+              });
+              return { sum: a + b };
+            },
+          },
+        }),
+      ],
+    });
+    const frontNode = testNode({
+      transport: net.transport(),
+      middleware: [tracing({ tracer })],
+      services: [
+        implement(front, {
+          actions: {
+            // A span of the handler's own: the call it makes inside hangs under it.
+            total: (input, ctx) =>
+              tracer.startActiveSpan('front.work', (work) =>
+                ctx.call(calc, 'add', input).finally(() => work.end()),
+              ),
+          },
+        }),
+      ],
+    });
+    const client = testNode({ transport: net.transport(), middleware: [tracing({ tracer })] });
+    t.after(async () => {
+      await client.stop();
+      await frontNode.stop();
+      await calcNode.stop();
+    });
+    await calcNode.start();
+    await frontNode.start();
+    await client.start();
+    await waitFor(() => client.registry.endpoints('front').length > 0, 5000, 'front in the registry');
+    await waitFor(() => frontNode.registry.endpoints('calc').length > 0, 5000, 'calc in the registry');
+
+    // Outside any handler, as an HTTP edge would call: under the request's span.
+    const result = await tracer.startActiveSpan('GET /total', (request) =>
+      client
+        .client(front)
+        .total({ a: 2, b: 3 })
+        .finally(() => request.end()),
+    );
+    assert.deepEqual(result, { sum: 5 });
+
+    const request = one('GET /total', SpanKind.INTERNAL);
+    const frontClient = one('front.total', SpanKind.CLIENT);
+    const frontServer = one('front.total', SpanKind.SERVER);
+    const work = one('front.work', SpanKind.INTERNAL);
+    const calcClient = one('calc.add', SpanKind.CLIENT);
+    const calcServer = one('calc.add', SpanKind.SERVER);
+    const traceId = request.spanContext().traceId;
+    for (const s of [frontClient, frontServer, work, calcClient, calcServer]) {
+      assert.equal(s.spanContext().traceId, traceId, `${s.name} is in the request's trace`);
+    }
+    assert.equal(parentOf(frontClient), request.spanContext().spanId);
+    assert.equal(parentOf(frontServer), frontClient.spanContext().spanId);
+    assert.equal(parentOf(work), frontServer.spanContext().spanId);
+    assert.equal(parentOf(calcClient), work.spanContext().spanId);
+    assert.equal(parentOf(calcServer), calcClient.spanContext().spanId);
+    assert.equal(calcServer.attributes['rpc.system'], 'parley');
+    assert.equal(calcServer.attributes['rpc.service'], 'calc');
+    assert.equal(calcServer.attributes['rpc.method'], 'add');
+    assert.equal(calcServer.status.code, SpanStatusCode.UNSET);
+
+    // The handler's context is its server span: what it sends continues it, and it is active.
+    assert.equal(seen.length, 1);
+    assert.equal(spanIdOf(seen[0]?.traceparent as string), calcServer.spanContext().spanId);
+    assert.equal(seen[0]?.active, calcServer.spanContext().spanId);
+  });
+
+  it('marks failures with their code, and links a local call made outside any span', async (t) => {
+    exporter.reset();
+    const node = testNode({
+      middleware: [tracing({ tracer })],
+      services: [
+        implement(calc, {
+          actions: {
+            add: ({ a, b }, ctx) => {
+              if (a + b > 100) throw ctx.fail('TOO_BIG', 'too big');
+              return { sum: a + b };
+            },
+          },
+        }),
+      ],
+    });
+    t.after(() => node.stop());
+    await node.start();
+    await assert.rejects(
+      node.client(calc).add({ a: 100, b: 1 }),
+      (e: ParleyError) => e.code === 'OUT_OF_RANGE',
+    );
+    const client = one('calc.add', SpanKind.CLIENT);
+    const server = one('calc.add', SpanKind.SERVER);
+    assert.equal(client.parentSpanContext, undefined, 'a call outside any span starts the trace');
+    assert.equal(parentOf(server), client.spanContext().spanId);
+    assert.equal(server.attributes['parley.local'], true);
+    for (const s of [client, server]) {
+      assert.equal(s.status.code, SpanStatusCode.ERROR);
+      assert.equal(s.status.message, 'too big');
+      assert.equal(s.attributes['parley.code'], 'OUT_OF_RANGE');
+    }
+  });
+
+  it('makes a consumer span per delivery, child of the publishing handler’s span', async (t) => {
+    exporter.reset();
+    const clock = createFakeClock();
+    const broker = createEmbeddedBroker({ path: ':memory:', clock, random: () => 0.5 });
+    const handled: number[] = [];
+    let failNext = true;
+    const node = testNode({
+      clock,
+      broker,
+      middleware: [tracing({ tracer })],
+      services: [
+        implement(calc, {
+          actions: {
+            add: async ({ a, b }, ctx) => {
+              await ctx.publish(calc, 'calc.added', { sum: a + b });
+              return { sum: a + b };
+            },
+          },
+          on: [
+            subscribe(
+              calc,
+              'calc.added',
+              (p) => {
+                if (failNext) {
+                  failNext = false;
+                  throw new ParleyError('UNAVAILABLE', 'the database is away');
+                }
+                handled.push(p.sum);
+              },
+              { backoff: { initial: 100, max: 100, multiplier: 1 } },
+            ),
+          ],
+        }),
+      ],
+    });
+    t.after(async () => {
+      await node.stop();
+      await broker.close();
+    });
+    await node.start();
+    await node.client(calc).add({ a: 3, b: 4 });
+    const until = Date.now() + 5000;
+    while (handled.length === 0 && Date.now() < until) await clock.tick(50);
+    assert.deepEqual(handled, [7]);
+
+    const server = one('calc.add', SpanKind.SERVER);
+    const deliveries = spans()
+      .filter((s) => s.kind === SpanKind.CONSUMER)
+      .sort(
+        (a, b) =>
+          Number(a.attributes['parley.delivery.attempt']) - Number(b.attributes['parley.delivery.attempt']),
+      );
+    assert.equal(deliveries.length, 2);
+    for (const [i, d] of deliveries.entries()) {
+      assert.equal(d.name, 'process calc.added');
+      assert.equal(d.spanContext().traceId, server.spanContext().traceId);
+      assert.equal(parentOf(d), server.spanContext().spanId);
+      assert.equal(d.attributes['messaging.system'], 'parley');
+      assert.equal(d.attributes['messaging.destination.name'], 'calc.added');
+      assert.equal(d.attributes['parley.durable'], true);
+      assert.equal(d.attributes['parley.delivery.attempt'], i + 1);
+    }
+    assert.equal(deliveries[0]?.status.code, SpanStatusCode.ERROR);
+    assert.equal(deliveries[0]?.attributes['parley.code'], 'UNAVAILABLE');
+    assert.equal(deliveries[1]?.status.code, SpanStatusCode.UNSET);
+  });
+});
+
+describe('tracing, sampled out', () => {
+  it('records nothing and carries the decision on: not-sampled flags from caller to callee', async (t) => {
+    const exporter = new InMemorySpanExporter();
+    const provider = new BasicTracerProvider({
+      sampler: new AlwaysOffSampler(),
+      spanProcessors: [new SimpleSpanProcessor(exporter)],
+    });
+    const tracer = provider.getTracer('test');
+    const net = createMemoryNetwork();
+    const traceparents: Record<string, string> = {};
+    const calcNode = testNode({
+      transport: net.transport(),
+      middleware: [tracing({ tracer })],
+      services: [
+        implement(calc, {
+          actions: {
+            add: ({ a, b }, ctx) => {
+              traceparents.calc = ctx.traceparent;
+              return { sum: a + b };
+            },
+          },
+        }),
+      ],
+    });
+    const frontNode = testNode({
+      transport: net.transport(),
+      middleware: [tracing({ tracer })],
+      services: [
+        implement(front, {
+          actions: {
+            total: (input, ctx) => {
+              traceparents.front = ctx.traceparent;
+              return ctx.call(calc, 'add', input);
+            },
+          },
+        }),
+      ],
+    });
+    t.after(async () => {
+      await frontNode.stop();
+      await calcNode.stop();
+    });
+    await calcNode.start();
+    await frontNode.start();
+    await waitFor(() => frontNode.registry.endpoints('calc').length > 0, 5000, 'calc in the registry');
+    assert.deepEqual(await frontNode.client(front).total({ a: 1, b: 1 }), { sum: 2 });
+    assert.equal(exporter.getFinishedSpans().length, 0);
+    assert.match(traceparents.front as string, /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+    assert.match(traceparents.calc as string, /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+    assert.equal(traceparents.calc?.split('-')[1], traceparents.front?.split('-')[1]);
+  });
+});
+
+describe('tracing without an SDK', () => {
+  it('leaves Parley’s own trace context as it was: one trace from caller to callee', async (t) => {
+    // No tracer provider is registered in this file's process: the API's tracer records nothing.
+    const net = createMemoryNetwork();
+    const traceparents: Record<string, string> = {};
+    const calcNode = testNode({
+      transport: net.transport(),
+      middleware: [tracing()],
+      services: [
+        implement(calc, {
+          actions: {
+            add: ({ a, b }, ctx) => {
+              traceparents.calc = ctx.traceparent;
+              return { sum: a + b };
+            },
+          },
+        }),
+      ],
+    });
+    const frontNode = testNode({
+      transport: net.transport(),
+      middleware: [tracing()],
+      services: [
+        implement(front, {
+          actions: {
+            total: (input, ctx) => {
+              traceparents.front = ctx.traceparent;
+              return ctx.call(calc, 'add', input);
+            },
+          },
+        }),
+      ],
+    });
+    t.after(async () => {
+      await frontNode.stop();
+      await calcNode.stop();
+    });
+    await calcNode.start();
+    await frontNode.start();
+    await waitFor(() => frontNode.registry.endpoints('calc').length > 0, 5000, 'calc in the registry');
+    assert.deepEqual(await frontNode.client(front).total({ a: 1, b: 1 }), { sum: 2 });
+    const [, frontTrace, frontSpan] = (traceparents.front as string).split('-');
+    const [, calcTrace, calcSpan] = (traceparents.calc as string).split('-');
+    assert.match(frontTrace as string, /^[0-9a-f]{32}$/);
+    assert.notEqual(frontTrace, '0'.repeat(32));
+    assert.equal(calcTrace, frontTrace);
+    assert.notEqual(calcSpan, frontSpan);
+    assert.notEqual(calcSpan, '0'.repeat(16));
+  });
+});
