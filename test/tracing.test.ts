@@ -15,18 +15,20 @@ import {
   type ReadableSpan,
   SimpleSpanProcessor,
 } from '@opentelemetry/sdk-trace-base';
+import { startServices, tracingFromEnv } from '../src/cli/start.ts';
 import {
   createEmbeddedBroker,
   createFakeClock,
   createMemoryNetwork,
   defineContract,
+  defineServiceModule,
   implement,
   ParleyError,
   subscribe,
   tracing,
   z,
 } from '../src/index.ts';
-import { testNode, waitFor } from './helpers.ts';
+import { silent, tempDir, testNode, waitFor } from './helpers.ts';
 
 const calc = defineContract({
   name: 'calc',
@@ -252,6 +254,52 @@ describe('tracing', () => {
     assert.equal(deliveries[0]?.status.code, SpanStatusCode.ERROR);
     assert.equal(deliveries[0]?.attributes['parley.code'], 'UNAVAILABLE');
     assert.equal(deliveries[1]?.status.code, SpanStatusCode.UNSET);
+  });
+});
+
+describe('tracing from parley start', () => {
+  it('is on with PARLEY_TRACING=1 or true, off when unset, 0 or false, and refuses anything else', () => {
+    assert.equal(tracingFromEnv({}), false);
+    assert.equal(tracingFromEnv({ PARLEY_TRACING: '' }), false);
+    assert.equal(tracingFromEnv({ PARLEY_TRACING: '0' }), false);
+    assert.equal(tracingFromEnv({ PARLEY_TRACING: 'false' }), false);
+    assert.equal(tracingFromEnv({ PARLEY_TRACING: '1' }), true);
+    assert.equal(tracingFromEnv({ PARLEY_TRACING: 'TRUE' }), true);
+    assert.throws(
+      () => tracingFromEnv({ PARLEY_TRACING: 'yes please' }),
+      (e: ParleyError) => e.code === 'INVALID_ARGUMENT' && e.message.includes('yes please'),
+    );
+  });
+
+  it('puts the middleware on the node it starts', async () => {
+    const exporter = new InMemorySpanExporter();
+    const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+    const module = defineServiceModule({
+      name: 'calc',
+      setup: () => ({
+        services: [implement(calc, { actions: { add: ({ a, b }) => ({ sum: a + b }) } })],
+      }),
+    });
+    const running = await startServices({
+      modules: [module],
+      transport: 'memory:',
+      dataDir: tempDir('tracing').path,
+      logger: silent,
+      metrics: false,
+      tracing: { tracer: provider.getTracer('test') },
+    });
+    try {
+      assert.deepEqual(await running.node.client(calc).add({ a: 2, b: 3 }), { sum: 5 });
+    } finally {
+      await running.stop();
+    }
+    assert.deepEqual(
+      exporter
+        .getFinishedSpans()
+        .map((s) => `${SpanKind[s.kind]} ${s.name}`)
+        .sort(),
+      ['CLIENT calc.add', 'SERVER calc.add'],
+    );
   });
 });
 

@@ -16,6 +16,7 @@ import { queryHub } from '../hub/client.ts';
 import { createRemoteBroker } from '../hub/remote-broker.ts';
 import { type MetricsMiddleware, metrics } from '../observe/metrics.ts';
 import { type MetricsServer, type MetricsServerOptions, serveMetrics } from '../observe/metrics-server.ts';
+import { type TracingOptions, tracing } from '../observe/tracing.ts';
 import { createNode, type ParleyNode } from '../runtime/node.ts';
 import { TransportRegistry } from '../transport/from-url.ts';
 import { type ParleyTlsOptions, tlsFromEnv } from '../transport/tcp/sockets.ts';
@@ -39,6 +40,12 @@ export interface StartOptions {
    * carry); off when no port is set.
    */
   metrics?: MetricsServerOptions | false;
+  /**
+   * OpenTelemetry spans for the node's calls and event handlers (`tracing()`), for an SDK the
+   * process registers (e.g. `node --import ./otel.mjs`). Default: on when `PARLEY_TRACING` is
+   * `1` or `true`.
+   */
+  tracing?: TracingOptions | boolean;
 }
 
 export interface RunningServices {
@@ -107,6 +114,11 @@ export async function startServices(options: StartOptions): Promise<RunningServi
   const metricsAt = options.metrics ?? metricsFromEnv(env);
   const observed: MetricsMiddleware | undefined =
     metricsAt === false ? undefined : metrics({ labels: { node: id } });
+  const traced = options.tracing ?? tracingFromEnv(env);
+  const middleware = [
+    ...(observed === undefined ? [] : [observed]),
+    ...(traced === false ? [] : [tracing(traced === true ? {} : traced)]),
+  ];
   const parts: ServiceModuleParts[] = [];
   let broker: Broker | undefined;
   const closeAll = async () => {
@@ -129,7 +141,7 @@ export async function startServices(options: StartOptions): Promise<RunningServi
   const node = createNode({
     id,
     transport,
-    ...(observed === undefined ? {} : { middleware: [observed] }),
+    middleware,
     ...(broker === undefined ? {} : { broker }),
     outbox: outboxes,
     services: parts.flatMap((p) => p.services),
@@ -165,6 +177,17 @@ export async function startServices(options: StartOptions): Promise<RunningServi
       return stopping;
     },
   };
+}
+
+/** `PARLEY_TRACING`: `1` or `true` turns tracing on; unset, empty, `0` or `false` leaves it off. */
+export function tracingFromEnv(env: Readonly<Record<string, string | undefined>>): boolean {
+  const value = (env.PARLEY_TRACING ?? '').trim().toLowerCase();
+  if (value === '' || value === '0' || value === 'false') return false;
+  if (value === '1' || value === 'true') return true;
+  throw new ParleyError(
+    'INVALID_ARGUMENT',
+    `PARLEY_TRACING must be 1, true, 0 or false, got ${env.PARLEY_TRACING}`,
+  );
 }
 
 /** Metrics settings from `PARLEY_METRICS_PORT` / `_HOST` / `_TOKEN`; false when no port is set. */
