@@ -23,6 +23,7 @@ import {
   defineContract,
   defineServiceModule,
   implement,
+  type Middleware,
   ParleyError,
   subscribe,
   tracing,
@@ -303,6 +304,55 @@ describe('tracing from parley start', () => {
   });
 });
 
+/**
+ * `front.total` on one node calling `calc.add` on another, both with `middleware`; gives each
+ * handler's `ctx.traceparent` after one call.
+ */
+async function traceparentsOfOneCall(
+  t: { after(fn: () => Promise<void>): void },
+  middleware: Middleware[],
+): Promise<{ front: string; calc: string }> {
+  const net = createMemoryNetwork();
+  const seen: Record<string, string> = {};
+  const calcNode = testNode({
+    transport: net.transport(),
+    middleware,
+    services: [
+      implement(calc, {
+        actions: {
+          add: ({ a, b }, ctx) => {
+            seen.calc = ctx.traceparent;
+            return { sum: a + b };
+          },
+        },
+      }),
+    ],
+  });
+  const frontNode = testNode({
+    transport: net.transport(),
+    middleware,
+    services: [
+      implement(front, {
+        actions: {
+          total: (input, ctx) => {
+            seen.front = ctx.traceparent;
+            return ctx.call(calc, 'add', input);
+          },
+        },
+      }),
+    ],
+  });
+  t.after(async () => {
+    await frontNode.stop();
+    await calcNode.stop();
+  });
+  await calcNode.start();
+  await frontNode.start();
+  await waitFor(() => frontNode.registry.endpoints('calc').length > 0, 5000, 'calc in the registry');
+  assert.deepEqual(await frontNode.client(front).total({ a: 1, b: 1 }), { sum: 2 });
+  return { front: seen.front as string, calc: seen.calc as string };
+}
+
 describe('tracing, sampled out', () => {
   it('records nothing and carries the decision on: not-sampled flags from caller to callee', async (t) => {
     const exporter = new InMemorySpanExporter();
@@ -310,95 +360,20 @@ describe('tracing, sampled out', () => {
       sampler: new AlwaysOffSampler(),
       spanProcessors: [new SimpleSpanProcessor(exporter)],
     });
-    const tracer = provider.getTracer('test');
-    const net = createMemoryNetwork();
-    const traceparents: Record<string, string> = {};
-    const calcNode = testNode({
-      transport: net.transport(),
-      middleware: [tracing({ tracer })],
-      services: [
-        implement(calc, {
-          actions: {
-            add: ({ a, b }, ctx) => {
-              traceparents.calc = ctx.traceparent;
-              return { sum: a + b };
-            },
-          },
-        }),
-      ],
-    });
-    const frontNode = testNode({
-      transport: net.transport(),
-      middleware: [tracing({ tracer })],
-      services: [
-        implement(front, {
-          actions: {
-            total: (input, ctx) => {
-              traceparents.front = ctx.traceparent;
-              return ctx.call(calc, 'add', input);
-            },
-          },
-        }),
-      ],
-    });
-    t.after(async () => {
-      await frontNode.stop();
-      await calcNode.stop();
-    });
-    await calcNode.start();
-    await frontNode.start();
-    await waitFor(() => frontNode.registry.endpoints('calc').length > 0, 5000, 'calc in the registry');
-    assert.deepEqual(await frontNode.client(front).total({ a: 1, b: 1 }), { sum: 2 });
+    const seen = await traceparentsOfOneCall(t, [tracing({ tracer: provider.getTracer('test') })]);
     assert.equal(exporter.getFinishedSpans().length, 0);
-    assert.match(traceparents.front as string, /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
-    assert.match(traceparents.calc as string, /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
-    assert.equal(traceparents.calc?.split('-')[1], traceparents.front?.split('-')[1]);
+    assert.match(seen.front, /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+    assert.match(seen.calc, /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+    assert.equal(seen.calc.split('-')[1], seen.front.split('-')[1]);
   });
 });
 
 describe('tracing without an SDK', () => {
   it('leaves Parley’s own trace context as it was: one trace from caller to callee', async (t) => {
     // No tracer provider is registered in this file's process: the API's tracer records nothing.
-    const net = createMemoryNetwork();
-    const traceparents: Record<string, string> = {};
-    const calcNode = testNode({
-      transport: net.transport(),
-      middleware: [tracing()],
-      services: [
-        implement(calc, {
-          actions: {
-            add: ({ a, b }, ctx) => {
-              traceparents.calc = ctx.traceparent;
-              return { sum: a + b };
-            },
-          },
-        }),
-      ],
-    });
-    const frontNode = testNode({
-      transport: net.transport(),
-      middleware: [tracing()],
-      services: [
-        implement(front, {
-          actions: {
-            total: (input, ctx) => {
-              traceparents.front = ctx.traceparent;
-              return ctx.call(calc, 'add', input);
-            },
-          },
-        }),
-      ],
-    });
-    t.after(async () => {
-      await frontNode.stop();
-      await calcNode.stop();
-    });
-    await calcNode.start();
-    await frontNode.start();
-    await waitFor(() => frontNode.registry.endpoints('calc').length > 0, 5000, 'calc in the registry');
-    assert.deepEqual(await frontNode.client(front).total({ a: 1, b: 1 }), { sum: 2 });
-    const [, frontTrace, frontSpan] = (traceparents.front as string).split('-');
-    const [, calcTrace, calcSpan] = (traceparents.calc as string).split('-');
+    const seen = await traceparentsOfOneCall(t, [tracing()]);
+    const [, frontTrace, frontSpan] = seen.front.split('-');
+    const [, calcTrace, calcSpan] = seen.calc.split('-');
     assert.match(frontTrace as string, /^[0-9a-f]{32}$/);
     assert.notEqual(frontTrace, '0'.repeat(32));
     assert.equal(calcTrace, frontTrace);
