@@ -4,12 +4,12 @@
  * `metrics()`, with `tracing()` and no OpenTelemetry SDK registered, and with the SDK's
  * `BasicTracerProvider` recording every span (a simple processor handing each to an exporter
  * that drops it: the SDK's own cost, not an exporter's); beside Moleculer without and with its
- * metrics and its tracing (no exporter). Each variant runs in a process of its own (in one
- * process together, the shared call paths see every variant's shapes and all of them slow
- * down: plain Parley measured 0.75 µs a call that way, 0.23 alone). Nanoseconds per call,
- * medians of 5 rounds, each a fresh process making 200,000 calls after 50,000 of warm-up, the
- * variants taking turns round by round. Parley is the build in `dist/` (the same code run
- * from `src/` through tsx took 3× as long per call).
+ * metrics and its tracing (no exporter). Each variant runs in a process of its own, as the
+ * in-process suite of `npm run bench` does, so no variant's shapes reach another's call paths.
+ * Nanoseconds per call, medians of 5 rounds, each a fresh process making 200,000 calls after
+ * 50,000 of warm-up, the variants taking turns round by round. Parley is the build in `dist/`:
+ * the same code run from `src/` through tsx takes about 3× as long per call (tsx's esbuild keeps
+ * function names by wrapping each named arrow function, an `Object.defineProperty` per closure).
  *   npm run build && node --import tsx bench/observe-cost.mts
  */
 import { execFileSync } from 'node:child_process';
