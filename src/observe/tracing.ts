@@ -31,16 +31,14 @@ import {
   type Tracer,
   trace,
 } from '@opentelemetry/api';
-import { ParleyError } from '../errors.ts';
-import { CallContext, type Context } from '../runtime/context.ts';
+import { CallContext, type Context, TRACEPARENT } from '../runtime/context.ts';
 import type { Middleware } from '../runtime/pipeline.ts';
+import { outcomeCode } from './metrics.ts';
 
 export interface TracingOptions {
   /** Default: the global tracer provider's tracer `parley`. */
   tracer?: Tracer;
 }
-
-const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 
 /** The OpenTelemetry context whose span is the one a `traceparent` names; undefined when malformed. */
 function remoteParent(traceparent: string | undefined): OtelContext | undefined {
@@ -87,8 +85,7 @@ function finish(span: Span, work: Promise<unknown>): Promise<unknown> {
       return result;
     },
     (error: unknown) => {
-      const code = error instanceof ParleyError ? error.code : 'UNKNOWN';
-      span.setAttribute('parley.code', code);
+      span.setAttribute('parley.code', outcomeCode(error));
       span.setStatus({ code: SpanStatusCode.ERROR, message: (error as Error)?.message ?? String(error) });
       span.end();
       throw error;

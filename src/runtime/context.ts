@@ -173,7 +173,8 @@ export function principalWireOf(ctx: Context | undefined): string | undefined {
   return ctx instanceof CallContext ? ctx.principalWire : undefined;
 }
 
-const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+/** A W3C `traceparent` of version 00: trace id, parent span id, flags. */
+export const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 
 export class CallContext implements Context {
   readonly service: string;

@@ -16,7 +16,7 @@ import { ParleyError } from '../errors.ts';
 import type { RequestSignal } from '../transport/transport.ts';
 import { onAbort } from './abort.ts';
 import type { Clock } from './clock.ts';
-import { CallContext, type ContextRuntime } from './context.ts';
+import { CallContext, type Context, type ContextRuntime } from './context.ts';
 import { type DeadlineWheel, Expiring } from './deadlines.ts';
 import { NOTIFICATION_BATCH, unbatch } from './notify-batch.ts';
 import {
@@ -51,11 +51,20 @@ export interface ServerDeps {
   readonly maxPayload: () => number;
 }
 
+/** A subscription's handler behind its payload validation, and inside the event middleware. */
+interface EventRun {
+  direct(data: unknown, ctx: Context): unknown;
+  chain: EventCallHandler | undefined;
+}
+
 export class Server {
   private readonly actions = new Map<string, Map<string, LocalAction>>();
   private readonly ephemeral = new Map<string, { sub: Subscription; owner: string }[]>();
-  /** Each subscription's handler inside the event middleware, when there is any. */
-  private readonly eventChains = new Map<Subscription, EventCallHandler>();
+  /**
+   * Each subscription's handler with its payload validation, and the same inside the event
+   * middleware when there is any; made once per subscription.
+   */
+  private readonly eventRuns = new Map<Subscription, EventRun>();
   private readonly known = { json: createJsonCodec(), msgpack: createMsgpackCodec() };
   readonly streams: StreamHost;
   private inflight = 0;
@@ -128,12 +137,7 @@ export class Server {
     }
     this.actions.set(contract.name, table);
     for (const sub of service.subscriptions) {
-      const def = sub.contract.events[sub.event] as { schema: ActionDef['input'] };
-      const payloadWhat = `payload of ${sub.event}`;
-      const chain = composeEvents(this.deps.middleware, async (call) =>
-        sub.handler(validate(def.schema, call.input, payloadWhat), call.ctx),
-      );
-      if (chain !== undefined) this.eventChains.set(sub, chain);
+      this.eventRunOf(sub);
       if (!sub.options.ephemeral) continue;
       const list = this.ephemeral.get(sub.event) ?? [];
       list.push({ sub, owner: contract.name });
@@ -364,20 +368,32 @@ export class Server {
     for (const { sub, owner } of subs) void this.runEventHandler(sub, env, owner);
   }
 
+  private eventRunOf(sub: Subscription): EventRun {
+    let found = this.eventRuns.get(sub);
+    if (found === undefined) {
+      const def = sub.contract.events[sub.event] as { schema: ActionDef['input'] };
+      const what = `payload of ${sub.event}`;
+      const direct = (data: unknown, ctx: Context) => sub.handler(validate(def.schema, data, what), ctx);
+      const chain = composeEvents(this.deps.middleware, async (call) => direct(call.input, call.ctx));
+      found = { direct, chain };
+      this.eventRuns.set(sub, found);
+    }
+    return found;
+  }
+
   /**
    * Validates an event's payload and runs one subscription's handler with a context and deadline.
    * The promise resolves with whatever the handler returned, which means nothing (no `then` to
    * drop it: one promise a delivery less); an ephemeral handler's failure is logged here.
    */
   runEventHandler(sub: Subscription, env: Envelope, service: string, delivery?: Delivery): Promise<unknown> {
-    const def = sub.contract.events[sub.event] as { schema: ActionDef['input'] };
     const deadline = this.deps.clock.now() + (sub.options.timeout ?? this.deps.defaultTimeout);
     const ctx = this.contextOf(env, { service, action: env.type, deadline, errors: undefined }, delivery);
-    const chain = this.eventChains.get(sub);
+    const { direct, chain } = this.eventRunOf(sub);
     const work = this.run(
       ctx,
       chain === undefined
-        ? () => sub.handler(validate(def.schema, env.data, `payload of ${env.type}`), ctx)
+        ? () => direct(env.data, ctx)
         : () => chain({ ctx, input: env.data, durable: !sub.options.ephemeral }),
     );
     if (!sub.options.ephemeral) return work;
