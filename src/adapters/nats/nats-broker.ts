@@ -23,6 +23,8 @@
  *   retried). Competing consumers of one group may interleave a key's messages.
  * - **Delay**: `Parley-Not-Before` header; a message that comes early is nak'ed until its time.
  * - **Backpressure**: each consumer fetches only as many messages as it has room for.
+ * - **Pull requests** stay open 30 s (see `PULL_EXPIRES_MS`: nats-server 2.9 can lose a
+ *   redelivery due as one expires); two missed server heartbeats end one early.
  * - **History** (reading a topic without a consumer, for the gateway's push): the topic's stream,
  *   positions are stream sequences; see `history.ts`.
  *
@@ -83,6 +85,16 @@ export interface NatsBrokerOptions {
 
 const KEY = 'Parley-Key';
 const NOT_BEFORE = 'Parley-Not-Before';
+/**
+ * How long a group's pull request stays open, ms. Long, because nats-server 2.9 can lose a
+ * redelivery that falls due just as a pull request expires: it counts the delivery, sends nothing,
+ * and the message comes back only when its lease ends (seen here: a message nak'ed with a delay
+ * of about the old 1 s expiry, 1 in ~15 tries). A request that is open for 30 s rarely expires at
+ * that instant; it asks for no more than the consumer has room for, so backpressure is unchanged.
+ */
+const PULL_EXPIRES_MS = 30_000;
+/** The server's heartbeat on an open pull request; two missed end it and a new one is made. */
+const PULL_HEARTBEAT_MS = 2_500;
 const MS = 1_000_000; // nanoseconds
 
 /** A token safe in a subject and a stream name, distinct for distinct inputs. */
@@ -316,7 +328,11 @@ export class NatsBroker implements Broker {
           continue;
         }
         try {
-          const messages = await consumer.fetch({ max_messages: room, expires: 1000 });
+          const messages = await consumer.fetch({
+            max_messages: room,
+            expires: PULL_EXPIRES_MS,
+            idle_heartbeat: PULL_HEARTBEAT_MS,
+          });
           batch = messages;
           for await (const m of messages) {
             if (m.subject.startsWith(others) && m.subject !== mine) {
