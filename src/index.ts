@@ -181,6 +181,9 @@ export type {
   OutboundCall,
   OutboundHandler,
   OutboundMiddleware,
+  PublishCall,
+  PublishHandler,
+  PublishMiddleware,
 } from './runtime/pipeline.ts';
 export type { Principal } from './runtime/principal.ts';
 export type { Endpoint, Registry, RegistryChange } from './runtime/registry.ts';

@@ -4,6 +4,11 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import {
+  BasicTracerProvider,
+  InMemorySpanExporter,
+  SimpleSpanProcessor,
+} from '@opentelemetry/sdk-trace-base';
 import Database from 'better-sqlite3';
 import {
   createEmbeddedBroker,
@@ -13,8 +18,10 @@ import {
   createOutbox,
   defineContract,
   implement,
+  metrics,
   ParleyError,
   subscribe,
+  tracing,
   z,
 } from '../src/index.ts';
 import { tempDir, testNode } from './helpers.ts';
@@ -230,6 +237,45 @@ describe('outbox', () => {
     await assert.rejects(node.client(shop).place({ id: 'o1' }), (e: unknown) => e instanceof ParleyError);
     assert.equal((db.prepare('SELECT count(*) AS n FROM orders').get() as { n: number }).n, 0, 'rolled back');
     assert.equal(outbox.waiting(), 0);
+    await node.stop();
+  });
+
+  it('a publish the outbox refuses still throws inside the transaction through tracing and metrics middleware', async () => {
+    const db = ordersDb(':memory:');
+    const outbox = createOutbox(db);
+    const observed = metrics({ defaultMetrics: false });
+    const spans = new InMemorySpanExporter();
+    const tracer = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(spans)] }).getTracer(
+      't',
+    );
+    const insert = db.prepare('INSERT INTO orders (id) VALUES (?)');
+    let thrown: unknown;
+    const bad = implement(shop, {
+      actions: {
+        place: ({ id }, ctx) => {
+          try {
+            db.transaction(() => {
+              insert.run(id);
+              void ctx.publish(shop, 'order.placed', { id }, { delay: -5 }); // the outbox's check refuses it
+            })();
+          } catch (error) {
+            thrown = error;
+          }
+          return { ok: true };
+        },
+      },
+    });
+    const node = testNode({ services: [bad], outbox, middleware: [tracing({ tracer }), observed] });
+    await node.start();
+    await node.client(shop).place({ id: 'o1' });
+    assert.ok(thrown instanceof ParleyError && thrown.code === 'INVALID_ARGUMENT', String(thrown));
+    assert.equal((db.prepare('SELECT count(*) AS n FROM orders').get() as { n: number }).n, 0, 'rolled back');
+    assert.equal(outbox.waiting(), 0);
+    const text = await observed.registry.metrics();
+    assert.match(
+      text,
+      /parley_events_published_total\{service="shop",event="order.placed",durable="true",code="INVALID_ARGUMENT"\} 1/,
+    );
     await node.stop();
   });
 

@@ -1,6 +1,6 @@
 /**
  * Metrics: calls made and served counted by outcome code with their durations (fake clock), the
- * in-flight gauge, event handlers (durable with a redelivery, and notifications), the gateway's
+ * in-flight gauge, events sent and handled (durable with a redelivery, and notifications), the gateway's
  * HTTP series and its `/metrics` access rules, push gauges, and the stand-alone scrape server.
  */
 import assert from 'node:assert/strict';
@@ -200,7 +200,7 @@ describe('node metrics', () => {
     );
   });
 
-  it('counts event handlers by outcome, durable deliveries with their redeliveries, and notifications', async (t) => {
+  it('counts events sent and handled by outcome, durable deliveries with their redeliveries, and notifications', async (t) => {
     const clock = createFakeClock();
     const broker = createEmbeddedBroker({ path: ':memory:', clock, random: () => 0.5 });
     const observed = metrics({ clock, defaultMetrics: false });
@@ -239,6 +239,9 @@ describe('node metrics', () => {
     await node.start();
     await node.publish(calc, 'calc.added', { sum: 7 });
     await node.notify(calc, 'calc.added', { sum: 8 });
+    await assert.rejects(node.publish(calc, 'calc.added', { sum: 9 }, { delay: -5 }), {
+      code: 'INVALID_ARGUMENT',
+    });
     const until = Date.now() + 5000;
     while (!(seen.includes(7) && seen.includes(-8)) && Date.now() < until) await clock.tick(50);
     assert.deepEqual(
@@ -255,6 +258,13 @@ describe('node metrics', () => {
     const notified = { service: 'calc', event: 'calc.added', durable: 'false' };
     assert.equal(value(text, 'parley_events_handled_total', { ...notified, code: 'OK' }), 1);
     assert.equal(value(text, 'parley_event_handler_duration_seconds_count', notified), 1);
+
+    // Sent: the two handed over, the refused publish with the broker's code.
+    assert.equal(value(text, 'parley_events_published_total', { ...durable, code: 'OK' }), 1);
+    assert.equal(value(text, 'parley_events_published_total', { ...durable, code: 'INVALID_ARGUMENT' }), 1);
+    assert.equal(value(text, 'parley_events_published_total', { ...notified, code: 'OK' }), 1);
+    assert.equal(value(text, 'parley_event_publish_duration_seconds_count', durable), 2);
+    assert.equal(value(text, 'parley_event_publish_duration_seconds_count', notified), 1);
   });
 });
 

@@ -1,8 +1,9 @@
 /**
  * Tracing: the spans `tracing()` makes through the OpenTelemetry API, recorded by the SDK's
  * in-memory exporter: client and server spans linked across nodes and through a handler's own
- * calls, the span active in the handler, failures with their code, event handlers as consumer
- * spans of the publishing handler (a redelivery too), and the API without an SDK.
+ * calls, the span active in the handler, failures with their code, publishes and notifications as
+ * producer spans (a refused one with its code), event handlers as consumer spans under them (a
+ * redelivery too), and the API without an SDK.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -190,7 +191,7 @@ describe('tracing', () => {
     }
   });
 
-  it('makes a consumer span per delivery, child of the publishing handler’s span', async (t) => {
+  it('makes a producer span per publish, child of the publishing handler’s span, and a consumer span per delivery under it', async (t) => {
     exporter.reset();
     const clock = createFakeClock();
     const broker = createEmbeddedBroker({ path: ':memory:', clock, random: () => 0.5 });
@@ -236,6 +237,11 @@ describe('tracing', () => {
     assert.deepEqual(handled, [7]);
 
     const server = one('calc.add', SpanKind.SERVER);
+    const producer = one('send calc.added', SpanKind.PRODUCER);
+    assert.equal(parentOf(producer), server.spanContext().spanId);
+    assert.equal(producer.attributes['messaging.destination.name'], 'calc.added');
+    assert.equal(producer.attributes['parley.service'], 'calc');
+    assert.equal(producer.attributes['parley.durable'], true);
     const deliveries = spans()
       .filter((s) => s.kind === SpanKind.CONSUMER)
       .sort(
@@ -246,7 +252,7 @@ describe('tracing', () => {
     for (const [i, d] of deliveries.entries()) {
       assert.equal(d.name, 'process calc.added');
       assert.equal(d.spanContext().traceId, server.spanContext().traceId);
-      assert.equal(parentOf(d), server.spanContext().spanId);
+      assert.equal(parentOf(d), producer.spanContext().spanId);
       assert.equal(d.attributes['messaging.system'], 'parley');
       assert.equal(d.attributes['messaging.destination.name'], 'calc.added');
       assert.equal(d.attributes['parley.durable'], true);
@@ -255,6 +261,53 @@ describe('tracing', () => {
     assert.equal(deliveries[0]?.status.code, SpanStatusCode.ERROR);
     assert.equal(deliveries[0]?.attributes['parley.code'], 'UNAVAILABLE');
     assert.equal(deliveries[1]?.status.code, SpanStatusCode.UNSET);
+  });
+
+  it('traces a notification sent outside any handler, under the active span; a refused publish is an ERROR producer span', async (t) => {
+    exporter.reset();
+    const heard: string[] = [];
+    const broker = createEmbeddedBroker({ path: ':memory:' });
+    const node = testNode({
+      broker,
+      middleware: [tracing({ tracer })],
+      services: [
+        implement(calc, {
+          actions: { add: ({ a, b }) => ({ sum: a + b }) },
+          on: [
+            subscribe(calc, 'calc.added', (_p, ctx) => void heard.push(ctx.traceparent), { ephemeral: true }),
+          ],
+        }),
+      ],
+    });
+    t.after(async () => {
+      await node.stop();
+      await broker.close();
+    });
+    await node.start();
+    await tracer.startActiveSpan('job', async (job) => {
+      await node.notify(calc, 'calc.added', { sum: 1 });
+      job.end();
+    });
+    await waitFor(() => heard.length === 1);
+    const job = one('job', SpanKind.INTERNAL);
+    const producer = one('send calc.added', SpanKind.PRODUCER);
+    const consumer = one('process calc.added', SpanKind.CONSUMER);
+    assert.equal(parentOf(producer), job.spanContext().spanId);
+    assert.equal(producer.attributes['parley.durable'], false);
+    assert.equal(parentOf(consumer), producer.spanContext().spanId);
+    assert.equal(spanIdOf(heard[0] as string), consumer.spanContext().spanId);
+
+    // The broker refuses the publish: its span ends with the code.
+    await assert.rejects(node.publish(calc, 'calc.added', { sum: 2 }, { delay: -5 }), {
+      code: 'INVALID_ARGUMENT',
+    });
+    const refused = spans().filter(
+      (s) => s.kind === SpanKind.PRODUCER && s.attributes['parley.durable'] === true,
+    );
+    assert.equal(refused.length, 1);
+    assert.equal(refused[0]?.status.code, SpanStatusCode.ERROR);
+    assert.equal(refused[0]?.attributes['parley.code'], 'INVALID_ARGUMENT');
+    assert.equal(parentOf(refused[0] as ReadableSpan), undefined, 'no handler, no active span: a root');
   });
 });
 

@@ -1,7 +1,8 @@
 /**
  * @module observe/metrics
  * Prometheus metrics for a node, as middleware: calls it makes and serves (count by outcome code,
- * duration, in flight) and event handlers it runs (count by outcome, duration, redeliveries).
+ * duration, in flight), events it sends (count by outcome, time to the broker's confirmation) and
+ * event handlers it runs (count by outcome, duration, redeliveries).
  * Series are kept in plain numbers and read onto a prom-client registry when scraped
  * (`series.ts`); the registry is the node's own unless one is given, so two nodes in one process
  * do not mix. Off unless installed: a node without it pays nothing.
@@ -66,6 +67,8 @@ export function metrics(options: MetricsOptions = {}): MetricsMiddleware {
     served: new SlotTable(buckets),
     notified: new SlotTable(buckets),
     delivered: new SlotTable(buckets),
+    published: new SlotTable(buckets),
+    sent: new SlotTable(buckets),
   };
   const pair = (a: string, b: string) => ({ service: a, action: b });
   const made: Source = { table: calls.made, labels: pair };
@@ -77,6 +80,14 @@ export function metrics(options: MetricsOptions = {}): MetricsMiddleware {
   const delivered: Source = {
     table: calls.delivered,
     labels: (service, event) => ({ service, event, durable: 'true' }),
+  };
+  const published: Source = {
+    table: calls.published,
+    labels: (service, event) => ({ service, event, durable: 'true' }),
+  };
+  const sent: Source = {
+    table: calls.sent,
+    labels: (service, event) => ({ service, event, durable: 'false' }),
   };
   const family = (name: string, help: string, sources: readonly Source[]) => ({
     registry,
@@ -105,6 +116,21 @@ export function metrics(options: MetricsOptions = {}): MetricsMiddleware {
     family('server_calls_in_flight', 'Calls this node is serving now', [served]),
     'gauge',
     (s) => s.inFlight,
+  );
+  outcomeCounter(
+    family(
+      'events_published_total',
+      'Events this node sent, by outcome code (durable: published to the broker or an outbox; else notified)',
+      [published, sent],
+    ),
+    'code',
+  );
+  durationHistogram(
+    family(
+      'event_publish_duration_seconds',
+      "Time from an event's envelope to the broker's confirmation (an outbox write or a notification: handed over)",
+      [published, sent],
+    ),
   );
   outcomeCounter(
     family(
@@ -147,6 +173,20 @@ export function metrics(options: MetricsOptions = {}): MetricsMiddleware {
       slot.inFlight++;
       return settle(slot, clock, started, next, call, true);
     },
+    publish: (next) => (call) => {
+      const slot = (call.durable ? calls.published : calls.sent).get(call.service, call.event);
+      const started = clock.now();
+      let work: Promise<void>;
+      try {
+        work = next(call);
+      } catch (error) {
+        // Counted, and thrown on: inside an outbox's transaction it must reach the transaction.
+        slot.outcome(outcomeCode(error));
+        slot.observe((clock.now() - started) / 1000);
+        throw error;
+      }
+      return track(slot, clock, started, work) as Promise<void>;
+    },
     event: (next) => (call) => {
       const { service, action: event, delivery } = call.ctx;
       const slot = (call.durable ? calls.delivered : calls.notified).get(service, event);
@@ -156,7 +196,7 @@ export function metrics(options: MetricsOptions = {}): MetricsMiddleware {
   };
 }
 
-/** Counts and times `work` on `slot` when it settles (and leaves the in-flight gauge). */
+/** Runs `next(call)` (a synchronous throw becomes a rejection) and tracks it on `slot`. */
 function settle<C>(
   slot: Slot,
   clock: { now(): number },
@@ -171,6 +211,17 @@ function settle<C>(
   } catch (error) {
     work = Promise.reject(error);
   }
+  return track(slot, clock, started, work, inFlight);
+}
+
+/** Counts and times `work` on `slot` when it settles (and leaves the in-flight gauge). */
+function track(
+  slot: Slot,
+  clock: { now(): number },
+  started: number,
+  work: Promise<unknown>,
+  inFlight = false,
+): Promise<unknown> {
   return work.then(
     (result) => {
       if (inFlight) slot.inFlight--;

@@ -12,7 +12,11 @@
  *   context takes the span's ids, so what it calls and publishes continues this span, and the
  *   span is active while the handler runs (spans the handler makes nest under it when a context
  *   manager is registered).
- * - An event handler: a CONSUMER span `process <event>`, child of the publishing handler's span.
+ * - An event this node publishes or notifies: a PRODUCER span `send <event>`, placed as a call's
+ *   client span is, ended when the broker confirms the publish (at once for a notification or
+ *   an outbox write). The envelope carries it as its `traceparent`.
+ * - An event handler: a CONSUMER span `process <event>`, child of the producer span (of the
+ *   publishing handler's span when the publisher's node does not trace).
  *
  * Attributes follow OpenTelemetry's RPC and messaging conventions (`rpc.system: parley`,
  * `rpc.service`, `rpc.method`; `messaging.system: parley`, `messaging.destination.name`), plus
@@ -85,12 +89,17 @@ function finish(span: Span, work: Promise<unknown>): Promise<unknown> {
       return result;
     },
     (error: unknown) => {
-      span.setAttribute('parley.code', outcomeCode(error));
-      span.setStatus({ code: SpanStatusCode.ERROR, message: (error as Error)?.message ?? String(error) });
-      span.end();
+      fail(span, error);
       throw error;
     },
   );
+}
+
+/** Marks `span` failed with the Parley code of `error`, and ends it. */
+function fail(span: Span, error: unknown): void {
+  span.setAttribute('parley.code', outcomeCode(error));
+  span.setStatus({ code: SpanStatusCode.ERROR, message: (error as Error)?.message ?? String(error) });
+  span.end();
 }
 
 /**
@@ -157,6 +166,35 @@ export function tracing(options: TracingOptions = {}): Middleware {
       );
       adopt(ctx, span, incoming);
       return within(span, parent, next, call);
+    },
+    publish: (next) => (call) => {
+      const { envelope } = call;
+      const span = tracerOf().startSpan(
+        `send ${call.event}`,
+        {
+          kind: SpanKind.PRODUCER,
+          attributes: {
+            'messaging.system': 'parley',
+            'messaging.operation.type': 'send',
+            'messaging.destination.name': call.event,
+            'messaging.message.id': envelope.id,
+            'parley.service': call.service,
+            'parley.durable': call.durable,
+          },
+        },
+        clientParent(call.parent),
+      );
+      const carried = traceparentOf(span);
+      if (carried !== undefined) envelope.traceparent = carried;
+      if (!span.isRecording()) return next(call);
+      let work: Promise<void>;
+      try {
+        work = next(call);
+      } catch (error) {
+        fail(span, error); // thrown on: inside an outbox's transaction it must reach the transaction
+        throw error;
+      }
+      return finish(span, work) as Promise<void>;
     },
     event: (next) => (call) => {
       const { ctx } = call;

@@ -15,6 +15,7 @@ import type { Clock } from './clock.ts';
 import type { Context, PublishOptions } from './context.ts';
 import { eventEnvelope } from './envelopes.ts';
 import { NotificationBatcher } from './notify-batch.ts';
+import { composePublish, type Middleware, type PublishCall, type PublishHandler } from './pipeline.ts';
 
 export interface EventsOutDeps {
   readonly nodeId: string;
@@ -26,6 +27,15 @@ export interface EventsOutDeps {
   readonly logger: Logger;
   /** Hands a notification to this node's own ephemeral subscribers. */
   deliverLocally(env: Envelope): void;
+  /** The node's middleware; its `publish` hooks wrap every event sent. */
+  readonly middleware?: readonly Middleware[];
+}
+
+/** What the end of the publish pipeline needs besides what middleware sees. */
+interface Outgoing extends PublishCall {
+  readonly options: BrokerPublishOptions | undefined;
+  /** The outbox whose transaction is open, for a publish made inside it. */
+  readonly outbox: Outbox | undefined;
 }
 
 const DONE: Promise<void> = Promise.resolve();
@@ -34,7 +44,11 @@ export class EventsOut {
   /** JSON nodes send a turn's notifications as one batch frame (`notify-batch.ts`). */
   private readonly batcher: NotificationBatcher | undefined;
 
+  /** The publish middleware around `send`; `send` itself when there is none. */
+  private readonly out: PublishHandler;
+
   constructor(private readonly deps: EventsOutDeps) {
+    this.out = composePublish(deps.middleware ?? [], (call) => this.send(call as Outgoing));
     this.batcher =
       deps.codec.name === 'json'
         ? new NotificationBatcher(
@@ -63,20 +77,15 @@ export class EventsOut {
     options: PublishOptions = {},
   ): Promise<void> {
     const outbox = this.outboxInTransaction();
-    if (outbox !== undefined) {
-      const { env, publishOptions } = this.toPublish(parent, contract, event, payload, options);
-      outbox.write(env, publishOptions);
-      return Promise.resolve();
-    }
-    const broker = this.deps.broker;
-    if (broker === undefined) {
+    if (outbox !== undefined)
+      return this.out(this.toPublish(parent, contract, event, payload, options, outbox));
+    if (this.deps.broker === undefined) {
       return Promise.reject(
         new ParleyError('FAILED_PRECONDITION', `cannot publish ${event}: the node has no broker`),
       );
     }
     try {
-      const { env, publishOptions } = this.toPublish(parent, contract, event, payload, options);
-      return broker.publish(env, publishOptions).then(() => undefined);
+      return this.out(this.toPublish(parent, contract, event, payload, options, undefined));
     } catch (error) {
       return Promise.reject(error);
     }
@@ -85,24 +94,46 @@ export class EventsOut {
   /** Not `async`: a notification is done when it is handed over, and a sender may make many. */
   notify(parent: Context | undefined, contract: AnyContract, event: string, payload: unknown): Promise<void> {
     try {
-      const env = this.envelope(parent, contract, event, payload);
-      if (this.batcher !== undefined) {
-        this.batcher.add(env);
-      } else {
-        const frame = this.deps.codec.encode(env);
-        if (frame.byteLength > this.deps.transport.maxPayload) {
-          throw new ParleyError(
-            'RESOURCE_EXHAUSTED',
-            `notification of ${frame.byteLength} bytes exceeds the maximum`,
-          );
-        }
-        this.deps.transport.broadcast(frame);
-      }
-      this.deps.deliverLocally(env);
-      return DONE;
+      const envelope = this.envelope(parent, contract, event, payload);
+      const call: Outgoing = {
+        parent,
+        service: contract.name,
+        event,
+        envelope,
+        durable: false,
+        options: undefined,
+        outbox: undefined,
+      };
+      return this.out(call);
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /** The end of the publish pipeline: the outbox, the broker, or the notification's way out. */
+  private send(call: Outgoing): Promise<void> {
+    const env = call.envelope;
+    if (call.durable) {
+      if (call.outbox !== undefined) {
+        call.outbox.write(env, call.options ?? {});
+        return DONE;
+      }
+      return (this.deps.broker as Broker).publish(env, call.options).then(() => undefined);
+    }
+    if (this.batcher !== undefined) {
+      this.batcher.add(env);
+    } else {
+      const frame = this.deps.codec.encode(env);
+      if (frame.byteLength > this.deps.transport.maxPayload) {
+        throw new ParleyError(
+          'RESOURCE_EXHAUSTED',
+          `notification of ${frame.byteLength} bytes exceeds the maximum`,
+        );
+      }
+      this.deps.transport.broadcast(frame);
+    }
+    this.deps.deliverLocally(env);
+    return DONE;
   }
 
   private toPublish(
@@ -111,14 +142,23 @@ export class EventsOut {
     event: string,
     payload: unknown,
     options: PublishOptions,
-  ): { env: Envelope; publishOptions: BrokerPublishOptions } {
-    const env = this.envelope(parent, contract, event, payload);
-    if (options.idempotencyKey !== undefined) env.idempotencykey = options.idempotencyKey;
-    if (options.key !== undefined) env.subject = options.key;
+    outbox: Outbox | undefined,
+  ): Outgoing {
+    const envelope = this.envelope(parent, contract, event, payload);
+    if (options.idempotencyKey !== undefined) envelope.idempotencykey = options.idempotencyKey;
+    if (options.key !== undefined) envelope.subject = options.key;
     const publishOptions: BrokerPublishOptions = {};
     if (options.key !== undefined) publishOptions.key = options.key;
     if (options.delay !== undefined) publishOptions.delay = options.delay;
-    return { env, publishOptions };
+    return {
+      parent,
+      service: contract.name,
+      event,
+      envelope,
+      durable: true,
+      options: publishOptions,
+      outbox,
+    };
   }
 
   private outboxInTransaction(): Outbox | undefined {

@@ -150,6 +150,7 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       outboxes: this.outboxes,
       logger: this.logger,
       deliverLocally: (env) => this.server.deliverNotification(env),
+      middleware,
     });
     this.remoteDeps = {
       nodeId: this.id,

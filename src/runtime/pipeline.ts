@@ -7,8 +7,10 @@
  * wrappers: they admit instances to the balancer and hand out a permit per attempt, which the node
  * settles where the attempt's outcome is known, so they add no promise to a call. Event middleware
  * wraps every event handler the node runs (notifications and durable deliveries), before the
- * payload is validated (metrics and tracing plug in there).
+ * payload is validated (metrics and tracing plug in there); publish middleware wraps every event
+ * the node sends, once its envelope is made.
  */
+import type { Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
 import type { CallOptions, Context } from './context.ts';
 
@@ -77,6 +79,31 @@ export interface EventCall {
 export type EventCallHandler = (call: EventCall) => Promise<unknown>;
 export type EventMiddleware = (next: EventCallHandler) => EventCallHandler;
 
+/**
+ * One event this node sends: a durable publish (to the broker, or to the outbox whose transaction
+ * is open) or a notification. The envelope is made and its payload validated; middleware may set
+ * its `traceparent` (tracing's producer span) and nothing else.
+ */
+export interface PublishCall {
+  /** The handler's context it is sent from, when sent inside a handler. */
+  readonly parent: Context | undefined;
+  /** The service whose contract declares the event. */
+  readonly service: string;
+  readonly event: string;
+  readonly envelope: Envelope;
+  /** A publish (stored by the broker or an outbox), not a notification. */
+  readonly durable: boolean;
+}
+
+/**
+ * Settles when the event is handed over: a broker publish when the broker confirms it, an outbox
+ * write or a notification at once. Inside an outbox's transaction a failure is thrown, not
+ * returned (it must reach the transaction): publish middleware calls `next` synchronously and
+ * lets what it throws through.
+ */
+export type PublishHandler = (call: PublishCall) => Promise<void>;
+export type PublishMiddleware = (next: PublishHandler) => PublishHandler;
+
 /** Leave for one attempt on the chosen instance: told the attempt's outcome exactly once. */
 export interface AttemptPermit {
   success(): void;
@@ -103,6 +130,8 @@ export interface Middleware {
   readonly inbound?: InboundMiddleware;
   /** Around every event handler this node runs (metrics). */
   readonly event?: EventMiddleware;
+  /** Around every event this node publishes or notifies (producer spans, publish metrics). */
+  readonly publish?: PublishMiddleware;
   /** Before each attempt on a chosen instance (circuit breakers). */
   readonly permit?: AttemptGate;
   /** May the balancer choose `nodeId` for this call now? (An open breaker says no.) */
@@ -179,6 +208,16 @@ export function composeEvents(
   let next = terminal;
   for (let i = middleware.length - 1; i >= 0; i--) {
     const wrap = middleware[i]?.event;
+    if (wrap !== undefined) next = wrap(next);
+  }
+  return next;
+}
+
+/** The publish middleware around `terminal`, outermost first. */
+export function composePublish(middleware: readonly Middleware[], terminal: PublishHandler): PublishHandler {
+  let next = terminal;
+  for (let i = middleware.length - 1; i >= 0; i--) {
+    const wrap = middleware[i]?.publish;
     if (wrap !== undefined) next = wrap(next);
   }
   return next;
