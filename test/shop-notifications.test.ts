@@ -83,7 +83,14 @@ describe('shop notifications', { timeout: 20_000 }, () => {
     const { notifications: stored } = await node.client(notifications).list({});
     assert.deepEqual(stored.map((n) => n.orderId).sort(), ['o1', 'o2'], 'outcomes only, as before');
     // Published too: the broker's log holds every announcement, for gateways that resume from it.
-    const log = await broker.history.read('notifications.order-status', '0');
+    // The service starts the publish before the notification, but does not wait for the broker's
+    // confirmation: the last one may still be on its way when the notification is heard.
+    const read = () => broker.history.read('notifications.order-status', '0');
+    let log = await read();
+    for (const until = Date.now() + 5000; log.entries.length < heard.length && Date.now() < until; ) {
+      await new Promise((r) => setTimeout(r, 5));
+      log = await read();
+    }
     assert.deepEqual(
       log.entries
         .map((e) => `${(e.envelope.data as Step).orderId} ${(e.envelope.data as Step).status}`)
