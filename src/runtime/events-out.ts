@@ -46,9 +46,13 @@ export class EventsOut {
 
   /** The publish middleware around `send`; `send` itself when there is none. */
   private readonly out: PublishHandler;
+  /** Whether any middleware has a `publish` hook (a notification skips the call object if not). */
+  private readonly hooked: boolean;
 
   constructor(private readonly deps: EventsOutDeps) {
-    this.out = composePublish(deps.middleware ?? [], (call) => this.send(call as Outgoing));
+    const middleware = deps.middleware ?? [];
+    this.out = composePublish(middleware, (call) => this.send(call as Outgoing));
+    this.hooked = middleware.some((m) => m.publish !== undefined);
     this.batcher =
       deps.codec.name === 'json'
         ? new NotificationBatcher(
@@ -95,6 +99,10 @@ export class EventsOut {
   notify(parent: Context | undefined, contract: AnyContract, event: string, payload: unknown): Promise<void> {
     try {
       const envelope = this.envelope(parent, contract, event, payload);
+      if (!this.hooked) {
+        this.hand(envelope);
+        return DONE;
+      }
       const call: Outgoing = {
         parent,
         service: contract.name,
@@ -120,6 +128,12 @@ export class EventsOut {
       }
       return (this.deps.broker as Broker).publish(env, call.options).then(() => undefined);
     }
+    this.hand(env);
+    return DONE;
+  }
+
+  /** A notification out: broadcast (in this turn's batch), and to this node's own subscribers. */
+  private hand(env: Envelope): void {
     if (this.batcher !== undefined) {
       this.batcher.add(env);
     } else {
@@ -133,7 +147,6 @@ export class EventsOut {
       this.deps.transport.broadcast(frame);
     }
     this.deps.deliverLocally(env);
-    return DONE;
   }
 
   private toPublish(
