@@ -18,6 +18,7 @@ import {
   createOutbox,
   defineContract,
   implement,
+  type Middleware,
   metrics,
   ParleyError,
   subscribe,
@@ -276,6 +277,17 @@ describe('outbox', () => {
       text,
       /parley_events_published_total\{service="shop",event="order.placed",durable="true",code="INVALID_ARGUMENT"\} 1/,
     );
+    await node.stop();
+  });
+
+  it('an event a publish middleware hands on as a copy still goes to the outbox whose transaction is open', async () => {
+    const db = ordersDb(':memory:');
+    const outbox = createOutbox(db);
+    const copies: Middleware = { name: 'copies', publish: (next) => (call) => next({ ...call }) };
+    const node = testNode({ services: [shopService(db)], outbox, middleware: [copies] });
+    await node.start();
+    await node.client(shop).place({ id: 'o1' });
+    assert.equal(outbox.waiting(), 1);
     await node.stop();
   });
 

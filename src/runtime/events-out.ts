@@ -31,14 +31,8 @@ export interface EventsOutDeps {
   readonly middleware?: readonly Middleware[];
 }
 
-/** What the end of the publish pipeline needs besides what middleware sees. */
-interface Outgoing extends PublishCall {
-  readonly options: BrokerPublishOptions | undefined;
-  /** The outbox whose transaction is open, for a publish made inside it. */
-  readonly outbox: Outbox | undefined;
-}
-
 const DONE: Promise<void> = Promise.resolve();
+const NO_OPTIONS: BrokerPublishOptions = Object.freeze({});
 
 export class EventsOut {
   /** JSON nodes send a turn's notifications as one batch frame (`notify-batch.ts`). */
@@ -51,7 +45,7 @@ export class EventsOut {
 
   constructor(private readonly deps: EventsOutDeps) {
     const middleware = deps.middleware ?? [];
-    this.out = composePublish(middleware, (call) => this.send(call as Outgoing));
+    this.out = composePublish(middleware, (call) => this.send(call));
     this.hooked = middleware.some((m) => m.publish !== undefined);
     this.batcher =
       deps.codec.name === 'json'
@@ -80,16 +74,15 @@ export class EventsOut {
     payload: unknown,
     options: PublishOptions = {},
   ): Promise<void> {
-    const outbox = this.outboxInTransaction();
-    if (outbox !== undefined)
-      return this.out(this.toPublish(parent, contract, event, payload, options, outbox));
+    if (this.outboxInTransaction() !== undefined)
+      return this.out(this.toPublish(parent, contract, event, payload, options));
     if (this.deps.broker === undefined) {
       return Promise.reject(
         new ParleyError('FAILED_PRECONDITION', `cannot publish ${event}: the node has no broker`),
       );
     }
     try {
-      return this.out(this.toPublish(parent, contract, event, payload, options, undefined));
+      return this.out(this.toPublish(parent, contract, event, payload, options));
     } catch (error) {
       return Promise.reject(error);
     }
@@ -103,30 +96,36 @@ export class EventsOut {
         this.hand(envelope);
         return DONE;
       }
-      const call: Outgoing = {
+      return this.out({
         parent,
         service: contract.name,
         event,
         envelope,
         durable: false,
-        options: undefined,
-        outbox: undefined,
-      };
-      return this.out(call);
+        options: NO_OPTIONS,
+      });
     } catch (error) {
       return Promise.reject(error);
     }
   }
 
-  /** The end of the publish pipeline: the outbox, the broker, or the notification's way out. */
-  private send(call: Outgoing): Promise<void> {
+  /**
+   * The end of the publish pipeline: the outbox whose transaction is open (asked again here, so
+   * what middleware hands on needs nothing but a publish call), the broker, or the way out of a
+   * notification.
+   */
+  private send(call: PublishCall): Promise<void> {
     const env = call.envelope;
     if (call.durable) {
-      if (call.outbox !== undefined) {
-        call.outbox.write(env, call.options ?? {});
+      const outbox = this.outboxInTransaction();
+      if (outbox !== undefined) {
+        outbox.write(env, call.options);
         return DONE;
       }
-      return (this.deps.broker as Broker).publish(env, call.options).then(() => undefined);
+      const broker = this.deps.broker;
+      if (broker === undefined)
+        throw new ParleyError('FAILED_PRECONDITION', `cannot publish ${call.event}: the node has no broker`);
+      return broker.publish(env, call.options).then(() => undefined);
     }
     this.hand(env);
     return DONE;
@@ -155,8 +154,7 @@ export class EventsOut {
     event: string,
     payload: unknown,
     options: PublishOptions,
-    outbox: Outbox | undefined,
-  ): Outgoing {
+  ): PublishCall {
     const envelope = this.envelope(parent, contract, event, payload);
     if (options.idempotencyKey !== undefined) envelope.idempotencykey = options.idempotencyKey;
     if (options.key !== undefined) envelope.subject = options.key;
@@ -170,7 +168,6 @@ export class EventsOut {
       envelope,
       durable: true,
       options: publishOptions,
-      outbox,
     };
   }
 

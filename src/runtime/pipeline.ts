@@ -10,6 +10,7 @@
  * payload is validated (metrics and tracing plug in there); publish middleware wraps every event
  * the node sends, once its envelope is made.
  */
+import type { BrokerPublishOptions } from '../broker/broker.ts';
 import type { Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
 import type { CallOptions, Context } from './context.ts';
@@ -93,6 +94,8 @@ export interface PublishCall {
   readonly envelope: Envelope;
   /** A publish (stored by the broker or an outbox), not a notification. */
   readonly durable: boolean;
+  /** A publish's ordering key and delay (empty for a notification). */
+  readonly options: BrokerPublishOptions;
 }
 
 /**
