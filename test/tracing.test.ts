@@ -433,4 +433,43 @@ describe('tracing without an SDK', () => {
     assert.notEqual(calcSpan, frontSpan);
     assert.notEqual(calcSpan, '0'.repeat(16));
   });
+
+  it('leaves an event’s trace context as it was: its handler continues the publishing handler’s trace', async (t) => {
+    const seen: Record<string, string> = {};
+    const node = testNode({
+      middleware: [tracing()],
+      services: [
+        implement(calc, {
+          actions: {
+            add: async ({ a, b }, ctx) => {
+              seen.add = ctx.traceparent;
+              await ctx.notify(calc, 'calc.added', { sum: a + b });
+              return { sum: a + b };
+            },
+          },
+          on: [
+            subscribe(
+              calc,
+              'calc.added',
+              (_p, ctx) => {
+                seen.heard = ctx.traceparent;
+              },
+              {
+                ephemeral: true,
+              },
+            ),
+          ],
+        }),
+      ],
+    });
+    t.after(() => node.stop());
+    await node.start();
+    await node.client(calc).add({ a: 1, b: 2 });
+    await waitFor(() => seen.heard !== undefined);
+    const [, addTrace] = (seen.add as string).split('-');
+    const [, heardTrace, heardSpan] = (seen.heard as string).split('-');
+    assert.match(addTrace as string, /^[0-9a-f]{32}$/);
+    assert.equal(heardTrace, addTrace);
+    assert.notEqual(heardSpan, '0'.repeat(16));
+  });
 });
