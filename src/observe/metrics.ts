@@ -73,22 +73,15 @@ export function metrics(options: MetricsOptions = {}): MetricsMiddleware {
   const pair = (a: string, b: string) => ({ service: a, action: b });
   const made: Source = { table: calls.made, labels: pair };
   const served: Source = { table: calls.served, labels: pair };
-  const notified: Source = {
-    table: calls.notified,
-    labels: (service, event) => ({ service, event, durable: 'false' }),
-  };
-  const delivered: Source = {
-    table: calls.delivered,
-    labels: (service, event) => ({ service, event, durable: 'true' }),
-  };
-  const published: Source = {
-    table: calls.published,
-    labels: (service, event) => ({ service, event, durable: 'true' }),
-  };
-  const sent: Source = {
-    table: calls.sent,
-    labels: (service, event) => ({ service, event, durable: 'false' }),
-  };
+  // An event's series: its service, its type, and whether it is durable.
+  const ofEvents = (table: SlotTable, durable: 'true' | 'false'): Source => ({
+    table,
+    labels: (service, event) => ({ service, event, durable }),
+  });
+  const notified = ofEvents(calls.notified, 'false');
+  const delivered = ofEvents(calls.delivered, 'true');
+  const published = ofEvents(calls.published, 'true');
+  const sent = ofEvents(calls.sent, 'false');
   const family = (name: string, help: string, sources: readonly Source[]) => ({
     registry,
     name: `${prefix}${name}`,
@@ -181,8 +174,7 @@ export function metrics(options: MetricsOptions = {}): MetricsMiddleware {
         work = next(call);
       } catch (error) {
         // Counted, and thrown on: inside an outbox's transaction it must reach the transaction.
-        slot.outcome(outcomeCode(error));
-        slot.observe((clock.now() - started) / 1000);
+        failed(slot, clock, started, error);
         throw error;
       }
       return track(slot, clock, started, work) as Promise<void>;
@@ -231,9 +223,14 @@ function track(
     },
     (error: unknown) => {
       if (inFlight) slot.inFlight--;
-      slot.outcome(outcomeCode(error));
-      slot.observe((clock.now() - started) / 1000);
+      failed(slot, clock, started, error);
       throw error;
     },
   );
+}
+
+/** Counts a failure by its code on `slot`, with its duration. */
+function failed(slot: Slot, clock: { now(): number }, started: number, error: unknown): void {
+  slot.outcome(outcomeCode(error));
+  slot.observe((clock.now() - started) / 1000);
 }

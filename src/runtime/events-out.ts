@@ -38,15 +38,11 @@ export class EventsOut {
   /** JSON nodes send a turn's notifications as one batch frame (`notify-batch.ts`). */
   private readonly batcher: NotificationBatcher | undefined;
 
-  /** The publish middleware around `send`; `send` itself when there is none. */
-  private readonly out: PublishHandler;
-  /** Whether any middleware has a `publish` hook (a notification skips the call object if not). */
-  private readonly hooked: boolean;
+  /** The publish middleware around `send`; undefined when none has a `publish` hook. */
+  private readonly chain: PublishHandler | undefined;
 
   constructor(private readonly deps: EventsOutDeps) {
-    const middleware = deps.middleware ?? [];
-    this.out = composePublish(middleware, (call) => this.send(call));
-    this.hooked = middleware.some((m) => m.publish !== undefined);
+    this.chain = composePublish(deps.middleware ?? [], (call) => this.send(call));
     this.batcher =
       deps.codec.name === 'json'
         ? new NotificationBatcher(
@@ -65,7 +61,8 @@ export class EventsOut {
   /**
    * Inside a transaction of an outbox's database the event is written there synchronously, and
    * any error (an invalid payload) is thrown, not returned: it reaches the caller's transaction,
-   * which rolls back, even when the caller does not await. Elsewhere it goes to the broker.
+   * which rolls back, even when the caller does not await. Elsewhere it goes to the broker, and
+   * a failure (no broker, an invalid payload) is returned as a rejection.
    */
   publish(
     parent: Context | undefined,
@@ -76,11 +73,6 @@ export class EventsOut {
   ): Promise<void> {
     if (this.outboxInTransaction() !== undefined)
       return this.out(this.toPublish(parent, contract, event, payload, options));
-    if (this.deps.broker === undefined) {
-      return Promise.reject(
-        new ParleyError('FAILED_PRECONDITION', `cannot publish ${event}: the node has no broker`),
-      );
-    }
     try {
       return this.out(this.toPublish(parent, contract, event, payload, options));
     } catch (error) {
@@ -92,11 +84,11 @@ export class EventsOut {
   notify(parent: Context | undefined, contract: AnyContract, event: string, payload: unknown): Promise<void> {
     try {
       const envelope = this.envelope(parent, contract, event, payload);
-      if (!this.hooked) {
+      if (this.chain === undefined) {
         this.hand(envelope);
         return DONE;
       }
-      return this.out({
+      return this.chain({
         parent,
         service: contract.name,
         event,
@@ -107,6 +99,11 @@ export class EventsOut {
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /** Through the publish middleware, if any. */
+  private out(call: PublishCall): Promise<void> {
+    return this.chain === undefined ? this.send(call) : this.chain(call);
   }
 
   /**

@@ -141,18 +141,30 @@ export interface Middleware {
   readonly admits?: (call: OutboundCall, nodeId: string, local: boolean) => boolean;
 }
 
+/**
+ * `terminal` inside each middleware's layer of one kind (`pick`), the first middleware outermost;
+ * `undefined` when no middleware has a layer of that kind.
+ */
+function layered<H>(
+  middleware: readonly Middleware[],
+  pick: (m: Middleware) => ((next: H) => H) | undefined,
+  terminal: H,
+): H | undefined {
+  let next: H | undefined;
+  for (let i = middleware.length - 1; i >= 0; i--) {
+    const wrap = pick(middleware[i] as Middleware);
+    if (wrap !== undefined) next = wrap(next ?? terminal);
+  }
+  return next;
+}
+
 /** The first middleware is the outermost layer. */
 export function composeOutbound(
   middleware: readonly Middleware[],
   terminal: OutboundHandler,
 ): OutboundHandler {
   DISPATCH.add(terminal);
-  let next = terminal;
-  for (let i = middleware.length - 1; i >= 0; i--) {
-    const wrap = middleware[i]?.outbound;
-    if (wrap !== undefined) next = wrap(next);
-  }
-  return next;
+  return layered(middleware, (m) => m.outbound, terminal) ?? terminal;
 }
 
 const DISPATCH = new WeakSet<OutboundHandler>();
@@ -194,12 +206,7 @@ export function composeGates(middleware: readonly Middleware[]): AttemptGate | u
 }
 
 export function composeInbound(middleware: readonly Middleware[], terminal: InboundHandler): InboundHandler {
-  let next = terminal;
-  for (let i = middleware.length - 1; i >= 0; i--) {
-    const wrap = middleware[i]?.inbound;
-    if (wrap !== undefined) next = wrap(next);
-  }
-  return next;
+  return layered(middleware, (m) => m.inbound, terminal) ?? terminal;
 }
 
 /** The event middleware around `terminal`, outermost first; `undefined` when there is none. */
@@ -207,21 +214,13 @@ export function composeEvents(
   middleware: readonly Middleware[],
   terminal: EventCallHandler,
 ): EventCallHandler | undefined {
-  if (!middleware.some((m) => m.event !== undefined)) return undefined;
-  let next = terminal;
-  for (let i = middleware.length - 1; i >= 0; i--) {
-    const wrap = middleware[i]?.event;
-    if (wrap !== undefined) next = wrap(next);
-  }
-  return next;
+  return layered(middleware, (m) => m.event, terminal);
 }
 
-/** The publish middleware around `terminal`, outermost first. */
-export function composePublish(middleware: readonly Middleware[], terminal: PublishHandler): PublishHandler {
-  let next = terminal;
-  for (let i = middleware.length - 1; i >= 0; i--) {
-    const wrap = middleware[i]?.publish;
-    if (wrap !== undefined) next = wrap(next);
-  }
-  return next;
+/** The publish middleware around `terminal`, outermost first; `undefined` when there is none. */
+export function composePublish(
+  middleware: readonly Middleware[],
+  terminal: PublishHandler,
+): PublishHandler | undefined {
+  return layered(middleware, (m) => m.publish, terminal);
 }
