@@ -49,8 +49,13 @@ const decoder = new TextDecoder();
 const EMPTY = new Uint8Array(0);
 /** Largest batch of frames in one bus message (see `bus-frames.ts`). */
 const BATCH_BYTES = 64 * 1024;
-/** Frames after which a batch leaves without waiting for the end of the turn. */
-const BATCH_FRAMES = 16;
+/**
+ * Frames after which a batch leaves without waiting for the end of the turn: 64 calls in flight
+ * move as two batches, so each side works on one while the other is on its way or being worked
+ * on. Four batches of 16 cost more in per-message work (in the bus server most) than the overlap
+ * gave back (see `waiting`).
+ */
+const BATCH_FRAMES = 32;
 /** The most a message adds to the frames it carries: the batch header and the sender id (≤ 255 bytes). */
 const MESSAGE_ROOM = 262;
 /** Marks a frame writer subject as a bus reply address (no subject starts with NUL). */
@@ -59,6 +64,15 @@ const REPLY_ROUTE = '\u0000reply:';
 interface Peer {
   info: NodeInfo;
   lastHeard: number;
+}
+
+/** Reads one bus message (an inbox or a presence one). */
+type Reader = (message: Uint8Array, replyTo: string | undefined) => void;
+
+interface Waiting {
+  read: Reader;
+  message: Uint8Array;
+  replyTo: string | undefined;
 }
 
 interface Pending {
@@ -97,6 +111,26 @@ export class BusTransport implements Transport {
   /** Inbox subjects by node id, made once per peer. */
   private readonly inboxes = new Map<string, string>();
   private nextId = 1;
+  /**
+   * Messages that arrived while another was being read, oldest at `nextWaiting`. A bus client
+   * hands over all the messages of one socket read at once. Read back to back, their calls all
+   * resumed in the same rounds of microtasks, and every answer (or next request) left in one
+   * write after the last was made: the two sides took turns, each idle while the other worked.
+   * Now the first message of a turn is read at once and each later one in a `setImmediate`
+   * callback of its own (Node runs the microtasks between two): a full batch of answers to the
+   * first (`BATCH_FRAMES`) leaves while the next is read, so with two batches in flight both
+   * sides work at once. Fewer answers still wait for the turn's end, with those to later
+   * messages: publishing them before each next message made every batch as small as the one it
+   * answered, and once a lone call split a batch, the calls stayed split (the NATS bench fell
+   * from 67 k to 11 k calls a second). Every message is read in the turn it came in, in the order
+   * the bus gave them, presence included: a node's bye stays behind the replies it sent first.
+   * Notifications are read at once: nothing answers them, and holding them back cost the NATS
+   * notification rows about a tenth of their rate.
+   */
+  private readonly waiting: (Waiting | undefined)[] = [];
+  private nextWaiting = 0;
+  /** A message was read this turn: the next ones wait (see `waiting`). */
+  private reading = false;
   private unsubscribe: (() => void)[] = [];
   private heartbeat: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -149,10 +183,14 @@ export class BusTransport implements Transport {
     this.bus = bus;
     if (bus.maxMessage !== undefined) this.fitServer(bus.maxMessage);
     if (bus.replies !== undefined) {
-      this.unsubscribe.push(await bus.replies.listen((m) => this.onInbox(m, undefined)));
+      this.unsubscribe.push(await bus.replies.listen((m) => this.arrive(this.onInbox, m, undefined)));
     }
-    this.unsubscribe.push(await bus.subscribe(this.inbox(self.id), (m, replyTo) => this.onInbox(m, replyTo)));
-    this.unsubscribe.push(await bus.subscribe(`${this.prefix}.presence`, (m) => this.onPresence(m)));
+    this.unsubscribe.push(
+      await bus.subscribe(this.inbox(self.id), (m, replyTo) => this.arrive(this.onInbox, m, replyTo)),
+    );
+    this.unsubscribe.push(
+      await bus.subscribe(`${this.prefix}.presence`, (m) => this.arrive(this.onPresence, m, undefined)),
+    );
     this.unsubscribe.push(await bus.subscribe(`${this.prefix}.broadcast`, (m) => this.onBroadcast(m)));
     this.hello();
     this.send(`${this.prefix}.presence`, WHO, 0, new Uint8Array(0));
@@ -239,6 +277,8 @@ export class BusTransport implements Transport {
 
   private shutdown(why: string): void {
     clearInterval(this.heartbeat);
+    this.waiting.length = 0; // unread, as if they had come after the stop
+    this.nextWaiting = 0;
     for (const u of this.unsubscribe.splice(0)) u();
     for (const [id, p] of this.pending)
       this.settle(id, p.target)?.reject(new ParleyError('UNAVAILABLE', why));
@@ -312,9 +352,40 @@ export class BusTransport implements Transport {
     return m;
   }
 
-  private onPresence(message: Uint8Array): void {
-    for (const m of this.parse(message, 'presence') ?? []) this.presence(m);
+  /**
+   * Reads a message now or, when another was already read in this turn of the event loop (or
+   * some wait), after those, in a `setImmediate` callback of its own (see `waiting`).
+   */
+  private arrive(read: Reader, message: Uint8Array, replyTo: string | undefined): void {
+    if (this.reading || this.waiting.length > this.nextWaiting) {
+      this.waiting.push({ read, message, replyTo });
+      setImmediate(this.readWaiting);
+      return;
+    }
+    this.reading = true;
+    setImmediate(this.endReading);
+    read(message, replyTo);
   }
+
+  private readonly endReading = (): void => {
+    this.reading = false;
+  };
+
+  /** Reads the oldest waiting message (one `setImmediate` was made for each). */
+  private readonly readWaiting = (): void => {
+    const next = this.waiting[this.nextWaiting];
+    if (next === undefined) return; // forgotten at shutdown
+    this.waiting[this.nextWaiting++] = undefined;
+    if (this.nextWaiting === this.waiting.length) {
+      this.waiting.length = 0;
+      this.nextWaiting = 0;
+    }
+    next.read(next.message, next.replyTo);
+  };
+
+  private readonly onPresence: Reader = (message) => {
+    for (const m of this.parse(message, 'presence') ?? []) this.presence(m);
+  };
 
   private presence(m: BusMessage): void {
     if (this.self === undefined || m.from === this.self.id) return;
@@ -350,9 +421,9 @@ export class BusTransport implements Transport {
     }
   }
 
-  private onInbox(message: Uint8Array, replyTo: string | undefined): void {
+  private readonly onInbox: Reader = (message, replyTo) => {
     for (const m of this.parse(message, 'inbox') ?? []) this.inboxFrame(m, replyTo);
-  }
+  };
 
   private inboxFrame(m: BusMessage, replyTo: string | undefined): void {
     if (m.kind === REPLY) this.settle(m.id, m.from)?.resolve(m.payload);
