@@ -129,7 +129,7 @@ export class BusTransport implements Transport {
    */
   private readonly waiting: (Waiting | undefined)[] = [];
   private nextWaiting = 0;
-  /** A message was read this turn: the next ones wait (see `waiting`). */
+  /** A message of this socket read was read: the next ones wait (see `waiting`). */
   private reading = false;
   private unsubscribe: (() => void)[] = [];
   private heartbeat: NodeJS.Timeout | undefined;
@@ -363,7 +363,9 @@ export class BusTransport implements Transport {
       return;
     }
     this.reading = true;
-    setImmediate(this.endReading);
+    // A client hands over the messages of one read synchronously, so the read ends at the first
+    // microtask (cheaper than a setImmediate, which costs a lone call an extra loop iteration).
+    queueMicrotask(this.endReading);
     read(message, replyTo);
   }
 
