@@ -135,6 +135,16 @@ describe('bus transport: reading what one socket read brought', () => {
     await transport.stop();
   });
 
+  it('a message of a later read, with nothing waiting, is read at once', async () => {
+    const log: string[] = [];
+    const { transport, deliver } = await started('callee', log);
+    deliver(['t.node.callee', frame(Kind.REQUEST, 1, 'caller', 'a')]);
+    await Promise.resolve(); // the read ends at the next microtask
+    deliver(['t.node.callee', frame(Kind.REQUEST, 2, 'caller', 'b')]);
+    assert.deepEqual(log, ['serve a', 'serve b']);
+    await transport.stop();
+  });
+
   it("a peer's bye waits behind the reply it sent first, in the same read", async () => {
     const log: string[] = [];
     const { transport, deliver } = await started('caller', log);
