@@ -89,7 +89,11 @@ function handler(log: string[], overrides: Partial<TransportHandler> = {}): Tran
 
 async function started(id: string, log: string[], overrides: Partial<TransportHandler> = {}) {
   const { bus, deliver } = memoryBus(log);
-  const transport = new BusTransport(async () => bus, { prefix: 't', heartbeatMs: 60_000 });
+  const transport = new BusTransport(async () => bus, {
+    prefix: 't',
+    heartbeatMs: 60_000,
+    log: (line) => log.push(`log ${line}`),
+  });
   await transport.start(info(id), handler(log, overrides));
   await turnEnd(); // the hello and who-is-there of the start leave; the writer counts the turn busy
   log.length = 0;
@@ -159,6 +163,27 @@ describe('bus transport: reading what one socket read brought', () => {
     );
     // Read before the reply, the bye would fail the call with UNAVAILABLE.
     assert.equal(untext.decode(await answer), 'X');
+    await transport.stop();
+  });
+
+  it('a waiting message whose reading throws is logged, and the next is read', async () => {
+    const log: string[] = [];
+    const { transport, deliver } = await started('callee', log, {
+      onNodeUp: () => {
+        throw new Error('boom');
+      },
+    });
+    deliver(
+      ['t.node.callee', frame(Kind.REQUEST, 1, 'caller', 'a')],
+      ['t.presence', frame(Kind.HELLO, 0, 'other', JSON.stringify(info('other')))],
+      ['t.node.callee', frame(Kind.REQUEST, 2, 'caller', 'b')],
+    );
+    await turnEnd();
+    await turnEnd();
+    assert.deepEqual(
+      log.filter((l) => !l.startsWith('sent')),
+      ['serve a', 'log a message could not be read: boom', 'serve b'],
+    );
     await transport.stop();
   });
 

@@ -382,7 +382,12 @@ export class BusTransport implements Transport {
       this.waiting.length = 0;
       this.nextWaiting = 0;
     }
-    next.read(next.message, next.replyTo);
+    try {
+      next.read(next.message, next.replyTo);
+    } catch (error) {
+      // Read at once, the error went to the bus client's callback; here nothing else catches it.
+      this.log(`a message could not be read: ${ParleyError.from(error).message}`);
+    }
   };
 
   private readonly onPresence: Reader = (message) => {
