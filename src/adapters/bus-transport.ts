@@ -353,8 +353,8 @@ export class BusTransport implements Transport {
   }
 
   /**
-   * Reads a message now or, when another was already read in this turn of the event loop (or
-   * some wait), after those, in a `setImmediate` callback of its own (see `waiting`).
+   * Reads a message now or, when another of the same socket read was already read (or some
+   * wait), after those, in a `setImmediate` callback of its own (see `waiting`).
    */
   private arrive(read: Reader, message: Uint8Array, replyTo: string | undefined): void {
     if (this.reading || this.waiting.length > this.nextWaiting) {
