@@ -39,6 +39,7 @@ import type {
 } from '../transport/transport.ts';
 import type { Bus, BusTransportOptions } from './bus.ts';
 import { type BusMessage, decodeMessage, FrameWriter, Kind } from './bus-frames.ts';
+import { type Reader, ReadQueue } from './read-queue.ts';
 
 export type { Bus, BusTransportOptions } from './bus.ts';
 
@@ -53,7 +54,7 @@ const BATCH_BYTES = 64 * 1024;
  * Frames after which a batch leaves without waiting for the end of the turn: 64 calls in flight
  * move as two batches, so each side works on one while the other is on its way or being worked
  * on. Four batches of 16 cost more in per-message work (in the bus server most) than the overlap
- * gave back (see `waiting`).
+ * gave back (see `read-queue.ts`).
  */
 const BATCH_FRAMES = 32;
 /** The most a message adds to the frames it carries: the batch header and the sender id (≤ 255 bytes). */
@@ -64,15 +65,6 @@ const REPLY_ROUTE = '\u0000reply:';
 interface Peer {
   info: NodeInfo;
   lastHeard: number;
-}
-
-/** Reads one bus message (an inbox or a presence one). */
-type Reader = (message: Uint8Array, replyTo: string | undefined) => void;
-
-interface Waiting {
-  read: Reader;
-  message: Uint8Array;
-  replyTo: string | undefined;
 }
 
 interface Pending {
@@ -111,26 +103,8 @@ export class BusTransport implements Transport {
   /** Inbox subjects by node id, made once per peer. */
   private readonly inboxes = new Map<string, string>();
   private nextId = 1;
-  /**
-   * Messages that arrived while another was being read, oldest at `nextWaiting`. A bus client
-   * hands over all the messages of one socket read at once. Read back to back, their calls all
-   * resumed in the same rounds of microtasks, and every answer (or next request) left in one
-   * write after the last was made: the two sides took turns, each idle while the other worked.
-   * Now the first message of a read is read at once and each later one in a `setImmediate`
-   * callback of its own (Node runs the microtasks between two): a full batch of answers to the
-   * first (`BATCH_FRAMES`) leaves while the next is read, so with two batches in flight both
-   * sides work at once. Fewer answers still wait for the turn's end, with those to later
-   * messages: publishing them before each next message made every batch as small as the one it
-   * answered, and once a lone call split a batch, the calls stayed split (NATS, 64 in flight:
-   * 8–30 k calls a second against 36–69 k). Every message is read in the turn it came in, in the
-   * order the bus gave them, presence included: a node's bye stays behind the replies it sent first.
-   * Notifications are read at once: nothing answers them, and holding them back cost the NATS
-   * notification rows about a tenth of their rate.
-   */
-  private readonly waiting: (Waiting | undefined)[] = [];
-  private nextWaiting = 0;
-  /** A message of this socket read was read: the next ones wait (see `waiting`). */
-  private reading = false;
+  /** Reads what the bus hands over, a socket read's messages one after another (`read-queue.ts`). */
+  private readonly reads: ReadQueue;
   private unsubscribe: (() => void)[] = [];
   private heartbeat: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -149,6 +123,7 @@ export class BusTransport implements Transport {
     this.heartbeatMs = options.heartbeatMs ?? 2000;
     this.heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? 10_000;
     this.log = options.log ?? ((m) => process.stderr.write(`parley bus: ${m}\n`));
+    this.reads = new ReadQueue(this.log);
     this.out = new FrameWriter(
       (subject, message) => this.publish(subject, message),
       Math.min(BATCH_BYTES, this.limit),
@@ -183,13 +158,13 @@ export class BusTransport implements Transport {
     this.bus = bus;
     if (bus.maxMessage !== undefined) this.fitServer(bus.maxMessage);
     if (bus.replies !== undefined) {
-      this.unsubscribe.push(await bus.replies.listen((m) => this.arrive(this.onInbox, m, undefined)));
+      this.unsubscribe.push(await bus.replies.listen((m) => this.reads.arrive(this.onInbox, m, undefined)));
     }
     this.unsubscribe.push(
-      await bus.subscribe(this.inbox(self.id), (m, replyTo) => this.arrive(this.onInbox, m, replyTo)),
+      await bus.subscribe(this.inbox(self.id), (m, replyTo) => this.reads.arrive(this.onInbox, m, replyTo)),
     );
     this.unsubscribe.push(
-      await bus.subscribe(`${this.prefix}.presence`, (m) => this.arrive(this.onPresence, m, undefined)),
+      await bus.subscribe(`${this.prefix}.presence`, (m) => this.reads.arrive(this.onPresence, m, undefined)),
     );
     this.unsubscribe.push(await bus.subscribe(`${this.prefix}.broadcast`, (m) => this.onBroadcast(m)));
     this.hello();
@@ -277,8 +252,7 @@ export class BusTransport implements Transport {
 
   private shutdown(why: string): void {
     clearInterval(this.heartbeat);
-    this.waiting.length = 0; // unread, as if they had come after the stop
-    this.nextWaiting = 0;
+    this.reads.clear(); // unread, as if they had come after the stop
     for (const u of this.unsubscribe.splice(0)) u();
     for (const [id, p] of this.pending)
       this.settle(id, p.target)?.reject(new ParleyError('UNAVAILABLE', why));
@@ -351,44 +325,6 @@ export class BusTransport implements Transport {
     }
     return m;
   }
-
-  /**
-   * Reads a message now or, when another of the same socket read was already read (or some
-   * wait), after those, in a `setImmediate` callback of its own (see `waiting`).
-   */
-  private arrive(read: Reader, message: Uint8Array, replyTo: string | undefined): void {
-    if (this.reading || this.waiting.length > this.nextWaiting) {
-      this.waiting.push({ read, message, replyTo });
-      setImmediate(this.readWaiting);
-      return;
-    }
-    this.reading = true;
-    // A client hands over the messages of one read synchronously, so the read ends at the first
-    // microtask (cheaper than a setImmediate, which costs a lone call an extra loop iteration).
-    queueMicrotask(this.endReading);
-    read(message, replyTo);
-  }
-
-  private readonly endReading = (): void => {
-    this.reading = false;
-  };
-
-  /** Reads the oldest waiting message (one `setImmediate` was made for each). */
-  private readonly readWaiting = (): void => {
-    const next = this.waiting[this.nextWaiting];
-    if (next === undefined) return; // forgotten at shutdown
-    this.waiting[this.nextWaiting++] = undefined;
-    if (this.nextWaiting === this.waiting.length) {
-      this.waiting.length = 0;
-      this.nextWaiting = 0;
-    }
-    try {
-      next.read(next.message, next.replyTo);
-    } catch (error) {
-      // Read at once, the error went to the bus client's callback; here nothing else catches it.
-      this.log(`a message could not be read: ${ParleyError.from(error).message}`);
-    }
-  };
 
   private readonly onPresence: Reader = (message) => {
     for (const m of this.parse(message, 'presence') ?? []) this.presence(m);
