@@ -4,9 +4,9 @@
  * "cleaned": a path that needs normalising is an attack or a bug), header count, declared body
  * size, and the request id. Each throws an {@link HttpProblem}; none reads the body.
  */
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
+import { uuidv7 } from '../envelope/ids.ts';
 import { HttpProblem, PROBLEM_TYPE, problemType } from './problem.ts';
 
 /**
@@ -17,7 +17,10 @@ const CLIENT_REQUEST_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9
 
 export function requestIdOf(req: IncomingMessage): string {
   const given = req.headers['x-request-id'];
-  return typeof given === 'string' && CLIENT_REQUEST_ID.test(given) ? given : randomUUID();
+  // A UUIDv7 made like the envelopes' ids, not crypto.randomUUID: ids sort by time in logs, and
+  // in the gateway bench's profile randomUUID took ≈1.3% of the process's busy time; since, the
+  // ids of both the request and its call's envelope take ≈0.9% together.
+  return typeof given === 'string' && CLIENT_REQUEST_ID.test(given) ? given : uuidv7();
 }
 
 /** Encoded forms that would, once decoded, change which resource a path names. */
@@ -109,7 +112,7 @@ export function clientErrorHandler(error: Error & { code?: string }, socket: Soc
   const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
   const status = tooLarge ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
   const code = tooLarge ? 'RESOURCE_EXHAUSTED' : status === 408 ? 'DEADLINE_EXCEEDED' : 'INVALID_ARGUMENT';
-  const requestId = randomUUID();
+  const requestId = uuidv7();
   const body = JSON.stringify({
     type: problemType(code),
     title: tooLarge ? 'Request headers too large' : 'Bad request',
