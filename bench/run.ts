@@ -160,12 +160,25 @@ if (only === undefined || only === 'rpc' || only === 'memory') {
           await new Promise((r) => setTimeout(r, quick ? 100 : 500));
           const mem = { suite: 'memory', system, metric: 'rss', unit: 'MiB', higherIsBetter: false };
           results.add({ ...mem, case: 'idle server' }, server.rssMiB());
-          client = startChild('rpc/proc.ts', ['client', system, String(port), JSON.stringify(workloads)], 1);
+          client = startChild(
+            'rpc/proc.ts',
+            ['client', system, String(port), JSON.stringify(workloads), String(server.proc.pid)],
+            1,
+          );
           for (const w of workloads) {
-            const r = await client.next<{ workload: string } & LoadResult>(120_000);
+            const r = await client.next<
+              { workload: string; serverCpuUs: number; clientCpuUs: number } & LoadResult
+            >(120_000);
             if (w.concurrency === 64) results.add({ ...mem, case: 'serving c=64' }, server.rssMiB());
             const row = { suite: 'rpc', case: w.name, system };
             results.add({ ...row, metric: 'throughput', unit: 'req/s', higherIsBetter: true }, r.perSecond);
+            if (w.concurrency === 64) {
+              // CPU time per call, each side's process: what a call costs where the machine is the
+              // limit, and which side limits the rate (a side near one CPU's worth is the limit).
+              const cpu = { ...row, unit: 'µs/req', higherIsBetter: false };
+              results.add({ ...cpu, metric: 'server CPU' }, r.serverCpuUs);
+              results.add({ ...cpu, metric: 'client CPU' }, r.clientCpuUs);
+            }
             if (w.concurrency === 1) {
               results.add({ ...row, metric: 'p50', unit: 'ms', higherIsBetter: false }, r.p50ms);
               results.add({ ...row, metric: 'p99', unit: 'ms', higherIsBetter: false }, r.p99ms);

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { it } from 'node:test';
 import { Latencies } from '../bench/lib/load.ts';
+import { cpuMicros } from '../bench/lib/proc.ts';
 import { median, percentile } from '../bench/lib/stats.ts';
 
 it('bench statistics: median and nearest-rank percentiles', () => {
@@ -25,4 +27,22 @@ it('bench latencies: kept in order across chunks, counted, none lost', () => {
   assert.equal(all.length, n);
   for (const i of [0, 1, 65_535, 65_536, 131_071, 131_072, n - 1]) assert.equal(all[i], i / 4);
   assert.equal(percentile(all, 50), all[Math.ceil(n / 2) - 1]);
+});
+
+it('bench CPU time of a process from /proc: agrees with what the process itself counts', (t) => {
+  if (!existsSync('/proc/self/stat')) return t.skip('no /proc on this system');
+  const before = cpuMicros(process.pid);
+  const own = process.cpuUsage();
+  // Burn 200 ms of CPU (user time) in this process.
+  let x = 0;
+  while (process.cpuUsage(own).user < 200_000) x += Math.sqrt(x + 1);
+  const used = process.cpuUsage(own);
+  const measured = cpuMicros(process.pid) - before;
+  // /proc counts in 10 ms ticks, and other threads of the process (the GC's) count there too.
+  assert.ok(
+    Math.abs(measured - (used.user + used.system)) <= 40_000,
+    `${measured} µs against ${used.user + used.system}`,
+  );
+  assert.ok(x > 0);
+  assert.ok(Number.isNaN(cpuMicros(2 ** 30)), 'no such process');
 });

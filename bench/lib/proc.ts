@@ -92,6 +92,21 @@ export function startChild(script: string, args: string[], cpu: number, limitMs 
   };
 }
 
+/**
+ * CPU time (user + system, all threads) process `pid` has used so far, in µs, from
+ * `/proc/<pid>/stat` (in clock ticks of 10 ms, Linux's USER_HZ); NaN where there is no /proc.
+ */
+export function cpuMicros(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may hold spaces: count the fields after its closing paren.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10_000;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 /** Prints one JSON line for the parent. */
 export function say(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value)}\n`);

@@ -258,6 +258,7 @@ export function format(value: number, unit: string): string {
   if (!Number.isFinite(value)) return '—';
   if (unit === 'ms') return value < 1 ? `${value.toFixed(3)} ms` : `${value.toFixed(2)} ms`;
   if (unit === 'MiB') return `${value.toFixed(1)} MiB`;
+  if (unit === 'µs/req') return `${value.toFixed(1)} µs/req`;
   if (value >= 1e6) return `${(value / 1e6).toFixed(2)} M ${unit}`;
   if (value >= 1e4) return `${(value / 1e3).toFixed(1)} k ${unit}`;
   return `${value.toFixed(0)} ${unit}`;
