@@ -52,3 +52,78 @@ describe('FrameReader', () => {
     assert.deepEqual(errors, ['unknown frame type 42']);
   });
 });
+
+describe('FrameReader with a group', () => {
+  const nextTurn = () => new Promise((r) => setImmediate(r));
+  const frame = (id: number, bytes = 4) => encodeFrame(FrameType.Request, id, Buffer.alloc(bytes, 0x61));
+
+  function grouped(group: number) {
+    const ids: number[] = [];
+    const reader = new FrameReader(1024, (f) => void ids.push(f.id), assert.fail, group);
+    return { ids, reader };
+  }
+
+  it('hands over a group at once and the rest of the read one group per later callback, in order', async () => {
+    const { ids, reader } = grouped(2);
+    reader.push(Buffer.concat([1, 2, 3, 4, 5].map((id) => frame(id))));
+    assert.deepEqual(ids, [1, 2]);
+    await nextTurn();
+    assert.deepEqual(ids, [1, 2, 3, 4]);
+    await nextTurn();
+    assert.deepEqual(ids, [1, 2, 3, 4, 5]);
+  });
+
+  it("runs the microtasks of one group's frames before the next group is read", async () => {
+    const seen: string[] = [];
+    const reader = new FrameReader(
+      1024,
+      (f) => {
+        seen.push(`frame ${f.id}`);
+        // What a request's handler does: answer in a microtask.
+        queueMicrotask(() => seen.push(`answer ${f.id}`));
+      },
+      assert.fail,
+      2,
+    );
+    reader.push(Buffer.concat([1, 2, 3].map((id) => frame(id))));
+    await nextTurn();
+    assert.deepEqual(seen, ['frame 1', 'frame 2', 'answer 1', 'answer 2', 'frame 3', 'answer 3']);
+  });
+
+  it('reads what arrives while frames wait after them, a frame cut across the two included', async () => {
+    const { ids, reader } = grouped(2);
+    const later = Buffer.concat([frame(4, 300), frame(5)]);
+    reader.push(Buffer.concat([frame(1), frame(2), frame(3), later.subarray(0, 100)]));
+    reader.push(later.subarray(100));
+    assert.deepEqual(ids, [1, 2]);
+    await nextTurn();
+    await nextTurn();
+    assert.deepEqual(ids, [1, 2, 3, 4, 5]);
+  });
+
+  it('reads nothing after stop, waiting frames included', async () => {
+    const { ids, reader } = grouped(2);
+    reader.push(Buffer.concat([1, 2, 3, 4].map((id) => frame(id))));
+    reader.stop();
+    reader.push(frame(5));
+    await nextTurn();
+    await nextTurn();
+    assert.deepEqual(ids, [1, 2]);
+  });
+
+  it('refuses a bad frame that waited for its turn, once, and reads nothing after', async () => {
+    const ids: number[] = [];
+    const errors: string[] = [];
+    const reader = new FrameReader(
+      1024,
+      (f) => void ids.push(f.id),
+      (e) => void errors.push(e),
+      1,
+    );
+    reader.push(Buffer.concat([frame(1), encodeFrame(42 as FrameType, 2, Buffer.alloc(1)), frame(3)]));
+    await nextTurn();
+    await nextTurn();
+    assert.deepEqual(ids, [1]);
+    assert.deepEqual(errors, ['unknown frame type 42']);
+  });
+});

@@ -35,6 +35,7 @@ import {
   jsonObjectOf,
   PROTOCOL_VERSION,
   parseHubUrl,
+  READ_GROUP,
 } from './frames.ts';
 import { connect, listen, type ParleyTlsOptions } from './sockets.ts';
 
@@ -357,8 +358,9 @@ class TcpTransportImpl implements TcpTransport {
         }
       },
       refuse,
+      READ_GROUP,
     );
-    socket.on('data', (chunk: Buffer) => reader.push(chunk));
+    reader.attach(socket);
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
       this.accepted.delete(socket);
@@ -396,8 +398,9 @@ class TcpTransportImpl implements TcpTransport {
         this.log(`node ${nodeId} sent ${reason}: closing the connection`);
         socket.destroy();
       },
+      READ_GROUP,
     );
-    socket.on('data', (chunk: Buffer) => reader.push(chunk));
+    reader.attach(socket);
     socket.on('error', () => socket.destroy());
     socket.on('close', () => this.dropConn(nodeId, `connection to ${nodeId} closed`, conn));
     return conn;
