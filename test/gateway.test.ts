@@ -401,9 +401,22 @@ describe('gateway start-up checks', () => {
 
 describe('gateway logging', async () => {
   const { pino } = await import('pino');
-  const lines: { level: number; msg?: string; requestId?: string; err?: { message?: string } }[] = [];
+  const lines: {
+    level: number;
+    msg?: string;
+    requestId?: string;
+    err?: { message?: string };
+    plugin?: string;
+  }[] = [];
   const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
-  const { url } = await startGateway({ logger });
+  const { url, gateway } = await startGateway({ logger });
+
+  it('keeps what a child of its Fastify logger asks for (no request child is made, but others are)', () => {
+    lines.length = 0;
+    gateway.fastify.log.child({ plugin: 'push' }).warn('from a plugin');
+    const line = lines.find((l) => l.msg === 'from a plugin');
+    assert.equal(line?.plugin, 'push');
+  });
 
   it('logs a failure it answers with 5xx once, naming its request id; answers under 500 and successes log nothing', async () => {
     lines.length = 0; // Fastify's "Server listening" line
