@@ -205,3 +205,42 @@ describe('bus transport: reading what one socket read brought', () => {
     );
   });
 });
+
+describe('bus transport: what it keeps of the calls it serves', () => {
+  /** The callers it keeps a table of calls for (private; read here to show nothing leaks). */
+  const tables = (t: BusTransport) => [...(t as unknown as { running: Map<string, unknown> }).running.keys()];
+
+  it("keeps a peer's table between its calls, drops it with the peer, and keeps nothing for a sender never heard from", async () => {
+    const log: string[] = [];
+    let finish = () => {};
+    const held = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    const { transport, deliver } = await started('callee', log, {
+      async onRequest(payload) {
+        log.push(`serve ${untext.decode(payload)}`);
+        await held;
+        return text.encode('ok');
+      },
+    });
+    deliver(['t.presence', frame(Kind.HELLO, 0, 'peer', JSON.stringify(info('peer')))]);
+    deliver(
+      ['t.node.callee', frame(Kind.REQUEST, 1, 'peer', 'a')],
+      ['t.node.callee', frame(Kind.REQUEST, 1, 'stranger', 'b')],
+    );
+    await turnEnd();
+    assert.deepEqual(
+      log.filter((l) => l.startsWith('serve')),
+      ['serve a', 'serve b'],
+    );
+    assert.deepEqual(tables(transport).sort(), ['peer', 'stranger']);
+    finish();
+    await turnEnd();
+    // Both calls ended: the peer's table waits for its next call, the stranger's is gone.
+    assert.deepEqual(tables(transport), ['peer']);
+    deliver(['t.presence', frame(Kind.BYE, 0, 'peer', '')]);
+    await turnEnd();
+    assert.deepEqual(tables(transport), []);
+    await transport.stop();
+  });
+});

@@ -28,6 +28,7 @@
  * UNAVAILABLE. A node that stops says bye, so its peers know at once.
  */
 import { ParleyError } from '../errors.ts';
+import { IdTable } from '../transport/id-table.ts';
 import { nodeInfoOf } from '../transport/node-info.ts';
 import { frameTooLarge, RequestAbort, worthTelling } from '../transport/pending.ts';
 import type {
@@ -97,9 +98,9 @@ export class BusTransport implements Transport {
   private selfBytes = new Uint8Array(0);
   private handler: TransportHandler | undefined;
   private readonly peers = new Map<string, Peer>();
-  private readonly pending = new Map<number, Pending>();
+  private readonly pending = new IdTable<Pending>();
   /** Requests being served, by caller and request id (a cancel names both). */
-  private readonly running = new Map<string, Map<number, RequestAbort>>();
+  private readonly running = new Map<string, IdTable<RequestAbort>>();
   /** Inbox subjects by node id, made once per peer. */
   private readonly inboxes = new Map<string, string>();
   private nextId = 1;
@@ -254,7 +255,7 @@ export class BusTransport implements Transport {
     clearInterval(this.heartbeat);
     this.reads.clear(); // unread, as if they had come after the stop
     for (const u of this.unsubscribe.splice(0)) u();
-    for (const [id, p] of this.pending)
+    for (const [id, p] of this.pending.list())
       this.settle(id, p.target)?.reject(new ParleyError('UNAVAILABLE', why));
     for (const [from, calls] of this.running) {
       this.running.delete(from);
@@ -302,7 +303,7 @@ export class BusTransport implements Transport {
   private drop(nodeId: string, why: string): void {
     if (!this.peers.delete(nodeId)) return;
     this.inboxes.delete(nodeId);
-    for (const [id, p] of this.pending) {
+    for (const [id, p] of this.pending.list()) {
       if (p.target === nodeId) this.settle(id, nodeId)?.reject(new ParleyError('UNAVAILABLE', why));
     }
     const calls = this.running.get(nodeId);
@@ -406,7 +407,7 @@ export class BusTransport implements Transport {
     }
     let calls = this.running.get(from);
     if (calls === undefined) {
-      calls = new Map();
+      calls = new IdTable();
       this.running.set(from, calls);
     }
     const signal = new RequestAbort();
@@ -429,7 +430,9 @@ export class BusTransport implements Transport {
     const calls = this.running.get(from);
     if (calls === undefined) return;
     calls.delete(id);
-    if (calls.size === 0) this.running.delete(from);
+    // A peer's table stays until the peer goes (drop): one call after another would otherwise
+    // make and drop it each time. A sender that never said hello keeps nothing.
+    if (calls.size === 0 && !this.peers.has(from)) this.running.delete(from);
   }
 
   private fail(route: string, id: number, error: unknown): void {

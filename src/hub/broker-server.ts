@@ -25,6 +25,7 @@ import {
   checkWhole,
 } from '../broker/check.ts';
 import { ParleyError } from '../errors.ts';
+import { IdTable } from '../transport/id-table.ts';
 import { FrameType, type FrameWriter, jsonObjectOf } from '../transport/tcp/frames.ts';
 import { DEFAULT_MAX_PAYLOAD } from '../transport/transport.ts';
 
@@ -42,7 +43,7 @@ interface Held {
 /** One broker client connection on the hub. */
 export class BrokerSession {
   private readonly consumers = new Map<number, Consumer>();
-  private readonly held = new Map<number, Held>();
+  private readonly held = new IdTable<Held>();
   private nextDelivery = 0;
   private closed = false;
 
@@ -76,9 +77,8 @@ export class BrokerSession {
 
   /** A `Settle` frame: the client's handler finished delivery `id`. */
   settle(id: number, payload: Buffer): void {
-    const h = this.held.get(id);
+    const h = this.held.take(id);
     if (h === undefined) return; // the client answered after it lost the delivery
-    this.held.delete(id);
     // Anything but `{ ok: true }` puts the delivery back. An unreadable outcome says nothing of
     // the message: retried like a lost lease, not dead-lettered for it.
     const outcome = jsonObjectOf(payload);

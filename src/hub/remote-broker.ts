@@ -27,6 +27,7 @@ import { encodeJsonText } from '../codec/json.ts';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
 import { backoffDelay } from '../resilience/backoff.ts';
+import { IdTable } from '../transport/id-table.ts';
 import { frameTooLarge } from '../transport/pending.ts';
 import {
   FrameReader,
@@ -74,7 +75,7 @@ class RemoteBroker implements Broker {
   private readonly target: { host: string; port: number };
   private writer: FrameWriter | undefined;
   private socket: ReturnType<typeof connect>['socket'] | undefined;
-  private readonly calls = new Map<number, Call>();
+  private readonly calls = new IdTable<Call>();
   private readonly consumers = new Set<LocalConsumer>();
   private seq = 0;
   private consumerSeq = 0;
@@ -145,9 +146,8 @@ class RemoteBroker implements Broker {
             // After a reconnect: the consumers subscribe again on the new connection.
             for (const c of this.consumers) if (!c.closed) void this.attach(c);
           } else if (frame.type === FrameType.BrokerResult) {
-            const c = this.calls.get(frame.id);
+            const c = this.calls.take(frame.id);
             if (c === undefined) return;
-            this.calls.delete(frame.id);
             const result = jsonObjectOf(frame.payload);
             if (result === undefined) c.reject(new ParleyError('INTERNAL', 'unreadable broker result'));
             else if (result.ok === true) c.resolve(result.value);
@@ -170,8 +170,9 @@ class RemoteBroker implements Broker {
       socket.on('close', () => {
         if (this.writer === writer) this.writer = undefined;
         for (const c of this.consumers) c.attached = false;
-        for (const [id, c] of this.calls) {
-          this.calls.delete(id);
+        const calls = this.calls.values();
+        this.calls.clear();
+        for (const c of calls) {
           c.reject(new ParleyError('UNAVAILABLE', `broker ${this.url}: connection lost`));
         }
         if (!welcomed) {

@@ -9,6 +9,7 @@ import { ParleyError } from '../errors.ts';
 import type { Clock } from '../runtime/clock.ts';
 import { systemClock } from '../runtime/clock.ts';
 import { type FaultOptions, LinkFaults } from './faults.ts';
+import { IdTable } from './id-table.ts';
 import { awaitReply, frameTooLarge, RequestAbort, worthTelling } from './pending.ts';
 import type { NodeInfo, RequestOptions, Transport, TransportHandler } from './transport.ts';
 import { DEFAULT_MAX_PAYLOAD } from './transport.ts';
@@ -159,9 +160,9 @@ export function createMemoryNetwork(options: MemoryNetworkOptions = {}): MemoryN
   class MemoryTransport implements Transport {
     private self: NodeInfo | undefined;
     private handler: TransportHandler | undefined;
-    private readonly pending = new Map<number, Pending>();
+    private readonly pending = new IdTable<Pending>();
     /** Requests this node is handling, by caller and id: a cancel aborts their handler's signal. */
-    private readonly running = new Map<string, RequestAbort>();
+    private readonly running = new Map<string, IdTable<RequestAbort>>();
     private seq = 0;
     /** Replies sent and not yet arrived; a graceful stop waits for them. */
     private repliesInFlight = 0;
@@ -261,7 +262,7 @@ export function createMemoryNetwork(options: MemoryNetworkOptions = {}): MemoryN
     }
 
     failPendingTo(nodeId: string, message: string): void {
-      for (const [id, p] of this.pending) {
+      for (const [id, p] of this.pending.list()) {
         if (p.to !== nodeId) continue;
         this.pending.delete(id);
         p.reject(new ParleyError('UNAVAILABLE', `${message} before replying`));
@@ -283,9 +284,8 @@ export function createMemoryNetwork(options: MemoryNetworkOptions = {}): MemoryN
             arrived = true;
             this.replySettled();
           }
-          const p = caller.pending.get(id);
+          const p = caller.pending.take(id);
           if (p === undefined) return; // late, duplicate, or abandoned: dropped like on a real wire
-          caller.pending.delete(id);
           settle(p);
         });
         if (!scheduled) this.replySettled();
@@ -295,19 +295,23 @@ export function createMemoryNetwork(options: MemoryNetworkOptions = {}): MemoryN
         reply((p) => p.reject(ParleyError.fromWire(error)));
         return;
       }
-      const key = `${from}\u0000${id}`;
+      let calls = this.running.get(from);
+      if (calls === undefined) {
+        calls = new IdTable();
+        this.running.set(from, calls);
+      }
       const signal = new RequestAbort();
-      this.running.set(key, signal);
+      calls.set(id, signal);
       handler.onRequest(frame, from, signal).then(
         (out) => {
-          this.running.delete(key);
+          this.finished(from, id);
           if (out.byteLength > this.maxPayload) {
             const error = frameTooLarge(out.byteLength, this.maxPayload).toWire();
             reply((p) => p.reject(ParleyError.fromWire(error)));
           } else reply((p) => p.resolve(out));
         },
         (error: unknown) => {
-          this.running.delete(key);
+          this.finished(from, id);
           // Only the wire form crosses, as it would over a socket.
           const wire = ParleyError.from(error).toWire();
           reply((p) => p.reject(ParleyError.fromWire(wire)));
@@ -316,16 +320,22 @@ export function createMemoryNetwork(options: MemoryNetworkOptions = {}): MemoryN
     }
 
     receiveCancel(from: string, id: number): void {
-      this.running
-        .get(`${from}\u0000${id}`)
-        ?.abort(new ParleyError('CANCELLED', 'the caller gave up on the call'));
+      this.running.get(from)?.get(id)?.abort(new ParleyError('CANCELLED', 'the caller gave up on the call'));
+    }
+
+    /** A caller's table stays while it is a member (see `IdTable`); abortFrom drops it after. */
+    private finished(from: string, id: number): void {
+      const calls = this.running.get(from);
+      if (calls === undefined) return;
+      calls.delete(id);
+      if (calls.size === 0 && !members.has(from)) this.running.delete(from);
     }
 
     /** The caller `nodeId` is gone: the handlers of its calls are told. */
     abortFrom(nodeId: string): void {
-      for (const [key, signal] of this.running) {
-        if (!key.startsWith(`${nodeId}\u0000`)) continue;
-        this.running.delete(key);
+      const calls = this.running.get(nodeId);
+      this.running.delete(nodeId);
+      for (const signal of calls?.values() ?? []) {
         signal.abort(new ParleyError('CANCELLED', 'the caller disconnected'));
       }
     }

@@ -18,6 +18,7 @@ import { once } from 'node:events';
 import type { Server, Socket } from 'node:net';
 import { ParleyError } from '../../errors.ts';
 import { backoffDelay } from '../../resilience/backoff.ts';
+import { IdTable } from '../id-table.ts';
 import { nodeInfoOf } from '../node-info.ts';
 import { frameTooLarge, RequestAbort, worthTelling } from '../pending.ts';
 import {
@@ -110,7 +111,7 @@ class TcpTransportImpl implements TcpTransport {
   private readonly peers = new Map<string, string>();
   private readonly conns = new Map<string, Conn>();
   private readonly accepted = new Set<Socket>();
-  private readonly pending = new Map<number, Pending>();
+  private readonly pending = new IdTable<Pending>();
   private seq = 0;
   private heartbeat: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -297,7 +298,7 @@ class TcpTransportImpl implements TcpTransport {
     let greeted = false;
     let inFlight = 0;
     // Requests being handled, by id: a Cancel frame, or the caller hanging up, aborts them.
-    const running = new Map<number, RequestAbort>();
+    const running = new IdTable<RequestAbort>();
     let paused = false;
     const settled = () => {
       inFlight -= 1;
@@ -412,7 +413,7 @@ class TcpTransportImpl implements TcpTransport {
     if (conn === undefined || (only !== undefined && conn !== only)) return;
     this.conns.delete(nodeId);
     conn.socket.destroy();
-    for (const [id, p] of this.pending) {
+    for (const [id, p] of this.pending.list()) {
       if (p.conn !== conn) continue;
       this.settle(id);
       p.reject(new ParleyError('UNAVAILABLE', `${why} before replying`));
@@ -459,9 +460,8 @@ class TcpTransportImpl implements TcpTransport {
 
   /** Takes request `id` off the pending list; undefined if it is not there (late, or cancelled). */
   private settle(id: number): Pending | undefined {
-    const p = this.pending.get(id);
+    const p = this.pending.take(id);
     if (p === undefined) return undefined;
-    this.pending.delete(id);
     if (p.onAbort !== undefined) p.signal?.removeEventListener('abort', p.onAbort);
     return p;
   }
