@@ -73,4 +73,66 @@ describe('IdTable', () => {
     assert.equal(t.size, 0);
     assert.equal(t.get(50_000), undefined);
   });
+
+  it('answers as a Map would through random churn: sequential ids, slow calls, ids sharing a slot', () => {
+    // A small generator of its own, so a failure repeats.
+    let seed = 12345;
+    const random = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    const t = new IdTable<number>();
+    const model = new Map<number, number>();
+    let next = 1;
+    const pick = (): number => {
+      const held = [...model.keys()];
+      switch (random(5)) {
+        case 0: // a new id in sequence
+          return next++;
+        case 1: // one held
+          return held.length === 0 ? next++ : (held[random(held.length)] as number);
+        case 2: // one that shares a slot with a held one, at any ring size up to the largest
+          return held.length === 0 ? 0 : (held[random(held.length)] as number) + 2 ** (6 + random(11));
+        case 3: // an id past 2^31 and up to 2^32 - 1
+          return 0xffff_ffff - random(300);
+        default:
+          return random(2000);
+      }
+    };
+    for (let step = 0; step < 60_000; step++) {
+      const id = pick();
+      const op = random(10);
+      if (op < 5 && model.size < 3000) {
+        t.set(id, step);
+        model.set(id, step);
+      } else if (op < 8) {
+        const had = model.get(id);
+        model.delete(id);
+        assert.equal(t.take(id), had, `take ${id} at step ${step}`);
+      } else if (op < 9) {
+        assert.equal(t.delete(id), model.delete(id), `delete ${id} at step ${step}`);
+      } else {
+        assert.equal(t.get(id), model.get(id), `get ${id} at step ${step}`);
+      }
+      assert.equal(t.size, model.size);
+    }
+    assert.deepEqual(
+      t.list().sort((a, b) => a[0] - b[0]),
+      [...model].sort((a, b) => a[0] - b[0]),
+    );
+  });
+
+  it('keeps every entry when the ring grows, and finds the ones that had to wait beside it', () => {
+    const t = new IdTable<number>();
+    // 64 apart: every one of these wants the same slot of the first ring.
+    const apart = Array.from({ length: 40 }, (_, i) => 5 + 64 * i);
+    for (const id of apart) t.set(id, id);
+    for (let id = 10_000; id < 10_500; id++) t.set(id, id);
+    assert.equal(t.size, 540);
+    for (const id of apart) assert.equal(t.get(id), id);
+    for (let id = 10_000; id < 10_500; id++) assert.equal(t.take(id), id);
+    for (const id of apart) assert.equal(t.take(id), id);
+    assert.equal(t.size, 0);
+    assert.deepEqual(t.list(), []);
+  });
 });

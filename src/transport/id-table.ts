@@ -15,13 +15,26 @@
  * instead of 1, and 49–55 µs of CPU per request instead of 40–46. `bench/map-churn.mts` shows it
  * alone: the same churn through a Map and through this table.
  *
- * A null-prototype object holds the entries instead: V8 keeps integer keys in the object's
- * elements (a number dictionary once they are sparse, which growing ids soon make them), and a
- * replaced elements store points nowhere. Keys are non-negative integers; values are never
- * undefined (undefined is "not here").
+ * Calls sit in a ring indexed by the id's low bits instead: ids are handed out in sequence, so
+ * the calls in flight rarely share a slot. One that finds its slot taken (a call still running
+ * from a full turn of the ring before) grows the ring while it is less than four times what is
+ * held (up to 65,536 slots), and otherwise waits in a null-prototype object, whose integer keys
+ * V8 keeps in a number dictionary (a replaced dictionary points nowhere). A set and a take cost
+ * 28–42 ns here against 83–107 ns in a Map and 287–415 ns in the object alone (20 million of
+ * each with 64 in flight). Keys are non-negative integers; values are never undefined
+ * (undefined is "not here"). The ring does not shrink: at most four times the most ever held.
  */
+const FIRST_RING = 64;
+const MAX_RING = 1 << 16;
+const FREE = -1;
+
 export class IdTable<V> {
-  private entries: Record<number, V> = Object.create(null);
+  private ids: number[] = new Array<number>(FIRST_RING).fill(FREE);
+  private slots: (V | undefined)[] = new Array<V | undefined>(FIRST_RING).fill(undefined);
+  private mask = FIRST_RING - 1;
+  /** Entries whose ring slot was taken; undefined while there are none. */
+  private spill: Record<number, V> | undefined;
+  private spilled = 0;
   private count = 0;
 
   get size(): number {
@@ -29,51 +42,110 @@ export class IdTable<V> {
   }
 
   get(id: number): V | undefined {
-    return this.entries[id];
+    const i = id & this.mask;
+    if (this.ids[i] === id) return this.slots[i];
+    return this.spilled === 0 ? undefined : (this.spill as Record<number, V>)[id];
   }
 
   has(id: number): boolean {
-    return this.entries[id] !== undefined;
+    return this.get(id) !== undefined;
   }
 
   set(id: number, value: V): void {
-    if (this.entries[id] === undefined) this.count++;
-    this.entries[id] = value;
+    const i = id & this.mask;
+    if (this.ids[i] === id) {
+      this.slots[i] = value;
+      return;
+    }
+    const spill = this.spill;
+    if (this.spilled > 0 && (spill as Record<number, V>)[id] !== undefined) {
+      (spill as Record<number, V>)[id] = value;
+      return;
+    }
+    this.count++;
+    this.place(id, value);
   }
 
   /** False when `id` was not there. */
   delete(id: number): boolean {
-    if (this.entries[id] === undefined) return false;
-    delete this.entries[id];
-    this.count--;
-    return true;
+    return this.take(id) !== undefined;
   }
 
   /** The value of `id`, removed; undefined when it was not there. */
   take(id: number): V | undefined {
-    const value = this.entries[id];
+    const i = id & this.mask;
+    if (this.ids[i] === id) {
+      const value = this.slots[i];
+      this.ids[i] = FREE;
+      this.slots[i] = undefined;
+      this.count--;
+      return value;
+    }
+    if (this.spilled === 0) return undefined;
+    const spill = this.spill as Record<number, V>;
+    const value = spill[id];
     if (value === undefined) return undefined;
-    delete this.entries[id];
+    delete spill[id];
     this.count--;
+    if (--this.spilled === 0) this.spill = undefined;
     return value;
   }
 
   /** The values now, as an array: the table may change while the caller works through them. */
   values(): V[] {
-    const out: V[] = [];
-    for (const key in this.entries) out.push(this.entries[key as unknown as number] as V);
-    return out;
+    return this.list().map(([, value]) => value);
   }
 
   /** The ids and values now, as an array (see `values`). */
   list(): [number, V][] {
     const out: [number, V][] = [];
-    for (const key in this.entries) out.push([Number(key), this.entries[key as unknown as number] as V]);
+    for (let i = 0; i < this.ids.length; i++) {
+      const id = this.ids[i] as number;
+      if (id !== FREE) out.push([id, this.slots[i] as V]);
+    }
+    if (this.spill !== undefined) {
+      for (const key in this.spill) out.push([Number(key), this.spill[key as unknown as number] as V]);
+    }
     return out;
   }
 
   clear(): void {
-    this.entries = Object.create(null);
+    this.ids = new Array<number>(FIRST_RING).fill(FREE);
+    this.slots = new Array<V | undefined>(FIRST_RING).fill(undefined);
+    this.mask = FIRST_RING - 1;
+    this.spill = undefined;
+    this.spilled = 0;
     this.count = 0;
+  }
+
+  /** Puts a new entry (already counted) in its slot, growing the ring or spilling when taken. */
+  private place(id: number, value: V, mayGrow = true): void {
+    const i = id & this.mask;
+    if (this.ids[i] === FREE) {
+      this.ids[i] = id;
+      this.slots[i] = value;
+      return;
+    }
+    if (mayGrow && this.ids.length < MAX_RING && this.count * 4 > this.ids.length) {
+      this.grow();
+      this.place(id, value);
+      return;
+    }
+    this.spill ??= Object.create(null) as Record<number, V>;
+    this.spill[id] = value;
+    this.spilled++;
+  }
+
+  private grow(): void {
+    const held = this.list();
+    const size = this.ids.length * 2;
+    this.ids = new Array<number>(size).fill(FREE);
+    this.slots = new Array<V | undefined>(size).fill(undefined);
+    this.mask = size - 1;
+    this.spill = undefined;
+    this.spilled = 0;
+    // One growth at a time (what still collides waits in the spill); the entry being placed is
+    // counted but not held yet: place() puts it after this.
+    for (const [id, value] of held) this.place(id, value, false);
   }
 }
