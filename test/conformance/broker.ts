@@ -648,6 +648,28 @@ export function brokerConformance(harness: BrokerHarness): void {
       assert.deepEqual([...fromStart].sort(), ['new', 'old']);
     });
 
+    test('a consumer closed right after it subscribed closes at once, and its group goes on', async () => {
+      const b = await broker();
+      const topic = fresh('close-early');
+      for (let i = 0; i < 3; i++) {
+        const c = await b.subscribe({ topic, group: 'g' }, async () => {});
+        // Real time, whatever the harness's clock: a close that waits for a pending pull or poll
+        // to end on its own would hang here (NATS: its pull's expiry, 30 s).
+        let timer: NodeJS.Timeout | undefined;
+        const hung = new Promise<'hung'>((resolve) => {
+          timer = setTimeout(() => resolve('hung'), 5_000);
+        });
+        const outcome = await Promise.race([c.close().then(() => 'closed' as const), hung]);
+        clearTimeout(timer);
+        assert.equal(outcome, 'closed', `close ${i} took more than 5 s`);
+      }
+      const got: string[] = [];
+      await consume(b, { topic, group: 'g' }, (d) => void got.push(d.envelope.data as string));
+      await b.publish(envelope(topic, 'after'));
+      await until(harness, () => got.length >= 1, 'the delivery to the next consumer of the group');
+      assert.deepEqual(got, ['after']);
+    });
+
     test('backpressure: a consumer never holds more than maxInFlight deliveries', async () => {
       const b = await broker();
       const topic = fresh('backpressure');

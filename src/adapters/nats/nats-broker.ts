@@ -334,6 +334,9 @@ export class NatsBroker implements Broker {
             idle_heartbeat: PULL_HEARTBEAT_MS,
           });
           batch = messages;
+          // close() ran while the fetch was being set up: it found no batch to stop, and the
+          // pull would otherwise hold close() until it expires.
+          if (group.isClosed) messages.stop();
           for await (const m of messages) {
             if (m.subject.startsWith(others) && m.subject !== mine) {
               m.ack(); // a replay meant for another group
