@@ -187,6 +187,34 @@ describe('mqtt broker: foreign input and dead letters', { skip }, () => {
     );
   });
 
+  it('what another client publishes at QoS 0 is handled or dead-lettered like the rest, not dropped', async () => {
+    const b = await broker();
+    const got: unknown[] = [];
+    let failures = 0;
+    await b.subscribe({ topic: 'q0.t', group: 'g', backoff: { initial: 20, max: 50 } }, async (d) => {
+      // The first delivery of 'retried' fails: its retry comes back though QoS 0 keeps nothing.
+      if (d.envelope.data === 'retried' && failures++ === 0) throw new Error('once');
+      got.push(d.envelope.data);
+    });
+    const raw = await mqtt.connectAsync(BROKERS.mqtt.url, { protocolVersion: 5 });
+    try {
+      for (const data of ['plain', 'retried'])
+        await raw.publishAsync(`${b.prefix}/t/q0.t`, JSON.stringify(env('q0.t', data)), { qos: 0 });
+      await raw.publishAsync(`${b.prefix}/t/q0.t`, 'not json at QoS 0', { qos: 0 });
+    } finally {
+      await raw.endAsync();
+    }
+    await untilLetters(b, 'q0.t', 1);
+    await waitFor(() => got.length === 2, 5000, 'both QoS 0 envelopes');
+    assert.deepEqual([...got].sort(), ['plain', 'retried']);
+    assert.equal(failures, 2);
+    const letters = await b.deadLetters.list({ topic: 'q0.t' });
+    assert.deepEqual(
+      letters.map((l) => l.code),
+      ['INVALID_ARGUMENT'],
+    );
+  });
+
   it('a replay to a group no session subscribes to fails and keeps the letter', async () => {
     const b = await broker();
     let fail = true;

@@ -207,7 +207,11 @@ export class MqttConsumer {
       },
       onClient: (c) => {
         c.handleMessage = (packet, callback) => {
-          if (packet.qos === 0) return callback();
+          if (packet.qos === 0) {
+            callback();
+            void this.adopt(packet);
+            return;
+          }
           this.arrive(c, packet);
           callback(NO_PUBACK_YET);
         };
@@ -275,6 +279,22 @@ export class MqttConsumer {
         `${mqttError(why, `subscribing ${group} to ${topic} again`).message} (tried again when the session next resumes)`,
       );
     });
+  }
+
+  /**
+   * A message another client published at QoS 0 reaches the group at QoS 0 too: the server keeps
+   * no copy and takes no acknowledgement, so a retry held here or a lease handed over would have
+   * nothing to come back from. It is first published again at QoS 1 on the group's own topic,
+   * where it is delivered (to this member or another) like every other message. If that copy
+   * cannot be made, the message is lost, as its sender's QoS allowed: said in the log, not
+   * silently. Its order against other messages of its key is not kept.
+   */
+  private async adopt(packet: IPublishPacket): Promise<void> {
+    const attempts = Math.max(0, Number(prop(packet.properties?.userProperties, ATTEMPT) ?? 0) || 0);
+    if (await this.republish(packet, attempts)) return;
+    this.host.log(
+      `MQTT: a message published at QoS 0 on ${packet.topic} could not be kept for group ${this.spec.group}: lost (QoS 0 is at most once)`,
+    );
   }
 
   private arrive(client: MqttClient, packet: IPublishPacket): void {
