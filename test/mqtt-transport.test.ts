@@ -3,6 +3,7 @@
  * shrugs off garbage published on its topics by anyone on the broker.
  */
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { connectMqtt } from '../src/adapters/mqtt/connect.ts';
@@ -93,6 +94,54 @@ describe('mqtt transport: bad input', { skip }, () => {
       clientLogs.some((l) => l === 'dropped a hello from x: not JSON'),
       clientLogs.join('\n'),
     );
+  });
+
+  it('a request whose Response Topic no client may publish to gets no reply, and the node stays connected', async () => {
+    const own = `${prefix}-badreply`;
+    const logs: string[] = [];
+    const server = testNode({
+      transport: createMqttTransport({ url: BROKERS.mqtt.url, prefix: own, log: (m) => logs.push(m) }),
+      services: [calcService()],
+      stopTimeout: 200,
+    });
+    const client = testNode({ transport: createMqttTransport({ url: BROKERS.mqtt.url, prefix: own }) });
+    nodes.push(server, client);
+    await server.start();
+    await client.start();
+    await waitFor(() => client.registry.endpoints('calc').length > 0, 5000, 'discovery');
+    const { encodeFrame, Kind } = await import('../src/adapters/bus-frames.ts');
+    const mqtt = await import('mqtt');
+    const raw = await mqtt.connectAsync(BROKERS.mqtt.url, { protocolVersion: 5, reconnectPeriod: 0 });
+    try {
+      const inbox = `${own}/node/${server.id.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+      // A call the node runs (its reply is what has nowhere to go).
+      const call = JSON.stringify({
+        specversion: '1.0',
+        id: randomUUID(),
+        source: '/parley/x',
+        type: 'calc.add',
+        deadline: Date.now() + 5000,
+        data: { a: 1, b: 2 },
+      });
+      const request = Buffer.from(
+        encodeFrame(Kind.REQUEST, 1, new TextEncoder().encode('x'), Buffer.from(call)),
+      );
+      // (One with a NUL cannot be sent: Mosquitto ends the sender's connection for it.)
+      for (const responseTopic of ['x/#', 'x/+/y', '#'])
+        await raw.publishAsync(inbox, request, { qos: 0, properties: { responseTopic } });
+    } finally {
+      await raw.endAsync();
+    }
+    await waitFor(() => logs.filter((l) => l.includes('dropped a reply to')).length === 3, 5000, 'the drops');
+    // Still connected: every call goes through at once (a dropped connection fails some).
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => client.client(calc).add({ a: i, b: 1 }, { timeout: 2000 })),
+    );
+    assert.deepEqual(
+      results.map((r) => r.sum),
+      Array.from({ length: 20 }, (_, i) => i + 1),
+    );
+    assert.ok(!logs.some((l) => /disconnected us|reconnect/i.test(l)), logs.join('\n'));
   });
 
   it('requests carry an MQTT 5 Response Topic and the replies go to it, calls at QoS 0 and presence at QoS 1', async () => {

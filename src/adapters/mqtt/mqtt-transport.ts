@@ -80,6 +80,10 @@ const HEADROOM = 1024;
  * The most a publish packet adds around its payload for topics of these lengths (UTF-16 units):
  * 16 bytes of headers, lengths, packet id and property id at most, and 3 bytes per unit at most.
  */
+/** A topic name a client may publish to: not empty, no wildcard, no NUL (MQTT 5, 4.7.3). */
+const publishable = (topic: string) =>
+  topic.length > 0 && !topic.includes('+') && !topic.includes('#') && !topic.includes('\u0000');
+
 const aroundPayload = (topicLength: number, responseTopicLength: number) =>
   16 + 3 * (topicLength + responseTopicLength);
 
@@ -220,9 +224,19 @@ function mqttBus(
 
     replies: {
       request: (subject, message) => send(topicOf(subject), message, 0, replyTopic),
-      // The address is whatever Response Topic the request carried: not checked for wildcards
-      // (a publish to one is refused by the broker, and the caller's deadline covers that).
-      reply: (address, message) => send(address, message, 0),
+      // The address is whatever Response Topic the request carried. One that no client may publish
+      // to is dropped here: Mosquitto answers a publish to a wildcard with DISCONNECT (reason 130)
+      // and one with a NUL with reason 129, so a single such request from anyone on the server
+      // cut this node off (its calls failing while it reconnected). A Parley caller never sends one.
+      reply: (address, message) => {
+        if (!publishable(address)) {
+          log(
+            `MQTT: dropped a reply to ${JSON.stringify(address.slice(0, 200))}: not a topic a client may publish to`,
+          );
+          return;
+        }
+        send(address, message, 0);
+      },
       listen: (onReply) => listen(replyTopic, onReply),
     },
 
