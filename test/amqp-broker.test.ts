@@ -306,3 +306,49 @@ describe('rabbitmq broker: the server’s max_message_size', { skip }, () => {
     }
   });
 });
+
+describe('rabbitmq broker: a not-before header out of range', { skip }, () => {
+  it('a message another client marks as not before a time past any delay is dead-lettered with INVALID_ARGUMENT, once; the next one flows', async () => {
+    const logs: string[] = [];
+    const broker = await createAmqpBroker({
+      url: BROKERS.rabbitmq.url,
+      prefix: `ptest${process.pid}nb`,
+      log: (m) => logs.push(m),
+    });
+    made.push(broker);
+    try {
+      const got: unknown[] = [];
+      const consumer = await broker.subscribe(
+        { topic: 'nb.t', group: 'g', maxAttempts: 1, lease: 1000 },
+        async (d) => void got.push(d.envelope.data),
+      );
+      const far = createEnvelope({ source: '/other', type: 'nb.t', data: 'far' });
+      // Before: put back through a delay queue whose TTL RabbitMQ refuses (406), again every lease.
+      await broker.publishConfirmed(broker.topicsExchange, 'nb.t', Buffer.from(JSON.stringify(far)), {
+        persistent: true,
+        headers: { 'x-parley-not-before': '1e15' },
+      });
+      await broker.publish(createEnvelope({ source: '/t', type: 'nb.t', data: 'next' }));
+      let letters = await broker.deadLetters.list({ topic: 'nb.t' });
+      for (let i = 0; i < 200 && letters.length === 0; i++) {
+        await sleep(50);
+        letters = await broker.deadLetters.list({ topic: 'nb.t' });
+      }
+      await waitFor(() => got.length === 1, 10_000, 'the next message');
+      await sleep(2500); // past a lease: nothing comes back
+      letters = await broker.deadLetters.list({ topic: 'nb.t' });
+      assert.equal(letters.length, 1);
+      assert.equal(letters[0]?.code, 'INVALID_ARGUMENT');
+      assert.match(
+        letters[0]?.message ?? '',
+        /not-before time 1000000000000000 is more than 2147483647 ms ahead/,
+      );
+      assert.equal(letters[0]?.envelope.id, far.id);
+      assert.deepEqual(got, ['next']);
+      assert.ok(!logs.some((l) => /PRECONDITION_FAILED|could not put back/.test(l)), logs.join('\n'));
+      await consumer.close();
+    } finally {
+      await broker.close();
+    }
+  });
+});

@@ -10,7 +10,11 @@ import { after, it } from 'node:test';
 import { startKafkaMock } from '../bench/lib/kafka-mock.ts';
 import { PAUSE_AFTER_MS } from '../src/adapters/kafka/consumer.ts';
 import { createKafkaBroker, parseKafkaUrl } from '../src/adapters/kafka/kafka-broker.ts';
-import { deadLetterTopicName, kafkaTopicName } from '../src/adapters/kafka/protocol.ts';
+import {
+  deadLetterTopicName,
+  headers as kafkaHeaders,
+  kafkaTopicName,
+} from '../src/adapters/kafka/protocol.ts';
 import {
   type BrokerHistory,
   comparePositions,
@@ -21,7 +25,7 @@ import {
 } from '../src/index.ts';
 import { brokerConformance } from './conformance/broker.ts';
 import { deferred, waitFor } from './helpers.ts';
-import { letterRoomCase } from './letter-room.ts';
+import { foreignLetterRoomCase, letterRoomCase } from './letter-room.ts';
 import { orderIds, pushLogSetup, resumeOnAnotherInstance } from './push-log-fixture.ts';
 
 // The mock cluster lives inside one client in this process (the bench starts it the same way);
@@ -444,6 +448,63 @@ if (typeof cluster === 'string') {
       // librdkafka's default message.max.bytes. Before, the consumer tried to write such a
       // record's dead letter for ever while its key waited.
       await letterRoomCase(b, 'room.big', 1_000_000, 'message.max.bytes');
+    } finally {
+      await b.close();
+    }
+  });
+
+  it("kafka: another writer's record too large for a whole dead letter fails into one that keeps its first bytes, once", async () => {
+    const b = await mockBroker(`roomforeign-${process.pid}`);
+    try {
+      const writer = b as unknown as {
+        kafkaTopic(topic: string): string;
+        ensureTopic(name: string): Promise<number>;
+        produce(name: string, value: Buffer, options: object): Promise<unknown>;
+      };
+      await foreignLetterRoomCase(b, 'room.foreign', 1_000_000, async (topic, body) => {
+        await writer.ensureTopic(writer.kafkaTopic(topic));
+        await writer.produce(writer.kafkaTopic(topic), body, {});
+      });
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('kafka: a record another writer marks as not before a time past any delay is dead-lettered with INVALID_ARGUMENT; its key goes on', async () => {
+    const b = await mockBroker(`farnb-${process.pid}`);
+    try {
+      const writer = b as unknown as {
+        kafkaTopic(topic: string): string;
+        ensureTopic(name: string): Promise<number>;
+        produce(name: string, value: Buffer, options: object): Promise<unknown>;
+      };
+      const got: unknown[] = [];
+      const consumer = await b.subscribe(
+        { topic: 'farnb.t', group: 'g', maxAttempts: 1, startFrom: 'beginning' },
+        async (d) => void got.push(d.envelope.data),
+      );
+      const far = createEnvelope({ source: '/other', type: 'farnb.t', data: 'far' });
+      await writer.ensureTopic(writer.kafkaTopic('farnb.t'));
+      // Before: its key waited for ever, the wake timer (over Node's longest) firing every ms.
+      await writer.produce(writer.kafkaTopic('farnb.t'), Buffer.from(JSON.stringify(far)), {
+        key: 'k',
+        headers: kafkaHeaders({ notBefore: '1e15', key: 'k' }),
+      });
+      await b.publish(createEnvelope({ source: '/t', type: 'farnb.t', data: 'next' }), { key: 'k' });
+      let letters = await b.deadLetters.list({ topic: 'farnb.t' });
+      for (let i = 0; i < 400 && (letters.length === 0 || got.length === 0); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        letters = await b.deadLetters.list({ topic: 'farnb.t' });
+      }
+      assert.equal(letters.length, 1);
+      assert.equal(letters[0]?.code, 'INVALID_ARGUMENT');
+      assert.match(
+        letters[0]?.message ?? '',
+        /not-before time 1000000000000000 is more than 2147483647 ms ahead/,
+      );
+      assert.equal(letters[0]?.envelope.id, far.id);
+      assert.deepEqual(got, ['next']);
+      await consumer.close();
     } finally {
       await b.close();
     }

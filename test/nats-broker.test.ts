@@ -11,7 +11,7 @@ import { createNatsBroker, type NatsBroker } from '../src/adapters/nats/nats-bro
 import { createEnvelope, ParleyError, systemClock } from '../src/index.ts';
 import { BROKERS, needBroker } from './brokers.ts';
 import { brokerConformance } from './conformance/broker.ts';
-import { letterRoomCase } from './letter-room.ts';
+import { foreignLetterRoomCase, letterRoomCase } from './letter-room.ts';
 
 const skip = await needBroker('nats');
 let n = 0;
@@ -213,6 +213,17 @@ if (skip === false) {
     const b = await fresh();
     try {
       await letterRoomCase(b, 'big.t', 1024 * 1024, 'max_payload'); // nats-server's default max_payload
+    } finally {
+      await b.close();
+    }
+  });
+
+  it("another writer's body too large for a whole dead letter fails into one that keeps its first bytes, once", async () => {
+    const b = await fresh();
+    try {
+      await foreignLetterRoomCase(b, 'bigforeign.t', 1024 * 1024, async (topic, body) => {
+        await (b as unknown as { js: JetStreamClient }).js.publish(b.subjectOf(topic), body);
+      });
     } finally {
       await b.close();
     }

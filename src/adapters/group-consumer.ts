@@ -25,7 +25,8 @@
  */
 
 import type { ConsumerHandler, ConsumerSpec, DeadLetter } from '../broker/broker.ts';
-import { badBody, deferOf, failure, permanent, runHandler, undecodableEnvelope } from '../broker/outcome.ts';
+import { MAX_DELAY_MS } from '../broker/check.ts';
+import { badBody, deferOf, failure, permanent, runHandler, undecodableLetter } from '../broker/outcome.ts';
 import type { Codec } from '../codec/codec.ts';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
@@ -63,6 +64,11 @@ export interface GroupConsumerOptions {
   codec: Codec;
   /** Stores a dead letter (`raw` for what the adapter keeps besides, like the key); acked after. */
   deadLetter(letter: NewDeadLetter, raw: RawMessage): Promise<void>;
+  /**
+   * The most bytes of a body that was no envelope its dead letter may hold (`letterBodyRoom` of
+   * the store's largest record); unset: all of them.
+   */
+  letterBodyRoom?(): number;
   /** Room freed: the adapter may take more. */
   onRoom?(): void;
   random?: () => number;
@@ -121,7 +127,11 @@ export class GroupConsumer {
       return;
     }
     this.held++;
-    if (raw.notBefore !== undefined && raw.notBefore > Date.now()) {
+    if (
+      raw.notBefore !== undefined &&
+      raw.notBefore > Date.now() &&
+      raw.notBefore - Date.now() <= MAX_DELAY_MS
+    ) {
       this.putBack(raw, raw.notBefore - Date.now(), true);
       return;
     }
@@ -153,11 +163,28 @@ export class GroupConsumer {
       envelope = assertEnvelope(decodeBody(this.options.codec, raw.body));
     } catch (error) {
       const e = ParleyError.from(error, 'INVALID_ARGUMENT');
+      const letter = undecodableLetter(
+        raw.id,
+        this.spec.topic,
+        raw.body,
+        e.code === 'INVALID_ARGUMENT' ? e : badBody(e),
+        this.options.letterBodyRoom?.(),
+      );
+      this.dead(raw, letter.error, attempt, letter.envelope);
+      return;
+    }
+    // Only another writer (or a corrupted header) puts a message this far off: no publish may
+    // delay one longer. Put back, it would wait for ever, or fail to (RabbitMQ refuses a delay
+    // queue's TTL over 2³² − 1 ms, and the message came back at every lease).
+    if (raw.notBefore !== undefined && raw.notBefore - Date.now() > MAX_DELAY_MS) {
       this.dead(
         raw,
-        e.code === 'INVALID_ARGUMENT' ? e : badBody(e),
+        new ParleyError(
+          'INVALID_ARGUMENT',
+          `its not-before time ${raw.notBefore} is more than ${MAX_DELAY_MS} ms ahead, which no publish sets`,
+        ),
         attempt,
-        undecodableEnvelope(raw.id, this.spec.topic, raw.body),
+        envelope,
       );
       return;
     }

@@ -2,7 +2,16 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createEnvelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
-import { failure, MAX_LETTER_MESSAGE, replayable, storedLetter, UNDECODABLE } from './outcome.ts';
+import { LETTER_ROOM } from './check.ts';
+import {
+  failure,
+  letterBodyRoom,
+  MAX_LETTER_MESSAGE,
+  replayable,
+  storedLetter,
+  UNDECODABLE,
+  undecodableLetter,
+} from './outcome.ts';
 
 const json = (b: Uint8Array) => JSON.parse(Buffer.from(b).toString('utf8'));
 const envelope = createEnvelope({ source: '/t', type: 'orders.placed', data: { n: 1 } });
@@ -83,5 +92,53 @@ describe('failure', () => {
       failure(e(trailing)).message,
       `${'e'.repeat(MAX_LETTER_MESSAGE)}… (${trailing.length} characters)`,
     );
+  });
+});
+
+describe('undecodableLetter', () => {
+  const why = new ParleyError('INVALID_ARGUMENT', 'stored message is not an envelope: not JSON', {
+    details: { at: 0 },
+  });
+
+  it('keeps every byte of a body within the room, and the failure as it was', () => {
+    const body = Buffer.from('not json');
+    const { envelope, error } = undecodableLetter('m1', 'orders.placed', body, why, body.byteLength);
+    assert.equal(envelope.source, UNDECODABLE);
+    assert.equal(envelope.id, 'm1');
+    assert.ok(Buffer.from(String(envelope.data), 'base64').equals(body));
+    assert.equal(error, why);
+    assert.equal(replayable({ envelope }), false);
+  });
+
+  it('keeps the first `room` bytes of a longer body and says how many of how many', () => {
+    const body = Buffer.from('0123456789');
+    const { envelope, error } = undecodableLetter('m2', 't', body, why, 6);
+    assert.ok(Buffer.from(String(envelope.data), 'base64').equals(body.subarray(0, 6)));
+    assert.equal(error.code, 'INVALID_ARGUMENT');
+    assert.equal(
+      error.message,
+      "the letter keeps the first 6 of its 10 bytes (whole, it would be over the broker's largest message); stored message is not an envelope: not JSON",
+    );
+    assert.deepEqual(error.details, { at: 0 });
+  });
+
+  it('counts a string body in UTF-8 bytes', () => {
+    const { envelope, error } = undecodableLetter('m3', 't', 'ééé', why, 4);
+    assert.ok(Buffer.from(String(envelope.data), 'base64').equals(Buffer.from('éé')));
+    assert.match(error.message, /^the letter keeps the first 4 of its 6 bytes/);
+    assert.ok(
+      Buffer.from(String(undecodableLetter('m4', 't', 'ééé', why, 6).envelope.data), 'base64').equals(
+        Buffer.from('ééé'),
+      ),
+    );
+  });
+
+  it('the room under a limit leaves LETTER_ROOM for the rest, in whole groups of 3 bytes', () => {
+    assert.equal(letterBodyRoom(1024 * 1024), ((1024 * 1024 - LETTER_ROOM) / 4) * 3);
+    assert.equal(letterBodyRoom(LETTER_ROOM + 7), 3);
+    assert.equal(letterBodyRoom(100), 0);
+    // What the room lets through fits: base64 of it and LETTER_ROOM are within the limit.
+    for (const limit of [1_000_000, 1024 * 1024, 268_435_460])
+      assert.ok(Math.ceil(letterBodyRoom(limit) / 3) * 4 + LETTER_ROOM <= limit, String(limit));
   });
 });

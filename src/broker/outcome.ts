@@ -8,6 +8,7 @@ import { Buffer } from 'node:buffer';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { type ErrorCode, ParleyError } from '../errors.ts';
 import type { DeadLetter } from './broker.ts';
+import { LETTER_ROOM } from './check.ts';
 
 /** `details.deferMs` on a handler's error: put the message back after that long, attempt unspent. */
 export function deferOf(e: ParleyError): number | undefined {
@@ -99,6 +100,45 @@ export function undecodableEnvelope(id: string, topic: string, body: Uint8Array 
     source: UNDECODABLE,
     type: topic,
     data: (typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body)).toString('base64'),
+  };
+}
+
+/**
+ * The most bytes of a body that was no envelope a dead letter can hold, in base64 (4 characters
+ * for 3 bytes), under a store whose records take at most `limit` bytes, with {@link LETTER_ROOM}
+ * kept for the letter's other fields. Parley's own publishes are refused when their letter would
+ * not fit (`checkLetterRoom`); another writer's body is not checked, and its letter, whole, could
+ * be over the limit: the store then refused it, the message was not acknowledged, and it came
+ * back for ever.
+ */
+export function letterBodyRoom(limit: number): number {
+  return Math.max(0, Math.floor((limit - LETTER_ROOM) / 4) * 3);
+}
+
+/**
+ * The dead letter's envelope and failure for a body that was no envelope (`why`): all its bytes,
+ * or, over `room` ({@link letterBodyRoom}), its first `room` bytes with the failure's message
+ * saying how many of how many it keeps.
+ */
+export function undecodableLetter(
+  id: string,
+  topic: string,
+  given: Uint8Array | string,
+  why: ParleyError,
+  room = Number.POSITIVE_INFINITY,
+): { envelope: Envelope; error: ParleyError } {
+  if (typeof given === 'string' ? given.length * 3 <= room : given.byteLength <= room)
+    return { envelope: undecodableEnvelope(id, topic, given), error: why };
+  const body = typeof given === 'string' ? Buffer.from(given, 'utf8') : given;
+  if (body.byteLength <= room) return { envelope: undecodableEnvelope(id, topic, body), error: why };
+  const kept = Math.max(0, Math.floor(room));
+  return {
+    envelope: undecodableEnvelope(id, topic, body.subarray(0, kept)),
+    error: new ParleyError(
+      why.code,
+      `the letter keeps the first ${kept} of its ${body.byteLength} bytes (whole, it would be over the broker's largest message); ${why.message}`,
+      why.details === undefined ? {} : { details: why.details },
+    ),
   };
 }
 

@@ -54,6 +54,7 @@ import type {
   PublishReceipt,
 } from '../../broker/broker.ts';
 import { checkLetterRoom, checkPublish, checkSpec } from '../../broker/check.ts';
+import { letterBodyRoom } from '../../broker/outcome.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
@@ -361,6 +362,10 @@ export class AmqpBroker implements Broker {
   // --- consume ---
 
   /** @internal Stores a consumer's dead letter. */
+  letterBodyRoom(): number {
+    return letterBodyRoom(this.maxMessageBytes);
+  }
+
   deadLetter(letter: Letter): Promise<void> {
     return this.letters.add(letter);
   }

@@ -55,6 +55,8 @@ export interface ConsumerHost {
   ): Promise<void>;
   /** Stores a dead letter. */
   deadLetter(letter: Letter): Promise<void>;
+  /** The most bytes of a body that was no envelope its dead letter may hold. */
+  letterBodyRoom(): number;
 }
 
 const done: Promise<void> = Promise.resolve();
@@ -128,6 +130,7 @@ export class AmqpConsumer {
       onRoom: () => {
         if (this.paused) void this.resume();
       },
+      letterBodyRoom: () => broker.letterBodyRoom(),
       log: broker.log,
     });
   }

@@ -12,14 +12,8 @@
  * Leases, rebalances and commits: `rebalance.ts`.
  */
 import type { ConsumerHandler, ConsumerSpec, Delivery } from '../../broker/broker.ts';
-import {
-  badBody,
-  deferOf,
-  failure,
-  permanent,
-  runHandler,
-  undecodableEnvelope,
-} from '../../broker/outcome.ts';
+import { MAX_DELAY_MS } from '../../broker/check.ts';
+import { badBody, deferOf, failure, permanent, runHandler, undecodableLetter } from '../../broker/outcome.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { backoffDelay } from '../../resilience/backoff.ts';
@@ -41,6 +35,8 @@ export interface ConsumerHost {
     options: { key?: string | null; partition?: number | null; headers?: ReturnType<typeof headers> },
   ): Promise<{ partition: number; offset: number }>;
   deadLetter(record: DeadRecord): Promise<number>;
+  /** The most bytes of a body that was no envelope its dead letter may hold. */
+  letterBodyRoom(): number;
   readonly random: () => number;
   /** How long one poll of the driver may block, ms. */
   readonly pollMs: number;
@@ -234,8 +230,26 @@ export class KafkaGroupConsumer {
     try {
       envelope = envelopeOfRecord(m.value);
     } catch (error) {
-      bad = badBody(ParleyError.from(error));
-      envelope = undecodableEnvelope(`${m.partition}:${m.offset}`, this.topic, m.value ?? Buffer.alloc(0));
+      const letter = undecodableLetter(
+        `${m.partition}:${m.offset}`,
+        this.topic,
+        m.value ?? Buffer.alloc(0),
+        badBody(ParleyError.from(error)),
+        this.host.letterBodyRoom(),
+      );
+      bad = letter.error;
+      envelope = letter.envelope;
+    }
+    let notBefore = Number(header(m.headers, HEADER.notBefore) ?? 0) || 0;
+    if (notBefore - Date.now() > MAX_DELAY_MS) {
+      // Only another writer (or a corrupted header) puts a message this far off: no publish may
+      // delay one longer. Kept waiting, it would hold its key for ever (and the wake timer, over
+      // Node's longest, fired every millisecond).
+      bad ??= new ParleyError(
+        'INVALID_ARGUMENT',
+        `its not-before time ${notBefore} is more than ${MAX_DELAY_MS} ms ahead, which no publish sets`,
+      );
+      notBefore = 0;
     }
     const spent = Number(header(m.headers, HEADER.attempts) ?? 0);
     const entry: Entry = {
@@ -247,7 +261,7 @@ export class KafkaGroupConsumer {
       bad,
       // A header from elsewhere may say anything: attempts spent are a whole number from 0.
       attempt: (Number.isSafeInteger(spent) && spent > 0 ? spent : 0) + 1,
-      notBefore: Number(header(m.headers, HEADER.notBefore) ?? 0) || 0,
+      notBefore,
       run: undefined,
       lease: undefined,
       firstFailureAt: undefined,

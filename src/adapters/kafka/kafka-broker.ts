@@ -37,6 +37,7 @@ import type {
   PublishReceipt,
 } from '../../broker/broker.ts';
 import { checkLetterRoom, checkPublish, checkSpec } from '../../broker/check.ts';
+import { letterBodyRoom } from '../../broker/outcome.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { DedupeWindow } from '../dedupe.ts';
@@ -340,6 +341,10 @@ class KafkaBrokerImpl implements KafkaBroker {
 
   isClosed(): boolean {
     return this.closed;
+  }
+
+  letterBodyRoom(): number {
+    return letterBodyRoom(this.maxRecordBytes);
   }
 
   deadLetter(record: DeadRecord): Promise<number> {

@@ -34,13 +34,25 @@
  */
 import type { IClientSubscribeOptions, IPublishPacket, ISubscriptionMap } from 'mqtt';
 import type { ConsumerHandler, ConsumerSpec } from '../../broker/broker.ts';
+import { letterBodyRoom } from '../../broker/outcome.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import { ParleyError } from '../../errors.ts';
 import { GroupConsumer, type RawMessage } from '../group-consumer.ts';
 import { connectMqtt, type MqttClient } from './connect.ts';
 import type { Letter } from './dead-letters.ts';
 import { mqttError } from './errors.ts';
-import { ATTEMPT, groupTopicOf, ID, KEY, NOT_BEFORE, Publisher, prop, shared, topicOf } from './names.ts';
+import {
+  ATTEMPT,
+  groupTopicOf,
+  ID,
+  KEY,
+  MQTT_MAX_PACKET,
+  NOT_BEFORE,
+  Publisher,
+  prop,
+  shared,
+  topicOf,
+} from './names.ts';
 
 /** How long a member over its `maxInFlight` holds a message before passing it on. */
 const BOUNCE_MS = 100;
@@ -191,6 +203,8 @@ export class MqttConsumer {
         }
         await host.deadLetter(raw.key === undefined ? letter : { ...letter, key: raw.key });
       },
+      // Letters are retained messages on the same server: its maximum packet size bounds them.
+      letterBodyRoom: () => letterBodyRoom(this.publisher?.largestPacket ?? MQTT_MAX_PACKET),
       log: host.log,
     });
   }

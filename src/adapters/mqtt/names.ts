@@ -123,6 +123,10 @@ export class Publisher {
   /** The server's Maximum Packet Size (its CONNACK, again at each reconnect), else MQTT's own. */
   private maxPacket: number;
 
+  get largestPacket(): number {
+    return this.maxPacket;
+  }
+
   constructor(
     connection: MqttConnection,
     private readonly timeoutMs: number,

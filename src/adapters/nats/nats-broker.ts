@@ -46,7 +46,7 @@ import type {
   PublishReceipt,
 } from '../../broker/broker.ts';
 import { checkLetterRoom, checkPublish, checkSpec } from '../../broker/check.ts';
-import { letterMatches, replayable, storedLetter } from '../../broker/outcome.ts';
+import { letterBodyRoom, letterMatches, replayable, storedLetter } from '../../broker/outcome.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
@@ -317,6 +317,7 @@ export class NatsBroker implements Broker {
           raw.key === undefined ? letter : { ...letter, key: raw.key },
         ),
       onRoom: () => freed.wake(),
+      letterBodyRoom: () => letterBodyRoom(this.nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD),
       log: this.log,
     });
     let batch: { stop(): void } | undefined;

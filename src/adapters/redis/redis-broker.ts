@@ -63,6 +63,7 @@ import type {
   PublishReceipt,
 } from '../../broker/broker.ts';
 import { checkLetterRoom, checkPublish, checkSpec, LETTER_ROOM } from '../../broker/check.ts';
+import { letterBodyRoom } from '../../broker/outcome.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec, encodeJsonText } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
@@ -279,6 +280,11 @@ export class RedisBroker implements Broker {
   }
 
   /** @internal Stores a consumer's dead letter. */
+  /** The most bytes of a body that was no envelope its dead letter may hold. */
+  letterBodyRoom(): number {
+    return letterBodyRoom(this.maxBulk);
+  }
+
   deadLetter(letter: Letter): Promise<void> {
     return this.letters.add(letter);
   }

@@ -63,6 +63,8 @@ export interface ConsumerHost {
   parked(topic: string, group: string, at: number): void;
   /** Stores a dead letter. */
   deadLetter(letter: Letter): Promise<void>;
+  /** The most bytes of a body that was no envelope its dead letter may hold. */
+  letterBodyRoom(): number;
 }
 
 /** How often a consumer deletes the group's consumers that are long gone and hold nothing, ms. */
@@ -165,6 +167,7 @@ export class RedisConsumer {
       deadLetter: (letter, raw) =>
         broker.deadLetter(raw.key === undefined ? letter : { ...letter, key: raw.key }),
       onRoom: () => this.freed.wake(),
+      letterBodyRoom: () => broker.letterBodyRoom(),
       log,
     });
     this.autoclaimEvery = Math.min(5000, Math.max(50, this.group.lease / 4));
