@@ -4,6 +4,7 @@
  * timeout is cut.
  */
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { createGateway, createMemoryNetwork } from '../src/index.ts';
 import { items, startGateway } from './gateway-fixture.ts';
@@ -81,6 +82,33 @@ describe('gateway close', () => {
     assert.equal(events[0], 'hook');
     assert.ok(Date.now() - started < 2000, `closed ${Date.now() - started} ms after: not held by keep-alive`);
     await assert.rejects(fetch(`${url}/healthz`), 'no new connections after close');
+  });
+
+  it('a request that arrives while the server closes is refused with a 503 problem and a request id', async () => {
+    const { url, gateway } = await startGateway();
+    // A client whose request head is on its way when the close begins.
+    const socket = connect({ host: '127.0.0.1', port: Number(new URL(url).port) });
+    let got = '';
+    socket.on('data', (d: Buffer) => {
+      got += d.toString('latin1');
+    });
+    await new Promise((r) => socket.once('connect', r));
+    socket.write('GET /api/items/a HTTP/1.1\r\nHost: x\r\n');
+    const open = () => new Promise<number>((r) => gateway.fastify.server.getConnections((_e, n) => r(n)));
+    for (let i = 0; i < 200 && (await open()) === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    const closed = gateway.close();
+    await waitFor(() => !gateway.fastify.server.listening, 5000, 'the server to stop listening');
+    socket.write('\r\n');
+    await waitFor(() => /\r\n\r\n\{.*\}$/s.test(got), 5000, 'the answer');
+    socket.destroy();
+    await closed;
+    assert.match(got, /^HTTP\/1\.1 503 /);
+    assert.match(got, /\r\ncontent-type: application\/problem\+json/i);
+    assert.match(got, /\r\nconnection: close\r\n/i);
+    const id = /\r\nx-request-id: ([^\r]+)\r\n/i.exec(got)?.[1];
+    const problem = JSON.parse(got.slice(got.indexOf('\r\n\r\n') + 4));
+    assert.equal(problem.code, 'UNAVAILABLE');
+    assert.equal(problem.requestId, id);
   });
 
   it('cuts a request that outlives the close timeout', async () => {

@@ -327,7 +327,9 @@ describe('gateway: a principal too large to travel', () => {
 });
 
 describe('gateway CORS', async () => {
-  const { url } = await startGateway({ cors: { origins: ['https://shop.example'] } });
+  const { url } = await startGateway({
+    cors: { origins: ['https://shop.example'], headers: ['X-Shop-Key'] },
+  });
 
   it('allows the exact origin, with Vary: Origin; answers the preflight', async () => {
     const r = await fetch(`${url}/api/items/a`, { headers: { origin: 'https://shop.example' } });
@@ -342,6 +344,15 @@ describe('gateway CORS', async () => {
     assert.equal(pre.status, 204);
     assert.equal(pre.headers['access-control-allow-origin'], 'https://shop.example');
     assert.match(String(pre.headers['access-control-allow-methods']), /POST/);
+    // Every request header the gateway reads, and the ones configured (an API key of another name).
+    assert.deepEqual(String(pre.headers['access-control-allow-headers']).split(', ').sort(), [
+      'authorization',
+      'content-type',
+      'idempotency-key',
+      'x-api-key',
+      'x-request-id',
+      'x-shop-key',
+    ]);
   });
 
   it('gives no Allow-Origin to an origin that differs by one character, or to lookalikes', async () => {

@@ -54,6 +54,8 @@ export async function startPush(
   t: TestContext,
   options: Partial<PushOptions> = {},
   more: (app: FastifyInstance) => void = () => undefined,
+  /** Awaited by `principalOf` before it answers: authentication that takes a while (a JWKS fetch). */
+  gate?: () => Promise<void>,
 ): Promise<PushFixture> {
   const logs: string[] = [];
   const push = createPush({
@@ -84,6 +86,7 @@ export async function startPush(
   await sender.start();
   await push.register(app, {
     principalOf: async (request: FastifyRequest) => {
+      await gate?.();
       const token = /^Bearer (\w+)$/.exec(request.headers.authorization ?? '')?.[1];
       return token === undefined ? undefined : TOKENS[token];
     },

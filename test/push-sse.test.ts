@@ -4,11 +4,12 @@
  * events, and the goodbye on close.
  */
 import assert from 'node:assert/strict';
+import { request } from 'node:http';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { catalog, orders } from '../examples/shop/contracts.ts';
 import { createFakeClock } from '../src/index.ts';
-import { waitFor } from './helpers.ts';
+import { deferred, waitFor } from './helpers.ts';
 import { openSse } from './push-clients.ts';
 import { auth, ORDER_STATUS, orderStatus, startPush } from './push-fixture.ts';
 
@@ -29,6 +30,9 @@ describe('push over SSE', { timeout: 20_000 }, () => {
     });
     assert.equal(alice.status, 200);
     assert.match(String(alice.headers['content-type']), /^text\/event-stream/);
+    // As on every answer of the gateway (its onSend hook does not run for a hijacked one).
+    assert.ok(String(alice.headers['x-request-id']).length > 0);
+    assert.equal(alice.headers['x-content-type-options'], 'nosniff');
     await f.status('alice', 'a1');
     await f.status('bob', 'b1');
     await f.sender.notify(catalog, 'catalog.price-changed', { sku: 'mouse' });
@@ -53,7 +57,15 @@ describe('push over SSE', { timeout: 20_000 }, () => {
     const anonymous = await openSse(url(f.base, `types=${ORDER_STATUS}&customer=alice`));
     assert.equal(anonymous.status, 401, 'the demo switch is off by default');
     assert.match(String(anonymous.headers['content-type']), /^application\/problem\+json/);
-    assert.equal(JSON.parse(anonymous.body).code, 'UNAUTHENTICATED');
+    // The gateway's problem shape: type, code, path and the request id (body and header).
+    const problem = JSON.parse(anonymous.body);
+    assert.equal(problem.code, 'UNAUTHENTICATED');
+    assert.equal(problem.type, 'urn:parley:problem:unauthenticated');
+    assert.equal(problem.instance, '/events');
+    assert.equal(problem.status, 401);
+    assert.ok(String(problem.requestId).length > 0);
+    assert.equal(problem.requestId, anonymous.headers['x-request-id']);
+    assert.equal(anonymous.headers['www-authenticate'], 'Bearer');
     const unknown = await openSse(url(f.base, 'types=orders.secret'), auth('alice'));
     assert.equal(unknown.status, 400);
     const none = await openSse(url(f.base, ''), auth('alice'));
@@ -212,6 +224,57 @@ describe('push over SSE', { timeout: 20_000 }, () => {
       again.close();
     });
     assert.equal(again.status, 200);
+  });
+
+  it('requests authenticated at the same moment are held to the limits: one gets its slot, the rest 429', async (t) => {
+    // Like requests all waiting on one JWKS fetch: they resume together, in one turn.
+    const keys = deferred<void>();
+    let waiting = 0;
+    const f = await startPush(t, { maxPerPrincipal: 1, maxConnections: 2 }, undefined, async () => {
+      waiting++;
+      await keys.promise;
+    });
+    const opening = Array.from({ length: 6 }, () =>
+      openSse(url(f.base, `types=${ORDER_STATUS}`), auth('alice')),
+    );
+    await waitFor(() => waiting === 6, 5000, 'six requests waiting to be authenticated');
+    keys.resolve();
+    const clients = await Promise.all(opening);
+    t.after(() => {
+      for (const c of clients) c.close();
+    });
+    assert.deepEqual(clients.map((c) => c.status).sort(), [200, 429, 429, 429, 429, 429]);
+    assert.equal(f.push.stats().connections, 1);
+  });
+
+  it('a client that leaves while it is being authenticated keeps no slot, and close() still ends', async (t) => {
+    const keys = deferred<void>();
+    let waiting = 0;
+    const f = await startPush(t, { maxPerPrincipal: 2 }, undefined, async () => {
+      waiting++;
+      await keys.promise;
+    });
+    const gone = Array.from({ length: 3 }, () => {
+      const req = request(url(f.base, `types=${ORDER_STATUS}`), { headers: auth('alice') });
+      req.on('error', () => undefined);
+      req.end();
+      return req;
+    });
+    await waitFor(() => waiting === 3, 5000, 'three requests waiting to be authenticated');
+    for (const req of gone) req.destroy();
+    // The server has seen them go before they are admitted.
+    const open = () => new Promise<number>((resolve) => f.app.server.getConnections((_e, n) => resolve(n)));
+    for (let i = 0; i < 500 && (await open()) > 0; i++) await sleep(10);
+    assert.equal(await open(), 0, 'the server saw the clients go');
+    keys.resolve();
+    await sleep(50);
+    assert.equal(f.push.stats().connections, 0, 'no slot kept by a client that left');
+    const again = await openSse(url(f.base, `types=${ORDER_STATUS}`), auth('alice'));
+    again.close();
+    assert.equal(again.status, 200);
+    // Before, close() waited for ever on the connections of the clients that had left.
+    const closed = await Promise.race([f.push.close().then(() => 'closed'), sleep(3000).then(() => 'hung')]);
+    assert.equal(closed, 'closed');
   });
 
   it('an event larger than maxEventBytes is dropped whole, with a log line; the next one arrives', async (t) => {

@@ -6,8 +6,8 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 
-/** Request headers a browser may send cross-origin. */
-const ALLOWED_HEADERS = ['authorization', 'content-type', 'x-request-id', 'x-api-key'];
+/** Request headers a browser may send cross-origin (the gateway reads each of them). */
+const ALLOWED_HEADERS = ['authorization', 'content-type', 'idempotency-key', 'x-request-id', 'x-api-key'];
 /** Response headers a browser script may read. */
 const EXPOSED_HEADERS = [
   'x-request-id',
@@ -27,8 +27,9 @@ export interface Cors {
   preflight(headers: IncomingHttpHeaders, methods: readonly string[]): Record<string, string> | undefined;
 }
 
-export function createCors(origins: readonly string[]): Cors {
+export function createCors(origins: readonly string[], headers: readonly string[] = []): Cors {
   const allowed = new Set(origins);
+  const allowHeaders = [...new Set([...ALLOWED_HEADERS, ...headers.map((h) => h.toLowerCase())])].join(', ');
   const originOf = (headers: IncomingHttpHeaders) => {
     const o = headers.origin;
     return typeof o === 'string' && allowed.has(o) ? o : undefined;
@@ -51,7 +52,7 @@ export function createCors(origins: readonly string[]): Cors {
         vary: 'Origin, Access-Control-Request-Method, Access-Control-Request-Headers',
         'access-control-allow-origin': origin,
         'access-control-allow-methods': methods.join(', '),
-        'access-control-allow-headers': ALLOWED_HEADERS.join(', '),
+        'access-control-allow-headers': allowHeaders,
         'access-control-max-age': String(MAX_AGE_S),
       };
     },

@@ -92,7 +92,9 @@ export function createGateway(options: GatewayOptions): Gateway {
     bodyLimit,
     genReqId: requestIdOf,
     http: { maxHeaderSize: options.maxHeaderBytes ?? 16 * 1024 },
-    return503OnClosing: true,
+    // Refused by the onRequest hook below instead, so that the 503 is a problem like every other
+    // answer (Fastify's own is plain JSON, without the request id: it skips every hook).
+    return503OnClosing: false,
     // HEAD would run the action behind a GET route for no answer; it gets 405 instead.
     exposeHeadRoutes: false,
     forceCloseConnections: 'idle',
@@ -122,13 +124,17 @@ export function createGateway(options: GatewayOptions): Gateway {
   }
 
   let closing = false;
-  const cors = options.cors === undefined ? undefined : createCors(options.cors.origins);
+  /** The server is closing: requests that still arrive on open connections are refused. */
+  let refusing = false;
+  const cors =
+    options.cors === undefined ? undefined : createCors(options.cors.origins, options.cors.headers);
   const allowed = methodsByPath(routes);
   // Callback hooks, not async ones: every request runs them, and a promise each is measurable.
   fastify.addHook('onRequest', (request, reply, done) => {
     try {
       // X-Request-Id is set in onSend, which every answer passes, the refusals below included.
       if (cors !== undefined) reply.headers(cors.simple(request.headers));
+      if (refusing) throw new ParleyError('UNAVAILABLE', 'the gateway is shutting down');
       checkTarget(request.raw.url ?? '/', maxUrlLength);
       checkHeaderCount(request.raw, maxHeaders);
       checkDeclaredLength(request.raw, request.routeOptions.config?.parleyBodyLimit ?? bodyLimit);
@@ -214,12 +220,16 @@ export function createGateway(options: GatewayOptions): Gateway {
     close() {
       closed ??= (async () => {
         closing = true;
-        await Promise.allSettled(closeHooks.map(async (hook) => hook()));
-        const done = fastify.close();
+        // One bound for all of it: the close hooks (push connections saying goodbye) and the drain.
         let timer: NodeJS.Timeout | undefined;
         const late = new Promise<'late'>((resolve) => {
           timer = setTimeout(() => resolve('late'), closeTimeout);
         });
+        const hooks = Promise.allSettled(closeHooks.map(async (hook) => hook()));
+        if ((await Promise.race([hooks.then(() => 'done' as const), late])) === 'late')
+          logger.warn('gateway close timeout: close hooks still running; closing the server');
+        refusing = true;
+        const done = fastify.close();
         if ((await Promise.race([done.then(() => 'done' as const), late])) === 'late') {
           logger.warn('gateway close timeout: cutting the connections still open');
           fastify.server.closeAllConnections();

@@ -67,8 +67,12 @@ export interface GatewayOptions {
   callTimeout?: number;
   /** How long `close()` waits for in-flight requests before cutting connections, ms. Default 10 000. */
   closeTimeout?: number;
-  /** Browser origins allowed to call, compared exactly (`https://shop.example`). None by default. */
-  cors?: { origins: readonly string[] };
+  /**
+   * Browser origins allowed to call, compared exactly (`https://shop.example`). None by default.
+   * `headers`: request headers a page may send besides `authorization`, `content-type`,
+   * `idempotency-key`, `x-request-id` and `x-api-key` (an API key header of another name).
+   */
+  cors?: { origins: readonly string[]; headers?: readonly string[] };
   /** Enables `POST /rpc/<service>.<action>` for callers holding one of these bearer tokens. */
   internal?: { tokens: readonly string[] };
   /** Who the request acts for; undefined for anonymous. Throw UNAUTHENTICATED to refuse. */

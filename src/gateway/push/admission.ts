@@ -5,10 +5,10 @@
  * Refusals are RFC 9457 problem documents, written here so that an upgrade request (which never
  * reaches the gateway's error handler once hijacked) gets the same answer as a plain one.
  */
-import { STATUS_CODES } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { type ErrorCode, httpStatusOf, ParleyError } from '../../errors.ts';
+import { type ErrorCode, ParleyError } from '../../errors.ts';
 import type { Principal } from '../../runtime/principal.ts';
+import { PROBLEM_TYPE, toProblem } from '../problem.ts';
 import type { Fanout } from './fanout.ts';
 import type { PushLogger, PushSource, Viewer } from './options.ts';
 
@@ -111,18 +111,24 @@ function lastEventIdOf(request: FastifyRequest, query: Record<string, unknown>):
   return typeof id === 'string' && id !== '' && id.length <= MAX_ID ? id : undefined;
 }
 
-/** Sends a refusal as problem+json; any other error as a bare 500. */
+/**
+ * Sends a refusal as the gateway answers every error: an RFC 9457 problem with the Parley code,
+ * the request id (in the body and as `x-request-id`) and the path; anything else as INTERNAL,
+ * its detail withheld.
+ */
 export function sendRefusal(reply: FastifyReply, error: unknown): FastifyReply {
   const refused = error instanceof Refused ? error : new Refused('INTERNAL', 'push failed');
-  const status = httpStatusOf(refused.code);
+  const request = reply.request;
+  const problem = toProblem({
+    error: new ParleyError(refused.code, refused.detail),
+    instance: (request.raw.url ?? '/').split('?')[0] ?? '/',
+    requestId: request.id,
+  });
+  if (problem.code === 'UNAUTHENTICATED' && !reply.hasHeader('www-authenticate'))
+    reply.header('www-authenticate', 'Bearer');
   return reply
-    .code(status)
-    .type('application/problem+json')
-    .send({
-      type: 'about:blank',
-      title: STATUS_CODES[status] ?? 'Error',
-      status,
-      detail: refused.detail,
-      code: refused.code,
-    });
+    .code(problem.status)
+    .header('x-request-id', request.id)
+    .type(PROBLEM_TYPE)
+    .send(JSON.stringify(problem));
 }

@@ -145,9 +145,24 @@ export function createPush(options: PushOptions): Push {
         } catch (error) {
           return sendRefusal(reply, error);
         }
-        // From here on this module owns the response; headers other hooks set (CORS) go along.
+        // The limits again, in the same turn as the attach: requests whose authentication settled
+        // together (all waiting on one JWKS fetch) each passed admit's check before any attached.
+        const again = fanout.refusal(admission.key);
+        if (again !== undefined) return sendRefusal(reply, new Refused(again.code, again.message));
+        // From here on this module owns the response; headers other hooks set (CORS) go along,
+        // with those the gateway sets on every answer (its onSend hook does not run for this one).
         reply.hijack();
-        const headers = reply.getHeaders() as Record<string, string | string[] | number>;
+        // The client left while it was being admitted: its connection's 'close' has fired
+        // already, so one attached now would hold its slot (and push.close()) for ever.
+        if (request.raw.socket === null || request.raw.socket.destroyed) {
+          reply.raw.destroy();
+          return;
+        }
+        const headers = {
+          ...(reply.getHeaders() as Record<string, string | string[] | number>),
+          'x-request-id': request.id,
+          'x-content-type-options': 'nosniff',
+        };
         fanout.attach(sseWire(reply.raw, resolved.retryMs, headers), admission);
       });
 

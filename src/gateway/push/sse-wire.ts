@@ -39,6 +39,10 @@ export function sseWire(
       if (!res.writableEnded) res.end();
     },
     destroy: () => res.destroy(),
-    onClose: (listener) => void res.on('close', listener),
+    // A response already closed emits no 'close' again: the listener runs at once (next turn).
+    onClose: (listener) => {
+      if (res.destroyed || res.socket === null || res.socket.destroyed) setImmediate(listener);
+      else res.on('close', listener);
+    },
   };
 }
