@@ -111,6 +111,15 @@ describe('gateway close', () => {
     assert.equal(problem.requestId, id);
   });
 
+  it('an onClose hook that never ends holds the close no longer than the close timeout', async () => {
+    const { url, gateway } = await startGateway({ closeTimeout: 200 });
+    gateway.onClose(() => new Promise<void>(() => undefined));
+    const started = Date.now();
+    await gateway.close();
+    assert.ok(Date.now() - started < 1500, `closed in ${Date.now() - started} ms`);
+    await assert.rejects(fetch(`${url}/healthz`), 'closed');
+  });
+
   it('cuts a request that outlives the close timeout', async () => {
     const { url, gateway } = await startGateway({ closeTimeout: 200 });
     const inFlight = fetch(`${url}/api/items/slow`, {
