@@ -12,6 +12,7 @@ import { createEnvelope, ParleyError, systemClock } from '../src/index.ts';
 import { BROKERS, cuttableProxy, needBroker } from './brokers.ts';
 import { brokerConformance } from './conformance/broker.ts';
 import { waitFor } from './helpers.ts';
+import { assertFarNotBeforeLetter } from './letter-room.ts';
 
 const skip = await needBroker('rabbitmq');
 let n = 0;
@@ -337,13 +338,7 @@ describe('rabbitmq broker: a not-before header out of range', { skip }, () => {
       await waitFor(() => got.length === 1, 10_000, 'the next message');
       await sleep(2500); // past a lease: nothing comes back
       letters = await broker.deadLetters.list({ topic: 'nb.t' });
-      assert.equal(letters.length, 1);
-      assert.equal(letters[0]?.code, 'INVALID_ARGUMENT');
-      assert.match(
-        letters[0]?.message ?? '',
-        /not-before time 1000000000000000 is more than 2147483647 ms ahead/,
-      );
-      assert.equal(letters[0]?.envelope.id, far.id);
+      assertFarNotBeforeLetter(letters, far.id);
       assert.deepEqual(got, ['next']);
       assert.ok(!logs.some((l) => /PRECONDITION_FAILED|could not put back/.test(l)), logs.join('\n'));
       await consumer.close();

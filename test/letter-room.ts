@@ -92,3 +92,14 @@ export async function foreignLetterRoomCase(
     await consumer.close();
   }
 }
+
+/** The dead letter of a message whose not-before header (1e15) is past any delay a publish may set. */
+export function assertFarNotBeforeLetter(letters: readonly DeadLetter[], id: string): void {
+  assert.equal(letters.length, 1);
+  assert.equal(letters[0]?.code, 'INVALID_ARGUMENT');
+  assert.match(
+    letters[0]?.message ?? '',
+    /not-before time 1000000000000000 is more than 2147483647 ms ahead/,
+  );
+  assert.equal(letters[0]?.envelope.id, id);
+}

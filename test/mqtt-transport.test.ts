@@ -37,15 +37,15 @@ describe('mqtt transport: bad input', { skip }, () => {
     await Promise.allSettled(nodes.map((n) => n.stop()));
   });
 
-  it('drops malformed messages on the inbox and presence topics, and keeps serving', async () => {
-    const own = `${prefix}-bad`;
+  /** A node serving calc and a client that sees it, on `url`, each logging into its own list. */
+  async function servedPair(own: string, url: string = BROKERS.mqtt.url) {
     const logs: string[] = [];
+    const clientLogs: string[] = [];
     const server = testNode({
-      transport: createMqttTransport({ url: BROKERS.mqtt.url, prefix: own, log: (m) => logs.push(m) }),
+      transport: createMqttTransport({ url, prefix: own, log: (m) => logs.push(m) }),
       services: [calcService()],
       stopTimeout: 200,
     });
-    const clientLogs: string[] = [];
     const client = testNode({
       transport: createMqttTransport({ url: BROKERS.mqtt.url, prefix: own, log: (m) => clientLogs.push(m) }),
     });
@@ -53,6 +53,12 @@ describe('mqtt transport: bad input', { skip }, () => {
     await server.start();
     await client.start();
     await waitFor(() => client.registry.endpoints('calc').length > 0, 5000, 'discovery');
+    return { server, client, logs, clientLogs };
+  }
+
+  it('drops malformed messages on the inbox and presence topics, and keeps serving', async () => {
+    const own = `${prefix}-bad`;
+    const { server, client, logs, clientLogs } = await servedPair(own);
     assert.deepEqual(await client.client(calc).add({ a: 1, b: 2 }), { sum: 3 });
 
     const mqtt = await import('mqtt');
@@ -98,17 +104,7 @@ describe('mqtt transport: bad input', { skip }, () => {
 
   it('a request whose Response Topic no client may publish to gets no reply, and the node stays connected', async () => {
     const own = `${prefix}-badreply`;
-    const logs: string[] = [];
-    const server = testNode({
-      transport: createMqttTransport({ url: BROKERS.mqtt.url, prefix: own, log: (m) => logs.push(m) }),
-      services: [calcService()],
-      stopTimeout: 200,
-    });
-    const client = testNode({ transport: createMqttTransport({ url: BROKERS.mqtt.url, prefix: own }) });
-    nodes.push(server, client);
-    await server.start();
-    await client.start();
-    await waitFor(() => client.registry.endpoints('calc').length > 0, 5000, 'discovery');
+    const { server, client, logs } = await servedPair(own);
     const { encodeFrame, Kind } = await import('../src/adapters/bus-frames.ts');
     const mqtt = await import('mqtt');
     const raw = await mqtt.connectAsync(BROKERS.mqtt.url, { protocolVersion: 5, reconnectPeriod: 0 });
@@ -194,21 +190,7 @@ describe('mqtt transport: bad input', { skip }, () => {
     const proxy = await cuttableProxy(BROKERS.mqtt.port);
     const { port } = proxy;
     try {
-      const logs: string[] = [];
-      const server = testNode({
-        transport: createMqttTransport({
-          url: `mqtt://127.0.0.1:${port}`,
-          prefix: own,
-          log: (m) => logs.push(m),
-        }),
-        services: [calcService()],
-        stopTimeout: 200,
-      });
-      const client = testNode({ transport: createMqttTransport({ url: BROKERS.mqtt.url, prefix: own }) });
-      nodes.push(server, client);
-      await server.start();
-      await client.start();
-      await waitFor(() => client.registry.endpoints('calc').length > 0, 5000, 'discovery');
+      const { server, client, logs } = await servedPair(own, `mqtt://127.0.0.1:${port}`);
       assert.deepEqual(await client.client(calc).add({ a: 1, b: 2 }), { sum: 3 });
 
       proxy.cut();
