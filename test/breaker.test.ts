@@ -14,6 +14,7 @@ import {
   implement,
   ParleyError,
   resilience,
+  retry,
   subscribe,
 } from '../src/index.ts';
 import {
@@ -262,6 +263,45 @@ describe('circuit breaker: regressions', () => {
 });
 
 describe('circuit breakers as middleware', () => {
+  it("a caller's own frames over the transport's limit neither open the breaker nor are retried", async () => {
+    const net = createMemoryNetwork();
+    let ran = 0;
+    const server = testNode({
+      id: 'server',
+      transport: net.transport({ maxPayload: 1024 }),
+      services: [
+        calcService({
+          add: ({ a, b }) => {
+            ran++;
+            return { sum: a + b };
+          },
+        }),
+      ],
+    });
+    const retries = retry({ random: () => 0 });
+    const breakers = circuitBreakers();
+    const caller = testNode({
+      id: 'caller',
+      transport: net.transport({ maxPayload: 1024 }),
+      middleware: [retries, breakers],
+    });
+    await server.start();
+    await caller.start();
+    await waitFor(() => caller.registry.endpoints('calc').length === 1);
+    // `add` is idempotent: a retryable failure of it would be retried.
+    const add = caller.client(calc).add;
+    for (let i = 0; i < 10; i++) {
+      const e = await add({ a: 1, b: 2, note: 'x'.repeat(2000) }).catch((x: unknown) => x);
+      assert.ok(e instanceof ParleyError && e.code === 'RESOURCE_EXHAUSTED' && !e.retryable, String(e));
+    }
+    assert.equal(ran, 0, 'never sent');
+    assert.equal(breakers.breaker('calc', 'server').state, 'closed');
+    assert.equal(retries.budget?.counts().retries, 0, 'not retried');
+    assert.deepEqual(await add({ a: 1, b: 2 }), { sum: 3 });
+    await caller.stop();
+    await server.stop();
+  });
+
   it('half-open admits exactly N probes under 100 concurrent callers; the rest fail at once', async () => {
     const clock = createFakeClock();
     const net = createMemoryNetwork({ clock });

@@ -54,7 +54,12 @@ const CALLER_ERRORS = new Set<ErrorCode>([
   'CANCELLED',
 ]);
 
+/**
+ * Not the caller's mistakes, not a contract's declared reasons, and not an exhaustion that says it
+ * will not pass however often it is tried (a frame over the transport's limit): the target is well.
+ */
 export function countsAsFailure(error: ParleyError): boolean {
+  if (error.code === 'RESOURCE_EXHAUSTED' && !error.retryable) return false;
   return !CALLER_ERRORS.has(error.code) && error.reason === undefined;
 }
 

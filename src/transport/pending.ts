@@ -41,9 +41,15 @@ export function awaitReply(
   });
 }
 
+/**
+ * A frame (a request or its reply) over a transport's limit. Not retryable: the same call makes
+ * the same frame, so a retry fails the same way (and, counted by a breaker, would open it for a
+ * healthy target: the caller's own payload is no sign the target is unwell).
+ */
 export function frameTooLarge(size: number, max: number): ParleyError {
   return new ParleyError('RESOURCE_EXHAUSTED', `frame of ${size} bytes exceeds the maximum of ${max}`, {
     details: { size, max },
+    retryable: false,
   });
 }
 
