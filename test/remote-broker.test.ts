@@ -4,6 +4,8 @@
  * of its clients; and frames kept within the hub's largest.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer, type Socket } from 'node:net';
 import { after, it } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
 import { LETTER_ROOM } from '../src/broker/check.ts';
@@ -19,6 +21,7 @@ import {
   ParleyError,
 } from '../src/index.ts';
 import { createRandom } from '../src/transport/faults.ts';
+import { encodeFrame, FrameReader, FrameType } from '../src/transport/tcp/frames.ts';
 import { brokerConformance } from './conformance/broker.ts';
 import { waitFor } from './helpers.ts';
 
@@ -236,5 +239,58 @@ it("frames over the hub's largest are never sent: a typed error or a dead letter
     await client.close();
     await other.close();
     await small.close();
+  }
+});
+
+it('a subscription that cannot be made again after a reconnect is tried again, backing off, without an unhandled rejection', async () => {
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: unknown) => void unhandled.push(e);
+  process.on('unhandledRejection', onUnhandled);
+  // A hub that welcomes every connection but, after the first, goes away before answering a call.
+  let connections = 0;
+  const sockets = new Set<Socket>();
+  const fake = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => undefined);
+    const n = ++connections;
+    const reader = new FrameReader(
+      1 << 20,
+      (frame) => {
+        if (frame.type === FrameType.Hello)
+          socket.write(encodeFrame(FrameType.Welcome, 0, Buffer.from('{}')));
+        else if (frame.type === FrameType.BrokerCall && n === 1)
+          socket.write(
+            encodeFrame(FrameType.BrokerResult, frame.id, Buffer.from('{"ok":true,"value":null}')),
+          );
+        else if (frame.type === FrameType.BrokerCall) socket.destroy();
+      },
+      () => socket.destroy(),
+    );
+    socket.on('data', (c: Buffer) => reader.push(c));
+  });
+  fake.listen(0, '127.0.0.1');
+  await once(fake, 'listening');
+  const logs: string[] = [];
+  const broker = await createRemoteBroker(`parley://127.0.0.1:${(fake.address() as { port: number }).port}`, {
+    log: (m) => void logs.push(m),
+  });
+  try {
+    const consumer = await broker.subscribe({ topic: 't', group: 'g' }, async () => undefined);
+    for (const s of sockets) s.destroy(); // the hub restarts
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.deepEqual(unhandled, []);
+    assert.ok(
+      logs.some((l) => l.includes('subscribing again failed')),
+      logs.join('\n'),
+    );
+    // 100, 200, 400, 800 ms apart: a few tries in 1.5 s, not one every 100 ms.
+    assert.ok(connections <= 6, `${connections} connections`);
+    await consumer.close().catch(() => undefined);
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+    await broker.close();
+    for (const s of sockets) s.destroy();
+    fake.close();
   }
 });

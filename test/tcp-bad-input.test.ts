@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { createConnection, type Socket } from 'node:net';
+import { createConnection, createServer, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { createMsgpackCodec } from '../src/codec/msgpack.ts';
 import {
@@ -357,6 +357,111 @@ describe('a hub with a shared token', () => {
       await member.stop();
     } finally {
       await guarded.close();
+    }
+  });
+});
+
+describe('a node call port: what a refused or misbehaving peer cannot do', () => {
+  const noop = { onBroadcast() {}, onNodeUp() {}, onNodeDown() {} };
+  const info = (id: string) => ({ id, status: 'up' as const, codec: 'json', services: [] });
+  const portOf = (id: string) => {
+    const address = hub.snapshot().nodes.find((n) => n.info.id === id)?.address ?? '';
+    return Number(address.slice(address.lastIndexOf(':') + 1));
+  };
+
+  it('the requests after a refused frame, in the same read, are not run', async () => {
+    let ran = 0;
+    const t = createTcpTransport({ hub: hub.url, log: () => undefined });
+    await t.start(info('refuser'), {
+      ...noop,
+      onRequest: async (f) => {
+        ran++;
+        return f;
+      },
+    });
+    try {
+      const frames = [hello(PROTOCOL_VERSION), encodeFrame(FrameType.Members, 0, Buffer.alloc(0))];
+      for (let i = 1; i <= 20; i++) frames.push(encodeFrame(FrameType.Request, i, Buffer.from('x')));
+      await closedByPeer(await send(portOf('refuser'), Buffer.concat(frames)));
+      assert.equal(ran, 0);
+    } finally {
+      t.destroy();
+    }
+  });
+
+  it('stop() ends though a connected caller never closes its side', async () => {
+    const t = createTcpTransport({ hub: hub.url, log: () => undefined });
+    await t.start(info('stopper'), { ...noop, onRequest: async (f) => f });
+    const peer = createConnection({ host: '127.0.0.1', port: portOf('stopper'), allowHalfOpen: true });
+    peer.on('error', () => undefined);
+    await once(peer, 'connect');
+    peer.write(hello(PROTOCOL_VERSION));
+    peer.resume();
+    await waitFor(() => peer.bytesWritten > 0, 2000, 'the hello to leave');
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([
+      t.stop().then(() => 'stopped'),
+      new Promise((r) => {
+        timer = setTimeout(() => r('hung'), 3000);
+      }),
+    ]);
+    clearTimeout(timer);
+    peer.destroy();
+    t.destroy();
+    assert.equal(outcome, 'stopped');
+  });
+
+  it('a reply is taken only from the peer the call went to', async () => {
+    const a = createTcpTransport({ hub: hub.url, log: () => undefined });
+    await a.start(info('honest'), {
+      ...noop,
+      onRequest: () => new Promise((r) => setTimeout(() => r(Buffer.from('from honest')), 200)),
+    });
+    // A peer that answers request ids it was never sent (the call just before its own).
+    const liar = createServer((s) => {
+      s.on('error', () => undefined);
+      const reader = new FrameReader(
+        1 << 20,
+        (f: Frame) => {
+          if (f.type === FrameType.Request)
+            s.write(encodeFrame(FrameType.Reply, f.id - 1, Buffer.from('from liar')));
+        },
+        () => s.destroy(),
+      );
+      s.on('data', (c: Buffer) => reader.push(c));
+    });
+    liar.listen(0, '127.0.0.1');
+    await once(liar, 'listening');
+    const registration = await send(
+      hub.port,
+      encodeFrame(
+        FrameType.Hello,
+        0,
+        Buffer.from(
+          JSON.stringify({
+            version: PROTOCOL_VERSION,
+            info: info('liar'),
+            address: `127.0.0.1:${(liar.address() as { port: number }).port}`,
+          }),
+        ),
+      ),
+    );
+    registration.resume();
+    const asker = createTcpTransport({ hub: hub.url, log: () => undefined });
+    await asker.start(info('asker'), { ...noop, onRequest: async (f) => f });
+    try {
+      await waitFor(() => hub.nodes().includes('liar'), 2000, 'the liar to register');
+      const toHonest = asker.request('honest', Buffer.from('q'));
+      const toLiar = asker
+        .request('liar', Buffer.from('q'), { signal: AbortSignal.timeout(1000) })
+        .catch(() => 'failed');
+      assert.equal(Buffer.from(await toHonest).toString(), 'from honest');
+      assert.equal(await toLiar, 'failed');
+    } finally {
+      registration.destroy();
+      asker.destroy();
+      a.destroy();
+      liar.close();
     }
   });
 });

@@ -141,10 +141,20 @@ class RemoteBroker implements Broker {
                 ? Math.min(hubMax, this.ownMax)
                 : this.ownMax;
             this.writer = writer;
-            this.attempt = 0;
             resolve();
-            // After a reconnect: the consumers subscribe again on the new connection.
-            for (const c of this.consumers) if (!c.closed) void this.attach(c);
+            // After a reconnect: the consumers subscribe again on the new connection. One that
+            // cannot (the connection went again) is tried on the next: an unhandled rejection here
+            // ended the process. The reconnect backs off until they all are.
+            const again = [...this.consumers].filter((c) => !c.closed).map((c) => this.attach(c));
+            Promise.all(again).then(
+              () => {
+                this.attempt = 0;
+              },
+              (error: unknown) => {
+                this.log(`subscribing again failed (${ParleyError.from(error).message}): reconnecting`);
+                socket.destroy();
+              },
+            );
           } else if (frame.type === FrameType.BrokerResult) {
             const c = this.calls.take(frame.id);
             if (c === undefined) return;

@@ -293,6 +293,7 @@ class TcpTransportImpl implements TcpTransport {
     const writer = new FrameWriter(socket);
     const refuse = (why: string) => {
       this.log(`connection from ${peer}: ${why}: closing it`);
+      reader.stop(); // the rest of the read is not handled either (it was: requests ran)
       socket.destroy();
     };
     let greeted = false;
@@ -386,8 +387,8 @@ class TcpTransportImpl implements TcpTransport {
     const reader = new FrameReader(
       this.maxPayload,
       (frame) => {
-        const p = this.settle(frame.id);
-        if (p === undefined) return; // late, or cancelled
+        const p = this.pending.get(frame.id)?.conn === conn ? this.settle(frame.id) : undefined;
+        if (p === undefined) return; // late, cancelled, or a call another peer was asked
         conn.inFlight--;
         if (frame.type === FrameType.Reply) p.resolve(frame.payload);
         else if (frame.type === FrameType.Failure) {
@@ -480,7 +481,8 @@ class TcpTransportImpl implements TcpTransport {
     if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
     for (const id of [...this.conns.keys()]) this.dropConn(id, 'this node stopped');
     this.hubConn?.socket.end();
-    for (const s of this.accepted) s.end();
+    // Closed once flushed, not when the peer closes its side: a half-open or hung peer held stop().
+    for (const s of this.accepted) s.end(() => s.destroy());
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
 
