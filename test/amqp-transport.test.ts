@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { createAmqpTransport } from '../src/adapters/amqp/amqp-transport.ts';
+import { safeId } from '../src/adapters/bus-transport.ts';
 import type { ParleyNode } from '../src/index.ts';
 import { BROKERS, busConformance, calcPair, cuttableProxy, needBroker } from './brokers.ts';
 import { calc, calcService, testNode, waitFor } from './helpers.ts';
@@ -57,7 +58,7 @@ describe('rabbitmq transport: bad input and reconnects', { skip }, () => {
     const conn = await amqp.connect(BROKERS.rabbitmq.url);
     try {
       const ch = await conn.createConfirmChannel();
-      const inbox = `${own}.node.${server.id.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+      const inbox = `${own}.node.${safeId(server.id)}`;
       for (const payload of [Buffer.from([1, 2]), Buffer.from([99, 0, 0, 0, 1, 0])]) {
         ch.publish(`${own}.bus`, inbox, payload);
         ch.publish(`${own}.presence`, '', payload); // a fanout exchange: no key
@@ -105,7 +106,7 @@ describe('rabbitmq transport: bad input and reconnects', { skip }, () => {
     } finally {
       await conn.close();
     }
-    const serverInbox = `${reply}.node.${server.id.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+    const serverInbox = `${reply}.node.${safeId(server.id)}`;
     assert.ok(seen.length > 0, 'the requests went through the exchange');
     for (const m of seen) {
       assert.equal(m.key, serverInbox, 'only requests travel through the exchange');

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
+import { safeId } from '../src/adapters/bus-transport.ts';
 import { connectMqtt } from '../src/adapters/mqtt/connect.ts';
 import { createMqttTransport } from '../src/adapters/mqtt/mqtt-transport.ts';
 import { defineContract, type ParleyNode, subscribe, z } from '../src/index.ts';
@@ -64,7 +65,7 @@ describe('mqtt transport: bad input', { skip }, () => {
     const mqtt = await import('mqtt');
     const raw = await mqtt.connectAsync(BROKERS.mqtt.url, { protocolVersion: 5, reconnectPeriod: 0 });
     try {
-      const inbox = `${own}/node/${server.id.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+      const inbox = `${own}/node/${safeId(server.id)}`;
       const presence = `${own}/presence`;
       const garbage = [
         Buffer.from([1, 2]), // shorter than any header
@@ -109,7 +110,7 @@ describe('mqtt transport: bad input', { skip }, () => {
     const mqtt = await import('mqtt');
     const raw = await mqtt.connectAsync(BROKERS.mqtt.url, { protocolVersion: 5, reconnectPeriod: 0 });
     try {
-      const inbox = `${own}/node/${server.id.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+      const inbox = `${own}/node/${safeId(server.id)}`;
       // A call the node runs (its reply is what has nowhere to go).
       const call = JSON.stringify({
         specversion: '1.0',

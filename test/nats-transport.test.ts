@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { decodeMessage, Kind } from '../src/adapters/bus-frames.ts';
+import { safeId } from '../src/adapters/bus-transport.ts';
 import { createNatsTransport } from '../src/adapters/nats/nats-transport.ts';
 import type { ParleyNode } from '../src/index.ts';
 import {
@@ -48,7 +49,7 @@ describe('nats transport: batches', { skip }, () => {
     const { connect } = await import('@nats-io/transport-node');
     const nc = await connect({ servers: `127.0.0.1:${BROKERS.nats.port}` });
     try {
-      const inbox = `${own}.node.${server.id.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+      const inbox = `${own}.node.${safeId(server.id)}`;
       const seen: number[] = [];
       nc.subscribe(inbox, {
         callback: (_err, msg) => {

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import type { NodeInfo, TransportHandler } from '../transport/transport.ts';
 import type { Bus } from './bus.ts';
 import { decodeMessage, encodeFrame, FrameWriter, Kind } from './bus-frames.ts';
-import { BusTransport } from './bus-transport.ts';
+import { BusTransport, safeId } from './bus-transport.ts';
 
 const text = new TextEncoder();
 const untext = new TextDecoder();
@@ -154,11 +154,13 @@ describe('bus transport: reading what one socket read brought', () => {
     const { transport, deliver } = await started('caller', log);
     deliver(['t.presence', frame(Kind.HELLO, 0, 'callee', JSON.stringify(info('callee')))]);
     await turnEnd();
+    // Request ids start at a random number (a restarted caller must not reuse its last run's).
+    const id = (transport as unknown as { nextId: number }).nextId;
     const answer = transport.request('callee', text.encode('x'));
     await turnEnd();
     deliver(
       ['t.node.caller', frame(Kind.REQUEST, 9, 'callee', 'other')], // read first: the rest wait
-      ['t.node.caller', frame(Kind.REPLY, 1, 'callee', 'X')],
+      ['t.node.caller', frame(Kind.REPLY, id, 'callee', 'X')],
       ['t.presence', frame(Kind.BYE, 0, 'callee', '')],
     );
     // Read before the reply, the bye would fail the call with UNAVAILABLE.
@@ -241,6 +243,71 @@ describe('bus transport: what it keeps of the calls it serves', () => {
     deliver(['t.presence', frame(Kind.BYE, 0, 'peer', '')]);
     await turnEnd();
     assert.deepEqual(tables(transport), []);
+    await transport.stop();
+  });
+});
+
+describe('bus transport: whose calls and inboxes', () => {
+  it('an inbox token is one-to-one: ids that differ only in characters a bus cannot carry get their own', () => {
+    const ids = [
+      'c.1',
+      'c_1',
+      'c-1',
+      'c 1',
+      'заказы',
+      'оплата',
+      'a.b_c',
+      'a_2e_b',
+      '🙂',
+      'é'.repeat(300),
+      `${'é'.repeat(299)}è`,
+    ];
+    const tokens = ids.map(safeId);
+    assert.equal(new Set(tokens).size, ids.length, tokens.join(' '));
+    for (const t of tokens) {
+      assert.match(t, /^[A-Za-z0-9_-]+$/);
+      assert.ok(t.length <= 200, String(t.length));
+    }
+    // Ids already in the safe alphabet (the default ids) keep their subject.
+    assert.equal(safeId('vm-21634-da36e6'), 'vm-21634-da36e6');
+  });
+
+  it("a caller restarted under its id, reusing a running call's id, gets its new call's answer, not the old one's", async () => {
+    const log: string[] = [];
+    const answers: Record<string, () => void> = {};
+    const signals: Record<string, { aborted: boolean }> = {};
+    const { transport, deliver } = await started('callee', log, {
+      async onRequest(payload, _from, signal) {
+        const what = untext.decode(payload);
+        signals[what] = signal as unknown as { aborted: boolean };
+        await new Promise<void>((resolve) => {
+          answers[what] = resolve;
+        });
+        return text.encode(`answer to ${what}`);
+      },
+    });
+    deliver(['t.presence', frame(Kind.HELLO, 0, 'caller', JSON.stringify(info('caller')))]);
+    deliver(['t.node.callee', frame(Kind.REQUEST, 7, 'caller', 'old')]);
+    await turnEnd();
+    // The caller crashed and came back under its id; its first call reuses id 7.
+    deliver(['t.node.callee', frame(Kind.REQUEST, 7, 'caller', 'new')]);
+    await turnEnd();
+    assert.equal(signals.old?.aborted, true, 'the old call is cancelled');
+    answers.old?.();
+    await turnEnd();
+    await turnEnd();
+    assert.deepEqual(
+      log.filter((l) => l.startsWith('sent')),
+      [],
+      'the old call answers nothing',
+    );
+    answers.new?.();
+    await turnEnd();
+    await turnEnd();
+    assert.deepEqual(
+      log.filter((l) => l.startsWith('sent')),
+      ['sent 1 replies'],
+    );
     await transport.stop();
   });
 });

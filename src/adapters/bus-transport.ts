@@ -27,6 +27,7 @@
  * for `heartbeatTimeoutMs` (default 10 s) is gone, and calls in flight to it fail with
  * UNAVAILABLE. A node that stops says bye, so its peers know at once.
  */
+import { createHash, randomInt } from 'node:crypto';
 import { ParleyError } from '../errors.ts';
 import { IdTable } from '../transport/id-table.ts';
 import { nodeInfoOf } from '../transport/node-info.ts';
@@ -76,9 +77,18 @@ interface Pending {
   onAbort: (() => void) | undefined;
 }
 
-/** Per-node inbox subjects must be valid on every bus: ids keep to a safe alphabet. */
-function safeId(id: string): string {
-  return id.replace(/[^A-Za-z0-9_-]/g, '_');
+/**
+ * A node id as the token of its inbox subject: valid on every bus, and one-to-one. Letters,
+ * digits and `-` stay; any other character (`_` included) becomes `_<code point in hex>_`; a
+ * result over 200 characters is cut and ends with a hash of the id. Until 2026-12-03 every such
+ * character became `_`, so `c.1` and `c_1` (or any two Cyrillic ids of one length) shared an
+ * inbox: each served the other's requests, and on NATS and Redis took the other's replies.
+ */
+export function safeId(id: string): string {
+  if (/^[A-Za-z0-9-]*$/.test(id)) return id;
+  const token = id.replace(/[^A-Za-z0-9-]/gu, (c) => `_${(c.codePointAt(0) as number).toString(16)}_`);
+  if (token.length <= 200) return token;
+  return `${token.slice(0, 150)}_${createHash('sha256').update(id).digest('hex').slice(0, 32)}`;
 }
 
 export class BusTransport implements Transport {
@@ -103,7 +113,11 @@ export class BusTransport implements Transport {
   private readonly running = new Map<string, IdTable<RequestAbort>>();
   /** Inbox subjects by node id, made once per peer. */
   private readonly inboxes = new Map<string, string>();
-  private nextId = 1;
+  /**
+   * From a random start: a caller restarted under the same id (a pod's name) must not reuse the
+   * ids of calls its previous run left running, whose replies would answer its new ones.
+   */
+  private nextId = randomInt(1, 0x7fffffff);
   /** Reads what the bus hands over, a socket read's messages one after another (`read-queue.ts`). */
   private readonly reads: ReadQueue;
   private unsubscribe: (() => void)[] = [];
@@ -411,28 +425,33 @@ export class BusTransport implements Transport {
       this.running.set(from, calls);
     }
     const signal = new RequestAbort();
+    // The same caller and id while a call runs: the caller restarted and counts from where its
+    // last run did. The old call is cancelled, and its answer goes nowhere (the new call's would).
+    calls.get(id)?.abort(new ParleyError('CANCELLED', 'the caller restarted'));
     calls.set(id, signal);
     handler.onRequest(m.payload, from, signal as RequestSignal).then(
       (reply) => {
-        this.done(from, id);
+        if (!this.done(from, id, signal)) return;
         if (reply.byteLength > this.maxPayload)
           this.fail(route, id, frameTooLarge(reply.byteLength, this.maxPayload));
         else this.send(route, REPLY, id, reply);
       },
       (error: unknown) => {
-        this.done(from, id);
-        this.fail(route, id, error);
+        if (this.done(from, id, signal)) this.fail(route, id, error);
       },
     );
   }
 
-  private done(from: string, id: number): void {
+  /** The call `signal` of `from` ended; false when a newer call with its id replaced it. */
+  private done(from: string, id: number, signal: RequestAbort): boolean {
     const calls = this.running.get(from);
-    if (calls === undefined) return;
+    if (calls === undefined) return true;
+    if (calls.get(id) !== signal) return false;
     calls.delete(id);
     // A peer's table stays until the peer goes (drop): one call after another would otherwise
     // make and drop it each time. A sender that never said hello keeps nothing.
     if (calls.size === 0 && !this.peers.has(from)) this.running.delete(from);
+    return true;
   }
 
   private fail(route: string, id: number, error: unknown): void {
