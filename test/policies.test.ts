@@ -150,6 +150,80 @@ describe('bulkhead', () => {
     await running;
   });
 
+  it('a queued call whose caller gives up leaves the queue at once, and its work never runs', async () => {
+    const b = new Bulkhead('b', { maxConcurrent: 1, maxQueue: 1 });
+    const gate = deferred();
+    const running = b.run(() => gate.promise);
+    const ac = new AbortController();
+    let ran = false;
+    const queued = b
+      .run(
+        async () => {
+          ran = true;
+        },
+        Number.POSITIVE_INFINITY,
+        ac.signal,
+      )
+      .catch((e: unknown) => e);
+    assert.equal(b.waiting, 1);
+    ac.abort();
+    const e = await queued;
+    assert.ok(e instanceof ParleyError && e.code === 'CANCELLED', String(e));
+    assert.equal(b.waiting, 0, 'its place is free');
+    const next = b.run(async () => 'next');
+    gate.resolve();
+    await running;
+    assert.equal(await next, 'next');
+    assert.equal(ran, false);
+  });
+
+  it('as middleware: a call cancelled while queued, outbound or inbound, frees its place and never runs', async () => {
+    const gate = deferred();
+    const ran: string[] = [];
+    const node = testNode({
+      middleware: [
+        bulkheads({
+          actions: { 'calc.echo': { maxConcurrent: 1, maxQueue: 1 } },
+          dependencies: { calc: { maxConcurrent: 2, maxQueue: 1 } },
+        }),
+      ],
+      services: [
+        calcService({
+          echo: async ({ text }) => {
+            ran.push(text);
+            await gate.promise;
+            return { text, length: text.length };
+          },
+        }),
+      ],
+    });
+    await node.start();
+    const echo = node.client(calc).echo;
+    const first = echo({ text: 'a' });
+    // Queued inbound (calc.echo runs one at a time), then given up.
+    const inbound = new AbortController();
+    const second = echo({ text: 'cancelled in' }, { signal: inbound.signal }).catch(
+      (e: ParleyError) => e.code,
+    );
+    // Queued outbound (two calls of calc already out), then given up.
+    const outbound = new AbortController();
+    const third = echo({ text: 'cancelled out' }, { signal: outbound.signal }).catch(
+      (e: ParleyError) => e.code,
+    );
+    await waitFor(() => ran.length === 1);
+    inbound.abort();
+    outbound.abort();
+    assert.equal(await second, 'CANCELLED');
+    assert.equal(await third, 'CANCELLED');
+    // Both places are free again: one more call queues on each side instead of being refused.
+    const fourth = echo({ text: 'd' });
+    gate.resolve();
+    await first;
+    assert.deepEqual(await fourth, { text: 'd', length: 1 });
+    assert.deepEqual(ran, ['a', 'd']);
+    await node.stop();
+  });
+
   it('as middleware: per action on the serving side', async () => {
     const gate = deferred();
     const node = testNode({

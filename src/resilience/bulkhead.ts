@@ -37,7 +37,13 @@ export class Bulkhead {
     return this.queue.length;
   }
 
-  run<T>(work: () => Promise<T>, deadline = Number.POSITIVE_INFINITY): Promise<T> {
+  /**
+   * Runs `work` when a slot is free. While it waits, its deadline or `signal` (the caller giving
+   * up) takes it out of the queue: until 2026-12-03 a cancelled call kept its place, held others
+   * out with RESOURCE_EXHAUSTED, and its handler ran later all the same.
+   */
+  run<T>(work: () => Promise<T>, deadline = Number.POSITIVE_INFINITY, signal?: AbortSignal): Promise<T> {
+    if (signal?.aborted) return Promise.reject(cancelled(this.name, signal));
     const go = (): Promise<T> => {
       this.running++;
       let result: Promise<T>;
@@ -61,28 +67,35 @@ export class Bulkhead {
       );
     }
     return new Promise<T>((resolve, reject) => {
+      const leave = (error: unknown) => {
+        const i = this.queue.indexOf(waiter);
+        if (i >= 0) this.queue.splice(i, 1);
+        waiter.timer?.cancel();
+        signal?.removeEventListener('abort', onAbort);
+        reject(error);
+      };
+      const onAbort = () => leave(cancelled(this.name, signal as AbortSignal));
       const waiter: Waiter = {
         timer: undefined,
         start: () => {
           waiter.timer?.cancel();
+          signal?.removeEventListener('abort', onAbort);
           go().then(resolve, reject);
         },
       };
       if (Number.isFinite(deadline)) {
         waiter.timer = this.clock.setTimeout(
-          () => {
-            const i = this.queue.indexOf(waiter);
-            if (i >= 0) this.queue.splice(i, 1);
-            reject(
+          () =>
+            leave(
               new ParleyError(
                 'DEADLINE_EXCEEDED',
                 `${this.name}: the deadline passed while waiting for a slot`,
               ),
-            );
-          },
+            ),
           Math.max(0, deadline - this.clock.now()),
         );
       }
+      signal?.addEventListener('abort', onAbort, { once: true });
       this.queue.push(waiter);
     });
   }
@@ -92,6 +105,13 @@ export class Bulkhead {
     const next = this.queue.shift();
     next?.start();
   }
+}
+
+/** The caller's reason when it is a ParleyError (CANCELLED, DEADLINE_EXCEEDED), else CANCELLED. */
+function cancelled(name: string, signal: AbortSignal): ParleyError {
+  return signal.reason instanceof ParleyError
+    ? signal.reason
+    : new ParleyError('CANCELLED', `${name}: the caller gave up while waiting for a slot`);
 }
 
 export interface BulkheadOptions {
@@ -121,11 +141,11 @@ export function bulkheads(options: BulkheadOptions): Middleware {
       const action = `${call.ctx.service}.${call.ctx.action}`;
       const key = options.actions?.[action] !== undefined ? action : call.ctx.service;
       const b = get(served, key, options.actions?.[key]);
-      return b === undefined ? next(call) : b.run(() => next(call), call.ctx.deadline);
+      return b === undefined ? next(call) : b.run(() => next(call), call.ctx.deadline, call.ctx.signal);
     },
     outbound: (next) => (call) => {
       const b = get(called, call.service, options.dependencies?.[call.service]);
-      return b === undefined ? next(call) : b.run(() => next(call), call.deadline);
+      return b === undefined ? next(call) : b.run(() => next(call), call.deadline, call.options.signal);
     },
   };
 }
