@@ -60,6 +60,60 @@ describe('hedging', () => {
     for (const n of [caller, fast, slow]) await n.stop();
   });
 
+  it('a lone attempt that fails is the answer at once, and no hedge starts past the deadline (fake clock)', async () => {
+    const clock = createFakeClock();
+    const net = createMemoryNetwork({ clock });
+    let reached = 0;
+    const server = testNode({
+      id: 's',
+      clock,
+      transport: net.transport(),
+      services: [
+        calcService({
+          add: ({ a }) => {
+            reached++;
+            if (a === 0) throw new ParleyError('INVALID_ARGUMENT', 'bad');
+            return new Promise(() => undefined); // never answers
+          },
+        }),
+      ],
+    });
+    const caller = testNode({
+      id: 'c',
+      clock,
+      transport: net.transport(),
+      middleware: [hedge({ clock, delayMs: 2000 })],
+    });
+    await server.start();
+    await caller.start();
+    const add = caller.client(calc).add;
+    // Fails at once: answered before the hedge's delay, not held until it.
+    let failedAt = -1;
+    const t0 = clock.now();
+    const failing = add({ a: 0, b: 1 }).catch((e: ParleyError) => {
+      failedAt = clock.now() - t0;
+      return e.code;
+    });
+    for (let i = 0; i < 50 && failedAt < 0; i++) await clock.tick(1);
+    assert.equal(await failing, 'INVALID_ARGUMENT');
+    assert.ok(failedAt >= 0 && failedAt < 50, `${failedAt} ms`);
+    // Never answers, deadline 500 ms before the hedge's 2 s: DEADLINE_EXCEEDED at 500 ms, one attempt.
+    reached = 0;
+    let timedOutAt = -1;
+    const t1 = clock.now();
+    const hanging = add({ a: 1, b: 1 }, { timeout: 500 }).catch((e: ParleyError) => {
+      timedOutAt = clock.now() - t1;
+      return e.code;
+    });
+    for (let i = 0; i < 30 && timedOutAt < 0; i++) await clock.tick(50);
+    assert.equal(await hanging, 'DEADLINE_EXCEEDED');
+    assert.ok(timedOutAt >= 500 && timedOutAt < 700, `${timedOutAt} ms`);
+    assert.equal(reached, 1, 'no hedge');
+    const stopping = [caller.stop(), server.stop()];
+    await clock.tick(20_000);
+    await Promise.all(stopping);
+  });
+
   it('a call that is not safe to repeat is never hedged', async () => {
     const net = createMemoryNetwork();
     let runs = 0;

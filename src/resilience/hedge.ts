@@ -65,7 +65,9 @@ export function hedge(options: HedgeOptions = {}): Middleware {
             (error: unknown) => {
               running--;
               lastError = error;
-              if (settled || running > 0 || timer !== undefined) return;
+              // A failure is no slowness to hedge: with nothing else running it is the answer now
+              // (it was held until the hedge's delay, past the call's deadline if that came first).
+              if (settled || running > 0) return;
               finish();
               reject(error);
             },
@@ -73,6 +75,8 @@ export function hedge(options: HedgeOptions = {}): Middleware {
           return attempt;
         };
         const first = start(call.tried);
+        // A second attempt that could only start at or after the deadline is never started.
+        if (clock.now() + delay >= call.deadline) return;
         timer = clock.setTimeout(() => {
           timer = undefined;
           if (settled) return;
