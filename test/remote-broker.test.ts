@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { createServer, type Socket } from 'node:net';
+import { createConnection, createServer, type Socket } from 'node:net';
 import { after, it } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
 import { LETTER_ROOM } from '../src/broker/check.ts';
@@ -21,7 +21,7 @@ import {
   ParleyError,
 } from '../src/index.ts';
 import { createRandom } from '../src/transport/faults.ts';
-import { encodeFrame, FrameReader, FrameType } from '../src/transport/tcp/frames.ts';
+import { encodeFrame, FrameReader, FrameType, PROTOCOL_VERSION } from '../src/transport/tcp/frames.ts';
 import { brokerConformance } from './conformance/broker.ts';
 import { waitFor } from './helpers.ts';
 
@@ -292,5 +292,89 @@ it('a subscription that cannot be made again after a reconnect is tried again, b
     await broker.close();
     for (const s of sockets) s.destroy();
     fake.close();
+  }
+});
+
+it('a client that goes away while a slow broker subscribes for it leaves no consumer behind on the hub', async () => {
+  const served = createEmbeddedBroker({ path: ':memory:' });
+  // Any broker may be served; a networked one takes a while to subscribe.
+  const slow: Broker = {
+    publish: (e, o) => served.publish(e, o),
+    subscribe: async (s, h) => {
+      await new Promise((r) => setTimeout(r, 100));
+      return served.subscribe(s, h);
+    },
+    deadLetters: served.deadLetters,
+    close: () => served.close(),
+  };
+  const slowHub = await createHub({ broker: slow });
+  try {
+    const c = createConnection({ host: '127.0.0.1', port: slowHub.port });
+    c.on('error', () => undefined);
+    await once(c, 'connect');
+    const spec = {
+      topic: 'orders.placed',
+      group: 'billing',
+      maxAttempts: 2,
+      backoff: { initial: 1, max: 1 },
+    };
+    c.write(
+      encodeFrame(
+        FrameType.Hello,
+        0,
+        Buffer.from(JSON.stringify({ version: PROTOCOL_VERSION, role: 'broker' })),
+      ),
+    );
+    c.write(
+      encodeFrame(
+        FrameType.BrokerCall,
+        1,
+        Buffer.from(JSON.stringify({ op: 'subscribe', args: { consumer: 1, spec } })),
+      ),
+    );
+    await new Promise((r) => setTimeout(r, 20));
+    c.destroy(); // before the subscribe is done
+    await new Promise((r) => setTimeout(r, 200));
+    await served.publish(createEnvelope({ source: 'test', type: 'orders.placed', data: { n: 1 } }));
+    await new Promise((r) => setTimeout(r, 300));
+    // Before: a consumer of the gone client took the message and failed it into a dead letter.
+    assert.deepEqual(await served.deadLetters.list(), []);
+  } finally {
+    await slowHub.close();
+    await served.close();
+  }
+});
+
+it("a handler from before a reconnect cannot extend the lease of the current connection's delivery of the same id", async () => {
+  const served = createEmbeddedBroker({ path: ':memory:' });
+  let restarted = await createHub({ broker: served });
+  const port = restarted.port;
+  const client = await createRemoteBroker(restarted.url, { log: () => undefined });
+  try {
+    let old: { extendLease(ms: number): Promise<void> } | undefined;
+    const seen: number[] = [];
+    await client.subscribe(
+      { topic: 'orders.placed', group: 'g', backoff: { initial: 60_000, max: 60_000 } },
+      async (d) => {
+        const n = (d.envelope.data as { n: number }).n;
+        seen.push(n);
+        if (n === 1) old = d;
+        await new Promise((r) => setTimeout(r, 1500));
+      },
+    );
+    await client.publish(createEnvelope({ source: 't', type: 'orders.placed', data: { n: 1 } }));
+    await waitFor(() => old !== undefined, 5000, 'the first delivery');
+    await restarted.close(); // the connection drops with n=1 held (back in 60 s)
+    restarted = await createHub({ broker: served, port });
+    await new Promise((r) => setTimeout(r, 800)); // the client reconnects and subscribes again
+    await client.publish(createEnvelope({ source: 't', type: 'orders.placed', data: { n: 2 } }));
+    await waitFor(() => seen.includes(2), 5000, 'the second delivery (delivery 1 of the new connection)');
+    await assert.rejects((old as { extendLease(ms: number): Promise<void> }).extendLease(10_000), {
+      code: 'FAILED_PRECONDITION',
+    });
+  } finally {
+    await client.close();
+    await restarted.close();
+    await served.close();
   }
 });

@@ -239,6 +239,12 @@ export class BrokerSession {
         this.writer.send(FrameType.Deliver, id, frame);
       });
     });
+    // The client went away while the broker was subscribing: its close found nothing to close.
+    // Kept, this consumer would take the group's messages and fail every one of them.
+    if (this.closed) {
+      await consumer.close();
+      throw new ParleyError('UNAVAILABLE', 'the broker client went away');
+    }
     this.consumers.set(consumerId, consumer);
     return null;
   }

@@ -302,6 +302,13 @@ class RemoteBroker implements Broker {
       envelope,
       attempt: typeof body.attempt === 'number' && body.attempt >= 1 ? Math.floor(body.attempt) : 1,
       extendLease: async (ms: number) => {
+        // Delivery ids count again from 1 on each connection: one of an older connection would
+        // name (and extend) another delivery on the current one.
+        if (this.writer !== writer)
+          throw new ParleyError(
+            'FAILED_PRECONDITION',
+            'the delivery was lost with its connection to the hub',
+          );
         await this.call('extendLease', { delivery: id, ms });
       },
     };
