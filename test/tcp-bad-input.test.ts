@@ -389,6 +389,52 @@ describe('a node call port: what a refused or misbehaving peer cannot do', () =>
     }
   });
 
+  it('maxConcurrent holds for requests that came in one read: the rest wait, then run', async () => {
+    let running = 0;
+    let most = 0;
+    const waiting: (() => void)[] = [];
+    const t = createTcpTransport({ hub: hub.url, maxConcurrent: 16, log: () => undefined });
+    await t.start(info('bounded'), {
+      ...noop,
+      onRequest: (f) =>
+        new Promise((resolve) => {
+          running++;
+          most = Math.max(most, running);
+          waiting.push(() => {
+            running--;
+            resolve(f);
+          });
+        }),
+    });
+    const frames = [hello(PROTOCOL_VERSION)];
+    for (let i = 1; i <= 2000; i++) frames.push(encodeFrame(FrameType.Request, i, Buffer.from('x')));
+    const socket = await send(portOf('bounded'), Buffer.concat(frames));
+    let replies = 0;
+    const reader = new FrameReader(
+      1 << 20,
+      (f: Frame) => {
+        if (f.type === FrameType.Reply) replies++;
+      },
+      () => undefined,
+    );
+    socket.on('data', (c: Buffer) => reader.push(c));
+    try {
+      await waitFor(() => running === 16, 2000, '16 running');
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(most, 16, 'no more than maxConcurrent at once');
+      // Answering lets the rest in, never more than 16 at once; all 2,000 are answered.
+      for (let i = 0; i < 400 && replies < 2000; i++) {
+        for (const done of waiting.splice(0)) done();
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      assert.equal(replies, 2000);
+      assert.equal(most, 16);
+    } finally {
+      socket.destroy();
+      t.destroy();
+    }
+  });
+
   it('stop() ends though a connected caller never closes its side', async () => {
     const t = createTcpTransport({ hub: hub.url, log: () => undefined });
     await t.start(info('stopper'), { ...noop, onRequest: async (f) => f });

@@ -77,6 +77,8 @@ export class FrameReader {
   private failed = false;
   /** A `setImmediate` will read on in `rest`. */
   private resuming = false;
+  /** Held by the reader's owner (`hold`): frames wait in `rest` until `release`. */
+  private held = false;
 
   constructor(
     private readonly maxPayload: number,
@@ -90,9 +92,27 @@ export class FrameReader {
     if (this.rest !== undefined) {
       this.rest = Buffer.concat([this.rest, chunk]);
       // Frames of an earlier read are waiting: these are read after them.
-      if (this.resuming) return;
+      if (this.resuming || this.held) return;
     } else this.rest = chunk;
-    this.read();
+    if (!this.held) this.read();
+  }
+
+  /**
+   * Hands over no more frames until `release`, even those of a read already taken from the
+   * socket (pausing the socket alone stopped only the reads after it: a caller that sent 5,000
+   * requests in one write had them all running past `maxConcurrent`).
+   */
+  hold(): void {
+    this.held = true;
+  }
+
+  release(): void {
+    if (!this.held) return;
+    this.held = false;
+    if (this.rest !== undefined && !this.resuming && !this.failed) {
+      this.resuming = true;
+      setImmediate(this.resume);
+    }
   }
 
   /** Reads what `socket` receives, and stops when it closes. */
@@ -109,7 +129,7 @@ export class FrameReader {
 
   private readonly resume = (): void => {
     this.resuming = false;
-    if (!this.failed) this.read();
+    if (!this.failed && !this.held && this.rest !== undefined) this.read();
   };
 
   private read(): void {
@@ -126,6 +146,7 @@ export class FrameReader {
         return;
       }
       if (end - at < 4 + length) break;
+      if (this.held) break;
       if (handed === this.group) {
         this.resuming = true;
         setImmediate(this.resume);

@@ -2,17 +2,15 @@
  * @module transport/tcp
  * The native transport: `parley://host:port` names the hub, which keeps the registry and relays
  * notifications; calls go straight from node to node over one TCP connection per peer, many
- * requests in flight on it, frames batched per turn of the event loop. A peer whose connection drops fails its
- * pending calls with UNAVAILABLE at once; the hub reports it gone to everyone.
- *
+ * requests in flight on it, frames batched per turn of the event loop. A peer whose connection
+ * drops fails its pending calls with UNAVAILABLE at once; the hub reports it gone to everyone.
  * Every connection starts with a Hello frame carrying the protocol version (and the shared token,
  * when there is one); a connection that sends anything else first, a frame over the maximum, an
  * unknown frame type or another version is closed with a logged reason. When the hub connection
  * drops, the node forgets its peers and reconnects with backoff until it is stopped.
- *
- * Backpressure: frames wait in the writer while the socket is full; a caller with
- * `maxInFlight` requests pending to one peer gets RESOURCE_EXHAUSTED; a node stops reading a
- * connection while it is handling `maxConcurrent` requests from it.
+ * Backpressure: frames wait in the writer while the socket is full; a caller with `maxInFlight`
+ * requests pending to one peer gets RESOURCE_EXHAUSTED; a node stops reading a connection (and
+ * what its last read brought) while it is handling `maxConcurrent` requests from it.
  */
 import { once } from 'node:events';
 import type { Server, Socket } from 'node:net';
@@ -306,6 +304,7 @@ class TcpTransportImpl implements TcpTransport {
       if (paused && inFlight <= this.maxConcurrent >> 1) {
         paused = false;
         socket.resume();
+        reader.release();
       }
     };
     const reader = new FrameReader(
@@ -336,6 +335,7 @@ class TcpTransportImpl implements TcpTransport {
           if (inFlight >= this.maxConcurrent && !paused) {
             paused = true;
             socket.pause();
+            reader.hold(); // what this read brought waits too
           }
           const id = frame.id;
           const signal = new RequestAbort();
