@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { createMsgpackCodec } from '../src/codec/msgpack.ts';
+import { createRemoteBroker } from '../src/hub/remote-broker.ts';
 import {
   createHub,
   createTcpTransport,
@@ -508,6 +509,49 @@ describe('a node call port: what a refused or misbehaving peer cannot do', () =>
       asker.destroy();
       a.destroy();
       liar.close();
+    }
+  });
+});
+
+describe('a hub that accepts and says nothing', () => {
+  it("a node's start and a broker client fail with UNAVAILABLE after the welcome timeout, not hang", async () => {
+    const sockets = new Set<Socket>();
+    const silent = createServer((s) => {
+      sockets.add(s);
+      s.on('error', () => undefined);
+      s.resume();
+    });
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const url = `parley://127.0.0.1:${(silent.address() as { port: number }).port}`;
+    const logs: string[] = [];
+    try {
+      const t = createTcpTransport({ hub: url, reconnect: { welcome: 300 }, log: (m) => void logs.push(m) });
+      const started = Date.now();
+      await assert.rejects(
+        t.start(
+          { id: 'n', status: 'up', codec: 'json', services: [] },
+          {
+            onRequest: async (f) => f,
+            onBroadcast() {},
+            onNodeUp() {},
+            onNodeDown() {},
+          },
+        ),
+        { code: 'UNAVAILABLE' },
+      );
+      assert.ok(Date.now() - started < 3000, `${Date.now() - started} ms`);
+      assert.ok(
+        logs.some((l) => l.includes('sent no welcome within 300 ms')),
+        logs.join('\n'),
+      );
+      t.destroy();
+      await assert.rejects(createRemoteBroker(url, { welcomeTimeout: 300, log: () => undefined }), {
+        code: 'UNAVAILABLE',
+      });
+    } finally {
+      for (const s of sockets) s.destroy();
+      silent.close();
     }
   });
 });

@@ -45,6 +45,8 @@ export interface RemoteBrokerOptions {
   tls?: ParleyTlsOptions;
   maxPayload?: number;
   log?: (message: string) => void;
+  /** How long a connection waits for the hub's welcome, ms. Default 10 000. */
+  welcomeTimeout?: number;
 }
 
 interface Call {
@@ -121,7 +123,14 @@ class RemoteBroker implements Broker {
   }
 
   connect(): Promise<void> {
-    const { socket, ready } = connect(this.target, this.options.tls);
+    const {
+      socket,
+      ready,
+      welcomed: gotWelcome,
+    } = connect(this.target, this.options.tls, {
+      log: (m) => this.log(m),
+      ms: this.options.welcomeTimeout,
+    });
     socket.setNoDelay(true);
     const writer = new FrameWriter(socket);
     this.socket = socket;
@@ -131,6 +140,7 @@ class RemoteBroker implements Broker {
         this.ownMax,
         (frame) => {
           if (frame.type === FrameType.Welcome && !welcomed) {
+            gotWelcome();
             welcomed = true;
             const welcome = jsonObjectOf(frame.payload);
             this.hubHasHistory = welcome?.history === true;

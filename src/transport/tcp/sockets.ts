@@ -32,16 +32,37 @@ export function listen(tls: ParleyTlsOptions | undefined, onSocket: (socket: Soc
   );
 }
 
+/** How long a client of the hub waits for its welcome once it has connected, ms. */
+export const WELCOME_MS = 10_000;
+
 /**
  * Connects; `ready` is the event after which the connection is usable (`connect`, or
- * `secureConnect` for TLS). Writes made before it are queued by the socket.
+ * `secureConnect` for TLS). Writes made before it are queued by the socket. With `welcome` (a
+ * client of the hub, which answers its hello), unless `welcomed()` is called within `welcome.ms`
+ * ({@link WELCOME_MS}), the socket is closed with a log line: a server that accepts and says
+ * nothing (a load balancer whose backend is down) held a start, or a reconnect, for ever.
  */
 export function connect(
   target: { host: string; port: number },
   tls: ParleyTlsOptions | undefined,
-): { socket: Socket; ready: 'connect' | 'secureConnect' } {
-  if (tls === undefined) return { socket: createConnection(target), ready: 'connect' };
-  const socket = tlsConnect({
+  welcome?: { log: (message: string) => void; ms?: number | undefined },
+): { socket: Socket; ready: 'connect' | 'secureConnect'; welcomed: () => void } {
+  const socket = open(target, tls);
+  const ready = tls === undefined ? 'connect' : 'secureConnect';
+  if (welcome === undefined) return { socket, ready, welcomed: () => undefined };
+  const ms = welcome.ms ?? WELCOME_MS;
+  const timer = setTimeout(() => {
+    welcome.log(`${target.host}:${target.port} sent no welcome within ${ms} ms: closing the connection`);
+    socket.destroy();
+  }, ms);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+  return { socket, ready, welcomed: () => clearTimeout(timer) };
+}
+
+function open(target: { host: string; port: number }, tls: ParleyTlsOptions | undefined): Socket {
+  if (tls === undefined) return createConnection(target);
+  return tlsConnect({
     host: target.host,
     port: target.port,
     ...(tls.ca === undefined ? {} : { ca: tls.ca }),
@@ -50,7 +71,6 @@ export function connect(
     // Certificates name the host; an IP address is checked against the certificate's IP entries.
     ...(/^[\d.]+$|:/.test(target.host) ? {} : { servername: target.host }),
   });
-  return { socket, ready: 'secureConnect' };
 }
 
 /**

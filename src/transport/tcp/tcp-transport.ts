@@ -26,6 +26,10 @@ import {
   type Transport,
   type TransportHandler,
 } from '../transport.ts';
+import type { TcpTransportOptions } from './options.ts';
+
+export type { TcpTransportOptions } from './options.ts';
+
 import {
   type Frame,
   FrameReader,
@@ -36,33 +40,7 @@ import {
   parseHubUrl,
   READ_GROUP,
 } from './frames.ts';
-import { connect, listen, type ParleyTlsOptions } from './sockets.ts';
-
-export interface TcpTransportOptions {
-  /** The hub, `parley://host:port`. */
-  hub: string;
-  /** Address this node listens on for calls. Default 127.0.0.1, any free port. */
-  host?: string;
-  port?: number;
-  maxPayload?: number;
-  /** Heartbeat to the hub, ms. Default 2 000 (the hub drops a node silent for 10 s). */
-  heartbeatInterval?: number;
-  /** Shared token of the hub, presented to it and to peers. */
-  token?: string;
-  /** Requests pending to one peer before new ones are refused. Default 10 000. */
-  maxInFlight?: number;
-  /** Requests from one peer handled at once before the node stops reading its connection. Default 1 024. */
-  maxConcurrent?: number;
-  /** Reconnect delays to the hub: exponential with full jitter, ms. Default 100 up to 5 000. */
-  reconnect?: { initial?: number; max?: number };
-  /** Where refused connections and hub trouble are reported. Default: stderr. */
-  log?: (message: string) => void;
-  /**
-   * TLS to the hub, to peers and on this node's call port: `ca` to trust the others, `cert` and
-   * `key` to serve calls (and, with `requireClientCert`, to be let in).
-   */
-  tls?: ParleyTlsOptions;
-}
+import { connect, listen } from './sockets.ts';
 
 export interface TcpTransport extends Transport {
   /** The broker URL the hub offered on welcome, if it has one (known after `start`). */
@@ -155,7 +133,14 @@ class TcpTransportImpl implements TcpTransport {
 
   /** Connects to the hub, says hello and resolves once the hub's snapshot of peers is complete. */
   private connectHub(): Promise<void> {
-    const { socket, ready } = connect(this.hub, this.options.tls);
+    const {
+      socket,
+      ready,
+      welcomed: gotWelcome,
+    } = connect(this.hub, this.options.tls, {
+      log: this.log,
+      ms: this.options.reconnect?.welcome,
+    });
     socket.setNoDelay(true);
     const conn: Conn = { socket, writer: new FrameWriter(socket), inFlight: 0 };
     this.hubConn = conn;
@@ -165,6 +150,7 @@ class TcpTransportImpl implements TcpTransport {
         this.maxPayload,
         (frame) =>
           this.fromHub(frame, () => {
+            gotWelcome();
             welcomed = true;
             this.reconnectAttempt = 0;
             resolve();
@@ -367,9 +353,8 @@ class TcpTransportImpl implements TcpTransport {
     socket.on('close', () => {
       this.accepted.delete(socket);
       // Nobody is left to answer: the handlers of this connection's calls are told.
-      for (const signal of running.values()) {
+      for (const signal of running.values())
         signal.abort(new ParleyError('CANCELLED', 'the caller disconnected'));
-      }
       running.clear();
     });
   }
@@ -439,8 +424,7 @@ class TcpTransportImpl implements TcpTransport {
       );
     }
     conn.inFlight++;
-    // Ids wrap at 2^32 and skip 0.
-    this.seq = this.seq >= 0xffffffff ? 1 : this.seq + 1;
+    this.seq = this.seq >= 0xffffffff ? 1 : this.seq + 1; // ids wrap at 2^32 and skip 0
     const id = this.seq;
     const signal = options.signal;
     return new Promise<Uint8Array>((resolve, reject) => {
