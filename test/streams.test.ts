@@ -302,7 +302,8 @@ describe('streams: idle sessions', () => {
     await server.start();
     await caller.start();
     Object.assign(seen, { produced: 0, finished: 0, aborted: 0, consumed: 0 });
-    const it = caller.client(files).count({ to: 1_000_000 })[Symbol.asyncIterator]();
+    // A deadline far off: the idle timeout ends it (a stream also ends at its call's deadline).
+    const it = caller.client(files).count({ to: 1_000_000 }, { timeout: 600_000 })[Symbol.asyncIterator]();
     const first = it.next();
     for (let i = 0; i < 50 && seen.produced === 0; i++) await clock.tick(1);
     assert.deepEqual((await first).value, { n: 0 });
@@ -316,6 +317,69 @@ describe('streams: idle sessions', () => {
     await caller.stop();
     await server.stop();
   });
+});
+
+describe('streams: a remote output stream keeps to its call', () => {
+  const ticker = defineContract({
+    name: 'ticker',
+    version: '1.0.0',
+    actions: { count: { input: z.object({}), output: z.object({ n: z.number() }), stream: 'output' } },
+  });
+  const state: { signal: AbortSignal | undefined } = { signal: undefined };
+  const handlerAborted = () => state.signal?.aborted === true;
+  const tickerService = implement(ticker, {
+    actions: {
+      count: async function* (_input, ctx) {
+        state.signal = ctx.signal;
+        for (let n = 0; !ctx.signal.aborted; n++) yield { n };
+      },
+    },
+  });
+
+  for (const end of ['its deadline', "its caller's signal"] as const) {
+    it(`stops at ${end}, on both sides (fake clock)`, async () => {
+      state.signal = undefined;
+      const clock = createFakeClock();
+      const net = createMemoryNetwork({ clock });
+      const server = testNode({ id: 'server', clock, transport: net.transport(), services: [tickerService] });
+      const caller = testNode({ id: 'caller', clock, transport: net.transport() });
+      await server.start();
+      await caller.start();
+      /** Settles `p`, moving the fake clock a millisecond at a time while it is pending. */
+      const settle = async <T>(p: Promise<T>): Promise<T> => {
+        let done = false;
+        p.then(
+          () => (done = true),
+          () => (done = true),
+        );
+        for (let i = 0; i < 200 && !done; i++) await clock.tick(1);
+        return p;
+      };
+      const ac = new AbortController();
+      const iterator = caller
+        .client(ticker)
+        .count({}, { timeout: 1000, signal: ac.signal })
+        [Symbol.asyncIterator]();
+      assert.deepEqual((await settle(iterator.next())).value, { n: 0 });
+      if (end === 'its deadline') await clock.tick(10_000);
+      else ac.abort();
+      // What was pulled before may still be read; then reading fails (until 2026-12-03 it went on).
+      let error: unknown;
+      try {
+        for (let i = 0; i < 300; i++) await settle(iterator.next());
+      } catch (e) {
+        error = e;
+      }
+      assert.ok(error instanceof ParleyError, String(error));
+      assert.equal(error.code, end === 'its deadline' ? 'DEADLINE_EXCEEDED' : 'CANCELLED');
+      for (let i = 0; i < 50 && !handlerAborted(); i++) await clock.tick(10);
+      assert.equal(handlerAborted(), true, "the handler's signal aborted");
+      assert.equal(server.inFlight(), 0, 'no session left open');
+      const stopping = [caller.stop(), server.stop()];
+      await clock.tick(20_000);
+      await Promise.all(stopping);
+    });
+  }
 });
 
 describe('streams: a peer that answers with something that is no page', () => {

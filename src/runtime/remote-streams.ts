@@ -13,6 +13,12 @@ import { iteratorOf, LONG_POLL, PAGE, type Page, sizeOf } from './streams.ts';
 const OP_TIMEOUT = LONG_POLL + 10_000;
 const NO_OPTIONS = Object.freeze({});
 
+/**
+ * One `$stream` operation. A pull or a push is bound by the stream call's own deadline and
+ * signal, as the call is (until 2026-12-03 each got 15 s of its own and no signal, so a stream
+ * ran on past its deadline and its caller's cancel); a cancel gets its own time, to be sent even
+ * once the stream's time is up.
+ */
 function op(
   deps: RemoteDeps,
   target: string,
@@ -20,18 +26,33 @@ function op(
   action: string,
   input: unknown,
 ): Promise<Page> {
+  const now = deps.clock.now();
+  const bound = action !== 'cancel';
+  const signal = bound ? call.options.signal : undefined;
+  if (bound && now >= call.deadline) return Promise.reject(pastDeadline(call));
+  if (signal?.aborted) return Promise.reject(ParleyError.from(signal.reason, 'CANCELLED'));
   return callRemote(deps, target, {
     service: '$stream',
     action,
     input,
-    deadline: deps.clock.now() + OP_TIMEOUT,
+    deadline: bound ? Math.min(call.deadline, now + OP_TIMEOUT) : now + OP_TIMEOUT,
     idempotent: false,
-    options: NO_OPTIONS,
+    options: signal === undefined ? NO_OPTIONS : { signal },
     parent: call.parent,
     traceparent: call.traceparent,
     tried: [],
-  }).then((page) => pageOf(page, target));
+  }).then(
+    (page) => pageOf(page, target),
+    (error: unknown) => {
+      // The callee ended the session at the same deadline a moment before this op reached it.
+      const e = ParleyError.from(error);
+      throw bound && e.code === 'NOT_FOUND' && deps.clock.now() >= call.deadline ? pastDeadline(call) : e;
+    },
+  );
 }
+
+const pastDeadline = (call: OutboundCall) =>
+  new ParleyError('DEADLINE_EXCEEDED', `stream ${call.service}.${call.action} ran past its deadline`);
 
 /**
  * A peer's answer as a page: a stream session, a list of chunks and whether it is done. Anything
@@ -102,6 +123,10 @@ class RemoteOutput implements AsyncIterableIterator<unknown> {
       } catch (error) {
         this.failed = ParleyError.from(error);
         this.done = true;
+        // Past its deadline, or given up by its caller: the producer stops too.
+        void op(this.deps, this.target, this.call, 'cancel', { session: this.sessionId }).catch(
+          () => undefined,
+        );
         throw this.failed;
       } finally {
         this.next_ = undefined;

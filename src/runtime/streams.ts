@@ -183,9 +183,14 @@ class Session extends Expiring {
   }
 
   expire(reason?: unknown): void {
+    const late = this.host.now() >= this.ctx.deadline;
     this.host.close(
       this,
-      reason ?? new ParleyError('DEADLINE_EXCEEDED', `stream ${this.id} was idle too long`),
+      reason ??
+        new ParleyError(
+          'DEADLINE_EXCEEDED',
+          late ? `stream ${this.id} ran past its deadline` : `stream ${this.id} was idle too long`,
+        ),
     );
   }
 }
@@ -218,9 +223,14 @@ export class StreamHost {
     return session;
   }
 
+  now(): number {
+    return this.deps.now();
+  }
+
+  /** On the wheel again: at the idle timeout, or the call's deadline if that comes first. */
   private touch(session: Session): void {
     session.cancel();
-    this.deps.deadlines.add(this.deps.now() + IDLE_TIMEOUT, session);
+    this.deps.deadlines.add(Math.min(this.deps.now() + IDLE_TIMEOUT, session.ctx.deadline), session);
   }
 
   /** Ends a session; `reason` cancels the handler's work (its signal aborts, its iterator returns). */
