@@ -436,6 +436,47 @@ describe('a node call port: what a refused or misbehaving peer cannot do', () =>
     }
   });
 
+  it('a caller that stops reading its answers stops being read: the unread answers stay bounded', async () => {
+    let handled = 0;
+    // maxConcurrent (1,024) is never reached: the handlers answer at once.
+    const t = createTcpTransport({ hub: hub.url, log: () => undefined });
+    await t.start(info('bounded-writes'), {
+      ...noop,
+      onRequest: async () => {
+        handled++;
+        return Buffer.alloc(64 * 1024, 1);
+      },
+    });
+    const frames = [hello(PROTOCOL_VERSION)];
+    for (let i = 1; i <= 4000; i++) frames.push(encodeFrame(FrameType.Request, i, Buffer.from('x')));
+    const socket = createConnection({ host: '127.0.0.1', port: portOf('bounded-writes') });
+    socket.on('error', () => undefined);
+    await once(socket, 'connect');
+    socket.pause(); // reads nothing
+    socket.write(Buffer.concat(frames));
+    try {
+      await new Promise((r) => setTimeout(r, 1000));
+      // 4,000 answers of 64 KiB would be 250 MiB; the bound is 8 MiB here, plus what the sockets hold.
+      assert.ok(handled < 1000, `${handled} handled while nothing was read`);
+      // Reading again lets the rest in: every request is answered.
+      let replies = 0;
+      const reader = new FrameReader(
+        1 << 20,
+        (f: Frame) => {
+          if (f.type === FrameType.Reply) replies++;
+        },
+        () => undefined,
+      );
+      socket.on('data', (c: Buffer) => reader.push(c));
+      socket.resume();
+      await waitFor(() => replies === 4000, 10_000, 'every answer');
+      assert.equal(handled, 4000);
+    } finally {
+      socket.destroy();
+      t.destroy();
+    }
+  });
+
   it('stop() ends though a connected caller never closes its side', async () => {
     const t = createTcpTransport({ hub: hub.url, log: () => undefined });
     await t.start(info('stopper'), { ...noop, onRequest: async (f) => f });

@@ -285,14 +285,25 @@ class TcpTransportImpl implements TcpTransport {
     // Requests being handled, by id: a Cancel frame, or the caller hanging up, aborts them.
     const running = new IdTable<RequestAbort>();
     let paused = false;
+    // Answers the caller has not taken yet (queued here and in the socket): past the bound, its
+    // requests wait too (a caller that stopped reading made the node queue 246 MiB of replies).
+    const unread = () => writer.waiting() + socket.writableLength > Math.max(4 * this.maxPayload, 8 << 20);
+    const pause = () => {
+      paused = true;
+      socket.pause();
+      reader.hold(); // what this read brought waits too
+    };
+    const resume = () => {
+      if (!paused || inFlight > this.maxConcurrent >> 1 || unread()) return;
+      paused = false;
+      socket.resume();
+      reader.release();
+    };
     const settled = () => {
       inFlight -= 1;
-      if (paused && inFlight <= this.maxConcurrent >> 1) {
-        paused = false;
-        socket.resume();
-        reader.release();
-      }
+      resume();
     };
+    socket.on('drain', resume);
     const reader = new FrameReader(
       this.maxPayload,
       (frame: Frame) => {
@@ -318,11 +329,7 @@ class TcpTransportImpl implements TcpTransport {
           const handler = this.handler;
           if (handler === undefined) return;
           inFlight += 1;
-          if (inFlight >= this.maxConcurrent && !paused) {
-            paused = true;
-            socket.pause();
-            reader.hold(); // what this read brought waits too
-          }
+          if (inFlight >= this.maxConcurrent && !paused) pause();
           const id = frame.id;
           const signal = new RequestAbort();
           running.set(id, signal);
@@ -331,6 +338,7 @@ class TcpTransportImpl implements TcpTransport {
               running.delete(id);
               settled();
               writer.send(FrameType.Reply, frame.id, reply);
+              if (!paused && unread()) pause();
             },
             (error: unknown) => {
               running.delete(id);
