@@ -26,10 +26,6 @@ import {
   type Transport,
   type TransportHandler,
 } from '../transport.ts';
-import type { TcpTransportOptions } from './options.ts';
-
-export type { TcpTransportOptions } from './options.ts';
-
 import {
   type Frame,
   FrameReader,
@@ -40,7 +36,10 @@ import {
   parseHubUrl,
   READ_GROUP,
 } from './frames.ts';
+import type { TcpTransportOptions } from './options.ts';
 import { connect, listen } from './sockets.ts';
+
+export type { TcpTransportOptions } from './options.ts';
 
 export interface TcpTransport extends Transport {
   /** The broker URL the hub offered on welcome, if it has one (known after `start`). */
