@@ -362,6 +362,20 @@ describe('a hub with a shared token', () => {
   });
 });
 
+/** Counts the Reply frames that arrive on `socket` (read from now on). */
+function countReplies(socket: Socket): () => number {
+  let replies = 0;
+  const reader = new FrameReader(
+    1 << 20,
+    (f: Frame) => {
+      if (f.type === FrameType.Reply) replies++;
+    },
+    () => undefined,
+  );
+  socket.on('data', (c: Buffer) => reader.push(c));
+  return () => replies;
+}
+
 describe('a node call port: what a refused or misbehaving peer cannot do', () => {
   const noop = { onBroadcast() {}, onNodeUp() {}, onNodeDown() {} };
   const info = (id: string) => ({ id, status: 'up' as const, codec: 'json', services: [] });
@@ -410,25 +424,17 @@ describe('a node call port: what a refused or misbehaving peer cannot do', () =>
     const frames = [hello(PROTOCOL_VERSION)];
     for (let i = 1; i <= 2000; i++) frames.push(encodeFrame(FrameType.Request, i, Buffer.from('x')));
     const socket = await send(portOf('bounded'), Buffer.concat(frames));
-    let replies = 0;
-    const reader = new FrameReader(
-      1 << 20,
-      (f: Frame) => {
-        if (f.type === FrameType.Reply) replies++;
-      },
-      () => undefined,
-    );
-    socket.on('data', (c: Buffer) => reader.push(c));
+    const replies = countReplies(socket);
     try {
       await waitFor(() => running === 16, 2000, '16 running');
       await new Promise((r) => setTimeout(r, 100));
       assert.equal(most, 16, 'no more than maxConcurrent at once');
       // Answering lets the rest in, never more than 16 at once; all 2,000 are answered.
-      for (let i = 0; i < 400 && replies < 2000; i++) {
+      for (let i = 0; i < 400 && replies() < 2000; i++) {
         for (const done of waiting.splice(0)) done();
         await new Promise((r) => setTimeout(r, 5));
       }
-      assert.equal(replies, 2000);
+      assert.equal(replies(), 2000);
       assert.equal(most, 16);
     } finally {
       socket.destroy();
@@ -459,17 +465,9 @@ describe('a node call port: what a refused or misbehaving peer cannot do', () =>
       // 4,000 answers of 64 KiB would be 250 MiB; the bound is 8 MiB here, plus what the sockets hold.
       assert.ok(handled < 1000, `${handled} handled while nothing was read`);
       // Reading again lets the rest in: every request is answered.
-      let replies = 0;
-      const reader = new FrameReader(
-        1 << 20,
-        (f: Frame) => {
-          if (f.type === FrameType.Reply) replies++;
-        },
-        () => undefined,
-      );
-      socket.on('data', (c: Buffer) => reader.push(c));
+      const replies = countReplies(socket);
       socket.resume();
-      await waitFor(() => replies === 4000, 10_000, 'every answer');
+      await waitFor(() => replies() === 4000, 10_000, 'every answer');
       assert.equal(handled, 4000);
     } finally {
       socket.destroy();
