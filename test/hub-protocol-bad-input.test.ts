@@ -243,3 +243,66 @@ it("a caller: a peer's unreadable failure frame fails the call with UNKNOWN, the
     await hub.close();
   }
 });
+
+it('the hub drops broadcasts to a member that does not read, and sends them again once it reads', async () => {
+  const logs: string[] = [];
+  const hub = await createHub({ log: (m) => void logs.push(m) });
+  const hello = (id: string) =>
+    encodeFrame(
+      FrameType.Hello,
+      0,
+      Buffer.from(
+        JSON.stringify({
+          version: PROTOCOL_VERSION,
+          address: '127.0.0.1:1',
+          info: { id, status: 'up', codec: 'json', services: [] },
+        }),
+      ),
+    );
+  const slow = createConnection({ host: '127.0.0.1', port: hub.port });
+  const fast = createConnection({ host: '127.0.0.1', port: hub.port });
+  for (const s of [slow, fast]) s.on('error', () => undefined);
+  try {
+    await Promise.all([once(slow, 'connect'), once(fast, 'connect')]);
+    slow.pause(); // reads nothing
+    slow.write(hello('slow'));
+    fast.resume();
+    fast.write(hello('fast'));
+    await waitFor(() => hub.nodes().length === 2, 2000, 'both members');
+    // 300 broadcasts of 512 KiB (150 MiB) while the slow member reads nothing.
+    const payload = Buffer.alloc(512 * 1024, 7);
+    for (let i = 0; i < 300; i++) {
+      if (!fast.write(encodeFrame(FrameType.Broadcast, 0, payload))) await once(fast, 'drain');
+    }
+    await waitFor(
+      () => logs.some((l) => l.includes('node slow does not read')),
+      5000,
+      'the drop to be logged',
+    );
+    // Now it reads: it gets what was queued for it (a bounded part of the 300), and later ones again.
+    let broadcasts = 0;
+    const reader = new FrameReader(
+      1 << 20,
+      (f) => {
+        if (f.type === FrameType.Broadcast) broadcasts++;
+      },
+      () => undefined,
+    );
+    slow.on('data', (c: Buffer) => reader.push(c));
+    slow.resume();
+    await waitFor(
+      () => logs.some((l) => l.includes('node slow reads again')) || broadcasts > 0,
+      5000,
+      'reading',
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    const queued = broadcasts;
+    assert.ok(queued > 0 && queued < 100, `${queued} of 300 were queued for it`);
+    fast.write(encodeFrame(FrameType.Broadcast, 0, Buffer.from('after')));
+    await waitFor(() => broadcasts === queued + 1, 5000, 'a broadcast after it reads again');
+  } finally {
+    slow.destroy();
+    fast.destroy();
+    await hub.close();
+  }
+});

@@ -84,6 +84,8 @@ export interface Hub {
 interface Member extends HubMember {
   writer: FrameWriter;
   socket: Socket;
+  /** Broadcasts to it are dropped: it has not taken what the hub sent it (see `relay`). */
+  lagging?: boolean;
 }
 
 interface Hello {
@@ -125,6 +127,23 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   };
   const json = (value: unknown) => Buffer.from(JSON.stringify(value));
   const others = (id: string) => [...members.values()].filter((m) => m.info.id !== id);
+  /**
+   * A broadcast to `m`, unless what the hub sent it before still waits (over 4 × maxPayload or
+   * 8 MiB): broadcasts are at most once, and a member that does not read made the hub queue every
+   * one for it (295 MiB in a test) until 2026-12-03. Registry changes are always sent.
+   */
+  const relay = (m: Member, payload: Buffer) => {
+    const lagging = m.writer.waiting() + m.socket.writableLength > Math.max(4 * maxPayload, 8 << 20);
+    if (lagging !== (m.lagging === true)) {
+      m.lagging = lagging;
+      log(
+        lagging
+          ? `node ${m.info.id} does not read what the hub sends it: its broadcasts are dropped until it does`
+          : `node ${m.info.id} reads again: broadcasts to it resume`,
+      );
+    }
+    if (!lagging) m.writer.send(FrameType.Broadcast, 0, payload);
+  };
   const down = (id: string, socket: Socket) => {
     const m = members.get(id);
     if (m === undefined || m.socket !== socket) return;
@@ -206,7 +225,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
           const m = id === undefined ? undefined : members.get(id);
           if (m !== undefined && m.socket === socket) m.lastSeen = Date.now();
         } else if (frame.type === FrameType.Broadcast && id !== undefined) {
-          for (const o of others(id)) o.writer.send(FrameType.Broadcast, 0, frame.payload);
+          for (const o of others(id)) relay(o, frame.payload);
         } else if (frame.type === FrameType.BrokerCall && brokerSession !== undefined) {
           brokerSession.call(frame.id, frame.payload);
         } else if (frame.type === FrameType.Settle && brokerSession !== undefined) {
