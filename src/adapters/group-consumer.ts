@@ -26,7 +26,15 @@
 
 import type { ConsumerHandler, ConsumerSpec, DeadLetter } from '../broker/broker.ts';
 import { MAX_DELAY_MS } from '../broker/check.ts';
-import { badBody, deferOf, failure, permanent, runHandler, undecodableLetter } from '../broker/outcome.ts';
+import {
+  badBody,
+  deferOf,
+  failure,
+  farNotBefore,
+  permanent,
+  runHandler,
+  undecodableLetter,
+} from '../broker/outcome.ts';
 import type { Codec } from '../codec/codec.ts';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
@@ -127,12 +135,10 @@ export class GroupConsumer {
       return;
     }
     this.held++;
-    if (
-      raw.notBefore !== undefined &&
-      raw.notBefore > Date.now() &&
-      raw.notBefore - Date.now() <= MAX_DELAY_MS
-    ) {
-      this.putBack(raw, raw.notBefore - Date.now(), true);
+    // One past any delay is not waited for: `run` dead-letters it.
+    const wait = raw.notBefore === undefined ? 0 : raw.notBefore - Date.now();
+    if (wait > 0 && wait <= MAX_DELAY_MS) {
+      this.putBack(raw, wait, true);
       return;
     }
     if (raw.key !== undefined) {
@@ -173,19 +179,9 @@ export class GroupConsumer {
       this.dead(raw, letter.error, attempt, letter.envelope);
       return;
     }
-    // Only another writer (or a corrupted header) puts a message this far off: no publish may
-    // delay one longer. Put back, it would wait for ever, or fail to (RabbitMQ refuses a delay
-    // queue's TTL over 2³² − 1 ms, and the message came back at every lease).
-    if (raw.notBefore !== undefined && raw.notBefore - Date.now() > MAX_DELAY_MS) {
-      this.dead(
-        raw,
-        new ParleyError(
-          'INVALID_ARGUMENT',
-          `its not-before time ${raw.notBefore} is more than ${MAX_DELAY_MS} ms ahead, which no publish sets`,
-        ),
-        attempt,
-        envelope,
-      );
+    const far = farNotBefore(raw.notBefore, Date.now());
+    if (far !== undefined) {
+      this.dead(raw, far, attempt, envelope);
       return;
     }
     runHandler(this.handler, { envelope, attempt, extendLease: (ms: number) => raw.extend(ms) }).then(

@@ -8,7 +8,7 @@ import { Buffer } from 'node:buffer';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { type ErrorCode, ParleyError } from '../errors.ts';
 import type { DeadLetter } from './broker.ts';
-import { LETTER_ROOM } from './check.ts';
+import { LETTER_ROOM, MAX_DELAY_MS } from './check.ts';
 
 /** `details.deferMs` on a handler's error: put the message back after that long, attempt unspent. */
 export function deferOf(e: ParleyError): number | undefined {
@@ -127,8 +127,6 @@ export function undecodableLetter(
   why: ParleyError,
   room = Number.POSITIVE_INFINITY,
 ): { envelope: Envelope; error: ParleyError } {
-  if (typeof given === 'string' ? given.length * 3 <= room : given.byteLength <= room)
-    return { envelope: undecodableEnvelope(id, topic, given), error: why };
   const body = typeof given === 'string' ? Buffer.from(given, 'utf8') : given;
   if (body.byteLength <= room) return { envelope: undecodableEnvelope(id, topic, body), error: why };
   const kept = Math.max(0, Math.floor(room));
@@ -140,6 +138,20 @@ export function undecodableLetter(
       why.details === undefined ? {} : { details: why.details },
     ),
   };
+}
+
+/**
+ * INVALID_ARGUMENT for a not-before time (epoch ms) further ahead than any publish may delay a
+ * message ({@link MAX_DELAY_MS}): only another writer, or a corrupted header, sets one. Kept
+ * waiting, such a message looped for ever (RabbitMQ refuses a delay queue's TTL over 2³² − 1 ms;
+ * Kafka held its key, its wake timer over Node's longest firing every millisecond).
+ */
+export function farNotBefore(notBefore: number | undefined, now: number): ParleyError | undefined {
+  if (notBefore === undefined || !(notBefore - now > MAX_DELAY_MS)) return undefined;
+  return new ParleyError(
+    'INVALID_ARGUMENT',
+    `its not-before time ${notBefore} is more than ${MAX_DELAY_MS} ms ahead, which no publish sets`,
+  );
 }
 
 /** A dead letter as a store keeps it: the letter and the key its message had. */

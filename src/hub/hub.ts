@@ -128,12 +128,12 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   const json = (value: unknown) => Buffer.from(JSON.stringify(value));
   const others = (id: string) => [...members.values()].filter((m) => m.info.id !== id);
   /**
-   * A broadcast to `m`, unless what the hub sent it before still waits (over 4 × maxPayload or
-   * 8 MiB): broadcasts are at most once, and a member that does not read made the hub queue every
-   * one for it (295 MiB in a test) until 2026-12-03. Registry changes are always sent.
+   * A broadcast to `m`, unless what the hub sent it before still waits (`backlogOver`):
+   * broadcasts are at most once, and a member that does not read made the hub queue every one for
+   * it (295 MiB in a test) until 2026-12-03. Registry changes are always sent.
    */
   const relay = (m: Member, payload: Buffer) => {
-    const lagging = m.writer.waiting() + m.socket.writableLength > Math.max(4 * maxPayload, 8 << 20);
+    const lagging = m.writer.backlogOver(maxPayload);
     if (lagging !== (m.lagging === true)) {
       m.lagging = lagging;
       log(

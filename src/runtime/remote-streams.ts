@@ -30,7 +30,6 @@ function op(
   const bound = action !== 'cancel';
   const signal = bound ? call.options.signal : undefined;
   if (bound && now >= call.deadline) return Promise.reject(pastDeadline(call));
-  if (signal?.aborted) return Promise.reject(ParleyError.from(signal.reason, 'CANCELLED'));
   return callRemote(deps, target, {
     service: '$stream',
     action,

@@ -12,8 +12,15 @@
  * Leases, rebalances and commits: `rebalance.ts`.
  */
 import type { ConsumerHandler, ConsumerSpec, Delivery } from '../../broker/broker.ts';
-import { MAX_DELAY_MS } from '../../broker/check.ts';
-import { badBody, deferOf, failure, permanent, runHandler, undecodableLetter } from '../../broker/outcome.ts';
+import {
+  badBody,
+  deferOf,
+  failure,
+  farNotBefore,
+  permanent,
+  runHandler,
+  undecodableLetter,
+} from '../../broker/outcome.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { backoffDelay } from '../../resilience/backoff.ts';
@@ -241,14 +248,9 @@ export class KafkaGroupConsumer {
       envelope = letter.envelope;
     }
     let notBefore = Number(header(m.headers, HEADER.notBefore) ?? 0) || 0;
-    if (notBefore - Date.now() > MAX_DELAY_MS) {
-      // Only another writer (or a corrupted header) puts a message this far off: no publish may
-      // delay one longer. Kept waiting, it would hold its key for ever (and the wake timer, over
-      // Node's longest, fired every millisecond).
-      bad ??= new ParleyError(
-        'INVALID_ARGUMENT',
-        `its not-before time ${notBefore} is more than ${MAX_DELAY_MS} ms ahead, which no publish sets`,
-      );
+    const far = farNotBefore(notBefore, Date.now());
+    if (far !== undefined) {
+      bad ??= far; // dead-lettered now, not waited for
       notBefore = 0;
     }
     const spent = Number(header(m.headers, HEADER.attempts) ?? 0);

@@ -39,10 +39,6 @@ export function sseWire(
       if (!res.writableEnded) res.end();
     },
     destroy: () => res.destroy(),
-    // A response already closed emits no 'close' again: the listener runs at once (next turn).
-    onClose: (listener) => {
-      if (res.destroyed || res.socket === null || res.socket.destroyed) setImmediate(listener);
-      else res.on('close', listener);
-    },
+    onClose: (listener) => void res.on('close', listener),
   };
 }

@@ -249,9 +249,13 @@ export class FrameWriter {
     setImmediate(this.flushNow);
   }
 
-  /** Bytes waiting for the socket (not counting what the socket itself buffers). */
-  waiting(): number {
-    return this.bytes;
+  /**
+   * Whether the peer has not taken more than it should have: what waits here and in the socket
+   * is over 4 × `maxPayload`, or 8 MiB. The node serving a caller stops reading it then, and the
+   * hub drops broadcasts to a member (a peer that stops reading made either queue without end).
+   */
+  backlogOver(maxPayload: number): boolean {
+    return this.bytes + this.socket.writableLength > Math.max(4 * maxPayload, 8 << 20);
   }
 
   private flush(): void {

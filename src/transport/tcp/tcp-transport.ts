@@ -284,9 +284,9 @@ class TcpTransportImpl implements TcpTransport {
     // Requests being handled, by id: a Cancel frame, or the caller hanging up, aborts them.
     const running = new IdTable<RequestAbort>();
     let paused = false;
-    // Answers the caller has not taken yet (queued here and in the socket): past the bound, its
-    // requests wait too (a caller that stopped reading made the node queue 246 MiB of replies).
-    const unread = () => writer.waiting() + socket.writableLength > Math.max(4 * this.maxPayload, 8 << 20);
+    // Answers the caller has not taken yet: past the bound, its requests wait too (a caller that
+    // stopped reading made the node queue 246 MiB of replies).
+    const unread = () => writer.backlogOver(this.maxPayload);
     const pause = () => {
       paused = true;
       socket.pause();
