@@ -390,6 +390,26 @@ describe('serveMetrics', () => {
   });
 });
 
+describe('metrics endpoint host', () => {
+  it('a blank host, given or from PARLEY_METRICS_HOST, stays on 127.0.0.1 instead of every interface', async () => {
+    assert.deepEqual(metricsFromEnv({ PARLEY_METRICS_PORT: '0', PARLEY_METRICS_HOST: '' }), { port: 0 });
+    assert.deepEqual(metricsFromEnv({ PARLEY_METRICS_PORT: '0', PARLEY_METRICS_HOST: ' ::1 ' }), {
+      port: 0,
+      host: '::1',
+    });
+    for (const host of ['', '  ']) {
+      const server = await serveMetrics(metrics().registry, { host });
+      try {
+        // The URL names the address given to listen (an empty one printed `http://:port`).
+        assert.match(server.url, /^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+        assert.equal((await fetch(server.url)).status, 200);
+      } finally {
+        await server.close();
+      }
+    }
+  });
+});
+
 describe('parley start with metrics', () => {
   it("serves the node's metrics on PARLEY_METRICS_PORT, labelled with the node id, until it stops", async () => {
     const data = tempDir('metrics').path;

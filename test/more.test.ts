@@ -150,6 +150,51 @@ describe('durable events through a node', () => {
     await again.close();
   });
 
+  it('an event schema with transforms and defaults runs once, on the receiver (notify and publish)', async () => {
+    const priced = defineContract({
+      name: 'prices',
+      version: '1.0.0',
+      actions: {},
+      events: {
+        'price.set': {
+          version: 1,
+          schema: z.object({ cents: z.string().transform(Number), note: z.string().default('none') }),
+        },
+        'count.doubled': { version: 1, schema: z.object({ n: z.number().transform((n) => n * 2) }) },
+      },
+    });
+    const got: unknown[] = [];
+    const durable: unknown[] = [];
+    const listener = implement(priced, {
+      actions: {},
+      on: [
+        subscribe(priced, 'price.set', (p) => void got.push(p), { ephemeral: true }),
+        subscribe(priced, 'count.doubled', (p) => void got.push(p), { ephemeral: true }),
+        subscribe(priced, 'count.doubled', (p) => void durable.push(p), { group: 'doubled' }),
+      ],
+    });
+    const network = createMemoryNetwork();
+    const broker = createEmbeddedBroker({ path: ':memory:' });
+    const receiver = testNode({ transport: network.transport(), broker, services: [listener] });
+    const sender = testNode({ transport: network.transport(), broker });
+    nodes.push(receiver, sender);
+    await receiver.start();
+    await sender.start();
+    // The sender passes the schema's input form, and its check still refuses a bad one.
+    await sender.notify(priced, 'price.set', { cents: '250' });
+    await sender.notify(priced, 'count.doubled', { n: 3 });
+    await sender.publish(priced, 'count.doubled', { n: 5 });
+    await assert.rejects(
+      sender.notify(priced, 'price.set', { cents: 250 as unknown as string }),
+      (e: unknown) => {
+        return e instanceof ParleyError && e.code === 'INVALID_ARGUMENT';
+      },
+    );
+    await waitFor(() => got.length === 2 && durable.length === 1, 5000, 'the events');
+    assert.deepEqual(got, [{ cents: 250, note: 'none' }, { n: 6 }]);
+    assert.deepEqual(durable, [{ n: 10 }]);
+  });
+
   it('a node whose services subscribe durably needs a broker', () => {
     const svc = calcService({}, [subscribe(orders, 'order.placed', () => undefined)]);
     assert.throws(

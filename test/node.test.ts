@@ -588,3 +588,70 @@ describe('notifications', () => {
     });
   });
 });
+
+describe('trace context from a remote caller', () => {
+  const inner = defineContract({
+    name: 'inner',
+    version: '1.0.0',
+    actions: { see: { input: z.object({}), output: z.object({ traceparent: z.string() }) } },
+  });
+  const outer = defineContract({
+    name: 'outer',
+    version: '1.0.0',
+    actions: { hop: { input: z.object({}), output: z.object({ traceparent: z.string() }) } },
+  });
+
+  /** The `traceparent` a handler's own call carries on, for a request that came with `incoming`. */
+  async function downstream(incoming: string): Promise<string> {
+    const { createJsonCodec } = await import('../src/index.ts');
+    const network = createMemoryNetwork();
+    const node = track(
+      testNode({
+        transport: network.transport(),
+        services: [
+          implement(inner, { actions: { see: (_i, ctx) => ({ traceparent: ctx.traceparent }) } }),
+          implement(outer, { actions: { hop: (_i, ctx) => ctx.call(inner, 'see', {}) } }),
+        ],
+      }),
+    );
+    await node.start();
+    const raw = network.transport();
+    await raw.start(
+      { id: 'raw', status: 'up', codec: 'json', services: [] },
+      { onRequest: async () => new Uint8Array(0), onBroadcast() {}, onNodeUp() {}, onNodeDown() {} },
+    );
+    const json = createJsonCodec();
+    const frame = json.encode({
+      specversion: '1.0',
+      id: '0190b6a4-1c2d-7e3f-8a4b-5c6d7e8f9a0b',
+      source: '/parley/raw',
+      type: 'outer.hop',
+      deadline: Date.now() + 5000,
+      traceparent: incoming,
+      data: {},
+    });
+    const reply = json.decode(await raw.request(node.id, frame)) as {
+      ok: boolean;
+      data: { traceparent: string };
+    };
+    await raw.stop();
+    assert.equal(reply.ok, true);
+    return reply.data.traceparent;
+  }
+
+  it('continues a valid trace with its sampled flag, and starts a new one for all-zero ids', async () => {
+    const trace = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const sampled = await downstream(`00-${trace}-00f067aa0ba902b7-01`);
+    assert.match(sampled, new RegExp(`^00-${trace}-[0-9a-f]{16}-01$`));
+    // The caller decided not to sample: every hop after it says so too.
+    const unsampled = await downstream(`00-${trace}-00f067aa0ba902b7-00`);
+    assert.match(unsampled, new RegExp(`^00-${trace}-[0-9a-f]{16}-00$`));
+    // W3C trace context: ids of all zeros are invalid; the callee starts a trace of its own.
+    for (const invalid of [`00-${'0'.repeat(32)}-00f067aa0ba902b7-01`, `00-${trace}-${'0'.repeat(16)}-01`]) {
+      const fresh = await downstream(invalid);
+      assert.match(fresh, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+      assert.notEqual(fresh.slice(3, 35), '0'.repeat(32));
+      assert.notEqual(fresh.slice(3, 35), trace);
+    }
+  });
+});

@@ -120,7 +120,7 @@ export async function runDev(options: DevOptions): Promise<Dev> {
   const print = options.print ?? ((line: string) => process.stdout.write(`${line}\n`));
   const stopTimeout = options.stopTimeout ?? 10_000;
   const hub = await createHub({
-    host: options.host ?? '127.0.0.1',
+    host: options.host?.trim() || '127.0.0.1',
     port: options.port ?? 7400,
     dataDir,
     ...(options.token === undefined ? {} : { token: options.token }),

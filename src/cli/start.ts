@@ -204,7 +204,9 @@ export function metricsFromEnv(
   }
   return {
     port: Number(port),
-    ...(env.PARLEY_METRICS_HOST === undefined ? {} : { host: env.PARLEY_METRICS_HOST }),
+    // Blank is unset, as for the port: until 2026-12-03 `PARLEY_METRICS_HOST=` (an empty line in an
+    // env file) bound the endpoint to every interface.
+    ...(env.PARLEY_METRICS_HOST?.trim() ? { host: env.PARLEY_METRICS_HOST.trim() } : {}),
     ...(env.PARLEY_METRICS_TOKEN === undefined ? {} : { token: env.PARLEY_METRICS_TOKEN }),
   };
 }

@@ -121,4 +121,40 @@ describe('codecs', () => {
     naiveMerge({}, mp.decode(nested) as Record<string, unknown>);
     assertPrototypeClean();
   });
+
+  it('MessagePack: references, cycles and msgpackr-only types are refused; plain data, binary and dates are read', async () => {
+    const mp = createMsgpackCodec();
+    const { Packr } = (await import('msgpackr')) as typeof import('msgpackr');
+    // A peer with structured clones on: shared children (2^depth values when walked) and a cycle.
+    const clone = new Packr({ structuredClone: true, useRecords: false });
+    let shared: unknown = ['leaf'];
+    for (let i = 0; i < 24; i++) shared = [shared, shared];
+    const cyclic: unknown[] = ['x'];
+    cyclic.push(cyclic);
+    const extended = new Packr({ useRecords: false, moreTypes: true, structuredClone: false });
+    const refused = [
+      clone.pack({ data: shared }),
+      clone.pack({ data: cyclic }),
+      extended.pack({ data: new Set([1]) }),
+      extended.pack({ data: /a+$/ }),
+      extended.pack({ data: new Error('x') }),
+      extended.pack({ data: new Float64Array([1]) }),
+      extended.pack({ data: 2n ** 70n }),
+    ];
+    for (const frame of refused) {
+      const started = performance.now();
+      assert.throws(
+        () => mp.decode(frame),
+        (e: unknown) => e instanceof ParleyError && e.code === 'INVALID_ARGUMENT',
+      );
+      // Refused when read, not after a walk of what the references expand to.
+      assert.ok(performance.now() - started < 200);
+    }
+    const when = new Date('2026-12-03T10:00:00Z');
+    const plain = { a: [1, 'two', null, true, { b: 1.5 }], bin: Buffer.from([1, 2]), when };
+    const decoded = mp.decode(mp.encode(plain)) as typeof plain;
+    assert.deepEqual(decoded.a, plain.a);
+    assert.deepEqual([...decoded.bin], [1, 2]);
+    assert.equal(decoded.when.getTime(), when.getTime());
+  });
 });

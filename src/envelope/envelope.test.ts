@@ -109,6 +109,9 @@ describe('envelope', () => {
       [{ ...env, type: 5 }, 'type'],
       [{ ...env, specversion: '0.3' }, 'specversion'],
       [{ ...env, deadline: 'soon' }, 'deadline'],
+      // Finite, but past what a Date holds: toHeaders could not write it.
+      [{ ...env, deadline: 1e300 }, 'deadline'],
+      [{ ...env, deadline: -8.64e15 - 1 }, 'deadline'],
       [{ ...env, traceparent: 1 }, 'traceparent'],
     ];
     // Every attribute is checked: each required one missing, each optional one not a string.
@@ -121,14 +124,34 @@ describe('envelope', () => {
           e instanceof ParleyError && e.code === 'INVALID_ARGUMENT' && e.details?.attribute === attribute,
       );
     }
-    assert.throws(
-      () =>
-        fromHeaders(
-          { 'ce-id': 'x', 'ce-source': 's', 'ce-type': 't', 'ce-specversion': '1.0', 'ce-deadline': 'never' },
-          1,
-        ),
-      (e: unknown) => e instanceof ParleyError && e.details?.attribute === 'deadline',
-    );
+    const headers = (deadline: string) => ({
+      'ce-id': 'x',
+      'ce-source': 's',
+      'ce-type': 't',
+      'ce-specversion': '1.0',
+      'ce-deadline': deadline,
+    });
+    // Only RFC 3339 date-times: Date.parse alone took each of these (`1` as 2001-01-01).
+    for (const deadline of [
+      'never',
+      '1',
+      '2030',
+      '2030-01-01',
+      'March 7 2030',
+      'Tue, 01 Jan 2030 00:00:00 GMT',
+    ]) {
+      assert.throws(
+        () => fromHeaders(headers(deadline), 1),
+        (e: unknown) => e instanceof ParleyError && e.details?.attribute === 'deadline',
+        deadline,
+      );
+    }
+    for (const [deadline, ms] of [
+      ['2030-01-01T00:00:00Z', Date.UTC(2030, 0, 1)],
+      ['2030-01-01t01:00:00.250+01:00', Date.UTC(2030, 0, 1, 0, 0, 0, 250)],
+    ] as const) {
+      assert.equal(fromHeaders(headers(deadline), 1).deadline, ms);
+    }
   });
 });
 

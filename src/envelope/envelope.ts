@@ -129,13 +129,23 @@ export function assertEnvelope(value: unknown): Envelope {
       details: { attribute: key },
     });
   }
-  if (v.deadline !== undefined && (typeof v.deadline !== 'number' || !Number.isFinite(v.deadline))) {
+  // Within what a Date holds (±8.64e15 ms): beyond it, writing the deadline as a timestamp threw
+  // a RangeError (until 2026-12-03).
+  if (
+    v.deadline !== undefined &&
+    (typeof v.deadline !== 'number' || !Number.isFinite(v.deadline) || Math.abs(v.deadline) > MAX_DATE_MS)
+  ) {
     throw new ParleyError('INVALID_ARGUMENT', 'envelope attribute "deadline" must be epoch milliseconds', {
       details: { attribute: 'deadline' },
     });
   }
   return value as Envelope;
 }
+
+const MAX_DATE_MS = 8.64e15;
+
+/** RFC 3339 `date-time`, which `Date.parse` alone does not check (it took `1` as 2001-01-01). */
+const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
 
 const filled = (x: unknown): boolean => typeof x === 'string' && x !== '';
 const optional = (x: unknown): boolean => x === undefined || typeof x === 'string';
@@ -176,7 +186,7 @@ export function fromHeaders<T>(
     else if (lower.startsWith(prefix)) {
       const key = lower.slice(prefix.length);
       if (key === 'deadline') {
-        const ms = Date.parse(value);
+        const ms = RFC3339.test(value) ? Date.parse(value) : Number.NaN;
         if (Number.isNaN(ms)) {
           throw new ParleyError('INVALID_ARGUMENT', 'header deadline is not an RFC 3339 timestamp', {
             details: { attribute: 'deadline' },

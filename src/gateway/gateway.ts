@@ -64,7 +64,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   const maxHeaders = options.maxHeaders ?? 100;
   const maxUrlLength = options.maxUrlLength ?? 2048;
   const closeTimeout = options.closeTimeout ?? 10_000;
-  const host = options.host ?? '127.0.0.1';
+  const host = options.host?.trim() || '127.0.0.1';
 
   const inputSchemas = new Map<string, Record<string, unknown>>();
   const outputSchemas = new Map<string, Record<string, unknown>>();

@@ -98,7 +98,7 @@ interface Hello {
 }
 
 export async function createHub(options: HubOptions = {}): Promise<Hub> {
-  const host = options.host ?? '127.0.0.1';
+  const host = options.host?.trim() || '127.0.0.1';
   const maxPayload = options.maxPayload ?? DEFAULT_MAX_PAYLOAD;
   const heartbeatTimeout = options.heartbeatTimeout ?? 10_000;
   const log = options.log ?? (() => undefined);

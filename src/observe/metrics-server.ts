@@ -31,7 +31,8 @@ export async function serveMetrics(
   registry: Registry,
   options: MetricsServerOptions = {},
 ): Promise<MetricsServer> {
-  const host = options.host ?? '127.0.0.1';
+  // A blank host would make `listen` take every interface: it means the default, as unset does.
+  const host = options.host?.trim() || '127.0.0.1';
   const path = options.path ?? '/metrics';
   const allowed = options.token === undefined ? () => true : bearerCheck([options.token]);
   const answer = (

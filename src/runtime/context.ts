@@ -176,6 +176,19 @@ export function principalWireOf(ctx: Context | undefined): string | undefined {
 /** A W3C `traceparent` of version 00: trace id, parent span id, flags. */
 export const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 
+const ZERO_TRACE = '0'.repeat(32);
+const ZERO_SPAN = '0'.repeat(16);
+
+/**
+ * An incoming `traceparent` worth continuing, as its TRACEPARENT match: W3C trace context makes a
+ * trace or parent id of all zeros invalid (until 2026-12-03 an all-zero trace id was carried on).
+ */
+function incomingTrace(text: string | undefined): RegExpExecArray | undefined {
+  const m = text === undefined ? null : TRACEPARENT.exec(text);
+  if (m === null || m[1] === ZERO_TRACE || m[2] === ZERO_SPAN) return undefined;
+  return m;
+}
+
 export class CallContext implements Context {
   readonly service: string;
   readonly action: string;
@@ -196,7 +209,8 @@ export class CallContext implements Context {
   private _id: string | undefined;
   private _traceId: string | undefined;
   private _spanId: string | undefined;
-  private _flags = '01';
+  /** Trace flags: the tracer's (adoptSpan), else inherited from the parent or the incoming trace. */
+  private _flags: string | undefined;
   private _log: Logger | undefined;
   private controller: AbortController | undefined;
   private abortReason: ParleyError | undefined;
@@ -250,15 +264,22 @@ export class CallContext implements Context {
   get traceId(): string {
     if (this._traceId === undefined) {
       const parent = this.parent;
-      const m = this.remoteTraceparent === undefined ? null : TRACEPARENT.exec(this.remoteTraceparent);
-      this._traceId = parent?.traceId ?? m?.[1] ?? randomHex(16);
+      if (parent !== undefined) this._traceId = parent.traceId;
+      else {
+        const m = incomingTrace(this.remoteTraceparent);
+        this._traceId = m?.[1] ?? randomHex(16);
+        // Until 2026-12-03 every trace went on as sampled (01), whatever the caller had decided.
+        this._flags ??= m === undefined || (Number.parseInt(m[3] as string, 16) & 1) === 1 ? '01' : '00';
+      }
     }
     return this._traceId;
   }
 
   get traceparent(): string {
+    const traceId = this.traceId;
     this._spanId ??= randomHex(8);
-    return `00-${this.traceId}-${this._spanId}-${this._flags}`;
+    this._flags ??= this.parent === undefined ? '01' : this.parent.traceparent.slice(-2);
+    return `00-${traceId}-${this._spanId}-${this._flags}`;
   }
 
   /**

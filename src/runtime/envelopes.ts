@@ -112,8 +112,12 @@ export function eventEnvelope(init: EventEnvelopeInit): Envelope {
   const def = contract.events[event] as EventDef | undefined;
   if (def === undefined)
     throw new ParleyError('INVALID_ARGUMENT', `contract ${contract.name} has no event ${event}`);
-  const data = validate(def.schema, init.payload, `payload of ${event}`);
-  const env = baseEnvelope(sourceOf(init.nodeId, parent?.service), event, data, init.now);
+  // Checked here, but sent as given: every receiver parses it with the same schema, and a schema
+  // that transforms (a string to a number, a default) would run twice on the parsed form (until
+  // 2026-12-03, `{ n }` doubled by a transform arrived as n × 4, and a string turned into a
+  // number failed the receiver's check). Calls do the same: the callee parses their input once.
+  validate(def.schema, init.payload, `payload of ${event}`);
+  const env = baseEnvelope(sourceOf(init.nodeId, parent?.service), event, init.payload, init.now);
   env.dataschema = dataschemaOf(contract, event, def.version);
   if (init.codec.contentType !== JSON_TYPE) env.datacontenttype = init.codec.contentType;
   if (parent !== undefined) {

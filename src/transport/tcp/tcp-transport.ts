@@ -105,7 +105,7 @@ class TcpTransportImpl implements TcpTransport {
   async start(self: NodeInfo, handler: TransportHandler): Promise<void> {
     this.self = self;
     this.handler = handler;
-    const host = this.options.host ?? '127.0.0.1';
+    const host = this.options.host?.trim() || '127.0.0.1';
     this.server = listen(this.options.tls, (socket) => this.accept(socket));
     this.server.on('tlsClientError', (error: Error, socket: Socket) => {
       this.log(
