@@ -5,7 +5,12 @@
 import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
 import { describe, it } from 'node:test';
-import { problemOf, raw, startGateway } from './gateway-fixture.ts';
+import Fastify from 'fastify';
+import { registerInternal } from '../src/gateway/internal.ts';
+import type { Invoker } from '../src/gateway/invoke.ts';
+import { toProblem } from '../src/gateway/problem.ts';
+import { createMemoryStore, createRateLimiter, gatewayRateLimit, metrics } from '../src/index.ts';
+import { items, problemOf, raw, startGateway } from './gateway-fixture.ts';
 import { waitFor } from './helpers.ts';
 
 const TOKEN = 'svc-token-0123456789abcdef';
@@ -68,6 +73,18 @@ describe('gateway internal endpoint', async () => {
     assert.equal(stream.body, '{"n":0}\n{"n":1}\n');
   });
 
+  it('takes the Bearer scheme in any case, as public routes do', async () => {
+    for (const scheme of ['bearer', 'BEARER', 'Bearer  ']) {
+      const r = await raw(url, {
+        method: 'POST',
+        path: '/rpc/items.secret',
+        headers: { 'content-type': 'application/json', authorization: `${scheme} ${TOKEN}` },
+        body: '{"x":1}',
+      });
+      assert.equal(r.status, 200, scheme);
+    }
+  });
+
   it('is off when no tokens are configured', async () => {
     const { url: plain } = await startGateway();
     const r = await raw(plain, {
@@ -77,6 +94,45 @@ describe('gateway internal endpoint', async () => {
       body: '{"x":1}',
     });
     assert.equal(r.status, 404);
+  });
+});
+
+describe('gateway internal endpoint and the rate limit', () => {
+  it('refused tokens spend from the client’s bucket, whatever the target; held ones do not', async () => {
+    const fastify = Fastify();
+    fastify.setErrorHandler((error, request, reply) => {
+      const problem = toProblem({ error, instance: request.url, requestId: request.id });
+      return reply.code(problem.status).send(problem);
+    });
+    const { rateLimit } = gatewayRateLimit({
+      limiter: createRateLimiter({
+        store: createMemoryStore(),
+        policy: { name: 'api', capacity: 3, refillPerSecond: 0.001 },
+      }),
+    });
+    registerInternal({
+      fastify,
+      contracts: [items],
+      tokens: [TOKEN],
+      // Never reached: the calls below are refused, or name no action.
+      invoker: {} as Invoker,
+      bodyLimit: 1024,
+      rateLimit,
+    });
+    const rpc = (target: string, authorization: string) =>
+      fastify.inject({
+        method: 'POST',
+        url: `/rpc/${target}`,
+        headers: { 'content-type': 'application/json', authorization },
+        payload: '{}',
+      });
+    const statuses: number[] = [];
+    for (let i = 0; i < 6; i++) statuses.push((await rpc(`items.a${i}`, `Bearer guess-${i}`)).statusCode);
+    assert.deepEqual(statuses, [401, 401, 401, 429, 429, 429]);
+    assert.ok((await rpc('items.secret', 'Bearer guess')).headers['retry-after'] !== undefined);
+    // A caller holding a token is not limited: it gets past the guard, to the action lookup.
+    assert.equal((await rpc('items.nothing', `Bearer ${TOKEN}`)).statusCode, 404);
+    await fastify.close();
   });
 });
 
@@ -166,6 +222,43 @@ for (const where of ['in process', 'over the memory transport'] as const) {
     });
   });
 }
+
+describe('gateway internal tokens and the rate limit, through createGateway', async () => {
+  const { url } = await startGateway({
+    internal: { tokens: [TOKEN] },
+    metrics: metrics(),
+    ...gatewayRateLimit({
+      limiter: createRateLimiter({
+        store: createMemoryStore(),
+        policy: { name: 'api', capacity: 3, refillPerSecond: 0.001 },
+      }),
+    }),
+  });
+
+  it('refused tokens on /rpc and /metrics spend from one bucket of the client; a held token spends nothing', async () => {
+    const guess = (path: string, token: string) =>
+      raw(url, {
+        method: path === '/metrics' ? 'GET' : 'POST',
+        path,
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        ...(path === '/metrics' ? {} : { body: '{}' }),
+      });
+    const statuses: number[] = [];
+    for (const path of ['/rpc/items.secret', '/metrics', '/rpc/items.get', '/metrics']) {
+      statuses.push((await guess(path, 'wrong')).status);
+    }
+    assert.deepEqual(statuses, [401, 401, 401, 429]);
+    // The bucket is empty, and the token holder is not held to it.
+    assert.equal((await guess('/metrics', TOKEN)).status, 200);
+    const held = await raw(url, {
+      method: 'POST',
+      path: '/rpc/items.secret',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+      body: '{"x":2}',
+    });
+    assert.equal(held.status, 200, held.body);
+  });
+});
 
 describe('gateway multipart limits', async () => {
   const limit = 256 * 1024;

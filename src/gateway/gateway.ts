@@ -119,7 +119,12 @@ export function createGateway(options: GatewayOptions): Gateway {
     registerGatewayMetrics({
       fastify,
       metrics: options.metrics,
-      endpoint: wanted === 'internal' ? (tokens.length === 0 ? 'none' : { tokens }) : wanted,
+      endpoint:
+        wanted === 'internal'
+          ? tokens.length === 0
+            ? 'none'
+            : { tokens, rateLimit: options.rateLimit }
+          : wanted,
     });
   }
 
@@ -194,6 +199,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     tokens: options.internal?.tokens ?? [],
     invoker,
     bodyLimit,
+    rateLimit: options.rateLimit,
   });
   registerHealth({ fastify, node: options.node, contracts: options.contracts, closing: () => closing });
   const securitySchemes =

@@ -8,17 +8,17 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { Gauge } from 'prom-client';
-import { ParleyError } from '../errors.ts';
 import type { MetricsMiddleware } from '../observe/metrics.ts';
 import { durationHistogram, outcomeCounter, SlotTable } from '../observe/series.ts';
-import { bearerCheck } from './auth/secrets.ts';
+import { internalTokenGuard } from './internal.ts';
+import type { GatewayOptions } from './options.ts';
 import type { Push } from './push/push.ts';
 
 export interface GatewayMetricsInit {
   fastify: FastifyInstance;
   metrics: MetricsMiddleware;
   /** Who may scrape `/metrics`: holders of these tokens, everyone (`public`), or nobody (`none`). */
-  endpoint: { tokens: readonly string[] } | 'public' | 'none';
+  endpoint: { tokens: readonly string[]; rateLimit?: GatewayOptions['rateLimit'] } | 'public' | 'none';
 }
 
 declare module 'fastify' {
@@ -60,12 +60,16 @@ export function registerGatewayMetrics({ fastify, metrics, endpoint }: GatewayMe
   });
 
   if (endpoint === 'none') return;
-  const allowed = endpoint === 'public' ? () => true : bearerCheck(endpoint.tokens);
-  fastify.get('/metrics', async (request, reply) => {
-    if (!allowed(request.headers.authorization)) {
-      reply.header('www-authenticate', 'Bearer realm="parley-internal"');
-      throw new ParleyError('UNAUTHENTICATED', 'a valid service token is required to read metrics');
-    }
+  // Refused tokens spend from the gateway's rate limit, in the same bucket as on /rpc.
+  const guard =
+    endpoint === 'public'
+      ? undefined
+      : internalTokenGuard(
+          endpoint.tokens,
+          endpoint.rateLimit,
+          'a valid service token is required to read metrics',
+        );
+  fastify.get('/metrics', guard === undefined ? {} : { onRequest: guard }, async (_request, reply) => {
     const text = await registry.metrics();
     return reply.header('cache-control', 'no-store').type(registry.contentType).send(text);
   });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { exportJWK, generateKeyPair, generateSecret, SignJWT } from 'jose';
+import { base64url, exportJWK, generateKeyPair, generateSecret, type JSONWebKeySet, SignJWT } from 'jose';
 import { verifyOutcome as outcome } from '../../../test/fixtures/auth-corpus.ts';
 import { ParleyError } from '../../errors.ts';
 import { createFakeClock } from '../../runtime/clock.ts';
@@ -84,6 +84,35 @@ describe('JWT verifier configuration', async () => {
       'constructed',
     );
     assert.equal(refused({ algorithms: ['HS256'], keys: { type: 'static', key: secret } }), 'constructed');
+  });
+
+  it('refuses a short HMAC CryptoKey, and a secret it cannot measure', async () => {
+    const hmac = (bytes: number) =>
+      crypto.subtle.importKey(
+        'raw',
+        new Uint8Array(bytes).fill(7),
+        { name: 'HMAC', hash: 'SHA-256' },
+        false,
+        ['verify'],
+      );
+    const hs256 = ['HS256'] as const;
+    assert.equal(
+      refused({ algorithms: [...hs256], keys: { type: 'static', key: await hmac(1) } }),
+      'INVALID_ARGUMENT',
+    );
+    assert.equal(
+      refused({ algorithms: [...hs256], keys: { type: 'static', key: await hmac(31) } }),
+      'INVALID_ARGUMENT',
+    );
+    assert.equal(
+      refused({ algorithms: [...hs256], keys: { type: 'static', key: await hmac(32) } }),
+      'constructed',
+    );
+    // Says it is a secret, gives no length: unknown is not long enough.
+    assert.equal(
+      refused({ algorithms: [...hs256], keys: { type: 'static', key: { type: 'secret' } as never } }),
+      'INVALID_ARGUMENT',
+    );
   });
 
   it('bounds the clock skew and needs issuer and audience', () => {
@@ -169,6 +198,32 @@ describe('JWT verifier key sources', async () => {
     assert.equal(await outcome(v, await sign('c', a.privateKey)), 'UNAUTHENTICATED:unknown_key');
     // No kid and two candidate keys: we do not guess.
     assert.equal(await outcome(v, await sign(undefined, a.privateKey)), 'UNAUTHENTICATED:unknown_key');
+  });
+
+  it('local JWKS: a member WebCrypto will not import refuses its tokens as unknown_key, not a 500', async () => {
+    const a = await generateKeyPair('ES256', { extractable: true });
+    // `sign` on a public key: WebCrypto's SyntaxError. An ML-DSA key where the runtime has none
+    // (Node 20): NotSupportedError; where it has one, the garbage signature is simply bad.
+    const jwks = {
+      keys: [
+        { ...(await exportJWK(a.publicKey)), kid: 'ops', alg: 'ES256', key_ops: ['verify', 'sign'] },
+        { kty: 'AKP', alg: 'ML-DSA-44', kid: 'pq', pub: base64url.encode(new Uint8Array(1312)) },
+      ],
+    } as unknown as JSONWebKeySet;
+    const v = createJwtVerifier({
+      algorithms: ['ES256', 'ML-DSA-44'],
+      keys: { type: 'jwks', jwks },
+      issuer: ISS,
+      audience: AUD,
+      clock,
+    });
+    const ops = await new SignJWT(claims())
+      .setProtectedHeader({ alg: 'ES256', kid: 'ops' })
+      .sign(a.privateKey);
+    assert.equal(await outcome(v, ops), 'UNAUTHENTICATED:unknown_key');
+    const header = base64url.encode(JSON.stringify({ alg: 'ML-DSA-44', kid: 'pq' }));
+    const pq = await outcome(v, `${header}.${base64url.encode(JSON.stringify(claims()))}.AAAA`);
+    assert.match(pq, /^UNAUTHENTICATED:(unknown_key|bad_signature)$/);
   });
 });
 

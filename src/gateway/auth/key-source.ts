@@ -6,9 +6,10 @@
  * the gateway from starting instead of waiting for an attacker to find it.
  */
 import { createLocalJWKSet, type JSONWebKeySet, type JWTVerifyGetKey, type KeyInput } from 'jose';
+import { ParleyError } from '../../errors.ts';
 import type { Clock } from '../../runtime/clock.ts';
 import type { AllowList } from './algorithms.ts';
-import { badAuthConfig } from './failure.ts';
+import { authFailure, badAuthConfig } from './failure.ts';
 import { createRemoteKeySet, type RemoteJwksOptions } from './remote-jwks.ts';
 
 export type KeySource =
@@ -38,15 +39,32 @@ export function resolveKeySource(
       } catch {
         throw badAuthConfig('jwks is not a valid JSON Web Key Set');
       }
-      return set;
+      return noKeyOnFailure(set);
     }
     case 'remoteJwks': {
       if (allow.family !== 'asymmetric') throw badAuthConfig('a remote JWKS needs asymmetric algorithms');
-      return createRemoteKeySet({ ...source, clock });
+      return noKeyOnFailure(createRemoteKeySet({ ...source, clock }));
     }
     default:
       throw badAuthConfig('unknown key source type');
   }
+}
+
+/**
+ * A set's member is imported when a token first names it, and WebCrypto refuses members in more
+ * ways than anyone lists (DataError, SyntaxError for `key_ops` with `sign` on a public key,
+ * NotSupportedError for an algorithm this runtime lacks): whichever, we have no key for the token.
+ * Our own errors (keys unavailable: the set could not be fetched) pass as they are.
+ */
+function noKeyOnFailure(resolve: JWTVerifyGetKey): JWTVerifyGetKey {
+  return async (header, token) => {
+    try {
+      return await resolve(header, token);
+    } catch (error) {
+      if (error instanceof ParleyError) throw error;
+      throw authFailure('unknown_key');
+    }
+  };
 }
 
 type KeyRole = 'secret' | 'public' | 'private';
@@ -60,8 +78,9 @@ function checkStaticKey(key: KeyInput, allow: AllowList): void {
     throw badAuthConfig('asymmetric algorithms need a public key');
   if (allow.family === 'hmac') {
     if (role !== 'secret') throw badAuthConfig('HMAC algorithms need a secret key');
+    // A secret we cannot measure is refused too: accepting it would let a short one through.
     const length = secretLength(key);
-    if (length !== undefined && length < allow.minSecretBytes)
+    if (length === undefined || length < allow.minSecretBytes)
       throw badAuthConfig(`HMAC secret must be at least ${allow.minSecretBytes} bytes`);
   }
 }
@@ -80,8 +99,11 @@ function roleOf(key: KeyInput): KeyRole | undefined {
 
 function secretLength(key: KeyInput): number | undefined {
   if (key instanceof Uint8Array) return key.byteLength;
-  const sized = key as { symmetricKeySize?: unknown; k?: unknown };
+  const sized = key as { symmetricKeySize?: unknown; k?: unknown; algorithm?: { length?: unknown } };
   if (typeof sized.symmetricKeySize === 'number') return sized.symmetricKeySize;
+  // A CryptoKey gives its HMAC key's length in bits.
+  const bits = sized.algorithm?.length;
+  if (typeof bits === 'number') return Math.floor(bits / 8);
   if (typeof sized.k === 'string') return Buffer.from(sized.k, 'base64url').byteLength;
   return undefined;
 }

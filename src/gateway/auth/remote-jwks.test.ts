@@ -107,6 +107,40 @@ describe('remote JWKS', () => {
     assert.equal(server.fetches - base, 2);
   });
 
+  it('tokens arriving together with a rotated-in kid all wait for the one refetch', async () => {
+    const base = reset([k1.jwk]);
+    const v = verifier({ cooldownMs: 30_000 });
+    assert.equal(await outcome(v, await sign(k1)), 'ok:signed-by-k1');
+    server.keys = [k1.jwk, k2.jwk];
+    clock.advance(30_000);
+    const tokens = await Promise.all(Array.from({ length: 10 }, () => sign(k2)));
+    const results = await Promise.all(tokens.map((t) => outcome(v, t)));
+    assert.deepEqual(new Set(results), new Set(['ok:signed-by-k2']));
+    assert.equal(server.fetches - base, 2, 'still one refetch');
+  });
+
+  it('a wall clock stepped back does not hold refetches until it catches up', async () => {
+    const base = reset([k1.jwk]);
+    // The fake clock, seen through a wall clock that can be set back.
+    let offset = 0;
+    const fake = clock;
+    clock = { ...fake, now: () => fake.now() + offset };
+    const v = verifier({ cooldownMs: 30_000, maxAgeMs: 600_000 });
+    assert.equal(await outcome(v, await sign(k1)), 'ok:signed-by-k1');
+    offset = -3_600_000;
+    server.keys = [k1.jwk, k2.jwk];
+    fake.advance(30_000);
+    assert.equal(await outcome(v, await sign(k2)), 'ok:signed-by-k2', 'an unknown kid refetches');
+    assert.equal(server.fetches - base, 2);
+    // From there, time counts from the new reading: the cooldown and the set's age hold again.
+    assert.equal(await outcome(v, await sign(k2, 'k3')), 'UNAUTHENTICATED:unknown_key');
+    assert.equal(server.fetches - base, 2, 'inside the cooldown');
+    offset -= 3_600_000;
+    server.keys = [k2.jwk];
+    assert.equal(await outcome(v, await sign(k1)), 'UNAUTHENTICATED:unknown_key', 'a stale set is refetched');
+    assert.equal(server.fetches - base, 3);
+  });
+
   it('refreshes a set older than maxAgeMs, and keeps the old set when that refresh fails', async () => {
     const base = reset([k1.jwk]);
     const v = verifier({ maxAgeMs: 60_000 });
@@ -163,8 +197,14 @@ describe('remote JWKS', () => {
   });
 
   it('a member that cannot be imported refuses its tokens as unknown_key (401), not a 500', async () => {
-    reset([{ ...k1.jwk, x: {} } as unknown as JWK]);
-    assert.equal(await outcome(verifier(), await sign(k1)), 'UNAUTHENTICATED:unknown_key');
+    // A DataError, and WebCrypto's SyntaxError for `sign` in a public key's key_ops.
+    for (const member of [
+      { ...k1.jwk, x: {} },
+      { ...k1.jwk, key_ops: ['verify', 'sign'] },
+    ]) {
+      reset([member as unknown as JWK]);
+      assert.equal(await outcome(verifier(), await sign(k1)), 'UNAUTHENTICATED:unknown_key');
+    }
   });
 
   it('a document with no list of keys, or none usable, is no set: 503 keys_unavailable', async () => {

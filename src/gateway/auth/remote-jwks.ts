@@ -57,7 +57,15 @@ export function createRemoteKeySet(options: RemoteJwksOptions): RemoteKeySet {
   let pending: Promise<void> | undefined;
   let fetches = 0;
 
-  const mayFetch = (): boolean => clock.now() - attemptedAt >= cooldownMs;
+  // The clock is the wall clock: after it steps back (an NTP correction, a restored VM) an interval
+  // reads negative, and would stay short of the cooldown until the clock caught up again, maybe
+  // hours. A negative one counts as elapsed; the fetch it allows resets the mark, so a step back
+  // costs at most one extra fetch.
+  const elapsed = (since: number, ms: number): boolean => {
+    const interval = clock.now() - since;
+    return interval < 0 || interval >= ms;
+  };
+  const mayFetch = (): boolean => elapsed(attemptedAt, cooldownMs);
 
   // Shared by every caller while a fetch is in flight. A failure is swallowed here when an older
   // set exists (serving slightly stale keys beats refusing every token while the IdP is down).
@@ -77,7 +85,7 @@ export function createRemoteKeySet(options: RemoteJwksOptions): RemoteKeySet {
   };
 
   const current = async (): Promise<LocalJWKSet> => {
-    const stale = clock.now() - fetchedAt >= maxAgeMs;
+    const stale = elapsed(fetchedAt, maxAgeMs);
     if (stale && (pending !== undefined || mayFetch())) {
       try {
         await refresh();
@@ -91,16 +99,23 @@ export function createRemoteKeySet(options: RemoteJwksOptions): RemoteKeySet {
 
   const resolve = async (header: JWSHeaderParameters, token: FlattenedJWSInput): Promise<CryptoKey> => {
     const set = await current();
+    let miss: unknown;
     try {
       return await set(header, token);
     } catch (error) {
-      // An unknown kid may be a key the IdP has just rotated in: look once, if the cooldown allows.
-      if (!isNoMatchingKey(error) || !mayFetch()) throw error;
+      if (!isNoMatchingKey(error)) throw error;
+      miss = error;
     }
-    try {
-      await refresh();
-    } catch (cause) {
-      throw keysUnavailable(cause);
+    // An unknown kid may be a key the IdP has just rotated in: look once more, in a set fetched
+    // since we looked, or in the one being fetched (tokens with the new kid arrive together, and
+    // only the first may start the fetch), or in a new one if the cooldown allows.
+    if (local === set) {
+      if (pending === undefined && !mayFetch()) throw miss;
+      try {
+        await refresh();
+      } catch (cause) {
+        throw keysUnavailable(cause);
+      }
     }
     return (await current())(header, token);
   };

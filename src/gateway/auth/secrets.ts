@@ -23,11 +23,15 @@ export function matchSecret<T>(
   return found;
 }
 
+/** The scheme is case-insensitive (RFC 9110 11.1), as on the public routes. */
+const BEARER = /^bearer +/i;
+
 /** True when an `Authorization` header carries one of `tokens` as `Bearer <token>`. */
 export function bearerCheck(tokens: readonly string[]): (authorization: unknown) => boolean {
   const entries = tokens.map((token) => ({ digest: sha256(token), value: true }));
-  return (header) =>
-    typeof header === 'string' &&
-    header.startsWith('Bearer ') &&
-    matchSecret(header.slice(7), entries) === true;
+  return (header) => {
+    if (typeof header !== 'string') return false;
+    const scheme = BEARER.exec(header);
+    return scheme !== null && matchSecret(header.slice(scheme[0].length), entries) === true;
+  };
 }
