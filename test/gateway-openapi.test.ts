@@ -1,10 +1,13 @@
 /**
  * `/openapi.json` is a valid OpenAPI 3.1 document (checked by an independent validator, refs
  * resolved) describing exactly the public routes; `/docs` is a self-contained page reading it.
+ * Routes take what the document says they take (registered schemas too) and answer what it says
+ * they answer.
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { Validator } from '@seriousme/openapi-schema-validator';
+import { pino } from 'pino';
 import { createGateway, defineContract, implement, z } from '../src/index.ts';
 import { startGateway } from './gateway-fixture.ts';
 import { testNode } from './helpers.ts';
@@ -112,6 +115,91 @@ describe('gateway OpenAPI and docs', async () => {
     assert.equal(doc.security, undefined, 'no security without authentication');
   });
 
+  it('names components from Zod ids a component name cannot hold, one name each, their $refs rewritten', async () => {
+    const Spaced = z.object({ street: z.string() }).meta({ id: 'Postal Address' });
+    const Underscored = z.object({ zip: z.string() }).meta({ id: 'Postal_Address' });
+    const Slashed = z.object({ x: z.number() }).meta({ id: 'a/b~c%d' });
+    const Color = z.enum(['red', 'blue']).meta({ id: 'Color' });
+    const Tags = z.array(z.string()).meta({ id: 'Tag List' });
+    const shop = defineContract({
+      name: 'shop',
+      version: '1.0.0',
+      actions: {
+        ship: {
+          input: z.object({ from: Spaced, to: Underscored, odd: Slashed }),
+          output: z.object({ ok: z.boolean() }),
+          public: true,
+        },
+        list: {
+          input: z.object({ color: Color.optional(), tags: Tags.optional() }),
+          output: z.object({ n: z.number() }),
+          public: true,
+          http: 'GET /list',
+        },
+      },
+    });
+    const node = testNode({
+      services: [implement(shop, { actions: { ship: () => ({ ok: true }), list: () => ({ n: 1 }) } })],
+    });
+    await node.start();
+    const gateway = createGateway({ node, contracts: [shop] });
+    after(async () => {
+      await gateway.close();
+      await node.stop();
+    });
+    const doc = (await gateway.fastify.inject({ url: '/openapi.json' })).json() as Doc;
+    await assertValid(doc);
+    const names = Object.keys(doc.components.schemas).filter((n) => n.startsWith('shop.ship.input.'));
+    assert.deepEqual(names.sort(), [
+      'shop.ship.input.Postal_Address',
+      'shop.ship.input.Postal_Address_2',
+      'shop.ship.input.a_b_c_d',
+    ]);
+    const input = doc.components.schemas['shop.ship.input'] as {
+      properties: Record<string, { $ref: string }>;
+    };
+    const target = (property: string) =>
+      doc.components.schemas[input.properties[property]?.$ref.replace('#/components/schemas/', '') ?? ''];
+    assert.deepEqual(Object.keys((target('from') as { properties: object }).properties), ['street']);
+    assert.deepEqual(Object.keys((target('to') as { properties: object }).properties), ['zip']);
+    assert.deepEqual(Object.keys((target('odd') as { properties: object }).properties), ['x']);
+    const list = doc.paths['/api/list']?.get as { parameters: Record<string, unknown>[] };
+    assert.deepEqual(list.parameters, [
+      {
+        name: 'color',
+        in: 'query',
+        required: false,
+        schema: { $ref: '#/components/schemas/shop.list.input.Color' },
+      },
+      {
+        name: 'tags',
+        in: 'query',
+        required: false,
+        schema: { $ref: '#/components/schemas/shop.list.input.Tag_List' },
+        style: 'form',
+        explode: true,
+      },
+    ]);
+  });
+
+  it('documents the Idempotency-Key header as sent: a quoted key of escaped characters fits', async () => {
+    const r = await fetch(`${url}/openapi.json`);
+    const doc = (await r.json()) as Doc;
+    const post = doc.paths['/api/items']?.post as {
+      parameters: { name: string; schema: { maxLength: number } }[];
+    };
+    const param = post.parameters.find((p) => p.name === 'Idempotency-Key');
+    // 255 characters once unescaped, each one escaped, in quotes: the longest header accepted.
+    const longest = `"${'\\"'.repeat(255)}"`;
+    const accepted = await fetch(`${url}/api/items`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'idempotency-key': longest },
+      body: JSON.stringify({ name: 'x', price: 1 }),
+    });
+    assert.notEqual(accepted.status, 400, await accepted.text());
+    assert.equal(param?.schema.maxLength, longest.length);
+  });
+
   it('serves /docs: self-contained HTML that reads /openapi.json', async () => {
     const r = await fetch(`${url}/docs`);
     assert.equal(r.status, 200);
@@ -123,5 +211,94 @@ describe('gateway OpenAPI and docs', async () => {
     assert.match(csp, /default-src 'none'/);
     assert.match(csp, /script-src 'sha256-/);
     assert.match(csp, /connect-src 'self'/);
+  });
+});
+
+describe('gateway: registered schemas and outputs as documented', async () => {
+  const lines: { msg?: string; err?: { message?: string } }[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+  const Color = z.enum(['red', 'blue']).meta({ id: 'Color' });
+  const Sizes = z.array(z.number()).meta({ id: 'Sizes' });
+  const User = z.object({ id: z.string(), name: z.string() });
+  const users = defineContract({
+    name: 'users',
+    version: '1.0.0',
+    actions: {
+      get: { input: z.object({ id: z.string() }), output: User, public: true, http: 'GET /users/:id' },
+      list: { input: z.object({}), output: User, public: true, stream: 'output', http: 'GET /users' },
+      paint: {
+        input: z.object({ color: Color, sizes: Sizes.optional() }),
+        output: z.object({ color: z.string(), sizes: z.array(z.number()) }),
+        public: true,
+        http: 'GET /paint/:color',
+      },
+    },
+  });
+  // Stored rows: typed as the output, extra columns are legal TypeScript.
+  const row = (id: string) => ({ id, name: `user ${id}`, passwordHash: '$2b$10$secret' });
+  const node = testNode({
+    services: [
+      implement(users, {
+        actions: {
+          get: ({ id }) => (id === 'broken' ? ({ id } as never) : row(id)),
+          async *list() {
+            yield row('a');
+            yield row('b');
+            yield { id: 'c' } as never;
+          },
+          paint: ({ color, sizes }) => ({ color, sizes: sizes ?? [] }),
+        },
+      }),
+    ],
+  });
+  await node.start();
+  const gateway = createGateway({ node, contracts: [users], logger });
+  after(async () => {
+    await gateway.close();
+    await node.stop();
+  });
+  const get = (url: string) => gateway.fastify.inject({ url });
+
+  it('serves a GET whose path and query properties are registered schemas ($refs)', async () => {
+    const ok = await get('/api/paint/red?sizes=1&sizes=2');
+    assert.equal(ok.statusCode, 200, ok.body);
+    assert.deepEqual(ok.json(), { color: 'red', sizes: [1, 2] });
+    const bad = await get('/api/paint/green');
+    assert.equal(bad.statusCode, 400);
+    assert.equal(bad.json().errors[0].path, 'color');
+  });
+
+  it('sends what the output schema describes: unknown keys stripped, an invalid output a logged 500', async () => {
+    const ok = await get('/api/users/u1');
+    assert.equal(ok.statusCode, 200);
+    assert.deepEqual(ok.json(), { id: 'u1', name: 'user u1' });
+    lines.length = 0;
+    const broken = await get('/api/users/broken');
+    assert.equal(broken.statusCode, 500);
+    assert.equal(broken.json().code, 'INTERNAL');
+    assert.doesNotMatch(broken.body, /name|invalid output/, 'opaque to the client');
+    assert.match(
+      lines.find((l) => l.msg === 'request failed')?.err?.message ?? '',
+      /users\.get .*invalid output at name/,
+    );
+  });
+
+  it('parses each chunk of an output stream the same way; an invalid chunk ends it with an INTERNAL line', async () => {
+    lines.length = 0;
+    const r = await get('/api/users');
+    const body = r.body
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    assert.deepEqual(body.slice(0, 2), [
+      { id: 'a', name: 'user a' },
+      { id: 'b', name: 'user b' },
+    ]);
+    assert.equal(body[2].error.code, 'INTERNAL');
+    assert.equal(body.length, 3);
+    assert.match(
+      lines.find((l) => l.msg === 'stream failed')?.err?.message ?? '',
+      /users\.list .*invalid output at name/,
+    );
   });
 });

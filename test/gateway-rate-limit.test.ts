@@ -125,6 +125,24 @@ describe('rate limits in Redis', { skip, timeout: 60_000 }, () => {
     }
   });
 
+  it('the Lua script and the memory store agree when the clock steps back, by less and by more than a minute', async () => {
+    const clock = createFakeClock();
+    const policy = { capacity: 2, refillPerSecond: 1 };
+    const memory = createRateLimiter({ store: createMemoryStore({ clock }), policy, clock });
+    const redis = createRateLimiter({
+      store: createRedisStore({ redis: a, prefix: `${prefix}back:`, clock }),
+      policy,
+      clock,
+      timeoutMs: 5000,
+    });
+    const steps = [0, 0, 0, -30_000, 10_000, -60_000, 0, -60_001, 0, 0, -3_600_000, 0, 0, 1000, 0];
+    for (const [i, step] of steps.entries()) {
+      clock.advance(step);
+      const got = await redis.take({ route: 'r', key: 'k' });
+      assert.deepEqual(await memory.take({ route: 'r', key: 'k' }), got, `step ${i} (${step} ms)`);
+    }
+  });
+
   it('buckets expire once they would be full again', async () => {
     const store = createRedisStore({ redis: a, prefix: `${prefix}ttl:` });
     const limiter = createRateLimiter({ store, policy: { capacity: 10, refillPerSecond: 5 } });

@@ -32,7 +32,8 @@ export class Invoker {
    * Validates `input` at the edge (INVALID_ARGUMENT with violations), then calls. The raw input
    * is sent, not the parsed one: the service validates again and applies its own defaults and
    * transforms once. For an input stream, `input` is the iterable of chunks and is not validated
-   * here (the service checks each chunk as it reads it).
+   * here (the service checks each chunk as it reads it). The result, or each chunk of an output
+   * stream, is parsed by the output schema on its way back (`parseOutput`).
    */
   call(init: {
     contract: AnyContract;
@@ -59,8 +60,53 @@ export class Invoker {
     if (init.signal !== undefined) options.signal = init.signal;
     if (init.principal !== undefined) options.principal = init.principal;
     if (init.idempotencyKey !== undefined) options.idempotencyKey = init.idempotencyKey;
-    return method(init.input, options);
+    const result = method(init.input, options);
+    const parse = (output: unknown) => parseOutput(def, output, contract.name, action);
+    if (def.stream === 'output') return parsedChunks(result as AsyncIterable<unknown>, parse);
+    return isThenable(result) ? result.then(parse) : parse(result);
   }
+}
+
+/**
+ * What the client is sent: the result parsed by the action's output schema, the schema the OpenAPI
+ * document describes. Until 2026-12-03 the handler's value went out as it was, so a handler that
+ * returned a stored row sent its other columns (a password hash) too: nodes do not check outputs
+ * by default. Unknown keys are stripped; a result the schema refuses is INTERNAL (logged, opaque).
+ */
+function parseOutput(def: ActionDef, output: unknown, service: string, action: string): unknown {
+  const parsed = def.output.safeParse(output);
+  if (parsed.success) return parsed.data;
+  const where = parsed.error.issues.map((i) => i.path.map(String).join('.') || '(root)').join(', ');
+  throw new ParleyError('INTERNAL', `${service}.${action} returned an invalid output at ${where}`);
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as PromiseLike<unknown> | null)?.then === 'function';
+}
+
+/**
+ * An output stream's chunks, each parsed as it is read. An iterator, not a generator: `return`
+ * reaches the producer at once, even while a `next` is pending, so a client that goes away still
+ * cancels it.
+ */
+function parsedChunks(
+  source: AsyncIterable<unknown>,
+  parse: (chunk: unknown) => unknown,
+): AsyncIterable<unknown> {
+  return {
+    [Symbol.asyncIterator]() {
+      const iterator = source[Symbol.asyncIterator]();
+      return {
+        async next() {
+          const step = await iterator.next();
+          return step.done === true ? step : { done: false, value: parse(step.value) };
+        },
+        async return(value?: unknown) {
+          return (await iterator.return?.(value)) ?? { done: true, value };
+        },
+      };
+    },
+  };
 }
 
 /** An AbortSignal that fires when the client disconnects before the answer is complete. */
@@ -93,7 +139,10 @@ export async function sendResult(
         next = await iterator.next();
       }
     } catch (error) {
-      yield `${JSON.stringify({ error: toProblem({ error, instance: ctx.instance, requestId: ctx.requestId }) })}\n`;
+      const problem = toProblem({ error, instance: ctx.instance, requestId: ctx.requestId });
+      // A failure before the first chunk is logged where it is answered; this one is answered here.
+      if (problem.status >= 500) reply.log.error({ err: error, requestId: ctx.requestId }, 'stream failed');
+      yield `${JSON.stringify({ error: problem })}\n`;
     } finally {
       // Also reached when the client goes away (the stream is destroyed): cancels the producer.
       await iterator.return?.();

@@ -6,6 +6,7 @@
  * document `#` is the document, not the schema. The internal `/rpc` endpoint is not described:
  * it is not for the public.
  */
+import { localDefName } from '../contract/json-schema.ts';
 import { ERROR_CODES, type ErrorCode, errorCodes } from '../errors.ts';
 import { MAX_IDEMPOTENCY_KEY } from './idempotency.ts';
 import type { GatewayOptions } from './options.ts';
@@ -120,7 +121,8 @@ function parameters(route: PlannedRoute, input: Json): Json[] {
     for (const [name, schema] of Object.entries(props)) {
       if (route.params.includes(name)) continue;
       const p: Json = { name, in: 'query', required: required.has(name), schema };
-      if (schema.type === 'array') {
+      // The kind, not the schema: a registered array schema is a $ref here.
+      if (typeof route.kinds.get(name) === 'object') {
         p.style = 'form';
         p.explode = true;
       }
@@ -134,8 +136,11 @@ function parameters(route: PlannedRoute, input: Json): Json[] {
       required: false,
       description:
         'Send the same key when retrying this request; the service answers a repeat with the first result. ' +
-        `A quoted string or a token of at most ${MAX_IDEMPOTENCY_KEY} printable ASCII characters.`,
-      schema: { type: 'string', minLength: 1, maxLength: MAX_IDEMPOTENCY_KEY + 2 },
+        `A token or a quoted string of at most ${MAX_IDEMPOTENCY_KEY} printable ASCII characters ` +
+        '(counted once `\\"` and `\\\\` are unescaped).',
+      // The header as sent: until 2026-12-03 this was MAX + 2, shorter than a quoted key the
+      // gateway accepts, in which every character may be escaped.
+      schema: { type: 'string', minLength: 1, maxLength: 2 * MAX_IDEMPOTENCY_KEY + 2 },
     });
   }
   return params;
@@ -163,12 +168,34 @@ function responses(route: PlannedRoute): Json {
   return out;
 }
 
+/** What OpenAPI 3.1 does not allow in a `components.schemas` key. */
+const NOT_IN_COMPONENT_NAME = /[^a-zA-Z0-9._-]/g;
+
 /**
  * Puts `schema` at `components.schemas[name]` with its `$defs` beside it (`name.def`), `$ref`s
  * rewritten to match, `$schema` dropped. Returns the stored schema.
+ *
+ * A def is named by its Zod id (`.meta({ id: 'Postal Address' })`), which may hold characters a
+ * component name may not: until 2026-12-03 they were copied as they were and made the document
+ * invalid. Such characters become `_`, and a number is added where two ids then read the same.
  */
 function hoist(schema: Json, name: string, schemas: Record<string, Json>): Json {
   const defs = (schema.$defs ?? {}) as Record<string, Json>;
+  const componentOf = new Map<string, string>();
+  for (const defName of Object.keys(defs)) {
+    const safe = `${name}.${defName.replace(NOT_IN_COMPONENT_NAME, '_')}`;
+    let unique = safe;
+    for (let n = 2; Object.hasOwn(schemas, unique); n++) unique = `${safe}_${n}`;
+    componentOf.set(defName, unique);
+    // Taken at once, so the next def's name is checked against it.
+    schemas[unique] = {};
+  }
+  const refOf = (ref: string): string => {
+    if (ref === '#') return `#/components/schemas/${name}`;
+    const defName = localDefName(ref, defs);
+    const component = defName === undefined ? undefined : componentOf.get(defName);
+    return component === undefined ? ref : `#/components/schemas/${component}`;
+  };
   const rewrite = (value: unknown): unknown => {
     if (Array.isArray(value)) return value.map(rewrite);
     if (typeof value !== 'object' || value === null) return value;
@@ -176,10 +203,7 @@ function hoist(schema: Json, name: string, schemas: Record<string, Json>): Json 
     for (const [k, v] of Object.entries(value)) {
       if (k === '$schema' || k === '$defs' || k === '$id') continue;
       if (k === '$ref' && typeof v === 'string') {
-        out[k] =
-          v === '#'
-            ? `#/components/schemas/${name}`
-            : v.replace(/^#\/\$defs\//, `#/components/schemas/${name}.`);
+        out[k] = refOf(v);
       } else {
         // defineProperty: a key such as `__proto__` in a schema is copied as data, never as a prototype.
         Object.defineProperty(out, k, {
@@ -192,7 +216,8 @@ function hoist(schema: Json, name: string, schemas: Record<string, Json>): Json 
     }
     return out;
   };
-  for (const [defName, def] of Object.entries(defs)) schemas[`${name}.${defName}`] = rewrite(def) as Json;
+  for (const [defName, def] of Object.entries(defs))
+    schemas[componentOf.get(defName) as string] = rewrite(def) as Json;
   const stored = rewrite(schema) as Json;
   schemas[name] = stored;
   return stored;

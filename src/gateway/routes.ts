@@ -13,6 +13,7 @@
  * for validation to reject with its field path.
  */
 import type { AnyContract } from '../contract/contract.ts';
+import { resolveLocalRef } from '../contract/json-schema.ts';
 import { ParleyError } from '../errors.ts';
 import type { GatewayRoute } from './options.ts';
 
@@ -115,14 +116,19 @@ export function propertiesOf(schema: Record<string, unknown>): Record<string, Re
     : {};
 }
 
-/** Properties whose values a query string or path can carry, and how they convert. */
+/**
+ * Properties whose values a query string or path can carry, and how they convert. A property
+ * made from a registered schema (`.meta({ id })`) is a `$ref` into the input's `$defs`: until
+ * 2026-12-03 it was not followed, and a GET taking a registered enum could not start.
+ */
 function valueKinds(schema: Record<string, unknown>): Map<string, ValueKind> {
   const kinds = new Map<string, ValueKind>();
-  for (const [name, prop] of Object.entries(propertiesOf(schema))) {
+  for (const [name, declared] of Object.entries(propertiesOf(schema))) {
+    const prop = resolveLocalRef(schema, declared);
     const scalar = scalarOf(prop);
     if (scalar !== undefined) kinds.set(name, scalar);
     else if (prop.type === 'array' && typeof prop.items === 'object' && prop.items !== null) {
-      const item = scalarOf(prop.items as Record<string, unknown>);
+      const item = scalarOf(resolveLocalRef(schema, prop.items as Record<string, unknown>));
       if (item !== undefined) kinds.set(name, { array: item });
     }
   }

@@ -81,9 +81,21 @@ export function costUnits(policy: ScaledPolicy, cost: number): number {
   return cost * UNITS_PER_TOKEN;
 }
 
-/** The bucket refilled up to `now`. A clock that went back (another instance's) refills nothing. */
+/**
+ * A last refill further ahead of `now` than this is no bucket: it starts again, full. The Redis
+ * script has the same bound (`now + 60000`).
+ */
+export const MAX_CLOCK_BACK_MS = 60_000;
+
+/**
+ * The bucket refilled up to `now`. A clock that went back a little (another instance's) refills
+ * nothing. Until 2026-12-03 a clock stepped back further (an NTP step on Date.now) froze a drained
+ * bucket until the clock caught up, an hour after an hour's step, while Retry-After said 1 s.
+ */
 export function refill(policy: ScaledPolicy, state: BucketState | undefined, now: number): BucketState {
-  if (state === undefined) return { tokens: policy.capacityUnits, last: now };
+  if (state === undefined || state.last > now + MAX_CLOCK_BACK_MS) {
+    return { tokens: policy.capacityUnits, last: now };
+  }
   if (now <= state.last) return state;
   const missing = policy.capacityUnits - state.tokens;
   // Bound the elapsed time before multiplying, so a long idle bucket cannot overflow 2^53.

@@ -112,7 +112,9 @@ describe('clientAddress', () => {
   });
 
   it('refuses a bad trusted-proxy list at configuration time', () => {
-    for (const bad of ['10.0.0.0/33', 'nonsense', '10.0.0.0/8/8', '::/129', '10.0.0.0/x']) {
+    // An empty, signed or spaced prefix is no /0 (that would trust every address).
+    const malformed = ['10.0.0.1/', '::1/', '10.0.0.0/+8', '10.0.0.0/ 8', '10.0.0.0/8.0', '10.0.0.0/0x8'];
+    for (const bad of ['10.0.0.0/33', 'nonsense', '10.0.0.0/8/8', '::/129', '10.0.0.0/x', ...malformed]) {
       assert.throws(() => createTrustedProxies([bad]), { code: 'INVALID_ARGUMENT' }, bad);
     }
   });

@@ -21,8 +21,10 @@ export function createTrustedProxies(cidrs: readonly string[]): TrustedProxies {
     const [host = '', bits, extra] = cidr.trim().split('/');
     const family = isIP(host);
     const max = family === 4 ? 32 : 128;
-    const prefix = bits === undefined ? max : Number(bits);
-    if (family === 0 || extra !== undefined || !Number.isInteger(prefix) || prefix < 0 || prefix > max) {
+    // Until 2026-12-03 an empty prefix ("10.0.0.1/", an unset variable) was Number('') = 0: /0,
+    // every address trusted. Only digits count as a prefix length.
+    const prefix = bits === undefined ? max : /^\d{1,3}$/.test(bits) ? Number(bits) : Number.NaN;
+    if (family === 0 || extra !== undefined || !(prefix <= max)) {
       throw new ParleyError('INVALID_ARGUMENT', `trusted proxy: not an address or CIDR: ${cidr}`);
     }
     // BlockList matches IPv4-mapped IPv6 addresses against IPv4 rules and the other way round.

@@ -119,6 +119,22 @@ describe('memory store', () => {
     assert.equal((await limiter.take({ route: 'r', key: 'k1' })).remaining, 9);
   });
 
+  it('a clock stepped back more than a minute starts the bucket again; less than that refills nothing', async () => {
+    const { clock, limiter } = memoryLimiter();
+    await limiter.take({ route: 'r', key: 'k', cost: 10 });
+    clock.advance(-60_000);
+    const within = await limiter.take({ route: 'r', key: 'k' });
+    assert.equal(within.allowed, false, 'a minute back: the same bucket, still empty');
+    clock.advance(-3_600_000);
+    const refused = await limiter.take({ route: 'r', key: 'k' });
+    assert.equal(refused.remaining, 9, 'an hour back: a new, full bucket (the Redis script does the same)');
+    await limiter.take({ route: 'r', key: 'k', cost: 9 });
+    const drained = await limiter.take({ route: 'r', key: 'k' });
+    assert.equal(drained.retryAfterSeconds, 1);
+    clock.advance(drained.retryAfterMs);
+    assert.equal((await limiter.take({ route: 'r', key: 'k' })).allowed, true, 'Retry-After holds');
+  });
+
   it('holds at most maxBuckets, dropping the least recently used', async () => {
     const { store, limiter } = memoryLimiter({ maxBuckets: 50 });
     for (let k = 0; k < 1000; k++) await limiter.take({ route: 'r', key: `k${k}` });

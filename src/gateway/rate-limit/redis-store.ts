@@ -37,7 +37,8 @@ else
   now = tonumber(ARGV[4])
 end
 -- What another writer left under the key (another type, fields that are no numbers, inf or nan,
--- tokens out of range, a last refill far ahead) is no bucket: it starts again, full.
+-- tokens out of range, a last refill far ahead: MAX_CLOCK_BACK_MS in bucket.ts) is no bucket: it
+-- starts again, full.
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
 local s = redis.call('HMGET', KEYS[1], 't', 'l')
