@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { pino } from 'pino';
 import {
+  Bulkhead,
   contractJsonSchema,
   createEmbeddedBroker,
   createEnvelope,
@@ -118,7 +119,8 @@ describe('durable events through a node', () => {
           started = true;
           return new Promise<void>(() => undefined); // ignores its signal, never ends
         },
-        { group: 'slow' },
+        // One attempt: a stop must not spend it (until 2026-12-03 this message was dead-lettered).
+        { group: 'slow', maxAttempts: 1 },
       ),
     ]);
     const node = testNode({
@@ -138,16 +140,20 @@ describe('durable events through a node', () => {
     for (let waited = 0; waited < 1200 && !stopped; waited += 50) await clock.tick(50);
     assert.ok(stopped, 'stopped within stopTimeout, not at the handler deadline (10 s)');
     await stopping;
-    // Not lost: the delivery was nacked, and a consumer of the group gets it again.
+    // Not lost: the delivery went back as it was, and a consumer of the group gets it again.
     const again = createEmbeddedBroker({ path });
-    const attempts: number[] = [];
-    await again.subscribe(
-      { topic: 'order.placed', group: 'slow' },
-      async (d) => void attempts.push(d.attempt),
-    );
-    await waitFor(() => attempts.length > 0, 5000, 'redelivery');
-    assert.deepEqual(attempts, [2]);
-    await again.close();
+    try {
+      const attempts: number[] = [];
+      await again.subscribe(
+        { topic: 'order.placed', group: 'slow', maxAttempts: 1 },
+        async (d) => void attempts.push(d.attempt),
+      );
+      await waitFor(() => attempts.length > 0, 5000, 'redelivery');
+      assert.deepEqual(attempts, [1]);
+      assert.deepEqual(await again.deadLetters.list({ topic: 'order.placed' }), []);
+    } finally {
+      await again.close();
+    }
   });
 
   it('an event schema with transforms and defaults runs once, on the receiver (notify and publish)', async () => {
@@ -193,6 +199,37 @@ describe('durable events through a node', () => {
     await waitFor(() => got.length === 2 && durable.length === 1, 5000, 'the events');
     assert.deepEqual(got, [{ cents: 250, note: 'none' }, { n: 6 }]);
     assert.deepEqual(durable, [{ n: 10 }]);
+  });
+
+  it('a bulkhead shared by durable handlers holds back what it has no room for, without spending attempts', async () => {
+    const clock = createFakeClock();
+    const broker = createEmbeddedBroker({ path: ':memory:', clock });
+    const bulkhead = new Bulkhead('billing', { maxConcurrent: 2 }, clock);
+    const handled = new Set<string>();
+    let running = 0;
+    let most = 0;
+    const billing = calcService({}, [
+      subscribe(
+        orders,
+        'order.placed',
+        async (order) => {
+          most = Math.max(most, ++running);
+          await new Promise<void>((r) => clock.setTimeout(r, 50));
+          running--;
+          handled.add(order.id);
+        },
+        { group: 'billing', maxAttempts: 3, backoff: { initial: 10, max: 20 }, bulkhead },
+      ),
+    ]);
+    const node = testNode({ clock, broker, services: [billing] });
+    nodes.push(node);
+    await node.start();
+    for (let i = 0; i < 10; i++) await node.publish(orders, 'order.placed', { id: `o${i}` });
+    for (let i = 0; i < 300 && handled.size < 10; i++) await clock.tick(10);
+    // The consumer leased up to 64 at once; the bulkhead ran two at a time and held the rest back.
+    assert.equal(handled.size, 10);
+    assert.equal(most, 2);
+    assert.deepEqual(await broker.deadLetters.list(), []);
   });
 
   it('a node whose services subscribe durably needs a broker', () => {

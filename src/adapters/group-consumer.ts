@@ -25,7 +25,7 @@
  */
 
 import type { ConsumerHandler, ConsumerSpec, DeadLetter } from '../broker/broker.ts';
-import { MAX_DELAY_MS } from '../broker/check.ts';
+import { checkLease, MAX_DELAY_MS } from '../broker/check.ts';
 import {
   badBody,
   deferOf,
@@ -184,7 +184,7 @@ export class GroupConsumer {
       this.dead(raw, far, attempt, envelope);
       return;
     }
-    runHandler(this.handler, { envelope, attempt, extendLease: (ms: number) => raw.extend(ms) }).then(
+    runHandler(this.handler, { envelope, attempt, extendLease: (ms: number) => extendChecked(raw, ms) }).then(
       () => {
         this.forget(raw.id);
         this.finish(raw, raw.ack(), 'ack', true);
@@ -341,4 +341,12 @@ export class GroupConsumer {
 function decodeBody(codec: Codec, body: Uint8Array | string): unknown {
   if (typeof body !== 'string') return codec.decode(body);
   return codec.decodeText !== undefined ? codec.decodeText(body) : codec.decode(Buffer.from(body, 'utf8'));
+}
+
+/** A handler's `extendLease`: the broker's own, for a lease it can hold. */
+async function extendChecked(raw: RawMessage, ms: number): Promise<void> {
+  // Until 2026-12-03 NaN or Infinity reached the broker: a timer or an idle time that ends at once
+  // or never.
+  checkLease(ms);
+  await raw.extend(ms);
 }

@@ -21,7 +21,7 @@ import type {
   HistoryReadOptions,
   PublishReceipt,
 } from '../broker/broker.ts';
-import { checkLetterRoom } from '../broker/check.ts';
+import { checkLease, checkLetterRoom } from '../broker/check.ts';
 import { failure } from '../broker/outcome.ts';
 import { encodeJsonText } from '../codec/json.ts';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
@@ -312,6 +312,7 @@ class RemoteBroker implements Broker {
       envelope,
       attempt: typeof body.attempt === 'number' && body.attempt >= 1 ? Math.floor(body.attempt) : 1,
       extendLease: async (ms: number) => {
+        checkLease(ms);
         // Delivery ids count again from 1 on each connection: one of an older connection would
         // name (and extend) another delivery on the current one.
         if (this.writer !== writer)

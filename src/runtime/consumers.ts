@@ -30,12 +30,25 @@ export async function subscribeDurable(
       server
         .runEventHandler(sub, delivery.envelope, service.contract.name, delivery)
         .then(undefined, failed) as Promise<void>;
-    consumers.push(
-      await broker.subscribe(spec, (delivery) =>
-        // A bulkhead shared by several consumers bounds their handlers together.
-        bulkhead === undefined ? run(delivery) : bulkhead.run(() => run(delivery)),
-      ),
-    );
+    // A bulkhead shared by several consumers bounds their handlers together. A delivery it has no
+    // room for goes back to the broker for a while, attempt unspent: its handler never ran. Until
+    // 2026-12-03 the refusal counted as the handler failing, and with consumers leasing more than
+    // the bulkhead holds, messages were dead-lettered unhandled (8 of 10 in the review's case).
+    const bounded =
+      bulkhead === undefined
+        ? run
+        : (delivery: Delivery) => {
+            let ran = false;
+            return bulkhead
+              .run(() => {
+                ran = true;
+                return run(delivery);
+              })
+              .catch((error: unknown) => {
+                throw ran ? error : heldBack(error);
+              });
+          };
+    consumers.push(await broker.subscribe(spec, bounded));
   }
   return consumers;
 }
@@ -46,9 +59,25 @@ export async function subscribeDurable(
  * without spending an attempt.
  */
 function pausedBy(error: unknown, now: number): unknown {
-  if (!(error instanceof ParleyError) || error.details?.circuit !== 'open') return error;
+  if (!(error instanceof ParleyError)) return error;
+  // The node stopped while the handler ran: the message goes back as it was (until 2026-12-03 the
+  // stop spent an attempt, and a message on its last one was dead-lettered though nothing failed).
+  if (error.details?.stopping === true) return putBack(error, 0);
+  if (error.details?.circuit !== 'open') return error;
   const retryAt = typeof error.details.retryAt === 'number' ? error.details.retryAt : now + 1000;
   return new ParleyError('UNAVAILABLE', `paused: ${error.message}`, {
     details: { ...error.details, deferMs: Math.max(100, retryAt - now) },
   });
+}
+
+/** How long a delivery a bulkhead had no room for waits before it is offered again. */
+const HELD_BACK_MS = 100;
+
+function heldBack(error: unknown): unknown {
+  return error instanceof ParleyError ? putBack(error, HELD_BACK_MS) : error;
+}
+
+/** `error` with `details.deferMs`: every broker puts the message back after `ms`, attempt unspent. */
+function putBack(error: ParleyError, ms: number): ParleyError {
+  return new ParleyError(error.code, error.message, { details: { ...error.details, deferMs: ms } });
 }

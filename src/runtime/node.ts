@@ -257,7 +257,10 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       this.logger.warn({ inFlight: this.server.inFlight() }, 'stop timeout: cancelling in-flight work');
       // Calls fail with UNAVAILABLE; durable deliveries are nacked and come back later.
       this.deadlines.expireAll(
-        new ParleyError('UNAVAILABLE', `node ${this.id} stopped before the work finished`),
+        new ParleyError('UNAVAILABLE', `node ${this.id} stopped before the work finished`, {
+          // Read by durable consumers: the message goes back without spending an attempt.
+          details: { stopping: true },
+        }),
       );
       await consumersClosed;
     }

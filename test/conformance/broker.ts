@@ -397,6 +397,51 @@ export function brokerConformance(harness: BrokerHarness): void {
       assert.deepEqual(await b.deadLetters.list({ topic }), []);
     });
 
+    test('extendLease refuses what is no lease (NaN, Infinity, 0, past the maximum) with INVALID_ARGUMENT', async () => {
+      const b = await broker();
+      const topic = fresh('badlease');
+      const refused: string[] = [];
+      await consume(b, { topic, group: 'g' }, async (d) => {
+        for (const ms of [
+          Number.NaN,
+          Number.POSITIVE_INFINITY,
+          0,
+          -5,
+          2 ** 31,
+          undefined as unknown as number,
+        ]) {
+          try {
+            await d.extendLease(ms);
+            refused.push(`taken:${ms}`);
+          } catch (error) {
+            refused.push(error instanceof ParleyError ? error.code : String(error));
+          }
+        }
+      });
+      await b.publish(envelope(topic, 'x'));
+      await until(harness, () => refused.length >= 6, 'the extends');
+      assert.deepEqual(refused, Array(6).fill('INVALID_ARGUMENT'));
+    });
+
+    test('a consumer closed twice while its handler runs: both closes end when the handler does', async () => {
+      const b = await broker();
+      const topic = fresh('close2');
+      let release: () => void = () => undefined;
+      let started = false;
+      const c = await b.subscribe({ topic, group: 'g' }, async () => {
+        started = true;
+        await new Promise<void>((r) => (release = r));
+      });
+      await b.publish(envelope(topic, 'x'));
+      await until(harness, () => started, 'the delivery');
+      let ended = 0;
+      const first = c.close().then(() => void ended++);
+      const second = c.close().then(() => void ended++);
+      release();
+      await until(harness, () => ended === 2, 'both closes');
+      await Promise.all([first, second]);
+    });
+
     test('a non-retryable error goes to dead-letter at once; a plain throw is retried', async () => {
       const b = await broker();
       const topic = fresh('permanent');

@@ -12,6 +12,7 @@
  * Leases, rebalances and commits: `rebalance.ts`.
  */
 import type { ConsumerHandler, ConsumerSpec, Delivery } from '../../broker/broker.ts';
+import { checkLease } from '../../broker/check.ts';
 import {
   badBody,
   deferOf,
@@ -326,6 +327,8 @@ export class KafkaGroupConsumer {
       envelope: entry.envelope,
       attempt: entry.attempt,
       extendLease: async (ms: number) => {
+        // A timer takes NaN, and more than 2^31 − 1 ms, as 1 ms: the lease would end at once.
+        checkLease(ms);
         if (entry.run !== token)
           throw new ParleyError('FAILED_PRECONDITION', 'the lease was lost: the message was handed on');
         if (entry.lease !== undefined) clearTimeout(entry.lease);

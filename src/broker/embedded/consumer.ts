@@ -10,6 +10,7 @@ import { ParleyError } from '../../errors.ts';
 import { type Backoff, backoffDelay, DEFAULT_BACKOFF } from '../../resilience/backoff.ts';
 import type { Clock, TimerHandle } from '../../runtime/clock.ts';
 import type { ConsumerHandler, ConsumerSpec } from '../broker.ts';
+import { checkLease } from '../check.ts';
 import { badBody, deferOf, failure, permanent, runHandler } from '../outcome.ts';
 import type { Leased, SettleOp, Store } from './store.ts';
 
@@ -37,6 +38,7 @@ export class EmbeddedConsumer {
   private due: number | undefined;
   private timer: TimerHandle | undefined;
   private drained: (() => void) | undefined;
+  private closing: Promise<void> | undefined;
 
   constructor(
     private readonly broker: ConsumerHost,
@@ -112,6 +114,9 @@ export class EmbeddedConsumer {
       envelope,
       attempt,
       extendLease: async (ms: number) => {
+        // Until 2026-12-03 NaN or Infinity was taken: stored as NULL or inf, the lease never ended,
+        // and the message (and its key) waited for good if its consumer went away.
+        checkLease(ms);
         if (
           !this.broker.store.extendLease(
             this.group,
@@ -156,9 +161,13 @@ export class EmbeddedConsumer {
     this.wake();
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
     this.closed = true;
     this.timer?.cancel();
-    if (this.inflight > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+    // One wait, shared by every close: the broker's close closes its consumers again, and until
+    // 2026-12-03 each close replaced the waiter of the one before, which then never resolved.
+    this.closing ??=
+      this.inflight > 0 ? new Promise<void>((resolve) => (this.drained = resolve)) : Promise.resolve();
+    return this.closing;
   }
 }
