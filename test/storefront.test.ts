@@ -163,6 +163,50 @@ describe('the storefront page', { timeout: 90_000 }, () => {
     });
   });
 
+  it('a change of name while the last customer’s orders are being fetched lists none of them under the new name', async (t) => {
+    const Fastify = (await import('fastify')).default;
+    const app = Fastify({ logger: false });
+    t.after(() => app.close());
+    registerStorefront(app, { root: 'examples/shop/web' });
+    app.get('/api/products', async () => ({ products: PRODUCTS }));
+    // Alice's order is answered only when the test says so, after the name has changed.
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((r) => (release = r));
+    let answered = 0;
+    app.get('/api/orders/:id', async (request) => {
+      await held;
+      answered++;
+      const id = (request.params as { id: string }).id;
+      return { id, customer: 'alice', status: 'CONFIRMED', total: 1999, reason: null };
+    });
+    app.get('/events', (_request, reply) => {
+      reply.hijack();
+      reply.raw.writeHead(200, { 'content-type': 'text/event-stream' });
+      reply.raw.write('retry: 1000\n\n');
+      t.after(() => reply.raw.destroy());
+    });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+    await withBrowser(t, async (browser) => {
+      const page = await browser.newPage();
+      page.setDefaultTimeout(10_000);
+      await page.goto(`${base}/`);
+      await page.evaluate(() => localStorage.setItem('parley-shop-orders:alice', '["order-alice-0001"]'));
+      await page.fill('#customer', 'alice');
+      await page.dispatchEvent('#customer', 'change');
+      await page.locator('#orders li[data-order-id="order-alice-0001"]').waitFor();
+      await page.fill('#customer', 'bob');
+      await page.dispatchEvent('#customer', 'change');
+      assert.equal(await page.locator('#orders li').count(), 0);
+      release();
+      await waitFor(() => answered > 0, 5000, "alice's order answered");
+      // Until 2026-12-03 the answer landed in bob's list as soon as it arrived.
+      await page.waitForTimeout(300);
+      assert.equal(await page.locator('#orders li').count(), 0, "bob's list stays empty");
+      await page.close();
+    });
+  });
+
   it('serves exactly its three files; nothing else in the folder, no path from the URL', async (t) => {
     const f = await startPush(t, {}, (app) => registerStorefront(app, { root: 'examples/shop/web' }));
     const index = await fetch(`${f.base}/`);

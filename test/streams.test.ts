@@ -438,3 +438,103 @@ describe('streams: a peer that answers with something that is no page', () => {
     });
   }
 });
+
+describe('streams: a remote input stream from a slow source', () => {
+  const sink = defineContract({
+    name: 'sink',
+    version: '1.0.0',
+    actions: {
+      sum: {
+        input: z.object({ n: z.number() }),
+        output: z.object({ total: z.number(), count: z.number() }),
+        stream: 'input',
+        idempotent: true,
+      },
+    },
+  });
+  const sinkService = (seen: number[]) =>
+    implement(sink, {
+      actions: {
+        sum: async (chunks) => {
+          let total = 0;
+          let count = 0;
+          for await (const { n } of chunks) {
+            seen.push(n);
+            total += n;
+            count++;
+          }
+          return { total, count };
+        },
+      },
+    });
+
+  it('chunks leave as they come, and a quiet source keeps its session past the idle timeout (fake clock)', async () => {
+    const clock = createFakeClock();
+    const net = createMemoryNetwork({ clock });
+    const seen: number[] = [];
+    const server = testNode({ clock, transport: net.transport(), services: [sinkService(seen)] });
+    const caller = testNode({ clock, transport: net.transport() });
+    await server.start();
+    await caller.start();
+    const pause = (ms: number) => new Promise<void>((r) => clock.setTimeout(r, ms));
+    async function* slow() {
+      for (let i = 1; i <= 40; i++) {
+        // One a second, and a minute of nothing in the middle: twice the callee's idle timeout.
+        await pause(i === 20 ? 60_000 : 1000);
+        yield { n: i };
+      }
+    }
+    let outcome: unknown;
+    const call = caller
+      .client(sink)
+      .sum(slow(), { timeout: 600_000 })
+      .then(
+        (v) => (outcome = v),
+        (e) => (outcome = e),
+      );
+    let seenAtTen = 0;
+    for (let i = 0; i < 40_000 && outcome === undefined; i++) {
+      await clock.tick(5);
+      if (i === 2100) seenAtTen = seen.length;
+    }
+    await call;
+    assert.deepEqual(outcome, { total: 820, count: 40 });
+    // At 10.5 s the handler had the chunks of the first 10 seconds, not waiting for a full page.
+    assert.ok(seenAtTen >= 9 && seenAtTen <= 11, `handled ${seenAtTen} by 10.5 s`);
+    const stopping = [caller.stop(), server.stop()];
+    await clock.tick(60_000);
+    await Promise.all(stopping);
+  });
+
+  it('an idempotent input stream whose instance is lost is not sent half read to another: it fails', async () => {
+    const net = createMemoryNetwork();
+    const seen: Record<string, number[]> = { s1: [], s2: [] };
+    const s1 = testNode({
+      id: 's1',
+      transport: net.transport(),
+      services: [sinkService(seen.s1 as number[])],
+    });
+    const s2 = testNode({
+      id: 's2',
+      transport: net.transport(),
+      services: [sinkService(seen.s2 as number[])],
+    });
+    const caller = testNode({ transport: net.transport() });
+    after(() => Promise.allSettled([caller.stop(), s1.stop(), s2.stop()]));
+    for (const n of [s1, s2, caller]) await n.start();
+    await waitFor(() => caller.registry.endpoints('sink').length === 2, 5000, 'both instances');
+    async function* source() {
+      for (let n = 1; n <= 200; n++) {
+        if (n === 100) {
+          await waitFor(() => (seen.s1?.length ?? 0) + (seen.s2?.length ?? 0) > 0, 5000, 'a first page');
+          net.crash((seen.s1?.length ?? 0) > 0 ? 's1' : 's2');
+        }
+        yield { n };
+      }
+    }
+    // Until 2026-12-03 it failed over and answered { total: 11844, count: 72 } as if complete.
+    await assert.rejects(caller.client(sink).sum(source(), { timeout: 10_000 }), (e: unknown) => {
+      return e instanceof ParleyError && e.code === 'UNAVAILABLE';
+    });
+  });
+});

@@ -255,13 +255,9 @@ class NodeImpl implements ParleyNode, ContextRuntime {
     timer?.cancel();
     if (outcome === 'timeout') {
       this.logger.warn({ inFlight: this.server.inFlight() }, 'stop timeout: cancelling in-flight work');
-      // Calls fail with UNAVAILABLE; durable deliveries are nacked and come back later.
-      this.deadlines.expireAll(
-        new ParleyError('UNAVAILABLE', `node ${this.id} stopped before the work finished`, {
-          // Read by durable consumers: the message goes back without spending an attempt.
-          details: { stopping: true },
-        }),
-      );
+      // Calls fail with UNAVAILABLE; durable deliveries go back, attempt unspent (`stopping`).
+      const stopped = `node ${this.id} stopped before the work finished`;
+      this.deadlines.expireAll(new ParleyError('UNAVAILABLE', stopped, { details: { stopping: true } }));
       await consumersClosed;
     }
     // Notifications made in this turn leave before the transport closes.
@@ -391,8 +387,11 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       permit = p;
     }
     // Failover: when the instance is lost mid-call and running the call twice is safe
-    // (idempotent, or an idempotency key), another instance gets it, while time is left.
-    const failover = endpoints.length > 1 && (call.idempotent || call.options.idempotencyKey !== undefined);
+    // (idempotent, or an idempotency key), another instance gets it, while time is left. Not an
+    // input stream (its source cannot be read again; until 2026-12-03 the next instance got the
+    // rest of it and answered for 72 chunks of 200 as if for all).
+    const safe = call.idempotent || call.options.idempotencyKey !== undefined;
+    const failover = endpoints.length > 1 && call.stream !== 'input' && safe;
     // The common remote call settles its permit and hands its failure over where its reply is
     // decoded: no promise is added for either.
     if (!failover && !endpoint.local && call.stream === undefined) {

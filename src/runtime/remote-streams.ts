@@ -7,7 +7,12 @@
 import { ParleyError } from '../errors.ts';
 import type { OutboundCall } from './pipeline.ts';
 import { callRemote, type RemoteDeps } from './remote.ts';
-import { iteratorOf, LONG_POLL, PAGE, type Page, sizeOf } from './streams.ts';
+import { IDLE_TIMEOUT, iteratorOf, LONG_POLL, PAGE, type Page, sizeOf } from './streams.ts';
+
+/** How long chunks an input stream has gathered wait for more before they leave, ms. */
+const FLUSH_MS = 20;
+/** How long an input stream with no chunk waits before an empty push keeps its session, ms. */
+const KEEPALIVE_MS = IDLE_TIMEOUT / 3;
 
 /** How long one pull or push may take on the wire, beyond the server's long poll. */
 const OP_TIMEOUT = LONG_POLL + 10_000;
@@ -163,6 +168,17 @@ export async function callRemoteInput(
   const budget = Math.floor(deps.transport.maxPayload / 2);
   let carried: unknown[] = [];
   let carriedBytes = 0;
+  // A chunk asked of the source and not given yet: it may come after the page it was asked for
+  // has left.
+  let asked: Promise<IteratorResult<unknown>> | undefined;
+  // Resolves when the page should leave however full it is; one timer a page, two at most.
+  let due: { at: Promise<undefined>; timer: { cancel(): void } } | undefined;
+  const dueIn = (ms: number) => {
+    due?.timer.cancel();
+    let fire: (value: undefined) => void = () => undefined;
+    const at = new Promise<undefined>((resolve) => (fire = resolve));
+    due = { at, timer: deps.clock.setTimeout(() => fire(undefined), ms) };
+  };
   try {
     for (;;) {
       const chunks = carried;
@@ -170,12 +186,21 @@ export async function callRemoteInput(
       carried = [];
       carriedBytes = 0;
       let end = false;
+      // A page leaves when full, at the source's end, or when the source is slow: FLUSH_MS after
+      // its first chunk, or after KEEPALIVE_MS with none (an empty push keeps the callee's session
+      // open). Until 2026-12-03 a page waited to be full: a source slower than 64 chunks in the
+      // callee's idle timeout (30 s) had its stream cancelled as idle, no chunk handled.
+      dueIn(chunks.length > 0 ? FLUSH_MS : KEEPALIVE_MS);
       while (chunks.length < PAGE) {
-        const r = await iterator.next();
+        asked ??= iterator.next();
+        const r = await Promise.race([asked, (due as { at: Promise<undefined> }).at]);
+        if (r === undefined) break;
+        asked = undefined;
         if (r.done) {
           end = true;
           break;
         }
+        if (chunks.length === 0) dueIn(FLUSH_MS);
         const size = sizeOf(r.value);
         if (size > budget) {
           throw new ParleyError(
@@ -194,6 +219,7 @@ export async function callRemoteInput(
         chunks.push(r.value);
         bytes += size;
       }
+      due?.timer.cancel();
       const page = await op(deps, target, call, 'push', { session, chunks, end });
       if (page.done) {
         // The handler is finished (maybe before reading everything): stop the source.
@@ -204,6 +230,7 @@ export async function callRemoteInput(
         throw new ParleyError('INTERNAL', 'the stream ended but the server did not answer with a result');
     }
   } catch (error) {
+    due?.timer.cancel();
     const e = ParleyError.from(error);
     // The source failed, or the server refused: the server's side of the session ends too.
     await op(deps, target, call, 'cancel', { session }).catch(() => undefined);

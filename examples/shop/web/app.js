@@ -128,13 +128,17 @@
     $('place').disabled = true;
     try {
       // One key per order: sent again, the same request places nothing new (see README, gateway).
+      const customer = state.customer;
       const order = await api('/api/orders', {
         method: 'POST',
         headers: { 'idempotency-key': crypto.randomUUID() },
-        body: JSON.stringify({ customer: state.customer, card: $('card').value.trim(), lines }),
+        body: JSON.stringify({ customer, card: $('card').value.trim(), lines }),
       });
-      remember(order.id);
-      update(order.id, { status: order.status, total: order.total, reason: order.reason });
+      remember(order.id, customer);
+      // The name may have changed while the order was placed: it is listed under its own customer.
+      if (state.customer === customer) {
+        update(order.id, { status: order.status, total: order.total, reason: order.reason });
+      }
       state.cart.clear();
     } catch (error) {
       showError(error.message);
@@ -145,19 +149,19 @@
 
   // Orders, kept per customer in this browser
 
-  const storageKey = () => `parley-shop-orders:${state.customer}`;
+  const storageKey = (customer = state.customer) => `parley-shop-orders:${customer}`;
 
-  function rememberedIds() {
+  function rememberedIds(customer = state.customer) {
     try {
-      return JSON.parse(localStorage.getItem(storageKey()) ?? '[]');
+      return JSON.parse(localStorage.getItem(storageKey(customer)) ?? '[]');
     } catch {
       return [];
     }
   }
 
-  function remember(id) {
-    const ids = rememberedIds().filter((x) => x !== id);
-    localStorage.setItem(storageKey(), JSON.stringify([id, ...ids].slice(0, 50)));
+  function remember(id, customer = state.customer) {
+    const ids = rememberedIds(customer).filter((x) => x !== id);
+    localStorage.setItem(storageKey(customer), JSON.stringify([id, ...ids].slice(0, 50)));
   }
 
   /** Applies what we learnt about an order; a status (with its reason and text) only moves forward. */
@@ -175,8 +179,12 @@
   }
 
   async function refetch(id) {
+    // An answer for the customer before a change of name is dropped: until 2026-12-03 it was put
+    // in the new customer's list.
+    const customer = state.customer;
     try {
       const order = await api(`/api/orders/${encodeURIComponent(id)}`);
+      if (state.customer !== customer) return;
       update(id, { status: order.status, total: order.total, reason: order.reason });
     } catch {
       // Unknown here (another shop's data, or gone): the stream will tell us if it moves.
