@@ -191,7 +191,7 @@ describe('the storefront page', { timeout: 90_000 }, () => {
       const page = await browser.newPage();
       page.setDefaultTimeout(10_000);
       await page.goto(`${base}/`);
-      await page.evaluate(() => localStorage.setItem('parley-shop-orders:alice', '["order-alice-0001"]'));
+      await page.evaluate(`localStorage.setItem('parley-shop-orders:alice', '["order-alice-0001"]')`);
       await page.fill('#customer', 'alice');
       await page.dispatchEvent('#customer', 'change');
       await page.locator('#orders li[data-order-id="order-alice-0001"]').waitFor();
