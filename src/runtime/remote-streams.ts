@@ -192,12 +192,8 @@ export async function callRemoteInput(
       // callee's idle timeout (30 s) had its stream cancelled as idle, no chunk handled.
       dueIn(chunks.length > 0 ? FLUSH_MS : KEEPALIVE_MS);
       while (chunks.length < PAGE) {
-        if (asked === undefined) {
-          asked = iterator.next();
-          // Handled here even if the stream is left while it waits (a refused push): a source that
-          // fails later must not become an unhandled rejection. The race below still sees it.
-          asked.catch(() => undefined);
-        }
+        // A read left waiting when the stream ends is handled all the same: the race subscribed.
+        asked ??= iterator.next();
         const r = await Promise.race([asked, (due as { at: Promise<undefined> }).at]);
         if (r === undefined) break;
         asked = undefined;
