@@ -47,6 +47,8 @@ export interface RemoteBrokerOptions {
   log?: (message: string) => void;
   /** How long a connection waits for the hub's welcome, ms. Default 10 000. */
   welcomeTimeout?: number;
+  /** Draws the reconnect backoff's jitter (0 ≤ x < 1). Default Math.random; tests fix it. */
+  random?: () => number;
 }
 
 interface Call {
@@ -209,7 +211,7 @@ class RemoteBroker implements Broker {
   private scheduleReconnect(): void {
     this.attempt++;
     if (this.attempt === 1) this.log(`lost the hub's broker at ${this.url}: reconnecting`);
-    const delay = backoffDelay({ initial: 100, max: 5000, multiplier: 2 }, this.attempt);
+    const delay = backoffDelay({ initial: 100, max: 5000, multiplier: 2 }, this.attempt, this.options.random);
     this.reconnectTimer = setTimeout(() => {
       if (this.closed) return;
       this.connect().then(
