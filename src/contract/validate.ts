@@ -17,13 +17,32 @@ export interface FieldViolation {
 export function validate<S extends Schema>(schema: S, value: unknown, what: string): z.output<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data as z.output<S>;
-  const violations: FieldViolation[] = result.error.issues.map((issue) => ({
+  const violations = violationsOf(result.error);
+  throw new ParleyError('INVALID_ARGUMENT', `${what} is invalid at ${whereOf(violations)}`, {
+    details: { violations },
+  });
+}
+
+/**
+ * An action's output parsed by its schema (unknown keys stripped). One the schema refuses is the
+ * service's bug, not the caller's: INTERNAL, naming the fields for the log (clients of the gateway
+ * see INTERNAL opaque).
+ */
+export function validOutput<S extends Schema>(schema: S, value: unknown, what: string): z.output<S> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data as z.output<S>;
+  throw new ParleyError(
+    'INTERNAL',
+    `${what} returned an invalid output at ${whereOf(violationsOf(result.error))}`,
+  );
+}
+
+function violationsOf(error: z.ZodError): FieldViolation[] {
+  return error.issues.map((issue) => ({
     path: issue.path.map(String).join('.'),
     message: issue.message,
     code: issue.code,
   }));
-  const where = violations.map((v) => v.path || '(root)').join(', ');
-  throw new ParleyError('INVALID_ARGUMENT', `${what} is invalid at ${where}`, {
-    details: { violations },
-  });
 }
+
+const whereOf = (violations: FieldViolation[]) => violations.map((v) => v.path || '(root)').join(', ');

@@ -8,11 +8,13 @@
 import { Readable } from 'node:stream';
 import type { FastifyReply } from 'fastify';
 import type { ActionDef, AnyContract } from '../contract/contract.ts';
-import { validate } from '../contract/validate.ts';
+import { validate, validOutput } from '../contract/validate.ts';
 import { ParleyError } from '../errors.ts';
 import type { CallOptions } from '../runtime/context.ts';
 import type { ParleyNode } from '../runtime/node.ts';
 import type { Principal } from '../runtime/principal.ts';
+import { isThenable } from '../runtime/serve.ts';
+import { checked } from '../runtime/streams.ts';
 import { toProblem } from './problem.ts';
 
 export const NDJSON = 'application/x-ndjson';
@@ -22,6 +24,8 @@ type UntypedClient = Record<string, (input: unknown, options?: CallOptions) => u
 /** Calls actions by name; one client per contract, made on first use. */
 export class Invoker {
   private readonly clients = new Map<string, UntypedClient>();
+  /** Per action: its input's name in errors, and what parses its output on the way back. */
+  private readonly names = new Map<ActionDef, { input: string; parse: (output: unknown) => unknown }>();
 
   constructor(
     private readonly node: ParleyNode,
@@ -47,7 +51,17 @@ export class Invoker {
     idempotencyKey?: string | undefined;
   }): unknown {
     const { contract, action, def } = init;
-    if (def.stream !== 'input') validate(def.input, init.input, `input of ${contract.name}.${action}`);
+    let names = this.names.get(def);
+    if (names === undefined) {
+      // Made once per action: these strings were built again for every request.
+      const what = `${contract.name}.${action}`;
+      names = {
+        input: `input of ${what}`,
+        parse: (output: unknown) => validOutput(def.output, output, what),
+      };
+      this.names.set(def, names);
+    }
+    if (def.stream !== 'input') validate(def.input, init.input, names.input);
     let client = this.clients.get(contract.name);
     if (client === undefined) {
       // The untyped path: the action name comes from the route table, checked against the contract.
@@ -61,52 +75,13 @@ export class Invoker {
     if (init.principal !== undefined) options.principal = init.principal;
     if (init.idempotencyKey !== undefined) options.idempotencyKey = init.idempotencyKey;
     const result = method(init.input, options);
-    const parse = (output: unknown) => parseOutput(def, output, contract.name, action);
-    if (def.stream === 'output') return parsedChunks(result as AsyncIterable<unknown>, parse);
+    // What the client is sent is what the output schema (and so the OpenAPI document) describes:
+    // until 2026-12-03 the handler's value went out as it was, and a handler returning a stored
+    // row sent its other columns (a password hash) too, since nodes do not check outputs by default.
+    const parse = names.parse;
+    if (def.stream === 'output') return checked(result as AsyncIterable<unknown>, parse);
     return isThenable(result) ? result.then(parse) : parse(result);
   }
-}
-
-/**
- * What the client is sent: the result parsed by the action's output schema, the schema the OpenAPI
- * document describes. Until 2026-12-03 the handler's value went out as it was, so a handler that
- * returned a stored row sent its other columns (a password hash) too: nodes do not check outputs
- * by default. Unknown keys are stripped; a result the schema refuses is INTERNAL (logged, opaque).
- */
-function parseOutput(def: ActionDef, output: unknown, service: string, action: string): unknown {
-  const parsed = def.output.safeParse(output);
-  if (parsed.success) return parsed.data;
-  const where = parsed.error.issues.map((i) => i.path.map(String).join('.') || '(root)').join(', ');
-  throw new ParleyError('INTERNAL', `${service}.${action} returned an invalid output at ${where}`);
-}
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return typeof (value as PromiseLike<unknown> | null)?.then === 'function';
-}
-
-/**
- * An output stream's chunks, each parsed as it is read. An iterator, not a generator: `return`
- * reaches the producer at once, even while a `next` is pending, so a client that goes away still
- * cancels it.
- */
-function parsedChunks(
-  source: AsyncIterable<unknown>,
-  parse: (chunk: unknown) => unknown,
-): AsyncIterable<unknown> {
-  return {
-    [Symbol.asyncIterator]() {
-      const iterator = source[Symbol.asyncIterator]();
-      return {
-        async next() {
-          const step = await iterator.next();
-          return step.done === true ? step : { done: false, value: parse(step.value) };
-        },
-        async return(value?: unknown) {
-          return (await iterator.return?.(value)) ?? { done: true, value };
-        },
-      };
-    },
-  };
 }
 
 /** An AbortSignal that fires when the client disconnects before the answer is complete. */

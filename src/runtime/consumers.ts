@@ -65,9 +65,7 @@ function pausedBy(error: unknown, now: number): unknown {
   if (error.details?.stopping === true) return putBack(error, 0);
   if (error.details?.circuit !== 'open') return error;
   const retryAt = typeof error.details.retryAt === 'number' ? error.details.retryAt : now + 1000;
-  return new ParleyError('UNAVAILABLE', `paused: ${error.message}`, {
-    details: { ...error.details, deferMs: Math.max(100, retryAt - now) },
-  });
+  return putBack(error, Math.max(100, retryAt - now), `paused: ${error.message}`);
 }
 
 /** How long a delivery a bulkhead had no room for waits before it is offered again. */
@@ -78,6 +76,6 @@ function heldBack(error: unknown): unknown {
 }
 
 /** `error` with `details.deferMs`: every broker puts the message back after `ms`, attempt unspent. */
-function putBack(error: ParleyError, ms: number): ParleyError {
-  return new ParleyError(error.code, error.message, { details: { ...error.details, deferMs: ms } });
+function putBack(error: ParleyError, ms: number, message = error.message): ParleyError {
+  return new ParleyError(error.code, message, { details: { ...error.details, deferMs: ms } });
 }

@@ -172,12 +172,13 @@ export async function callRemoteInput(
   // has left.
   let asked: Promise<IteratorResult<unknown>> | undefined;
   // Resolves when the page should leave however full it is; one timer a page, two at most.
-  let due: { at: Promise<undefined>; timer: { cancel(): void } } | undefined;
+  let due: Promise<undefined> = Promise.resolve(undefined);
+  let timer: { cancel(): void } | undefined;
   const dueIn = (ms: number) => {
-    due?.timer.cancel();
-    let fire: (value: undefined) => void = () => undefined;
-    const at = new Promise<undefined>((resolve) => (fire = resolve));
-    due = { at, timer: deps.clock.setTimeout(() => fire(undefined), ms) };
+    timer?.cancel();
+    due = new Promise<undefined>((resolve) => {
+      timer = deps.clock.setTimeout(() => resolve(undefined), ms);
+    });
   };
   try {
     for (;;) {
@@ -194,7 +195,7 @@ export async function callRemoteInput(
       while (chunks.length < PAGE) {
         // A read left waiting when the stream ends is handled all the same: the race subscribed.
         asked ??= iterator.next();
-        const r = await Promise.race([asked, (due as { at: Promise<undefined> }).at]);
+        const r = await Promise.race([asked, due]);
         if (r === undefined) break;
         asked = undefined;
         if (r.done) {
@@ -220,7 +221,7 @@ export async function callRemoteInput(
         chunks.push(r.value);
         bytes += size;
       }
-      due?.timer.cancel();
+      timer?.cancel();
       const page = await op(deps, target, call, 'push', { session, chunks, end });
       if (page.done) {
         // The handler is finished (maybe before reading everything): stop the source.
@@ -231,7 +232,7 @@ export async function callRemoteInput(
         throw new ParleyError('INTERNAL', 'the stream ended but the server did not answer with a result');
     }
   } catch (error) {
-    due?.timer.cancel();
+    timer?.cancel();
     const e = ParleyError.from(error);
     // The source failed, or the server refused: the server's side of the session ends too.
     await op(deps, target, call, 'cancel', { session }).catch(() => undefined);

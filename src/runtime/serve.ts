@@ -10,7 +10,7 @@ import { type Codec, codecOfFrame } from '../codec/codec.ts';
 import { createJsonCodec } from '../codec/json.ts';
 import { createMsgpackCodec } from '../codec/msgpack.ts';
 import type { ActionDef, AnyContract } from '../contract/contract.ts';
-import { validate } from '../contract/validate.ts';
+import { validate, validOutput } from '../contract/validate.ts';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
 import type { RequestSignal } from '../transport/transport.ts';
@@ -98,11 +98,7 @@ export class Server {
       const what = `${contract.name}.${name}`;
       const inputWhat = `input of ${what}`; // built once, not per call
       const { validateInput, validateOutput } = this.deps;
-      const checkOutput = (output: unknown): unknown => {
-        const checked = def.output.safeParse(output);
-        if (!checked.success) throw new ParleyError('INTERNAL', `${what} returned an invalid output`);
-        return checked.data;
-      };
+      const checkOutput = (output: unknown): unknown => validOutput(def.output, output, what);
       // Returns the handler's value as is when the handler is synchronous: no promise, no timer.
       const unary: LocalAction['chain'] = (call) => {
         const input = validateInput ? validate(def.input, call.input, inputWhat) : call.input;
@@ -463,7 +459,7 @@ class Race extends Expiring {
 
 function noop(): void {}
 
-function isThenable(value: unknown): value is PromiseLike<unknown> {
+export function isThenable(value: unknown): value is PromiseLike<unknown> {
   return (
     value !== null &&
     (typeof value === 'object' || typeof value === 'function') &&

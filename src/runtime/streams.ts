@@ -146,12 +146,29 @@ export class ChunkQueue<T> implements AsyncIterable<T> {
   }
 }
 
-/** Maps each chunk of an iterable through `check` (validation), lazily. */
-export async function* checked<T>(
-  source: AsyncIterable<T> | Iterable<T>,
-  check: (chunk: T) => T,
-): AsyncGenerator<T> {
-  for await (const chunk of source) yield check(chunk);
+/**
+ * Maps each chunk of an iterable through `check` (validation), lazily. An iterator, not a
+ * generator: a generator waiting in `next` takes `return` only after that `next` settles, so a
+ * reader that went away (a gateway client) would not stop the producer until its next chunk.
+ */
+export function checked<T>(source: AsyncIterable<T> | Iterable<T>, check: (chunk: T) => T): AsyncIterable<T> {
+  return {
+    [Symbol.asyncIterator]() {
+      const iterator =
+        Symbol.asyncIterator in source
+          ? source[Symbol.asyncIterator]()
+          : (source as Iterable<T>)[Symbol.iterator]();
+      return {
+        async next() {
+          const step = await iterator.next();
+          return step.done === true ? step : { done: false, value: check(step.value) };
+        },
+        async return(value?: unknown) {
+          return (await iterator.return?.(value)) ?? { done: true, value: undefined };
+        },
+      };
+    },
+  };
 }
 
 interface OutputSession {
