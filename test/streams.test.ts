@@ -538,3 +538,35 @@ describe('streams: a remote input stream from a slow source', () => {
     });
   });
 });
+
+describe('streams: checked chunks', () => {
+  it('checks each chunk as it is read, and a return while a read waits reaches the source at once', async () => {
+    const { checked } = await import('../src/runtime/streams.ts');
+    let returned = false;
+    let answer: (step: IteratorResult<number>) => void = () => undefined;
+    const source: AsyncIterable<number> = {
+      [Symbol.asyncIterator]: () => ({
+        next: () => new Promise<IteratorResult<number>>((resolve) => (answer = resolve)),
+        return: async () => {
+          returned = true;
+          return { done: true, value: undefined };
+        },
+      }),
+    };
+    const iterator = checked(source, (n) => n * 2)[Symbol.asyncIterator]();
+    const first = iterator.next();
+    answer({ done: false, value: 21 });
+    assert.deepEqual(await first, { done: false, value: 42 });
+    const waiting = iterator.next();
+    // A generator would hold this return until the waiting read settles (a client gone for good).
+    await iterator.return?.();
+    assert.equal(returned, true);
+    answer({ done: true, value: undefined });
+    await waiting;
+    // Sync iterables are read too (a local call's input).
+    const sync = checked([1, 2], (n) => n + 1);
+    const seen: number[] = [];
+    for await (const n of sync) seen.push(n);
+    assert.deepEqual(seen, [2, 3]);
+  });
+});
