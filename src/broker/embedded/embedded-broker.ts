@@ -48,7 +48,11 @@ export interface EmbeddedBroker extends Broker {
   readonly history: BrokerHistory;
   /** Runs retention now; returns how many log entries were removed. */
   compact(): number;
-  /** Rows in the log, pending lists and dead-letter store (for tests and the dashboard). */
+  /**
+   * Rows in the log, pending lists and dead-letter store (for tests and the dashboard). Messages
+   * waiting behind an earlier message of their key stay in the log: `messages` counts them,
+   * `pending` does not.
+   */
   stats(): { messages: number; pending: number; dead: number };
 }
 

@@ -1,8 +1,10 @@
 /**
  * @module broker/embedded/statements
  * The embedded broker's schema and prepared statements. Pending rows have three states: ready
- * (due at `visible_at`), leased (to `lease_owner` until `lease_until`), waiting (behind an earlier
- * message with the same key).
+ * (due at `visible_at`), leased (to `lease_owner` until `lease_until`), waiting (a replayed dead
+ * letter behind an earlier message with the same key). Log entries a group's cursor passed while an
+ * earlier message of their key was pending wait in the log itself: `waiting_keys` holds, per group
+ * and key, the first of them, and the index on (topic, key, seq) finds the ones after it.
  */
 import type Database from 'better-sqlite3';
 
@@ -23,6 +25,7 @@ CREATE TABLE IF NOT EXISTS messages (
   available_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_topic ON messages (topic, seq);
+CREATE INDEX IF NOT EXISTS messages_key ON messages (topic, key, seq) WHERE key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS groups (
   grp TEXT NOT NULL,
   topic TEXT NOT NULL,
@@ -47,6 +50,15 @@ CREATE TABLE IF NOT EXISTS pending (
   PRIMARY KEY (grp, topic, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pending_key ON pending (grp, topic, key, seq) WHERE key IS NOT NULL;
+-- Per group and key: the first log entry (next_seq) that waits behind a pending message of the key.
+-- It and the key's later entries up to the group's cursor wait; none of them is in the pending list.
+CREATE TABLE IF NOT EXISTS waiting_keys (
+  grp TEXT NOT NULL,
+  topic TEXT NOT NULL,
+  key TEXT NOT NULL,
+  next_seq INTEGER NOT NULL,
+  PRIMARY KEY (grp, topic, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   grp TEXT NOT NULL,
@@ -100,7 +112,13 @@ export type Statements = Record<
   | 'pendingRow'
   | 'retry'
   | 'defer'
+  | 'firstWaiting'
   | 'promote'
+  | 'keyWait'
+  | 'addKeyWait'
+  | 'moveKeyWait'
+  | 'dropKeyWait'
+  | 'keyEntries'
   | 'extend'
   | 'insertDead'
   | 'deleteDead'
@@ -176,10 +194,23 @@ export function prepare(db: Db): Statements {
          attempts = max(0, attempts - 1)
        WHERE grp = ? AND topic = ? AND seq = ? AND lease_owner = ? AND state = ${LEASED}`,
     ),
-    promote: db.prepare(
-      `UPDATE pending SET state = ${READY}
-       WHERE grp = @grp AND topic = @topic AND seq = (
-         SELECT min(seq) FROM pending WHERE grp = @grp AND topic = @topic AND key = @key AND state = ${WAITING})`,
+    // By key: the group's other pending rows are not read (the planner would walk them all by seq).
+    firstWaiting: db
+      .prepare(
+        `SELECT min(seq) FROM pending INDEXED BY pending_key
+         WHERE grp = ? AND topic = ? AND key = ? AND state = ${WAITING}`,
+      )
+      .pluck(),
+    promote: db.prepare(`UPDATE pending SET state = ${READY} WHERE grp = ? AND topic = ? AND seq = ?`),
+    keyWait: db.prepare('SELECT next_seq FROM waiting_keys WHERE grp = ? AND topic = ? AND key = ?').pluck(),
+    addKeyWait: db.prepare(
+      'INSERT OR IGNORE INTO waiting_keys (grp, topic, key, next_seq) VALUES (?, ?, ?, ?)',
+    ),
+    moveKeyWait: db.prepare('UPDATE waiting_keys SET next_seq = ? WHERE grp = ? AND topic = ? AND key = ?'),
+    dropKeyWait: db.prepare('DELETE FROM waiting_keys WHERE grp = ? AND topic = ? AND key = ?'),
+    // The first two entries of a key from `seq` up to a cursor (messages_key: two index steps).
+    keyEntries: db.prepare(
+      'SELECT seq, available_at FROM messages WHERE topic = ? AND key = ? AND seq >= ? AND seq <= ? ORDER BY seq LIMIT 2',
     ),
     extend: db.prepare(
       `UPDATE pending SET lease_until = ? WHERE grp = ? AND topic = ? AND seq = ? AND lease_owner = ? AND state = ${LEASED}`,
@@ -191,11 +222,13 @@ export function prepare(db: Db): Statements {
     deleteDead: db.prepare('DELETE FROM dead_letters WHERE id = ?'),
     maxSeq: db.prepare('SELECT max(seq) AS m FROM messages'),
     // A log entry may go once every group of its topic has passed it (cursor) and holds nothing
-    // pending below it. Dead letters keep their own copy of the body.
+    // pending or waiting below it. Dead letters keep their own copy of the body.
     compact: db.prepare(
       `WITH low AS (
-         SELECT g.topic, min(min(g.cursor, coalesce(
-           (SELECT min(p.seq) - 1 FROM pending p WHERE p.grp = g.grp AND p.topic = g.topic), g.cursor))) AS water
+         SELECT g.topic, min(min(g.cursor,
+           coalesce((SELECT min(p.seq) - 1 FROM pending p WHERE p.grp = g.grp AND p.topic = g.topic), g.cursor),
+           coalesce((SELECT min(w.next_seq) - 1 FROM waiting_keys w WHERE w.grp = g.grp AND w.topic = g.topic),
+             g.cursor))) AS water
          FROM groups g GROUP BY g.topic)
        DELETE FROM messages WHERE seq IN (
          SELECT m.seq FROM messages m LEFT JOIN low ON low.topic = m.topic

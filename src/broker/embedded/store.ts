@@ -1,9 +1,11 @@
 /**
  * @module broker/embedded/store
  * The embedded broker's SQLite tables and statements. The log (`messages`) is written once per
- * message; each consumer group keeps a cursor into it per topic and a pending list (leased,
- * waiting to retry, or waiting behind an earlier message with the same key), like a stream's
- * pending-entries list. Every method is one transaction; several processes may share the file.
+ * message; each consumer group keeps a cursor into it per topic and a pending list (leased, or
+ * waiting to retry), like a stream's pending-entries list. Entries the cursor passed while an
+ * earlier message of their key was pending wait in the log, not in the pending list: the group
+ * keeps only the first of them per key (`waiting_keys`), so what a poll reads does not grow
+ * with a hot key's backlog. Every method is one transaction; several processes may share the file.
  */
 import { createRequire } from 'node:module';
 import type Database from 'better-sqlite3';
@@ -111,8 +113,10 @@ export class Store {
   /**
    * Leases up to `room` deliveries to `owner`: first pending rows that are due (retries, expired
    * leases, delayed messages whose time came), then new log entries past the group's cursor, which
-   * go straight into the pending list as leased (one write each). New entries that must wait (a
-   * delay, or an earlier message with the same key still pending) go in as waiting. One transaction.
+   * go straight into the pending list as leased (one write each). A new entry with a delay goes in
+   * as ready at its time. One whose key has an earlier message still pending stays in the log: only
+   * the first such entry of the key is recorded (`promote` finds the later ones by key), so what a
+   * poll reads and writes does not grow with the key's backlog. One transaction.
    */
   take(q: { grp: string; topic: string; owner: string; now: number; lease: number; room: number }): Leased[] {
     return this.db
@@ -143,12 +147,16 @@ export class Store {
         }[];
         if (fresh.length === 0) return out;
         const busy = new Set<string>();
+        const waits = new Set<string>();
         for (const m of fresh) {
           const keyTaken =
             m.key !== null && (busy.has(m.key) || this.s.keyBusy.get(grp, topic, m.key) !== undefined);
           if (m.key !== null) busy.add(m.key);
-          if (keyTaken) {
-            this.s.insertPending.run(grp, topic, m.seq, m.key, WAITING, m.available_at);
+          if (keyTaken && m.key !== null) {
+            // Waits in the log. The key's first waiting entry is kept (a later one leaves the
+            // earlier record as it is); the entries after it are found by key when it is its turn.
+            if (!waits.has(m.key)) this.s.addKeyWait.run(grp, topic, m.key, m.seq);
+            waits.add(m.key);
           } else if (m.available_at > now) {
             this.s.insertPending.run(grp, topic, m.seq, m.key, READY, m.available_at);
           } else {
@@ -223,9 +231,27 @@ export class Store {
     if (row.key !== null) this.promote(op.grp, op.topic, row.key);
   }
 
-  /** The next message waiting behind `key` becomes ready. */
+  /**
+   * The next message waiting behind `key` becomes ready: the lower of the key's first entry waiting
+   * in the log and a replayed dead letter waiting in the pending list.
+   */
   private promote(grp: string, topic: string, key: string): void {
-    this.s.promote.run({ grp, topic, key });
+    const parked = this.s.firstWaiting.get(grp, topic, key) as number | null;
+    const next = this.s.keyWait.get(grp, topic, key) as number | undefined;
+    if (next !== undefined && (parked === null || next < parked)) {
+      const cursor = (this.s.cursor.get(grp, topic) as { cursor: number } | undefined)?.cursor ?? 0;
+      const [head, after] = this.s.keyEntries.all(topic, key, next, cursor) as {
+        seq: number;
+        available_at: number;
+      }[];
+      if (after === undefined) this.s.dropKeyWait.run(grp, topic, key);
+      else this.s.moveKeyWait.run(after.seq, grp, topic, key);
+      if (head !== undefined) {
+        this.s.insertPendingOrIgnore.run(grp, topic, head.seq, key, READY, head.available_at);
+        return;
+      }
+    }
+    if (parked !== null) this.s.promote.run(grp, topic, parked);
   }
 
   extendLease(grp: string, topic: string, seq: number, owner: string, until: number): boolean {
