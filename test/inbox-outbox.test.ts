@@ -412,6 +412,36 @@ describe('outbox', () => {
     }
   });
 
+  it('rows of a transaction still open are not published: rolled back, never; committed, at the next flush', async () => {
+    const db = new Database(':memory:');
+    const outbox = createOutbox(db);
+    const published: string[] = [];
+    const broker = {
+      publish: async (e: { id: string }) => {
+        published.push(e.id);
+        return { id: e.id, duplicate: false };
+      },
+    } as unknown as Parameters<typeof outbox.flush>[0];
+    const event = (n: number) =>
+      createEnvelope({ source: '/t', type: 'order.placed', data: { id: `o${n}` } });
+    // A transaction begun by hand, open across an await (as a relay tick may come while it is).
+    const rolledBack = event(1);
+    db.exec('BEGIN');
+    outbox.write(rolledBack);
+    // Until 2026-12-03 this published the row, and the event existed though its transaction did not.
+    assert.equal(await outbox.flush(broker), 0);
+    db.exec('ROLLBACK');
+    assert.equal(await outbox.flush(broker), 0);
+    const committed = event(2);
+    db.exec('BEGIN');
+    outbox.write(committed);
+    assert.equal(await outbox.flush(broker), 0);
+    db.exec('COMMIT');
+    assert.equal(await outbox.flush(broker), 1);
+    assert.deepEqual(published, [committed.id]);
+    assert.equal(outbox.waiting(), 0);
+  });
+
   it('write checks what it is given as a publish would: a bad envelope or delay throws there', () => {
     const outbox = createOutbox(new Database(':memory:'));
     const env = createEnvelope({ source: '/test', type: 'order.placed', data: { id: 'o1' } });

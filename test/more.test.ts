@@ -232,6 +232,63 @@ describe('durable events through a node', () => {
     assert.deepEqual(await broker.deadLetters.list(), []);
   });
 
+  it('a node whose start fails at a refused subscription leaves none of its subscriptions consuming', async () => {
+    const broker = createEmbeddedBroker({ path: ':memory:' });
+    const handled: string[] = [];
+    const billing = calcService({}, [
+      subscribe(orders, 'order.placed', (o) => void handled.push(o.id), { group: 'billing' }),
+      subscribe(orders, 'order.placed', () => undefined, { group: 'audit', maxAttempts: 0 }),
+    ]);
+    const node = testNode({ broker, services: [billing] });
+    await assert.rejects(
+      node.start(),
+      (e: unknown) => e instanceof ParleyError && e.code === 'INVALID_ARGUMENT',
+    );
+    // The group exists (its consumer subscribed before the refusal): a message waits for it.
+    await broker.publish(createEnvelope({ source: '/t', type: 'order.placed', data: { id: 'o1' } }));
+    await new Promise((r) => setTimeout(r, 200));
+    // Until 2026-12-03 the first subscription stayed open and the failed node handled the message.
+    assert.deepEqual(handled, []);
+    // Left for a node that runs: the next consumer of the group gets it.
+    const later: string[] = [];
+    await broker.subscribe({ topic: 'order.placed', group: 'billing' }, async (d) => {
+      later.push(d.envelope.id);
+    });
+    await waitFor(() => later.length === 1, 5000, 'the message, for the next consumer');
+    await broker.close();
+  });
+
+  it('a durable handler given more time than the default lease keeps its message that long: it runs once', async () => {
+    const clock = createFakeClock();
+    const broker = createEmbeddedBroker({ path: ':memory:', clock });
+    let runs = 0;
+    let running = 0;
+    let most = 0;
+    const slow = calcService({}, [
+      subscribe(
+        orders,
+        'order.placed',
+        async () => {
+          runs++;
+          most = Math.max(most, ++running);
+          await new Promise<void>((r) => clock.setTimeout(r, 45_000));
+          running--;
+        },
+        { group: 'slow', timeout: 60_000 },
+      ),
+    ]);
+    const node = testNode({ clock, broker, services: [slow] });
+    nodes.push(node);
+    await node.start();
+    await node.publish(orders, 'order.placed', { id: 'o1' });
+    for (let i = 0; i < 600; i++) await clock.tick(100);
+    // Until 2026-12-03 the lease was the broker's 30 s whatever the timeout: at 30 s the message
+    // was leased again while its handler ran, and ran a second time alongside the first.
+    assert.equal(most, 1);
+    assert.equal(runs, 1);
+    assert.equal(broker.stats().pending, 0, 'acked');
+  });
+
   it('a node whose services subscribe durably needs a broker', () => {
     const svc = calcService({}, [subscribe(orders, 'order.placed', () => undefined)]);
     assert.throws(

@@ -34,14 +34,14 @@ export class BrokerRegistry {
       return createEmbeddedBroker(options.clock === undefined ? { path } : { path, clock: options.clock });
     });
     // `nats://host:port`: JetStream (the server runs with -js).
-    this.register('nats:', (url) => createNatsBroker({ url: String(url), ...prefixOf(String(url)) }));
+    this.register('nats:', (url) => createNatsBroker({ url: String(url), ...prefixOf(checkedUrl(url)) }));
     // `redis://host:port[/db]`: Streams and consumer groups.
-    this.register('redis:', (url) => createRedisBroker({ url: String(url), ...prefixOf(String(url)) }));
+    this.register('redis:', (url) => createRedisBroker({ url: String(url), ...prefixOf(checkedUrl(url)) }));
     // `amqp://user:pass@host:port/vhost`: RabbitMQ quorum queues.
-    this.register('amqp:', (url) => createAmqpBroker({ url: String(url), ...prefixOf(String(url)) }));
+    this.register('amqp:', (url) => createAmqpBroker({ url: String(url), ...prefixOf(checkedUrl(url)) }));
     // `mqtt://[user:pass@]host:port[?prefix=…&member=…]`: MQTT 5 shared subscriptions.
     this.register('mqtt:', (url) => {
-      const member = new URL(String(url)).searchParams.get('member');
+      const member = new URL(checkedUrl(url)).searchParams.get('member');
       return createMqttBroker({
         url: String(url).replace(/\?.*$/, ''),
         ...prefixOf(String(url)),
@@ -59,4 +59,20 @@ export class BrokerRegistry {
   async open(url: string, options: BrokerFactoryOptions = {}): Promise<Broker> {
     return this.schemes.lookup(url)(url, options);
   }
+}
+
+/**
+ * `url` as a string that parses as a URL, or INVALID_ARGUMENT, as a scheme no broker has is. Until
+ * 2026-12-03 a malformed `nats:`, `redis:`, `amqp:` or `mqtt:` URL (`redis://[::1`, a port over
+ * 65535) failed with the URL parser's TypeError, an unexpected INTERNAL error.
+ */
+function checkedUrl(url: URL | string): string {
+  const text = String(url);
+  // The URL itself is left out of the message: it may hold a password.
+  if (!URL.canParse(text))
+    throw new ParleyError(
+      'INVALID_ARGUMENT',
+      `not a valid ${text.slice(0, text.indexOf(':') + 1)} broker URL`,
+    );
+  return text;
 }

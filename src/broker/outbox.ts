@@ -35,7 +35,10 @@ export interface Outbox {
   inTransaction(): boolean;
   /** Writes one event. Synchronous; call inside the service's transaction. */
   write(envelope: Envelope, options?: BrokerPublishOptions): void;
-  /** Publishes what is waiting, oldest first; returns how many were published. */
+  /**
+   * Publishes what is waiting, oldest first; returns how many were published. Nothing while `db`
+   * is inside a transaction: what it wrote may yet roll back.
+   */
   flush(broker: Broker): Promise<number>;
   /**
    * Publishes waiting rows every `interval` ms until stopped. `log` hears of rejected rows and of
@@ -123,9 +126,14 @@ export function createOutbox(db: Database.Database, options: OutboxOptions = {})
   const flushOnce = async (broker: Broker): Promise<number> => {
     let published = 0;
     for (;;) {
+      // While `db` is inside a transaction (one begun by hand, open across an await), its rows may
+      // yet roll back: they wait for the next flush. Until 2026-12-03 the relay read and published
+      // them, and an event of a transaction that then rolled back was delivered all the same.
+      if (db.inTransaction) return published;
       const rows = batch.all() as Row[];
       if (rows.length === 0) return published;
       for (const row of rows) {
+        if (db.inTransaction) return published;
         try {
           const { envelope, options } = publishOf(row);
           await broker.publish(envelope, options);

@@ -3,11 +3,13 @@ import { describe, it } from 'node:test';
 import { createEnvelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
 import { LETTER_ROOM } from './check.ts';
+import { createEmbeddedBroker } from './embedded/embedded-broker.ts';
 import {
   failure,
   letterBodyRoom,
   MAX_LETTER_MESSAGE,
   replayable,
+  runHandler,
   storedLetter,
   UNDECODABLE,
   undecodableLetter,
@@ -140,5 +142,44 @@ describe('undecodableLetter', () => {
     // What the room lets through fits: base64 of it and LETTER_ROOM are within the limit.
     for (const limit of [1_000_000, 1024 * 1024, 268_435_460])
       assert.ok(Math.ceil(letterBodyRoom(limit) / 3) * 4 + LETTER_ROOM <= limit, String(limit));
+  });
+});
+
+describe('runHandler', () => {
+  it('a handler that throws, rejects or returns no promise settles as a promise all the same', async () => {
+    const boom = new Error('boom');
+    await assert.rejects(
+      runHandler(() => {
+        throw boom;
+      }, 1),
+      (e: unknown) => e === boom,
+    );
+    await assert.rejects(
+      runHandler(() => Promise.reject(boom), 1),
+      (e: unknown) => e === boom,
+    );
+    // Plain JavaScript: `(d) => { … }` returns nothing, and is done when it returns.
+    const plain = (() => undefined) as unknown as (d: number) => Promise<void>;
+    const settled = runHandler(plain, 1);
+    assert.ok(settled instanceof Promise);
+    await settled;
+  });
+
+  it('a broker consumer whose handler returns no promise acks its messages, and closes', async () => {
+    const broker = createEmbeddedBroker({ path: ':memory:' });
+    const got: unknown[] = [];
+    const plain = ((d: { envelope: { data: unknown } }) => {
+      got.push(d.envelope.data);
+    }) as unknown as Parameters<typeof broker.subscribe>[1];
+    const consumer = await broker.subscribe({ topic: 'orders.placed', group: 'g' }, plain);
+    await broker.publish(createEnvelope({ source: '/t', type: 'orders.placed', data: 1 }));
+    await broker.publish(createEnvelope({ source: '/t', type: 'orders.placed', data: 2 }));
+    for (let i = 0; i < 200 && (got.length < 2 || broker.stats().pending > 0); i++)
+      await new Promise((r) => setTimeout(r, 10));
+    // Until 2026-12-03 each delivery threw an uncaught TypeError, stayed pending, and close hung.
+    assert.deepEqual(got, [1, 2]);
+    assert.equal(broker.stats().pending, 0);
+    await consumer.close();
+    await broker.close();
   });
 });

@@ -56,10 +56,18 @@ export function badBody(e: ParleyError): ParleyError {
   return new ParleyError('INVALID_ARGUMENT', `stored message is not an envelope: ${e.message}`);
 }
 
-/** Runs a handler; one that throws instead of rejecting is a rejection all the same. */
+/**
+ * Runs a handler; one that throws instead of rejecting is a rejection all the same, and one that
+ * returns no promise (plain JavaScript, `(d) => { … }`) is done when it returns. Until 2026-12-03
+ * such a handler threw an uncaught TypeError (`.then` of undefined) in the broker's consumer: the
+ * process crashed, or, with the exception caught, its deliveries were never settled and the
+ * consumer's close never ended.
+ */
 export function runHandler<T>(handler: (delivery: T) => Promise<void>, delivery: T): Promise<void> {
   try {
-    return handler(delivery);
+    const result: unknown = handler(delivery);
+    // A promise is handed back as it is (`Promise.resolve` would return it too, one call more).
+    return result instanceof Promise ? result : (Promise.resolve(result) as Promise<void>);
   } catch (error) {
     return Promise.reject(error);
   }

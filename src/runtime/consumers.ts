@@ -5,10 +5,11 @@
  * handler stopped by an open circuit breaker puts its message back without spending an attempt.
  */
 import type { Broker, Consumer, Delivery } from '../broker/broker.ts';
+import { MAX_DELAY_MS } from '../broker/check.ts';
 import { ParleyError } from '../errors.ts';
 import type { Clock } from './clock.ts';
 import type { Server } from './serve.ts';
-import type { Service } from './service.ts';
+import type { Service, Subscription } from './service.ts';
 
 export async function subscribeDurable(
   broker: Broker,
@@ -17,40 +18,82 @@ export async function subscribeDurable(
   clock: Clock,
 ): Promise<Consumer[]> {
   const consumers: Consumer[] = [];
-  for (const sub of service.subscriptions) {
-    const { ephemeral, group, timeout: _timeout, bulkhead, ...rest } = sub.options;
-    if (ephemeral) continue;
-    const spec = { topic: sub.event, group: group ?? service.contract.name, ...rest };
-    const failed = (error: unknown): never => {
-      throw pausedBy(error, clock.now());
-    };
-    // One `then` a delivery (not `then` + `catch`); it resolves with whatever the handler
-    // returned: brokers only wait for it.
-    const run = (delivery: Delivery) =>
-      server
-        .runEventHandler(sub, delivery.envelope, service.contract.name, delivery)
-        .then(undefined, failed) as Promise<void>;
-    // A bulkhead shared by several consumers bounds their handlers together. A delivery it has no
-    // room for goes back to the broker for a while, attempt unspent: its handler never ran. Until
-    // 2026-12-03 the refusal counted as the handler failing, and with consumers leasing more than
-    // the bulkhead holds, messages were dead-lettered unhandled (8 of 10 in the review's case).
-    const bounded =
-      bulkhead === undefined
-        ? run
-        : (delivery: Delivery) => {
-            let ran = false;
-            return bulkhead
-              .run(() => {
-                ran = true;
-                return run(delivery);
-              })
-              .catch((error: unknown) => {
-                throw ran ? error : heldBack(error);
-              });
-          };
-    consumers.push(await broker.subscribe(spec, bounded));
+  try {
+    for (const sub of service.subscriptions) {
+      const consumer = await subscribeOne(broker, server, service, sub, clock);
+      if (consumer !== undefined) consumers.push(consumer);
+    }
+  } catch (error) {
+    // A subscription the broker refused fails the node's start: the ones made before it close
+    // too. Until 2026-12-03 they stayed subscribed, and a node that had failed to start went on
+    // handling (and acking) their messages.
+    await Promise.allSettled(consumers.map((c) => c.close()));
+    throw error;
   }
   return consumers;
+}
+
+/** The broker's default lease (`ConsumerSpec.lease`), ms. */
+const DEFAULT_LEASE_MS = 30_000;
+
+/** What a lease outlasts a handler's time budget by: room to settle the delivery once it ends. */
+const LEASE_MARGIN_MS = 5_000;
+
+/**
+ * The lease of a subscription that sets none: the broker's default, or longer when its handler
+ * may run longer (`timeout`). Until 2026-12-03 a handler given more time than 30 s had its
+ * message leased again while it ran, and ran twice at once.
+ */
+function leaseOf(lease: number | undefined, timeout: number | undefined): number | undefined {
+  if (lease !== undefined || typeof timeout !== 'number' || !(timeout + LEASE_MARGIN_MS > DEFAULT_LEASE_MS))
+    return lease;
+  return Math.min(timeout + LEASE_MARGIN_MS, MAX_DELAY_MS);
+}
+
+async function subscribeOne(
+  broker: Broker,
+  server: Server,
+  service: Service,
+  sub: Subscription,
+  clock: Clock,
+): Promise<Consumer | undefined> {
+  const { ephemeral, group, timeout, bulkhead, lease: given, ...rest } = sub.options;
+  if (ephemeral) return undefined;
+  const lease = leaseOf(given, timeout);
+  const spec = {
+    topic: sub.event,
+    group: group ?? service.contract.name,
+    ...rest,
+    ...(lease === undefined ? {} : { lease }),
+  };
+  const failed = (error: unknown): never => {
+    throw pausedBy(error, clock.now());
+  };
+  // One `then` a delivery (not `then` + `catch`); it resolves with whatever the handler
+  // returned: brokers only wait for it.
+  const run = (delivery: Delivery) =>
+    server
+      .runEventHandler(sub, delivery.envelope, service.contract.name, delivery)
+      .then(undefined, failed) as Promise<void>;
+  // A bulkhead shared by several consumers bounds their handlers together. A delivery it has no
+  // room for goes back to the broker for a while, attempt unspent: its handler never ran. Until
+  // 2026-12-03 the refusal counted as the handler failing, and with consumers leasing more than
+  // the bulkhead holds, messages were dead-lettered unhandled (8 of 10 in the review's case).
+  const bounded =
+    bulkhead === undefined
+      ? run
+      : (delivery: Delivery) => {
+          let ran = false;
+          return bulkhead
+            .run(() => {
+              ran = true;
+              return run(delivery);
+            })
+            .catch((error: unknown) => {
+              throw ran ? error : heldBack(error);
+            });
+        };
+  return broker.subscribe(spec, bounded);
 }
 
 /**
