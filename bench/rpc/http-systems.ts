@@ -59,6 +59,51 @@ export const fastify: RpcSystem = {
   connect: (port) => httpClient(port, '/add'),
 };
 
+/**
+ * A `node:http` server with no framework: what Node's HTTP stack costs alone. The body is read,
+ * parsed and checked by hand (as moleculer-web does on `node:http`) and the answer written with
+ * its length. `work` answers one parsed request.
+ */
+async function nodeHttpEdge(work: (req: Req) => unknown): Promise<{ port: number; close(): Promise<void> }> {
+  const { createServer } = await import('node:http');
+  const server = createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      const fail = (error: unknown) => {
+        response.writeHead(500, { 'content-type': 'text/plain' });
+        response.end(String(error));
+      };
+      try {
+        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Req;
+        if (typeof body.a !== 'number' || typeof body.b !== 'number' || typeof body.note !== 'string')
+          throw new Error('bad input');
+        Promise.resolve(work(body)).then((result) => {
+          const text = JSON.stringify(result);
+          response.writeHead(200, {
+            'content-type': 'application/json; charset=utf-8',
+            'content-length': Buffer.byteLength(text),
+          });
+          response.end(text);
+        }, fail);
+      } catch (error) {
+        fail(error);
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, HOST, resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** Not a product: Node's HTTP server doing the work in place, the floor under every edge here. */
+export const nodeHttp: RpcSystem = {
+  serve: () => nodeHttpEdge(({ a, b }) => ({ sum: a + b })),
+  connect: (port) => httpClient(port, '/add'),
+};
+
 /** A hub, a node serving `bench.add` and an edge node that sees it, over the TCP transport. */
 async function parleyPair() {
   const bench = await parleyBench();
@@ -118,6 +163,26 @@ export const fastifyToParley: RpcSystem = {
       port: (app.server.address() as { port: number }).port,
       close: async () => {
         await app.close();
+        await stop();
+      },
+    };
+  },
+  connect: (port) => httpClient(port, '/add'),
+};
+
+/**
+ * Not a product: that `node:http` server calling `bench.add` through a Parley client over the TCP
+ * transport, in the gateway row's layout: what an edge over the hop costs without Fastify.
+ */
+export const nodeHttpToParley: RpcSystem = {
+  async serve(): Promise<Served> {
+    const { contract, edge, stop } = await parleyPair();
+    const client = edge.client(contract);
+    const served = await nodeHttpEdge((req) => client.add(req));
+    return {
+      port: served.port,
+      close: async () => {
+        await served.close();
         await stop();
       },
     };

@@ -7,7 +7,14 @@
 import { once } from 'node:events';
 import { createConnection, createServer, type Socket } from 'node:net';
 
-import { fastify, fastifyToParley, moleculerWeb, parleyGateway } from './http-systems.ts';
+import {
+  fastify,
+  fastifyToParley,
+  moleculerWeb,
+  nodeHttp,
+  nodeHttpToParley,
+  parleyGateway,
+} from './http-systems.ts';
 import { moleculerBroker, tcpTransporter } from './moleculer.ts';
 import { addServer, parleyBench } from './parley-bench.ts';
 import type { Req, RpcSystem } from './types.ts';
@@ -532,6 +539,8 @@ export const rpcSystems: Record<string, RpcSystem> = {
   'parley gateway (tcp)': parleyGateway,
   'fastify → parley tcp': fastifyToParley,
   'moleculer-web': moleculerWeb,
+  'node:http': nodeHttp,
+  'node:http → parley tcp': nodeHttpToParley,
   'grpc-js': grpc,
   'moleculer tcp': moleculer('tcp'),
   'moleculer tcp + metrics': moleculer('tcp', true),
