@@ -4,12 +4,15 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { type AddressInfo, createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { createEmbeddedBroker, ParleyError, queryHub } from '../src/index.ts';
-import { tempDir } from './helpers.ts';
+import { type DevOptions, runDev, servicesUrl } from '../src/cli/dev.ts';
+import { startServices } from '../src/cli/start.ts';
+import { createEmbeddedBroker, createHub, defineServiceModule, ParleyError, queryHub } from '../src/index.ts';
+import { silent, tempDir } from './helpers.ts';
 
 const run = promisify(execFile);
 const dir = tempDir('cli');
@@ -194,5 +197,105 @@ describe('parley publish and dlq', () => {
     await again.close();
     assert.deepEqual(got, [{ n: 1 }]);
     assert.match((await parley('dlq', 'purge', '--all', '--broker', url)).stdout, /^purged 0$/m);
+  });
+});
+
+describe('blank and unusable URLs', () => {
+  it('a blank PARLEY_BROKER / PARLEY_TRANSPORT is unset: the tool asks the hub for its broker', async () => {
+    const broker = createEmbeddedBroker({ path: ':memory:' });
+    const hub = await createHub({ broker });
+    try {
+      // An empty line of an env file: read as the broker URL '' until 2026-12-03 ("no broker for ").
+      const { stdout, stderr } = await run(process.execPath, [...CLI, 'dlq', 'list', '--hub', hub.url], {
+        timeout: 30_000,
+        env: { ...process.env, PARLEY_BROKER: '', PARLEY_TOKEN: ' ' },
+      }).catch((error: { stdout?: string; stderr?: string }) => ({
+        stdout: error.stdout ?? '',
+        stderr: error.stderr ?? '',
+      }));
+      assert.equal(stderr, '');
+      assert.match(stdout, /^no dead letters$/m);
+    } finally {
+      await hub.close();
+      await broker.close();
+    }
+  });
+
+  it('parley dev refuses a transport, broker or metrics port its services cannot use, before it starts anything', async () => {
+    // A port of our own (taken from 0): no service could listen there.
+    const held = createServer().listen(0, '127.0.0.1');
+    await once(held, 'listening');
+    const refused: Partial<DevOptions>[] = [
+      { broker: 'bogus://x' },
+      { transport: 'memory:' },
+      { transport: 'parley://127.0.0.1' },
+      // One metrics port for seven processes: at best one up, the others restarted for ever.
+      { env: { PARLEY_METRICS_PORT: String((held.address() as AddressInfo).port) } },
+    ];
+    after(() => held.close());
+    for (const urls of refused) {
+      const lines: string[] = [];
+      // Until 2026-12-03 every service failed on it and was restarted, for ever.
+      let outcome: unknown;
+      try {
+        const dev = await runDev({
+          appDir: 'examples/shop',
+          port: 0,
+          dataDir: dir.file('dev-refused'),
+          print: (l) => void lines.push(l),
+          stopTimeout: 2000,
+          ...urls,
+        });
+        await dev.stop();
+      } catch (error) {
+        outcome = error;
+      }
+      assert.ok(outcome instanceof ParleyError, `${JSON.stringify(urls)}: refused`);
+      assert.equal(outcome.code, 'INVALID_ARGUMENT');
+      assert.deepEqual(lines, [], 'no hub, no service started');
+    }
+    assert.equal(servicesUrl('broker', '  '), undefined, 'blank is the hub');
+    assert.equal(servicesUrl('transport', 'nats://127.0.0.1:4222'), 'nats://127.0.0.1:4222');
+  });
+
+  it('startServices reads a blank PARLEY_BROKER as unset', async () => {
+    const saved = process.env.PARLEY_BROKER;
+    process.env.PARLEY_BROKER = '';
+    try {
+      const running = await startServices({
+        modules: [defineServiceModule({ name: 'idle', setup: () => ({ services: [] }) })],
+        transport: 'memory:',
+        dataDir: dir.file('blank-env'),
+        metrics: false,
+        tracing: false,
+        logger: silent,
+      });
+      await running.stop();
+    } finally {
+      if (saved === undefined) delete process.env.PARLEY_BROKER;
+      else process.env.PARLEY_BROKER = saved;
+    }
+  });
+});
+
+describe('startServices refusing a transport', () => {
+  it('closes what the modules and the broker opened', async () => {
+    let closed = 0;
+    const module = defineServiceModule({
+      name: 'owner',
+      setup: () => ({ services: [], close: () => void closed++ }),
+    });
+    const refused = await startServices({
+      modules: [module],
+      transport: 'bogus://x',
+      broker: `embedded:${dir.file('refused.db')}`,
+      dataDir: dir.file('refused'),
+      metrics: false,
+      tracing: false,
+      logger: silent,
+    }).catch((error: unknown) => error);
+    assert.ok(refused instanceof ParleyError && refused.code === 'INVALID_ARGUMENT', String(refused));
+    // Until 2026-12-03 they stayed open (a broker connection kept the process from ending).
+    assert.equal(closed, 1);
   });
 });

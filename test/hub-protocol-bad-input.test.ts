@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { type AddressInfo, createConnection, createServer, type Server, type Socket } from 'node:net';
 import { it } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
@@ -304,5 +305,159 @@ it('the hub drops broadcasts to a member that does not read, and sends them agai
     slow.destroy();
     fast.destroy();
     await hub.close();
+  }
+});
+
+/** The most `process.memoryUsage().arrayBuffers` grew past `base` while `ms` passed. */
+async function peakGrowth(base: number, ms: number): Promise<number> {
+  let peak = 0;
+  for (const end = Date.now() + ms; Date.now() < end; ) {
+    peak = Math.max(peak, process.memoryUsage().arrayBuffers - base);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return peak;
+}
+
+/** Sends `frames` on a connection to the hub that reads nothing, then reads: how many of `type` came back. */
+async function askWithoutReading(
+  port: number,
+  frames: Buffer[],
+  type: FrameType,
+  before?: Buffer,
+  whileUnread?: () => void,
+) {
+  const socket = createConnection({ host: '127.0.0.1', port });
+  socket.on('error', () => undefined);
+  await once(socket, 'connect');
+  let answers = 0;
+  const reader = new FrameReader(
+    1 << 20,
+    (f) => {
+      if (f.type === type) answers++;
+    },
+    () => undefined,
+  );
+  socket.on('data', (c: Buffer) => reader.push(c));
+  if (before !== undefined) {
+    socket.write(before);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  socket.pause();
+  const base = process.memoryUsage().arrayBuffers;
+  socket.write(Buffer.concat(frames));
+  const growth = await peakGrowth(base, 1500);
+  whileUnread?.();
+  socket.resume();
+  await waitFor(() => answers === frames.length, 20_000, `all ${frames.length} answers`);
+  socket.destroy();
+  return growth;
+}
+
+it('the hub stops reading a tool that asks for Members and does not take the answers, and goes on when it does', {
+  timeout: 60_000,
+}, async () => {
+  const hub = await createHub();
+  const member = createConnection({ host: '127.0.0.1', port: hub.port });
+  member.on('error', () => undefined);
+  member.resume();
+  try {
+    // A member whose info is large (legal): every Members answer carries it, 400 KB.
+    const actions = Array.from({ length: 4000 }, (_, i) => `action-${i}-${'x'.repeat(90)}`);
+    const info = {
+      id: 'big',
+      status: 'up',
+      codec: 'json',
+      services: [{ name: 's', version: '1', actions, notifications: [] }],
+    };
+    member.write(
+      encodeFrame(
+        FrameType.Hello,
+        0,
+        Buffer.from(JSON.stringify({ version: PROTOCOL_VERSION, address: '127.0.0.1:1', info })),
+      ),
+    );
+    await waitFor(() => hub.nodes().length === 1, 2000, 'the member');
+    // 300 asks (2.7 KB) for 120 MB of answers: until 2026-12-03 the hub queued them all.
+    const asks = Array.from({ length: 300 }, (_, i) =>
+      encodeFrame(FrameType.Members, i + 1, Buffer.alloc(0)),
+    );
+    const members = await askWithoutReading(hub.port, asks, FrameType.Members);
+    assert.ok(members < 60 << 20, `the hub held ${(members / 2 ** 20).toFixed(0)} MiB of Members answers`);
+  } finally {
+    member.destroy();
+    await hub.close();
+  }
+});
+
+it('the hub stops reading a broker client that calls and does not take the answers, and goes on when it does', {
+  timeout: 60_000,
+}, async () => {
+  const inner = createEmbeddedBroker({ path: ':memory:' });
+  const history = inner.history as NonNullable<typeof inner.history>;
+  let reads = 0;
+  // The same broker, counting the history reads the hub runs.
+  const broker = new Proxy(inner, {
+    get(target, key) {
+      if (key === 'history') {
+        return {
+          latest: (topic: string) => history.latest(topic),
+          read: (...args: Parameters<typeof history.read>) => {
+            reads++;
+            return history.read(...args);
+          },
+        };
+      }
+      const value: unknown = Reflect.get(target, key);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+  const hub = await createHub({ broker });
+  try {
+    await inner.publish(
+      createEnvelope({ source: '/t', type: 'big.thing', data: { blob: 'x'.repeat(400_000) } }),
+    );
+    // 300 history reads (25 KB) of a 400 KB event: until 2026-12-03 the hub ran them all and queued
+    // 120 MB of answers for a client that read none.
+    const read = Buffer.from(
+      JSON.stringify({ op: 'history.read', args: { topic: 'big.thing', after: '0' } }),
+    );
+    const calls = Array.from({ length: 300 }, (_, i) => encodeFrame(FrameType.BrokerCall, i + 1, read));
+    const hello = encodeFrame(
+      FrameType.Hello,
+      0,
+      Buffer.from(JSON.stringify({ version: PROTOCOL_VERSION, role: 'broker' })),
+    );
+    let ran = 0;
+    await askWithoutReading(hub.port, calls, FrameType.BrokerResult, hello, () => {
+      ran = reads;
+    });
+    assert.ok(ran < 100, `the hub ran ${ran} of 300 reads for a client that took no answer`);
+    assert.equal(reads, 300, 'and all of them once it read');
+  } finally {
+    await hub.close();
+    await inner.close();
+  }
+});
+
+it('a TLS hub closes with a client still in its handshake', async () => {
+  const pem = (name: string) => readFileSync(new URL(`fixtures/tls/${name}`, import.meta.url));
+  const hub = await createHub({ tls: { ca: pem('ca.pem'), cert: pem('node.pem'), key: pem('node.key') } });
+  const raw = createConnection({ host: '127.0.0.1', port: hub.port }); // plain TCP: no handshake
+  raw.on('error', () => undefined);
+  try {
+    await once(raw, 'connect');
+    await new Promise((r) => setTimeout(r, 100));
+    // Until 2026-12-03 `close()` waited for it: the TLS handshake timeout, 120 s.
+    let timer: NodeJS.Timeout | undefined;
+    const closed = await Promise.race([
+      hub.close().then(() => true),
+      new Promise<boolean>((r) => {
+        timer = setTimeout(() => r(false), 3000);
+      }),
+    ]);
+    clearTimeout(timer);
+    assert.ok(closed, 'hub.close() returned');
+  } finally {
+    raw.destroy();
   }
 });

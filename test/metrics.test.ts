@@ -467,4 +467,18 @@ describe('parley start with metrics', () => {
       );
     }
   });
+
+  it('refuses a blank PARLEY_METRICS_TOKEN, which no scrape could present', async () => {
+    // Until 2026-12-03 the endpoint came up and answered every scrape 401.
+    for (const blank of ['', ' ']) {
+      assert.throws(
+        () => metricsFromEnv({ PARLEY_METRICS_PORT: '0', PARLEY_METRICS_TOKEN: blank }),
+        (e: ParleyError) => e.code === 'INVALID_ARGUMENT' && e.message.includes('PARLEY_METRICS_TOKEN'),
+      );
+      await assert.rejects(
+        serveMetrics(metrics({ defaultMetrics: false }).registry, { port: 0, token: blank }),
+        (e: ParleyError) => e.code === 'INVALID_ARGUMENT',
+      );
+    }
+  });
 });

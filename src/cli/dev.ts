@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { ParleyError } from '../errors.ts';
 import { createHub, type Hub } from '../hub/hub.ts';
 import { backoffDelay } from '../resilience/backoff.ts';
+import { parseHubUrl } from '../transport/tcp/frames.ts';
 import type { ParleyTlsOptions } from '../transport/tcp/sockets.ts';
 
 export interface DevOptions {
@@ -70,6 +71,31 @@ export function serviceFiles(appDir: string): string[] {
   return files;
 }
 
+/** The schemes a `parley start` child opens (`TransportRegistry`, `brokerRegistry`). */
+const TRANSPORTS = ['parley:', 'nats:', 'redis:', 'amqp:', 'mqtt:'];
+const BROKERS = ['embedded:', 'parley:', 'nats:', 'redis:', 'amqp:', 'mqtt:', 'kafka:'];
+
+/**
+ * The services' transport or broker URL, checked before anything starts; blank is unset (the
+ * hub's). Until 2026-12-03 a URL no service could open (`--broker bogus://x`, or `PARLEY_BROKER=`
+ * set blank) reached every service, which failed on it and was restarted, for ever, and `dev`
+ * never said no. `memory:` is refused: each service is its own process, with its own memory.
+ */
+export function servicesUrl(what: 'transport' | 'broker', url: string | undefined): string | undefined {
+  const value = url?.trim();
+  if (value === undefined || value === '') return undefined;
+  const scheme = /^[a-z][a-z0-9+.-]*:/i.exec(value)?.[0]?.toLowerCase();
+  const known = what === 'transport' ? TRANSPORTS : BROKERS;
+  if (scheme === undefined || !known.includes(scheme)) {
+    throw new ParleyError(
+      'INVALID_ARGUMENT',
+      `no ${what} for ${value} across processes; known schemes: ${known.join(', ')}`,
+    );
+  }
+  if (scheme === 'parley:') parseHubUrl(value);
+  return value;
+}
+
 /** How to run the `parley` command again as a child: same node, same loader, same script. */
 function cliCommand(): { command: string; args: string[] } {
   const self = fileURLToPath(import.meta.url);
@@ -116,6 +142,17 @@ export function humanLine(line: string): string {
 export async function runDev(options: DevOptions): Promise<Dev> {
   const appDir = resolve(options.appDir);
   const files = serviceFiles(appDir);
+  const transport = servicesUrl('transport', options.transport);
+  const brokerUrl = servicesUrl('broker', options.broker);
+  // Every service is its own process: one port for all of them is one service up and the others
+  // failing on EADDRINUSE, restarted for ever (until 2026-12-03). 0 gives each a free port.
+  const metricsPort = (options.env?.PARLEY_METRICS_PORT ?? process.env.PARLEY_METRICS_PORT)?.trim();
+  if (files.length > 1 && metricsPort !== undefined && metricsPort !== '' && Number(metricsPort) !== 0) {
+    throw new ParleyError(
+      'INVALID_ARGUMENT',
+      `PARLEY_METRICS_PORT=${metricsPort} cannot serve ${files.length} service processes: set it to 0 (a free port each, printed)`,
+    );
+  }
   const dataDir = resolve(options.dataDir ?? join(appDir, '.parley'));
   const print = options.print ?? ((line: string) => process.stdout.write(`${line}\n`));
   const stopTimeout = options.stopTimeout ?? 10_000;
@@ -161,8 +198,8 @@ export async function runDev(options: DevOptions): Promise<Dev> {
         env: {
           ...process.env,
           ...options.env,
-          PARLEY_TRANSPORT: options.transport ?? hub.url,
-          PARLEY_BROKER: options.broker ?? hub.brokerUrl,
+          PARLEY_TRANSPORT: transport ?? hub.url,
+          PARLEY_BROKER: brokerUrl ?? hub.brokerUrl,
           PARLEY_DATA_DIR: dataDir,
           ...(options.token === undefined ? {} : { PARLEY_TOKEN: options.token }),
           PARLEY_SUPERVISED: '1',

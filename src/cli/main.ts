@@ -16,6 +16,13 @@ import { callAction, openBrokerFor, showDeadLetter, showDeadLetters, showService
 
 const DEFAULT_HUB = 'parley://127.0.0.1:7400';
 
+// A variable set blank (an empty line of an env file) is unset, as for PARLEY_METRICS_HOST: until
+// 2026-12-03 `PARLEY_BROKER=` was read as the URL '' (an error, and under `dev` every service
+// failing on it and restarted for ever) instead of the default.
+for (const name of ['PARLEY_TRANSPORT', 'PARLEY_BROKER', 'PARLEY_TOKEN', 'PARLEY_DATA_DIR']) {
+  if (process.env[name]?.trim() === '') delete process.env[name];
+}
+
 const int = (value: string) => {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a whole number');

@@ -99,15 +99,17 @@ export async function startServices(options: StartOptions): Promise<RunningServi
   const modules: ServiceModule[] = [];
   for (const m of options.modules) modules.push(typeof m === 'string' ? await loadServiceModule(m) : m);
   if (modules.length === 0) throw new ParleyError('INVALID_ARGUMENT', 'no service modules to start');
-  const transportUrl = options.transport ?? env.PARLEY_TRANSPORT ?? 'memory:';
-  const token = options.token ?? env.PARLEY_TOKEN;
-  let brokerUrl = options.broker ?? env.PARLEY_BROKER;
+  // Set blank (an empty line of an env file) is unset: until 2026-12-03 `PARLEY_BROKER=` was the
+  // broker URL '', which no registry opens, instead of the hub's broker.
+  const transportUrl = options.transport ?? given(env.PARLEY_TRANSPORT) ?? 'memory:';
+  const token = options.token ?? given(env.PARLEY_TOKEN);
+  let brokerUrl = options.broker ?? given(env.PARLEY_BROKER);
   const tls = tlsFromEnv(env);
   const access = { ...(token === undefined ? {} : { token }), ...(tls === undefined ? {} : { tls }) };
   if (brokerUrl === undefined && transportUrl.startsWith('parley:')) {
     brokerUrl = (await queryHub(transportUrl, access)).broker;
   }
-  const dataDir = resolve(options.dataDir ?? env.PARLEY_DATA_DIR ?? '.parley');
+  const dataDir = resolve(options.dataDir ?? given(env.PARLEY_DATA_DIR) ?? '.parley');
   mkdirSync(dataDir, { recursive: true });
 
   const id = options.id ?? `${modules[0]?.name}-${process.pid}`;
@@ -136,18 +138,26 @@ export async function startServices(options: StartOptions): Promise<RunningServi
     throw error;
   }
   const log = (message: string) => logger.warn(message);
-  const transport = new TransportRegistry().open(transportUrl, { ...access, log });
   const outboxes = parts.flatMap((p) => (p.outbox === undefined ? [] : [p.outbox])) as Outbox[];
-  const node = createNode({
-    id,
-    transport,
-    middleware,
-    ...(broker === undefined ? {} : { broker }),
-    outbox: outboxes,
-    services: parts.flatMap((p) => p.services),
-    logger,
-    labels: { pid: String(process.pid), ...options.labels },
-  });
+  let node: ParleyNode;
+  try {
+    node = createNode({
+      id,
+      transport: new TransportRegistry().open(transportUrl, { ...access, log }),
+      middleware,
+      ...(broker === undefined ? {} : { broker }),
+      outbox: outboxes,
+      services: parts.flatMap((p) => p.services),
+      logger,
+      labels: { pid: String(process.pid), ...options.labels },
+    });
+  } catch (error) {
+    // A transport URL no registry opens (or a node that cannot be made): until 2026-12-03 the
+    // broker and what the modules opened stayed open, and the process did not end.
+    await broker?.close().catch(() => undefined);
+    await closeAll();
+    throw error;
+  }
   let scrape: MetricsServer | undefined;
   try {
     await node.start();
@@ -179,6 +189,10 @@ export async function startServices(options: StartOptions): Promise<RunningServi
   };
 }
 
+/** An environment variable's value, undefined when it is unset or blank. */
+export const given = (value: string | undefined): string | undefined =>
+  value === undefined || value.trim() === '' ? undefined : value;
+
 /** `PARLEY_TRACING`: `1` or `true` turns tracing on; unset, empty, `0` or `false` leaves it off. */
 export function tracingFromEnv(env: Readonly<Record<string, string | undefined>>): boolean {
   const value = (env.PARLEY_TRACING ?? '').trim().toLowerCase();
@@ -200,6 +214,14 @@ export function metricsFromEnv(
     throw new ParleyError(
       'INVALID_ARGUMENT',
       `PARLEY_METRICS_PORT must be a port number (0 for a free one), got ${port}`,
+    );
+  }
+  // A blank token is one no scrape can present (an HTTP header's value is trimmed): until
+  // 2026-12-03 `PARLEY_METRICS_TOKEN=` served an endpoint that answered every scrape 401.
+  if (env.PARLEY_METRICS_TOKEN !== undefined && env.PARLEY_METRICS_TOKEN.trim() === '') {
+    throw new ParleyError(
+      'INVALID_ARGUMENT',
+      'PARLEY_METRICS_TOKEN is blank: no scrape could present it (unset it, or give a token)',
     );
   }
   return {

@@ -54,19 +54,26 @@ export class BrokerSession {
     private readonly maxPayload: number = DEFAULT_MAX_PAYLOAD,
   ) {}
 
-  /** A `BrokerCall` frame: runs it, answers with `BrokerResult` under the same id. */
-  call(id: number, payload: Buffer): void {
+  /**
+   * A `BrokerCall` frame: runs it, answers with `BrokerResult` under the same id. Settles once the
+   * answer is handed to the writer (the hub counts the calls it runs for a connection).
+   */
+  call(id: number, payload: Buffer): Promise<void> {
     const request = jsonObjectOf(payload);
     if (request === undefined) {
       this.answer(id, {
         ok: false,
         error: new ParleyError('INVALID_ARGUMENT', 'broker call is not a JSON object').toWire(),
       });
-      return;
+      return Promise.resolve();
     }
     const args = request.args;
     const known = typeof args === 'object' && args !== null && !Array.isArray(args);
-    this.run(String(request.op), (known ? args : {}) as Record<string, unknown>, payload.byteLength).then(
+    return this.run(
+      String(request.op),
+      (known ? args : {}) as Record<string, unknown>,
+      payload.byteLength,
+    ).then(
       (value) =>
         value instanceof Serialised
           ? this.send(id, `{"ok":true,"value":${value.json}}`)

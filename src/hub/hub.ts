@@ -24,6 +24,7 @@ import {
   FrameType,
   FrameWriter,
   PROTOCOL_VERSION,
+  READ_GROUP,
 } from '../transport/tcp/frames.ts';
 import { listen, type ParleyTlsOptions } from '../transport/tcp/sockets.ts';
 import { DEFAULT_MAX_PAYLOAD, type NodeInfo } from '../transport/transport.ts';
@@ -88,6 +89,13 @@ interface Member extends HubMember {
   lagging?: boolean;
 }
 
+/**
+ * Broker calls of one connection the hub runs at once (as many as a node's `maxConcurrent`); past
+ * them, or past the backlog bound of answers its peer has not taken, the hub reads nothing more
+ * from that connection until it catches up.
+ */
+const MOST_CALLS = 1024;
+
 interface Hello {
   version?: unknown;
   token?: unknown;
@@ -104,6 +112,8 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   const log = options.log ?? (() => undefined);
   const members = new Map<string, Member>();
   const sockets = new Set<Socket>();
+  /** Every accepted connection, a TLS one still in its handshake included (see `close`). */
+  const accepted = new Set<Socket>();
   let owned: EmbeddedBroker | undefined;
   let brokerFile: string | undefined;
   if (options.broker === undefined && options.dataDir !== undefined) {
@@ -160,10 +170,33 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     const writer = new FrameWriter(socket);
     const refuse = (why: string) => {
       log(`connection from ${peer}: ${why}: closing it`);
+      // Nothing more of its reads: the frames after a refused one in the same read are dropped.
+      reader.stop();
       socket.destroy();
     };
     let id: string | undefined;
     let brokerSession: BrokerSession | undefined;
+    /**
+     * Answers (to `Members`, to broker calls) are sent whether or not the peer reads them: one
+     * that asks and does not read stops being read while more than the backlog bound of them
+     * waits, or while it has `MOST_CALLS` broker calls running, until it catches up. Until
+     * 2026-12-03 the hub queued them all: 3.6 KB of `Members` frames cost it 370 MiB, 82 KB of
+     * history reads 1.4 GiB.
+     */
+    let calls = 0;
+    let paused = false;
+    const throttle = () => {
+      const behind = calls >= MOST_CALLS || writer.backlogOver(maxPayload);
+      if (!paused && behind) {
+        paused = true;
+        reader.hold();
+        socket.pause();
+      } else if (paused && !behind && calls <= MOST_CALLS / 2) {
+        paused = false;
+        socket.resume();
+        reader.release();
+      }
+    };
     const onHello = (frame: Frame) => {
       let hello: Hello;
       try {
@@ -227,7 +260,12 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
         } else if (frame.type === FrameType.Broadcast && id !== undefined) {
           for (const o of others(id)) relay(o, frame.payload);
         } else if (frame.type === FrameType.BrokerCall && brokerSession !== undefined) {
-          brokerSession.call(frame.id, frame.payload);
+          calls += 1;
+          void brokerSession.call(frame.id, frame.payload).finally(() => {
+            calls -= 1;
+            throttle();
+          });
+          throttle();
         } else if (frame.type === FrameType.Settle && brokerSession !== undefined) {
           brokerSession.settle(frame.id, frame.payload);
         } else if (frame.type === FrameType.Members) {
@@ -236,13 +274,20 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
             return refuse('wrong token');
           }
           writer.send(FrameType.Members, frame.id, json(snapshot()));
+          throttle();
         } else refuse(`frame type ${frame.type} is not for the hub`);
       },
       refuse,
+      // Frames of one read in groups: what the first ones answered is counted before the rest run.
+      READ_GROUP,
     );
+    socket.on('drain', () => {
+      if (paused) throttle();
+    });
     socket.on('data', (chunk: Buffer) => reader.push(chunk));
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
+      reader.stop();
       sockets.delete(socket);
       if (id !== undefined) down(id, socket);
       if (brokerSession !== undefined) {
@@ -250,6 +295,10 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
         void brokerSession.close();
       }
     });
+  });
+  server.on('connection', (socket: Socket) => {
+    accepted.add(socket);
+    socket.once('close', () => accepted.delete(socket));
   });
   // A TLS handshake that fails (wrong certificate, plain TCP on a TLS port) never gets a socket.
   server.on('tlsClientError', (error: Error, socket: Socket) => {
@@ -288,6 +337,10 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     async close() {
       clearInterval(sweeper);
       for (const s of sockets) s.destroy();
+      // A TLS connection still in its handshake is no socket of ours yet, and `server.close` waits
+      // for it: until 2026-12-03 a client that connected and said nothing held `close()` (and a
+      // stopping `parley hub`) for the handshake timeout, 120 s.
+      for (const s of accepted) s.destroy();
       await Promise.allSettled([...brokerSessions].map((s) => s.close()));
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await owned?.close();

@@ -8,6 +8,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { ParleyError } from '../errors.ts';
 import { bearerCheck } from '../gateway/auth/secrets.ts';
 
 export interface MetricsServerOptions {
@@ -34,6 +35,10 @@ export async function serveMetrics(
   // A blank host would make `listen` take every interface: it means the default, as unset does.
   const host = options.host?.trim() || '127.0.0.1';
   const path = options.path ?? '/metrics';
+  if (options.token !== undefined && options.token.trim() === '') {
+    // No scrape could present it (a header's value is trimmed): every one would be refused.
+    throw new ParleyError('INVALID_ARGUMENT', 'the metrics token is blank: no scrape could present it');
+  }
   const allowed = options.token === undefined ? () => true : bearerCheck([options.token]);
   const answer = (
     res: ServerResponse,
