@@ -16,6 +16,11 @@ export class Schemes<F> {
     this.factories.set(s.endsWith(':') ? s : `${s}:`, factory);
   }
 
+  /** Throws what `lookup` throws for a URL whose scheme has no factory here. */
+  check(url: string): void {
+    this.lookup(url);
+  }
+
   /** The factory for `url`'s scheme; INVALID_ARGUMENT naming the known schemes when none. */
   lookup(url: string): F {
     const scheme = /^[a-z][a-z0-9+.-]*:/i.exec(url)?.[0]?.toLowerCase();

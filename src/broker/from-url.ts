@@ -56,6 +56,11 @@ export class BrokerRegistry {
     this.schemes.set(scheme, factory);
   }
 
+  /** INVALID_ARGUMENT, naming the known schemes, when no factory here opens `url`'s scheme. */
+  check(url: string): void {
+    this.schemes.check(url);
+  }
+
   async open(url: string, options: BrokerFactoryOptions = {}): Promise<Broker> {
     return this.schemes.lookup(url)(url, options);
   }

@@ -14,8 +14,10 @@ import { fileURLToPath } from 'node:url';
 import { ParleyError } from '../errors.ts';
 import { createHub, type Hub } from '../hub/hub.ts';
 import { backoffDelay } from '../resilience/backoff.ts';
+import { TransportRegistry } from '../transport/from-url.ts';
 import { parseHubUrl } from '../transport/tcp/frames.ts';
 import type { ParleyTlsOptions } from '../transport/tcp/sockets.ts';
+import { brokerRegistry } from './start.ts';
 
 export interface DevOptions {
   appDir: string;
@@ -71,28 +73,22 @@ export function serviceFiles(appDir: string): string[] {
   return files;
 }
 
-/** The schemes a `parley start` child opens (`TransportRegistry`, `brokerRegistry`). */
-const TRANSPORTS = ['parley:', 'nats:', 'redis:', 'amqp:', 'mqtt:'];
-const BROKERS = ['embedded:', 'parley:', 'nats:', 'redis:', 'amqp:', 'mqtt:', 'kafka:'];
-
 /**
- * The services' transport or broker URL, checked before anything starts; blank is unset (the
- * hub's). Until 2026-12-03 a URL no service could open (`--broker bogus://x`, or `PARLEY_BROKER=`
- * set blank) reached every service, which failed on it and was restarted, for ever, and `dev`
- * never said no. `memory:` is refused: each service is its own process, with its own memory.
+ * The services' transport or broker URL, checked before anything starts against the registries a
+ * `parley start` child opens it with; blank is unset (the hub's). Until 2026-12-03 a URL no
+ * service could open (`--broker bogus://x`, or `PARLEY_BROKER=` set blank) reached every service,
+ * which failed on it and was restarted, for ever, and `dev` never said no. `memory:` is refused:
+ * each service is its own process, with its own memory.
  */
 export function servicesUrl(what: 'transport' | 'broker', url: string | undefined): string | undefined {
   const value = url?.trim();
   if (value === undefined || value === '') return undefined;
-  const scheme = /^[a-z][a-z0-9+.-]*:/i.exec(value)?.[0]?.toLowerCase();
-  const known = what === 'transport' ? TRANSPORTS : BROKERS;
-  if (scheme === undefined || !known.includes(scheme)) {
-    throw new ParleyError(
-      'INVALID_ARGUMENT',
-      `no ${what} for ${value} across processes; known schemes: ${known.join(', ')}`,
-    );
+  if (/^memory:/i.test(value)) {
+    throw new ParleyError('INVALID_ARGUMENT', `no ${what} for ${value} across processes`);
   }
-  if (scheme === 'parley:') parseHubUrl(value);
+  if (what === 'transport') new TransportRegistry().check(value);
+  else brokerRegistry().check(value);
+  if (/^parley:/i.test(value)) parseHubUrl(value);
   return value;
 }
 

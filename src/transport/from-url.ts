@@ -65,6 +65,11 @@ export class TransportRegistry {
     this.schemes.set(scheme, factory);
   }
 
+  /** INVALID_ARGUMENT, naming the known schemes, when no factory here opens `url`'s scheme. */
+  check(url: string): void {
+    this.schemes.check(url);
+  }
+
   open(url: string, options: TransportFactoryOptions = {}): Transport {
     return this.schemes.lookup(url)(url, options);
   }
