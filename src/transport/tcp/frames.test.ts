@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { encodeFrame, type Frame, FrameReader, FrameType } from './frames.ts';
+import { encodeFrame, type Frame, FrameReader, FrameType, parseHubUrl } from './frames.ts';
 
 const frames = [
   encodeFrame(FrameType.Request, 1, Buffer.from('{"a":1}')),
@@ -125,5 +125,19 @@ describe('FrameReader with a group', () => {
     await nextTurn();
     assert.deepEqual(ids, [1]);
     assert.deepEqual(errors, ['unknown frame type 42']);
+  });
+});
+
+describe('parseHubUrl', () => {
+  it('reads host and port, IPv6 in brackets', () => {
+    assert.deepEqual(parseHubUrl('parley://127.0.0.1:7400'), { host: '127.0.0.1', port: 7400 });
+    assert.deepEqual(parseHubUrl('parley://[::1]:65535/'), { host: '::1', port: 65535 });
+  });
+
+  it('refuses a URL without a port, or with one past 65535, as INVALID_ARGUMENT', () => {
+    // A port past 65535 used to pass here and fail in connect as an unexpected RangeError.
+    for (const url of ['parley://127.0.0.1', 'parley://127.0.0.1:99999', 'nats://127.0.0.1:4222']) {
+      assert.throws(() => parseHubUrl(url), { code: 'INVALID_ARGUMENT' }, url);
+    }
   });
 });

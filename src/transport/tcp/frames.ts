@@ -282,6 +282,9 @@ export class FrameWriter {
 /** `parley://host:port` (IPv6 hosts in brackets) → host and port. */
 export function parseHubUrl(url: string): { host: string; port: number } {
   const m = /^parley:\/\/([^:/[\]]+|\[[^\]]+\]):(\d+)\/?$/.exec(url);
-  if (m === null) throw new ParleyError('INVALID_ARGUMENT', `hub URL must be parley://host:port, got ${url}`);
-  return { host: (m[1] as string).replace(/^\[|\]$/g, ''), port: Number(m[2]) };
+  const port = Number(m?.[2]);
+  // A port past 65535 failed later, in `connect`, as an unexpected RangeError (INTERNAL).
+  if (m === null || port > 65_535)
+    throw new ParleyError('INVALID_ARGUMENT', `hub URL must be parley://host:port, got ${url}`);
+  return { host: (m[1] as string).replace(/^\[|\]$/g, ''), port };
 }
