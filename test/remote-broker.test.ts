@@ -381,3 +381,41 @@ it("a handler from before a reconnect cannot extend the lease of the current con
     await served.close();
   }
 });
+
+it('a handler that returns no promise (plain JavaScript) is done when it returns; one that throws has failed', async () => {
+  const served = createEmbeddedBroker({ path: ':memory:' });
+  const other = await createHub({ broker: served });
+  const client = await createRemoteBroker(other.url, { log: () => undefined });
+  const topic = 'sync.handler';
+  const seen: number[] = [];
+  // Until 2026-12-03 the client called `.then` on what the handler returned: a TypeError in the
+  // client's frame handling, and the delivery was never settled.
+  const handler = (d: { envelope: { data: unknown } }) => {
+    const n = (d.envelope.data as { n: number }).n;
+    seen.push(n);
+    if (n === 3) throw new ParleyError('INVALID_ARGUMENT', 'three is refused');
+  };
+  const consumer = await client.subscribe({ topic, group: 'g', maxAttempts: 1 }, handler as never);
+  try {
+    for (const n of [1, 2, 3])
+      await client.publish(createEnvelope({ source: '/t', type: topic, data: { n } }));
+    await waitFor(() => seen.length === 3, 5000, 'three deliveries');
+    await waitFor(() => served.stats().pending === 0, 5000, 'all three settled');
+    const letters = await served.deadLetters.list({ topic });
+    assert.deepEqual(
+      letters.map((l) => [(l.envelope.data as { n: number }).n, l.code, l.message]),
+      [[3, 'INVALID_ARGUMENT', 'three is refused']],
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(
+      seen.sort((a, b) => a - b),
+      [1, 2, 3],
+      'each once: the two acked, the third dead-lettered',
+    );
+  } finally {
+    await consumer.close();
+    await client.close();
+    await other.close();
+    await served.close();
+  }
+});

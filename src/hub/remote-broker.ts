@@ -22,7 +22,7 @@ import type {
   PublishReceipt,
 } from '../broker/broker.ts';
 import { checkLease, checkLetterRoom } from '../broker/check.ts';
-import { failure } from '../broker/outcome.ts';
+import { failure, runHandler } from '../broker/outcome.ts';
 import { encodeJsonText } from '../codec/json.ts';
 import { assertEnvelope, type Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
@@ -325,13 +325,9 @@ class RemoteBroker implements Broker {
         await this.call('extendLease', { delivery: id, ms });
       },
     };
-    let work: Promise<void>;
-    try {
-      work = local.handler(delivery);
-    } catch (error) {
-      work = Promise.reject(error);
-    }
-    work
+    // A handler that throws is a failure; one that returns no promise is done when it returns
+    // (until 2026-12-03 the `.then` of its undefined threw here, and the delivery never settled).
+    runHandler(local.handler, delivery)
       .then(
         () => settle({ ok: true }),
         (error: unknown) => {

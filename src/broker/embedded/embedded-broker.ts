@@ -9,6 +9,7 @@
  * survives a crash of any process, not a power loss or kernel crash, which may lose the last
  * commits. With `power` (`synchronous=FULL`) every confirmed publish survives those too.
  */
+import { encodeJsonText } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { type Clock, systemClock, type TimerHandle } from '../../runtime/clock.ts';
@@ -106,8 +107,12 @@ class EmbeddedBrokerImpl implements EmbeddedBroker, ConsumerHost {
 
   publish(envelope: Envelope, options: BrokerPublishOptions = {}): Promise<PublishReceipt> {
     if (this.closed) return Promise.reject(new ParleyError('UNAVAILABLE', 'broker is closed'));
+    let body: string;
     try {
       checkPublish(envelope, options); // before the batch: one bad publish must not fail the others
+      // Data with no JSON text (a BigInt, a cycle) is INVALID_ARGUMENT, as the Redis broker and the
+      // hub's client say. Until 2026-12-03 JSON.stringify's TypeError was thrown at the caller.
+      body = encodeJsonText(envelope);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -116,7 +121,7 @@ class EmbeddedBrokerImpl implements EmbeddedBroker, ConsumerHost {
       id: envelope.id,
       topic: envelope.type,
       key: options.key ?? null,
-      body: JSON.stringify(envelope),
+      body,
       availableAt: now + Math.max(0, options.delay ?? 0),
       idempotencyKey: envelope.idempotencykey,
     };

@@ -5,6 +5,8 @@
  * letter behind an earlier message with the same key). Log entries a group's cursor passed while an
  * earlier message of their key was pending wait in the log itself: `waiting_keys` holds, per group
  * and key, the first of them, and the index on (topic, key, seq) finds the ones after it.
+ * `pending_due` indexes when a ready or leased row comes due (`DUE`), so a poll reads the rows that
+ * are due and the next due time, not the rows that are not due yet.
  */
 import type Database from 'better-sqlite3';
 
@@ -13,6 +15,11 @@ type Db = Database.Database;
 export const READY = 0;
 export const LEASED = 1;
 export const WAITING = 2;
+
+/** When a ready or leased row comes due: its ready time, or the end of its lease. */
+const DUE = `CASE state WHEN ${READY} THEN visible_at ELSE lease_until END`;
+/** The rows `pending_due` holds; a statement that reads it must say so in these words. */
+const DUE_ROWS = `state IN (${READY}, ${LEASED})`;
 
 export const SCHEMA = `
 CREATE TABLE IF NOT EXISTS messages (
@@ -50,6 +57,10 @@ CREATE TABLE IF NOT EXISTS pending (
   PRIMARY KEY (grp, topic, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pending_key ON pending (grp, topic, key, seq) WHERE key IS NOT NULL;
+-- Ready and leased rows by due time (then seq, the key's last column). Until 2026-12-03 a poll
+-- found the due rows and the next due time by reading all of the group's rows (a file written
+-- before gets the index when it is opened).
+CREATE INDEX IF NOT EXISTS pending_due ON pending (grp, topic, ${DUE}) WHERE ${DUE_ROWS};
 -- Per group and key: the first log entry (next_seq) that waits behind a pending message of the key.
 -- It and the key's later entries up to the group's cursor wait; none of them is in the pending list.
 CREATE TABLE IF NOT EXISTS waiting_keys (
@@ -159,21 +170,22 @@ export function prepare(db: Db): Statements {
     insertPendingOrIgnore: db.prepare(
       'INSERT OR IGNORE INTO pending (grp, topic, seq, key, state, visible_at, attempts) VALUES (?, ?, ?, ?, ?, ?, 0)',
     ),
+    // The earliest due first (then by seq): read from pending_due in order, so a poll visits the
+    // rows it leases and not the ones that are not due (until 2026-12-03: by seq, which read every
+    // pending row of the group to find the due ones).
     lease: db.prepare(
       `UPDATE pending SET state = ${LEASED}, lease_owner = @owner, lease_until = @until, attempts = attempts + 1
        WHERE (grp, topic, seq) IN (
-         SELECT grp, topic, seq FROM pending
-         WHERE grp = @grp AND topic = @topic
-           AND ((state = ${READY} AND visible_at <= @now) OR (state = ${LEASED} AND lease_until <= @now))
-         ORDER BY seq LIMIT @limit)
+         SELECT grp, topic, seq FROM pending INDEXED BY pending_due
+         WHERE grp = @grp AND topic = @topic AND ${DUE_ROWS} AND ${DUE} <= @now
+         ORDER BY ${DUE}, seq LIMIT @limit)
        RETURNING seq, attempts`,
     ),
     body: db.prepare('SELECT body FROM messages WHERE seq = ?'),
-    // Pending lists stay short (only what consumers have room for is taken from the log), so a
-    // scan of the group's rows by primary key is cheaper than keeping more indexes up to date.
+    // The first entry of pending_due for the group: one index step.
     nextDue: db.prepare(
-      `SELECT min(CASE state WHEN ${READY} THEN visible_at ELSE lease_until END) AS at
-       FROM pending WHERE grp = @grp AND topic = @topic AND state IN (${READY}, ${LEASED})`,
+      `SELECT min(${DUE}) AS at FROM pending INDEXED BY pending_due
+       WHERE grp = @grp AND topic = @topic AND ${DUE_ROWS}`,
     ),
     deleteLeased: db.prepare(
       `DELETE FROM pending WHERE grp = ? AND topic = ? AND seq = ? AND lease_owner = ? AND state = ${LEASED} RETURNING key`,

@@ -7,9 +7,12 @@
  * keeps only the first of them per key (`waiting_keys`), so what a poll reads does not grow
  * with a hot key's backlog. Every method is one transaction; several processes may share the file.
  */
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 import { assertEnvelope, type Envelope } from '../../envelope/envelope.ts';
+import { ParleyError } from '../../errors.ts';
 import { prepare, READY, SCHEMA, type Statements, WAITING } from './statements.ts';
 
 type Db = Database.Database;
@@ -61,17 +64,23 @@ export class Store {
   private readonly s: Statements;
 
   constructor(path: string, durability: Durability) {
-    sqlite ??= load('better-sqlite3') as typeof Database;
-    this.db = new sqlite(path);
-    this.db.pragma('journal_mode = WAL');
-    // NORMAL: a commit survives a crash of the process (it is in the WAL), not a power loss.
-    // FULL: the WAL is fsynced at each commit; a commit survives a power loss too.
-    this.db.pragma(`synchronous = ${durability === 'power' ? 'FULL' : 'NORMAL'}`);
-    // No busy timeout: SQLite's own waits in steps of 1 ms and more, long against a commit of a
-    // fraction of one. The broker's tick retries at once instead; other writes use `retrying`.
-    this.db.pragma('busy_timeout = 0');
-    this.db.exec(SCHEMA);
-    this.s = prepare(this.db);
+    this.db = open(path);
+    try {
+      this.db.pragma('journal_mode = WAL');
+      // NORMAL: a commit survives a crash of the process (it is in the WAL), not a power loss.
+      // FULL: the WAL is fsynced at each commit; a commit survives a power loss too.
+      this.db.pragma(`synchronous = ${durability === 'power' ? 'FULL' : 'NORMAL'}`);
+      // No busy timeout: SQLite's own waits in steps of 1 ms and more, long against a commit of a
+      // fraction of one. The broker's tick retries at once instead; other writes use `retrying`.
+      this.db.pragma('busy_timeout = 0');
+      // Writes only what a file lacks (a file of an older version: a new index), perhaps while
+      // another process commits.
+      retrying(() => this.db.exec(SCHEMA));
+      this.s = prepare(this.db);
+    } catch (error) {
+      this.db.close();
+      throw cannotOpen(path, error);
+    }
   }
 
   close(): void {
@@ -112,7 +121,8 @@ export class Store {
 
   /**
    * Leases up to `room` deliveries to `owner`: first pending rows that are due (retries, expired
-   * leases, delayed messages whose time came), then new log entries past the group's cursor, which
+   * leases, delayed messages whose time came), the earliest due first, found through `pending_due`
+   * without reading the rows that are not due; then new log entries past the group's cursor, which
    * go straight into the pending list as leased (one write each). A new entry with a delay goes in
    * as ready at its time. One whose key has an earlier message still pending stays in the log: only
    * the first such entry of the key is recorded (`promote` finds the later ones by key), so what a
@@ -343,6 +353,36 @@ export class Store {
   counts(): { messages: number; pending: number; dead: number } {
     return this.s.counts.get() as { messages: number; pending: number; dead: number };
   }
+}
+
+/**
+ * The SQLite file at `path`, or a ParleyError: INVALID_ARGUMENT for a path that cannot name one
+ * (its directory does not exist), UNAVAILABLE when SQLite cannot open it. Until 2026-12-03 a path
+ * in a missing directory failed with better-sqlite3's TypeError (an unexpected INTERNAL error).
+ */
+function open(path: string): Db {
+  if (typeof path !== 'string')
+    throw new ParleyError('INVALID_ARGUMENT', "the embedded broker's path must be a string");
+  // Not `:memory:`, a temporary file ('') or a `file:` URI: a file in a directory, which SQLite does not make.
+  if (path !== ':memory:' && path !== '' && !path.startsWith('file:') && !existsSync(dirname(path)))
+    throw new ParleyError(
+      'INVALID_ARGUMENT',
+      `cannot open the embedded broker's file ${path}: directory ${dirname(path)} does not exist`,
+    );
+  sqlite ??= load('better-sqlite3') as typeof Database;
+  try {
+    return new sqlite(path);
+  } catch (error) {
+    throw cannotOpen(path, error);
+  }
+}
+
+function cannotOpen(path: string, error: unknown): ParleyError {
+  if (error instanceof ParleyError) return error;
+  const why = error instanceof Error ? error.message : String(error);
+  return new ParleyError('UNAVAILABLE', `cannot open the embedded broker's file ${path}: ${why}`, {
+    cause: error,
+  });
 }
 
 /** True for SQLite's "another connection holds the write lock". */
