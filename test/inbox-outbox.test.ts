@@ -450,6 +450,8 @@ describe('outbox', () => {
     refused(() => outbox.write({ ...env, source: undefined } as never));
     refused(() => outbox.write(env, { delay: -1 }));
     refused(() => outbox.write(env, { key: 7 } as never));
+    // Data with no JSON form (it was JSON.stringify's TypeError until 2026-12-03).
+    refused(() => outbox.write({ ...env, data: { n: 10n } }));
     assert.equal(outbox.waiting(), 0);
   });
 

@@ -17,6 +17,7 @@
  * A broker that is unreachable (a retryable error) is waited for: the rows stay, in order.
  */
 import type Database from 'better-sqlite3';
+import { encodeJsonText } from '../codec/json.ts';
 import type { Envelope } from '../envelope/envelope.ts';
 import { ParleyError } from '../errors.ts';
 import type { Clock, TimerHandle } from '../runtime/clock.ts';
@@ -160,7 +161,8 @@ export function createOutbox(db: Database.Database, options: OutboxOptions = {})
       // The envelope id doubles as the idempotency key, so a re-publish after a crash is absorbed.
       const env =
         envelope.idempotencykey === undefined ? { ...envelope, idempotencykey: envelope.id } : envelope;
-      insert.run(JSON.stringify(env), opts.key ?? null, opts.delay ?? null);
+      // Data with no JSON form throws INVALID_ARGUMENT, as a publish of it is refused.
+      insert.run(encodeJsonText(env), opts.key ?? null, opts.delay ?? null);
     },
     flush(broker) {
       // One flush at a time, so a row is never published twice by this process.

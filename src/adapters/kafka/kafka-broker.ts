@@ -38,6 +38,7 @@ import type {
 } from '../../broker/broker.ts';
 import { checkLetterRoom, checkPublish, checkSpec } from '../../broker/check.ts';
 import { letterBodyRoom } from '../../broker/outcome.ts';
+import { encodeJsonText } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { DedupeWindow } from '../dedupe.ts';
@@ -227,7 +228,8 @@ class KafkaBrokerImpl implements KafkaBroker {
       const topic = this.kafkaTopic(envelope.type);
       if (!this.ready.has(topic)) await this.ensureTopic(topic);
       const delay = Math.max(0, options.delay ?? 0);
-      const value = Buffer.from(JSON.stringify(envelope));
+      // Data with no JSON form (a BigInt, a cycle) is INVALID_ARGUMENT, as on every broker.
+      const value = Buffer.from(encodeJsonText(envelope));
       // Its dead letter (value, key and the letter's fields) must fit a record too.
       checkLetterRoom(value.byteLength, this.maxRecordBytes, 'Kafka', 'message.max.bytes', options.key);
       await this.produce(topic, value, {
