@@ -1,8 +1,9 @@
 /**
  * The embedded broker's polls under many rows that are not due yet (delayed messages, retries
  * waiting out their backoff): a poll finds the due rows and the next due time through the
- * `pending_due` index, so what it reads does not grow with the rows that are not due (until
+ * `pending_ready` index, so what it reads does not grow with the rows that are not due (until
  * 2026-12-03 it read every pending row of the group: 26 ms a poll behind 100,000 delayed messages).
+ * Leases that ended are looked for at most once a second, and when one this broker gave ends.
  * Due rows are leased earliest due first; a file written before the index gets it when opened.
  */
 import assert from 'node:assert/strict';
@@ -57,11 +58,11 @@ function pollPlans(path: string): { lease: string[]; nextDue: string[] } {
   }
 }
 
-/** A plan reads pending through pending_due, and nothing reads all of a group's pending rows. */
+/** A plan reads pending through pending_ready, and nothing reads all of a group's pending rows. */
 function assertDueIndexed(plan: string[], what: string): void {
   assert.ok(
-    plan.some((d) => /^SEARCH pending USING INDEX pending_due \(grp=\? AND topic=\?/.test(d)),
-    `${what} reads pending_due: ${plan.join('; ')}`,
+    plan.some((d) => /^SEARCH pending USING (COVERING )?INDEX pending_ready \(grp=\? AND topic=\?/.test(d)),
+    `${what} reads pending_ready: ${plan.join('; ')}`,
   );
   for (const d of plan) {
     assert.doesNotMatch(d, /^SCAN pending/, `${what} scans pending`);
@@ -71,7 +72,7 @@ function assertDueIndexed(plan: string[], what: string): void {
 }
 
 describe('embedded broker: rows that are not due', () => {
-  it("a poll reads the due rows and the next due time from pending_due, not the group's rows", async () => {
+  it("a poll reads the due rows and the next due time from pending_ready, not the group's rows", async () => {
     const path = dir.file('delayed.db');
     const clock = createFakeClock();
     const broker = createEmbeddedBroker({ path, clock, random: createRandom(1) });
@@ -83,6 +84,19 @@ describe('embedded broker: rows that are not due', () => {
     const N = 500;
     await publishDelayed(broker, topic, N, 60_000);
     await until(clock, () => broker.stats().pending === N, 'the cursor past the delayed messages');
+    // The look for leases that ended reads the group's rows: at most once a second, not every poll
+    // (a poll every 50 ms here).
+    // biome-ignore lint/suspicious/noExplicitAny: the test counts a private statement's runs
+    const ended = (broker as any).store.s.leaseEnded;
+    const all = ended.all.bind(ended);
+    let looks = 0;
+    ended.all = (...args: unknown[]) => {
+      looks++;
+      return all(...args);
+    };
+    await clock.tick(5_000);
+    assert.ok(looks >= 4 && looks <= 6, `looked for ended leases ${looks} times in 5 s`);
+    ended.all = all;
     const plans = pollPlans(path);
     assertDueIndexed(plans.lease, 'lease');
     assertDueIndexed(plans.nextDue, 'nextDue');
@@ -143,9 +157,11 @@ describe('embedded broker: rows that are not due', () => {
     await until(clock, () => first.stats().pending === 50, 'the cursor past the delayed messages');
     await c1.close();
     await first.close();
-    // As the broker left the file until 2026-12-03: no pending_due.
+    // As the broker left the file until 2026-12-03: no pending_ready; and as a build of that day
+    // left it, with pending_due (ready and leased rows), which is dropped.
     const db = new Database(path);
-    db.exec('DROP INDEX IF EXISTS pending_due');
+    db.exec('DROP INDEX IF EXISTS pending_ready');
+    db.exec('CREATE INDEX pending_due ON pending (grp, topic, visible_at)');
     db.close();
 
     const second = createEmbeddedBroker({ path, clock, random: createRandom(4) });
@@ -154,11 +170,11 @@ describe('embedded broker: rows that are not due', () => {
       handled.push((d.envelope.data as { n: number }).n);
     });
     const check = new Database(path, { readonly: true });
-    const indexed = check
-      .prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'pending_due'")
-      .get();
+    const index = (name: string) =>
+      check.prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?").get(name);
+    assert.ok(index('pending_ready'), 'the index is there once the file is opened');
+    assert.equal(index('pending_due'), undefined, 'the interim index is gone');
     check.close();
-    assert.ok(indexed, 'the index is there once the file is opened');
     await clock.tick(30_000);
     assert.deepEqual(handled, []);
     await clock.tick(30_000);
@@ -169,5 +185,35 @@ describe('embedded broker: rows that are not due', () => {
     );
     await c2.close();
     await second.close();
+  });
+
+  it('a lease another broker on the file gave is found within a second of its end', async () => {
+    const path = dir.file('two.db');
+    const clock = createFakeClock();
+    const topic = 'due.two';
+    const a = createEmbeddedBroker({ path, clock, random: createRandom(5) });
+    const b = createEmbeddedBroker({ path, clock, random: createRandom(6) });
+    const stuck = deferred();
+    const gotA: number[] = [];
+    const gotB: number[] = [];
+    // A leases for 2 s and never finishes (as a process that hangs); B is idle in the same group.
+    const ca = await a.subscribe({ topic, group: 'g', maxInFlight: 1, lease: 2_000 }, async () => {
+      gotA.push(clock.now());
+      await stuck.promise;
+    });
+    await a.publish(env(topic, 1));
+    await until(clock, () => gotA.length === 1, 'A has it');
+    const leasedAt = gotA[0] as number;
+    const cb = await b.subscribe({ topic, group: 'g', maxInFlight: 1 }, async () => {
+      gotB.push(clock.now());
+    });
+    await until(clock, () => gotB.length === 1, 'B has it after the lease of A');
+    const late = (gotB[0] as number) - (leasedAt + 2_000);
+    assert.ok(late >= 0 && late <= 1_100, `B found the ended lease ${late} ms after its end`);
+    stuck.resolve();
+    await cb.close();
+    await b.close();
+    await ca.close();
+    await a.close();
   });
 });

@@ -20,6 +20,9 @@ type Db = Database.Database;
 // Loaded when the first store opens: a node that never uses the embedded broker does not pay for
 // the native module at start.
 const load = createRequire(import.meta.url);
+
+/** How long a lease another process gave may have ended before a poll here finds it, at most. */
+const LEASE_CHECK_MS = 1_000;
 let sqlite: typeof Database | undefined;
 
 export type Durability = 'process' | 'power';
@@ -62,6 +65,8 @@ export interface DeadRow {
 export class Store {
   readonly db: Db;
   private readonly s: Statements;
+  /** Per group (`grp NUL topic`): when `take` next looks for leases that ended. */
+  private readonly leaseCheck = new Map<string, number>();
 
   constructor(path: string, durability: Durability) {
     this.db = open(path);
@@ -129,16 +134,26 @@ export class Store {
    * poll reads and writes does not grow with the key's backlog. One transaction.
    */
   take(q: { grp: string; topic: string; owner: string; now: number; lease: number; room: number }): Leased[] {
-    return this.db
+    const { grp, topic, now, owner } = q;
+    const until = now + q.lease;
+    const group = `${grp}\u0000${topic}`;
+    const check = this.leaseCheck.get(group);
+    let checked: number | undefined;
+    const taken = this.db
       .transaction(() => {
-        const { grp, topic, now, owner } = q;
-        const until = now + q.lease;
         const out: Leased[] = [];
         if (q.room <= 0) return out;
-        const due = this.s.lease.all({ owner, until, grp, topic, now, limit: q.room }) as {
-          seq: number;
-          attempts: number;
-        }[];
+        const params = { owner, until, grp, topic, now, limit: q.room };
+        const due = this.s.lease.all(params) as { seq: number; attempts: number }[];
+        if (due.length < q.room && (check === undefined || now >= check)) {
+          // Leases that ended: read from the group's rows, so at most once a second, and when one
+          // this store gave ends (`leaseCheck`). Another process's lease is found within a second
+          // of its end; until 2026-12-03 every poll read every pending row of the group for them.
+          for (const r of this.s.leaseEnded.all({ ...params, limit: q.room - due.length }))
+            due.push(r as { seq: number; attempts: number });
+          const end = (this.s.nextLeaseEnd.get({ grp, topic }) as { at: number | null } | undefined)?.at;
+          checked = Math.min(end ?? Number.POSITIVE_INFINITY, now + LEASE_CHECK_MS);
+        }
         due.sort((a, b) => a.seq - b.seq);
         for (const l of due)
           out.push({
@@ -178,12 +193,21 @@ export class Store {
         return out;
       })
       .immediate();
+    // After the commit: what was leased here ends at `until`, and is looked for then.
+    const next = checked ?? check;
+    if (next !== undefined) this.leaseCheck.set(group, taken.length > 0 ? Math.min(next, until) : next);
+    return taken;
   }
 
-  /** When the next pending row of the group becomes due (ready time or lease end), if any. */
+  /**
+   * When the next pending row of the group becomes due: the next ready time, or the next look for
+   * leases that ended (`take`), whichever comes first; undefined when neither is known.
+   */
   nextDue(grp: string, topic: string): number | undefined {
-    const r = this.s.nextDue.get({ grp, topic }) as { at: number | null } | undefined;
-    return r?.at ?? undefined;
+    const ready = (this.s.nextDue.get({ grp, topic }) as { at: number | null } | undefined)?.at ?? undefined;
+    const check = this.leaseCheck.get(`${grp}\u0000${topic}`);
+    if (ready === undefined) return check;
+    return check === undefined ? ready : Math.min(ready, check);
   }
 
   /** Applies acks, retries and dead-letters of many deliveries in one transaction. */
