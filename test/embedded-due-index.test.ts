@@ -10,15 +10,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { prepare } from '../src/broker/embedded/statements.ts';
-import {
-  createEmbeddedBroker,
-  createEnvelope,
-  createFakeClock,
-  type EmbeddedBroker,
-  type FakeClock,
-} from '../src/index.ts';
+import { createEmbeddedBroker, createEnvelope, createFakeClock, type EmbeddedBroker } from '../src/index.ts';
 import { createRandom } from '../src/transport/faults.ts';
-import { deferred, tempDir } from './helpers.ts';
+import { deferred, tempDir, ticksUntil as until } from './helpers.ts';
 
 const dir = tempDir('due-index');
 
@@ -28,14 +22,6 @@ async function publishDelayed(broker: EmbeddedBroker, topic: string, count: numb
   const sent: Promise<unknown>[] = [];
   for (let n = 0; n < count; n++) sent.push(broker.publish(env(topic, n), { delay }));
   await Promise.all(sent);
-}
-
-/** Runs broker time in steps of 10 ms until `check` holds (at most `steps` of them). */
-async function until(clock: FakeClock, check: () => boolean, what: string, steps = 5_000): Promise<void> {
-  for (let i = 0; !check(); i++) {
-    if (i > steps) assert.fail(`still waiting for ${what}`);
-    await clock.tick(10);
-  }
 }
 
 /**

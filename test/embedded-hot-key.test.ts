@@ -13,11 +13,10 @@ import {
   createEnvelope,
   createFakeClock,
   type EmbeddedBroker,
-  type FakeClock,
   ParleyError,
 } from '../src/index.ts';
 import { createRandom } from '../src/transport/faults.ts';
-import { deferred, tempDir } from './helpers.ts';
+import { deferred, tempDir, ticksUntil as until } from './helpers.ts';
 
 const dir = tempDir('hot-key');
 
@@ -28,14 +27,6 @@ async function publishAll(broker: EmbeddedBroker, topic: string, k: string, from
   const sent: Promise<unknown>[] = [];
   for (let n = from; n < to; n++) sent.push(broker.publish(env(topic, k, n), { key: k }));
   await Promise.all(sent);
-}
-
-/** Runs broker time in steps of 10 ms until `check` holds (at most `steps` of them). */
-async function until(clock: FakeClock, check: () => boolean, what: string, steps = 5_000): Promise<void> {
-  for (let i = 0; !check(); i++) {
-    if (i > steps) assert.fail(`still waiting for ${what}`);
-    await clock.tick(10);
-  }
 }
 
 describe('embedded broker: a hot key', () => {

@@ -10,6 +10,7 @@ import {
   type ActionHandlers,
   createNode,
   defineContract,
+  type FakeClock,
   implement,
   type NodeOptions,
   type ParleyNode,
@@ -32,6 +33,19 @@ export async function waitFor(check: () => boolean, timeoutMs = 5000, what = 'co
   while (!check()) {
     if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Runs fake time in steps of 10 ms until `check` holds; fails after `steps` of them. */
+export async function ticksUntil(
+  clock: FakeClock,
+  check: () => boolean,
+  what: string,
+  steps = 5_000,
+): Promise<void> {
+  for (let i = 0; !check(); i++) {
+    if (i > steps) throw new Error(`still waiting for ${what} after ${steps} ticks of 10 ms`);
+    await clock.tick(10);
   }
 }
 
