@@ -126,8 +126,9 @@ export class Store {
 
   /**
    * Leases up to `room` deliveries to `owner`: first pending rows that are due (retries, expired
-   * leases, delayed messages whose time came), the earliest due first, found through `pending_due`
-   * without reading the rows that are not due; then new log entries past the group's cursor, which
+   * leases, delayed messages whose time came), the earliest due first: ready rows through
+   * `pending_ready`, without reading the rows that are not due, and leases that ended at most once a
+   * second (`leaseCheck`); then new log entries past the group's cursor, which
    * go straight into the pending list as leased (one write each). A new entry with a delay goes in
    * as ready at its time. One whose key has an earlier message still pending stays in the log: only
    * the first such entry of the key is recorded (`promote` finds the later ones by key), so what a
