@@ -22,18 +22,16 @@ describe('registries by URL scheme', () => {
     assert.equal(typeof transport.request, 'function');
   });
 
-  it('a malformed broker URL is INVALID_ARGUMENT, without the URL (it may hold a password)', async () => {
+  it('a malformed broker or transport URL is INVALID_ARGUMENT, without the URL (it may hold a password)', async () => {
     // Until 2026-12-03 these failed with the URL parser's TypeError (an unexpected INTERNAL).
+    const refused = (kind: string) => (e: unknown) =>
+      e instanceof ParleyError &&
+      e.code === 'INVALID_ARGUMENT' &&
+      new RegExp(`^not a valid [a-z]+: ${kind} URL$`).test(e.message) &&
+      !e.message.includes('secret');
     for (const url of ['redis://[::1', 'nats://a b', 'mqtt://h:99999', 'amqp://u:secret@[x']) {
-      await assert.rejects(
-        new BrokerRegistry().open(url),
-        (e: unknown) =>
-          e instanceof ParleyError &&
-          e.code === 'INVALID_ARGUMENT' &&
-          /^not a valid [a-z]+: broker URL$/.test(e.message) &&
-          !e.message.includes('secret'),
-        url,
-      );
+      await assert.rejects(new BrokerRegistry().open(url), refused('broker'), url);
+      assert.throws(() => new TransportRegistry().open(url), refused('transport'), url);
     }
   });
 });

@@ -35,8 +35,24 @@ export class Schemes<F> {
   }
 }
 
-/** `?prefix=` of a broker URL, as adapter options: apps sharing one server keep apart. */
-export function prefixOf(url: string): { prefix?: string } {
-  const prefix = new URL(url).searchParams.get('prefix');
+/**
+ * `url` parsed, or INVALID_ARGUMENT naming its scheme and `kind` but not the URL, which may hold a
+ * password. Until 2026-12-03 a malformed broker or transport URL (`redis://[::1`, a port over
+ * 65535) failed with the URL parser's TypeError, an unexpected INTERNAL error.
+ */
+export function parseUrl(url: string, kind: string): URL {
+  try {
+    return new URL(url);
+  } catch {
+    throw new ParleyError(
+      'INVALID_ARGUMENT',
+      `not a valid ${url.slice(0, url.indexOf(':') + 1)} ${kind} URL`,
+    );
+  }
+}
+
+/** `?prefix=` of a broker or transport URL, as adapter options: apps sharing one server keep apart. */
+export function prefixOf(url: URL): { prefix?: string } {
+  const prefix = url.searchParams.get('prefix');
   return prefix === null || prefix === '' ? {} : { prefix };
 }

@@ -11,7 +11,7 @@ import { createNatsBroker } from '../adapters/nats/nats-broker.ts';
 import { createRedisBroker } from '../adapters/redis/redis-broker.ts';
 import { ParleyError } from '../errors.ts';
 import type { Clock } from '../runtime/clock.ts';
-import { prefixOf, Schemes } from '../schemes.ts';
+import { parseUrl, prefixOf, Schemes } from '../schemes.ts';
 import type { Broker } from './broker.ts';
 import { createEmbeddedBroker } from './embedded/embedded-broker.ts';
 
@@ -34,17 +34,24 @@ export class BrokerRegistry {
       return createEmbeddedBroker(options.clock === undefined ? { path } : { path, clock: options.clock });
     });
     // `nats://host:port`: JetStream (the server runs with -js).
-    this.register('nats:', (url) => createNatsBroker({ url: String(url), ...prefixOf(checkedUrl(url)) }));
+    this.register('nats:', (url) =>
+      createNatsBroker({ url: String(url), ...prefixOf(parseUrl(String(url), 'broker')) }),
+    );
     // `redis://host:port[/db]`: Streams and consumer groups.
-    this.register('redis:', (url) => createRedisBroker({ url: String(url), ...prefixOf(checkedUrl(url)) }));
+    this.register('redis:', (url) =>
+      createRedisBroker({ url: String(url), ...prefixOf(parseUrl(String(url), 'broker')) }),
+    );
     // `amqp://user:pass@host:port/vhost`: RabbitMQ quorum queues.
-    this.register('amqp:', (url) => createAmqpBroker({ url: String(url), ...prefixOf(checkedUrl(url)) }));
+    this.register('amqp:', (url) =>
+      createAmqpBroker({ url: String(url), ...prefixOf(parseUrl(String(url), 'broker')) }),
+    );
     // `mqtt://[user:pass@]host:port[?prefix=…&member=…]`: MQTT 5 shared subscriptions.
     this.register('mqtt:', (url) => {
-      const member = new URL(checkedUrl(url)).searchParams.get('member');
+      const parsed = parseUrl(String(url), 'broker');
+      const member = parsed.searchParams.get('member');
       return createMqttBroker({
         url: String(url).replace(/\?.*$/, ''),
-        ...prefixOf(String(url)),
+        ...prefixOf(parsed),
         ...(member === null || member === '' ? {} : { member }),
       });
     });
@@ -64,20 +71,4 @@ export class BrokerRegistry {
   async open(url: string, options: BrokerFactoryOptions = {}): Promise<Broker> {
     return this.schemes.lookup(url)(url, options);
   }
-}
-
-/**
- * `url` as a string that parses as a URL, or INVALID_ARGUMENT, as a scheme no broker has is. Until
- * 2026-12-03 a malformed `nats:`, `redis:`, `amqp:` or `mqtt:` URL (`redis://[::1`, a port over
- * 65535) failed with the URL parser's TypeError, an unexpected INTERNAL error.
- */
-function checkedUrl(url: URL | string): string {
-  const text = String(url);
-  // The URL itself is left out of the message: it may hold a password.
-  if (!URL.canParse(text))
-    throw new ParleyError(
-      'INVALID_ARGUMENT',
-      `not a valid ${text.slice(0, text.indexOf(':') + 1)} broker URL`,
-    );
-  return text;
 }

@@ -9,7 +9,7 @@ import { createAmqpTransport } from '../adapters/amqp/amqp-transport.ts';
 import { createMqttTransport } from '../adapters/mqtt/mqtt-transport.ts';
 import { createNatsTransport } from '../adapters/nats/nats-transport.ts';
 import { createRedisTransport } from '../adapters/redis/redis-transport.ts';
-import { prefixOf, Schemes } from '../schemes.ts';
+import { parseUrl, prefixOf, Schemes } from '../schemes.ts';
 import { createMemoryNetwork } from './memory.ts';
 import type { ParleyTlsOptions } from './tcp/sockets.ts';
 import { createTcpTransport } from './tcp/tcp-transport.ts';
@@ -53,7 +53,7 @@ export class TransportRegistry {
       this.register(scheme, (url, options) =>
         create({
           url,
-          ...prefixOf(url),
+          ...prefixOf(parseUrl(url, 'transport')),
           ...(options.maxPayload === undefined ? {} : { maxPayload: options.maxPayload }),
           ...(options.log === undefined ? {} : { log: options.log }),
         }),
