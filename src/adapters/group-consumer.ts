@@ -25,7 +25,7 @@
  */
 
 import type { ConsumerHandler, ConsumerSpec, DeadLetter } from '../broker/broker.ts';
-import { checkLease, MAX_DELAY_MS } from '../broker/check.ts';
+import { checkLease, DEFAULT_LEASE_MS, MAX_DELAY_MS } from '../broker/check.ts';
 import {
   badBody,
   deferOf,
@@ -113,7 +113,7 @@ export class GroupConsumer {
     this.maxInFlight = Math.max(1, spec.maxInFlight ?? 64);
     this.maxAttempts = Math.max(1, spec.maxAttempts ?? 5);
     this.backoff = { ...DEFAULT_BACKOFF, ...spec.backoff };
-    this.lease = spec.lease ?? 30_000;
+    this.lease = spec.lease ?? DEFAULT_LEASE_MS;
     this.random = options.random ?? Math.random;
     this.log =
       options.log ?? ((m) => process.stderr.write(`parley consumer ${spec.group}/${spec.topic}: ${m}\n`));

@@ -17,6 +17,9 @@ import type { BrokerPublishOptions, ConsumerSpec, DeadLetterFilter } from './bro
 /** The longest delay a publish may ask for, ms: the most a timer can wait (about 24.8 days). */
 export const MAX_DELAY_MS = 2 ** 31 - 1;
 
+/** The lease of a delivery whose subscription sets none (`ConsumerSpec.lease`), ms: every broker's. */
+export const DEFAULT_LEASE_MS = 30_000;
+
 export function checkPublish(envelope: unknown, options: unknown): asserts envelope is Envelope {
   assertEnvelope(envelope);
   if (options === undefined) return;

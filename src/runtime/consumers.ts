@@ -5,7 +5,7 @@
  * handler stopped by an open circuit breaker puts its message back without spending an attempt.
  */
 import type { Broker, Consumer, Delivery } from '../broker/broker.ts';
-import { MAX_DELAY_MS } from '../broker/check.ts';
+import { DEFAULT_LEASE_MS, MAX_DELAY_MS } from '../broker/check.ts';
 import { ParleyError } from '../errors.ts';
 import type { Clock } from './clock.ts';
 import type { Server } from './serve.ts';
@@ -32,9 +32,6 @@ export async function subscribeDurable(
   }
   return consumers;
 }
-
-/** The broker's default lease (`ConsumerSpec.lease`), ms. */
-const DEFAULT_LEASE_MS = 30_000;
 
 /** What a lease outlasts a handler's time budget by: room to settle the delivery once it ends. */
 const LEASE_MARGIN_MS = 5_000;

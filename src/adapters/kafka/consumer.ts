@@ -12,7 +12,7 @@
  * Leases, rebalances and commits: `rebalance.ts`.
  */
 import type { ConsumerHandler, ConsumerSpec, Delivery } from '../../broker/broker.ts';
-import { checkLease } from '../../broker/check.ts';
+import { checkLease, DEFAULT_LEASE_MS } from '../../broker/check.ts';
 import {
   badBody,
   deferOf,
@@ -94,7 +94,7 @@ export class KafkaGroupConsumer {
     this.kafkaTopic = host.topicName(spec.topic);
     this.maxAttempts = Math.max(1, spec.maxAttempts ?? 5);
     this.backoff = { initial: 100, max: 30_000, multiplier: 2, ...spec.backoff };
-    this.leaseMs = spec.lease ?? 30_000;
+    this.leaseMs = spec.lease ?? DEFAULT_LEASE_MS;
     this.maxInFlight = Math.max(1, spec.maxInFlight ?? 64);
     this.maxBuffered = Math.max(this.maxInFlight * 4, 256);
     this.assignment = new Assignment({

@@ -45,7 +45,7 @@ import type {
   DeadLetterStore,
   PublishReceipt,
 } from '../../broker/broker.ts';
-import { checkLetterRoom, checkPublish, checkSpec } from '../../broker/check.ts';
+import { checkLetterRoom, checkPublish, checkSpec, DEFAULT_LEASE_MS } from '../../broker/check.ts';
 import { letterBodyRoom, letterMatches, replayable, storedLetter } from '../../broker/outcome.ts';
 import type { Codec } from '../../codec/codec.ts';
 import { createJsonCodec } from '../../codec/json.ts';
@@ -283,7 +283,7 @@ export class NatsBroker implements Broker {
     await this.ensureTopic(spec.topic);
     const stream = this.streamOf(spec.topic);
     const durable = tokenOf(spec.group);
-    const lease = spec.lease ?? 30_000;
+    const lease = spec.lease ?? DEFAULT_LEASE_MS;
     try {
       await this.jsm.consumers.info(stream, durable);
     } catch (error) {

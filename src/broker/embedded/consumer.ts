@@ -10,7 +10,7 @@ import { ParleyError } from '../../errors.ts';
 import { type Backoff, backoffDelay, DEFAULT_BACKOFF } from '../../resilience/backoff.ts';
 import type { Clock, TimerHandle } from '../../runtime/clock.ts';
 import type { ConsumerHandler, ConsumerSpec } from '../broker.ts';
-import { checkLease } from '../check.ts';
+import { checkLease, DEFAULT_LEASE_MS } from '../check.ts';
 import { badBody, deferOf, failure, permanent, runHandler } from '../outcome.ts';
 import type { Leased, SettleOp, Store } from './store.ts';
 
@@ -49,7 +49,7 @@ export class EmbeddedConsumer {
     this.group = spec.group;
     this.maxAttempts = Math.max(1, spec.maxAttempts ?? 5);
     this.backoff = { ...DEFAULT_BACKOFF, ...spec.backoff };
-    this.lease = spec.lease ?? 30_000;
+    this.lease = spec.lease ?? DEFAULT_LEASE_MS;
     this.maxInFlight = Math.max(1, spec.maxInFlight ?? 64);
   }
 
