@@ -19,7 +19,7 @@ import {
   subscribe,
   z,
 } from '../src/index.ts';
-import { calc, calcService, tempDir, testNode, waitFor } from './helpers.ts';
+import { calc, calcService, tempDir, testNode, ticksUntil, waitFor } from './helpers.ts';
 
 const dir = tempDir('more');
 
@@ -233,20 +233,21 @@ describe('durable events through a node', () => {
   });
 
   it('a node whose start fails at a refused subscription leaves none of its subscriptions consuming', async () => {
-    const broker = createEmbeddedBroker({ path: ':memory:' });
+    const clock = createFakeClock();
+    const broker = createEmbeddedBroker({ path: ':memory:', clock });
     const handled: string[] = [];
     const billing = calcService({}, [
       subscribe(orders, 'order.placed', (o) => void handled.push(o.id), { group: 'billing' }),
       subscribe(orders, 'order.placed', () => undefined, { group: 'audit', maxAttempts: 0 }),
     ]);
-    const node = testNode({ broker, services: [billing] });
+    const node = testNode({ clock, broker, services: [billing] });
     await assert.rejects(
       node.start(),
       (e: unknown) => e instanceof ParleyError && e.code === 'INVALID_ARGUMENT',
     );
     // The group exists (its consumer subscribed before the refusal): a message waits for it.
     await broker.publish(createEnvelope({ source: '/t', type: 'order.placed', data: { id: 'o1' } }));
-    await new Promise((r) => setTimeout(r, 200));
+    for (let i = 0; i < 20; i++) await clock.tick(10); // four polls' worth of broker time
     // Until 2026-12-03 the first subscription stayed open and the failed node handled the message.
     assert.deepEqual(handled, []);
     // Left for a node that runs: the next consumer of the group gets it.
@@ -254,7 +255,7 @@ describe('durable events through a node', () => {
     await broker.subscribe({ topic: 'order.placed', group: 'billing' }, async (d) => {
       later.push(d.envelope.id);
     });
-    await waitFor(() => later.length === 1, 5000, 'the message, for the next consumer');
+    await ticksUntil(clock, () => later.length === 1, 'the message, for the next consumer');
     await broker.close();
   });
 

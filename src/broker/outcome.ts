@@ -65,9 +65,8 @@ export function badBody(e: ParleyError): ParleyError {
  */
 export function runHandler<T>(handler: (delivery: T) => Promise<void>, delivery: T): Promise<void> {
   try {
-    const result: unknown = handler(delivery);
-    // A promise is handed back as it is (`Promise.resolve` would return it too, one call more).
-    return result instanceof Promise ? result : (Promise.resolve(result) as Promise<void>);
+    // A native promise comes back as it is; any other value (or thenable) is settled by it.
+    return Promise.resolve(handler(delivery));
   } catch (error) {
     return Promise.reject(error);
   }
