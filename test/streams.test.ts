@@ -568,5 +568,10 @@ describe('streams: checked chunks', () => {
     const seen: number[] = [];
     for await (const n of sync) seen.push(n);
     assert.deepEqual(seen, [2, 3]);
+    // Their values are awaited, as `for await` awaits them.
+    const promised = checked([Promise.resolve(5), 6] as unknown as number[], (n) => n + 1);
+    const awaited: number[] = [];
+    for await (const n of promised) awaited.push(n);
+    assert.deepEqual(awaited, [6, 7]);
   });
 });

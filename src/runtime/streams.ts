@@ -154,14 +154,16 @@ export class ChunkQueue<T> implements AsyncIterable<T> {
 export function checked<T>(source: AsyncIterable<T> | Iterable<T>, check: (chunk: T) => T): AsyncIterable<T> {
   return {
     [Symbol.asyncIterator]() {
-      const iterator =
-        Symbol.asyncIterator in source
-          ? source[Symbol.asyncIterator]()
-          : (source as Iterable<T>)[Symbol.iterator]();
+      const sync = !(Symbol.asyncIterator in source);
+      const iterator = sync
+        ? (source as Iterable<T>)[Symbol.iterator]()
+        : (source as AsyncIterable<T>)[Symbol.asyncIterator]();
       return {
         async next() {
           const step = await iterator.next();
-          return step.done === true ? step : { done: false, value: check(step.value) };
+          if (step.done === true) return step;
+          // A sync iterable's values are awaited, as `for await` does (an array of promises).
+          return { done: false, value: check(sync ? await step.value : step.value) };
         },
         async return(value?: unknown) {
           return (await iterator.return?.(value)) ?? { done: true, value: undefined };
