@@ -290,6 +290,37 @@ describe('durable events through a node', () => {
     assert.equal(broker.stats().pending, 0, 'acked');
   });
 
+  it('a durable handler under a node-wide defaultTimeout longer than the default lease keeps its message that long', async () => {
+    const clock = createFakeClock();
+    const broker = createEmbeddedBroker({ path: ':memory:', clock });
+    let runs = 0;
+    let running = 0;
+    let most = 0;
+    const slow = calcService({}, [
+      subscribe(
+        orders,
+        'order.placed',
+        async () => {
+          runs++;
+          most = Math.max(most, ++running);
+          await new Promise<void>((r) => clock.setTimeout(r, 45_000));
+          running--;
+        },
+        { group: 'slow' },
+      ),
+    ]);
+    const node = testNode({ clock, broker, services: [slow], defaultTimeout: 60_000 });
+    nodes.push(node);
+    await node.start();
+    await node.publish(orders, 'order.placed', { id: 'o1' });
+    for (let i = 0; i < 600; i++) await clock.tick(100);
+    // Until 2026-12-03 only a subscription's own `timeout` lengthened the lease: under the node's
+    // 60 s budget the message was leased again at 30 s, and ran twice at once.
+    assert.equal(most, 1);
+    assert.equal(runs, 1);
+    assert.equal(broker.stats().pending, 0, 'acked');
+  });
+
   it('a node whose services subscribe durably needs a broker', () => {
     const svc = calcService({}, [subscribe(orders, 'order.placed', () => undefined)]);
     assert.throws(

@@ -16,11 +16,13 @@ export async function subscribeDurable(
   server: Server,
   service: Service,
   clock: Clock,
+  /** The node's `defaultTimeout`: a handler's budget when its subscription sets no `timeout`. */
+  defaultTimeout: number,
 ): Promise<Consumer[]> {
   const consumers: Consumer[] = [];
   try {
     for (const sub of service.subscriptions) {
-      const consumer = await subscribeOne(broker, server, service, sub, clock);
+      const consumer = await subscribeOne(broker, server, service, sub, clock, defaultTimeout);
       if (consumer !== undefined) consumers.push(consumer);
     }
   } catch (error) {
@@ -38,12 +40,11 @@ const LEASE_MARGIN_MS = 5_000;
 
 /**
  * The lease of a subscription that sets none: the broker's default, or longer when its handler
- * may run longer (`timeout`). Until 2026-12-03 a handler given more time than 30 s had its
- * message leased again while it ran, and ran twice at once.
+ * may run longer (its `timeout`, else the node's `defaultTimeout`). Until 2026-12-03 a handler
+ * given more time than 30 s had its message leased again while it ran, and ran twice at once.
  */
-function leaseOf(lease: number | undefined, timeout: number | undefined): number | undefined {
-  if (lease !== undefined || typeof timeout !== 'number' || !(timeout + LEASE_MARGIN_MS > DEFAULT_LEASE_MS))
-    return lease;
+function leaseOf(lease: number | undefined, timeout: number): number | undefined {
+  if (lease !== undefined || !(timeout + LEASE_MARGIN_MS > DEFAULT_LEASE_MS)) return lease;
   return Math.min(timeout + LEASE_MARGIN_MS, MAX_DELAY_MS);
 }
 
@@ -53,10 +54,11 @@ async function subscribeOne(
   service: Service,
   sub: Subscription,
   clock: Clock,
+  defaultTimeout: number,
 ): Promise<Consumer | undefined> {
   const { ephemeral, group, timeout, bulkhead, lease: given, ...rest } = sub.options;
   if (ephemeral) return undefined;
-  const lease = leaseOf(given, timeout);
+  const lease = leaseOf(given, typeof timeout === 'number' ? timeout : defaultTimeout);
   const spec = {
     topic: sub.event,
     group: group ?? service.contract.name,

@@ -209,9 +209,9 @@ class NodeImpl implements ParleyNode, ContextRuntime {
       });
       const broker = this.broker;
       if (broker !== undefined) {
-        for (const service of this.services) {
-          this.consumers.push(...(await subscribeDurable(broker, this.server, service, this.clock)));
-        }
+        const { server, clock, defaultTimeout } = this;
+        for (const service of this.services)
+          this.consumers.push(...(await subscribeDurable(broker, server, service, clock, defaultTimeout)));
         this.relays = this.outboxes.map((o) =>
           o.startRelay(broker, { clock: this.clock, log: (m) => this.logger.warn(`outbox: ${m}`) }),
         );
