@@ -48,6 +48,8 @@ describe('embedded broker: a hot key', () => {
     // cursor has passed every message of the hot key.
     await until(clock, () => handled.length === 5, 'the other keys, past the backlog');
     assert.deepEqual(handled, ['other00', 'other11', 'other22', 'other33', 'other44']);
+    // Their acks commit in a later tick.
+    await until(clock, () => broker.stats().pending <= 1, "the other keys' acks");
     // Every poll reads the group's pending rows (due ones, the next due time): they are the head
     // in flight, not the 999 behind it (before the change: 1,000).
     assert.equal(broker.stats().pending, 1, 'only the head is pending');
@@ -61,6 +63,36 @@ describe('embedded broker: a hot key', () => {
     );
     // The last one's ack commits in a tick after its handler ran.
     await until(clock, () => broker.stats().pending === 0, 'the last ack');
+    await c.close();
+    await broker.close();
+  });
+
+  it('other keys behind a long backlog of a hot key come within a few polls, not one poll per batch of room', async () => {
+    const clock = createFakeClock();
+    const broker = createEmbeddedBroker({ path: ':memory:', clock, random: createRandom(3) });
+    const topic = 'hot.catch-up';
+    const head = deferred();
+    const handled: string[] = [];
+    const c = await broker.subscribe({ topic, group: 'g', maxInFlight: 8 }, async (d) => {
+      const { k, n } = d.envelope.data as { k: string; n: number };
+      if (k === 'hot' && n === 0) await head.promise;
+      handled.push(`${k}${n}`);
+    });
+    await broker.publish(env(topic, 'hot', 0), { key: 'hot' });
+    await until(clock, () => broker.stats().pending === 1, 'the head in flight');
+    await publishAll(broker, topic, 'hot', 1, 5_000);
+    await broker.publish(env(topic, 'other', 0), { key: 'other' });
+    // A poll reads up to 1,024 entries past the cursor: 5 polls of 50 ms. Until 2026-12-03 it read
+    // `room` (7) a poll, and the other key came after some 714 polls, 36 s.
+    await until(clock, () => handled.length === 1, 'the other key', 50);
+    assert.deepEqual(handled, ['other0']);
+    head.resolve();
+    await until(clock, () => handled.length === 5_001, 'the backlog');
+    assert.deepEqual(
+      handled.slice(1),
+      [...Array(5_000).keys()].map((n) => `hot${n}`),
+      'the hot key in order',
+    );
     await c.close();
     await broker.close();
   });
