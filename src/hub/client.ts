@@ -4,10 +4,38 @@
  * one connection, one `Members` frame, one answer, closed.
  */
 import { ParleyError } from '../errors.ts';
+import { nodeInfoOf } from '../transport/node-info.ts';
 import { FrameReader, FrameType, FrameWriter, parseHubUrl } from '../transport/tcp/frames.ts';
 import { connect, type ParleyTlsOptions } from '../transport/tcp/sockets.ts';
 import { DEFAULT_MAX_PAYLOAD } from '../transport/transport.ts';
-import type { HubSnapshot } from './hub.ts';
+import type { HubMember, HubSnapshot } from './hub.ts';
+
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/**
+ * `value` as a hub's snapshot, copied down to its fields, or why it is not one. Until 2026-12-03
+ * the answer was taken as it came: `{"nodes": 5}` from whatever listened on the port made
+ * `parley services` and `parley start` fail later with a TypeError.
+ */
+function hubSnapshotOf(value: unknown): HubSnapshot | string {
+  if (!isRecord(value)) return 'not an object';
+  if (!Array.isArray(value.nodes)) return 'nodes is not a list';
+  const nodes: HubMember[] = [];
+  for (const [i, n] of value.nodes.entries()) {
+    if (!isRecord(n)) return `node ${i} is not an object`;
+    const info = nodeInfoOf(n.info);
+    if (typeof info === 'string') return `node ${i}: ${info}`;
+    if (typeof n.address !== 'string') return `node ${i}: address is not a string`;
+    for (const key of ['lastSeen', 'since'] as const) {
+      if (typeof n[key] !== 'number' || !Number.isFinite(n[key])) return `node ${i}: ${key} is not a number`;
+    }
+    nodes.push({ info, address: n.address, lastSeen: n.lastSeen as number, since: n.since as number });
+  }
+  if (value.broker === undefined) return { nodes };
+  if (typeof value.broker !== 'string') return 'broker is not a string';
+  return { nodes, broker: value.broker };
+}
 
 export async function queryHub(
   url: string,
@@ -31,11 +59,17 @@ export async function queryHub(
         if (frame.type !== FrameType.Members || frame.id !== 1) return;
         clearTimeout(timer);
         socket.end();
+        let answer: unknown;
         try {
-          resolve(JSON.parse(frame.payload.toString('utf8')) as HubSnapshot);
+          answer = JSON.parse(frame.payload.toString('utf8'));
         } catch (error) {
-          reject(new ParleyError('INTERNAL', `hub ${url} answered garbage`, { cause: error }));
+          return reject(new ParleyError('INTERNAL', `hub ${url} answered garbage`, { cause: error }));
         }
+        const snapshot = hubSnapshotOf(answer);
+        if (typeof snapshot === 'string') {
+          return reject(new ParleyError('INTERNAL', `hub ${url} answered no snapshot: ${snapshot}`));
+        }
+        resolve(snapshot);
       },
       (reason) => fail(new ParleyError('INTERNAL', `hub ${url}: ${reason}`)),
     );

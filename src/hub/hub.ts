@@ -35,7 +35,10 @@ export interface HubOptions {
   /** 0 (default) picks a free port. */
   port?: number;
   maxPayload?: number;
-  /** A node silent for this long is dropped, ms. Default 10 000. */
+  /**
+   * A node silent for this long is dropped, and a connection that said no hello (a tool) and sent
+   * no frame for this long is closed, ms. Default 10 000.
+   */
   heartbeatTimeout?: number;
   /** Nodes and tools must present this token, and nodes present it to each other. */
   token?: string;
@@ -114,6 +117,12 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
   const sockets = new Set<Socket>();
   /** Every accepted connection, a TLS one still in its handshake included (see `close`). */
   const accepted = new Set<Socket>();
+  /**
+   * Connections that have said no hello (tools asking `Members`, or peers saying nothing), with
+   * when each last handed over a complete frame: the sweeper closes those silent past
+   * `heartbeatTimeout`. Until 2026-12-03 the hub kept them for ever, a file descriptor each.
+   */
+  const unnamed = new Map<Socket, { heard: number; refuse: (why: string) => void }>();
   let owned: EmbeddedBroker | undefined;
   let brokerFile: string | undefined;
   if (options.broker === undefined && options.dataDir !== undefined) {
@@ -214,6 +223,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
         if (brokerSession !== undefined || id !== undefined) return refuse('a second hello');
         brokerSession = new BrokerSession(broker, writer, maxPayload);
         brokerSessions.add(brokerSession);
+        unnamed.delete(socket); // a broker client sends no pings: kept while connected
         // Its largest frame, so that a client refuses what the hub would not read.
         writer.send(
           FrameType.Welcome,
@@ -230,6 +240,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
       if (id !== undefined && id !== info.id) return refuse('a connection cannot change its node id');
       const first = id === undefined;
       id = info.id;
+      unnamed.delete(socket); // from now on the heartbeat bound holds
       const existing = members.get(id);
       if (existing !== undefined && existing.socket !== socket) existing.socket.destroy();
       const now = Date.now();
@@ -253,6 +264,8 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     const reader = new FrameReader(
       maxPayload,
       (frame: Frame) => {
+        const waiting = unnamed.get(socket);
+        if (waiting !== undefined) waiting.heard = Date.now();
         if (frame.type === FrameType.Hello) onHello(frame);
         else if (frame.type === FrameType.Ping) {
           const m = id === undefined ? undefined : members.get(id);
@@ -281,6 +294,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
       // Frames of one read in groups: what the first ones answered is counted before the rest run.
       READ_GROUP,
     );
+    unnamed.set(socket, { heard: Date.now(), refuse });
     socket.on('drain', () => {
       if (paused) throttle();
     });
@@ -289,6 +303,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     socket.on('close', () => {
       reader.stop();
       sockets.delete(socket);
+      unnamed.delete(socket);
       if (id !== undefined) down(id, socket);
       if (brokerSession !== undefined) {
         brokerSessions.delete(brokerSession);
@@ -322,6 +337,12 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
           m.socket.destroy();
         }
       }
+      // A connection not read while the hub waits for it to take answers (`throttle`) counts too.
+      for (const [socket, c] of unnamed) {
+        if (now - c.heard <= heartbeatTimeout) continue;
+        unnamed.delete(socket);
+        c.refuse(`no hello, silent for ${now - c.heard} ms`);
+      }
     },
     Math.max(100, heartbeatTimeout / 4),
   );
@@ -336,6 +357,7 @@ export async function createHub(options: HubOptions = {}): Promise<Hub> {
     snapshot,
     async close() {
       clearInterval(sweeper);
+      unnamed.clear();
       for (const s of sockets) s.destroy();
       // A TLS connection still in its handshake is no socket of ours yet, and `server.close` waits
       // for it: until 2026-12-03 a client that connected and said nothing held `close()` (and a
