@@ -29,19 +29,28 @@ async function publishAll(broker: EmbeddedBroker, topic: string, k: string, from
   await Promise.all(sent);
 }
 
+/**
+ * A consumer of `topic` (8 in flight) whose handler holds the hot key's first message until
+ * `head` resolves, and records every other one it handles as `<key><n>`.
+ */
+async function heldHead(topic: string, seed: number) {
+  const clock = createFakeClock();
+  const broker = createEmbeddedBroker({ path: ':memory:', clock, random: createRandom(seed) });
+  const head = deferred();
+  const handled: string[] = [];
+  const c = await broker.subscribe({ topic, group: 'g', maxInFlight: 8 }, async (d) => {
+    const { k, n } = d.envelope.data as { k: string; n: number };
+    if (k === 'hot' && n === 0) await head.promise;
+    handled.push(`${k}${n}`);
+  });
+  return { clock, broker, head, handled, c };
+}
+
 describe('embedded broker: a hot key', () => {
   it("a hot key's backlog waits in the log: the pending list holds what is in flight, other keys flow, order holds", async () => {
-    const clock = createFakeClock();
-    const broker = createEmbeddedBroker({ path: ':memory:', clock, random: createRandom(1) });
     const topic = 'hot.key';
     const N = 1_000;
-    const head = deferred();
-    const handled: string[] = [];
-    const c = await broker.subscribe({ topic, group: 'g', maxInFlight: 8 }, async (d) => {
-      const { k, n } = d.envelope.data as { k: string; n: number };
-      if (k === 'hot' && n === 0) await head.promise;
-      handled.push(`${k}${n}`);
-    });
+    const { clock, broker, head, handled, c } = await heldHead(topic, 1);
     await publishAll(broker, topic, 'hot', 0, N);
     for (let n = 0; n < 5; n++) await broker.publish(env(topic, `other${n}`, n), { key: `other${n}` });
     // The other keys come after the whole backlog in the log: once they are handled, the group's
@@ -68,16 +77,8 @@ describe('embedded broker: a hot key', () => {
   });
 
   it('other keys behind a long backlog of a hot key come within a few polls, not one poll per batch of room', async () => {
-    const clock = createFakeClock();
-    const broker = createEmbeddedBroker({ path: ':memory:', clock, random: createRandom(3) });
     const topic = 'hot.catch-up';
-    const head = deferred();
-    const handled: string[] = [];
-    const c = await broker.subscribe({ topic, group: 'g', maxInFlight: 8 }, async (d) => {
-      const { k, n } = d.envelope.data as { k: string; n: number };
-      if (k === 'hot' && n === 0) await head.promise;
-      handled.push(`${k}${n}`);
-    });
+    const { clock, broker, head, handled, c } = await heldHead(topic, 3);
     await broker.publish(env(topic, 'hot', 0), { key: 'hot' });
     await until(clock, () => broker.stats().pending === 1, 'the head in flight');
     await publishAll(broker, topic, 'hot', 1, 5_000);
