@@ -2,6 +2,7 @@
  * Shared test helpers: silent nodes, bounded waiting, a contract used across suites.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after } from 'node:test';
@@ -19,6 +20,7 @@ import {
   type Transport,
   z,
 } from '../src/index.ts';
+import { encodeFrame, type Frame, FrameReader, type FrameType } from '../src/transport/tcp/frames.ts';
 
 export const silent = pino({ level: 'silent' });
 
@@ -177,4 +179,24 @@ export function tempDir(prefix: string): { path: string; file(name: string): str
   const path = mkdtempSync(join(tmpdir(), `parley-${prefix}-`));
   after(() => rmSync(path, { recursive: true, force: true }));
   return { path, file: (name) => join(path, name) };
+}
+
+/**
+ * A raw connection speaking Parley's frames: the frames it received, and a way to send one (a
+ * string payload as it is, anything else as JSON).
+ */
+export function framePeer(socket: Socket) {
+  const frames: Frame[] = [];
+  const reader = new FrameReader(
+    1 << 20,
+    (f) => void frames.push(f),
+    () => undefined,
+  );
+  socket.on('data', (c: Buffer) => reader.push(c));
+  socket.on('error', () => undefined);
+  const send = (type: FrameType, id: number, payload: unknown = '') =>
+    socket.write(
+      encodeFrame(type, id, Buffer.from(typeof payload === 'string' ? payload : JSON.stringify(payload))),
+    );
+  return { frames, send };
 }

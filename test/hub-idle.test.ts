@@ -8,13 +8,8 @@ import { once } from 'node:events';
 import { createConnection } from 'node:net';
 import { it, type TestContext } from 'node:test';
 import { createEmbeddedBroker, createHub } from '../src/index.ts';
-import {
-  encodeFrame,
-  type Frame,
-  FrameReader,
-  FrameType,
-  PROTOCOL_VERSION,
-} from '../src/transport/tcp/frames.ts';
+import { encodeFrame, FrameType, PROTOCOL_VERSION } from '../src/transport/tcp/frames.ts';
+import { framePeer } from './helpers.ts';
 
 /** Waits on real I/O (not on `Date`, which is mocked here) until `check` holds. */
 async function until(check: () => boolean, what: string): Promise<void> {
@@ -35,23 +30,12 @@ function advance(t: TestContext, ms: number): void {
 /** A raw connection to the hub: what it received, whether it is closed, its address as the hub logs it. */
 async function dial(port: number) {
   const socket = createConnection({ host: '127.0.0.1', port });
-  socket.on('error', () => undefined);
-  const frames: Frame[] = [];
-  const reader = new FrameReader(
-    1 << 20,
-    (f) => void frames.push(f),
-    () => undefined,
-  );
-  socket.on('data', (c: Buffer) => reader.push(c));
+  const { frames, send } = framePeer(socket);
   let closed = false;
   socket.on('close', () => {
     closed = true;
   });
   await once(socket, 'connect');
-  const send = (type: FrameType, id: number, payload: unknown = '') =>
-    socket.write(
-      encodeFrame(type, id, Buffer.from(typeof payload === 'string' ? payload : JSON.stringify(payload))),
-    );
   /** Asks `Members` with `id` and waits for the answer. */
   const ask = async (id: number) => {
     send(FrameType.Members, id);

@@ -28,22 +28,11 @@ import {
   FrameType,
   PROTOCOL_VERSION,
 } from '../src/transport/tcp/frames.ts';
-import { waitFor } from './helpers.ts';
+import { framePeer, waitFor } from './helpers.ts';
 
 /** A raw connection speaking frames: what it received, and a way to send. */
 async function rawPeer(socket: Socket) {
-  const frames: Frame[] = [];
-  const reader = new FrameReader(
-    1 << 20,
-    (f) => void frames.push(f),
-    () => undefined,
-  );
-  socket.on('data', (c: Buffer) => reader.push(c));
-  socket.on('error', () => undefined);
-  const send = (type: FrameType, id: number, payload: unknown) =>
-    socket.write(
-      encodeFrame(type, id, Buffer.from(typeof payload === 'string' ? payload : JSON.stringify(payload))),
-    );
+  const { frames, send } = framePeer(socket);
   /** The next frame of `type` (with `id`, when given) not taken yet. */
   const take = async (type: FrameType, id?: number): Promise<Frame> => {
     let found: Frame | undefined;
