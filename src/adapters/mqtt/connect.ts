@@ -139,6 +139,33 @@ export async function connectMqtt(
   return { client, connack };
 }
 
+/**
+ * Ends `client` within `ms`: a DISCONNECT once the server acknowledged what is in flight, or, past
+ * `ms` (or at once when the connection is down), the socket dropped. mqtt.js's own `end(false)`
+ * waits for those acknowledgements without limit, and a later `end(true)` does nothing once an end
+ * began: until 2026-12-03 the broker and its consumers raced it against an unref'd timer, so with
+ * a publish in flight on a lost connection `close()` never resolved in a process with nothing else
+ * to wait for (it exited with code 13 instead), publishes left waiting, and on a connection up
+ * but not answering the socket was left to mqtt.js's keepalive to close.
+ */
+export function endMqtt(client: MqttClient, ms: number, log: (message: string) => void): Promise<void> {
+  if (!client.connected) {
+    client.end(true);
+    return Promise.resolve();
+  }
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      log(`MQTT: the broker did not acknowledge within ${ms} ms; dropping the connection`);
+      client.stream.destroy();
+      resolve();
+    }, ms);
+    client.end(false, () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
 /** Turns Nagle's algorithm off on the client's socket (TCP and TLS; a WebSocket stream has no such switch). */
 function noDelay(client: MqttClient): void {
   const stream = client.stream as { setNoDelay?: (on: boolean) => unknown } | undefined;

@@ -66,44 +66,54 @@ export class MqttDeadLetters implements DeadLetterStore {
     const filter = deadLetterTopic(this.prefix, '+');
     const mark = `${this.prefix}/mark/${randomUUID()}`;
     const base = `${this.prefix}/dlq/`;
-    let onMessage: ((topic: string, payload: Buffer) => void) | undefined;
-    const done = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
+    let marked = (): void => {};
+    const back = new Promise<void>((resolve) => (marked = resolve));
+    const listener = (topic: string, payload: Buffer): void => {
+      if (topic === mark) {
+        marked();
+        return;
+      }
+      if (!topic.startsWith(base)) return;
+      const id = Number(topic.slice(base.length));
+      if (!Number.isSafeInteger(id)) return;
+      // An empty payload is a purge that happened while this snapshot ran.
+      if (payload.length === 0) {
+        letters.delete(id);
+        return;
+      }
+      letters.set(
+        id,
+        storedLetter(id, payload, (b) => this.codec.decode(b)),
+      );
+    };
+    // One deadline for the whole snapshot: the SUBSCRIBE, the marker's publish and its return.
+    // Until 2026-12-03 it covered the marker's return only, and its timer was left running when a
+    // step before failed: it fired later with nobody waiting (an unhandled rejection, which ends
+    // a Node process), and a SUBACK that never came (a connection up but not answering) held the
+    // snapshot for ever.
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
         () => reject(new ParleyError('UNAVAILABLE', 'MQTT: reading the dead letters timed out')),
         SNAPSHOT_MS,
       );
-      onMessage = (topic, payload) => {
-        if (topic === mark) {
-          clearTimeout(timer);
-          resolve();
-          return;
-        }
-        if (!topic.startsWith(base)) return;
-        const id = Number(topic.slice(base.length));
-        if (!Number.isSafeInteger(id)) return;
-        // An empty payload is a purge that happened while this snapshot ran.
-        if (payload.length === 0) {
-          letters.delete(id);
-          return;
-        }
-        letters.set(
-          id,
-          storedLetter(id, payload, (b) => this.codec.decode(b)),
-        );
-      };
     });
-    const listener = onMessage as (topic: string, payload: Buffer) => void;
     this.client.on('message', listener);
     try {
-      await this.client.subscribeAsync([filter, mark], { qos: 0 });
-      await this.publisher.send(mark, '');
-      await done;
+      const steps = async () => {
+        await this.client.subscribeAsync([filter, mark], { qos: 0 });
+        await this.publisher.send(mark, '');
+        await back;
+      };
+      await Promise.race([steps(), timeout]);
       return letters;
     } catch (error) {
       throw mqttError(error, 'reading the dead letters');
     } finally {
+      clearTimeout(timer);
       this.client.off('message', listener);
-      await this.client.unsubscribeAsync([filter, mark]).catch(() => undefined);
+      // Not waited for: packets leave in order, so the next snapshot's SUBSCRIBE follows it.
+      this.client.unsubscribe([filter, mark], () => undefined);
     }
   }
 

@@ -77,10 +77,13 @@ import { createJsonCodec } from '../../codec/json.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
 import { ParleyError } from '../../errors.ts';
 import { DedupeWindow } from '../dedupe.ts';
-import { connectMqtt, type MqttClient, type MqttConnection } from './connect.ts';
+import { connectMqtt, endMqtt, type MqttClient, type MqttConnection } from './connect.ts';
 import { type Letter, MqttDeadLetters } from './dead-letters.ts';
 import { MqttConsumer } from './mqtt-consumer.ts';
 import { checkName, ID, KEY, NOT_BEFORE, Publisher, topicOf } from './names.ts';
+
+/** How long `close()` waits for the server to acknowledge what is in flight before it drops the socket. */
+const CLOSE_MS = 2000;
 
 export interface MqttBrokerOptions {
   /** `mqtt://[user:pass@]host:port` (MQTT 5). */
@@ -219,11 +222,8 @@ export class MqttBroker implements Broker {
     if (this.closed) return;
     this.closed = true;
     await Promise.all([...this.consumers].map((c) => c.close()));
-    await Promise.race([
-      this.client.endAsync(false).catch(() => undefined),
-      new Promise((r) => setTimeout(r, 2000).unref()),
-    ]);
-    this.client.end(true);
+    await endMqtt(this.client, CLOSE_MS, this.log);
+    this.publisher.close('the broker closed');
   }
 
   /**

@@ -38,11 +38,12 @@ import { letterBodyRoom } from '../../broker/outcome.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import { ParleyError } from '../../errors.ts';
 import { GroupConsumer, type RawMessage } from '../group-consumer.ts';
-import { connectMqtt, type MqttClient } from './connect.ts';
+import { connectMqtt, endMqtt, type MqttClient } from './connect.ts';
 import type { Letter } from './dead-letters.ts';
 import { mqttError } from './errors.ts';
 import {
   ATTEMPT,
+  attemptsOf,
   groupTopicOf,
   ID,
   KEY,
@@ -54,6 +55,8 @@ import {
   topicOf,
 } from './names.ts';
 
+/** How long `close()` waits for the server to acknowledge what is in flight before it drops the socket. */
+const CLOSE_MS = 2000;
 /** How long a member over its `maxInFlight` holds a message before passing it on. */
 const BOUNCE_MS = 100;
 /** The error `handleMessage` calls back with so that mqtt.js sends no PUBACK. */
@@ -153,7 +156,12 @@ export class MqttConsumer {
   private active = 0;
   /** Messages the server sent past `maxInFlight`, waiting here (unacknowledged) for room. */
   private overflow: IPublishPacket[] = [];
-  /** Handlers still running on messages whose lease ended (acknowledged, handed over). */
+  /**
+   * Handlers still running on messages of this connection whose lease ended (acknowledged, handed
+   * over). Zeroed with `active` when the connection closes: a handler of an old connection that
+   * ends later frees nothing (`settle` checks the generation), so a count kept across a reconnect
+   * never came down, and once it reached `maxInFlight` every message was passed on for ever.
+   */
   private orphans = 0;
   private readonly timers = new Set<NodeJS.Timeout>();
   /** Deliveries seen per message id: a resent message (DUP) goes on counting. */
@@ -233,6 +241,7 @@ export class MqttConsumer {
           // What the old connection delivered is the server's again: it sends it anew.
           this.generation++;
           this.active = 0;
+          this.orphans = 0;
           this.overflow = [];
         });
         c.on('connect', (connack) => {
@@ -304,7 +313,7 @@ export class MqttConsumer {
    * silently. Its order against other messages of its key is not kept.
    */
   private async adopt(packet: IPublishPacket): Promise<void> {
-    const attempts = Math.max(0, Number(prop(packet.properties?.userProperties, ATTEMPT) ?? 0) || 0);
+    const attempts = attemptsOf(packet.properties?.userProperties);
     if (await this.republish(packet, attempts)) return;
     this.host.log(
       `MQTT: a message published at QoS 0 on ${packet.topic} could not be kept for group ${this.spec.group}: lost (QoS 0 is at most once)`,
@@ -315,7 +324,7 @@ export class MqttConsumer {
     const generation = this.generation;
     const props = packet.properties?.userProperties;
     const id = prop(props, ID) ?? `${packet.topic}#${packet.messageId}#${Date.now()}`;
-    const before = Math.max(0, Number(prop(props, ATTEMPT) ?? 0) || 0);
+    const before = attemptsOf(props);
     const seen = packet.dup ? this.seen.get(id) : undefined;
     const deliveries = Math.max(before, seen ?? 0) + 1;
     // Closing: left unacknowledged, the message comes back when the session resumes.
@@ -458,11 +467,8 @@ export class MqttConsumer {
     const client = this.client;
     if (client === undefined) return;
     // DISCONNECT: the session, its subscription and what it holds stay for sessionExpirySeconds.
-    await Promise.race([
-      client.endAsync(false).catch(() => undefined),
-      new Promise((r) => setTimeout(r, 2000).unref()),
-    ]);
-    client.end(true);
+    await endMqtt(client, CLOSE_MS, this.host.log);
+    this.publisher?.close('the consumer closed');
   }
 
   /** Drops the connection without a DISCONNECT, as a crash would (tests). */

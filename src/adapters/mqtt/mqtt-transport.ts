@@ -63,7 +63,7 @@
  */
 import { ParleyError } from '../../errors.ts';
 import { type Bus, BusTransport, type BusTransportOptions } from '../bus-transport.ts';
-import { connectMqtt, type MqttClient } from './connect.ts';
+import { connectMqtt, endMqtt, type MqttClient } from './connect.ts';
 import { mqttError } from './errors.ts';
 import { MQTT_MAX_PACKET, publishPacketSize } from './names.ts';
 
@@ -245,22 +245,8 @@ function mqttBus(
     async close() {
       if (ended) return;
       ended = true;
-      if (!client.connected) {
-        client.end(true);
-        return;
-      }
       // Waits for the broker's acks of what is in flight (the bye among them), then DISCONNECT.
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          log(`MQTT: the broker did not acknowledge within ${CLOSE_MS} ms; dropping the connection`);
-          client.stream.destroy();
-          resolve();
-        }, CLOSE_MS);
-        client.end(false, () => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+      await endMqtt(client, CLOSE_MS, log);
     },
 
     destroy() {

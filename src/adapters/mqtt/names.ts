@@ -54,6 +54,17 @@ export function prop(props: Record<string, string | string[]> | undefined, name:
   return Array.isArray(v) ? v[0] : v;
 }
 
+/**
+ * The deliveries a message had before (`parley-attempt`): digits only, else 0 as if absent. Any
+ * client may set the property; until 2026-12-03 it went through `Number`, so `Infinity` (or
+ * `1e400`) made the handler's attempt `Infinity` and its dead letter unreadable (`attempts: null`
+ * in JSON), and `2.5` a fractional attempt.
+ */
+export function attemptsOf(props: Record<string, string | string[]> | undefined): number {
+  const text = prop(props, ATTEMPT);
+  return text !== undefined && /^[0-9]{1,15}$/.test(text) ? Number(text) : 0;
+}
+
 export interface PublishOptions {
   retain?: boolean;
   userProperties?: Record<string, string>;
@@ -199,6 +210,22 @@ export class Publisher {
         },
       );
     });
+  }
+
+  /**
+   * Fails every publish still waiting for its PUBACK (UNAVAILABLE, retryable: the server may have
+   * it), once the connection is ended: mqtt.js calls none of them back then. Until 2026-12-03 they
+   * waited for their deadline (`publishTimeoutMs`) after `close()`, and its timer held the process.
+   */
+  close(why: string): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const waiting = [...this.waiting];
+    this.waiting.clear();
+    for (const entry of waiting)
+      entry.reject(
+        new ParleyError('UNAVAILABLE', `MQTT: ${why}: no PUBACK for ${entry.topic}`, { retryable: true }),
+      );
   }
 
   /** Fails the publishes past their deadline, then waits for the next oldest one's. */
