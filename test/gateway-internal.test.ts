@@ -73,6 +73,41 @@ describe('gateway internal endpoint', async () => {
     assert.equal(stream.body, '{"n":0}\n{"n":1}\n');
   });
 
+  it('validates a JSON null as sent: refused where the input is an object or a list of chunks', async () => {
+    for (const target of ['items.whoami', 'items.upload']) {
+      const r = await raw(url, {
+        method: 'POST',
+        path: `/rpc/${target}`,
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+        body: 'null',
+      });
+      assert.equal(r.status, 400, `${target}: ${r.body}`);
+      assert.equal(problemOf(r).code, 'INVALID_ARGUMENT');
+    }
+    // No body at all is still no input.
+    const none = await raw(url, {
+      method: 'POST',
+      path: '/rpc/items.whoami',
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    assert.equal(none.status, 200, none.body);
+  });
+
+  it('refuses a multipart form with 415 instead of dropping it unread', async () => {
+    // The gateway reads forms on upload routes only; this gateway has one, so it knows the type.
+    const form = await raw(url, {
+      method: 'POST',
+      path: '/rpc/items.upload',
+      headers: {
+        'content-type': 'multipart/form-data; boundary=b',
+        authorization: `Bearer ${TOKEN}`,
+      },
+      body: '--b\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n\r\nhello\r\n--b--\r\n',
+    });
+    assert.equal(form.status, 415, form.body);
+    assert.equal(problemOf(form).code, 'INVALID_ARGUMENT');
+  });
+
   it('takes the Bearer scheme in any case, as public routes do', async () => {
     for (const scheme of ['bearer', 'BEARER', 'Bearer  ']) {
       const r = await raw(url, {

@@ -136,4 +136,26 @@ describe('gateway close', () => {
     assert.ok(Date.now() - started < 1500, `closed in ${Date.now() - started} ms`);
     assert.equal(await inFlight, 'cut');
   });
+
+  it('close() while listen() is under way closes the server it opens; listen() after close() is refused', async () => {
+    const edge = testNode({});
+    await edge.start();
+    after(() => edge.stop());
+    // A shutdown signal handled in the same turn as the start.
+    const racing = createGateway({ node: edge, contracts: [items] });
+    const early = createGateway({ node: edge, contracts: [items] });
+    // Only a failure leaves a server to close here.
+    after(() => {
+      for (const g of [racing, early]) if (g.fastify.server.listening) g.fastify.server.close();
+    });
+    const listened = racing.listen();
+    await racing.close();
+    const { url } = await listened;
+    assert.equal(racing.fastify.server.listening, false, 'the server listen() opened is closed');
+    await assert.rejects(fetch(`${url}/healthz`), 'nothing answers');
+    // A shutdown signal handled before the start: the start is refused, no server is left open.
+    await early.close();
+    await assert.rejects(early.listen(), (e: Error & { code?: string }) => e.code === 'FAILED_PRECONDITION');
+    assert.equal(early.fastify.server.listening, false);
+  });
 });

@@ -408,6 +408,19 @@ describe('gateway start-up checks', () => {
     assert.throws(() => createGateway({ node, contracts: [nested] }), /scalars/);
     void items;
   });
+
+  it('refuses an internal token no request could present: blank, or with spaces around it', () => {
+    const node = testNode({});
+    for (const token of ['', '  ', ' svc-token', 'svc-token\t']) {
+      assert.throws(
+        () => createGateway({ node, contracts: [items], internal: { tokens: ['good-token', token] } }),
+        (e: Error & { code?: string }) => e.code === 'INVALID_ARGUMENT' && /internal token/.test(e.message),
+        JSON.stringify(token),
+      );
+    }
+    // Spaces inside a token are sent as they are.
+    createGateway({ node, contracts: [items], internal: { tokens: ['svc token'] } });
+  });
 });
 
 describe('gateway logging', async () => {

@@ -37,11 +37,12 @@ import { registerPublicRoutes } from './public-routes.ts';
 import { planRoutes } from './routes.ts';
 
 export interface Gateway {
-  /** Starts listening; the URL has the actual port. */
+  /** Starts listening; the URL has the actual port. Refused once `close()` was called. */
   listen(): Promise<{ url: string }>;
   /**
-   * Stops accepting, runs the `onClose` hooks (push connections end here), lets in-flight
-   * requests finish for up to `closeTimeout` ms, then cuts what is left and closes.
+   * Stops accepting (once a `listen()` under way has finished), runs the `onClose` hooks (push
+   * connections end here), lets in-flight requests finish for up to `closeTimeout` ms, then cuts
+   * what is left and closes.
    */
   close(): Promise<void>;
   /** Adds work to do first on close, e.g. ending long-lived push connections. */
@@ -58,6 +59,16 @@ export function createGateway(options: GatewayOptions): Gateway {
   const basePath = (options.basePath ?? '/api').replace(/\/+$/, '');
   if (basePath !== '' && !/^(\/[A-Za-z0-9_.~-]+)+$/.test(basePath)) {
     throw new ParleyError('INVALID_ARGUMENT', `gateway: basePath "${options.basePath}" is not a plain path`);
+  }
+  // A header's value is trimmed and its scheme's spaces are taken by the parser: until 2026-12-03 a
+  // blank internal token (`[process.env.TOKEN ?? '']`) turned `/rpc` on with no token to present.
+  for (const token of options.internal?.tokens ?? []) {
+    if (token.trim() === '' || token.trim() !== token) {
+      throw new ParleyError(
+        'INVALID_ARGUMENT',
+        'gateway: an internal token is blank or has spaces around it: no request could present it',
+      );
+    }
   }
   const bodyLimit = options.bodyLimit ?? MiB;
   const uploadLimit = options.uploadLimit ?? 10 * MiB;
@@ -214,18 +225,25 @@ export function createGateway(options: GatewayOptions): Gateway {
 
   const closeHooks: (() => void | Promise<void>)[] = [];
   let closed: Promise<void> | undefined;
+  let listening: Promise<unknown> | undefined;
   return {
     routes,
     fastify,
     onClose: (hook) => void closeHooks.push(hook),
     async listen() {
-      await fastify.listen({ host, port: options.port ?? 0 });
+      // Until 2026-12-03 a listen() after close() (a shutdown signal that came during start-up)
+      // opened a server nothing would close, and kept the process alive.
+      if (closed !== undefined) throw new ParleyError('FAILED_PRECONDITION', 'gateway: it is closed');
+      listening = fastify.listen({ host, port: options.port ?? 0 });
+      await listening;
       const { port } = fastify.server.address() as AddressInfo;
       return { url: `http://${host.includes(':') ? `[${host}]` : host}:${port}` };
     },
     close() {
       closed ??= (async () => {
         closing = true;
+        // A listen() under way finishes first, so that the server it opens is the one closed.
+        await listening?.catch(() => undefined);
         // One bound for all of it: the close hooks (push connections saying goodbye) and the drain.
         let timer: NodeJS.Timeout | undefined;
         const late = new Promise<'late'>((resolve) => {

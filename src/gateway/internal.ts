@@ -18,6 +18,7 @@ import { bearerCheck } from './auth/secrets.ts';
 import { idempotencyKeyOf, scopedIdempotencyKey } from './idempotency.ts';
 import { disconnectSignal, type Invoker, sendResult } from './invoke.ts';
 import type { GatewayOptions, GatewayRoute } from './options.ts';
+import { HttpProblem } from './problem.ts';
 import { gatewayRequest } from './public-routes.ts';
 
 const SERVICE_PRINCIPAL: Principal = Object.freeze({
@@ -100,7 +101,14 @@ export function registerInternal({
       if (contract === undefined || def === undefined) {
         throw new ParleyError('NOT_FOUND', `no action ${target}; use <service>.<action>`);
       }
-      const body = request.body ?? (def.stream === 'input' ? [] : {});
+      // isMultipart exists where an upload route registered the multipart parser, which reads no
+      // body: until 2026-12-03 a form sent here was dropped unread and the action called with none.
+      if (typeof request.isMultipart === 'function' && request.isMultipart()) {
+        throw new HttpProblem(415, 'INVALID_ARGUMENT', 'Send the body as application/json.');
+      }
+      // No body is no input; a JSON `null` is a value, validated as sent (until 2026-12-03 it was
+      // taken as `{}`, or as no chunks, so a caller's `null` called the action as if it had none).
+      const body = request.body === undefined ? (def.stream === 'input' ? [] : {}) : request.body;
       if (def.stream === 'input' && !Array.isArray(body)) {
         throw new ParleyError('INVALID_ARGUMENT', 'an input-stream action takes a JSON array of chunks');
       }

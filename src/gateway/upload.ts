@@ -64,9 +64,11 @@ export async function callWithUpload(init: UploadInit): Promise<unknown> {
   });
   /** The client's form broke off or was malformed while the service was reading it. */
   let broken: { error: unknown } | undefined;
+  // One reader of the file for the service and for the drain below: once a stream's async
+  // iterator has read from it, `resume()` does nothing (its 'readable' listener wins).
+  const pieces = (file as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
   async function* chunks(): AsyncGenerator<UploadChunk> {
     let offset = 0;
-    const pieces = (file as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
     for (;;) {
       let next: IteratorResult<Buffer>;
       try {
@@ -94,8 +96,21 @@ export async function callWithUpload(init: UploadInit): Promise<unknown> {
     if (broken !== undefined) throw broken.error;
     throw error;
   } finally {
-    // Whatever the service left unread is drained so the connection can answer.
-    if (!file.readableEnded) file.resume();
+    // Whatever the service left unread is drained so the connection can answer. Through the
+    // iterator: until 2026-12-03 this was `file.resume()`, a no-op once the service had read, and
+    // a file the service stopped reading (it failed, or answered, before the end) stalled the form
+    // parser: the rest of the body was never read, the connection answered nothing more and held
+    // the gateway's close until its timeout.
+    if (!file.readableEnded) void drain(pieces);
+  }
+}
+
+/** Reads and drops what is left of the file; a broken form ends it as well. */
+async function drain(pieces: AsyncIterator<Buffer>): Promise<void> {
+  try {
+    while ((await pieces.next()).done !== true);
+  } catch {
+    // The client's form broke off: nothing is left to read.
   }
 }
 
