@@ -159,3 +159,49 @@ describe('gateway close', () => {
     assert.equal(early.fastify.server.listening, false);
   });
 });
+
+describe('gateway request timeout', () => {
+  it('a request whose body does not arrive whole within requestTimeout is answered 408 and its connection closed', async () => {
+    // Node's own timers (not the gateway's) run this, so the test runs on real time: 300 ms.
+    const { url } = await startGateway({ requestTimeout: 300 });
+    const socket = connect(Number(new URL(url).port), '127.0.0.1');
+    socket.on('error', () => undefined);
+    let answer = '';
+    let closed = false;
+    socket.on('data', (c: Buffer) => {
+      answer += c.toString('utf8');
+    });
+    socket.on('close', () => {
+      closed = true;
+    });
+    socket.write(
+      'POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"name":',
+    );
+    // Until 2026-12-03 Fastify's default held: no limit, and the connection stayed open for good.
+    await waitFor(() => closed, 5000, 'the connection closed');
+    assert.match(answer, /^HTTP\/1\.1 408 Request Timeout\r\n/);
+    const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>;
+    assert.equal(body.code, 'DEADLINE_EXCEEDED');
+    assert.equal(body.title, 'Request timeout');
+    // The gateway goes on serving.
+    assert.equal((await fetch(`${url}/healthz`)).status, 200);
+  });
+
+  it("defaults to Node's 300 s (the head within 60 s), 0 turns it off, a value that is no whole number of ms is refused", async () => {
+    const edge = testNode({});
+    await edge.start();
+    after(() => edge.stop());
+    const server = (options: { requestTimeout?: number }) =>
+      createGateway({ node: edge, contracts: [items], ...options }).fastify.server;
+    assert.equal(server({}).requestTimeout, 300_000);
+    assert.equal(server({}).headersTimeout, 60_000);
+    assert.equal(server({ requestTimeout: 0 }).requestTimeout, 0);
+    for (const requestTimeout of [-1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      assert.throws(
+        () => server({ requestTimeout }),
+        (e: Error & { code?: string }) => e.code === 'INVALID_ARGUMENT',
+        String(requestTimeout),
+      );
+    }
+  });
+});

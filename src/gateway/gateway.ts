@@ -75,6 +75,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   const maxHeaders = options.maxHeaders ?? 100;
   const maxUrlLength = options.maxUrlLength ?? 2048;
   const closeTimeout = options.closeTimeout ?? 10_000;
+  const timeouts = requestTimeouts(options.requestTimeout);
   const host = options.host?.trim() || '127.0.0.1';
 
   const inputSchemas = new Map<string, Record<string, unknown>>();
@@ -102,7 +103,10 @@ export function createGateway(options: GatewayOptions): Gateway {
     childLoggerFactory: (parent) => parent,
     bodyLimit,
     genReqId: requestIdOf,
-    http: { maxHeaderSize: options.maxHeaderBytes ?? 16 * 1024 },
+    // Given to Node at creation: set on the server afterwards (as Fastify does with its own
+    // `requestTimeout`, 0 by default) it is never checked.
+    http: { maxHeaderSize: options.maxHeaderBytes ?? 16 * 1024, ...timeouts },
+    requestTimeout: timeouts.requestTimeout,
     // Refused by the onRequest hook below instead, so that the 503 is a problem like every other
     // answer (Fastify's own is plain JSON, without the request id: it skips every hook).
     return503OnClosing: false,
@@ -294,4 +298,23 @@ function methodsByPath(routes: readonly GatewayRoute[]): (path: string) => strin
     ),
   }));
   return (path) => [...new Set(compiled.filter((c) => c.pattern.test(path)).map((c) => c.method))];
+}
+
+/**
+ * Node's request timers for `requestTimeout` (see `GatewayOptions`): the head within 60 s at most,
+ * and the check for both run often enough that a short limit holds. Until 2026-12-03 Fastify's
+ * default was kept, no limit: a client that sent a head and part of a body held its connection
+ * for as long as it liked.
+ */
+function requestTimeouts(given: number | undefined) {
+  const requestTimeout = given ?? 300_000;
+  if (!Number.isSafeInteger(requestTimeout) || requestTimeout < 0) {
+    throw new ParleyError(
+      'INVALID_ARGUMENT',
+      'gateway: requestTimeout must be a whole number of ms, 0 or more',
+    );
+  }
+  const headersTimeout = requestTimeout === 0 ? 60_000 : Math.min(60_000, requestTimeout);
+  const connectionsCheckingInterval = Math.min(30_000, Math.max(10, Math.ceil(headersTimeout / 4)));
+  return { requestTimeout, headersTimeout, connectionsCheckingInterval };
 }

@@ -115,9 +115,13 @@ export function clientErrorHandler(error: Error & { code?: string }, socket: Soc
   const requestId = uuidv7();
   const body = JSON.stringify({
     type: problemType(code),
-    title: tooLarge ? 'Request headers too large' : 'Bad request',
+    title: tooLarge ? 'Request headers too large' : status === 408 ? 'Request timeout' : 'Bad request',
     status,
-    detail: tooLarge ? 'The request head is larger than this server accepts.' : 'The request is malformed.',
+    detail: tooLarge
+      ? 'The request head is larger than this server accepts.'
+      : status === 408
+        ? 'The request did not arrive whole in time.'
+        : 'The request is malformed.',
     code,
     requestId,
     retryable: false,
@@ -127,7 +131,9 @@ export function clientErrorHandler(error: Error & { code?: string }, socket: Soc
     : status === 408
       ? 'Request Timeout'
       : 'Bad Request';
-  if (socket.writable) {
+  // Not into an answer already on its way (its head sent): that would corrupt it.
+  const answering = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  if (socket.writable && answering?.headersSent !== true) {
     socket.write(
       `HTTP/1.1 ${status} ${reason}\r\nContent-Type: ${PROBLEM_TYPE}\r\nX-Request-Id: ${requestId}\r\n` +
         `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,

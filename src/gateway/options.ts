@@ -63,6 +63,13 @@ export interface GatewayOptions {
   maxHeaderBytes?: number;
   /** Longest request target (path + query), characters. Default 2048; longer is answered 414. */
   maxUrlLength?: number;
+  /**
+   * Longest a client may take to send a whole request, head and body, ms (the head alone: at most
+   * 60 s). Past it the request is answered 408 and its connection closed. Default 300 000, Node's
+   * own default, which Fastify turns off; 0: no limit (behind a proxy that bounds it). Upload
+   * routes need it longer than the largest upload takes on the slowest link served.
+   */
+  requestTimeout?: number;
   /** Deadline of a call whose action declares no `timeout`, ms. Default 10 000. */
   callTimeout?: number;
   /** How long `close()` waits for in-flight requests before cutting connections, ms. Default 10 000. */
