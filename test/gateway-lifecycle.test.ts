@@ -205,3 +205,22 @@ describe('gateway request timeout', () => {
     }
   });
 });
+
+it("close() that fails (a plugin's onClose hook threw) rejects and leaves no timer behind", async () => {
+  const edge = testNode({});
+  await edge.start();
+  after(() => edge.stop());
+  const gateway = createGateway({ node: edge, contracts: [items], closeTimeout: 60_000 });
+  gateway.fastify.addHook('onClose', async () => {
+    throw new Error('a plugin failed to close');
+  });
+  after(() => {
+    if (gateway.fastify.server.listening) gateway.fastify.server.close();
+  });
+  await gateway.listen();
+  const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+  const before = timers();
+  await assert.rejects(gateway.close(), /a plugin failed to close/);
+  // Until 2026-12-03 the close's 60 s bound was left running, holding the process that long.
+  assert.equal(timers(), before);
+});

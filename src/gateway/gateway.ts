@@ -253,17 +253,22 @@ export function createGateway(options: GatewayOptions): Gateway {
         const late = new Promise<'late'>((resolve) => {
           timer = setTimeout(() => resolve('late'), closeTimeout);
         });
-        const hooks = Promise.allSettled(closeHooks.map(async (hook) => hook()));
-        if ((await Promise.race([hooks.then(() => 'done' as const), late])) === 'late')
-          logger.warn('gateway close timeout: close hooks still running; closing the server');
-        refusing = true;
-        const done = fastify.close();
-        if ((await Promise.race([done.then(() => 'done' as const), late])) === 'late') {
-          logger.warn('gateway close timeout: cutting the connections still open');
-          fastify.server.closeAllConnections();
-          await done;
+        try {
+          const hooks = Promise.allSettled(closeHooks.map(async (hook) => hook()));
+          if ((await Promise.race([hooks.then(() => 'done' as const), late])) === 'late')
+            logger.warn('gateway close timeout: close hooks still running; closing the server');
+          refusing = true;
+          const done = fastify.close();
+          if ((await Promise.race([done.then(() => 'done' as const), late])) === 'late') {
+            logger.warn('gateway close timeout: cutting the connections still open');
+            fastify.server.closeAllConnections();
+            await done;
+          }
+        } finally {
+          // Also when Fastify's close fails (a plugin's onClose hook threw): until 2026-12-03 the
+          // timer was left to run, and held the process for up to `closeTimeout` after it.
+          clearTimeout(timer);
         }
-        clearTimeout(timer);
       })();
       return closed;
     },
