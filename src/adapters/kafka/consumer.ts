@@ -78,6 +78,8 @@ export class KafkaGroupConsumer {
   private inflight = 0;
   private paused = false;
   private closed = false;
+  private closing: Promise<void> | undefined;
+  private connecting: Promise<unknown> | undefined;
   private loop: Promise<void> = Promise.resolve();
   private wakeTimer: ReturnType<typeof setTimeout> | undefined;
   private wakeAt = Number.POSITIVE_INFINITY;
@@ -126,6 +128,7 @@ export class KafkaGroupConsumer {
    */
   async start(): Promise<void> {
     this.partitionCount = await this.host.ensureTopic(this.kafkaTopic);
+    this.stillOpen();
     const consumer = new this.host.driver.KafkaConsumer({
       ...this.host.consumerConfig(this.group),
       rebalance_cb: (err: { code: number }, assignment: { topic: string; partition: number }[]) =>
@@ -133,16 +136,31 @@ export class KafkaGroupConsumer {
     });
     this.consumer = consumer;
     consumer.on('event.error', () => undefined); // connection trouble: librdkafka retries
-    await connect(consumer, `connect consumer of group ${this.group}`);
+    this.connecting = connect(consumer, `connect consumer of group ${this.group}`);
+    await this.connecting;
+    this.stillOpen();
     consumer.setDefaultConsumeTimeout(this.host.pollMs);
     await this.initGroup(consumer);
+    this.stillOpen();
     const assigned = new Promise<void>((resolve) => {
-      this.assigned = resolve;
-      setTimeout(resolve, 15_000).unref();
+      const timer = setTimeout(resolve, 15_000);
+      this.assigned = () => {
+        clearTimeout(timer);
+        resolve();
+      };
     });
     consumer.subscribe([this.kafkaTopic]);
     this.loop = this.poll(consumer);
     await assigned;
+    this.stillOpen();
+  }
+
+  /**
+   * Closed while starting (its broker closing): `subscribe` fails, `close` disconnects what was
+   * connected. Until 2026-12-03 the start went on: its client was never disconnected.
+   */
+  private stillOpen(): void {
+    if (this.closed) throw new ParleyError('UNAVAILABLE', 'broker is closed');
   }
 
   /**
@@ -446,18 +464,28 @@ export class KafkaGroupConsumer {
     this.settledWaiters.add(done);
   }
 
-  /** Stops taking messages; waits for running handlers (those still holding a lease). */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  /**
+   * Stops taking messages; waits for running handlers (those still holding a lease). Idempotent:
+   * every call gets the first one's promise (until 2026-12-03 a second call returned at once).
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
     this.closed = true;
     if (this.wakeTimer !== undefined) clearTimeout(this.wakeTimer);
+    this.assigned?.();
     this.assignment.stop();
     const holding = () => [...this.queues.values()].some((q) => q.some((e) => e.run !== undefined));
     while (holding()) await new Promise<void>((r) => this.waitSettled(r, 50));
     await this.loop;
     const consumer = this.consumer;
+    // Closed while it connected: wait for that first; a failed connect has nothing to commit.
     if (consumer === undefined) return;
     try {
+      await this.connecting;
       const offsets = this.assignment.commitable(true);
       if (offsets.length > 0) consumer.commitSync(offsets);
     } catch {

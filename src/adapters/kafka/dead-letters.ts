@@ -34,6 +34,8 @@ export class KafkaDeadLetters implements DeadLetterStore {
   private reader: Consumer | undefined;
   private next = 0;
   private syncing: Promise<void> = Promise.resolve();
+  /** The replay or purge under way: the next one starts after it. */
+  private changing: Promise<unknown> = Promise.resolve();
   private closed = false;
 
   constructor(private readonly host: DeadLetterHost) {
@@ -61,25 +63,42 @@ export class KafkaDeadLetters implements DeadLetterStore {
     return r === undefined ? undefined : toDeadLetter(id, r);
   }
 
-  async replay(filter: DeadLetterFilter = {}): Promise<number> {
-    await this.sync();
-    const found = this.matching(filter).filter(replayable);
-    for (const d of found) {
-      const r = this.live.get(d.id) as DeadRecord;
-      const target = this.host.topicName(r.topic);
-      await this.host.ensureTopic(target);
-      // Back to its own group only, attempts reset; other groups of the topic skip the record.
-      await this.host.produce(target, Buffer.from(JSON.stringify(r.envelope)), {
-        key: r.key,
-        headers: headers({ group: r.group }),
-      });
-    }
-    return this.remove(found.map((d) => d.id));
+  /**
+   * Puts letters back, then writes their removal. Replays and purges of this store run one at a
+   * time, and a replay that fails part way removes the letters it did put back: until 2026-12-03
+   * two replays at once both put every letter back (and one could throw a `TypeError`), and a
+   * failed one left the letters it had put back in the store, to be put back again.
+   */
+  replay(filter: DeadLetterFilter = {}): Promise<number> {
+    return this.exclusive(async () => {
+      await this.sync();
+      const found = this.matching(filter).filter(replayable);
+      const done: number[] = [];
+      try {
+        for (const d of found) {
+          const r = this.live.get(d.id) as DeadRecord;
+          const target = this.host.topicName(r.topic);
+          await this.host.ensureTopic(target);
+          // Back to its own group only, attempts reset; other groups of the topic skip the record.
+          await this.host.produce(target, Buffer.from(JSON.stringify(r.envelope)), {
+            key: r.key,
+            headers: headers({ group: r.group }),
+          });
+          done.push(d.id);
+        }
+      } catch (error) {
+        await this.remove(done).catch(() => undefined);
+        throw error;
+      }
+      return this.remove(done);
+    });
   }
 
-  async purge(filter: DeadLetterFilter = {}): Promise<number> {
-    await this.sync();
-    return this.remove(this.matching(filter).map((d) => d.id));
+  purge(filter: DeadLetterFilter = {}): Promise<number> {
+    return this.exclusive(async () => {
+      await this.sync();
+      return this.remove(this.matching(filter).map((d) => d.id));
+    });
   }
 
   async close(): Promise<void> {
@@ -111,6 +130,12 @@ export class KafkaDeadLetters implements DeadLetterStore {
       out.push(toDeadLetter(id, r));
     }
     return out.sort((a, b) => a.id - b.id);
+  }
+
+  private exclusive<T>(change: () => Promise<T>): Promise<T> {
+    const run = this.changing.then(change);
+    this.changing = run.catch(() => undefined);
+    return run;
   }
 
   /** Reads the dead-letter partition on to its current end (one reader at a time). */

@@ -60,7 +60,7 @@ import {
 } from './driver.ts';
 import { kafkaError } from './errors.ts';
 import { KafkaHistory } from './history.ts';
-import { type DeadRecord, headers, kafkaTopicName } from './protocol.ts';
+import { type DeadRecord, fittingLetter, headers, kafkaTopicName } from './protocol.ts';
 
 export interface KafkaBrokerOptions {
   /** Bootstrap servers, `host:port`. */
@@ -152,6 +152,7 @@ class KafkaBrokerImpl implements KafkaBroker {
   private readonly consumers = new Set<KafkaGroupConsumer>();
   private deliverySeq = 0;
   private closed = false;
+  private closing: Promise<void> | undefined;
 
   constructor(
     readonly driver: Driver,
@@ -350,11 +351,11 @@ class KafkaBrokerImpl implements KafkaBroker {
   }
 
   deadLetter(record: DeadRecord): Promise<number> {
-    return this.deadLetters.write(record);
+    return this.deadLetters.write(fittingLetter(record, this.maxRecordBytes, this.letterBodyRoom()));
   }
 
   async subscribe(spec: ConsumerSpec, handler: ConsumerHandler): Promise<Consumer> {
-    if (this.closed) throw new ParleyError('UNAVAILABLE', 'broker is closed');
+    if (this.closing !== undefined) throw new ParleyError('UNAVAILABLE', 'broker is closed');
     checkSpec(spec);
     const consumer = new KafkaGroupConsumer(this, spec, handler);
     this.consumers.add(consumer);
@@ -373,8 +374,18 @@ class KafkaBrokerImpl implements KafkaBroker {
     };
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
+  /**
+   * Closes the consumers, the stores and the producer. Idempotent: a second call (even while the
+   * first runs) gets the first's promise; from the first call on, `subscribe` is refused. Until
+   * 2026-12-03 two closes at once never ended (the second disconnected the producer again), and a
+   * `subscribe` during a close started a consumer no one closed, which kept the process alive.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
     await Promise.all([...this.consumers].map((c) => c.close()));
     this.consumers.clear();
     await this.deadLetters.close();

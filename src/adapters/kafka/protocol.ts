@@ -5,8 +5,10 @@
  */
 import { createHash } from 'node:crypto';
 import type { DeadLetter } from '../../broker/broker.ts';
+import { undecodableLetter } from '../../broker/outcome.ts';
 import { createJsonCodec } from '../../codec/json.ts';
 import { assertEnvelope, type Envelope } from '../../envelope/envelope.ts';
+import { ParleyError } from '../../errors.ts';
 import type { Headers } from './driver.ts';
 
 /** Record headers (Kafka headers are bytes; ours are ASCII). */
@@ -63,6 +65,38 @@ export function deadLetterTopicName(namespace: string): string {
 
 /** A dead letter as written to the dead-letter topic (its id is the record's offset + 1). */
 export type DeadRecord = Omit<DeadLetter, 'id'> & { kind: 'dead'; key: string | null };
+
+/** Bytes librdkafka counts for a record besides its key and value (at most 36, for a record without headers). */
+const RECORD_OVERHEAD = 64;
+
+/**
+ * A dead letter as a record of at most `maxBytes` can hold it: whole when it fits; else without
+ * its key; else with the first `room` bytes of its envelope's text only (an undecodable letter,
+ * not replayed), the message saying what was left out. Another writer's record is not checked
+ * like a Parley publish (`checkLetterRoom`): its key alone may take most of a record. Until
+ * 2026-12-03 such a letter was refused by the producer, written again every 5 s, and held its
+ * key and its partition's commit for ever.
+ */
+export function fittingLetter(record: DeadRecord, maxBytes: number, room: number): DeadRecord {
+  const fits = (r: DeadRecord) => Buffer.byteLength(JSON.stringify(r)) + RECORD_OVERHEAD <= maxBytes;
+  if (fits(record)) return record;
+  if (record.key !== null) {
+    const keyless: DeadRecord = {
+      ...record,
+      key: null,
+      message: `the letter keeps no key (its ${Buffer.byteLength(record.key)} bytes would be over the broker's largest message); ${record.message}`,
+    };
+    if (fits(keyless)) return keyless;
+  }
+  const { envelope, error } = undecodableLetter(
+    record.envelope.id,
+    record.topic,
+    Buffer.from(JSON.stringify(record.envelope)),
+    new ParleyError(record.code, record.message),
+    room,
+  );
+  return { ...record, key: null, envelope, message: error.message };
+}
 
 /** Written after a replay or purge: these dead letters are gone. */
 export interface RemovedRecord {
