@@ -168,6 +168,9 @@ export class KafkaDeadLetters implements DeadLetterStore {
         this.next = m.offset + 1;
       }
     }
+    // A removal read past its letter has done its work: only ids not read yet need remembering.
+    // Until 2026-12-03 every id ever removed was kept for the life of the process.
+    for (const id of this.removed) if (id <= this.next) this.removed.delete(id);
   }
 
   /**
@@ -199,7 +202,7 @@ export class KafkaDeadLetters implements DeadLetterStore {
     this.live.set(id, { kind: 'dead', ...letter, key: key ?? null });
   }
 
-  /** Ids removed so far, so that a record read after its removal was applied stays removed. */
+  /** Ids removed whose letters this store has not read yet: read later, they stay removed. */
   private readonly removed = new Set<number>();
 }
 
