@@ -112,6 +112,7 @@ export type Statements = Record<
   | 'cursor'
   | 'setCursor'
   | 'newMessages'
+  | 'newHeads'
   | 'keyBusy'
   | 'insertPending'
   | 'insertLeased'
@@ -161,6 +162,10 @@ export function prepare(db: Db): Statements {
     setCursor: db.prepare('UPDATE groups SET cursor = ? WHERE grp = ? AND topic = ?'),
     newMessages: db.prepare(
       'SELECT seq, key, available_at, body FROM messages WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?',
+    ),
+    // The same without bodies: a poll reading on past entries that wait (`Store.take`).
+    newHeads: db.prepare(
+      'SELECT seq, key, available_at FROM messages WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?',
     ),
     keyBusy: db.prepare('SELECT 1 FROM pending WHERE grp = ? AND topic = ? AND key = ? LIMIT 1'),
     insertPending: db.prepare(

@@ -174,15 +174,15 @@ export class Store {
         const waits = new Set<string>();
         // A first batch of `room` entries, as many as can be leased. Entries that wait (behind their
         // key, or for their time) take no room: past a batch of them the poll reads on, up to
-        // SCAN_ROWS entries, stopping where the room runs out. Until 2026-12-03 it read one batch
-        // a poll interval: other keys behind 100,000 entries of a hot key waited some 1,600 polls.
+        // SCAN_ROWS entries, without their bodies (the body of one it leases is read alone),
+        // stopping where the room runs out. Until 2026-12-03 it read one batch a poll interval:
+        // other keys behind 100,000 entries of a hot key waited some 1,600 polls.
         for (let read = 0, limit = room; room > 0 && read < SCAN_ROWS; limit = Math.max(room, SCAN_BATCH)) {
-          const fresh = this.s.newMessages.all(topic, cursor, Math.min(limit, SCAN_ROWS - read)) as {
-            seq: number;
-            key: string | null;
-            available_at: number;
-            body: string;
-          }[];
+          const fresh = (read === 0 ? this.s.newMessages : this.s.newHeads).all(
+            topic,
+            cursor,
+            Math.min(limit, SCAN_ROWS - read),
+          ) as { seq: number; key: string | null; available_at: number; body?: string }[];
           for (const m of fresh) {
             if (room === 0) break;
             cursor = m.seq;
@@ -198,7 +198,8 @@ export class Store {
               this.s.insertPending.run(grp, topic, m.seq, m.key, READY, m.available_at);
             } else {
               this.s.insertLeased.run(grp, topic, m.seq, m.key, now, owner, until);
-              out.push({ seq: m.seq, attempts: 1, body: m.body });
+              const body = m.body ?? (this.s.body.get(m.seq) as { body: string } | undefined)?.body;
+              out.push({ seq: m.seq, attempts: 1, body });
               room--;
             }
           }
