@@ -9,14 +9,13 @@ import assert from 'node:assert/strict';
 import { after, it } from 'node:test';
 import { startKafkaMock } from '../bench/lib/kafka-mock.ts';
 import { PAUSE_AFTER_MS } from '../src/adapters/kafka/consumer.ts';
-import { createKafkaBroker, parseKafkaUrl } from '../src/adapters/kafka/kafka-broker.ts';
+import { parseKafkaUrl } from '../src/adapters/kafka/kafka-broker.ts';
 import {
   deadLetterTopicName,
   headers as kafkaHeaders,
   kafkaTopicName,
 } from '../src/adapters/kafka/protocol.ts';
 import {
-  type Broker,
   type BrokerHistory,
   comparePositions,
   createEnvelope,
@@ -26,19 +25,9 @@ import {
 } from '../src/index.ts';
 import { brokerConformance } from './conformance/broker.ts';
 import { deferred, waitFor } from './helpers.ts';
+import { mockKafkaBroker, writeRecord } from './kafka-fixture.ts';
 import { assertFarNotBeforeLetter, foreignLetterRoomCase, letterRoomCase } from './letter-room.ts';
 import { orderIds, pushLogSetup, resumeOnAnotherInstance } from './push-log-fixture.ts';
-
-/** Writes a record as another producer would: the value (and what `options` adds), nothing of Parley's. */
-async function writeRecord(broker: Broker, topic: string, body: Buffer, options: object = {}): Promise<void> {
-  const b = broker as unknown as {
-    kafkaTopic(topic: string): string;
-    ensureTopic(name: string): Promise<number>;
-    produce(name: string, value: Buffer, options: object): Promise<unknown>;
-  };
-  await b.ensureTopic(b.kafkaTopic(topic));
-  await b.produce(b.kafkaTopic(topic), body, options);
-}
 
 // The mock cluster lives inside one client in this process (the bench starts it the same way);
 // every other client connects to it over loopback.
@@ -51,19 +40,7 @@ if (typeof cluster === 'string') {
   after(() => cluster.stop());
   let n = 0;
 
-  /**
-   * A broker on the mock cluster under `namespace` (one per case). Quick heartbeats and fetches
-   * against the in-process cluster; the session cannot be shorter: the mock holds a new group's
-   * first JoinGroup for 3 s.
-   */
-  const mockBroker = (namespace: string) =>
-    createKafkaBroker({
-      brokers: cluster.brokers.split(','),
-      namespace,
-      createTopics: 'metadata',
-      pollMs: 20,
-      consumerConfig: { 'session.timeout.ms': 6_000, 'heartbeat.interval.ms': 100, 'fetch.wait.max.ms': 10 },
-    });
+  const mockBroker = (namespace: string) => mockKafkaBroker(cluster.brokers, namespace);
 
   /** A mock-cluster broker's history under `namespace`, for `body`; the broker closed after. */
   const withHistory = async (

@@ -6,21 +6,10 @@
 import assert from 'node:assert/strict';
 import { after, it } from 'node:test';
 import { startKafkaMock } from '../bench/lib/kafka-mock.ts';
-import { createKafkaBroker } from '../src/adapters/kafka/kafka-broker.ts';
-import { type Broker, createEnvelope, type DeadLetter, ParleyError } from '../src/index.ts';
+import { createEnvelope, type DeadLetter, ParleyError } from '../src/index.ts';
+import { mockKafkaBroker, writeRecord } from './kafka-fixture.ts';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** Writes a record as another producer would: the value (and what `options` adds), nothing of Parley's. */
-async function writeRecord(broker: Broker, topic: string, body: Buffer, options: object = {}): Promise<void> {
-  const b = broker as unknown as {
-    kafkaTopic(topic: string): string;
-    ensureTopic(name: string): Promise<number>;
-    produce(name: string, value: Buffer, options: object): Promise<unknown>;
-  };
-  await b.ensureTopic(b.kafkaTopic(topic));
-  await b.produce(b.kafkaTopic(topic), body, options);
-}
 
 /** Polls `read` until `done` says so (30 s at most); returns the last value read. */
 async function until<T>(read: () => Promise<T> | T, done: (value: T) => boolean): Promise<T> {
@@ -39,14 +28,7 @@ if (typeof cluster === 'string') {
   else it('kafka letters and close (mock cluster)', { skip: cluster }, () => undefined);
 } else {
   after(() => cluster.stop());
-  const mockBroker = (namespace: string) =>
-    createKafkaBroker({
-      brokers: cluster.brokers.split(','),
-      namespace: `${namespace}-${process.pid}`,
-      createTopics: 'metadata',
-      pollMs: 20,
-      consumerConfig: { 'session.timeout.ms': 6_000, 'heartbeat.interval.ms': 100, 'fetch.wait.max.ms': 10 },
-    });
+  const mockBroker = (namespace: string) => mockKafkaBroker(cluster.brokers, `${namespace}-${process.pid}`);
 
   it("kafka: another writer's record whose dead letter is over the largest record goes to a letter without its key, or with its first bytes; its key goes on", async () => {
     const b = await mockBroker('bigletter');
