@@ -10,6 +10,8 @@ import { createEnvelope, type DeadLetter, ParleyError } from '../src/index.ts';
 import { mockKafkaBroker, writeRecord } from './kafka-fixture.ts';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+/** A bound raced against what a test waits for: unref'd, so that it holds no process once that ends. */
+const bound = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
 /** Polls `read` until `done` says so (30 s at most); returns the last value read. */
 async function until<T>(read: () => Promise<T> | T, done: (value: T) => boolean): Promise<T> {
@@ -185,7 +187,7 @@ if (typeof cluster === 'string') {
     // Before: two closes at once never ended.
     const outcome = await Promise.race([
       Promise.all(closes).then(() => 'closed'),
-      sleep(15_000).then(() => 'hung'),
+      bound(15_000).then(() => 'hung'),
     ]);
     assert.equal(outcome, 'closed');
     await b.close();
@@ -208,7 +210,7 @@ if (typeof cluster === 'string') {
       await b.close();
       // Before: its consumer went on starting after the close, was never disconnected (the
       // process stayed up), and the subscribe resolved 15 s later or never.
-      const got = await Promise.race([subscribing, sleep(10_000).then(() => ({ pending: true }))]);
+      const got = await Promise.race([subscribing, bound(10_000).then(() => ({ pending: true }))]);
       assert.ok('error' in got, `${wait} ms: ${JSON.stringify(got)}`);
       assert.equal((got.error as ParleyError).code, 'UNAVAILABLE');
     }
