@@ -10,6 +10,7 @@ import {
   MAX_LETTER_MESSAGE,
   replayable,
   runHandler,
+  spentAttempts,
   storedLetter,
   UNDECODABLE,
   undecodableLetter,
@@ -181,5 +182,15 @@ describe('runHandler', () => {
     assert.equal(broker.stats().pending, 0);
     await consumer.close();
     await broker.close();
+  });
+});
+
+describe('spentAttempts', () => {
+  it('reads a whole number from 0; anything else a client may write reads as 0, as if absent', () => {
+    assert.equal(spentAttempts(undefined), 0);
+    assert.equal(spentAttempts('0'), 0);
+    assert.equal(spentAttempts('3'), 3);
+    for (const odd of ['Infinity', '1e400', '2.5', '-3', 'x', '', '99999999999999999999'])
+      assert.equal(spentAttempts(odd), 0, odd);
   });
 });

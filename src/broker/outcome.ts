@@ -10,6 +10,18 @@ import { type ErrorCode, ParleyError } from '../errors.ts';
 import type { DeadLetter } from './broker.ts';
 import { LETTER_ROOM, MAX_DELAY_MS } from './check.ts';
 
+/**
+ * The deliveries a message had before, from a header or property any client may set (RabbitMQ's
+ * `x-parley-attempt`, Kafka's `parley-attempts`, MQTT's `parley-attempt`): a whole number from 0,
+ * anything else read as 0, as if absent. Each adapter read it its own way until 2026-12-03: on
+ * MQTT `Infinity` made the handler's attempt `Infinity` and its dead letter unreadable, and on
+ * RabbitMQ `2.5` made a fractional attempt.
+ */
+export function spentAttempts(text: string | undefined): number {
+  const n = Number(text ?? 0);
+  return Number.isSafeInteger(n) && n > 0 ? n : 0;
+}
+
 /** `details.deferMs` on a handler's error: put the message back after that long, attempt unspent. */
 export function deferOf(e: ParleyError): number | undefined {
   const ms = e.details?.deferMs;

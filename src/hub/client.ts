@@ -4,14 +4,11 @@
  * one connection, one `Members` frame, one answer, closed.
  */
 import { ParleyError } from '../errors.ts';
-import { nodeInfoOf } from '../transport/node-info.ts';
+import { isRecord, nodeInfoOf } from '../transport/node-info.ts';
 import { FrameReader, FrameType, FrameWriter, parseHubUrl } from '../transport/tcp/frames.ts';
 import { connect, type ParleyTlsOptions } from '../transport/tcp/sockets.ts';
 import { DEFAULT_MAX_PAYLOAD } from '../transport/transport.ts';
 import type { HubMember, HubSnapshot } from './hub.ts';
-
-const isRecord = (value: unknown): value is Record<string, unknown> =>
-  typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /**
  * `value` as a hub's snapshot, copied down to its fields, or why it is not one. Until 2026-12-03

@@ -13,7 +13,8 @@ const MOST_CHARS = 1024;
 /** The most services one node may announce, and actions or notifications one service may. */
 const MOST_ITEMS = 100_000;
 
-const isRecord = (value: unknown): value is Record<string, unknown> =>
+/** A plain object (not null, not an array): what a decoded JSON value must be to have fields. */
+export const isRecord = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
 
 const isName = (value: unknown): value is string =>

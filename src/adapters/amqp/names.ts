@@ -5,6 +5,7 @@
  * consumers and its dead letters; see `amqp-broker.ts` for what each is for.
  */
 import type { ConsumeMessage } from 'amqplib';
+import { spentAttempts } from '../../broker/outcome.ts';
 import { ParleyError } from '../../errors.ts';
 
 export const KEY = 'x-parley-key';
@@ -45,9 +46,9 @@ export function header(m: ConsumeMessage, name: string): string | undefined {
   return Buffer.isBuffer(v) ? v.toString() : String(v);
 }
 
+/** A count in a header: a whole number from 0, anything else 0 (`spentAttempts`). */
 export function count(m: ConsumeMessage, name: string): number {
-  const n = Number(header(m, name) ?? 0);
-  return Number.isFinite(n) && n > 0 ? n : 0;
+  return spentAttempts(header(m, name));
 }
 
 /** The queue of a (topic, group): `<prefix>.<topic>.<group>`, hashed when that would be ambiguous. */

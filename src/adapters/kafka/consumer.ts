@@ -20,6 +20,7 @@ import {
   farNotBefore,
   permanent,
   runHandler,
+  spentAttempts,
   undecodableLetter,
 } from '../../broker/outcome.ts';
 import type { Envelope } from '../../envelope/envelope.ts';
@@ -272,7 +273,6 @@ export class KafkaGroupConsumer {
       bad ??= far; // dead-lettered now, not waited for
       notBefore = 0;
     }
-    const spent = Number(header(m.headers, HEADER.attempts) ?? 0);
     const entry: Entry = {
       partition: m.partition,
       offset: m.offset,
@@ -280,8 +280,8 @@ export class KafkaGroupConsumer {
       key,
       envelope,
       bad,
-      // A header from elsewhere may say anything: attempts spent are a whole number from 0.
-      attempt: (Number.isSafeInteger(spent) && spent > 0 ? spent : 0) + 1,
+      // A header from elsewhere may say anything (`spentAttempts`).
+      attempt: spentAttempts(header(m.headers, HEADER.attempts)) + 1,
       notBefore,
       run: undefined,
       lease: undefined,

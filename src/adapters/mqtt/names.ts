@@ -5,6 +5,7 @@
  * server's PUBACK with its reason code. See `mqtt-broker.ts` for what each is for.
  */
 import { checkLetterRoom } from '../../broker/check.ts';
+import { spentAttempts } from '../../broker/outcome.ts';
 import { ParleyError } from '../../errors.ts';
 import type { MqttConnection } from './connect.ts';
 import { mqttError } from './errors.ts';
@@ -54,15 +55,9 @@ export function prop(props: Record<string, string | string[]> | undefined, name:
   return Array.isArray(v) ? v[0] : v;
 }
 
-/**
- * The deliveries a message had before (`parley-attempt`): digits only, else 0 as if absent. Any
- * client may set the property; until 2026-12-03 it went through `Number`, so `Infinity` (or
- * `1e400`) made the handler's attempt `Infinity` and its dead letter unreadable (`attempts: null`
- * in JSON), and `2.5` a fractional attempt.
- */
+/** The deliveries a message had before (`parley-attempt`): see `spentAttempts`. */
 export function attemptsOf(props: Record<string, string | string[]> | undefined): number {
-  const text = prop(props, ATTEMPT);
-  return text !== undefined && /^[0-9]{1,15}$/.test(text) ? Number(text) : 0;
+  return spentAttempts(prop(props, ATTEMPT));
 }
 
 export interface PublishOptions {
